@@ -1,0 +1,104 @@
+"""The aiohttp application: factory, resources (one cleanup_ctx each), middlewares
+(request id, JSON errors) and the route table."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+from aiohttp import web
+
+from origin import db, keys
+from origin.errors import ApiError, error_response
+from origin.handlers import health
+from origin.logs import request_id
+from origin.settings import Settings
+from origin.storage import Storage, open_storage
+
+log = logging.getLogger("storyforge.origin")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Attach a request id (the client's if sane, else a new one) and log the request."""
+    incoming = request.headers.get("X-Request-Id", "")
+    rid = incoming if _REQUEST_ID.fullmatch(incoming) else secrets.token_hex(8)
+    token = request_id.set(rid)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-Id"] = rid
+        return response
+    finally:
+        log.info(
+            "%s %s %d",
+            request.method,
+            request.path,
+            status,
+            extra={"sf_ms": round((time.perf_counter() - started) * 1000, 2)},
+        )
+        request_id.reset(token)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as JSON `{"error": {"code", "message"}}`; no tracebacks."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Content-Range")}
+        return error_response(exc.status, code, exc.reason, headers)
+    except Exception:
+        log.exception("unhandled error")
+        return error_response(500, "internal", f"internal error (request id {request_id.get()})")
+
+
+async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    pool: asyncpg.Pool = await db.connect_pool(settings.database_url, size=settings.db_pool_size)
+    app[keys.POOL] = pool
+    yield
+    await pool.close()
+
+
+async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    s = app[keys.SETTINGS]
+    storage: Storage = await open_storage(
+        s.storage,
+        root=s.storage_root,
+        endpoint_url=s.s3_endpoint_url,
+        region=s.s3_region,
+        access_key=s.s3_access_key,
+        secret_key=s.s3_secret_key,
+    )
+    app[keys.STORAGE] = storage
+    try:
+        await storage.ensure_buckets(s.buckets)
+        yield
+    finally:
+        await storage.aclose()
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the origin application for `settings`; resources open on startup."""
+    app = web.Application(middlewares=[request_context, json_errors], client_max_size=1024**2)
+    app[keys.SETTINGS] = settings
+    app.cleanup_ctx.append(_pool_ctx)
+    app.cleanup_ctx.append(_storage_ctx)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    return app

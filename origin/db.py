@@ -1,0 +1,150 @@
+"""PostgreSQL access: the connection pool, schema migrations, the named queries of
+`sql/*.sql`, and conversion of driver errors into our own at this boundary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import asyncpg
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+SQL_DIR = Path(__file__).resolve().parent / "sql"
+_MIGRATION_LOCK = 0x5F0_0001  # pg_advisory_lock key shared by every `migrate` run
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+class DatabaseError(Exception):
+    """The database could not do what was asked (unreachable, refused, broken)."""
+
+
+class MigrationError(DatabaseError):
+    pass
+
+
+@cache
+def queries() -> dict[str, str]:
+    """Named SQL from `sql/*.sql`: blocks introduced by `-- name: NAME`."""
+    out: dict[str, str] = {}
+    for path in sorted(SQL_DIR.glob("*.sql")):
+        name: str | None = None
+        lines: list[str] = []
+        for line in [*path.read_text().splitlines(), "-- name: _end"]:
+            m = re.match(r"^--\s*name:\s*([a-z0-9_]+)\s*$", line)
+            if not m:
+                if name is not None:
+                    lines.append(line)
+                continue
+            if name is not None:
+                if name in out:
+                    raise ValueError(f"query {name!r} defined twice ({path.name})")
+                out[name] = "\n".join(lines).strip()
+            name, lines = m.group(1), []
+    return out
+
+
+def q(name: str) -> str:
+    return queries()[name]
+
+
+async def connect_pool(dsn: str, *, size: int = 10, connect_timeout: float = 10.0) -> asyncpg.Pool:
+    """Open a pool, converting driver/OS errors into one readable DatabaseError."""
+    try:
+        pool = await asyncpg.create_pool(
+            dsn, min_size=1, max_size=size, timeout=connect_timeout, command_timeout=60
+        )
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise DatabaseError(f"cannot connect to the database ({_redact(dsn)}): {exc}") from exc
+    assert pool is not None
+    return pool
+
+
+def _redact(dsn: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", dsn)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    found: list[Migration] = []
+    for path in sorted(directory.glob("*.sql")):
+        m = _MIGRATION_NAME.match(path.name)
+        if not m:
+            raise MigrationError(f"migration file name {path.name!r} is not NNNN_name.sql")
+        found.append(Migration(m.group(1), path.name, path.read_text()))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationError("two migration files share a version number")
+    return found
+
+
+async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply pending migrations in order, each in its own transaction.
+
+    Runs under a session advisory lock, so concurrent `migrate` runs serialise and
+    the second finds nothing to do. Refuses to run when an applied file changed.
+    Returns the names applied.
+    """
+    migrations = load_migrations(directory)
+    await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+    try:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version text PRIMARY KEY,
+                   name text NOT NULL,
+                   checksum text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        applied = {
+            r["version"]: r
+            for r in await conn.fetch("SELECT version, name, checksum FROM schema_migrations")
+        }
+        for m in migrations:
+            row = applied.get(m.version)
+            if row is not None and row["checksum"] != m.checksum:
+                raise MigrationError(
+                    f"migration {m.name} was edited after it was applied "
+                    "(checksum mismatch); add a new migration instead"
+                )
+        done: list[str] = []
+        for m in migrations:
+            if m.version in applied:
+                continue
+            async with conn.transaction():
+                await conn.execute(m.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    m.version,
+                    m.name,
+                    m.checksum,
+                )
+            done.append(m.name)
+        return done
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+
+
+async def migrate_dsn(dsn: str) -> list[str]:
+    try:
+        conn = await asyncpg.connect(dsn, timeout=10)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise DatabaseError(f"cannot connect to the database ({_redact(dsn)}): {exc}") from exc
+    try:
+        return await migrate(conn)
+    except asyncpg.PostgresError as exc:
+        raise MigrationError(f"migration failed: {exc}") from exc
+    finally:
+        await conn.close()

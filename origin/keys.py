@@ -1,0 +1,18 @@
+"""Typed application keys shared by the app factory and the handlers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+from aiohttp import web
+
+from origin.settings import Settings
+
+if TYPE_CHECKING:
+    from origin.storage import Storage
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+STORAGE: web.AppKey[Storage] = web.AppKey("storage")
+PLAYLIST_CACHE: web.AppKey[Any] = web.AppKey("playlist_cache")

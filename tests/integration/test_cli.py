@@ -1,0 +1,148 @@
+"""The `storyforge` command as a user runs it: clear one-line start-up errors, and the
+embedded dev stack coming up, answering /readyz, and reusing its data on restart."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+STORYFORGE = [sys.executable, "-m", "origin.cli"]
+
+
+def run(args, env=None, timeout=60):
+    return subprocess.run(
+        STORYFORGE + args,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize("command", ["dev", "serve", "worker", "migrate"])
+def test_help_explains_every_option(command):
+    out = run([command, "--help"])
+    assert out.returncode == 0
+    assert "usage: storyforge " + command in out.stdout
+
+
+def test_unknown_storage_backend_is_one_clear_line():
+    out = run(["serve"], env={"STORAGE": "floppy"})
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert lines == ["storyforge: configuration error: STORAGE: 'floppy' is not one of local, s3"]
+
+
+@pytest.mark.parametrize("command", ["migrate", "serve", "worker"])
+def test_unreachable_database_is_one_clear_line(command, tmp_path):
+    port = free_port()
+    out = run(
+        [command],
+        env={
+            "DATABASE_URL": f"postgresql://u:hunter2@127.0.0.1:{port}/x",
+            "STORAGE_ROOT": str(tmp_path),
+            "PORT": str(free_port()),
+        },
+    )
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("storyforge: cannot connect to the database")
+    assert "hunter2" not in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def _start_dev(home: Path, port: int) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        STORYFORGE
+        + ["dev", "--home", str(home), "--port", str(port), "--workers", "1", "--no-demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith("ready: "):
+            return proc, line.strip()
+    proc.kill()
+    raise AssertionError("storyforge dev did not print ready:")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+
+
+@pytest.mark.slow
+def test_dev_comes_up_and_reuses_its_data(tmp_path):
+    home = tmp_path / "home"
+    port = free_port()
+    proc, line = _start_dev(home, port)
+    try:
+        assert line == f"ready: http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+            assert r.status == 200
+            assert json.load(r)["status"] == "ready"
+        marker = subprocess.run(
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "storyforge",
+                "-d",
+                "storyforge",
+                "-tAc",
+                "INSERT INTO users (id, username) VALUES ('usr_0000000000marker', 'marker') "
+                "RETURNING id",
+            ],
+            env={**os.environ, "PGPORT": _pg_port(home)},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert marker.stdout.splitlines()[0] == "usr_0000000000marker"
+    finally:
+        _stop(proc)
+    # every child and the cluster are gone
+    assert not (home / "pg" / "postmaster.pid").exists()
+
+    proc, line = _start_dev(home, port)
+    try:
+        out = subprocess.run(
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "storyforge",
+                "-d",
+                "storyforge",
+                "-tAc",
+                "SELECT username FROM users WHERE id = 'usr_0000000000marker'",
+            ],
+            env={**os.environ, "PGPORT": _pg_port(home)},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert out.stdout.strip() == "marker"
+    finally:
+        _stop(proc)
+
+
+def _pg_port(home: Path) -> str:
+    pid = (home / "pg" / "postmaster.pid").read_text().splitlines()
+    return pid[3].strip()

@@ -1,0 +1,48 @@
+"""The worker process: opens the pool and storage, registers the job handlers and
+runs the job loop until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+
+from origin import db
+from origin.settings import Settings
+from origin.storage import open_storage
+from workers.worker import Handler, run_worker
+
+
+def handlers(settings: Settings, storage) -> dict[str, Handler]:
+    """Job kind -> handler. Kinds without a handler stay queued for a worker that has one."""
+    return {}
+
+
+async def run(settings: Settings, *, concurrency: int, grace: float) -> None:
+    pool = await db.connect_pool(settings.database_url, size=concurrency + 2)
+    storage = await open_storage(
+        settings.storage,
+        root=settings.storage_root,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await run_worker(
+            pool,
+            handlers(settings, storage),
+            concurrency=concurrency,
+            lease_seconds=settings.job_lease_seconds,
+            grace_seconds=grace,
+            stop=stop,
+            name=f"{socket.gethostname()}:{os.getpid()}",
+        )
+    finally:
+        await storage.aclose()
+        await pool.close()
