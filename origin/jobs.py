@@ -1,0 +1,324 @@
+"""The job queue: thin typed functions over the named SQL of `origin/sql/jobs.sql`.
+
+Every function takes an asyncpg pool or connection. `enqueue` and `lock_lease` are
+meant to run inside a caller's transaction; `claim` and `heartbeat` must run in
+autocommit (a pool, or a connection outside any transaction) so the lease is
+committed before any work starts.
+
+Writes to a running job are fenced by its lease token: when the fence matches no
+row the job is no longer ours and `LeaseLost` is raised. Driver errors are
+converted here: `QueueUnavailable` when the database cannot be reached (worth
+waiting and retrying), `QueueError` for anything else the database refused.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from origin import layout
+from origin.db import DatabaseError, q
+
+JOB_KINDS = ("transcode", "export", "delete_scene")
+STATUSES = ("queued", "running", "succeeded", "failed", "dead")
+IN_FLIGHT = ("queued", "running")
+MAX_ERROR_CHARS = 4000  # longer messages (ffmpeg's stderr tail, say) are cut
+
+Conn = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
+
+
+class QueueError(DatabaseError):
+    """The database refused a queue operation."""
+
+
+class QueueUnavailable(QueueError):
+    """The database could not be reached (connection lost, shutting down, full)."""
+
+
+class LeaseLost(Exception):
+    """A fenced write matched no row: the job's lease is no longer ours."""
+
+    def __init__(self, job_id: str, action: str = "write") -> None:
+        super().__init__(f"lease lost on job {job_id} ({action}): the job is no longer ours")
+        self.job_id = job_id
+        self.action = action
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    kind: str
+    payload: dict[str, Any]
+    status: str
+    attempts: int
+    max_attempts: int
+    run_after: datetime
+    lease_token: str | None
+    lease_expires_at: datetime | None
+    worker: str | None
+    progress: float
+    errors: list[dict[str, Any]]
+    last_error: str | None
+    dedupe_key: str | None
+    scene_id: str | None
+    segment_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def in_flight(self) -> bool:
+        return self.status in IN_FLIGHT
+
+    @property
+    def attempts_left(self) -> int:
+        return max(self.max_attempts - self.attempts, 0)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Job:
+        token = row["lease_token"]
+        return cls(
+            id=row["id"],
+            kind=row["kind"],
+            payload=_json(row["payload"]),
+            status=row["status"],
+            attempts=row["attempts"],
+            max_attempts=row["max_attempts"],
+            run_after=row["run_after"],
+            lease_token=str(token) if token is not None else None,
+            lease_expires_at=row["lease_expires_at"],
+            worker=row["worker"],
+            progress=float(row["progress"]),
+            errors=list(_json(row["errors"])),
+            last_error=row["last_error"],
+            dedupe_key=row["dedupe_key"],
+            scene_id=row["scene_id"],
+            segment_id=row["segment_id"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            finished_at=row["finished_at"],
+        )
+
+
+def _json(value: Any) -> Any:
+    # jsonb arrives as text unless someone registered a codec; accept both.
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def backoff_seconds(
+    attempt: int,
+    base: float = 2.0,
+    cap: float = 300.0,
+    rng: random.Random | None = None,
+) -> float:
+    """Delay before retry number `attempt` (1-based): exponential, full jitter.
+
+    Uniform in [0, min(cap, base * 2 ** (attempt - 1))], so retries of many jobs
+    failing together spread out instead of stampeding.
+    """
+    if base < 0 or cap < 0:
+        raise ValueError("backoff base and cap must be >= 0")
+    exponent = min(max(attempt, 1) - 1, 62)
+    ceiling = min(cap, base * (2.0**exponent))
+    return (rng or random).uniform(0.0, ceiling)
+
+
+def error_text(message: str) -> str:
+    """An error as stored in the job row: bounded length, never empty."""
+    message = message.strip() or "unknown error"
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[: MAX_ERROR_CHARS - 1] + "…"
+    return message
+
+
+@contextmanager
+def _converted(action: str) -> Iterator[None]:
+    """Turn asyncpg / socket errors into ours at this boundary."""
+    try:
+        yield
+    except (LeaseLost, QueueError):
+        raise
+    except asyncpg.PostgresError as exc:
+        state = getattr(exc, "sqlstate", None) or ""
+        if state[:2] in ("08", "53", "57"):
+            raise QueueUnavailable(f"job queue unavailable ({action}): {exc}") from exc
+        raise QueueError(f"job queue error ({action}): {exc}") from exc
+    except asyncpg.InterfaceError as exc:
+        if "closed" in str(exc) or "closing" in str(exc):
+            raise QueueUnavailable(f"job queue unavailable ({action}): {exc}") from exc
+        raise QueueError(f"job queue error ({action}): {exc}") from exc
+    except (OSError, TimeoutError) as exc:
+        raise QueueUnavailable(f"job queue unavailable ({action}): {exc}") from exc
+
+
+def _require_autocommit(conn: Conn, action: str) -> None:
+    if isinstance(conn, asyncpg.Connection | PoolConnectionProxy) and conn.is_in_transaction():
+        raise QueueError(
+            f"{action} must run outside a transaction (its write is committed at once)"
+        )
+
+
+async def enqueue(
+    conn: Conn,
+    kind: str,
+    payload: Mapping[str, Any],
+    *,
+    dedupe_key: str | None = None,
+    scene_id: str | None = None,
+    segment_id: str | None = None,
+    max_attempts: int = 5,
+    job_id: str | None = None,
+) -> Job:
+    """Queue a job and return it; works inside the caller's transaction.
+
+    With `dedupe_key`, when a queued or running job already holds the key that job
+    is returned instead (whatever its kind); a finished job does not block a new one.
+    """
+    if kind not in JOB_KINDS:
+        raise ValueError(f"unknown job kind {kind!r}")
+    if max_attempts < 1:
+        raise ValueError("max_attempts must be >= 1")
+    job_id = job_id or layout.new_id("job")
+    if not layout.is_id(job_id, "job"):
+        raise ValueError(f"invalid job id {job_id!r}")
+    body = json.dumps(dict(payload), separators=(",", ":"))
+    with _converted("enqueue"):
+        # A conflicting in-flight job may finish between our INSERT and SELECT:
+        # then the key is free again and the next INSERT goes through.
+        for _ in range(5):
+            row = await conn.fetchrow(
+                q("job_enqueue"), job_id, kind, body, max_attempts, dedupe_key, scene_id, segment_id
+            )
+            if row is not None:
+                return Job.from_row(row)
+            row = await conn.fetchrow(q("job_get_in_flight_by_dedupe_key"), dedupe_key)
+            if row is not None:
+                return Job.from_row(row)
+    raise QueueError(f"enqueue: could not settle dedupe key {dedupe_key!r} (too much contention)")
+
+
+async def claim(
+    conn: Conn,
+    kinds: Sequence[str] | None,
+    *,
+    worker: str,
+    lease_seconds: float,
+) -> Job | None:
+    """Take the oldest due queued job of `kinds` (None: any), leased to `worker`.
+
+    One autocommitted statement (`FOR UPDATE SKIP LOCKED`): concurrent claimers
+    never get the same job. Returns None when nothing is due.
+    """
+    if lease_seconds <= 0:
+        raise ValueError("lease_seconds must be > 0")
+    _require_autocommit(conn, "claim")
+    token = uuid.uuid4()
+    kind_list = list(kinds) if kinds is not None else None
+    with _converted("claim"):
+        row = await conn.fetchrow(q("job_claim"), token, float(lease_seconds), worker, kind_list)
+    return Job.from_row(row) if row is not None else None
+
+
+async def heartbeat(
+    conn: Conn,
+    job_id: str,
+    lease_token: str,
+    *,
+    lease_seconds: float,
+    progress: float | None = None,
+) -> bool:
+    """Extend our lease by `lease_seconds` from now and record `progress` (0-100).
+
+    Returns False when the job is no longer ours (nothing was written).
+    """
+    _require_autocommit(conn, "heartbeat")
+    pct = None if progress is None else min(max(float(progress), 0.0), 100.0)
+    with _converted("heartbeat"):
+        row = await conn.fetchrow(
+            q("job_heartbeat"), job_id, _uuid(lease_token), float(lease_seconds), pct
+        )
+    return row is not None
+
+
+async def lock_lease(conn: Conn, job_id: str, lease_token: str) -> None:
+    """Inside the caller's transaction, lock our running job row (fence for a publish).
+
+    Raises LeaseLost when the job is no longer ours; while the transaction lasts,
+    nobody else can re-queue or take the job.
+    """
+    with _converted("lock lease"):
+        row = await conn.fetchrow(q("job_lock_lease"), job_id, _uuid(lease_token))
+    if row is None:
+        raise LeaseLost(job_id, "lock")
+
+
+async def _fenced(conn: Conn, query: str, action: str, job_id: str, *args: Any) -> Job:
+    with _converted(action):
+        row = await conn.fetchrow(q(query), job_id, *args)
+    if row is None:
+        raise LeaseLost(job_id, action)
+    return Job.from_row(row)
+
+
+async def complete(conn: Conn, job_id: str, lease_token: str) -> Job:
+    """Mark our running job succeeded (progress 100, lease cleared)."""
+    return await _fenced(conn, "job_complete", "complete", job_id, _uuid(lease_token))
+
+
+async def fail_permanent(conn: Conn, job_id: str, lease_token: str, error: str) -> Job:
+    """Mark our running job failed for good (bad input), keeping the reason."""
+    return await _fenced(
+        conn, "job_fail_permanent", "fail", job_id, _uuid(lease_token), error_text(error)
+    )
+
+
+async def retry_or_dead(
+    conn: Conn, job_id: str, lease_token: str, error: str, *, backoff: float
+) -> Job:
+    """Record a failed attempt: queued again after `backoff` seconds, or dead when
+    the job has used `max_attempts`. The error is appended to the job's errors."""
+    return await _fenced(
+        conn,
+        "job_retry_or_dead",
+        "retry",
+        job_id,
+        _uuid(lease_token),
+        error_text(error),
+        max(float(backoff), 0.0),
+    )
+
+
+async def release(conn: Conn, job_id: str, lease_token: str) -> Job:
+    """Hand our running job back (shutdown): queued now, the attempt not counted."""
+    return await _fenced(conn, "job_release", "release", job_id, _uuid(lease_token))
+
+
+async def requeue_expired(conn: Conn) -> list[Job]:
+    """Re-queue (or kill, when out of attempts) running jobs whose lease expired."""
+    with _converted("requeue expired"):
+        rows = await conn.fetch(q("job_requeue_expired"))
+    return [Job.from_row(r) for r in rows]
+
+
+async def get_job(conn: Conn, job_id: str) -> Job | None:
+    with _converted("get job"):
+        row = await conn.fetchrow(q("job_get"), job_id)
+    return Job.from_row(row) if row is not None else None
+
+
+def _uuid(token: str | uuid.UUID) -> uuid.UUID:
+    if isinstance(token, uuid.UUID):
+        return token
+    try:
+        return uuid.UUID(token)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"invalid lease token {token!r}") from exc

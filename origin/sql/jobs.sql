@@ -1,0 +1,157 @@
+-- The job queue (DESIGN.md "Jobs"). Used by workers/queue.py only.
+--
+-- Every write a worker makes to a job it runs is fenced: `id AND lease_token AND
+-- status = 'running'`. Zero rows back means the lease was lost (expired and
+-- re-queued, or handed to another worker); the caller must not touch the job.
+-- `errors` gets one entry per failed attempt: {"attempt", "at", "error"}.
+
+-- name: job_enqueue
+-- $1 id, $2 kind, $3 payload (JSON text), $4 max_attempts, $5 dedupe_key,
+-- $6 scene_id, $7 segment_id. No row back: a queued/running job holds $5.
+INSERT INTO jobs (id, kind, payload, max_attempts, dedupe_key, scene_id, segment_id)
+VALUES ($1, $2, ($3::text)::jsonb, $4, $5, $6, $7)
+ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running')
+DO NOTHING
+RETURNING *;
+
+-- name: job_get_in_flight_by_dedupe_key
+SELECT *
+  FROM jobs
+ WHERE dedupe_key = $1
+   AND status IN ('queued', 'running');
+
+-- name: job_claim
+-- $1 lease_token, $2 lease seconds, $3 worker name, $4 kinds (NULL: any kind).
+-- One statement, run in autocommit: the lease is committed before any work starts.
+UPDATE jobs
+   SET status = 'running',
+       lease_token = $1,
+       lease_expires_at = now() + make_interval(secs => $2::float8),
+       attempts = attempts + 1,
+       worker = $3,
+       progress = 0,
+       updated_at = now()
+ WHERE id = (
+        SELECT id
+          FROM jobs
+         WHERE status = 'queued'
+           AND run_after <= now()
+           AND ($4::text[] IS NULL OR kind = ANY ($4::text[]))
+         ORDER BY run_after, created_at
+         LIMIT 1
+           FOR UPDATE SKIP LOCKED)
+RETURNING *;
+
+-- name: job_heartbeat
+-- $1 id, $2 lease_token, $3 lease seconds, $4 progress (NULL: unchanged).
+UPDATE jobs
+   SET lease_expires_at = now() + make_interval(secs => $3::float8),
+       progress = coalesce($4::real, progress),
+       updated_at = now()
+ WHERE id = $1
+   AND lease_token = $2
+   AND status = 'running'
+RETURNING lease_expires_at;
+
+-- name: job_lock_lease
+-- Inside a caller's transaction: lock our running job row so nothing (reaper,
+-- another worker) can take the job until that transaction ends.
+SELECT id
+  FROM jobs
+ WHERE id = $1
+   AND lease_token = $2
+   AND status = 'running'
+   FOR UPDATE;
+
+-- name: job_complete
+UPDATE jobs
+   SET status = 'succeeded',
+       progress = 100,
+       finished_at = now(),
+       lease_token = NULL,
+       lease_expires_at = NULL,
+       updated_at = now()
+ WHERE id = $1
+   AND lease_token = $2
+   AND status = 'running'
+RETURNING *;
+
+-- name: job_fail_permanent
+-- $3 error: the readable reason (bad input); no retry.
+UPDATE jobs
+   SET status = 'failed',
+       last_error = $3,
+       errors = errors || jsonb_build_array(
+           jsonb_build_object('attempt', attempts, 'at', now(), 'error', $3::text)),
+       finished_at = now(),
+       lease_token = NULL,
+       lease_expires_at = NULL,
+       updated_at = now()
+ WHERE id = $1
+   AND lease_token = $2
+   AND status = 'running'
+RETURNING *;
+
+-- name: job_retry_or_dead
+-- $3 error, $4 backoff seconds (computed by the caller). Attempts left: queued
+-- again after the backoff; none left: dead. Either way the error is kept.
+UPDATE jobs
+   SET status = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'dead' END,
+       run_after = CASE WHEN attempts < max_attempts
+                        THEN now() + make_interval(secs => $4::float8)
+                        ELSE run_after END,
+       finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE now() END,
+       last_error = $3,
+       errors = errors || jsonb_build_array(
+           jsonb_build_object('attempt', attempts, 'at', now(), 'error', $3::text)),
+       lease_token = NULL,
+       lease_expires_at = NULL,
+       updated_at = now()
+ WHERE id = $1
+   AND lease_token = $2
+   AND status = 'running'
+RETURNING *;
+
+-- name: job_requeue_expired
+-- Any worker: running jobs whose lease expired (their worker is gone) are queued
+-- again, or dead when they have used all their attempts.
+UPDATE jobs
+   SET status = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'dead' END,
+       run_after = now(),
+       finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE now() END,
+       last_error = 'lease expired (worker lost)',
+       errors = errors || jsonb_build_array(
+           jsonb_build_object('attempt', attempts, 'at', now(),
+                              'error', 'lease expired (worker lost)')),
+       lease_token = NULL,
+       lease_expires_at = NULL,
+       updated_at = now()
+ WHERE status = 'running'
+   AND lease_expires_at < now()
+   AND id IN (
+        SELECT id
+          FROM jobs
+         WHERE status = 'running'
+           AND lease_expires_at < now()
+           FOR UPDATE SKIP LOCKED)
+RETURNING *;
+
+-- name: job_release
+-- Hand a job back on shutdown: queued at once, and the attempt does not count.
+UPDATE jobs
+   SET status = 'queued',
+       attempts = greatest(attempts - 1, 0),
+       run_after = now(),
+       progress = 0,
+       lease_token = NULL,
+       lease_expires_at = NULL,
+       updated_at = now()
+ WHERE id = $1
+   AND lease_token = $2
+   AND status = 'running'
+RETURNING *;
+
+-- name: job_get
+SELECT *
+  FROM jobs
+ WHERE id = $1;

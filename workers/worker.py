@@ -1,0 +1,521 @@
+"""The worker loop: claim jobs from the queue, run their handlers, record outcomes.
+
+- A job is claimed (lease committed) before its handler starts; no transaction is
+  held while a handler runs.
+- Each running job has a heartbeat task extending its lease every lease/3 seconds
+  and recording progress; when the heartbeat finds the lease lost, the handler is
+  cancelled and the worker writes nothing more for that job.
+- Success -> `complete`; `PermanentError` -> `fail_permanent` (no retry); any
+  other exception -> `retry_or_dead` with exponential backoff and full jitter.
+  Status writes are shielded, so a cancellation during shutdown cannot lose them.
+- Expired leases (of workers that died) are re-queued by every worker, periodically.
+- On `stop`: no more claims; running jobs get `grace_seconds` to finish, then are
+  cancelled and handed back (`release`: queued again, the attempt not counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import asyncpg
+
+from origin import jobs as queue
+from origin.jobs import Conn, Job, LeaseLost, QueueError
+
+log = logging.getLogger("storyforge.worker")
+
+T = TypeVar("T")
+
+PROGRESS_MIN_INTERVAL = 1.0  # seconds between progress writes from JobContext.progress
+CANCEL_WAIT_SECONDS = 10.0  # how long a cancelled handler gets to clean up (kill ffmpeg)
+MAX_UNAVAILABLE_SLEEP = 30.0  # cap of the wait between claims while the database is down
+
+
+class PermanentError(Exception):
+    """The job can never succeed (bad input): fail it at once with this message."""
+
+
+@dataclass(eq=False)
+class JobContext:
+    """What a handler gets: its job, the pool, its lease, progress reporting."""
+
+    job: Job
+    pool: asyncpg.Pool
+    worker: str
+    lease_seconds: float
+    _progress: float | None = field(default=None, repr=False)
+    _written: float | None = field(default=None, repr=False)
+    _last_write: float = field(default=float("-inf"), repr=False)
+    _lease_lost: bool = field(default=False, repr=False)
+
+    @property
+    def lease_token(self) -> str:
+        assert self.job.lease_token is not None
+        return self.job.lease_token
+
+    @property
+    def job_id(self) -> str:
+        return self.job.id
+
+    @property
+    def lease_lost(self) -> bool:
+        return self._lease_lost
+
+    async def progress(self, pct: float) -> None:
+        """Record progress (0-100). Writes are throttled; the heartbeat flushes the
+        latest value. Raises LeaseLost when the job is no longer ours."""
+        if self._lease_lost:
+            raise LeaseLost(self.job.id, "progress")
+        self._progress = min(max(float(pct), 0.0), 100.0)
+        now = time.monotonic()
+        if now - self._last_write < PROGRESS_MIN_INTERVAL and self._progress < 100.0:
+            return
+        self._last_write = now
+        try:
+            await self._beat()
+        except QueueError as exc:  # the heartbeat will retry; the handler carries on
+            log.warning(
+                "job %s (%s): progress not recorded: %s",
+                self.job.id,
+                self.job.kind,
+                exc,
+                extra=_extra(self.job, self.worker),
+            )
+            return
+        if self._lease_lost:
+            raise LeaseLost(self.job.id, "progress")
+
+    async def fence(self, conn: Conn) -> None:
+        """In the caller's transaction (e.g. the one that publishes a segment), lock
+        this job's row if it is still ours; raises LeaseLost otherwise."""
+        await queue.lock_lease(conn, self.job.id, self.lease_token)
+
+    async def _beat(self) -> bool:
+        pct = self._progress
+        owned = await queue.heartbeat(
+            self.pool,
+            self.job.id,
+            self.lease_token,
+            lease_seconds=self.lease_seconds,
+            progress=pct if pct != self._written else None,
+        )
+        if owned:
+            self._written = pct
+        else:
+            self._lease_lost = True
+        return owned
+
+
+Handler = Callable[[JobContext], Awaitable[None]]
+
+
+def _extra(job: Job, worker: str, **more: Any) -> dict[str, Any]:
+    return {"job_id": job.id, "kind": job.kind, "attempt": job.attempts, "worker": worker, **more}
+
+
+async def _shielded(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a status write to completion even if we are cancelled meanwhile; the
+    cancellation is re-raised once the write is done."""
+    task = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=max(seconds, 0.0))
+
+
+@dataclass
+class _Options:
+    name: str
+    lease_seconds: float
+    backoff_base: float
+    backoff_cap: float
+    rng: random.Random
+
+
+async def run_worker(
+    pool: asyncpg.Pool,
+    handlers: Mapping[str, Handler],
+    *,
+    concurrency: int = 1,
+    lease_seconds: float = 60,
+    poll_interval: float = 1.0,
+    grace_seconds: float = 30,
+    stop: asyncio.Event,
+    name: str,
+    reap_interval: float | None = None,
+    backoff_base: float = 2.0,
+    backoff_cap: float = 300.0,
+) -> None:
+    """Claim and run jobs of the kinds in `handlers` until `stop` is set.
+
+    Runs at most `concurrency` jobs at once. Returns once every job it started has
+    finished or been handed back. Cancelling the call itself hands running jobs
+    back at once (no grace).
+    """
+    if not handlers:
+        log.warning("worker %s has no handlers: it will only re-queue expired leases", name)
+    if concurrency < 1:
+        raise ValueError("concurrency must be >= 1")
+    if lease_seconds <= 0 or poll_interval <= 0 or grace_seconds < 0:
+        raise ValueError("lease_seconds and poll_interval must be > 0, grace_seconds >= 0")
+    kinds = sorted(handlers)
+    opts = _Options(name, float(lease_seconds), backoff_base, backoff_cap, random.Random())
+    if reap_interval is None:
+        reap_interval = max(poll_interval, min(lease_seconds / 2, 30.0))
+    slots = asyncio.Semaphore(concurrency)
+    running: dict[asyncio.Task[None], Job] = {}
+    unavailable_sleep = poll_interval
+    grace = float(grace_seconds)
+
+    def _done(t: asyncio.Task[None]) -> None:
+        running.pop(t, None)
+        slots.release()
+
+    log.info(
+        "worker %s started: kinds=%s concurrency=%d lease=%.1fs",
+        name,
+        ",".join(kinds),
+        concurrency,
+        lease_seconds,
+        extra={"worker": name},
+    )
+    reaper = asyncio.create_task(_reaper(pool, name, reap_interval, stop), name=f"reaper {name}")
+    try:
+        while not stop.is_set():
+            if not await _acquire_or_stop(slots, stop):
+                break
+            job: Job | None = None
+            try:
+                job = await _claim_shielded(pool, kinds, opts)
+                unavailable_sleep = poll_interval
+            except QueueError as exc:
+                slots.release()
+                log.warning(
+                    "worker %s: job queue error, retrying in %.1fs: %s",
+                    name,
+                    unavailable_sleep,
+                    exc,
+                    extra={"worker": name},
+                )
+                await _sleep_or_stop(stop, unavailable_sleep)
+                unavailable_sleep = min(unavailable_sleep * 2, MAX_UNAVAILABLE_SLEEP)
+                continue
+            except BaseException:
+                slots.release()
+                raise
+            if job is None:
+                slots.release()
+                await _sleep_or_stop(stop, poll_interval)
+                continue
+            task = asyncio.create_task(
+                _run_job(pool, handlers[job.kind], job, opts), name=f"job {job.kind} {job.id}"
+            )
+            running[task] = job
+            task.add_done_callback(_done)
+    except asyncio.CancelledError:
+        grace = 0.0
+        raise
+    finally:
+        reaper.cancel()
+        await _shutdown(running, grace, name)
+        with contextlib.suppress(asyncio.CancelledError):
+            await reaper
+        log.info("worker %s stopped", name, extra={"worker": name})
+
+
+async def _acquire_or_stop(slots: asyncio.Semaphore, stop: asyncio.Event) -> bool:
+    """Wait for a free slot; False (and no slot held) if `stop` is set first."""
+    if stop.is_set():
+        return False
+    acquire = asyncio.ensure_future(slots.acquire())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not acquire.done():
+            acquire.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await acquire
+    got = acquire.done() and not acquire.cancelled() and acquire.exception() is None
+    if got and stop.is_set():
+        slots.release()
+        return False
+    return got
+
+
+async def _reaper(pool: asyncpg.Pool, name: str, interval: float, stop: asyncio.Event) -> None:
+    """Re-queue jobs whose lease expired (their worker died), every `interval`."""
+    while not stop.is_set():
+        try:
+            await _reap(pool, name)
+        except QueueError as exc:
+            log.warning("worker %s: re-queueing expired leases failed: %s", name, exc)
+        await _sleep_or_stop(stop, interval)
+
+
+async def _reap(pool: asyncpg.Pool, name: str) -> None:
+    for job in await queue.requeue_expired(pool):
+        log.warning(
+            "job %s (%s): lease expired (worker %s lost), now %s",
+            job.id,
+            job.kind,
+            job.worker,
+            job.status,
+            extra=_extra(job, name, lost_worker=job.worker, status=job.status),
+        )
+
+
+async def _claim_shielded(pool: asyncpg.Pool, kinds: list[str], opts: _Options) -> Job | None:
+    """Claim one job; if we are cancelled while the claim is in flight, the claim
+    still completes and a job it got is handed straight back."""
+    task = asyncio.ensure_future(
+        queue.claim(pool, kinds, worker=opts.name, lease_seconds=opts.lease_seconds)
+    )
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            job = await task
+            if job is not None and job.lease_token is not None:
+                await queue.release(pool, job.id, job.lease_token)
+        raise
+
+
+async def _heartbeat(ctx: JobContext, work: asyncio.Task[None], name: str) -> None:
+    interval = ctx.lease_seconds / 3
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            owned = await ctx._beat()
+        except QueueError as exc:
+            log.warning(
+                "job %s (%s): heartbeat failed: %s",
+                ctx.job.id,
+                ctx.job.kind,
+                exc,
+                extra=_extra(ctx.job, name),
+            )
+            continue
+        if not owned:
+            log.warning(
+                "job %s (%s): lease lost, cancelling the handler",
+                ctx.job.id,
+                ctx.job.kind,
+                extra=_extra(ctx.job, name),
+            )
+            work.cancel()
+            return
+
+
+async def _run_job(pool: asyncpg.Pool, handler: Handler, job: Job, opts: _Options) -> None:
+    name = opts.name
+    ctx = JobContext(job=job, pool=pool, worker=name, lease_seconds=opts.lease_seconds)
+    log.info(
+        "job %s (%s): started, attempt %d/%d",
+        job.id,
+        job.kind,
+        job.attempts,
+        job.max_attempts,
+        extra=_extra(job, name),
+    )
+    started = time.monotonic()
+
+    async def call() -> None:
+        await handler(ctx)
+
+    work = asyncio.create_task(call(), name=f"handler {job.kind} {job.id}")
+    beat = asyncio.create_task(_heartbeat(ctx, work, name), name=f"heartbeat {job.id}")
+    try:
+        try:
+            await asyncio.wait({work})
+        except asyncio.CancelledError:
+            # Shutdown past the grace period: stop the handler, hand the job back.
+            work.cancel()
+            await asyncio.wait({work}, timeout=CANCEL_WAIT_SECONDS)
+            beat.cancel()
+            if work.done() and not work.cancelled() and work.exception() is None:
+                await _record(ctx, work, started, opts)  # it finished after all
+            else:
+                await _hand_back(ctx, name)
+            raise
+        beat.cancel()
+        await _record(ctx, work, started, opts)
+    finally:
+        beat.cancel()
+        if not work.done():
+            work.cancel()
+
+
+async def _hand_back(ctx: JobContext, name: str) -> None:
+    job = ctx.job
+    try:
+        await _shielded(queue.release(ctx.pool, job.id, ctx.lease_token))
+    except LeaseLost:
+        log.warning(
+            "job %s (%s): cancelled at shutdown; lease already lost",
+            job.id,
+            job.kind,
+            extra=_extra(job, name),
+        )
+    except QueueError as exc:
+        log.error(
+            "job %s (%s): could not hand back (its lease will expire): %s",
+            job.id,
+            job.kind,
+            exc,
+            extra=_extra(job, name),
+        )
+    else:
+        log.info(
+            "job %s (%s): handed back at shutdown",
+            job.id,
+            job.kind,
+            extra=_extra(job, name, outcome="released"),
+        )
+
+
+async def _record(
+    ctx: JobContext, work: asyncio.Task[None], started: float, opts: _Options
+) -> None:
+    """Write the outcome of a finished handler (shielded)."""
+    job, name, pool = ctx.job, opts.name, ctx.pool
+    elapsed = round(time.monotonic() - started, 3)
+    if work.cancelled():
+        if ctx.lease_lost:
+            log.warning(
+                "job %s (%s): abandoned, lease lost",
+                job.id,
+                job.kind,
+                extra=_extra(job, name, outcome="lease_lost", seconds=elapsed),
+            )
+            return
+        exc: BaseException | None = RuntimeError("handler was cancelled")
+    else:
+        exc = work.exception()
+    try:
+        if exc is None:
+            try:
+                await _shielded(queue.complete(pool, job.id, ctx.lease_token))
+            except LeaseLost:
+                # The handler may have completed the job itself in its publishing
+                # transaction; otherwise the job was taken from us.
+                current = await queue.get_job(pool, job.id)
+                if current is None or current.status != "succeeded":
+                    raise
+            log.info(
+                "job %s (%s): succeeded in %.3fs",
+                job.id,
+                job.kind,
+                elapsed,
+                extra=_extra(job, name, outcome="succeeded", seconds=elapsed),
+            )
+        elif isinstance(exc, LeaseLost):
+            log.warning(
+                "job %s (%s): abandoned, lease lost: %s",
+                job.id,
+                job.kind,
+                exc,
+                extra=_extra(job, name, outcome="lease_lost", seconds=elapsed),
+            )
+        elif isinstance(exc, PermanentError):
+            reason = str(exc) or type(exc).__name__
+            await _shielded(queue.fail_permanent(pool, job.id, ctx.lease_token, reason))
+            log.error(
+                "job %s (%s): failed permanently: %s",
+                job.id,
+                job.kind,
+                reason,
+                extra=_extra(job, name, outcome="failed", seconds=elapsed, error=reason),
+            )
+        else:
+            message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            delay = queue.backoff_seconds(
+                job.attempts, opts.backoff_base, opts.backoff_cap, opts.rng
+            )
+            after = await _shielded(
+                queue.retry_or_dead(pool, job.id, ctx.lease_token, message, backoff=delay)
+            )
+            if after.status == "dead":
+                log.error(
+                    "job %s (%s): dead after %d attempts: %s",
+                    job.id,
+                    job.kind,
+                    after.attempts,
+                    message,
+                    exc_info=exc,
+                    extra=_extra(job, name, outcome="dead", seconds=elapsed, error=message),
+                )
+            else:
+                log.warning(
+                    "job %s (%s): attempt %d failed, retry in %.1fs: %s",
+                    job.id,
+                    job.kind,
+                    job.attempts,
+                    delay,
+                    message,
+                    exc_info=exc,
+                    extra=_extra(job, name, outcome="retry", seconds=elapsed, error=message),
+                )
+    except LeaseLost:
+        log.warning(
+            "job %s (%s): outcome not recorded, lease lost",
+            job.id,
+            job.kind,
+            extra=_extra(job, name, outcome="lease_lost", seconds=elapsed),
+        )
+    except QueueError as exc:
+        log.error(
+            "job %s (%s): outcome not recorded (its lease will expire and it will rerun): %s",
+            job.id,
+            job.kind,
+            exc,
+            extra=_extra(job, name, outcome="unrecorded", seconds=elapsed),
+        )
+
+
+async def _shutdown(running: dict[asyncio.Task[None], Job], grace: float, name: str) -> None:
+    """Wait up to `grace` seconds for running jobs, then cancel the rest (each
+    cancelled job hands itself back). A cancellation arriving meanwhile skips the
+    rest of the grace period but not the hand-back; it is re-raised at the end."""
+    tasks = set(running)
+    if not tasks:
+        return
+    log.info(
+        "worker %s: waiting up to %.1fs for %d running job(s)",
+        name,
+        grace,
+        len(tasks),
+        extra={"worker": name},
+    )
+    interrupted = False
+    if grace > 0:
+        try:
+            await asyncio.wait(tasks, timeout=grace)  # never cancels the jobs themselves
+        except asyncio.CancelledError:
+            interrupted = True
+    late = [t for t in tasks if not t.done()]
+    for t in late:
+        t.cancel()
+    while late:
+        try:
+            await asyncio.wait(late)
+        except asyncio.CancelledError:
+            interrupted = True
+        late = [t for t in late if not t.done()]
+    if interrupted:
+        raise asyncio.CancelledError
