@@ -1,0 +1,176 @@
+"""Test clips generated with ffmpeg's lavfi sources (testsrc2 picture, sine tone)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Literal
+
+FFMPEG = shutil.which("ffmpeg")
+FFPROBE = shutil.which("ffprobe")
+HAVE_FFMPEG = FFMPEG is not None and FFPROBE is not None
+NO_FFMPEG_REASON = "ffmpeg/ffprobe not on PATH (CI installs them: apt-get install ffmpeg)"
+
+Audio = Literal["stereo48", "mono44", "surround48"] | None
+
+_VIDEO_CODECS = {
+    "libx264": ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"],
+    "libx265": ["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error"],
+    "libvpx-vp9": ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "1M"],
+    "mpeg4": ["-c:v", "mpeg4", "-q:v", "5"],
+    "mpeg2video": ["-c:v", "mpeg2video", "-q:v", "5"],
+}
+_AUDIO_CODEC = {
+    "mp4": "aac",
+    "mov": "aac",
+    "mkv": "aac",
+    "ts": "aac",
+    "webm": "libopus",
+    "avi": "libmp3lame",
+}
+_AUDIO_LAYOUT = {
+    "stereo48": (48_000, "stereo"),
+    "mono44": (44_100, "mono"),
+    "surround48": (48_000, "5.1"),
+}
+
+
+def make_clip(
+    path: str | os.PathLike[str],
+    *,
+    width: int = 1920,
+    height: int = 1080,
+    fps: float | str = 30,
+    duration: float = 6.0,
+    audio: Audio = "stereo48",
+    codec: str = "libx264",
+    container: str = "mp4",
+    rotate: int | None = None,
+    audio_delay: float = 0.0,
+    extra: list[str] | None = None,
+) -> Path:
+    """Write a clip of a moving test picture (+ a 440 Hz tone) and return its path.
+
+    `rotate` stores display-rotation metadata like a phone does (coded picture unchanged);
+    `audio_delay` starts the audio later than the video.
+    """
+    out = Path(path)
+    cmd = [
+        FFMPEG or "ffmpeg",
+        "-nostdin",
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=size={width}x{height}:rate={fps}:duration={duration}",
+    ]
+    if audio is not None:
+        rate, layout = _AUDIO_LAYOUT[audio]
+        cmd += [
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=440:sample_rate={rate}:duration={duration - audio_delay},"
+            f"aformat=channel_layouts={layout}",
+        ]
+        if audio_delay:
+            cmd += [
+                "-filter_complex",
+                f"[1:a]adelay={int(audio_delay * 1000)}:all=1[a]",
+                "-map",
+                "0:v",
+                "-map",
+                "[a]",
+            ]
+    cmd += _VIDEO_CODECS[codec]
+    if audio is not None:
+        cmd += ["-c:a", _AUDIO_CODEC[container], "-b:a", "96k"]
+    cmd += extra or []
+    fmt = {"mkv": "matroska", "ts": "mpegts"}.get(container, container)
+    target = out.with_name(out.name + ".tmp") if rotate is not None else out
+    cmd += ["-f", fmt, str(target)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    if rotate is not None:  # ffmpeg 5 keeps the rotate tag only when stream-copying
+        subprocess.run(
+            [
+                FFMPEG or "ffmpeg",
+                "-nostdin",
+                "-v",
+                "error",
+                "-y",
+                "-i",
+                str(target),
+                "-map",
+                "0",
+                "-c",
+                "copy",
+                "-metadata:s:v:0",
+                f"rotate={rotate}",
+                "-f",
+                fmt,
+                str(out),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        target.unlink()
+    return out
+
+
+def make_png(path: str | os.PathLike[str], width: int = 320, height: int = 240) -> Path:
+    out = Path(path)
+    subprocess.run(
+        [
+            FFMPEG or "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size={width}x{height}",
+            "-frames:v",
+            "1",
+            "-f",
+            "image2",
+            "-c:v",
+            "png",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return out
+
+
+def make_audio_only(path: str | os.PathLike[str], duration: float = 3.0) -> Path:
+    out = Path(path)
+    subprocess.run(
+        [
+            FFMPEG or "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=440:duration={duration}",
+            "-c:a",
+            "aac",
+            "-f",
+            "mp4",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return out

@@ -1,0 +1,498 @@
+"""Runs ffprobe and ffmpeg for the transcode job: asyncio subprocesses that die with the worker.
+
+`probe` validates an upload (`BadInput` on anything unusable); `transcode` runs the single
+ffmpeg command of `workers.media.transcode_command`, reports progress, keeps a bounded log,
+then measures what ffmpeg really wrote (segment durations and sizes, profile/level from the
+SPS, frame size and rate) and builds the storyboard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import re
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from workers import media
+from workers.media import DEFAULT_LADDER, BadInput, Limits, MediaInfo, Rung
+from workers.storyboard import STORYBOARD_VTT, StoryboardCue, build_storyboard, storyboard_vtt
+
+__all__ = [
+    "BadInput",
+    "Completed",
+    "RenditionOutput",
+    "TranscodeFailed",
+    "TranscodeOutput",
+    "probe",
+    "run_capture",
+    "transcode",
+]
+
+ProgressCallback = Callable[[float], Awaitable[None]]
+
+_PR_SET_PDEATHSIG = 1
+_MAX_CAPTURE = 16 * 1024 * 1024
+
+
+class TranscodeFailed(Exception):
+    """ffmpeg failed for a reason that is not clearly the upload's fault (retryable)."""
+
+    def __init__(self, reason: str, log_tail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.log_tail = log_tail
+
+
+@dataclass(frozen=True)
+class RenditionOutput:
+    """One rendition as ffmpeg wrote it (everything measured from the files)."""
+
+    name: str
+    width: int
+    height: int
+    fps: float
+    codecs: str  # full variant CODECS, e.g. "avc1.4d401f,mp4a.40.2"
+    video_codecs: str  # e.g. "avc1.4d401f", from the SPS of the first segment
+    profile: str  # ffprobe's name, e.g. "Main"
+    level: int  # level_idc, e.g. 31
+    video_bitrate: int  # the rung's nominal bit rate
+    audio_sample_rate: int
+    audio_channels: int
+    durations: tuple[float, ...]
+    sizes: tuple[int, ...]
+    playlist: Path
+    segments: tuple[Path, ...]
+
+    @property
+    def duration(self) -> float:
+        return sum(self.durations)
+
+
+@dataclass(frozen=True)
+class TranscodeOutput:
+    renditions: tuple[RenditionOutput, ...]
+    thumbnail: Path
+    thumbnail_large: Path
+    frames: tuple[Path, ...]
+    storyboard_sheets: tuple[Path, ...]
+    storyboard_cues: tuple[StoryboardCue, ...]
+    storyboard_vtt: Path
+    log: Path
+    duration: float
+
+
+@dataclass(frozen=True)
+class Completed:
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+
+# ------------------------------------------------------------------ processes
+
+
+def _child_setup(parent: int) -> Callable[[], None]:
+    """preexec_fn: SIGKILL this child when the worker dies (Linux), even by SIGKILL."""
+
+    def setup() -> None:
+        if sys.platform.startswith("linux"):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent:  # the worker died before prctl took effect
+                os._exit(1)
+
+    return setup
+
+
+async def _spawn(cmd: Sequence[str], *, stdout: int) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *cmd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,  # own process group: killpg reaches every child
+        preexec_fn=_child_setup(os.getpid()),
+    )
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        await asyncio.shield(proc.wait())
+
+
+async def _read_all(stream: asyncio.StreamReader | None, limit: int = _MAX_CAPTURE) -> bytes:
+    if stream is None:
+        return b""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await stream.read(65536):
+        if size < limit:
+            chunks.append(chunk[: limit - size])
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+async def run_capture(cmd: Sequence[str], *, timeout: float) -> Completed:
+    """Run a short command (ffprobe, SPS extraction) to completion; kill it on timeout.
+
+    Raises TimeoutError after killing the process group.
+    """
+    proc = await _spawn(cmd, stdout=asyncio.subprocess.PIPE)
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await asyncio.gather(_read_all(proc.stdout), _read_all(proc.stderr))
+            rc = await proc.wait()
+    except BaseException:
+        await _kill(proc)
+        raise
+    return Completed(rc, out, err.decode("utf-8", "replace"))
+
+
+async def _lines(stream: asyncio.StreamReader, max_line: int = 4096) -> AsyncIterator[str]:
+    """Lines of a stream, without StreamReader's line-length limit (long lines are cut)."""
+    buf = b""
+    while chunk := await stream.read(65536):
+        buf += chunk
+        *complete, buf = buf.split(b"\n")
+        for raw in complete:
+            yield raw[:max_line].decode("utf-8", "replace").rstrip("\r")
+        if len(buf) > max_line:
+            yield buf[:max_line].decode("utf-8", "replace")
+            buf = b""
+    if buf:
+        yield buf[:max_line].decode("utf-8", "replace").rstrip("\r")
+
+
+class _BoundedLog:
+    """First `head` and last `tail` lines of a stream; the middle is counted, not kept."""
+
+    def __init__(self, head: int = 200, tail: int = 2000) -> None:
+        self.head: list[str] = []
+        self.tail: deque[str] = deque(maxlen=tail)
+        self._head_max = head
+        self.dropped = 0
+
+    def add(self, line: str) -> None:
+        if len(self.head) < self._head_max:
+            self.head.append(line)
+            return
+        if len(self.tail) == self.tail.maxlen:
+            self.dropped += 1
+        self.tail.append(line)
+
+    async def pump(self, stream: asyncio.StreamReader | None) -> None:
+        if stream is not None:
+            async for line in _lines(stream):
+                self.add(line)
+
+    def last(self, n: int = 15) -> list[str]:
+        lines = self.head + list(self.tail)
+        return [ln for ln in lines if ln.strip()][-n:]
+
+    def text(self) -> str:
+        mid = [f"... {self.dropped} lines omitted ..."] if self.dropped else []
+        return "\n".join(self.head + mid + list(self.tail)) + "\n"
+
+
+# --------------------------------------------------------------------- probe
+
+
+async def probe(
+    path: str | os.PathLike[str], limits: Limits | None = None, *, timeout: float = 60.0
+) -> MediaInfo:
+    """ffprobe an upload and validate it; `BadInput` (readable `.reason`) if unusable."""
+    limits = limits or Limits()
+    size = os.stat(path).st_size
+    if size == 0:
+        raise BadInput("empty upload")
+    if size > limits.max_bytes:
+        raise BadInput(
+            f"file is {size / 1e6:.0f} MB, above the limit of {limits.max_bytes / 1e6:.0f} MB"
+        )
+    try:
+        done = await run_capture(media.ffprobe_command(path), timeout=timeout)
+    except TimeoutError:
+        raise TranscodeFailed(f"ffprobe did not finish within {timeout:g} s") from None
+    if done.returncode < 0:
+        raise TranscodeFailed(f"ffprobe killed by signal {-done.returncode}", done.stderr[-2000:])
+    if done.returncode != 0:
+        raise BadInput(media.probe_failure_reason(done.stderr, path))
+    try:
+        data = json.loads(done.stdout)
+    except ValueError:
+        raise BadInput("not a readable video file: ffprobe output unreadable") from None
+    return media.validate_probe(data, limits)
+
+
+# ----------------------------------------------------------------- transcode
+
+_INPUT_FAULTS = re.compile(
+    r"Invalid data found when processing input|moov atom not found|could not find codec parameters"
+    r"|Decoder \(codec .*\) not found|Unsupported codec|no decoder|decode_slice_header error"
+    r"|Error while decoding stream|corrupt|truncat",
+    re.IGNORECASE,
+)
+_ENVIRONMENT_FAULTS = re.compile(
+    r"No space left|Cannot allocate memory|Too many open files|Permission denied|Read-only file system"
+    r"|Resource temporarily unavailable|Broken pipe",
+    re.IGNORECASE,
+)
+
+
+def _failure(returncode: int, log: _BoundedLog) -> Exception:
+    tail = "\n".join(log.last())
+    last = log.last(1)
+    detail = last[0].strip() if last else "no output"
+    if returncode < 0:
+        return TranscodeFailed(f"ffmpeg killed by signal {-returncode}: {detail}", tail)
+    text = "\n".join(log.head + list(log.tail))
+    if _INPUT_FAULTS.search(text) and not _ENVIRONMENT_FAULTS.search(text):
+        m = _INPUT_FAULTS.search(tail) or _INPUT_FAULTS.search(text)
+        line = next((ln for ln in log.last(50) if m and m.group(0) in ln), detail)
+        return BadInput(f"the video could not be decoded: {line.strip()[:300]}")
+    return TranscodeFailed(f"ffmpeg exited with {returncode}: {detail[:300]}", tail)
+
+
+def _clean_outputs(workdir: Path, ladder: Sequence[Rung]) -> None:
+    """Remove what an earlier attempt left, so stale segments or frames never leak in."""
+    patterns = [f"{r.name}_*.ts" for r in ladder] + [f"{r.name}.m3u8" for r in ladder]
+    patterns += [media.THUMBNAIL, media.THUMBNAIL_LARGE, "storyboard*.jpg", STORYBOARD_VTT]
+    for pattern in patterns:
+        for p in workdir.glob(pattern):
+            p.unlink(missing_ok=True)
+    frames = workdir / media.FRAMES_DIR
+    frames.mkdir(parents=True, exist_ok=True)
+    for p in frames.glob("*.jpg"):
+        p.unlink(missing_ok=True)
+
+
+async def _run_transcode(
+    cmd: Sequence[str],
+    *,
+    duration: float,
+    on_progress: ProgressCallback | None,
+    progress_interval: float,
+    timeout: float,
+    log: _BoundedLog,
+) -> int:
+    proc = await _spawn(cmd, stdout=asyncio.subprocess.PIPE)
+
+    async def pump_progress() -> None:
+        assert proc.stdout is not None
+        parser = media.ProgressParser()
+        last = 0.0
+        async for line in _lines(proc.stdout):
+            block = parser.feed(line)
+            if block is None or on_progress is None or block.get("progress") == "end":
+                continue
+            now = time.monotonic()
+            if now - last >= progress_interval:
+                last = now
+                await on_progress(media.parse_progress(block, duration))
+
+    stderr_task = asyncio.create_task(log.pump(proc.stderr))
+    progress_task = asyncio.create_task(pump_progress())
+    try:
+        async with asyncio.timeout(timeout):
+            await progress_task
+            await stderr_task
+            return await proc.wait()
+    except BaseException:
+        await _kill(proc)
+        for task in (progress_task, stderr_task):
+            task.cancel()
+        await asyncio.gather(progress_task, stderr_task, return_exceptions=True)
+        raise
+
+
+async def _probe_rendition(segment: Path, timeout: float) -> tuple[dict, dict, str]:
+    """(video stream, audio stream, codecs from SPS) of one of our own output segments."""
+    url = media.input_url(segment)
+    base = ["-v", "error", "-protocol_whitelist", "file", "-f", "mpegts"]
+    streams_cmd = ["ffprobe", *base, "-print_format", "json", "-show_streams", "-i", url]
+    sps_cmd = [
+        "ffmpeg",
+        "-nostdin",
+        *base,
+        "-i",
+        url,
+        "-map",
+        "0:v:0",
+        "-c",
+        "copy",
+        "-frames:v",
+        "1",
+        "-f",
+        "h264",
+        "pipe:1",
+    ]
+    info, raw = await asyncio.gather(
+        run_capture(streams_cmd, timeout=timeout), run_capture(sps_cmd, timeout=timeout)
+    )
+    if info.returncode != 0 or raw.returncode != 0:
+        raise TranscodeFailed(
+            f"cannot read back {segment.name}: {(info.stderr or raw.stderr)[-300:]}"
+        )
+    streams = json.loads(info.stdout).get("streams") or []
+    video = next((s for s in streams if s.get("codec_type") == "video"), None)
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    sps = media.find_sps(raw.stdout)
+    if video is None or audio is None or sps is None:
+        raise TranscodeFailed(f"{segment.name} lacks video, audio or an SPS")
+    return video, audio, media.codecs_from_sps(sps)
+
+
+async def _read_rendition(workdir: Path, rung: Rung, timeout: float) -> RenditionOutput:
+    playlist = workdir / media.playlist_name(rung)
+    try:
+        entries = media.parse_media_playlist(playlist.read_text())
+    except (OSError, ValueError) as e:
+        raise TranscodeFailed(f"{playlist.name}: {e}") from None
+    if not entries:
+        raise TranscodeFailed(f"{playlist.name} has no segments")
+    segments = tuple(workdir / uri for _, uri in entries)
+    try:
+        sizes = tuple(p.stat().st_size for p in segments)
+    except OSError as e:
+        raise TranscodeFailed(f"{rung.name}: missing segment: {e}") from None
+    video, audio, codecs = await _probe_rendition(segments[0], timeout)
+    width, height = int(video.get("width") or 0), int(video.get("height") or 0)
+    if (width, height) != (rung.width, rung.height):
+        raise TranscodeFailed(
+            f"{rung.name}: wrote {width}x{height}, expected {rung.width}x{rung.height}"
+        )
+    fps = media.parse_rate(video.get("r_frame_rate")) or media.parse_rate(
+        video.get("avg_frame_rate")
+    )
+    return RenditionOutput(
+        name=rung.name,
+        width=width,
+        height=height,
+        fps=round(fps or 0.0, 3),
+        codecs=media.variant_codecs(codecs),
+        video_codecs=codecs,
+        profile=str(video.get("profile") or ""),
+        level=int(video.get("level") or 0),
+        video_bitrate=rung.video_bitrate,
+        audio_sample_rate=int(audio.get("sample_rate") or 0),
+        audio_channels=int(audio.get("channels") or 0),
+        durations=tuple(d for d, _ in entries),
+        sizes=sizes,
+        playlist=playlist,
+        segments=segments,
+    )
+
+
+async def transcode(
+    source: str | os.PathLike[str],
+    workdir: str | os.PathLike[str],
+    info: MediaInfo,
+    ladder: Sequence[Rung] = DEFAULT_LADDER,
+    *,
+    on_progress: ProgressCallback | None = None,
+    timeout: float = 3600.0,
+    segment_seconds: float = 4,
+    frame_interval: float = 10.0,
+    preset: str = "veryfast",
+    progress_interval: float = 1.0,
+    probe_timeout: float = 60.0,
+) -> TranscodeOutput:
+    """One ffmpeg run -> every rendition, thumbnails, timeline frames; then the storyboard.
+
+    `on_progress(percent)` is awaited at most every `progress_interval` s and once with
+    100 at the end; an exception from it stops ffmpeg and propagates. Cancellation and
+    `timeout` kill ffmpeg's process group. Raises `TranscodeFailed` (retryable) or
+    `BadInput` (the upload's fault).
+    """
+    out = Path(workdir)
+    out.mkdir(parents=True, exist_ok=True)
+    _clean_outputs(out, ladder)
+    cmd = media.transcode_command(
+        source,
+        out,
+        info,
+        ladder,
+        segment_seconds=segment_seconds,
+        frame_interval=frame_interval,
+        preset=preset,
+    )
+    log = _BoundedLog()
+    log_path = out / media.TRANSCODE_LOG
+    started = time.monotonic()
+    rc: int | None = None
+    try:
+        rc = await _run_transcode(
+            cmd,
+            duration=info.duration,
+            on_progress=on_progress,
+            progress_interval=progress_interval,
+            timeout=timeout,
+            log=log,
+        )
+    except TimeoutError:
+        raise TranscodeFailed(
+            f"ffmpeg did not finish within {timeout:g} s", "\n".join(log.last())
+        ) from None
+    finally:
+        header = f"$ {' '.join(cmd)}\n# exit {rc} after {time.monotonic() - started:.1f} s\n"
+        with contextlib.suppress(OSError):
+            log_path.write_text(header + log.text())
+    if rc != 0:
+        raise _failure(rc, log)
+
+    renditions = await asyncio.gather(*(_read_rendition(out, r, probe_timeout) for r in ladder))
+    first = renditions[0]
+    for r in renditions[1:]:
+        if len(r.durations) != len(first.durations) or any(
+            abs(a - b) > 0.0015 for a, b in zip(r.durations, first.durations, strict=True)
+        ):
+            raise TranscodeFailed(
+                f"renditions not aligned: {first.name} {first.durations} vs {r.name} {r.durations}"
+            )
+    written = first.duration
+    if written < info.duration * 0.9 - 0.5:
+        raise BadInput(
+            f"the video ends early (truncated or damaged upload): decoded {written:.1f} s "
+            f"of the {info.duration:.1f} s it declares"
+        )
+    thumbs = (out / media.THUMBNAIL, out / media.THUMBNAIL_LARGE)
+    for t in thumbs:
+        if not t.is_file() or t.stat().st_size == 0:
+            raise TranscodeFailed(f"ffmpeg wrote no {t.name}")
+    frames = tuple(sorted((out / media.FRAMES_DIR).glob("frame_*.jpg")))
+    cues = await asyncio.to_thread(
+        build_storyboard,
+        frames,
+        out,
+        interval=frame_interval,
+        duration=written,
+        tile=media.TIMELINE_TILE,
+    )
+    vtt = out / STORYBOARD_VTT
+    vtt.write_text(storyboard_vtt(cues))
+    sheets = tuple(out / name for name in dict.fromkeys(c.sheet for c in cues))
+    if on_progress is not None:
+        await on_progress(100.0)
+    return TranscodeOutput(
+        renditions=tuple(renditions),
+        thumbnail=thumbs[0],
+        thumbnail_large=thumbs[1],
+        frames=frames,
+        storyboard_sheets=sheets,
+        storyboard_cues=tuple(cues),
+        storyboard_vtt=vtt,
+        log=log_path,
+        duration=written,
+    )
