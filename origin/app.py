@@ -14,8 +14,9 @@ from aiohttp import web
 
 from origin import db, keys
 from origin.errors import ApiError, error_response
-from origin.handlers import health
+from origin.handlers import api, health, playback, player
 from origin.logs import request_id
+from origin.scenecache import new_read_caches
 from origin.settings import Settings
 from origin.storage import Storage, open_storage
 
@@ -95,10 +96,17 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the origin application for `settings`; resources open on startup."""
-    app = web.Application(middlewares=[request_context, json_errors], client_max_size=1024**2)
+    app = web.Application(
+        middlewares=[request_context, playback.cors_preflight, json_errors], client_max_size=1024**2
+    )
     app[keys.SETTINGS] = settings
+    app[keys.READ_CACHES] = new_read_caches(settings.playlist_cache_entries)
+    app.on_response_prepare.append(playback.cors_headers)
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_storage_ctx)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
+    api.add_routes(app)
+    playback.add_routes(app)
+    player.add_routes(app)
     return app

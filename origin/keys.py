@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import asyncpg
 from aiohttp import web
 
+from origin.scenecache import ReadCaches
 from origin.settings import Settings
 
 if TYPE_CHECKING:
@@ -15,4 +16,4 @@ if TYPE_CHECKING:
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 STORAGE: web.AppKey[Storage] = web.AppKey("storage")
-PLAYLIST_CACHE: web.AppKey[Any] = web.AppKey("playlist_cache")
+READ_CACHES = web.AppKey("read_caches", ReadCaches)

@@ -223,7 +223,7 @@ def _dev(args: argparse.Namespace) -> int:
             "LOG_FORMAT": "text",
             "API_TOKENS": token_file.read_text().strip(),
         }
-        cmd = [sys.executable, "-m", "origin.cli"]
+        cmd = [sys.executable, "-m", "storyforge.cli"]
         # children ignore the terminal's Ctrl-C: we stop them in order below
         children.append(_spawn([*cmd, "serve"], env))
         for _ in range(args.workers):
@@ -231,6 +231,11 @@ def _dev(args: argparse.Namespace) -> int:
         base = f"http://127.0.0.1:{args.port}"
         _wait_ready(base, children, lambda: stopping)
         print(f"ready: {base}", flush=True)
+        if not args.no_demo and not stopping:
+            from workers.demo import ensure_demo_scene
+
+            scene_id = asyncio.run(ensure_demo_scene(base, env["API_TOKENS"], home))
+            print(f"demo scene {scene_id}: {base}/player/{scene_id}", flush=True)
         while not stopping:
             for child in children:
                 if child.poll() is not None:

@@ -103,3 +103,81 @@ def fresh_db(pg_cluster) -> Iterator[str]:
         yield pg_cluster.dsn.rsplit("/", 1)[0] + "/" + name
     finally:
         asyncio.run(run(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+API_TOKEN = "test-token-0123456789"
+
+
+@pytest.fixture
+def settings(pg_dsn, tmp_path):
+    """Settings for an origin + workers on the test database and LocalStorage."""
+    from origin.settings import Settings
+
+    return Settings.from_env(
+        {},
+        database_url=pg_dsn,
+        storage_root=tmp_path / "storage",
+        api_tokens=(API_TOKEN,),
+        log_format="text",
+        job_lease_seconds=10.0,
+        timeline_interval=2.0,
+    )
+
+
+@pytest.fixture
+async def origin_client(settings):
+    """The origin app on a real loopback port, with a client."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from origin.app import create_app
+
+    async with TestClient(TestServer(create_app(settings))) as client:
+        client.headers_auth = {"Authorization": f"Bearer {API_TOKEN}"}
+        yield client
+
+
+@pytest.fixture
+async def run_workers(settings):
+    """Start in-process workers (the real job loop and handlers) on demand; they are
+    stopped at teardown."""
+    import asyncio
+
+    from origin import db
+    from origin.storage import open_storage
+    from workers.main import handlers
+    from workers.worker import run_worker
+
+    started: list[tuple[asyncio.Task, asyncio.Event]] = []
+    pool = await db.connect_pool(settings.database_url, size=6)
+    storage = await open_storage(
+        "local",
+        root=settings.storage_root,
+        endpoint_url=None,
+        region="us-east-1",
+        access_key=None,
+        secret_key=None,
+    )
+
+    def start(concurrency: int = 1, lease_seconds: float = 10.0) -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            run_worker(
+                pool,
+                handlers(settings, storage),
+                concurrency=concurrency,
+                lease_seconds=lease_seconds,
+                poll_interval=0.2,
+                grace_seconds=5,
+                stop=stop,
+                name=f"test-worker-{len(started)}",
+            )
+        )
+        started.append((task, stop))
+
+    yield start
+    for _task, stop in started:
+        stop.set()
+    for task, _ in started:
+        await asyncio.wait_for(task, 30)
+    await storage.aclose()
+    await pool.close()

@@ -11,12 +11,13 @@ import socket
 from origin import db
 from origin.settings import Settings
 from origin.storage import open_storage
+from workers import transcode
 from workers.worker import Handler, run_worker
 
 
 def handlers(settings: Settings, storage) -> dict[str, Handler]:
     """Job kind -> handler. Kinds without a handler stay queued for a worker that has one."""
-    return {}
+    return {"transcode": transcode.make_handler(settings, storage)}
 
 
 async def run(settings: Settings, *, concurrency: int, grace: float) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import free_port
 
-STORYFORGE = [sys.executable, "-m", "origin.cli"]
+STORYFORGE = [sys.executable, "-m", "storyforge.cli"]
 
 
 def run(args, env=None, timeout=60):

@@ -1,0 +1,232 @@
+"""The JSON API the StoryForge app calls: users, scenes, clip uploads and their status."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from origin import catalog, jobs, keys, layout
+from origin.errors import ApiError, bad_request, not_found
+
+log = logging.getLogger("storyforge.api")
+UPLOAD_CHUNK = 256 * 1024
+# Upload content types: video/* plus the generic types phones and tools send.
+_GENERIC_TYPES = {"application/octet-stream", "application/mp4", "application/x-matroska"}
+
+
+def require_token(request: web.Request) -> None:
+    """Bearer-token check (constant-time against every configured token)."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    tokens = request.app[keys.SETTINGS].api_tokens
+    ok = (
+        scheme.lower() == "bearer"
+        and token
+        and any(hmac.compare_digest(token.encode(), t.encode()) for t in tokens)
+    )
+    if not ok:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "a valid bearer token is required",
+            {"WWW-Authenticate": 'Bearer realm="storyforge"'},
+        )
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send application/json")
+    try:
+        body = await request.json()
+    except ValueError:
+        raise bad_request("the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise bad_request("the body must be a JSON object")
+    return body
+
+
+def _text_field(body: dict[str, Any], name: str, max_len: int) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise bad_request(f"'{name}' must be a non-empty string")
+    value = value.strip()
+    if len(value) > max_len:
+        raise bad_request(f"'{name}' is longer than {max_len} characters")
+    return value
+
+
+def _path_id(request: web.Request, name: str, prefix: str) -> str:
+    value = request.match_info[name]
+    if not layout.is_id(value, prefix):
+        raise not_found(f"no such {'scene' if prefix == 'scn' else 'segment'}: malformed id")
+    return value
+
+
+async def create_user(request: web.Request) -> web.Response:
+    require_token(request)
+    username = _text_field(await _json_body(request), "username", 64)
+    async with request.app[keys.POOL].acquire() as conn:
+        try:
+            user = await catalog.create_user(conn, username)
+        except catalog.Conflict as exc:
+            raise ApiError(409, "conflict", str(exc)) from None
+    return web.json_response({"id": user.id, "username": user.username}, status=201)
+
+
+async def create_scene(request: web.Request) -> web.Response:
+    require_token(request)
+    title = _text_field(await _json_body(request), "title", 300)
+    async with request.app[keys.POOL].acquire() as conn:
+        scene = await catalog.create_scene(conn, title)
+    return web.json_response({"id": scene.id, "title": scene.title}, status=201)
+
+
+def _upload_type_ok(content_type: str) -> bool:
+    return content_type.startswith("video/") or content_type in _GENERIC_TYPES
+
+
+async def upload_segment(request: web.Request) -> web.Response:
+    """Stream a clip into the internal bucket, then create the segment and its
+    transcode job in one transaction (202). The body is never held in memory."""
+    require_token(request)
+    settings = request.app[keys.SETTINGS]
+    scene_id = _path_id(request, "scene_id", "scn")
+    contributor = request.query.get("contributor", "")
+    if not layout.is_id(contributor, "usr"):
+        raise bad_request("query parameter 'contributor' must be a user id (usr_...)")
+    sequence: int | None = None
+    if "sequence" in request.query:
+        raw = request.query["sequence"]
+        if not raw.isdigit() or not 1 <= int(raw) <= 1_000_000:
+            raise bad_request("'sequence' must be an integer between 1 and 1000000")
+        sequence = int(raw)
+    if not _upload_type_ok(request.content_type):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"uploads must be a video (video/*), not {request.content_type!r}",
+        )
+    length = request.content_length
+    if length is not None and length > settings.max_upload_bytes:
+        raise ApiError(
+            413, "too_large", f"the upload is larger than {settings.max_upload_bytes} bytes"
+        )
+    if length == 0:
+        raise bad_request("the upload is empty", "empty_upload")
+
+    pool = request.app[keys.POOL]
+    async with pool.acquire() as conn:
+        if await catalog.get_live_scene(conn, scene_id) is None:
+            raise not_found(f"no such scene: {scene_id}")
+        if await catalog.get_user(conn, contributor) is None:
+            raise not_found(f"no such contributor: {contributor}")
+
+    segment_id = layout.new_id("seg")
+    job_id = layout.new_id("job")
+    upload_key = layout.upload_key(job_id)
+    storage = request.app[keys.STORAGE]
+    received = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal received
+        async for chunk in request.content.iter_chunked(UPLOAD_CHUNK):
+            received += len(chunk)
+            if received > settings.max_upload_bytes:
+                raise _TooLarge()
+            yield chunk
+
+    try:
+        await storage.put(
+            settings.internal_bucket,
+            upload_key,
+            body(),
+            content_type="application/octet-stream",
+            cache_control="private, no-store",
+            tags={"type": layout.INTERNAL_TAG},
+        )
+    except _TooLarge:
+        await storage.delete_prefix(settings.internal_bucket, layout.job_prefix(job_id))
+        raise ApiError(
+            413, "too_large", f"the upload is larger than {settings.max_upload_bytes} bytes"
+        ) from None
+    if received == 0:
+        await storage.delete_prefix(settings.internal_bucket, layout.job_prefix(job_id))
+        raise bad_request("the upload is empty", "empty_upload")
+
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            seq = await catalog.insert_segment(conn, segment_id, scene_id, sequence, contributor)
+            await jobs.enqueue(
+                conn,
+                "transcode",
+                {"scene_id": scene_id, "segment_id": segment_id, "upload_key": upload_key},
+                job_id=job_id,
+                dedupe_key=f"transcode:{segment_id}",
+                scene_id=scene_id,
+                segment_id=segment_id,
+                max_attempts=settings.job_max_attempts,
+            )
+    except catalog.Conflict as exc:
+        await storage.delete_prefix(settings.internal_bucket, layout.job_prefix(job_id))
+        raise ApiError(409, "conflict", str(exc)) from None
+    except BaseException:
+        await storage.delete_prefix(settings.internal_bucket, layout.job_prefix(job_id))
+        raise
+    log.info("upload accepted", extra={"sf_segment": segment_id, "sf_bytes": received})
+    return web.json_response(
+        {
+            "segmentId": segment_id,
+            "jobId": job_id,
+            "sequence": seq,
+            "statusUrl": f"/api/v1/segments/{segment_id}",
+        },
+        status=202,
+        headers={"Location": f"/api/v1/segments/{segment_id}"},
+    )
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def segment_status(request: web.Request) -> web.Response:
+    segment_id = _path_id(request, "segment_id", "seg")
+    async with request.app[keys.POOL].acquire() as conn:
+        row = await catalog.segment_status(conn, segment_id)
+    if row is None:
+        raise not_found(f"no such segment: {segment_id}")
+    status = row["status"]
+    progress = 100 if status == "ready" else int(row["progress"] or 0)
+    if status == "processing":
+        progress = min(progress, 99)
+    error = row["error"] if status == "failed" else None
+    settings = request.app[keys.SETTINGS]
+    body: dict[str, Any] = {
+        "id": row["id"],
+        "sceneId": row["scene_id"],
+        "sequence": row["sequence"],
+        "contributorId": row["contributor_id"],
+        "status": status,
+        "progress": progress,
+        "error": error,
+        "duration": row["duration"],
+        "jobId": row["job_id"],
+        "attempts": row["attempts"],
+        "createdAt": row["created_at"].isoformat(),
+        "readyAt": row["ready_at"].isoformat() if row["ready_at"] else None,
+    }
+    if status == "ready":
+        path = layout.cdn_path(row["scene_id"], row["id"], "master.m3u8")
+        body["hlsUrl"] = layout.cdn_url(settings.cdn_base_url, path)
+    return web.json_response(body, headers={"Cache-Control": "no-store"})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/v1/users", create_user)
+    app.router.add_post("/api/v1/scenes", create_scene)
+    app.router.add_post("/api/v1/scenes/{scene_id}/segments", upload_segment)
+    app.router.add_get("/api/v1/segments/{segment_id}", segment_status)

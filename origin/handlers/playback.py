@@ -1,0 +1,346 @@
+"""The read path CDNs and players hit: a segment's own files, the stitched scene
+playlists and storyboard, the scene playlist JSON, assets, and CORS for all of it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from email.utils import format_datetime
+from typing import Any
+
+from aiohttp import hdrs, web
+
+from origin import catalog, keys, layout, playlists
+from origin.conditional import decide
+from origin.errors import ApiError, error_response, not_found
+from origin.scenecache import Built
+from origin.storage import ObjectNotFound, RangeNotSatisfiable
+
+M3U8 = "application/vnd.apple.mpegurl"
+VTT = "text/vtt; charset=utf-8"
+_CORS_PREFIXES = ("/v/", "/a/", "/e/")
+_EXPOSE = "Content-Length, Content-Range, ETag, Accept-Ranges"
+
+
+# --- CORS (Fetch standard; players on other origins) --------------------------------
+
+
+def _allowed_origin(request: web.BaseRequest) -> str | None:
+    origin = request.headers.get("Origin")
+    if not origin:
+        return None
+    allowed = request.app[keys.SETTINGS].cors_origins
+    if "*" in allowed:
+        return "*"
+    return origin if origin in allowed else None
+
+
+@web.middleware
+async def cors_preflight(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Answer CORS preflight requests for media paths."""
+    if not (
+        request.method == "OPTIONS"
+        and request.path.startswith(_CORS_PREFIXES)
+        and "Access-Control-Request-Method" in request.headers
+    ):
+        return await handler(request)
+    origin = _allowed_origin(request)
+    if origin is None:
+        return error_response(403, "cors_forbidden", "this origin may not fetch media here")
+    return web.Response(
+        status=204,
+        headers={
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+            "Access-Control-Allow-Headers": "Range, If-None-Match, If-Modified-Since",
+            "Access-Control-Max-Age": "86400",
+            "Vary": "Origin",
+        },
+    )
+
+
+async def cors_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """on_response_prepare: CORS headers on every media answer, streamed ones too."""
+    if not request.path.startswith(_CORS_PREFIXES):
+        return
+    origin = _allowed_origin(request)  # type: ignore[arg-type]
+    if origin is None or "Access-Control-Allow-Origin" in response.headers:
+        return
+    response.headers["Access-Control-Allow-Origin"] = origin
+    response.headers["Access-Control-Expose-Headers"] = _EXPOSE
+    if origin != "*":
+        response.headers.add("Vary", "Origin")
+
+
+# --- a segment's own files ----------------------------------------------------------
+
+
+async def _segment_ready(request: web.Request, scene_id: str, segment_id: str) -> bool:
+    caches = request.app[keys.READ_CACHES]
+    ready = caches.ready.get((scene_id, segment_id))
+    if ready is None:
+        async with request.app[keys.POOL].acquire() as conn:
+            ready = await catalog.ready_segment_exists(conn, scene_id, segment_id)
+        caches.ready.put((scene_id, segment_id), ready)
+    return ready
+
+
+async def segment_file(request: web.Request) -> web.StreamResponse:
+    """GET/HEAD `/v/{sceneId}/{segmentId}/{file}` (seed §3.2 mapping), streamed."""
+    scene_id = request.match_info["scene_id"]
+    segment_id = request.match_info["segment_id"]
+    name = request.match_info["file"]
+    # validate before anything reaches the database or storage
+    if not (
+        layout.is_id(scene_id, "scn")
+        and layout.is_id(segment_id, "seg")
+        and layout.is_segment_file(name)
+    ):
+        raise not_found("no such file")
+    if not await _segment_ready(request, scene_id, segment_id):
+        raise not_found("no such file: the segment is not published")
+    settings = request.app[keys.SETTINGS]
+    meta = layout.file_meta(name)
+    return await serve_object(
+        request,
+        settings.videos_bucket,
+        layout.segment_key(scene_id, segment_id, name),
+        meta.content_type,
+        meta.cache_control,
+    )
+
+
+async def serve_object(
+    request: web.Request, bucket: str, key: str, content_type: str, cache_control: str
+) -> web.StreamResponse:
+    """Send a stored object with validators, ranges and conditional GET. LocalStorage
+    files go out with sendfile (aiohttp's FileResponse applies RFC 9110 §13/§14
+    itself); other backends use the same rules from origin.conditional."""
+    storage = request.app[keys.STORAGE]
+    base = {hdrs.CONTENT_TYPE: content_type, hdrs.CACHE_CONTROL: cache_control}
+    path = await storage.local_path(bucket, key)
+    if path is not None:
+        if not path.is_file():
+            raise not_found("no such file")
+        return _FileResponse(path, headers=base)
+    try:
+        info = await storage.head(bucket, key)
+    except ObjectNotFound:
+        raise not_found("no such file") from None
+    decision = decide(
+        request.method,
+        request.headers,
+        etag=info.etag,
+        last_modified=info.last_modified,
+        size=info.size,
+    )
+    headers = {
+        **base,
+        hdrs.ETAG: info.etag,
+        hdrs.LAST_MODIFIED: format_datetime(info.last_modified, usegmt=True),
+        hdrs.ACCEPT_RANGES: "bytes",
+    }
+    if decision.status == 304:
+        return web.Response(status=304, headers=headers)
+    if decision.status == 412:
+        raise ApiError(412, "precondition_failed", "a precondition did not hold")
+    if decision.status == 416:
+        raise ApiError(
+            416,
+            "range_not_satisfiable",
+            f"the object has {info.size} bytes",
+            {hdrs.CONTENT_RANGE: f"bytes */{info.size}"},
+        )
+    response = web.StreamResponse(status=decision.status, headers=headers)
+    if decision.status == 206:
+        response.headers[hdrs.CONTENT_RANGE] = f"bytes {decision.start}-{decision.end}/{info.size}"
+    response.content_length = max(decision.length, 0)
+    if request.method == "HEAD" or info.size == 0:
+        await response.prepare(request)
+        return response
+    try:
+        obj = await storage.get(bucket, key, start=decision.start, end=decision.end)
+    except ObjectNotFound:
+        raise not_found("no such file") from None
+    except RangeNotSatisfiable:
+        raise ApiError(416, "range_not_satisfiable", "the object changed") from None
+    async with obj:
+        await response.prepare(request)
+        async for chunk in obj:
+            await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+class _FileResponse(web.FileResponse):
+    """aiohttp's sendfile response, except that a multi-range request is answered
+    with the whole body (RFC 9110 §14.2 lets a server ignore Range) instead of 416."""
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        if "," in request.headers.get(hdrs.RANGE, ""):
+            headers = request.headers.copy()
+            del headers[hdrs.RANGE]
+            request = request.clone(headers=headers)
+        return await super().prepare(request)
+
+
+# --- stitched scene documents -------------------------------------------------------
+
+
+async def _scene_version(request: web.Request, scene_id: str) -> int:
+    caches = request.app[keys.READ_CACHES]
+    version = caches.versions.get(scene_id)
+    if version is None:
+        async with request.app[keys.POOL].acquire() as conn:
+            found = await catalog.live_scene_version(conn, scene_id)
+        version = -1 if found is None else found
+        caches.versions.put(scene_id, version)
+    if version < 0:
+        raise not_found(f"no such scene: {scene_id}")
+    return version
+
+
+def _scene_uri_for(request: web.Request, scene_id: str) -> Callable[[str], str]:
+    base = request.app[keys.SETTINGS].cdn_base_url
+    if not base:
+        return lambda rel: rel  # relative to /v/{sceneId}/
+    prefix = f"{base}/v/{scene_id}/"
+    return lambda rel: prefix + rel
+
+
+def build_scene_document(view: catalog.SceneView, name: str, uri_for: Callable[[str], str]) -> str:
+    """The text of `master.m3u8`, `{profile}.m3u8` or `storyboard.vtt` for a scene.
+    Raises ApiError 404 when the scene has nothing to play or no such variant."""
+    clips = [c.clip for c in view.clips]
+    if not clips:
+        raise not_found(f"scene {view.scene.id} has no ready clip yet")
+    profiles = _common_profiles(clips)
+    if name == "master.m3u8":
+        return playlists.stitched_master(clips, profiles, uri_for=uri_for)
+    if name == "storyboard.vtt":
+        return playlists.stitched_storyboard_vtt(clips, uri_for=uri_for)
+    profile = name.removesuffix(".m3u8")
+    if profile not in profiles:
+        raise not_found(f"scene {view.scene.id} has no variant {profile}")
+    target = playlists.scene_target_duration(clips)
+    return playlists.stitched_media(clips, profile, target=target, uri_for=uri_for)
+
+
+def _common_profiles(clips: list[playlists.Clip]) -> list[str]:
+    common = set(clips[0].renditions)
+    for clip in clips[1:]:
+        common &= set(clip.renditions)
+    return sorted(common, key=lambda p: clips[0].renditions[p].height)
+
+
+async def scene_document(request: web.Request) -> web.StreamResponse:
+    """GET/HEAD `/v/{sceneId}/master.m3u8`, `/{profile}.m3u8`, `/storyboard.vtt`: built
+    from Postgres alone, once per (scene version, file), served from memory."""
+    scene_id = request.match_info["scene_id"]
+    name = request.match_info["name"]
+    if not layout.is_id(scene_id, "scn"):
+        raise not_found("no such scene")
+    if name not in ("master.m3u8", "storyboard.vtt") and not (
+        name.endswith(".m3u8") and layout.is_profile(name.removesuffix(".m3u8"))
+    ):
+        raise not_found("no such scene file")
+    version = await _scene_version(request, scene_id)
+    caches = request.app[keys.READ_CACHES]
+    cache_key = (scene_id, version, name)
+    built = caches.playlists.get(cache_key)
+    if built is None:
+        async with request.app[keys.POOL].acquire() as conn:
+            view = await catalog.scene_view(conn, scene_id)
+        if view is None:
+            caches.versions.discard(scene_id)
+            raise not_found(f"no such scene: {scene_id}")
+        text = build_scene_document(view, name, _scene_uri_for(request, scene_id))
+        # the version read with the rows is the one the document reflects
+        built = Built(text.encode(), f'"{scene_id}-{view.scene.version}"')
+        caches.playlists.put((scene_id, view.scene.version, name), built)
+    content_type = VTT if name.endswith(".vtt") else M3U8
+    headers = {
+        hdrs.CONTENT_TYPE: content_type,
+        hdrs.CACHE_CONTROL: layout.SCENE_PLAYLIST_CACHE,
+        hdrs.ETAG: built.etag,
+    }
+    inm = request.headers.get(hdrs.IF_NONE_MATCH)
+    if inm is not None and any(
+        t.strip().removeprefix("W/") in (built.etag, "*") for t in inm.split(",")
+    ):
+        return web.Response(status=304, headers=headers)  # RFC 9110 §13.1.2
+    return web.Response(body=built.body, headers=headers)
+
+
+# --- scene playlist JSON (seed §5.1) ------------------------------------------------
+
+
+def scene_playlist_json(view: catalog.SceneView, cdn_base: str) -> dict[str, Any]:
+    segments: list[dict[str, Any]] = []
+    start = 0.0
+    scene_id = view.scene.id
+    for sc in view.clips:
+        seg_id = sc.clip.segment_id
+        duration = round(sc.clip.duration, 3)
+        segments.append(
+            {
+                "id": seg_id,
+                "sequence": sc.sequence,
+                "duration": duration,
+                "startTime": round(start, 3),
+                "hlsUrl": layout.cdn_url(
+                    cdn_base, layout.cdn_path(scene_id, seg_id, "master.m3u8")
+                ),
+                "thumbnailUrl": layout.cdn_url(
+                    cdn_base, layout.cdn_path(scene_id, seg_id, "thumbnail.jpg")
+                ),
+                "contributor": {"id": sc.contributor.id, "username": sc.contributor.username},
+            }
+        )
+        start += duration
+    return {
+        "sceneId": scene_id,
+        "title": view.scene.title,
+        "totalDuration": round(start, 3),
+        "segmentCount": len(segments),
+        "segments": segments,
+        "updatedAt": view.scene.updated_at.isoformat().replace("+00:00", "Z"),
+        "hlsUrl": layout.cdn_url(cdn_base, layout.cdn_path(scene_id, name="master.m3u8")),
+        "storyboardUrl": layout.cdn_url(cdn_base, layout.cdn_path(scene_id, name="storyboard.vtt")),
+    }
+
+
+async def scene_playlist(request: web.Request) -> web.Response:
+    """GET /api/v1/scenes/{sceneId}/playlist."""
+    scene_id = request.match_info["scene_id"]
+    if not layout.is_id(scene_id, "scn"):
+        raise not_found("no such scene")
+    async with request.app[keys.POOL].acquire() as conn:
+        view = await catalog.scene_view(conn, scene_id)
+    if view is None:
+        raise not_found(f"no such scene: {scene_id}")
+    body = scene_playlist_json(view, request.app[keys.SETTINGS].cdn_base_url)
+    return web.json_response(body, headers={hdrs.CACHE_CONTROL: "no-cache"})
+
+
+# --- assets -------------------------------------------------------------------------
+
+
+async def asset(request: web.Request) -> web.StreamResponse:
+    """GET/HEAD `/a/{key}` from the assets bucket (avatars, topic icons, posters)."""
+    key = request.match_info["key"]
+    if not layout.is_asset_key(key):
+        raise not_found("no such asset")
+    meta = layout.file_meta(key.rsplit("/", 1)[-1])
+    settings = request.app[keys.SETTINGS]
+    return await serve_object(
+        request, settings.assets_bucket, key, meta.content_type, meta.cache_control
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v/{scene_id}/{segment_id}/{file}", segment_file)
+    app.router.add_get("/v/{scene_id}/{name}", scene_document)
+    app.router.add_get("/api/v1/scenes/{scene_id}/playlist", scene_playlist)
+    app.router.add_get("/a/{key:.+}", asset)

@@ -1,0 +1,79 @@
+"""In-process caches of the read path: built stitched playlists keyed by
+(scene, version, file), and short-lived answers to "what version is this scene at"
+and "is this segment ready", so a warm request touches neither Postgres nor storage.
+
+Scene playlists are rebuilt only when the scene's version changes; the version is
+re-read at most every `version_ttl` seconds (scene playlists are cached downstream
+for a few seconds anyway, see layout.SCENE_PLAYLIST_CACHE).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
+
+
+class LRU(Generic[V]):
+    """A bounded mapping that forgets the least recently used entry; entries may
+    expire after `ttl` seconds (None: never)."""
+
+    def __init__(
+        self, capacity: int, ttl: float | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self._data: OrderedDict[Hashable, tuple[float, V]] = OrderedDict()
+        self._capacity = capacity
+        self._ttl = ttl
+        self._clock = clock
+
+    def get(self, key: Hashable) -> V | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        stored_at, value = item
+        if self._ttl is not None and self._clock() - stored_at > self._ttl:
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return value
+
+    def put(self, key: Hashable, value: V) -> None:
+        self._data[key] = (self._clock(), value)
+        self._data.move_to_end(key)
+        while len(self._data) > self._capacity:
+            self._data.popitem(last=False)
+
+    def discard(self, key: Hashable) -> None:
+        self._data.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """A built scene document: its bytes and strong validator."""
+
+    body: bytes
+    etag: str
+
+
+@dataclass
+class ReadCaches:
+    playlists: LRU[Built]
+    versions: LRU[int]  # scene id -> version (-1: no live scene)
+    ready: LRU[bool]  # (scene id, segment id) -> ready and live
+
+
+def new_read_caches(entries: int, version_ttl: float = 1.0) -> ReadCaches:
+    return ReadCaches(
+        playlists=LRU(entries),
+        versions=LRU(max(1024, entries), ttl=version_ttl),
+        ready=LRU(max(4096, entries * 4), ttl=version_ttl * 2),
+    )

@@ -1,0 +1,88 @@
+-- Users, scenes, segments and renditions (DESIGN.md "Data").
+
+-- name: create_user
+INSERT INTO users (id, username) VALUES ($1, $2)
+RETURNING id, username, created_at;
+
+-- name: get_user
+SELECT id, username, created_at FROM users WHERE id = $1;
+
+-- name: create_scene
+INSERT INTO scenes (id, title) VALUES ($1, $2)
+RETURNING id, title, version, created_at, updated_at;
+
+-- name: get_live_scene
+SELECT id, title, version, created_at, updated_at
+FROM scenes WHERE id = $1 AND deleted_at IS NULL;
+
+-- name: insert_segment
+-- sequence NULL means "after the last one"; the unique constraint settles races.
+INSERT INTO segments (id, scene_id, sequence, contributor_id)
+VALUES ($1, $2,
+        COALESCE($3, (SELECT COALESCE(max(sequence), 0) + 1 FROM segments WHERE scene_id = $2)),
+        $4)
+RETURNING id, scene_id, sequence, contributor_id, status;
+
+-- name: get_segment_status
+SELECT s.id, s.scene_id, s.sequence, s.contributor_id, s.status, s.duration, s.error,
+       s.created_at, s.ready_at, j.id AS job_id, j.status AS job_status, j.progress,
+       j.attempts, j.last_error
+FROM segments s
+LEFT JOIN LATERAL (
+    SELECT id, status, progress, attempts, last_error FROM jobs
+    WHERE jobs.segment_id = s.id AND jobs.kind = 'transcode'
+    ORDER BY created_at DESC LIMIT 1
+) j ON true
+WHERE s.id = $1;
+
+-- name: get_segment_for_job
+SELECT s.id, s.scene_id, s.sequence, s.contributor_id, s.status,
+       (sc.deleted_at IS NULL) AS scene_live
+FROM segments s JOIN scenes sc ON sc.id = s.scene_id
+WHERE s.id = $1;
+
+-- name: fail_segment
+UPDATE segments SET status = 'failed', error = $2
+WHERE id = $1 AND status = 'processing';
+
+-- name: mark_segment_ready
+-- Publishing: only while the job still holds its lease (fenced), only once.
+UPDATE segments s SET status = 'ready', duration = $2, metadata = $3, ready_at = now(),
+       error = NULL
+FROM jobs j
+WHERE s.id = $1 AND s.status = 'processing'
+  AND j.id = $4 AND j.lease_token = $5 AND j.status = 'running'
+RETURNING s.scene_id, s.sequence;
+
+-- name: insert_rendition
+INSERT INTO renditions (segment_id, profile, width, height, frame_rate, codecs,
+                        bandwidth_peak, bandwidth_average, durations, sizes)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
+
+-- name: bump_scene_version
+UPDATE scenes SET version = version + 1, updated_at = now() WHERE id = $1
+RETURNING version;
+
+-- name: first_ready_segment
+SELECT id FROM segments WHERE scene_id = $1 AND status = 'ready'
+ORDER BY sequence LIMIT 1;
+
+-- name: scene_clips
+-- Everything the stitcher needs, in one round trip: ready clips in sequence order
+-- with their renditions and contributors.
+SELECT s.id, s.sequence, s.duration, s.metadata -> 'storyboard' AS storyboard,
+       u.id AS contributor_id, u.username,
+       r.profile, r.width, r.height, r.frame_rate, r.codecs, r.bandwidth_peak,
+       r.bandwidth_average, r.durations, r.sizes
+FROM segments s
+JOIN users u ON u.id = s.contributor_id
+JOIN renditions r ON r.segment_id = s.id
+WHERE s.scene_id = $1 AND s.status = 'ready'
+ORDER BY s.sequence, r.profile;
+
+-- name: ready_segment_exists
+SELECT 1 FROM segments s JOIN scenes sc ON sc.id = s.scene_id
+WHERE s.id = $1 AND s.scene_id = $2 AND s.status = 'ready' AND sc.deleted_at IS NULL;
+
+-- name: live_scene_version
+SELECT version FROM scenes WHERE id = $1 AND deleted_at IS NULL;

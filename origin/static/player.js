@@ -1,0 +1,104 @@
+// StoryForge scene player: plays the stitched scene with hls.js, names the
+// contributor of the clip on screen, offers a quality selector and storyboard
+// previews while scrubbing. State is exposed on window.sf for tests.
+"use strict";
+(function () {
+  const cfg = JSON.parse(document.getElementById("cfg").textContent);
+  const video = document.getElementById("video");
+  const who = document.getElementById("who");
+  const quality = document.getElementById("quality");
+  const scrub = document.getElementById("scrub");
+  const preview = document.getElementById("preview");
+  const errorBox = document.getElementById("error");
+  const sf = (window.sf = { events: [], fatal: null, ccSeen: [], scene: null, cues: [] });
+  document.getElementById("title").textContent = cfg.title;
+
+  function log(kind, data) { sf.events.push(Object.assign({ kind: kind, t: video.currentTime }, data)); }
+
+  function clipAt(time) {
+    if (!sf.scene) return null;
+    const segs = sf.scene.segments;
+    for (let i = segs.length - 1; i >= 0; i--) if (time >= segs[i].startTime) return segs[i];
+    return segs[0] || null;
+  }
+
+  function showContributor(seg) { if (seg) who.textContent = seg.contributor.username; }
+
+  fetch(cfg.playlistUrl).then((r) => r.json()).then((scene) => {
+    sf.scene = scene;
+    for (const seg of scene.segments) {
+      const mark = document.createElement("div");
+      mark.className = "mark";
+      mark.style.left = (100 * seg.startTime / scene.totalDuration) + "%";
+      scrub.appendChild(mark);
+    }
+    showContributor(scene.segments[0]);
+  });
+
+  fetch(cfg.storyboardUrl).then((r) => (r.ok ? r.text() : "")).then((text) => {
+    const base = new URL(cfg.storyboardUrl, location.href);
+    const re = /(\d+):(\d+):(\d+\.\d+) --> (\d+):(\d+):(\d+\.\d+)\s*\n(\S+)#xywh=(\d+),(\d+),(\d+),(\d+)/g;
+    const secs = (h, m, s) => (+h) * 3600 + (+m) * 60 + parseFloat(s);
+    let m;
+    while ((m = re.exec(text))) {
+      sf.cues.push({
+        start: secs(m[1], m[2], m[3]), end: secs(m[4], m[5], m[6]),
+        url: new URL(m[7], base).href, x: +m[8], y: +m[9], w: +m[10], h: +m[11],
+      });
+    }
+  });
+
+  function timeAtPointer(ev) {
+    const rect = scrub.getBoundingClientRect();
+    const frac = Math.min(1, Math.max(0, (ev.clientX - rect.left) / rect.width));
+    return frac * (video.duration || (sf.scene ? sf.scene.totalDuration : 0));
+  }
+  scrub.addEventListener("mousemove", (ev) => {
+    const t = timeAtPointer(ev);
+    const cue = sf.cues.find((c) => t >= c.start && t < c.end);
+    if (!cue) { preview.style.display = "none"; return; }
+    Object.assign(preview.style, {
+      display: "block", width: cue.w + "px", height: cue.h + "px",
+      backgroundImage: "url(" + cue.url + ")", backgroundPosition: -cue.x + "px " + -cue.y + "px",
+      left: Math.max(0, ev.clientX - scrub.getBoundingClientRect().left - cue.w / 2) + "px",
+    });
+  });
+  scrub.addEventListener("mouseleave", () => { preview.style.display = "none"; });
+  scrub.addEventListener("click", (ev) => { video.currentTime = timeAtPointer(ev); });
+  video.addEventListener("timeupdate", () => {
+    const d = video.duration || 1;
+    scrub.querySelector(".pos").style.width = (100 * video.currentTime / d) + "%";
+    showContributor(clipAt(video.currentTime));
+  });
+  video.addEventListener("ended", () => log("ended", {}));
+
+  if (!window.Hls || !Hls.isSupported()) {
+    errorBox.textContent = "This browser cannot play HLS through Media Source Extensions.";
+    return;
+  }
+  const hls = new Hls({ enableWorker: true });
+  sf.hls = hls;
+  hls.on(Hls.Events.MANIFEST_PARSED, (_e, data) => {
+    data.levels.forEach((lvl, i) => {
+      const opt = document.createElement("option");
+      opt.value = String(i);
+      opt.textContent = lvl.height + "p";
+      quality.appendChild(opt);
+    });
+    log("manifest", { levels: data.levels.length });
+  });
+  hls.on(Hls.Events.FRAG_CHANGED, (_e, data) => {
+    const f = data.frag;
+    if (sf.ccSeen.indexOf(f.cc) < 0) sf.ccSeen.push(f.cc);
+    log("frag", { sn: f.sn, cc: f.cc, level: f.level });
+    if (sf.scene && sf.scene.segments[f.cc]) showContributor(sf.scene.segments[f.cc]);
+  });
+  hls.on(Hls.Events.LEVEL_SWITCHED, (_e, data) => log("level", { level: data.level }));
+  hls.on(Hls.Events.ERROR, (_e, data) => {
+    log("error", { type: data.type, details: data.details, fatal: !!data.fatal });
+    if (data.fatal) { sf.fatal = data.details; errorBox.textContent = "Playback error: " + data.details; }
+  });
+  quality.addEventListener("change", () => { hls.currentLevel = parseInt(quality.value, 10); });
+  hls.loadSource(cfg.masterUrl);
+  hls.attachMedia(video);
+})();

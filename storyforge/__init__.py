@@ -1,0 +1,1 @@
+"""The `storyforge` command, above both the origin and the workers."""

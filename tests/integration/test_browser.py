@@ -1,0 +1,106 @@
+"""hls.js in headless Chromium plays a stitched three-clip scene made by the real
+pipeline (one clip without audio, one portrait) across every discontinuity, survives
+a forced quality switch, and plays from a seek into the third clip."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser import CHROMIUM, NO_CHROMIUM_REASON, Browser
+from tests.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
+from tests.integration.test_ingest import new_scene, upload, wait_done
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON),
+    pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM_REASON),
+]
+
+
+@pytest.fixture
+async def three_clip_scene(origin_client, run_workers, tmp_path):
+    client = origin_client
+    scene, users = await new_scene(client, 3)
+    clips = [
+        make_clip(tmp_path / "a.mp4", width=1280, height=720, fps=30, duration=5),
+        make_clip(tmp_path / "b.mp4", width=640, height=360, fps=25, duration=5, audio=None),
+        make_clip(tmp_path / "c.mp4", width=360, height=640, fps=30, duration=5, audio="mono44"),
+    ]
+    segs = []
+    for i, (clip, user) in enumerate(zip(clips, users, strict=True), start=1):
+        segs.append((await upload(client, scene, user, clip, sequence=i))["segmentId"])
+    run_workers(concurrency=2)
+    for seg in segs:
+        assert (await wait_done(client, seg, timeout=240))["status"] == "ready"
+    return scene, segs
+
+
+async def _open_player(b: Browser, client, scene: str) -> None:
+    await b.goto(str(client.make_url(f"/player/{scene}")))
+    await b.wait_for(
+        "window.sf && sf.hls && sf.scene && sf.events.some(e => e.kind === 'manifest')",
+        what="manifest parsed",
+    )
+
+
+async def test_hlsjs_plays_the_stitched_scene(origin_client, three_clip_scene):
+    client = origin_client
+    scene, segs = three_clip_scene
+    async with Browser() as b:
+        # 1. start to `ended`, crossing both discontinuities, no fatal error
+        await _open_player(b, client, scene)
+        assert await b.eval("sf.hls.levels.length") == 2
+        await b.eval(
+            "(() => { const v = document.getElementById('video'); "
+            "v.playbackRate = 2; return v.play().then(() => true); })()"
+        )
+        await b.wait_for(
+            "sf.events.some(e => e.kind === 'ended') || sf.fatal", timeout=90, what="ended"
+        )
+        assert await b.eval("sf.fatal") is None
+        assert await b.eval("sf.ccSeen") == [0, 1, 2]
+        duration = await b.eval("document.getElementById('video').duration")
+        assert abs(duration - 15.0) < 0.5
+        # the page named each clip's contributor as it played
+        assert await b.eval("document.getElementById('who').textContent") != "…"
+
+        # 2. a forced quality switch mid-scene keeps playing
+        await _open_player(b, client, scene)
+        await b.eval("document.getElementById('video').play().then(() => true)")
+        await b.wait_for("document.getElementById('video').currentTime > 1.5", what="t > 1.5")
+        current = await b.eval("sf.hls.currentLevel")
+        target = 0 if current == 1 else 1
+        await b.eval(f"(() => {{ sf.hls.currentLevel = {target}; return true; }})()")
+        await b.wait_for(
+            f"sf.events.some(e => e.kind === 'level' && e.level === {target})",
+            what="LEVEL_SWITCHED",
+        )
+        t0 = await b.eval("document.getElementById('video').currentTime")
+        await b.wait_for(
+            f"document.getElementById('video').currentTime > {t0 + 3}",
+            timeout=30,
+            what="playback continues after the switch",
+        )
+        assert await b.eval("sf.fatal") is None
+        assert await b.eval(f"sf.events.some(e => e.kind === 'frag' && e.level === {target})")
+
+        # 3. a seek into the third clip plays from there
+        await _open_player(b, client, scene)
+        start3 = await b.eval("sf.scene.segments[2].startTime")
+        assert start3 == pytest.approx(10.0, abs=0.2)
+        await b.eval(
+            f"(() => {{ const v = document.getElementById('video'); "
+            f"v.currentTime = {start3 + 1.0}; return v.play().then(() => true); }})()"
+        )
+        await b.wait_for(
+            "sf.events.some(e => e.kind === 'frag' && e.cc === 2)", what="FRAG_CHANGED cc 2"
+        )
+        await b.wait_for(
+            f"document.getElementById('video').currentTime > {start3 + 2.0}",
+            timeout=30,
+            what="playing inside the third clip",
+        )
+        assert await b.eval("sf.fatal") is None
+        who = await b.eval("document.getElementById('who').textContent")
+        body = await (await client.get(f"/api/v1/scenes/{scene}/playlist")).json()
+        assert who == body["segments"][2]["contributor"]["username"]

@@ -1,0 +1,320 @@
+"""The write path end to end: upload API -> job -> one ffmpeg pass -> published
+segment, with real ffmpeg, real PostgreSQL and LocalStorage."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import m3u8
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from origin.app import create_app
+from tests.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
+
+pytestmark = pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)
+
+
+async def new_scene(client, contributors: int = 1) -> tuple[str, list[str]]:
+    h = client.headers_auth
+    users = []
+    for _ in range(contributors):
+        r = await client.post(
+            "/api/v1/users", json={"username": f"u{os.urandom(6).hex()}"}, headers=h
+        )
+        assert r.status == 201, await r.text()
+        users.append((await r.json())["id"])
+    r = await client.post("/api/v1/scenes", json={"title": "The Signal"}, headers=h)
+    assert r.status == 201
+    return (await r.json())["id"], users
+
+
+async def upload(client, scene, user, path: Path, ctype="video/mp4", **params) -> dict:
+    r = await client.post(
+        f"/api/v1/scenes/{scene}/segments",
+        params={"contributor": user, **{k: str(v) for k, v in params.items()}},
+        data=path.read_bytes(),
+        headers={**client.headers_auth, "Content-Type": ctype},
+    )
+    assert r.status == 202, await r.text()
+    return await r.json()
+
+
+async def wait_done(client, segment_id: str, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = await client.get(f"/api/v1/segments/{segment_id}")
+        body = await r.json()
+        if body["status"] != "processing":
+            return body
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"segment {segment_id} still processing after {timeout}s")
+
+
+def stored(settings, scene, segment) -> dict[str, Path]:
+    root = settings.storage_root / settings.videos_bucket / scene / segment
+    if not root.exists():
+        return {}
+    return {p.name: p for p in root.iterdir() if p.is_file()}
+
+
+async def test_api_rejects_bad_requests(origin_client, settings, tmp_path):
+    client = origin_client
+    scene, (user,) = await new_scene(client)
+    clip = tmp_path / "x.mp4"
+    clip.write_bytes(b"\x00" * 100)
+    url = f"/api/v1/scenes/{scene}/segments"
+    # no token
+    r = await client.post(url, params={"contributor": user}, data=b"x")
+    assert r.status == 401
+    assert (await r.json())["error"]["code"] == "unauthorized"
+    # wrong token
+    r = await client.post(
+        url, params={"contributor": user}, data=b"x", headers={"Authorization": "Bearer nope"}
+    )
+    assert r.status == 401
+    h = {**client.headers_auth, "Content-Type": "video/mp4"}
+    # not a video content type
+    r = await client.post(
+        url, params={"contributor": user}, data=b"x", headers={**h, "Content-Type": "text/plain"}
+    )
+    assert r.status == 415
+    # unknown scene / contributor / malformed ids
+    r = await client.post(
+        "/api/v1/scenes/scn_0000000000000000/segments",
+        params={"contributor": user},
+        data=b"x",
+        headers=h,
+    )
+    assert r.status == 404
+    r = await client.post(url, params={"contributor": "usr_0000000000000000"}, data=b"x", headers=h)
+    assert r.status == 404
+    r = await client.post(url, params={"contributor": "../etc"}, data=b"x", headers=h)
+    assert r.status == 400
+    r = await client.post(url, params={"contributor": user, "sequence": "-1"}, data=b"x", headers=h)
+    assert r.status == 400
+    # empty body
+    r = await client.post(url, params={"contributor": user}, data=b"", headers=h)
+    assert r.status == 400
+    # a taken sequence
+    r = await client.post(url, params={"contributor": user, "sequence": "7"}, data=b"x", headers=h)
+    assert r.status == 202
+    r = await client.post(url, params={"contributor": user, "sequence": "7"}, data=b"x", headers=h)
+    assert r.status == 409
+    # unknown segment status
+    r = await client.get("/api/v1/segments/seg_0000000000000000")
+    assert r.status == 404
+
+
+async def test_upload_over_the_limit_is_413_and_leaves_nothing(settings):
+    small = dataclasses.replace(settings, max_upload_bytes=64 * 1024)
+    async with TestClient(TestServer(create_app(small))) as client:
+        client.headers_auth = {"Authorization": "Bearer test-token-0123456789"}
+        scene, (user,) = await new_scene(client)
+        h = {**client.headers_auth, "Content-Type": "video/mp4"}
+        url = f"/api/v1/scenes/{scene}/segments"
+        r = await client.post(url, params={"contributor": user}, data=b"x" * 100_000, headers=h)
+        assert r.status == 413
+
+        async def chunked():  # no Content-Length: the limit is enforced while streaming
+            for _ in range(20):
+                yield b"y" * 8192
+
+        r = await client.post(url, params={"contributor": user}, data=chunked(), headers=h)
+        assert r.status == 413
+    internal = settings.storage_root / settings.internal_bucket
+    assert not any(p.is_file() and p.name == "raw_output.mp4" for p in internal.rglob("*"))
+
+
+async def test_clip_becomes_a_published_segment(origin_client, settings, run_workers, tmp_path):
+    client = origin_client
+    scene, (user,) = await new_scene(client)
+    clip = make_clip(tmp_path / "a.mp4", width=1920, height=1080, fps=30, duration=9)
+    accepted = await upload(client, scene, user, clip)
+    assert accepted["statusUrl"] == f"/api/v1/segments/{accepted['segmentId']}"
+    seg = accepted["segmentId"]
+    first = await (await client.get(accepted["statusUrl"])).json()
+    assert first["status"] == "processing" and first["error"] is None
+    # nothing is visible before publication
+    assert (await client.get(f"/v/{scene}/master.m3u8")).status == 404
+    run_workers()
+    done = await wait_done(client, seg)
+    assert done["status"] == "ready", done
+    assert done["progress"] == 100
+    assert done["hlsUrl"] == f"/v/{scene}/{seg}/master.m3u8"
+
+    files = stored(settings, scene, seg)
+    for name in [
+        "master.m3u8",
+        "720p.m3u8",
+        "1080p.m3u8",
+        "thumbnail.jpg",
+        "thumbnail_large.jpg",
+        "storyboard.jpg",
+        "storyboard.vtt",
+        "source.mp4",
+        "metadata.json",
+        "720p_0001.ts",
+        "1080p_0001.ts",
+    ]:
+        assert name in files, sorted(files)
+    assert files["source.mp4"].read_bytes() == clip.read_bytes()
+    master = m3u8.loads(files["master.m3u8"].read_text())
+    assert [p.uri for p in master.playlists] == ["720p.m3u8", "1080p.m3u8"]
+    for p in master.playlists:
+        assert p.stream_info.bandwidth >= p.stream_info.average_bandwidth > 0
+        assert p.stream_info.codecs.endswith(",mp4a.40.2")
+    variants = {}
+    for profile in ("720p", "1080p"):
+        pl = m3u8.loads(files[f"{profile}.m3u8"].read_text())
+        assert pl.is_endlist and pl.playlist_type == "vod"
+        assert [s.uri for s in pl.segments] == [
+            f"{profile}_{i:04d}.ts" for i in range(1, len(pl.segments) + 1)
+        ]
+        variants[profile] = [s.duration for s in pl.segments]
+        for s in pl.segments:
+            assert s.uri in files
+    assert variants["720p"] == variants["1080p"]
+    assert abs(sum(variants["720p"]) - 9.0) < 0.1
+
+    meta = json.loads(files["metadata.json"].read_text())
+    assert meta["segmentId"] == seg and meta["sceneId"] == scene and meta["sequence"] == 1
+    assert meta["fileSize"]["source"] == files["source.mp4"].stat().st_size
+    for profile in ("720p", "1080p"):
+        ts = sum(p.stat().st_size for n, p in files.items() if n.startswith(profile + "_"))
+        assert meta["fileSize"][profile] == ts
+    total = sum(p.stat().st_size for n, p in files.items() if n != "metadata.json")
+    assert meta["fileSize"]["total"] == total
+    assert meta["files"]["variants"] == {"720p": "720p.m3u8", "1080p": "1080p.m3u8"}
+    # internal artefacts kept beside the upload
+    job_dir = settings.storage_root / settings.internal_bucket / "jobs" / accepted["jobId"]
+    assert (job_dir / "transcode_log.txt").is_file()
+    assert list((job_dir / "frames").glob("*.jpg"))
+    # the poster of the scene is the first clip's large thumbnail
+    poster = settings.storage_root / settings.assets_bucket / "scenes" / scene / "poster.jpg"
+    assert poster.read_bytes() == files["thumbnail_large.jpg"].read_bytes()
+    # the stitched scene now plays
+    r = await client.get(f"/v/{scene}/master.m3u8")
+    assert r.status == 200
+
+
+BAD_INPUTS = ["truncated", "text", "png", "hls", "ffconcat", "zeros"]
+
+
+async def test_bad_inputs_fail_readably_and_publish_nothing(
+    origin_client, settings, run_workers, tmp_path
+):
+    client = origin_client
+    scene, (user,) = await new_scene(client)
+    secret = tmp_path / "secret.mp4"
+    make_clip(secret, width=320, height=240, duration=2)
+    good = make_clip(tmp_path / "good.mp4", width=640, height=360, duration=2)
+    bodies = {
+        "truncated": good.read_bytes()[: good.stat().st_size // 2],
+        "text": b"Once upon a time there was a signal.\n" * 50,
+        "png": subprocess.run(
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=64x64",
+                "-frames:v",
+                "1",
+                "-f",
+                "image2pipe",
+                "-c:v",
+                "png",
+                "-",
+            ],
+            capture_output=True,
+            check=True,
+        ).stdout,
+        "hls": f"#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXTINF:2.0,\n{secret}\n#EXT-X-ENDLIST\n".encode(),
+        "ffconcat": f"ffconcat version 1.0\nfile '{secret}'\n".encode(),
+        "zeros": b"\x00" * 4096,
+    }
+    segs = {}
+    for kind in BAD_INPUTS:
+        path = tmp_path / f"{kind}.mp4"
+        path.write_bytes(bodies[kind])
+        segs[kind] = (await upload(client, scene, user, path))["segmentId"]
+    ok = (await upload(client, scene, user, good))["segmentId"]
+    run_workers()
+    for kind, seg in segs.items():
+        done = await wait_done(client, seg)
+        assert done["status"] == "failed", (kind, done)
+        assert done["error"] and "Traceback" not in done["error"], (kind, done)
+        assert len(done["error"]) < 500
+        assert stored(settings, scene, seg) == {}, kind
+    # the worker is alive and still does good work
+    assert (await wait_done(client, ok))["status"] == "ready"
+    r = await client.get(f"/v/{scene}/720p.m3u8")
+    body = await r.text()
+    assert body.count("#EXT-X-DISCONTINUITY") == 0
+    assert ok in body and all(seg not in body for seg in segs.values())
+
+
+@pytest.mark.slow
+async def test_worker_killed_mid_transcode_is_finished_by_another(
+    origin_client, settings, tmp_path
+):
+    client = origin_client
+    scene, (user,) = await new_scene(client)
+    clip = make_clip(tmp_path / "long.mp4", width=1920, height=1080, fps=30, duration=24)
+    seg = (await upload(client, scene, user, clip))["segmentId"]
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "STORAGE": "local",
+        "STORAGE_ROOT": str(settings.storage_root),
+        "JOB_LEASE_SECONDS": "3",
+        "TIMELINE_INTERVAL": "2",
+        "LOG_FORMAT": "text",
+    }
+    cmd = [sys.executable, "-m", "storyforge.cli", "worker"]
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            body = await (await client.get(f"/api/v1/segments/{seg}")).json()
+            if body["progress"] >= 20:
+                break
+            await asyncio.sleep(0.2)
+        assert body["status"] == "processing" and body["progress"] >= 20, body
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        # ffmpeg died with its worker (PR_SET_PDEATHSIG)
+        await asyncio.sleep(0.5)
+        ps = subprocess.run(["pgrep", "-f", f"storyforge-{body['jobId']}"], capture_output=True)
+        assert ps.stdout == b"", "ffmpeg outlived its worker"
+    finally:
+        if first.poll() is None:
+            first.kill()
+    second = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        done = await wait_done(client, seg, timeout=240)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(60)
+    assert done["status"] == "ready", done
+    assert done["attempts"] == 2
+    r = await client.get(f"/v/{scene}/1080p.m3u8")
+    pl = m3u8.loads(await r.text())
+    files = stored(settings, scene, seg)
+    ts = sorted(n for n in files if n.endswith(".ts"))
+    # exactly the objects the published playlists name, no leftovers or duplicates
+    expected = sorted(
+        f"{p}_{i:04d}.ts" for p in ("720p", "1080p") for i in range(1, len(pl.segments) + 1)
+    )
+    assert ts == expected

@@ -1,0 +1,359 @@
+"""The read path over HTTP: segment files (ranges, conditionals, HEAD, CORS) on both
+storage backends, stitched scene playlists, the scene JSON, assets, the player page,
+and hostile paths. Published segments are set up through the real database and
+storage (rows + objects), without ffmpeg."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import m3u8
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from origin import db, layout
+from origin.app import create_app
+from origin.storage import open_storage
+
+TS_BYTES = bytes(range(256)) * 40  # 10,240 bytes
+
+
+async def publish(settings, scene_id: str, user_id: str, sequence: int, durations, *, ready=True):
+    """Insert a segment with renditions and store its files, as the transcoder would."""
+    seg = layout.new_id("seg")
+    pool = await db.connect_pool(settings.database_url, size=2)
+    storage = await open_storage(
+        settings.storage,
+        root=settings.storage_root,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key,
+    )
+    try:
+        await storage.ensure_buckets(settings.buckets)
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO segments (id, scene_id, sequence, contributor_id, status, duration, "
+                "metadata) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                seg,
+                scene_id,
+                sequence,
+                user_id,
+                "ready" if ready else "processing",
+                sum(durations),
+                json.dumps(
+                    {
+                        "storyboard": [
+                            {
+                                "start": 0.0,
+                                "end": sum(durations),
+                                "sheet": "storyboard.jpg",
+                                "x": 0,
+                                "y": 0,
+                                "w": 160,
+                                "h": 90,
+                            }
+                        ]
+                    }
+                ),
+            )
+            for profile, (w, h, bw, codecs) in {
+                "720p": (1280, 720, 1_500_000, "avc1.4d401f,mp4a.40.2"),
+                "1080p": (1920, 1080, 4_000_000, "avc1.640028,mp4a.40.2"),
+            }.items():
+                await conn.execute(
+                    db.q("insert_rendition"),
+                    seg,
+                    profile,
+                    w,
+                    h,
+                    30.0,
+                    codecs,
+                    bw,
+                    bw * 3 // 4,
+                    list(durations),
+                    [len(TS_BYTES)] * len(durations),
+                )
+            await conn.execute(
+                "UPDATE scenes SET version = version + 1, updated_at = now() WHERE id = $1",
+                scene_id,
+            )
+        for profile in ("720p", "1080p"):
+            for i in range(1, len(durations) + 1):
+                name = layout.media_segment_name(profile, i)
+                meta = layout.file_meta(name)
+                await storage.put(
+                    settings.videos_bucket,
+                    layout.segment_key(scene_id, seg, name),
+                    TS_BYTES,
+                    content_type=meta.content_type,
+                    cache_control=meta.cache_control,
+                    tags={"type": meta.tag},
+                )
+    finally:
+        await storage.aclose()
+        await pool.close()
+    return seg
+
+
+async def scene_with_users(client, n_users=1, title="The Signal"):
+    h = client.headers_auth
+    users = []
+    for _ in range(n_users):
+        r = await client.post(
+            "/api/v1/users", json={"username": "u" + os.urandom(5).hex()}, headers=h
+        )
+        users.append((await r.json())["id"])
+    r = await client.post("/api/v1/scenes", json={"title": title}, headers=h)
+    return (await r.json())["id"], users
+
+
+@pytest.fixture(params=["local", "s3"])
+def backend_settings(request, settings):
+    if request.param == "local":
+        return settings
+    endpoint = request.getfixturevalue("moto_endpoint")
+    return dataclasses.replace(
+        settings,
+        storage="s3",
+        s3_endpoint_url=endpoint,
+        s3_access_key="test",
+        s3_secret_key="test",
+        cors_origins=("https://app.storyforge.io",),
+    )
+
+
+@pytest.fixture
+async def client(backend_settings):
+    async with TestClient(TestServer(create_app(backend_settings))) as c:
+        c.headers_auth = {"Authorization": "Bearer test-token-0123456789"}
+        yield c
+
+
+async def test_segment_file_headers_ranges_and_conditionals(client, backend_settings):
+    scene, (user,) = await scene_with_users(client)
+    seg = await publish(backend_settings, scene, user, 1, [4.0, 2.5])
+    url = f"/v/{scene}/{seg}/720p_0001.ts"
+    n = len(TS_BYTES)
+
+    r = await client.get(url)
+    assert r.status == 200
+    assert await r.read() == TS_BYTES
+    assert r.headers["Content-Type"] == "video/mp2t"
+    assert r.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert r.headers["Content-Length"] == str(n)
+    assert r.headers["Accept-Ranges"] == "bytes"
+    etag, modified = r.headers["ETag"], r.headers["Last-Modified"]
+    assert etag.startswith('"') or etag.startswith('W/"')
+
+    r = await client.head(url)
+    assert r.status == 200 and r.headers["Content-Length"] == str(n)
+    assert await r.read() == b""
+
+    cases = {
+        "bytes=0-0": (0, 0),
+        "bytes=-10": (n - 10, n - 1),
+        "bytes=100-": (100, n - 1),
+        "bytes=100-199": (100, 199),
+        f"bytes=5-{n + 1000}": (5, n - 1),
+    }
+    for header, (start, end) in cases.items():
+        r = await client.get(url, headers={"Range": header})
+        assert r.status == 206, header
+        assert r.headers["Content-Range"] == f"bytes {start}-{end}/{n}", header
+        assert await r.read() == TS_BYTES[start : end + 1], header
+
+    r = await client.get(url, headers={"Range": f"bytes={n}-"})
+    assert r.status == 416
+    assert r.headers["Content-Range"] == f"bytes */{n}"
+    # multi-range may answer 200 with the whole body
+    r = await client.get(url, headers={"Range": "bytes=0-1,5-6"})
+    assert r.status in (200, 206)
+    if r.status == 200:
+        assert await r.read() == TS_BYTES
+
+    r = await client.get(url, headers={"If-None-Match": etag})
+    assert r.status == 304
+    assert await r.read() == b""
+    r = await client.get(url, headers={"If-Modified-Since": modified})
+    assert r.status == 304
+    r = await client.get(url, headers={"If-None-Match": '"something-else"'})
+    assert r.status == 200
+
+
+async def test_cors(client, backend_settings):
+    scene, (user,) = await scene_with_users(client)
+    seg = await publish(backend_settings, scene, user, 1, [4.0])
+    url = f"/v/{scene}/{seg}/1080p_0001.ts"
+    origin = "https://app.storyforge.io"
+    r = await client.options(
+        url,
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "range",
+        },
+    )
+    assert r.status == 204
+    assert r.headers["Access-Control-Allow-Origin"] in (origin, "*")
+    assert "GET" in r.headers["Access-Control-Allow-Methods"]
+    assert "Range" in r.headers["Access-Control-Allow-Headers"]
+    r = await client.get(url, headers={"Origin": origin, "Range": "bytes=0-3"})
+    assert r.status == 206
+    assert r.headers["Access-Control-Allow-Origin"] in (origin, "*")
+    exposed = r.headers["Access-Control-Expose-Headers"]
+    assert "Content-Length" in exposed and "Content-Range" in exposed
+    if backend_settings.cors_origins != ("*",):
+        r = await client.options(
+            url, headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
+        )
+        assert r.status == 403
+
+
+async def test_only_ready_segments_of_live_scenes_are_served(client, backend_settings):
+    scene, (user,) = await scene_with_users(client)
+    processing = await publish(backend_settings, scene, user, 1, [4.0], ready=False)
+    r = await client.get(f"/v/{scene}/{processing}/720p_0001.ts")
+    assert r.status == 404
+    assert (await r.json())["error"]["code"] == "not_found"
+    # a scene with no ready clip: 404 with a reason, not an empty playlist
+    r = await client.get(f"/v/{scene}/master.m3u8")
+    assert r.status == 404
+    assert "no ready clip" in (await r.json())["error"]["message"]
+    # a ready segment asked for under another scene
+    other, _ = await scene_with_users(client, 0)
+    ready = await publish(backend_settings, scene, user, 2, [4.0])
+    assert (await client.get(f"/v/{scene}/{ready}/720p_0001.ts")).status == 200
+    assert (await client.get(f"/v/{other}/{ready}/720p_0001.ts")).status == 404
+    # unknown scene
+    assert (await client.get("/v/scn_0000000000000000/master.m3u8")).status == 404
+
+
+HOSTILE = [
+    "/v/..%2F..%2Fetc/passwd",
+    "/v/scn_0000000000000000/..%2F..%2F..%2Fetc%2Fpasswd",
+    "/v/scn_0000000000000000/seg_0000000000000000/..%2F..%2Fmetadata.json",
+    "/v/scn_0000000000000000/seg_0000000000000000/%2e%2e",
+    "/v/scn_0000000000000000/seg_0000000000000000/720p_0001.ts%00",
+    "/v/SCN_0000000000000000/master.m3u8",
+    "/v/scn_0000000000000000/seg_0000000000000000/source.mp4/..",
+    "/v/scn_0000000000000000/%2e%2e/%2e%2e/x",
+    "/v/scn_" + "a" * 300 + "/master.m3u8",
+    "/v/scn_0000000000000000/999999999999p.m3u8",
+    "/a/avatars/..%2F..%2Fsecret",
+    "/a/" + "%2e%2e/" * 5 + "etc/passwd",
+    "/player/..%2Fx",
+]
+
+
+@pytest.mark.parametrize("path", HOSTILE)
+async def test_hostile_paths_never_500(client, path):
+    r = await client.get(path)
+    assert r.status in (400, 404), (path, r.status)
+    assert "root:" not in await r.text()
+
+
+async def test_stitched_scene_playlists(client, backend_settings):
+    scene, users = await scene_with_users(client, 3)
+    segs = [
+        await publish(backend_settings, scene, users[0], 1, [4.0, 4.0, 1.2]),
+        await publish(backend_settings, scene, users[1], 2, [4.0, 0.8]),
+        await publish(backend_settings, scene, users[2], 3, [3.5]),
+    ]
+    r = await client.get(f"/v/{scene}/master.m3u8")
+    assert r.status == 200
+    assert r.headers["Content-Type"] == "application/vnd.apple.mpegurl"
+    assert r.headers["Cache-Control"] == layout.SCENE_PLAYLIST_CACHE
+    master = m3u8.loads(await r.text())
+    assert [p.uri for p in master.playlists] == ["720p.m3u8", "1080p.m3u8"]
+    r720 = await client.get(f"/v/{scene}/720p.m3u8")
+    r1080 = await client.get(f"/v/{scene}/1080p.m3u8")
+    t720, t1080 = await r720.text(), await r1080.text()
+    assert t720 == t1080.replace("1080p_", "720p_")
+    pl = m3u8.loads(t720)
+    assert pl.target_duration == 4
+    assert pl.is_endlist and pl.playlist_type == "vod"
+    assert [s.discontinuity for s in pl.segments] == [False, False, False, True, False, True]
+    assert [s.uri for s in pl.segments][:1] == [f"{segs[0]}/720p_0001.ts"]
+    # the relative URIs resolve to files the origin serves
+    r = await client.get(f"/v/{scene}/{pl.segments[3].uri}")
+    assert r.status == 200
+    # ETag from the scene version; an unchanged scene answers 304
+    etag = r720.headers["ETag"]
+    r = await client.get(f"/v/{scene}/720p.m3u8", headers={"If-None-Match": etag})
+    assert r.status == 304
+    # unknown variant
+    assert (await client.get(f"/v/{scene}/480p.m3u8")).status == 404
+    # storyboard on the scene timeline
+    r = await client.get(f"/v/{scene}/storyboard.vtt")
+    assert r.status == 200
+    vtt = await r.text()
+    assert vtt.startswith("WEBVTT")
+    assert f"{segs[1]}/storyboard.jpg#xywh=0,0,160,90" in vtt
+    assert "00:00:09.200 --> " in vtt  # the second clip starts after 4 + 4 + 1.2 s
+
+
+async def test_scene_playlist_json_matches_seed_5_1(client, backend_settings):
+    scene, users = await scene_with_users(client, 2, title="Chapter One")
+    a = await publish(backend_settings, scene, users[0], 1, [4.0, 1.0])
+    b = await publish(backend_settings, scene, users[1], 2, [3.0])
+    r = await client.get(f"/api/v1/scenes/{scene}/playlist")
+    assert r.status == 200
+    body = await r.json()
+    assert set(body) == {
+        "sceneId",
+        "title",
+        "totalDuration",
+        "segmentCount",
+        "segments",
+        "updatedAt",
+        "hlsUrl",
+        "storyboardUrl",
+    }
+    assert body["sceneId"] == scene and body["title"] == "Chapter One"
+    assert body["segmentCount"] == 2 and body["totalDuration"] == 8.0
+    assert [s["id"] for s in body["segments"]] == [a, b]
+    first, second = body["segments"]
+    assert set(first) == {
+        "id",
+        "sequence",
+        "duration",
+        "startTime",
+        "hlsUrl",
+        "thumbnailUrl",
+        "contributor",
+    }
+    assert second["startTime"] == 5.0 and second["sequence"] == 2
+    assert first["hlsUrl"] == f"/v/{scene}/{a}/master.m3u8"
+    assert first["thumbnailUrl"] == f"/v/{scene}/{a}/thumbnail.jpg"
+    assert set(first["contributor"]) == {"id", "username"}
+    assert body["hlsUrl"] == f"/v/{scene}/master.m3u8"
+    assert body["updatedAt"].endswith("Z")
+
+
+async def test_cdn_base_makes_urls_absolute(settings):
+    cdn = dataclasses.replace(settings, cdn_base_url="https://cdn.storyforge.io")
+    async with TestClient(TestServer(create_app(cdn))) as c:
+        c.headers_auth = {"Authorization": "Bearer test-token-0123456789"}
+        scene, (user,) = await scene_with_users(c)
+        seg = await publish(cdn, scene, user, 1, [4.0])
+        pl = await (await c.get(f"/v/{scene}/720p.m3u8")).text()
+        assert f"https://cdn.storyforge.io/v/{scene}/{seg}/720p_0001.ts" in pl
+        body = await (await c.get(f"/api/v1/scenes/{scene}/playlist")).json()
+        assert body["hlsUrl"] == f"https://cdn.storyforge.io/v/{scene}/master.m3u8"
+
+
+async def test_player_page_and_static(client):
+    scene, _ = await scene_with_users(client, 0, title="</script><b>x")
+    r = await client.get(f"/player/{scene}")
+    assert r.status == 200
+    html = await r.text()
+    assert "/static/hls.min.js" in html and f"/v/{scene}/master.m3u8" in html
+    assert "</script><b>x" not in html  # the title cannot break out of the config block
+    r = await client.get("/static/hls.min.js")
+    assert r.status == 200 and len(await r.read()) > 100_000
+    assert (await client.get("/static/../pyproject.toml")).status == 404
+    assert (await client.get("/player/scn_0000000000000000")).status == 404

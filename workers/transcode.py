@@ -1,0 +1,356 @@
+"""The `transcode` job: an uploaded clip becomes a published segment of its scene.
+
+Download the upload, validate it with ffprobe, run the one ffmpeg pass, upload every
+output under `{sceneId}/{segmentId}/` (the keys are deterministic, so a retry
+overwrites only its own unpublished objects), then publish in one transaction fenced
+by the job's lease: segment ready, renditions written, scene version bumped, job
+complete. Nothing is visible to players before that commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import tempfile
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from origin import db, jobs, layout, playlists
+from origin.settings import Settings
+from origin.storage import ObjectNotFound, Storage
+from workers import ffmpeg
+from workers.media import DEFAULT_LADDER, BadInput, Limits
+from workers.worker import JobContext, PermanentError
+
+log = logging.getLogger("storyforge.transcode")
+UPLOAD_CONCURRENCY = 8
+
+
+def clip_renditions(out: ffmpeg.TranscodeOutput) -> tuple[list[playlists.Rendition], int]:
+    """Renditions with measured bandwidths (RFC 8216 §4.3.4.2), and the clip's target
+    duration shared by all of them (§6.2.4)."""
+    target = playlists.target_duration(r.durations for r in out.renditions)
+    result = []
+    for r in out.renditions:
+        result.append(
+            playlists.Rendition(
+                profile=r.name,
+                width=r.width,
+                height=r.height,
+                frame_rate=r.fps,
+                codecs=r.codecs,
+                durations=r.durations,
+                sizes=r.sizes,
+                bandwidth_peak=playlists.peak_bandwidth(r.durations, r.sizes, target),
+                bandwidth_average=playlists.average_bandwidth(r.durations, r.sizes),
+            )
+        )
+    return result, target
+
+
+def metadata_document(
+    *,
+    scene_id: str,
+    segment_id: str,
+    sequence: int,
+    duration: float,
+    created_at: datetime,
+    renditions: list[playlists.Rendition],
+    source_size: int,
+    other_sizes: int,
+) -> dict[str, Any]:
+    """`metadata.json` as seed §3.3. fileSize.{profile} counts that rendition's .ts
+    bytes; fileSize.total counts every stored file of the segment but metadata.json."""
+    rendition_sizes = {r.profile: sum(r.sizes) for r in renditions}
+    return {
+        "segmentId": segment_id,
+        "sceneId": scene_id,
+        "sequence": sequence,
+        "duration": round(duration, 3),
+        "createdAt": created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "encoding": {
+            "codec": "h264",
+            "profiles": [r.profile for r in renditions],
+            "audioCodec": "aac",
+        },
+        "files": {
+            "source": "source.mp4",
+            "master": "master.m3u8",
+            "variants": {r.profile: f"{r.profile}.m3u8" for r in renditions},
+            "thumbnail": "thumbnail.jpg",
+            "thumbnailLarge": "thumbnail_large.jpg",
+            "storyboard": "storyboard.vtt",
+        },
+        "fileSize": {
+            "total": source_size + sum(rendition_sizes.values()) + other_sizes,
+            "source": source_size,
+            **rendition_sizes,
+        },
+    }
+
+
+async def _download(storage: Storage, bucket: str, key: str, dest: Path) -> int:
+    try:
+        obj = await storage.get(bucket, key)
+    except ObjectNotFound:
+        raise PermanentError("the uploaded file is missing from storage") from None
+    size = 0
+    with dest.open("wb") as f:
+        async with obj:
+            async for chunk in obj:
+                size += len(chunk)
+                await asyncio.to_thread(f.write, chunk)
+    return size
+
+
+async def _put_all(
+    storage: Storage, items: list[tuple[str, str, Path | bytes, str, str, str]]
+) -> None:
+    """Upload (bucket, key, body, content type, cache control, tag) with bounded
+    concurrency."""
+    sem = asyncio.Semaphore(UPLOAD_CONCURRENCY)
+
+    async def one(
+        bucket: str, key: str, body: Path | bytes, ctype: str, cache: str, tag: str
+    ) -> None:
+        async with sem:
+            await storage.put(
+                bucket, key, body, content_type=ctype, cache_control=cache, tags={"type": tag}
+            )
+
+    await asyncio.gather(*(one(*item) for item in items))
+
+
+def make_handler(settings: Settings, storage: Storage) -> Callable[[JobContext], Awaitable[None]]:
+    limits = Limits(max_duration=settings.max_clip_seconds, max_bytes=settings.max_upload_bytes)
+
+    async def handle(ctx: JobContext) -> None:
+        await transcode_job(ctx, settings, storage, limits)
+
+    return handle
+
+
+async def _fail_segment(ctx: JobContext, segment_id: str, reason: str) -> None:
+    async with ctx.pool.acquire() as conn:
+        await conn.execute(db.q("fail_segment"), segment_id, reason)
+
+
+async def transcode_job(
+    ctx: JobContext, settings: Settings, storage: Storage, limits: Limits
+) -> None:
+    job = ctx.job
+    segment_id = str(job.payload.get("segment_id", ""))
+    upload_key = str(job.payload.get("upload_key", ""))
+    if not layout.is_id(segment_id, "seg") or upload_key != layout.upload_key(job.id):
+        raise PermanentError("malformed transcode job payload")
+    async with ctx.pool.acquire() as conn:
+        seg = await conn.fetchrow(db.q("get_segment_for_job"), segment_id)
+    if seg is None or not seg["scene_live"]:
+        raise PermanentError("the segment or its scene no longer exists")
+    if seg["status"] != "processing":
+        return  # already published (or failed) by an earlier attempt
+    scene_id: str = seg["scene_id"]
+    try:
+        await _transcode_and_publish(ctx, settings, storage, limits, scene_id, seg)
+    except BadInput as exc:
+        await _fail_segment(ctx, segment_id, exc.reason)
+        raise PermanentError(exc.reason) from None
+    except PermanentError as exc:
+        await _fail_segment(ctx, segment_id, str(exc))
+        raise
+    except jobs.LeaseLost:
+        raise
+    except Exception as exc:
+        if job.attempts >= job.max_attempts:
+            await _fail_segment(
+                ctx, segment_id, f"transcoding failed after {job.attempts} attempts: {exc}"
+            )
+        raise
+
+
+async def _transcode_and_publish(
+    ctx: JobContext,
+    settings: Settings,
+    storage: Storage,
+    limits: Limits,
+    scene_id: str,
+    seg: Any,
+) -> None:
+    job = ctx.job
+    segment_id: str = seg["id"]
+    videos, internal = settings.videos_bucket, settings.internal_bucket
+    with tempfile.TemporaryDirectory(prefix=f"storyforge-{job.id}-") as tmp:
+        work = Path(tmp)
+        source = work / "upload"
+        source_size = await _download(storage, internal, layout.upload_key(job.id), source)
+        if source_size == 0:
+            raise BadInput("the upload is empty")
+        info = await ffmpeg.probe(source, limits)
+        await ctx.progress(2)
+
+        async def on_progress(pct: float) -> None:
+            await ctx.progress(2 + pct * 0.88)
+
+        out = await ffmpeg.transcode(
+            source,
+            work / "out",
+            info,
+            DEFAULT_LADDER,
+            on_progress=on_progress,
+            frame_interval=settings.timeline_interval,
+        )
+        renditions, target = clip_renditions(out)
+        if job.attempts > 1:
+            # an earlier attempt may have left objects: start from a clean prefix
+            await storage.delete_prefix(videos, layout.segment_prefix(scene_id, segment_id))
+
+        def seg_item(name: str, body: Path | bytes) -> tuple[str, str, Path | bytes, str, str, str]:
+            meta = layout.file_meta(name)
+            key = layout.segment_key(scene_id, segment_id, name)
+            return (videos, key, body, meta.content_type, meta.cache_control, meta.tag)
+
+        items = []
+        other_sizes = 0
+        for r_out, r in zip(out.renditions, renditions, strict=True):
+            for path in r_out.segments:
+                items.append(seg_item(path.name, path))
+            text = playlists.clip_media_playlist(r, target=target).encode()
+            items.append(seg_item(f"{r.profile}.m3u8", text))
+            other_sizes += len(text)
+        master = playlists.clip_master_playlist(renditions).encode()
+        vtt = out.storyboard_vtt.read_bytes()
+        extra_files = [out.thumbnail, out.thumbnail_large, *out.storyboard_sheets]
+        items.append(seg_item("master.m3u8", master))
+        items.append(seg_item("storyboard.vtt", vtt))
+        items.extend(seg_item(p.name, p) for p in extra_files)
+        items.append(seg_item("source.mp4", source))
+        other_sizes += len(master) + len(vtt) + sum(p.stat().st_size for p in extra_files)
+        duration = round(sum(renditions[0].durations), 3)
+        document = metadata_document(
+            scene_id=scene_id,
+            segment_id=segment_id,
+            sequence=seg["sequence"],
+            duration=duration,
+            created_at=datetime.now(UTC),
+            renditions=renditions,
+            source_size=source_size,
+            other_sizes=other_sizes,
+        )
+        items.append(seg_item("metadata.json", json.dumps(document, indent=2).encode()))
+        # internal artefacts: the ffmpeg log and the timeline frames
+        items.append(
+            (
+                internal,
+                layout.job_log_key(job.id),
+                out.log,
+                "text/plain; charset=utf-8",
+                "private, no-store",
+                layout.INTERNAL_TAG,
+            )
+        )
+        items.extend(
+            (
+                internal,
+                layout.job_frame_key(job.id, f.name),
+                f,
+                "image/jpeg",
+                "private, no-store",
+                layout.INTERNAL_TAG,
+            )
+            for f in out.frames
+        )
+        await _put_all(storage, items)
+        await ctx.progress(95)
+        published = await _publish(ctx, segment_id, duration, document, out, renditions)
+        if published:
+            await _write_poster(ctx, settings, storage, scene_id, segment_id, out.thumbnail_large)
+        log.info(
+            "segment published" if published else "segment was already published",
+            extra={"sf_segment": segment_id, "sf_scene": scene_id, "sf_duration": duration},
+        )
+
+
+async def _publish(
+    ctx: JobContext,
+    segment_id: str,
+    duration: float,
+    document: dict[str, Any],
+    out: ffmpeg.TranscodeOutput,
+    renditions: list[playlists.Rendition],
+) -> bool:
+    """One fenced transaction: segment ready + renditions + scene version + job done."""
+    stored = {
+        **document,
+        "storyboard": [
+            {
+                "start": c.start,
+                "end": c.end,
+                "sheet": c.sheet,
+                "x": c.x,
+                "y": c.y,
+                "w": c.w,
+                "h": c.h,
+            }
+            for c in out.storyboard_cues
+        ],
+    }
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await ctx.fence(conn)
+        row = await conn.fetchrow(
+            db.q("mark_segment_ready"),
+            segment_id,
+            round(duration, 3),
+            json.dumps(stored),
+            ctx.job.id,
+            ctx.lease_token,
+        )
+        if row is None:
+            return False
+        await conn.executemany(
+            db.q("insert_rendition"),
+            [
+                (
+                    segment_id,
+                    r.profile,
+                    r.width,
+                    r.height,
+                    r.frame_rate,
+                    r.codecs,
+                    r.bandwidth_peak,
+                    r.bandwidth_average,
+                    list(r.durations),
+                    list(r.sizes),
+                )
+                for r in renditions
+            ],
+        )
+        await conn.fetchval(db.q("bump_scene_version"), row["scene_id"])
+        await jobs.complete(conn, ctx.job.id, ctx.lease_token)
+    return True
+
+
+async def _write_poster(
+    ctx: JobContext,
+    settings: Settings,
+    storage: Storage,
+    scene_id: str,
+    segment_id: str,
+    thumbnail_large: Path,
+) -> None:
+    """The scene poster is the large thumbnail of the scene's first ready clip."""
+    async with ctx.pool.acquire() as conn:
+        first = await conn.fetchval(db.q("first_ready_segment"), scene_id)
+    if first != segment_id:
+        return
+    meta = layout.file_meta("poster.jpg")
+    await storage.put(
+        settings.assets_bucket,
+        layout.poster_key(scene_id),
+        thumbnail_large,
+        content_type=meta.content_type,
+        cache_control="public, max-age=300",
+        tags={"type": meta.tag},
+    )
