@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from origin.playlists import parse_media_playlist
 from workers import media
 from workers.media import DEFAULT_LADDER, BadInput, Limits, MediaInfo, Rung
 from workers.storyboard import STORYBOARD_VTT, StoryboardCue, build_storyboard, storyboard_vtt
@@ -357,12 +358,10 @@ async def _probe_rendition(segment: Path, timeout: float) -> tuple[dict, dict, s
 async def _read_rendition(workdir: Path, rung: Rung, timeout: float) -> RenditionOutput:
     playlist = workdir / media.playlist_name(rung)
     try:
-        entries = media.parse_media_playlist(playlist.read_text())
+        durations, uris = parse_media_playlist(playlist.read_text())
     except (OSError, ValueError) as e:
         raise TranscodeFailed(f"{playlist.name}: {e}") from None
-    if not entries:
-        raise TranscodeFailed(f"{playlist.name} has no segments")
-    segments = tuple(workdir / uri for _, uri in entries)
+    segments = tuple(workdir / uri for uri in uris)
     try:
         sizes = tuple(p.stat().st_size for p in segments)
     except OSError as e:
@@ -388,7 +387,7 @@ async def _read_rendition(workdir: Path, rung: Rung, timeout: float) -> Renditio
         video_bitrate=rung.video_bitrate,
         audio_sample_rate=int(audio.get("sample_rate") or 0),
         audio_channels=int(audio.get("channels") or 0),
-        durations=tuple(d for d, _ in entries),
+        durations=tuple(durations),
         sizes=sizes,
         playlist=playlist,
         segments=segments,

@@ -830,24 +830,3 @@ def parse_progress(block: Mapping[str, str], duration: float) -> float:
 # ---------------------------------------------------------- playlist parsing
 
 
-def parse_media_playlist(text: str) -> list[tuple[float, str]]:
-    """(EXTINF duration, URI) of each segment of a complete (ENDLIST) media playlist."""
-    lines = [ln.strip() for ln in text.splitlines()]
-    if not lines or lines[0] != "#EXTM3U":
-        raise ValueError("not an M3U8 playlist")
-    if "#EXT-X-ENDLIST" not in lines:
-        raise ValueError("playlist has no EXT-X-ENDLIST (incomplete)")
-    out: list[tuple[float, str]] = []
-    pending: float | None = None
-    for ln in lines[1:]:
-        if ln.startswith("#EXTINF:"):
-            value = _float(ln[len("#EXTINF:") :].split(",", 1)[0])
-            if value is None or value < 0:
-                raise ValueError(f"bad EXTINF line {ln!r}")
-            pending = value
-        elif ln and not ln.startswith("#"):
-            if pending is None:
-                raise ValueError(f"segment {ln!r} without EXTINF")
-            out.append((pending, ln))
-            pending = None
-    return out

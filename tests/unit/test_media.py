@@ -878,20 +878,6 @@ PLAYLIST = """#EXTM3U
 """
 
 
-def test_parse_media_playlist() -> None:
-    assert media.parse_media_playlist(PLAYLIST) == [
-        (4.0, "720p_0001.ts"),
-        (4.0, "720p_0002.ts"),
-        (0.8, "720p_0003.ts"),
-    ]
-    with pytest.raises(ValueError, match="ENDLIST"):
-        media.parse_media_playlist(PLAYLIST.replace("#EXT-X-ENDLIST\n", ""))
-    with pytest.raises(ValueError, match="M3U8"):
-        media.parse_media_playlist("hello")
-    with pytest.raises(ValueError, match="without EXTINF"):
-        media.parse_media_playlist("#EXTM3U\nx.ts\n#EXT-X-ENDLIST\n")
-
-
 # ----------------------------------------------------------------- storyboard
 
 
