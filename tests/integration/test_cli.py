@@ -60,10 +60,19 @@ def test_unreachable_database_is_one_clear_line(command, tmp_path):
     assert "Traceback" not in out.stderr
 
 
-def _start_dev(home: Path, port: int) -> tuple[subprocess.Popen, str]:
+def _start_dev(home: Path, port: int, *extra: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
         STORYFORGE
-        + ["dev", "--home", str(home), "--port", str(port), "--workers", "1", "--no-demo"],
+        + [
+            "dev",
+            "--home",
+            str(home),
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            *(extra or ["--no-demo"]),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -146,3 +155,36 @@ def test_dev_comes_up_and_reuses_its_data(tmp_path):
 def _pg_port(home: Path) -> str:
     pid = (home / "pg" / "postmaster.pid").read_text().splitlines()
     return pid[3].strip()
+
+
+@pytest.mark.slow
+def test_dev_creates_the_demo_scene_once(tmp_path):
+    home = tmp_path / "home"
+    port = free_port()
+    proc, _ = _start_dev(home, port, "--workers", "2")
+    try:
+        line = proc.stdout.readline().strip()
+        scene = line.split()[2].rstrip(":")
+        assert line == f"demo scene {scene}: http://127.0.0.1:{port}/player/{scene}"
+        deadline = time.monotonic() + 180
+        body = {}
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/api/v1/scenes/{scene}/playlist", timeout=5
+            ) as r:
+                body = json.load(r)
+            if body["segmentCount"] == 3:
+                break
+            time.sleep(1)
+        assert body["segmentCount"] == 3, body
+        assert len({s["contributor"]["id"] for s in body["segments"]}) == 3
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/player/{scene}", timeout=5) as r:
+            assert r.status == 200
+    finally:
+        _stop(proc)
+    # a second start reuses the demo scene instead of making another
+    proc, _ = _start_dev(home, port, "--workers", "1")
+    try:
+        assert proc.stdout.readline().strip() == line
+    finally:
+        _stop(proc)
