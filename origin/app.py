@@ -96,10 +96,13 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the origin application for `settings`; resources open on startup."""
-    app = web.Application(
-        middlewares=[request_context, playback.cors_preflight, json_errors], client_max_size=1024**2
-    )
+    signing_state = playback.signing_state(settings)
+    middlewares = [request_context, playback.cors_preflight, json_errors]
+    if signing_state.guarded:
+        middlewares.append(playback.signing_guard)
+    app = web.Application(middlewares=middlewares, client_max_size=1024**2)
     app[keys.SETTINGS] = settings
+    app[playback.SIGNING] = signing_state
     app[keys.READ_CACHES] = new_read_caches(settings.playlist_cache_entries)
     app.on_response_prepare.append(playback.cors_headers)
     app.cleanup_ctx.append(_pool_ctx)

@@ -1,5 +1,6 @@
 """In-process caches of the read path: built stitched playlists keyed by
-(scene, version, file), and short-lived answers to "what version is this scene at"
+(scene, version, file), per-segment playlists as signing templates (signing on),
+and short-lived answers to "what version is this scene at"
 and "is this segment ready", so a warm request touches neither Postgres nor storage.
 
 Scene playlists are rebuilt only when the scene's version changes; the version is
@@ -58,7 +59,9 @@ class LRU(Generic[V]):
 
 @dataclass(frozen=True, slots=True)
 class Built:
-    """A built scene document: its bytes and strong validator."""
+    """A built scene document: its bytes and strong validator. With signing on, the
+    bytes are a template whose URIs carry marks (origin.signing.render fills in the
+    viewer's query per request), so the document is never rebuilt per viewer."""
 
     body: bytes
     etag: str
@@ -69,6 +72,9 @@ class ReadCaches:
     playlists: LRU[Built]
     versions: LRU[int]  # scene id -> version (-1: no live scene)
     ready: LRU[bool]  # (scene id, segment id) -> ready and live
+    # videos-bucket key -> a per-segment playlist / storyboard VTT read from storage
+    # once and kept as a signing template (those files are immutable once published)
+    segment_docs: LRU[Built]
 
 
 def new_read_caches(entries: int, version_ttl: float = 1.0) -> ReadCaches:
@@ -76,4 +82,5 @@ def new_read_caches(entries: int, version_ttl: float = 1.0) -> ReadCaches:
         playlists=LRU(entries),
         versions=LRU(max(1024, entries), ttl=version_ttl),
         ready=LRU(max(4096, entries * 4), ttl=version_ttl * 2),
+        segment_docs=LRU(entries),
     )

@@ -8,9 +8,18 @@ line before exiting non-zero.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from origin.signing import (
+    CloudFrontKey,
+    HmacKey,
+    SigningConfig,
+    load_rsa_private_key,
+    parse_hmac_keys,
+)
 
 
 class ConfigError(ValueError):
@@ -48,7 +57,53 @@ class Settings:
     job_max_attempts: int = 5
     timeline_interval: float = 10.0
     signing: str = "none"
+    # Signed URLs (README "Signed URLs"). Secrets stay out of repr().
+    signed_url_ttl: int = 21600
+    cloudfront_key_pair_id: str = ""
+    cloudfront_private_key: str = field(default="", repr=False)  # PEM text
+    cloudfront_bind_ip: bool = False
+    cloudfront_cookie_domain: str = ""
+    origin_secret_header: str = "X-Origin-Secret"
+    origin_secret: str = field(default="", repr=False)
+    hmac_keys: tuple[HmacKey, ...] = ()
+    hmac_bind_ip: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Cross-variable rules, checked however the settings were made (from_env or
+        # dataclasses.replace), each naming the variable to fix.
+        if self.signing == "cloudfront":
+            if not self.cloudfront_private_key:
+                raise ConfigError(
+                    "CLOUDFRONT_PRIVATE_KEY_FILE: required when SIGNING=cloudfront "
+                    "(or put the PEM itself in CLOUDFRONT_PRIVATE_KEY)"
+                )
+            if not self.cloudfront_key_pair_id:
+                raise ConfigError("CLOUDFRONT_KEY_PAIR_ID: required when SIGNING=cloudfront")
+            if not self.cdn_base_url:
+                raise ConfigError(
+                    "CDN_BASE_URL: required when SIGNING=cloudfront "
+                    "(policies cover {CDN_BASE_URL}/v/{sceneId}/*)"
+                )
+        if self.signing == "hmac" and not self.hmac_keys:
+            raise ConfigError("HMAC_KEYS: required when SIGNING=hmac (comma-separated kid:secret)")
+        if self.origin_secret and not self.origin_secret_header:
+            raise ConfigError("ORIGIN_SECRET_HEADER: required when ORIGIN_SECRET is set")
+
+    def signing_config(self) -> SigningConfig:
+        """The signing policy of this process (parses the CloudFront key)."""
+        key = None
+        if self.signing == "cloudfront":
+            key = CloudFrontKey.from_pem(self.cloudfront_key_pair_id, self.cloudfront_private_key)
+        return SigningConfig(
+            mode=self.signing,  # type: ignore[arg-type]
+            ttl=self.signed_url_ttl,
+            cdn_base=self.cdn_base_url,
+            hmac_keys=self.hmac_keys,
+            hmac_bind_ip=self.hmac_bind_ip,
+            cloudfront=key,
+            cloudfront_bind_ip=self.cloudfront_bind_ip,
+        )
 
     @property
     def buckets(self) -> tuple[str, str, str, str]:
@@ -87,6 +142,15 @@ class Settings:
             "job_max_attempts": _int(e, "JOB_MAX_ATTEMPTS", d.job_max_attempts, 1, 100),
             "timeline_interval": _float(e, "TIMELINE_INTERVAL", d.timeline_interval, 0.5),
             "signing": _choice(e, "SIGNING", d.signing, SIGNING_MODES),
+            "signed_url_ttl": _int(e, "SIGNED_URL_TTL", d.signed_url_ttl, 60, 31_536_000),
+            "cloudfront_key_pair_id": _key_pair_id(e, "CLOUDFRONT_KEY_PAIR_ID"),
+            "cloudfront_private_key": _private_key(e),
+            "cloudfront_bind_ip": _bool(e, "CLOUDFRONT_BIND_IP", d.cloudfront_bind_ip),
+            "cloudfront_cookie_domain": _domain(e, "CLOUDFRONT_COOKIE_DOMAIN"),
+            "origin_secret_header": _header_name(e, "ORIGIN_SECRET_HEADER", d.origin_secret_header),
+            "origin_secret": _secret(e, "ORIGIN_SECRET"),
+            "hmac_keys": _hmac_keys(e, "HMAC_KEYS"),
+            "hmac_bind_ip": _bool(e, "HMAC_BIND_IP", d.hmac_bind_ip),
         }
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
@@ -149,3 +213,81 @@ def _url(e: Mapping[str, str], name: str, default: str) -> str:
     if v and not (v.startswith("https://") or v.startswith("http://")):
         raise ConfigError(f"{name}: {v!r} must start with http:// or https://")
     return v
+
+
+def _bool(e: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _str(e, name, "").lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}: {raw!r} is not a boolean (true/false)")
+
+
+_HEADER_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
+_DOMAIN_RE = re.compile(r"\.?[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*")
+
+
+def _header_name(e: Mapping[str, str], name: str, default: str) -> str:
+    v = _str(e, name, default)
+    if not _HEADER_RE.fullmatch(v):
+        raise ConfigError(f"{name}: {v!r} is not an HTTP header name")
+    return v
+
+
+def _secret(e: Mapping[str, str], name: str) -> str:
+    v = _str(e, name, "")
+    if v and (len(v) < 16 or not v.isascii() or not v.isprintable()):
+        raise ConfigError(f"{name}: must be at least 16 printable ASCII characters")
+    return v
+
+
+def _domain(e: Mapping[str, str], name: str) -> str:
+    v = _str(e, name, "")
+    if v and (len(v) > 253 or not _DOMAIN_RE.fullmatch(v)):
+        raise ConfigError(f"{name}: {v!r} is not a domain name")
+    return v
+
+
+def _key_pair_id(e: Mapping[str, str], name: str) -> str:
+    v = _str(e, name, "")
+    if v and not re.fullmatch(r"[A-Za-z0-9]{1,128}", v):
+        raise ConfigError(f"{name}: {v!r} is not a CloudFront key id (letters and digits)")
+    return v
+
+
+def _private_key(e: Mapping[str, str]) -> str:
+    """The CloudFront private key PEM, from CLOUDFRONT_PRIVATE_KEY_FILE (a path) or
+    CLOUDFRONT_PRIVATE_KEY (the PEM itself; literal \\n escapes are accepted)."""
+    path = _str(e, "CLOUDFRONT_PRIVATE_KEY_FILE", "")
+    inline = e.get("CLOUDFRONT_PRIVATE_KEY", "").strip()
+    if path and inline:
+        raise ConfigError(
+            "CLOUDFRONT_PRIVATE_KEY_FILE: set either it or CLOUDFRONT_PRIVATE_KEY, not both"
+        )
+    if path:
+        name = "CLOUDFRONT_PRIVATE_KEY_FILE"
+        try:
+            pem = Path(path).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise ConfigError(f"{name}: cannot read {path!r}: {reason}") from None
+    elif inline:
+        name = "CLOUDFRONT_PRIVATE_KEY"
+        pem = inline if "\n" in inline else inline.replace("\\n", "\n")
+    else:
+        return ""
+    try:
+        load_rsa_private_key(pem)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    return pem
+
+
+def _hmac_keys(e: Mapping[str, str], name: str) -> tuple[HmacKey, ...]:
+    try:
+        return parse_hmac_keys(e.get(name, ""))
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None

@@ -828,5 +828,3 @@ def parse_progress(block: Mapping[str, str], duration: float) -> float:
 
 
 # ---------------------------------------------------------- playlist parsing
-
-

@@ -1,24 +1,159 @@
 """The read path CDNs and players hit: a segment's own files, the stitched scene
-playlists and storyboard, the scene playlist JSON, assets, and CORS for all of it."""
+playlists and storyboard, the scene playlist JSON, assets, and CORS for all of it;
+with signing on, the guard that checks every `/v/` and `/e/` request and the
+per-request propagation of the viewer's authorisation into every URI emitted."""
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
+import logging
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
 from aiohttp import hdrs, web
 
-from origin import catalog, keys, layout, playlists
+from origin import catalog, keys, layout, playlists, signing
 from origin.conditional import decide
 from origin.errors import ApiError, error_response, not_found
+from origin.handlers.api import require_token
 from origin.scenecache import Built
+from origin.settings import Settings
 from origin.storage import ObjectNotFound, RangeNotSatisfiable
 
 M3U8 = "application/vnd.apple.mpegurl"
 VTT = "text/vtt; charset=utf-8"
 _CORS_PREFIXES = ("/v/", "/a/", "/e/")
+_SIGNED_PREFIXES = ("/v/", "/e/")
 _EXPOSE = "Content-Length, Content-Range, ETag, Accept-Ranges"
+log = logging.getLogger("storyforge.signing")
+
+
+# --- signing: state, guard, minting --------------------------------------------------
+
+
+@dataclass
+class SigningStats:
+    """Outcomes of the signing guard on `/v/` and `/e/` requests: `verified` passed
+    every check that applies (origin secret header when set; the token in hmac mode),
+    `denied` got a 403."""
+
+    verified: int = 0
+    denied: int = 0
+    verified_segments: int = 0  # verified requests for media segments (.ts)
+    reasons: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class SigningState:
+    config: signing.SigningConfig
+    origin_secret_header: str = ""
+    origin_secret: bytes = b""
+    cookie_domain: str = ""
+    clock: Callable[[], float] = time.time
+    stats: SigningStats = field(default_factory=SigningStats)
+
+    @property
+    def guarded(self) -> bool:
+        """Whether `/v/` and `/e/` requests go through `signing_guard`."""
+        return self.config.enabled or bool(self.origin_secret)
+
+
+SIGNING = web.AppKey("signing", SigningState)
+# the query (no "?") that carries the viewer's authorisation into emitted URIs
+_AUTH_QUERY = web.RequestKey("sf_auth_query", str)
+
+
+def signing_state(settings: Settings) -> SigningState:
+    return SigningState(
+        config=settings.signing_config(),
+        origin_secret_header=settings.origin_secret_header,
+        origin_secret=settings.origin_secret.encode(),
+        cookie_domain=settings.cloudfront_cookie_domain,
+    )
+
+
+def _forbidden(state: SigningState, reason: str) -> web.Response:
+    state.stats.denied += 1
+    state.stats.reasons[reason] += 1
+    log.debug("signed request denied: %s", reason)
+    return error_response(403, "forbidden", reason)
+
+
+@web.middleware
+async def signing_guard(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every `/v/` and `/e/` request: the origin secret header (when configured; the
+    CDN adds it), then in hmac mode the viewer's token (origin.signing.verify). A
+    refusal is 403 JSON with the reason. In cloudfront mode the verified policy query
+    CloudFront forwarded is kept for the children of the document served."""
+    path = request.path
+    if request.method == "OPTIONS" or not path.startswith(_SIGNED_PREFIXES):
+        return await handler(request)
+    state = request.app[SIGNING]
+    if state.origin_secret:
+        got = request.headers.get(state.origin_secret_header, "")
+        if not hmac.compare_digest(got.encode("utf-8", "replace"), state.origin_secret):
+            return _forbidden(state, "missing or wrong origin secret header")
+    cfg = state.config
+    raw_query = request.rel_url.raw_query_string
+    if cfg.mode == "hmac":
+        result = signing.verify(
+            raw_query,
+            path,
+            request.remote,
+            state.clock(),
+            cfg.hmac_keys,
+            require_ip=cfg.hmac_bind_ip,
+        )
+        if isinstance(result, signing.Denied):
+            return _forbidden(state, result.reason)
+        routed = request.match_info.get("scene_id")
+        if routed is not None and routed != result.token.scene_id:
+            return _forbidden(state, "the token is for another scene")
+        request[_AUTH_QUERY] = result.token.query
+    elif cfg.mode == "cloudfront":
+        request[_AUTH_QUERY] = signing.forward_cloudfront_query(raw_query)
+    state.stats.verified += 1
+    if path.endswith(".ts"):
+        state.stats.verified_segments += 1
+    return await handler(request)
+
+
+def _viewer_ip(request: web.Request) -> str | None:
+    """The address a minted authorisation is bound to (when binding is on): the
+    `viewerIp` query parameter of an authenticated app call acting for a viewer, else
+    the requester's address."""
+    given = request.query.get("viewerIp")
+    if given is None:
+        return request.remote
+    try:
+        return str(ipaddress.ip_address(given))
+    except ValueError:
+        raise ApiError(400, "bad_request", "viewerIp is not an IP address") from None
+
+
+def mint_scene_grant(request: web.Request, scene_id: str, client_ip: str | None) -> signing.Grant:
+    """The authorisation for a scene's `/v/` prefix, for the viewer at `client_ip`."""
+    state = request.app[SIGNING]
+    try:
+        return signing.mint_scene(state.config, scene_id, now=state.clock(), client_ip=client_ip)
+    except ValueError as exc:  # binding on, but the address is unknown
+        raise ApiError(400, "bad_request", f"cannot sign for this client: {exc}") from None
+
+
+def _http_date(epoch: int) -> str:
+    return format_datetime(datetime.fromtimestamp(epoch, UTC), usegmt=True)
+
+
+def _iso(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
 
 # --- CORS (Fetch standard; players on other origins) --------------------------------
@@ -102,6 +237,10 @@ async def segment_file(request: web.Request) -> web.StreamResponse:
         raise not_found("no such file: the segment is not published")
     settings = request.app[keys.SETTINGS]
     meta = layout.file_meta(name)
+    if settings.signing != "none" and (name.endswith(".m3u8") or name == "storyboard.vtt"):
+        return await _signed_segment_document(
+            request, layout.segment_key(scene_id, segment_id, name), meta
+        )
     return await serve_object(
         request,
         settings.videos_bucket,
@@ -171,6 +310,51 @@ async def serve_object(
             await response.write(chunk)
     await response.write_eof()
     return response
+
+
+async def _signed_segment_document(
+    request: web.Request, key: str, meta: layout.FileMeta
+) -> web.Response:
+    """A per-segment playlist or storyboard VTT with the viewer's authorisation on
+    every URI: read from storage once (published files never change), kept as a
+    template, filled in per request."""
+    caches = request.app[keys.READ_CACHES]
+    built = caches.segment_docs.get(key)
+    if built is None:
+        storage = request.app[keys.STORAGE]
+        try:
+            obj = await storage.get(request.app[keys.SETTINGS].videos_bucket, key)
+        except ObjectNotFound:
+            raise not_found("no such file") from None
+        async with obj:
+            text = (await obj.read()).decode("utf-8", "replace")
+        if key.endswith(".vtt"):
+            template = signing.mark_vtt(text)
+        else:
+            template = playlists.rewrite_uris(signing.strip_marks(text), signing.mark_uri)
+        built = Built(template.encode(), obj.info.etag)
+        caches.segment_docs.put(key, built)
+    return _document(request, built, meta.content_type, meta.cache_control)
+
+
+def _document(
+    request: web.Request, built: Built, content_type: str, cache_control: str
+) -> web.Response:
+    """A cached document (a template when signing is on) for this request."""
+    headers = {
+        hdrs.CONTENT_TYPE: content_type,
+        hdrs.CACHE_CONTROL: cache_control,
+        hdrs.ETAG: built.etag,
+    }
+    inm = request.headers.get(hdrs.IF_NONE_MATCH)
+    if inm is not None and any(
+        t.strip().removeprefix("W/") in (built.etag, "*") for t in inm.split(",")
+    ):
+        return web.Response(status=304, headers=headers)  # RFC 9110 §13.1.2
+    body = built.body
+    if request.app[keys.SETTINGS].signing != "none":
+        body = signing.render(body, request.get(_AUTH_QUERY, ""))
+    return web.Response(body=body, headers=headers)
 
 
 class _FileResponse(web.FileResponse):
@@ -255,31 +439,32 @@ async def scene_document(request: web.Request) -> web.StreamResponse:
         if view is None:
             caches.versions.discard(scene_id)
             raise not_found(f"no such scene: {scene_id}")
-        text = build_scene_document(view, name, _scene_uri_for(request, scene_id))
+        uri_for = _scene_uri_for(request, scene_id)
+        if request.app[keys.SETTINGS].signing != "none":
+            uri_for = signing.marking(uri_for)  # a template: filled in per request
+        text = build_scene_document(view, name, uri_for)
         # the version read with the rows is the one the document reflects
         built = Built(text.encode(), f'"{scene_id}-{view.scene.version}"')
         caches.playlists.put((scene_id, view.scene.version, name), built)
     content_type = VTT if name.endswith(".vtt") else M3U8
-    headers = {
-        hdrs.CONTENT_TYPE: content_type,
-        hdrs.CACHE_CONTROL: layout.SCENE_PLAYLIST_CACHE,
-        hdrs.ETAG: built.etag,
-    }
-    inm = request.headers.get(hdrs.IF_NONE_MATCH)
-    if inm is not None and any(
-        t.strip().removeprefix("W/") in (built.etag, "*") for t in inm.split(",")
-    ):
-        return web.Response(status=304, headers=headers)  # RFC 9110 §13.1.2
-    return web.Response(body=built.body, headers=headers)
+    return _document(request, built, content_type, layout.SCENE_PLAYLIST_CACHE)
 
 
 # --- scene playlist JSON (seed §5.1) ------------------------------------------------
 
 
-def scene_playlist_json(view: catalog.SceneView, cdn_base: str) -> dict[str, Any]:
+def scene_playlist_json(
+    view: catalog.SceneView, cdn_base: str, grant: signing.Grant = signing.NO_GRANT
+) -> dict[str, Any]:
+    """The scene JSON of seed §5.1; every URL carries `grant` (signing on), and then
+    `expiresAt` says until when."""
     segments: list[dict[str, Any]] = []
     start = 0.0
     scene_id = view.scene.id
+
+    def url(segment_id: str | None, name: str) -> str:
+        return grant.apply(layout.cdn_url(cdn_base, layout.cdn_path(scene_id, segment_id, name)))
+
     for sc in view.clips:
         seg_id = sc.clip.segment_id
         duration = round(sc.clip.duration, 3)
@@ -289,39 +474,91 @@ def scene_playlist_json(view: catalog.SceneView, cdn_base: str) -> dict[str, Any
                 "sequence": sc.sequence,
                 "duration": duration,
                 "startTime": round(start, 3),
-                "hlsUrl": layout.cdn_url(
-                    cdn_base, layout.cdn_path(scene_id, seg_id, "master.m3u8")
-                ),
-                "thumbnailUrl": layout.cdn_url(
-                    cdn_base, layout.cdn_path(scene_id, seg_id, "thumbnail.jpg")
-                ),
+                "hlsUrl": url(seg_id, "master.m3u8"),
+                "thumbnailUrl": url(seg_id, "thumbnail.jpg"),
                 "contributor": {"id": sc.contributor.id, "username": sc.contributor.username},
             }
         )
         start += duration
-    return {
+    body: dict[str, Any] = {
         "sceneId": scene_id,
         "title": view.scene.title,
         "totalDuration": round(start, 3),
         "segmentCount": len(segments),
         "segments": segments,
         "updatedAt": view.scene.updated_at.isoformat().replace("+00:00", "Z"),
-        "hlsUrl": layout.cdn_url(cdn_base, layout.cdn_path(scene_id, name="master.m3u8")),
-        "storyboardUrl": layout.cdn_url(cdn_base, layout.cdn_path(scene_id, name="storyboard.vtt")),
+        "hlsUrl": url(None, "master.m3u8"),
+        "storyboardUrl": url(None, "storyboard.vtt"),
     }
+    if grant.expires is not None:
+        body["expiresAt"] = _iso(grant.expires)
+    return body
 
 
 async def scene_playlist(request: web.Request) -> web.Response:
-    """GET /api/v1/scenes/{sceneId}/playlist."""
+    """GET /api/v1/scenes/{sceneId}/playlist. With signing on this is where viewers'
+    authorisations are minted, so it takes the bearer token (401 without); the app
+    may pass `viewerIp` to bind them to its viewer's address (when binding is on)."""
     scene_id = request.match_info["scene_id"]
+    signed = request.app[keys.SETTINGS].signing != "none"
+    if signed:
+        require_token(request)
     if not layout.is_id(scene_id, "scn"):
         raise not_found("no such scene")
     async with request.app[keys.POOL].acquire() as conn:
         view = await catalog.scene_view(conn, scene_id)
     if view is None:
         raise not_found(f"no such scene: {scene_id}")
-    body = scene_playlist_json(view, request.app[keys.SETTINGS].cdn_base_url)
-    return web.json_response(body, headers={hdrs.CACHE_CONTROL: "no-cache"})
+    grant = mint_scene_grant(request, scene_id, _viewer_ip(request)) if signed else signing.NO_GRANT
+    body = scene_playlist_json(view, request.app[keys.SETTINGS].cdn_base_url, grant)
+    cache = "private, no-store" if signed else "no-cache"
+    return web.json_response(body, headers={hdrs.CACHE_CONTROL: cache})
+
+
+async def scene_cookies(request: web.Request) -> web.Response:
+    """GET /api/v1/scenes/{sceneId}/cookies (cloudfront mode): the three CloudFront
+    signed cookies for the scene prefix, as Set-Cookie and in the JSON body."""
+    require_token(request)
+    state = request.app[SIGNING]
+    if state.config.mode != "cloudfront":
+        raise not_found("signed cookies are issued only when SIGNING=cloudfront")
+    scene_id = request.match_info["scene_id"]
+    if not layout.is_id(scene_id, "scn"):
+        raise not_found("no such scene")
+    async with request.app[keys.POOL].acquire() as conn:
+        scene = await catalog.get_live_scene(conn, scene_id)
+    if scene is None:
+        raise not_found(f"no such scene: {scene_id}")
+    try:
+        cookies, expires = signing.scene_cookies(
+            state.config, scene_id, now=state.clock(), client_ip=_viewer_ip(request)
+        )
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", f"cannot sign for this client: {exc}") from None
+    path = f"/v/{scene_id}/"
+    response = web.json_response(
+        {
+            "sceneId": scene_id,
+            "cookies": cookies,
+            "path": path,
+            "domain": state.cookie_domain or None,
+            "resource": signing.scene_resource(state.config.cdn_base, scene_id),
+            "expiresAt": _iso(expires),
+        },
+        headers={hdrs.CACHE_CONTROL: "private, no-store"},
+    )
+    for name, value in cookies.items():
+        response.set_cookie(
+            name,
+            value,
+            path=path,
+            domain=state.cookie_domain or None,
+            expires=_http_date(expires),
+            secure=True,
+            httponly=True,
+            samesite="None",
+        )
+    return response
 
 
 # --- assets -------------------------------------------------------------------------
@@ -343,4 +580,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v/{scene_id}/{segment_id}/{file}", segment_file)
     app.router.add_get("/v/{scene_id}/{name}", scene_document)
     app.router.add_get("/api/v1/scenes/{scene_id}/playlist", scene_playlist)
+    app.router.add_get("/api/v1/scenes/{scene_id}/cookies", scene_cookies)
     app.router.add_get("/a/{key:.+}", asset)

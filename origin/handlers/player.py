@@ -1,15 +1,22 @@
 """The demo player page (`/player/{sceneId}`) and the static files it loads,
-hls.js included from the npm install (never committed)."""
+hls.js included from the npm install (never committed).
+
+With signing on, the page mints an authorisation for its viewer (like the scene
+playlist JSON does for the app): the master and storyboard URLs are signed, and the
+scene JSON the page reads is handed over inline as a `data:` URL (its URLs signed too),
+so the page needs no bearer token and player.js is the same in every mode."""
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
 from aiohttp import hdrs, web
 
-from origin import catalog, keys, layout
+from origin import catalog, keys, layout, signing
 from origin.errors import ApiError, not_found
+from origin.handlers.playback import mint_scene_grant, scene_playlist_json
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 NODE_MODULES = Path(__file__).resolve().parent.parent.parent / "node_modules"
@@ -22,13 +29,28 @@ _STATIC = {
 }
 
 
-def player_config(scene_id: str, title: str, cdn_base: str) -> dict[str, str]:
+def player_config(
+    scene_id: str,
+    title: str,
+    cdn_base: str,
+    grant: signing.Grant = signing.NO_GRANT,
+    scene_json: dict[str, object] | None = None,
+) -> dict[str, str]:
+    """The page's configuration; with a grant, signed URLs and the scene JSON inline."""
+    playlist_url = f"/api/v1/scenes/{scene_id}/playlist"
+    if scene_json is not None:
+        data = base64.b64encode(json.dumps(scene_json).encode()).decode("ascii")
+        playlist_url = "data:application/json;base64," + data
     return {
         "sceneId": scene_id,
         "title": title,
-        "masterUrl": layout.cdn_url(cdn_base, layout.cdn_path(scene_id, name="master.m3u8")),
-        "storyboardUrl": layout.cdn_url(cdn_base, layout.cdn_path(scene_id, name="storyboard.vtt")),
-        "playlistUrl": f"/api/v1/scenes/{scene_id}/playlist",
+        "masterUrl": grant.apply(
+            layout.cdn_url(cdn_base, layout.cdn_path(scene_id, name="master.m3u8"))
+        ),
+        "storyboardUrl": grant.apply(
+            layout.cdn_url(cdn_base, layout.cdn_path(scene_id, name="storyboard.vtt"))
+        ),
+        "playlistUrl": playlist_url,
     }
 
 
@@ -42,15 +64,27 @@ async def player(request: web.Request) -> web.Response:
     scene_id = request.match_info["scene_id"]
     if not layout.is_id(scene_id, "scn"):
         raise not_found("no such scene")
-    async with request.app[keys.POOL].acquire() as conn:
-        scene = await catalog.get_live_scene(conn, scene_id)
-    if scene is None:
-        raise not_found(f"no such scene: {scene_id}")
-    config = player_config(scene_id, scene.title, request.app[keys.SETTINGS].cdn_base_url)
+    settings = request.app[keys.SETTINGS]
+    if settings.signing == "none":
+        async with request.app[keys.POOL].acquire() as conn:
+            scene = await catalog.get_live_scene(conn, scene_id)
+        if scene is None:
+            raise not_found(f"no such scene: {scene_id}")
+        config = player_config(scene_id, scene.title, settings.cdn_base_url)
+        cache = "no-cache"
+    else:
+        async with request.app[keys.POOL].acquire() as conn:
+            view = await catalog.scene_view(conn, scene_id)
+        if view is None:
+            raise not_found(f"no such scene: {scene_id}")
+        grant = mint_scene_grant(request, scene_id, request.remote)
+        scene_json = scene_playlist_json(view, settings.cdn_base_url, grant)
+        config = player_config(scene_id, view.scene.title, settings.cdn_base_url, grant, scene_json)
+        cache = "private, no-store"  # carries a viewer's authorisation
     return web.Response(
         text=render_player(config),
         content_type="text/html",
-        headers={hdrs.CACHE_CONTROL: "no-cache"},
+        headers={hdrs.CACHE_CONTROL: cache},
     )
 
 
