@@ -1,5 +1,5 @@
-"""The aiohttp application: factory, resources (one cleanup_ctx each), middlewares
-(request id, JSON errors) and the route table."""
+"""The aiohttp application: factory, resources (one cleanup_ctx each), the edge
+middleware (request id, JSON errors, access log) and the route table."""
 
 from __future__ import annotations
 
@@ -26,46 +26,64 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@web.middleware
-async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Attach a request id (the client's if sane, else a new one) and log the request."""
-    incoming = request.headers.get("X-Request-Id", "")
-    rid = incoming if _REQUEST_ID.fullmatch(incoming) else secrets.token_hex(8)
-    token = request_id.set(rid)
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        response.headers["X-Request-Id"] = rid
+def _edge(access_log: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """The one outer middleware: request id, CORS preflight, every error as JSON
+    `{"error": {"code", "message"}}` without tracebacks, and the access log
+    (`all`, or `errors`: status >= 400 and requests slower than 1 s)."""
+    log_all = access_log == "all"
+    log_errors = access_log != "off"
+
+    @web.middleware
+    async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+        incoming = request.headers.get("X-Request-Id")
+        rid = incoming if incoming and _REQUEST_ID.fullmatch(incoming) else secrets.token_hex(8)
+        request[REQUEST_ID] = rid
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        try:
+            response = (
+                playback.cors_preflight(request) if request.method == "OPTIONS" else None
+            ) or await handler(request)
+        except ConnectionResetError:
+            raise  # the client went away mid-answer: nothing to send, nothing to log
+        except ApiError as exc:
+            response = error_response(exc.status, exc.code, exc.message, exc.headers)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = exc.reason.lower().replace(" ", "_")
+            headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Content-Range")}
+            response = error_response(exc.status, code, exc.reason, headers)
+        except Exception:
+            log.exception("unhandled error")
+            response = error_response(500, "internal", f"internal error (request id {rid})")
+        finally:
+            request_id.reset(token)
+        elapsed = time.perf_counter() - started
+        if log_all or (log_errors and (response.status >= 400 or elapsed > 1.0)):
+            request_id.set(rid)
+            log.info(
+                "%s %s %d",
+                request.method,
+                request.path,
+                response.status,
+                extra={"sf_ms": round(elapsed * 1000, 2)},
+            )
+            request_id.set("-")
         return response
-    finally:
-        log.info(
-            "%s %s %d",
-            request.method,
-            request.path,
-            status,
-            extra={"sf_ms": round((time.perf_counter() - started) * 1000, 2)},
-        )
-        request_id.reset(token)
+
+    return edge
 
 
-@web.middleware
-async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error leaves as JSON `{"error": {"code", "message"}}`; no tracebacks."""
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = exc.reason.lower().replace(" ", "_")
-        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Content-Range")}
-        return error_response(exc.status, code, exc.reason, headers)
-    except Exception:
-        log.exception("unhandled error")
-        return error_response(500, "internal", f"internal error (request id {request_id.get()})")
+REQUEST_ID = web.RequestKey("request_id", str)
+
+
+async def _stamp(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """on_response_prepare: headers every answer carries, streamed ones included."""
+    rid = request.get(REQUEST_ID)
+    if rid is not None:
+        response.headers["X-Request-Id"] = rid
+    await playback.cors_headers(request, response)
 
 
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -97,14 +115,14 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     """Build the origin application for `settings`; resources open on startup."""
     signing_state = playback.signing_state(settings)
-    middlewares = [request_context, playback.cors_preflight, json_errors]
+    middlewares = [_edge(settings.access_log)]
     if signing_state.guarded:
         middlewares.append(playback.signing_guard)
     app = web.Application(middlewares=middlewares, client_max_size=1024**2)
     app[keys.SETTINGS] = settings
     app[playback.SIGNING] = signing_state
     app[keys.READ_CACHES] = new_read_caches(settings.playlist_cache_entries)
-    app.on_response_prepare.append(playback.cors_headers)
+    app.on_response_prepare.append(_stamp)
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_storage_ctx)
     app.router.add_get("/healthz", health.healthz)

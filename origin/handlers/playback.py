@@ -169,17 +169,14 @@ def _allowed_origin(request: web.BaseRequest) -> str | None:
     return origin if origin in allowed else None
 
 
-@web.middleware
-async def cors_preflight(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Answer CORS preflight requests for media paths."""
+def cors_preflight(request: web.Request) -> web.Response | None:
+    """The answer to a CORS preflight for a media path, or None if this is not one."""
     if not (
         request.method == "OPTIONS"
         and request.path.startswith(_CORS_PREFIXES)
         and "Access-Control-Request-Method" in request.headers
     ):
-        return await handler(request)
+        return None
     origin = _allowed_origin(request)
     if origin is None:
         return error_response(403, "cors_forbidden", "this origin may not fetch media here")

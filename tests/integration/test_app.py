@@ -77,3 +77,21 @@ def test_keys_are_typed():
 
     assert isinstance(keys.SETTINGS, web.AppKey)
     assert isinstance(keys.POOL, web.AppKey)
+
+
+@pytest.mark.parametrize("mode,logged", [("all", {200, 404}), ("errors", {404}), ("off", set())])
+async def test_access_log_modes(pg_dsn, tmp_path, caplog, mode, logged):
+    import logging
+
+    app = create_app(
+        Settings.from_env(
+            {"ACCESS_LOG": mode}, database_url=pg_dsn, storage_root=tmp_path / "storage"
+        )
+    )
+    async with TestClient(TestServer(app)) as c:
+        with caplog.at_level(logging.INFO, logger="storyforge.origin"):
+            await c.get("/healthz", headers={"X-Request-Id": "req-ok"})
+            await c.get("/nope", headers={"X-Request-Id": "req-missing"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "storyforge.origin"]
+    statuses = {int(line.rsplit(" ", 1)[1]) for line in lines}
+    assert statuses == logged
