@@ -14,7 +14,7 @@ from aiohttp import web
 
 from origin import db, keys
 from origin.errors import ApiError, error_response
-from origin.handlers import api, health, playback, player
+from origin.handlers import api, health, playback, player, signed
 from origin.logs import request_id
 from origin.scenecache import new_read_caches
 from origin.settings import Settings
@@ -114,13 +114,13 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the origin application for `settings`; resources open on startup."""
-    signing_state = playback.signing_state(settings)
+    signing_state = signed.signing_state(settings)
     middlewares = [_edge(settings.access_log)]
     if signing_state.guarded:
-        middlewares.append(playback.signing_guard)
+        middlewares.append(signed.signing_guard)
     app = web.Application(middlewares=middlewares, client_max_size=1024**2)
     app[keys.SETTINGS] = settings
-    app[playback.SIGNING] = signing_state
+    app[signed.SIGNING] = signing_state
     app[keys.READ_CACHES] = new_read_caches(settings.playlist_cache_entries)
     app.on_response_prepare.append(_stamp)
     app.cleanup_ctx.append(_pool_ctx)
@@ -130,4 +130,5 @@ def create_app(settings: Settings) -> web.Application:
     api.add_routes(app)
     playback.add_routes(app)
     player.add_routes(app)
+    signed.add_routes(app)
     return app

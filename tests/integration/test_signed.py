@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from origin import layout, playlists, signing
 from origin.app import create_app
-from origin.handlers.playback import SIGNING
+from origin.handlers.signed import SIGNING
 from origin.storage import open_storage
 from tests.browser import CHROMIUM, NO_CHROMIUM_REASON, Browser
 from tests.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
