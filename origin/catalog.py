@@ -97,13 +97,16 @@ async def segment_status(conn: asyncpg.Connection, segment_id: str) -> dict[str,
     return dict(row) if row else None
 
 
-async def scene_view(conn: asyncpg.Connection, scene_id: str) -> SceneView | None:
-    """The live scene and its ready clips in sequence order, or None if no live scene."""
+async def scene_view(
+    conn: asyncpg.Connection, scene_id: str, *, storyboard: bool = False
+) -> SceneView | None:
+    """The live scene and its ready clips in sequence order, or None if no live scene.
+    Storyboard cues are read only when asked for (only the storyboard VTT needs them)."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         scene_row = await conn.fetchrow(db.q("get_live_scene"), scene_id)
         if scene_row is None:
             return None
-        rows = await conn.fetch(db.q("scene_clips"), scene_id)
+        rows = await conn.fetch(db.q("scene_clips"), scene_id, storyboard)
     return SceneView(_scene(scene_row), tuple(_clips(rows)))
 
 

@@ -19,6 +19,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from types import MappingProxyType
 
 __all__ = [
@@ -83,13 +84,14 @@ class Rendition:
         if not (math.isfinite(self.frame_rate) and self.frame_rate > 0):
             raise ValueError(f"rendition {self.profile}: frame rate must be positive")
         # RFC 8216 §4.3.4.2: CODECS is a quoted-string, so no '"' and no line breaks.
-        if not self.codecs or any(c in self.codecs for c in '"\r\n'):
+        codecs = self.codecs
+        if not codecs or '"' in codecs or "\r" in codecs or "\n" in codecs:
             raise ValueError(f"rendition {self.profile}: invalid CODECS {self.codecs!r}")
         if self.bandwidth_peak < 0 or self.bandwidth_average < 0:
             raise ValueError(f"rendition {self.profile}: bandwidth must not be negative")
         # Rows may hand over lists (asyncpg arrays) or Decimals: store plain tuples.
-        object.__setattr__(self, "durations", tuple(float(d) for d in self.durations))
-        object.__setattr__(self, "sizes", tuple(int(s) for s in self.sizes))
+        object.__setattr__(self, "durations", tuple(map(float, self.durations)))
+        object.__setattr__(self, "sizes", tuple(map(int, self.sizes)))
         ms = _segments_ms(self.durations, self.sizes, what=f"rendition {self.profile}")
         object.__setattr__(self, "durations_ms", tuple(ms))
 
@@ -147,11 +149,13 @@ class Clip:
 # ------------------------------------------------------------------ number helpers
 
 
+@lru_cache(maxsize=1 << 16)
 def _fmt3(value: float) -> str:
     """Seconds with 3 decimals, as printed in EXTINF and FRAME-RATE."""
     return f"{value:.3f}"
 
 
+@lru_cache(maxsize=1 << 16)
 def _ms(seconds: float) -> int:
     """Whole milliseconds of ``seconds`` exactly as ``_fmt3`` prints it.
 

@@ -301,7 +301,7 @@ async def scene_document(request: web.Request) -> web.StreamResponse:
     built = caches.playlists.get(cache_key)
     if built is None:
         async with request.app[keys.POOL].acquire() as conn:
-            view = await catalog.scene_view(conn, scene_id)
+            view = await catalog.scene_view(conn, scene_id, storyboard=name == "storyboard.vtt")
         if view is None:
             caches.versions.discard(scene_id)
             raise not_found(f"no such scene: {scene_id}")

@@ -69,8 +69,9 @@ ORDER BY sequence LIMIT 1;
 
 -- name: scene_clips
 -- Everything the stitcher needs, in one round trip: ready clips in sequence order
--- with their renditions and contributors.
-SELECT s.id, s.sequence, s.duration, s.metadata -> 'storyboard' AS storyboard,
+-- with their renditions and contributors ($2: include the storyboard cues).
+SELECT s.id, s.sequence, s.duration,
+       CASE WHEN $2 THEN s.metadata -> 'storyboard' END AS storyboard,
        u.id AS contributor_id, u.username,
        r.profile, r.width, r.height, r.frame_rate, r.codecs, r.bandwidth_peak,
        r.bandwidth_average, r.durations, r.sizes
