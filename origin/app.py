@@ -18,7 +18,7 @@ from origin.handlers import api, health, playback, player, signed
 from origin.logs import request_id
 from origin.scenecache import new_read_caches
 from origin.settings import Settings
-from origin.storage import Storage, open_storage
+from origin.storage import Storage, open_configured_storage
 
 log = logging.getLogger("storyforge.origin")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -96,14 +96,7 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[keys.SETTINGS]
-    storage: Storage = await open_storage(
-        s.storage,
-        root=s.storage_root,
-        endpoint_url=s.s3_endpoint_url,
-        region=s.s3_region,
-        access_key=s.s3_access_key,
-        secret_key=s.s3_secret_key,
-    )
+    storage: Storage = await open_configured_storage(s)
     app[keys.STORAGE] = storage
     try:
         await storage.ensure_buckets(s.buckets)

@@ -43,7 +43,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, ParamSpec, Protocol, Self, TypeVar, runtime_checkable
+from typing import IO, TYPE_CHECKING, Any, ParamSpec, Protocol, Self, TypeVar, runtime_checkable
+
+if TYPE_CHECKING:
+    from origin.settings import Settings
 
 import aiohttp
 from aiobotocore.config import AioConfig
@@ -1562,3 +1565,15 @@ async def open_storage(
     if kind == "s3":
         return await open_s3(endpoint_url, region, access_key, secret_key)
     raise ValueError(f"unknown storage kind {kind!r} (expected 'local' or 's3')")
+
+
+async def open_configured_storage(settings: Settings) -> Storage:
+    """The backend `settings` describe (STORAGE, STORAGE_ROOT, S3_*)."""
+    return await open_storage(
+        settings.storage,
+        root=settings.storage_root,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key,
+    )

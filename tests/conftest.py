@@ -143,20 +143,13 @@ async def run_workers(settings):
     import asyncio
 
     from origin import db
-    from origin.storage import open_storage
+    from origin.storage import open_configured_storage
     from workers.main import handlers
     from workers.worker import run_worker
 
     started: list[tuple[asyncio.Task, asyncio.Event]] = []
     pool = await db.connect_pool(settings.database_url, size=6)
-    storage = await open_storage(
-        "local",
-        root=settings.storage_root,
-        endpoint_url=None,
-        region="us-east-1",
-        access_key=None,
-        secret_key=None,
-    )
+    storage = await open_configured_storage(settings)
 
     def start(concurrency: int = 1, lease_seconds: float = 10.0) -> None:
         stop = asyncio.Event()

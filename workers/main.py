@@ -10,7 +10,7 @@ import socket
 
 from origin import db
 from origin.settings import Settings
-from origin.storage import open_storage
+from origin.storage import open_configured_storage
 from workers import transcode
 from workers.worker import Handler, run_worker
 
@@ -22,14 +22,7 @@ def handlers(settings: Settings, storage) -> dict[str, Handler]:
 
 async def run(settings: Settings, *, concurrency: int, grace: float) -> None:
     pool = await db.connect_pool(settings.database_url, size=concurrency + 2)
-    storage = await open_storage(
-        settings.storage,
-        root=settings.storage_root,
-        endpoint_url=settings.s3_endpoint_url,
-        region=settings.s3_region,
-        access_key=settings.s3_access_key,
-        secret_key=settings.s3_secret_key,
-    )
+    storage = await open_configured_storage(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

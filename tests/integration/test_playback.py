@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from origin import db, layout
 from origin.app import create_app
-from origin.storage import open_storage
+from origin.storage import open_configured_storage
 
 TS_BYTES = bytes(range(256)) * 40  # 10,240 bytes
 
@@ -24,14 +24,7 @@ async def publish(settings, scene_id: str, user_id: str, sequence: int, duration
     """Insert a segment with renditions and store its files, as the transcoder would."""
     seg = layout.new_id("seg")
     pool = await db.connect_pool(settings.database_url, size=2)
-    storage = await open_storage(
-        settings.storage,
-        root=settings.storage_root,
-        endpoint_url=settings.s3_endpoint_url,
-        region=settings.s3_region,
-        access_key=settings.s3_access_key,
-        secret_key=settings.s3_secret_key,
-    )
+    storage = await open_configured_storage(settings)
     try:
         await storage.ensure_buckets(settings.buckets)
         async with pool.acquire() as conn, conn.transaction():

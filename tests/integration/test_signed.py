@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from origin import layout, playlists, signing
 from origin.app import create_app
 from origin.handlers.signed import SIGNING
-from origin.storage import open_storage
+from origin.storage import open_configured_storage
 from tests.browser import CHROMIUM, NO_CHROMIUM_REASON, Browser
 from tests.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
 from tests.conftest import API_TOKEN
@@ -47,14 +47,7 @@ def settings(settings):
 
 
 async def _put(settings, scene: str, seg: str, name: str, data: bytes) -> None:
-    storage = await open_storage(
-        "local",
-        root=settings.storage_root,
-        endpoint_url=None,
-        region="us-east-1",
-        access_key=None,
-        secret_key=None,
-    )
+    storage = await open_configured_storage(settings)
     try:
         meta = layout.file_meta(name)
         await storage.put(
