@@ -808,7 +808,13 @@ def main(argv: list[str] | None = None) -> int:
             for case, path in (("playlist", playlist_path), ("ts_1mb", ts_path)):
                 out = benchutil.RESULTS / f"profile-{case}.txt"
                 profiles[case] = profile_origin(
-                    a.py_spy, origin.pid, base + path, max(seconds, 8.0), lua, wrk_cpu, out
+                    a.py_spy,
+                    origin.pid,
+                    base + path + token_query,
+                    max(seconds, 8.0),
+                    lua,
+                    wrk_cpu,
+                    out,
                 )
                 print(f"\nprofile of the origin under wrk, {case} (% of samples):")
                 for name, pct in profiles[case]["inclusive_pct"][:25]:

@@ -30,7 +30,6 @@ Propagation
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import ipaddress
 import json
@@ -289,7 +288,7 @@ def parse_hmac_keys(value: str) -> tuple[HmacKey, ...]:
 def hmac_signature(secret: bytes, prefix: str, exp: int, ip: str | None = None) -> str:
     """``base64url(HMAC-SHA256(secret, f"{prefix}\\n{exp}\\n{ip or ''}"))``, unpadded."""
     message = f"{prefix}\n{exp}\n{ip or ''}".encode()
-    digest = hmac.new(secret, message, hashlib.sha256).digest()
+    digest = hmac.digest(secret, message, "sha256")
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
@@ -340,6 +339,11 @@ _EXP_RE = re.compile(r"[0-9]{1,12}")
 _SIG_RE = re.compile(r"[A-Za-z0-9_-]{43}")  # 32 bytes, base64url, no padding
 _IP_TEXT_RE = re.compile(r"[0-9A-Fa-f.:]{2,45}")
 _PATH_RE = re.compile(r"/([ve])/([^/]{1,64})/")
+# Token.query's own form: exp, kid, optional ip, sig, in that order, nothing else
+_CANONICAL_RE = re.compile(
+    r"exp=([0-9]{1,12})&kid=([A-Za-z0-9_-]{1,32})(?:&ip=([0-9A-Fa-f.:]{2,45}))?"
+    r"&sig=([A-Za-z0-9_-]{43})"
+)
 MAX_QUERY: Final = 4096
 
 
@@ -378,6 +382,38 @@ def _verify(
     if match is None or not layout.is_id(match.group(2), "scn"):
         return Denied("the path does not name a scene")
     prefix = match.group(0)
+    canonical = _CANONICAL_RE.fullmatch(query)
+    if canonical is not None:  # what mint_token writes: no parsing loop needed
+        exp_text, kid, ip_text, sig = canonical.groups()
+    else:
+        parsed = _token_fields(query)
+        if isinstance(parsed, Denied):
+            return parsed
+        exp_text, kid, ip_text, sig = parsed
+    ip: str | None = None
+    if ip_text is not None:
+        ip = _normal_ip(ip_text) if _IP_TEXT_RE.fullmatch(ip_text) else None
+        if ip is None or ip != ip_text:
+            return Denied("malformed token: ip")
+    elif require_ip:
+        return Denied("token is not bound to a client address")
+    key = next((k for k in keys if k.kid == kid), None)
+    if key is None:
+        return Denied("unknown or retired key id")
+    exp = int(exp_text)
+    expected = hmac_signature(key.secret, prefix, exp, ip)
+    if not hmac.compare_digest(expected.encode("ascii"), sig.encode("ascii")):
+        return Denied("bad signature (forged, altered, or for another scene)")
+    if ip is not None and (client_ip is None or _normal_ip(client_ip) != ip):
+        return Denied("token is bound to another client address")
+    if not now < exp:
+        return Denied("token expired")
+    return Ok(Token(prefix, exp, kid, ip, sig))
+
+
+def _token_fields(query: str) -> tuple[str, str, str | None, str] | Denied:
+    """exp, kid, ip (or None) and sig from a query in any order, percent-encoded or
+    not, among other parameters; or why not."""
     if not query:
         return Denied("missing token: sign the URL (exp, kid, sig)")
     if len(query) > MAX_QUERY:
@@ -403,26 +439,7 @@ def _verify(
         return Denied("malformed token: kid")
     if not _SIG_RE.fullmatch(sig):
         return Denied("malformed token: sig")
-    ip_text = fields.get("ip")
-    ip: str | None = None
-    if ip_text is not None:
-        ip = _normal_ip(ip_text) if _IP_TEXT_RE.fullmatch(ip_text) else None
-        if ip is None or ip != ip_text:
-            return Denied("malformed token: ip")
-    elif require_ip:
-        return Denied("token is not bound to a client address")
-    key = next((k for k in keys if k.kid == kid), None)
-    if key is None:
-        return Denied("unknown or retired key id")
-    exp = int(exp_text)
-    expected = hmac_signature(key.secret, prefix, exp, ip)
-    if not hmac.compare_digest(expected.encode("ascii"), sig.encode("ascii")):
-        return Denied("bad signature (forged, altered, or for another scene)")
-    if ip is not None and (client_ip is None or _normal_ip(client_ip) != ip):
-        return Denied("token is bound to another client address")
-    if not now < exp:
-        return Denied("token expired")
-    return Ok(Token(prefix, exp, kid, ip, sig))
+    return exp_text, kid, fields.get("ip"), sig
 
 
 def _normal_ip(text: str) -> str | None:

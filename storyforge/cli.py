@@ -141,22 +141,18 @@ def _migrate(settings) -> int:
 
 
 def _serve(settings, host: str | None, port: int | None) -> int:
-    from aiohttp import web
-
-    from origin.app import create_app
+    from origin.app import create_app, serve
 
     try:
-        web.run_app(
-            create_app(settings),
-            host=host or settings.host,
-            port=port if port is not None else settings.port,
-            # asyncio's own loop, not uvloop: uvloop has no loop.sendfile, so aiohttp
-            # would copy LocalStorage files through user space (bench/serve.py measured
-            # 2.4x the bytes/s for 1 MB segments with sendfile, equal playlist req/s).
-            loop=asyncio.new_event_loop(),
-            print=None,
-            access_log=None,
-            handle_signals=True,
+        # asyncio's own loop, not uvloop: uvloop has no loop.sendfile, so aiohttp
+        # would copy LocalStorage files through user space (bench/serve.py measured
+        # 2.4x the bytes/s for 1 MB segments with sendfile).
+        asyncio.run(
+            serve(
+                create_app(settings),
+                host or settings.host,
+                port if port is not None else settings.port,
+            )
         )
     except _startup_errors() as exc:
         raise StartupError(str(exc)) from exc

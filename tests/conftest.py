@@ -127,11 +127,12 @@ def settings(pg_dsn, tmp_path):
 @pytest.fixture
 async def origin_client(settings):
     """The origin app on a real loopback port, with a client."""
-    from aiohttp.test_utils import TestClient, TestServer
+    from aiohttp.test_utils import TestClient
 
     from origin.app import create_app
+    from tests.servers import OriginTestServer
 
-    async with TestClient(TestServer(create_app(settings))) as client:
+    async with TestClient(OriginTestServer(create_app(settings))) as client:
         client.headers_auth = {"Authorization": f"Bearer {API_TOKEN}"}
         yield client
 

@@ -5,7 +5,7 @@ per-request propagation of the viewer's authorisation into every URI emitted."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from email.utils import format_datetime
 from typing import Any
 
@@ -13,9 +13,18 @@ from aiohttp import hdrs, web
 
 from origin import catalog, keys, layout, playlists, signing
 from origin.conditional import decide
+from origin.edge import Answer, WarmAnswer
 from origin.errors import ApiError, error_response, not_found
 from origin.handlers.api import require_token
-from origin.handlers.signed import AUTH_QUERY, iso_time, mint_scene_grant, viewer_ip
+from origin.handlers.signed import (
+    AUTH_QUERY,
+    SIGNING,
+    admit,
+    count_admitted,
+    iso_time,
+    mint_scene_grant,
+    viewer_ip,
+)
 from origin.scenecache import Built
 from origin.storage import ObjectNotFound, RangeNotSatisfiable
 
@@ -28,14 +37,26 @@ _EXPOSE = "Content-Length, Content-Range, ETag, Accept-Ranges"
 # --- CORS (Fetch standard; players on other origins) --------------------------------
 
 
-def _allowed_origin(request: web.BaseRequest) -> str | None:
-    origin = request.headers.get("Origin")
+def cors_allow(origin: str | None, allowed: tuple[str, ...]) -> str | None:
+    """The Access-Control-Allow-Origin value for a request's Origin, or None."""
     if not origin:
         return None
-    allowed = request.app[keys.SETTINGS].cors_origins
     if "*" in allowed:
         return "*"
     return origin if origin in allowed else None
+
+
+def cors_fields(allow: str) -> list[tuple[str, str]]:
+    """The CORS fields of a media answer to an allowed origin."""
+    fields = [
+        ("Access-Control-Allow-Origin", allow),
+        ("Access-Control-Expose-Headers", _EXPOSE),
+    ]
+    return fields if allow == "*" else [*fields, ("Vary", "Origin")]
+
+
+def _allowed_origin(request: web.BaseRequest) -> str | None:
+    return cors_allow(request.headers.get("Origin"), request.app[keys.SETTINGS].cors_origins)
 
 
 def cors_preflight(request: web.Request) -> web.Response | None:
@@ -65,13 +86,11 @@ async def cors_headers(request: web.BaseRequest, response: web.StreamResponse) -
     """on_response_prepare: CORS headers on every media answer, streamed ones too."""
     if not request.path.startswith(_CORS_PREFIXES):
         return
-    origin = _allowed_origin(request)  # type: ignore[arg-type]
+    origin = _allowed_origin(request)
     if origin is None or "Access-Control-Allow-Origin" in response.headers:
         return
-    response.headers["Access-Control-Allow-Origin"] = origin
-    response.headers["Access-Control-Expose-Headers"] = _EXPOSE
-    if origin != "*":
-        response.headers.add("Vary", "Origin")
+    for name, value in cors_fields(origin):
+        response.headers.add(name, value)
 
 
 # --- a segment's own files ----------------------------------------------------------
@@ -128,7 +147,7 @@ async def serve_object(
     if path is not None:
         if not path.is_file():
             raise not_found("no such file")
-        return _FileResponse(path, headers=base)
+        return SendfileResponse(path, headers=base)
     try:
         info = await storage.head(bucket, key)
     except ObjectNotFound:
@@ -203,31 +222,48 @@ async def _signed_segment_document(
     return _document(request, built, meta.content_type, meta.cache_control)
 
 
-def _document(
-    request: web.Request, built: Built, content_type: str, cache_control: str
-) -> web.Response:
-    """A cached document (a template when signing is on) for this request."""
-    headers = {
+def document_answer(
+    built: Built,
+    content_type: str,
+    cache_control: str,
+    if_none_match: str | None,
+    auth_query: str | None,
+) -> tuple[int, dict[str, str], bytes]:
+    """Status, fields and body for a cached document (a template to fill in with
+    `auth_query` when signing is on, None when it is off)."""
+    fields = {
         hdrs.CONTENT_TYPE: content_type,
         hdrs.CACHE_CONTROL: cache_control,
         hdrs.ETAG: built.etag,
     }
-    inm = request.headers.get(hdrs.IF_NONE_MATCH)
-    if inm is not None and any(
-        t.strip().removeprefix("W/") in (built.etag, "*") for t in inm.split(",")
+    if if_none_match is not None and any(
+        t.strip().removeprefix("W/") in (built.etag, "*") for t in if_none_match.split(",")
     ):
-        return web.Response(status=304, headers=headers)  # RFC 9110 §13.1.2
-    body = built.body
-    if request.app[keys.SETTINGS].signing != "none":
-        body = signing.render(body, request.get(AUTH_QUERY, ""))
-    return web.Response(body=body, headers=headers)
+        return 304, fields, b""  # RFC 9110 §13.1.2
+    body = built.body if auth_query is None else signing.render(built.body, auth_query)
+    return 200, fields, body
 
 
-class _FileResponse(web.FileResponse):
+def _document(
+    request: web.Request, built: Built, content_type: str, cache_control: str
+) -> web.Response:
+    """A cached document (a template when signing is on) for this request."""
+    auth = request.get(AUTH_QUERY, "") if request.app[keys.SETTINGS].signing != "none" else None
+    status, fields, body = document_answer(
+        built, content_type, cache_control, request.headers.get(hdrs.IF_NONE_MATCH), auth
+    )
+    return web.Response(status=status, headers=fields, body=body if status == 200 else None)
+
+
+class SendfileResponse(web.FileResponse):
     """aiohttp's sendfile response, except that a multi-range request is answered
-    with the whole body (RFC 9110 §14.2 lets a server ignore Range) instead of 416."""
+    with the whole body (RFC 9110 §14.2 lets a server ignore Range) instead of 416,
+    and that it is sent once: the edge middleware sends it, then aiohttp's own
+    finishing step calls prepare again."""
 
     async def prepare(self, request: web.BaseRequest) -> Any:
+        if self.prepared:
+            return None
         if "," in request.headers.get(hdrs.RANGE, ""):
             headers = request.headers.copy()
             del headers[hdrs.RANGE]
@@ -284,6 +320,12 @@ def _common_profiles(clips: list[playlists.Clip]) -> list[str]:
     return sorted(common, key=lambda p: clips[0].renditions[p].height)
 
 
+def _is_scene_file(name: str) -> bool:
+    return name in ("master.m3u8", "storyboard.vtt") or (
+        name.endswith(".m3u8") and layout.is_profile(name.removesuffix(".m3u8"))
+    )
+
+
 async def scene_document(request: web.Request) -> web.StreamResponse:
     """GET/HEAD `/v/{sceneId}/master.m3u8`, `/{profile}.m3u8`, `/storyboard.vtt`: built
     from Postgres alone, once per (scene version, file), served from memory."""
@@ -291,9 +333,7 @@ async def scene_document(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     if not layout.is_id(scene_id, "scn"):
         raise not_found("no such scene")
-    if name not in ("master.m3u8", "storyboard.vtt") and not (
-        name.endswith(".m3u8") and layout.is_profile(name.removesuffix(".m3u8"))
-    ):
+    if not _is_scene_file(name):
         raise not_found("no such scene file")
     version = await _scene_version(request, scene_id)
     caches = request.app[keys.READ_CACHES]
@@ -314,6 +354,52 @@ async def scene_document(request: web.Request) -> web.StreamResponse:
         caches.playlists.put((scene_id, view.scene.version, name), built)
     content_type = VTT if name.endswith(".vtt") else M3U8
     return _document(request, built, content_type, layout.SCENE_PLAYLIST_CACHE)
+
+
+def warm_answers(app: web.Application) -> WarmAnswer:
+    """The answers an EdgeConnection gives without aiohttp (origin/edge.py): a scene
+    document whose version and bytes are in the caches, admitted by the same guard,
+    with the same fields `scene_document` and the app's response hooks give. None
+    for anything else: aiohttp answers it (and fills the caches)."""
+    settings = app[keys.SETTINGS]
+    caches = app[keys.READ_CACHES]
+    state = app[SIGNING]
+    secret_field = state.origin_secret_header.lower()
+    signing_on = settings.signing != "none"
+
+    def answer(
+        method: str, path: str, query: str, headers: Mapping[str, str], remote: str | None
+    ) -> Answer | None:
+        parts = path.split("/")
+        if len(parts) != 4 or parts[1] != "v" or "%" in path:
+            return None
+        scene_id, name = parts[2], parts[3]
+        if not (layout.is_id(scene_id, "scn") and _is_scene_file(name)):
+            return None
+        version = caches.versions.get(scene_id)
+        if version is None or version < 0:
+            return None
+        built = caches.playlists.get((scene_id, version, name))
+        if built is None:
+            return None
+        auth: str | None = None
+        if state.guarded:
+            verdict = admit(state, path, query, remote, headers.get(secret_field), scene_id)
+            if isinstance(verdict, signing.Denied):
+                return None  # aiohttp's guard answers 403 and counts it
+            count_admitted(state, path)
+            auth = verdict if signing_on else None
+        content_type = VTT if name.endswith(".vtt") else M3U8
+        status, fields, body = document_answer(
+            built, content_type, layout.SCENE_PLAYLIST_CACHE, headers.get("if-none-match"), auth
+        )
+        out = list(fields.items())
+        allow = cors_allow(headers.get("origin"), settings.cors_origins)
+        if allow is not None:
+            out.extend(cors_fields(allow))
+        return status, out, body
+
+    return answer
 
 
 # --- scene playlist JSON (seed §5.1) ------------------------------------------------

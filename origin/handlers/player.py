@@ -16,7 +16,7 @@ from aiohttp import hdrs, web
 
 from origin import catalog, keys, layout, signing
 from origin.errors import ApiError, not_found
-from origin.handlers.playback import scene_playlist_json
+from origin.handlers.playback import SendfileResponse, scene_playlist_json
 from origin.handlers.signed import mint_scene_grant
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -98,7 +98,7 @@ async def static(request: web.Request) -> web.StreamResponse:
         raise ApiError(
             503, "not_installed", f"{path.name} is missing: run scripts/setup (npm packages)"
         )
-    return web.FileResponse(
+    return SendfileResponse(
         path, headers={hdrs.CONTENT_TYPE: content_type, hdrs.CACHE_CONTROL: "public, max-age=300"}
     )
 

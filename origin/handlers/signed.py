@@ -20,6 +20,7 @@ from aiohttp import hdrs, web
 from origin import catalog, keys, layout, signing
 from origin.errors import ApiError, error_response, not_found
 from origin.handlers.api import require_token
+from origin.scenecache import LRU
 from origin.settings import Settings
 
 _SIGNED_PREFIXES = ("/v/", "/e/")
@@ -49,6 +50,9 @@ class SigningState:
     cookie_domain: str = ""
     clock: Callable[[], float] = time.time
     stats: SigningStats = field(default_factory=SigningStats)
+    # (raw query, scene prefix, client address) -> the token that verified for them:
+    # a player sends one token with every request, its HMAC is computed once
+    verified: LRU[signing.Token] = field(default_factory=lambda: LRU(8192))
 
     @property
     def guarded(self) -> bool:
@@ -77,44 +81,77 @@ def _forbidden(state: SigningState, reason: str) -> web.Response:
     return error_response(403, "forbidden", reason)
 
 
+def admit(
+    state: SigningState,
+    path: str,
+    raw_query: str,
+    remote: str | None,
+    secret_value: str | None,
+    routed_scene: str | None,
+) -> str | signing.Denied:
+    """The guard's verdict on one `/v/` or `/e/` request (pure but for the state's
+    clock): the origin secret header when configured (the CDN adds it), then in hmac
+    mode the viewer's token (origin.signing.verify). Admitted, it is the query that
+    carries the viewer's authorisation into the children of what is served: the
+    token in hmac mode, the CloudFront policy query CloudFront forwarded, or ""."""
+    if state.origin_secret:
+        got = (secret_value or "").encode("utf-8", "replace")
+        if not hmac.compare_digest(got, state.origin_secret):
+            return signing.Denied("missing or wrong origin secret header")
+    cfg = state.config
+    if cfg.mode == "hmac":
+        # verify's outcome depends on the query, the path's scene prefix, the client
+        # address and the time; a remembered success still has its expiry checked
+        memo_key = (raw_query, path[: path.find("/", 3) + 1], remote)
+        token = state.verified.get(memo_key)
+        now = state.clock()
+        if token is None:
+            result = signing.verify(
+                raw_query, path, remote, now, cfg.hmac_keys, require_ip=cfg.hmac_bind_ip
+            )
+            if isinstance(result, signing.Denied):
+                return result
+            token = result.token
+            state.verified.put(memo_key, token)
+        elif not now < token.exp:
+            return signing.Denied("token expired")
+        if routed_scene is not None and routed_scene != token.scene_id:
+            return signing.Denied("the token is for another scene")
+        return token.query
+    if cfg.mode == "cloudfront":
+        return signing.forward_cloudfront_query(raw_query)
+    return ""
+
+
+def count_admitted(state: SigningState, path: str) -> None:
+    state.stats.verified += 1
+    if path.endswith(".ts"):
+        state.stats.verified_segments += 1
+
+
 @web.middleware
 async def signing_guard(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Every `/v/` and `/e/` request: the origin secret header (when configured; the
-    CDN adds it), then in hmac mode the viewer's token (origin.signing.verify). A
-    refusal is 403 JSON with the reason. In cloudfront mode the verified policy query
-    CloudFront forwarded is kept for the children of the document served."""
+    """Every `/v/` and `/e/` request goes through `admit`; a refusal is 403 JSON with
+    the reason. (Warm scene documents are admitted the same way on the connection,
+    see playback.warm_answers.)"""
     path = request.path
     if request.method == "OPTIONS" or not path.startswith(_SIGNED_PREFIXES):
         return await handler(request)
     state = request.app[SIGNING]
-    if state.origin_secret:
-        got = request.headers.get(state.origin_secret_header, "")
-        if not hmac.compare_digest(got.encode("utf-8", "replace"), state.origin_secret):
-            return _forbidden(state, "missing or wrong origin secret header")
-    cfg = state.config
-    raw_query = request.rel_url.raw_query_string
-    if cfg.mode == "hmac":
-        result = signing.verify(
-            raw_query,
-            path,
-            request.remote,
-            state.clock(),
-            cfg.hmac_keys,
-            require_ip=cfg.hmac_bind_ip,
-        )
-        if isinstance(result, signing.Denied):
-            return _forbidden(state, result.reason)
-        routed = request.match_info.get("scene_id")
-        if routed is not None and routed != result.token.scene_id:
-            return _forbidden(state, "the token is for another scene")
-        request[AUTH_QUERY] = result.token.query
-    elif cfg.mode == "cloudfront":
-        request[AUTH_QUERY] = signing.forward_cloudfront_query(raw_query)
-    state.stats.verified += 1
-    if path.endswith(".ts"):
-        state.stats.verified_segments += 1
+    verdict = admit(
+        state,
+        path,
+        request.rel_url.raw_query_string,
+        request.remote,
+        request.headers.get(state.origin_secret_header),
+        request.match_info.get("scene_id"),
+    )
+    if isinstance(verdict, signing.Denied):
+        return _forbidden(state, verdict.reason)
+    request[AUTH_QUERY] = verdict
+    count_admitted(state, path)
     return await handler(request)
 
 

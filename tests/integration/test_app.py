@@ -2,10 +2,11 @@
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from origin.app import create_app
 from origin.settings import Settings
+from tests.servers import OriginTestServer
 
 
 @pytest.fixture
@@ -16,7 +17,7 @@ async def client(pg_dsn, tmp_path):
         raise RuntimeError("secret internals")
 
     app.router.add_get("/boom", boom)
-    async with TestClient(TestServer(app)) as c:
+    async with TestClient(OriginTestServer(app)) as c:
         yield c
 
 
@@ -88,7 +89,7 @@ async def test_access_log_modes(pg_dsn, tmp_path, caplog, mode, logged):
             {"ACCESS_LOG": mode}, database_url=pg_dsn, storage_root=tmp_path / "storage"
         )
     )
-    async with TestClient(TestServer(app)) as c:
+    async with TestClient(OriginTestServer(app)) as c:
         with caplog.at_level(logging.INFO, logger="storyforge.origin"):
             await c.get("/healthz", headers={"X-Request-Id": "req-ok"})
             await c.get("/nope", headers={"X-Request-Id": "req-missing"})

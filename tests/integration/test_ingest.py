@@ -15,10 +15,11 @@ from pathlib import Path
 
 import m3u8
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from origin.app import create_app
 from tests.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
+from tests.servers import OriginTestServer
 
 pytestmark = pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)
 
@@ -116,7 +117,7 @@ async def test_api_rejects_bad_requests(origin_client, settings, tmp_path):
 
 async def test_upload_over_the_limit_is_413_and_leaves_nothing(settings):
     small = dataclasses.replace(settings, max_upload_bytes=64 * 1024)
-    async with TestClient(TestServer(create_app(small))) as client:
+    async with TestClient(OriginTestServer(create_app(small))) as client:
         client.headers_auth = {"Authorization": "Bearer test-token-0123456789"}
         scene, (user,) = await new_scene(client)
         h = {**client.headers_auth, "Content-Type": "video/mp4"}

@@ -11,11 +11,12 @@ import os
 
 import m3u8
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from origin import db, layout
 from origin.app import create_app
 from origin.storage import open_configured_storage
+from tests.servers import OriginTestServer
 
 TS_BYTES = bytes(range(256)) * 40  # 10,240 bytes
 
@@ -121,7 +122,7 @@ def backend_settings(request, settings):
 
 @pytest.fixture
 async def client(backend_settings):
-    async with TestClient(TestServer(create_app(backend_settings))) as c:
+    async with TestClient(OriginTestServer(create_app(backend_settings))) as c:
         c.headers_auth = {"Authorization": "Bearer test-token-0123456789"}
         yield c
 
@@ -329,7 +330,7 @@ async def test_scene_playlist_json_matches_seed_5_1(client, backend_settings):
 
 async def test_cdn_base_makes_urls_absolute(settings):
     cdn = dataclasses.replace(settings, cdn_base_url="https://cdn.storyforge.io")
-    async with TestClient(TestServer(create_app(cdn))) as c:
+    async with TestClient(OriginTestServer(create_app(cdn))) as c:
         c.headers_auth = {"Authorization": "Bearer test-token-0123456789"}
         scene, (user,) = await scene_with_users(c)
         seg = await publish(cdn, scene, user, 1, [4.0])

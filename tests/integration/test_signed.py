@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import m3u8
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -28,6 +28,7 @@ from tests.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
 from tests.conftest import API_TOKEN
 from tests.integration.test_ingest import new_scene, upload, wait_done
 from tests.integration.test_playback import TS_BYTES, publish, scene_with_users
+from tests.servers import OriginTestServer
 
 KEY = signing.HmacKey("k2026", b"test-hmac-secret-0123456789")
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -263,7 +264,7 @@ async def test_expired_token_is_403(origin_client, signed_scene):
 async def test_ip_binding(settings, signed_scene):
     bound = dataclasses.replace(settings, hmac_bind_ip=True)
     scene, (seg, _) = signed_scene
-    async with TestClient(TestServer(create_app(bound))) as client:
+    async with TestClient(OriginTestServer(create_app(bound))) as client:
         url = f"/api/v1/scenes/{scene}/playlist"
         mine = _token_of((await (await client.get(url, headers=AUTH)).json())["hlsUrl"])
         assert dict(parse_qsl(mine))["ip"] == "127.0.0.1"
@@ -327,7 +328,7 @@ async def cf_client(settings, cf_pem):
         cloudfront_private_key=cf_pem,
         origin_secret=ORIGIN_SECRET,
     )
-    async with TestClient(TestServer(create_app(cf))) as c:
+    async with TestClient(OriginTestServer(create_app(cf))) as c:
         c.cf_settings = cf
         c.headers_auth = AUTH
         yield c

@@ -1,0 +1,445 @@
+"""The origin's client connections: warm scene documents answered on the connection
+itself, every other request handed to aiohttp on the same connection, in order.
+
+aiohttp's per-request machinery (request and response objects, a task per request,
+routing, middleware) costs several times what building the answer to a warm playlist
+request costs. So each connection is an `EdgeConnection` wrapped around aiohttp's own
+protocol object. It reads each request head itself (with llhttp, as aiohttp does,
+and more strictly) and asks `WarmAnswer` (the playback routes)
+for an answer from the in-process caches. A GET/HEAD with no body that gets one is
+answered on the spot; anything else (cache misses, segment files, the API, errors,
+anything unusual) is passed to aiohttp byte for byte, and so are the requests behind
+it until aiohttp has finished answering, so responses always leave in request order
+(§9.3.2 pipelining). Bytes it cannot frame with certainty (chunked bodies, malformed
+heads, absolute-form targets) hand the connection to aiohttp for good.
+
+aiohttp's edge middleware tells the connection when a request starts and when its
+answer is completely written (`aiohttp_started` / `aiohttp_done`). The idle timeout
+(keep-alive) is kept here, because aiohttp cannot see the requests answered here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any, NamedTuple, cast
+
+import httptools
+from aiohttp import web
+from aiohttp.http import SERVER_SOFTWARE
+from aiohttp.web_protocol import RequestHandler
+
+from origin.logs import log_request, new_request_id
+
+log = logging.getLogger("storyforge.origin")
+
+# aiohttp's default limits: a head outside them is left to aiohttp (400/431 or not)
+MAX_HEAD = 8190
+MAX_FIELDS = 128
+KEEPALIVE_SECONDS = 75.0  # aiohttp's default keep-alive timeout
+_NEVER = 10.0**9  # the keep-alive given to aiohttp: the connection keeps time instead
+
+# --- request heads -----------------------------------------------------------------
+
+# HTAB, CR, LF and SP..~: a head with any other byte (control bytes, obs-text) is
+# left to aiohttp
+_HEAD_BYTES = bytes([9, 10, 13, *range(0x20, 0x7F)])
+
+
+class Head(NamedTuple):
+    """A request head read strictly (RFC 9112 §2.2, §3, §5, §6.3)."""
+
+    method: str
+    target: str  # origin-form: path and query as sent
+    version: str  # "HTTP/1.1" or "HTTP/1.0"
+    headers: Mapping[str, str]  # lower-case names
+    repeated: bool  # some field name appears more than once
+    body_length: int | None  # Content-Length (0 when absent); None: chunked
+
+
+class HeadReader:
+    """Reads one request head at a time with llhttp (httptools), the parser aiohttp
+    uses too, so both see the same messages. `read` takes exactly the bytes up to and
+    including the first CRLF CRLF and gives None when they are not one complete,
+    well-formed head of an origin-form request that can be framed: then aiohttp gets
+    the connection and applies its own rules (400, 431, ...)."""
+
+    __slots__ = ("_parser", "_url", "_headers", "_repeated", "_begun", "_complete")
+
+    def __init__(self) -> None:
+        self._parser: httptools.HttpRequestParser | None = None
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._repeated = False
+        self._begun = 0
+        self._complete = False
+
+    def read(self, head: bytes) -> Head | None:
+        if head.translate(None, _HEAD_BYTES):
+            return None
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = httptools.HttpRequestParser(self)
+        self._url = b""
+        self._headers = headers = {}
+        self._repeated = False
+        self._begun = 0
+        self._complete = False
+        try:
+            parser.feed_data(head)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            self._parser = None
+            return None
+        if self._begun != 1 or not self._url.startswith(b"/") or len(headers) > MAX_FIELDS:
+            self._parser = None  # two messages in one head (bare LFs), or not origin-form
+            return None
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            self._parser = None
+            return None
+        body_length: int | None = 0
+        if self._complete:
+            if not parser.should_keep_alive():
+                self._parser = None  # llhttp refuses more data after a last message
+        else:
+            self._parser = None  # it waits for a body now: the next head gets a new one
+            if "transfer-encoding" in headers:
+                body_length = None
+            else:
+                length = headers.get("content-length", "")
+                if not (length.isdigit() and length.isascii()):
+                    return None
+                body_length = int(length)
+        return Head(
+            parser.get_method().decode("ascii"),
+            self._url.decode("ascii"),
+            "HTTP/" + version,
+            headers,
+            self._repeated,
+            body_length,
+        )
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self._begun += 1
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("ascii").lower()
+        text = value.decode("ascii")
+        if key in self._headers:
+            self._repeated = True
+            text = self._headers[key] + ", " + text
+        self._headers[key] = text
+
+    def on_message_complete(self) -> None:
+        self._complete = True
+
+
+def parse_head(head: bytes) -> Head | None:
+    """`HeadReader.read` with a reader of its own."""
+    return HeadReader().read(head)
+
+
+def answerable(head: Head) -> bool:
+    """Whether the connection may answer this request itself: a plain HTTP/1.1 GET or
+    HEAD without a body, a single Host (§3.2) and nothing that changes how the
+    connection continues (Expect, Upgrade, Connection other than keep-alive)."""
+    h = head.headers
+    return (
+        head.method in ("GET", "HEAD")
+        and head.version == "HTTP/1.1"
+        and head.body_length == 0
+        and not head.repeated
+        and "host" in h
+        and "transfer-encoding" not in h
+        and "expect" not in h
+        and "upgrade" not in h
+        and h.get("connection", "keep-alive").lower() == "keep-alive"
+        and "#" not in head.target
+    )
+
+
+# --- answers (pure) -----------------------------------------------------------------
+
+# status, fields, body; Content-Length, Date, Server and X-Request-Id are added here
+Answer = tuple[int, list[tuple[str, str]], bytes]
+# (method, path, raw query, lower-case headers, client address) -> an answer from
+# memory, or None: aiohttp answers this request
+WarmAnswer = Callable[[str, str, str, Mapping[str, str], "str | None"], "Answer | None"]
+
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+
+
+def encode_answer(answer: Answer, *, head_only: bool, date: str, request_id: str) -> bytes:
+    """The bytes of an HTTP/1.1 response (RFC 9112 §4, §6): no body for HEAD and 304
+    (§6.3 items 1-2); Content-Length for HEAD is that of the GET (RFC 9110 §8.6)."""
+    status, fields, body = answer
+    out = [f"HTTP/1.1 {status} {_REASONS.get(status, '')}"]
+    out.extend(f"{name}: {value}" for name, value in fields)
+    out.append(f"X-Request-Id: {request_id}")
+    if status != 304:
+        out.append(f"Content-Length: {len(body)}")
+    out.append(f"Date: {date}")
+    out.append(f"Server: {SERVER_SOFTWARE}")
+    raw = ("\r\n".join(out) + "\r\n\r\n").encode("latin-1")
+    return raw if head_only or status == 304 else raw + body
+
+
+class _HttpDate:
+    """The Date field (RFC 9110 §6.6.1), formatted once per second."""
+
+    __slots__ = ("_second", "_text")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def now(self) -> str:
+        second = int(time.time())
+        if second != self._second:
+            self._second = second
+            self._text = formatdate(second, usegmt=True)
+        return self._text
+
+
+# --- the connection -----------------------------------------------------------------
+
+
+class EdgeConnection(asyncio.Protocol):
+    """One client connection: answers what `answer` can from memory, passes the rest
+    to `inner` (aiohttp's protocol object for this connection)."""
+
+    def __init__(
+        self,
+        inner: RequestHandler,
+        answer: WarmAnswer,
+        *,
+        log_all: bool,
+        keepalive: float,
+        date: _HttpDate,
+    ) -> None:
+        self._inner = inner
+        self._answer = answer
+        self._log_all = log_all
+        self._keepalive = keepalive
+        self._date = date
+        self._loop = asyncio.get_event_loop()
+        self._transport: asyncio.Transport | None = None
+        self._peer: str | None = None
+        self._heads = HeadReader()
+        self._buf = b""
+        self._body_left = 0  # bytes of a passed-on request body still to pass on
+        self._owed = 0  # passed-on requests aiohttp has not finished answering
+        self._busy = 0  # requests aiohttp is handling now (for the idle timeout)
+        self._handed_over = False  # the connection is aiohttp's for good
+        self._write_paused = False
+        self._read_paused = False
+        self._last_data = 0.0
+        self._idle_handle: asyncio.TimerHandle | None = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        # what aiohttp's request.remote gives for a TCP peer
+        self._peer = str(peer[0]) if isinstance(peer, (tuple, list)) and peer else None
+        self._inner.connection_made(transport)
+        self._last_data = self._loop.time()
+        self._idle_handle = self._loop.call_at(
+            self._last_data + self._keepalive, self._close_if_idle
+        )
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+        self._transport = None
+        self._buf = b""
+        self._inner.connection_lost(exc)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._inner.resume_writing()
+        if self._read_paused and self._transport is not None:
+            self._read_paused = False
+            self._transport.resume_reading()
+            self._process()
+
+    def data_received(self, data: bytes) -> None:
+        self._last_data = self._loop.time()
+        if self._handed_over:
+            self._inner.data_received(data)
+            return
+        self._buf = self._buf + data if self._buf else data
+        self._process()
+
+    # called by the aiohttp app's edge middleware
+
+    def aiohttp_started(self) -> None:
+        self._busy += 1
+
+    def aiohttp_done(self) -> None:
+        """aiohttp has written the whole answer to one request passed to it."""
+        self._busy -= 1
+        self._owed -= 1
+
+    # internals
+
+    def _process(self) -> None:
+        buf = self._buf
+        inner = self._inner
+        while buf:
+            if self._body_left:
+                chunk = buf[: self._body_left]
+                buf = buf[len(chunk) :]
+                self._body_left -= len(chunk)
+                inner.data_received(chunk)
+                continue
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEAD:
+                    self._hand_over(buf)
+                    return
+                break
+            size = end + 4
+            head = self._heads.read(buf[:size]) if size <= MAX_HEAD else None
+            if head is None or head.body_length is None:
+                self._hand_over(buf)
+                return
+            if self._owed == 0 and answerable(head):
+                if self._write_paused:  # the client is not reading: wait for it
+                    if not self._read_paused and self._transport is not None:
+                        self._read_paused = True
+                        self._transport.pause_reading()
+                    break
+                if self._answer_here(head):
+                    buf = buf[size:]
+                    continue
+            self._owed += 1
+            self._body_left = head.body_length
+            inner.data_received(buf[:size])
+            buf = buf[size:]
+        self._buf = buf
+
+    def _answer_here(self, head: Head) -> bool:
+        started = time.perf_counter()
+        path, _, query = head.target.partition("?")
+        try:
+            answer = self._answer(head.method, path, query, head.headers, self._peer)
+        except Exception:  # a bug must not cost the connection: aiohttp answers instead
+            log.exception("warm answer failed for %s %s", head.method, path)
+            return False
+        if answer is None or self._transport is None:
+            return False
+        rid = new_request_id(head.headers.get("x-request-id"))
+        self._transport.write(
+            encode_answer(
+                answer, head_only=head.method == "HEAD", date=self._date.now(), request_id=rid
+            )
+        )
+        if self._log_all:
+            log_request(log, rid, head.method, path, answer[0], time.perf_counter() - started)
+        return True
+
+    def _hand_over(self, buf: bytes) -> None:
+        self._handed_over = True
+        self._buf = b""
+        self._inner.data_received(buf)
+
+    def _close_if_idle(self) -> None:
+        """Close a connection that sent nothing for the keep-alive time while no
+        answer was being made or sent (RFC 9112 §9.8: a server may close idle ones)."""
+        self._idle_handle = None
+        if self._transport is None:
+            return
+        now = self._loop.time()
+        deadline = self._last_data + self._keepalive
+        if self._busy > 0 or now < deadline:
+            self._idle_handle = self._loop.call_at(max(deadline, now + 1.0), self._close_if_idle)
+            return
+        self._transport.close()
+
+
+# --- wiring into aiohttp's runner ---------------------------------------------------
+
+
+class _EdgeServer:
+    """aiohttp's low-level server (it tracks connections and shuts them down) whose
+    protocol factory wraps each of its protocol objects in an EdgeConnection."""
+
+    def __init__(
+        self, server: web.Server, answer: WarmAnswer, *, log_all: bool, keepalive: float
+    ) -> None:
+        self._server = server
+        self._answer = answer
+        self._log_all = log_all
+        self._keepalive = keepalive
+        self._date = _HttpDate()
+
+    def __call__(self) -> EdgeConnection:
+        return EdgeConnection(
+            self._server(),
+            self._answer,
+            log_all=self._log_all,
+            keepalive=self._keepalive,
+            date=self._date,
+        )
+
+    @property
+    def connections(self) -> list[RequestHandler]:
+        return self._server.connections
+
+    @property
+    def requests_count(self) -> int:
+        return self._server.requests_count
+
+    def pre_shutdown(self) -> None:
+        self._server.pre_shutdown()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        await self._server.shutdown(timeout)
+
+
+class EdgeRunner(web.AppRunner):
+    """An AppRunner whose sites accept EdgeConnections. `warm_answer(app)` is called
+    once the app has started (its caches and settings exist)."""
+
+    def __init__(
+        self,
+        app: web.Application,
+        warm_answer: Callable[[web.Application], WarmAnswer],
+        *,
+        log_all: bool = False,
+        keepalive_timeout: float = KEEPALIVE_SECONDS,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(app, keepalive_timeout=_NEVER, **kwargs)
+        self._warm_answer = warm_answer
+        self._log_all = log_all
+        self._edge_keepalive = keepalive_timeout
+
+    async def _make_server(self) -> web.Server:  # BaseRunner's hook for the server
+        server = await super()._make_server()
+        edge = _EdgeServer(
+            server,
+            self._warm_answer(self.app),
+            log_all=self._log_all,
+            keepalive=self._edge_keepalive,
+        )
+        return cast(web.Server, edge)

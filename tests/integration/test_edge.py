@@ -1,0 +1,344 @@
+"""The origin's connections on the wire (origin/edge.py): warm scene documents
+answered on the connection carry exactly what aiohttp's answer carries; requests the
+connection passes to aiohttp (segment files, API calls with bodies, chunked bodies,
+malformed heads) keep their order on a pipelined connection; a client that does not
+read cannot make the origin buffer without bound; idle connections are closed."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from origin import signing
+from origin.app import create_app
+from origin.handlers import playback
+from origin.handlers.signed import SIGNING
+from tests.integration.test_playback import TS_BYTES, publish, scene_with_users
+from tests.servers import OriginTestServer
+
+AUTH = "Bearer test-token-0123456789"
+
+
+class Spy:
+    """Wraps the warm answers and records which requests the connection answered."""
+
+    def __init__(self) -> None:
+        self.answered: list[str] = []
+
+    def factory(self, app):
+        inner = playback.warm_answers(app)
+
+        def answer(method, path, query, headers, remote):
+            got = inner(method, path, query, headers, remote)
+            if got is not None:
+                self.answered.append(f"{method} {path}")
+            return got
+
+        return answer
+
+
+async def start(settings, **options):
+    spy = Spy()
+    server = OriginTestServer(create_app(settings), warm_answer=spy.factory, **options)
+    client = TestClient(server)
+    await client.start_server()
+    return client, spy
+
+
+@pytest.fixture
+async def edge(settings):
+    client, spy = await start(dataclasses.replace(settings, cors_origins=("https://app.example",)))
+    client.spy = spy
+    yield client
+    await client.close()
+
+
+async def published_scene(client, settings, clips=2):
+    client.headers_auth = {"Authorization": AUTH}
+    scene, (user,) = await scene_with_users(client)
+    segs = [await publish(settings, scene, user, i + 1, [4.0, 2.5]) for i in range(clips)]
+    return scene, segs
+
+
+# --- a raw HTTP/1.1 connection ------------------------------------------------------
+
+
+class Wire:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, client) -> Wire:
+        return cls(*await asyncio.open_connection(client.host, client.port))
+
+    def send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def response(self, *, head_only: bool = False) -> tuple[int, dict[str, str], bytes]:
+        raw = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 10)
+        lines = raw.decode("latin-1").split("\r\n")[:-2]
+        status = int(lines[0].split(" ")[1])
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = b""
+        if not head_only and status not in (204, 304) and "content-length" in headers:
+            body = await asyncio.wait_for(
+                self.reader.readexactly(int(headers["content-length"])), 10
+            )
+        return status, headers, body
+
+    async def closed(self, timeout: float = 5.0) -> bool:
+        try:
+            return await asyncio.wait_for(self.reader.read(1), timeout) == b""
+        except (ConnectionError, TimeoutError):
+            return False
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def get(path: str, *headers: str, method: str = "GET", host: str = "origin.test") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+VARY = {"date", "x-request-id"}  # differ between any two answers
+
+
+def same_answer(a, b) -> None:
+    (sa, ha, ba), (sb, hb, bb) = a, b
+    assert sa == sb
+    assert {k: v for k, v in ha.items() if k not in VARY} == {
+        k: v for k, v in hb.items() if k not in VARY
+    }
+    assert ba == bb
+    assert ha.keys() >= {"date", "x-request-id", "server"}
+
+
+# --- tests --------------------------------------------------------------------------
+
+
+# a repeated field: the connection leaves such a request to aiohttp
+TO_AIOHTTP = ("X-Twice: 1", "X-Twice: 2")
+
+
+async def test_warm_answers_equal_aiohttp_answers(edge, settings):
+    scene, _ = await published_scene(edge, settings)
+    wire = await Wire.open(edge)
+    origin = "Origin: https://app.example"
+    for name in ("720p.m3u8", "master.m3u8", "storyboard.vtt"):
+        path = f"/v/{scene}/{name}"
+        for extra in ((), (origin,)):
+            wire.send(get(path, *extra, *TO_AIOHTTP))
+            by_aiohttp = await wire.response()
+            count = len(edge.spy.answered)
+            wire.send(get(path, *extra))
+            here = await wire.response()
+            assert edge.spy.answered[count:] == [f"GET {path}"]
+            same_answer(by_aiohttp, here)
+            assert here[0] == 200 and here[2]
+            if extra:
+                assert here[1]["access-control-allow-origin"] == "https://app.example"
+                assert "Content-Range" in here[1]["access-control-expose-headers"]
+        # HEAD: the GET's fields, no body
+        for extra in (TO_AIOHTTP, ()):
+            wire.send(get(path, *extra, method="HEAD"))
+            status, headers, body = await wire.response(head_only=True)
+            assert status == 200 and body == b""
+            assert headers["content-length"] == str(len(here[2]))
+        # conditional GET (RFC 9110 §13.1.2)
+        etag = here[1]["etag"]
+        for extra in (TO_AIOHTTP, ()):
+            wire.send(get(path, f"If-None-Match: {etag}", *extra))
+            status, headers, body = await wire.response()
+            assert status == 304 and body == b"" and headers["etag"] == etag
+            assert headers["cache-control"] == here[1]["cache-control"]
+    assert f"HEAD /v/{scene}/master.m3u8" in edge.spy.answered
+    # the same answers over aiohttp's own client
+    r = await edge.get(f"/v/{scene}/720p.m3u8")
+    assert r.status == 200 and r.headers["Content-Type"] == "application/vnd.apple.mpegurl"
+    wire.close()
+
+
+async def test_pipelined_requests_are_answered_in_order(edge, settings):
+    scene, (seg, _) = await published_scene(edge, settings)
+    playlist = f"/v/{scene}/720p.m3u8"
+    wire = await Wire.open(edge)
+    wire.send(get(playlist))
+    first = await wire.response()
+    body = json.dumps({"username": "pipelined"}).encode()
+    upload = (
+        f"POST /api/v1/users HTTP/1.1\r\nHost: o\r\nAuthorization: {AUTH}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    # one write: warm, file (aiohttp), warm, API call with a body (aiohttp), warm,
+    # unknown path (aiohttp 404), HEAD warm, health
+    wire.send(
+        get(playlist)
+        + get(f"/v/{scene}/{seg}/720p_0001.ts")
+        + get(playlist)
+        + upload
+        + get(playlist)
+        + get("/v/nope")
+        + get(playlist, method="HEAD")
+        + get("/healthz")
+    )
+    answers = [await wire.response() for _ in range(6)]
+    answers.append(await wire.response(head_only=True))
+    answers.append(await wire.response())
+    statuses = [a[0] for a in answers]
+    assert statuses == [200, 200, 200, 201, 200, 404, 200, 200]
+    assert answers[0][2] == answers[2][2] == answers[4][2] == first[2]
+    assert answers[1][2] == TS_BYTES
+    assert json.loads(answers[3][2])["username"] == "pipelined"
+    assert json.loads(answers[5][2])["error"]["code"] == "not_found"
+    assert answers[6][2] == b""
+    # a body that looks like a request is never answered as one
+    sneaky = get(playlist)
+    wire.send(
+        (
+            f"POST /api/v1/users HTTP/1.1\r\nHost: o\r\nAuthorization: {AUTH}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(sneaky)}\r\n\r\n"
+        ).encode()
+        + sneaky
+        + get("/healthz")
+    )
+    status, _, _ = await wire.response()
+    assert status == 400  # the body was not JSON: aiohttp read it as the body
+    status, _, body = await wire.response()
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    wire.close()
+
+
+async def test_chunked_and_malformed_requests_go_to_aiohttp(edge, settings):
+    scene, _ = await published_scene(edge, settings)
+    playlist = f"/v/{scene}/720p.m3u8"
+    # chunked body: the connection is aiohttp's from then on, still in order
+    wire = await Wire.open(edge)
+    chunked = (
+        f"POST /api/v1/users HTTP/1.1\r\nHost: o\r\nAuthorization: {AUTH}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        '14\r\n{"username": "chunk"\r\n1\r\n}\r\n0\r\n\r\n'
+    ).encode()
+    wire.send(get(playlist) + chunked + get(playlist))
+    a, b, c = [await wire.response() for _ in range(3)]
+    assert (a[0], b[0], c[0]) == (200, 201, 200)
+    assert a[2] == c[2]
+    wire.close()
+    before = len(edge.spy.answered)
+    bad_heads = [
+        b"GET /x HTTP/1.1\r\nHost: o\r\nBad Header\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: o\r\nX: a\x01b\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: o\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: o\r\nContent-Length: -1\r\n\r\n",
+        b"GET " + playlist.encode() + b" HTTP/1.1\r\nHost: o\r\nX: " + b"a" * 9000 + b"\r\n\r\n",
+        b"GET " + playlist.encode() + b" HTTP/1.1\r\nHost: o\r\n" + b"X: a\r\n" * 200 + b"\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",  # TLS to a plain port
+    ]
+    for raw in bad_heads:
+        wire = await Wire.open(edge)
+        wire.send(raw + get(playlist))
+        status, _, _ = await wire.response()
+        assert 400 <= status < 500, raw[:40]
+        assert await wire.closed(), raw[:40]
+        wire.close()
+    assert len(edge.spy.answered) == before
+
+
+async def test_connection_close_and_http10_are_left_to_aiohttp(edge, settings):
+    scene, _ = await published_scene(edge, settings)
+    playlist = f"/v/{scene}/720p.m3u8"
+    wire = await Wire.open(edge)
+    wire.send(get(playlist))
+    warm = await wire.response()
+    wire.send(get(playlist, "Connection: close"))
+    status, headers, body = await wire.response()
+    assert status == 200 and body == warm[2]
+    assert headers.get("connection", "").lower() == "close"
+    assert await wire.closed()
+    wire.close()
+    wire = await Wire.open(edge)
+    wire.send(f"GET {playlist} HTTP/1.0\r\nHost: o\r\n\r\n".encode())
+    status, _, body = await wire.response()
+    assert status == 200 and body == warm[2]
+    assert await wire.closed()
+    wire.close()
+
+
+async def test_a_client_that_does_not_read_is_bounded(edge, settings):
+    scene, _ = await published_scene(edge, settings, clips=6)
+    playlist = f"/v/{scene}/720p.m3u8"
+    wire = await Wire.open(edge)
+    wire.send(get(playlist))
+    _, _, body = await wire.response()
+    n = 3000  # ~ len(body) * n bytes of answers if all were made at once
+    wire.send(get(playlist) * n)
+    await wire.writer.drain()
+    await asyncio.sleep(1.0)
+    buffered = [
+        c.transport.get_write_buffer_size()
+        for c in edge.server.runner.server.connections
+        if c.transport is not None
+    ]
+    assert buffered and max(buffered) < 256 * 1024 < len(body) * n
+    for _ in range(n):  # then every answer arrives, in order
+        status, _, got = await wire.response()
+        assert status == 200 and got == body
+    wire.close()
+
+
+async def test_idle_connections_are_closed(settings):
+    client, _ = await start(settings, keepalive_timeout=0.5)
+    try:
+        client.headers_auth = {"Authorization": AUTH}
+        wire = await Wire.open(client)
+        wire.send(get("/healthz"))
+        assert (await wire.response())[0] == 200
+        started = time.monotonic()
+        assert await wire.closed(timeout=5)
+        assert 0.4 < time.monotonic() - started < 4
+        wire.close()
+        # a connection that never sends a request is closed too
+        wire = await Wire.open(client)
+        assert await wire.closed(timeout=5)
+        wire.close()
+    finally:
+        await client.close()
+
+
+async def test_signed_warm_answers_are_verified_each_time(settings):
+    key = signing.HmacKey("k1", b"edge-test-secret-0123456789")
+    signed = dataclasses.replace(settings, signing="hmac", hmac_keys=(key,))
+    client, spy = await start(signed)
+    try:
+        scene, _ = await published_scene(client, signed)
+        state = client.server.app[SIGNING]
+        token = signing.mint_token(f"/v/{scene}/", int(time.time()) + 600, key)
+        path = f"/v/{scene}/720p.m3u8"
+        wire = await Wire.open(client)
+        wire.send(get(f"{path}?{token.query}", *TO_AIOHTTP))
+        cold = await wire.response()
+        wire.send(get(f"{path}?{token.query}"))
+        warm = await wire.response()
+        same_answer(cold, warm)
+        assert warm[2].count(token.query.encode()) == warm[2].count(b".ts") > 0
+        assert spy.answered == [f"GET {path}"]
+        assert state.stats.verified == 2
+        forged = token.query[:-3] + ("AAA" if not token.query.endswith("AAA") else "BBB")
+        for query in (forged, "", f"exp=1&kid=k1&sig={token.sig}"):
+            wire.send(get(f"{path}?{query}"))
+            status, _, body = await wire.response()
+            assert status == 403, query
+            assert json.loads(body)["error"]["code"] == "forbidden"
+        assert spy.answered == [f"GET {path}"]
+        assert state.stats.denied == 3
+        wire.close()
+    finally:
+        await client.close()
