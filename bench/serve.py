@@ -591,19 +591,20 @@ def profile_origin(
 # -------------------------------------------------------------------------- report
 
 
-def report(http: dict[str, Any], build: dict[str, Any]) -> str:
+def report(http: dict[str, Any], build: dict[str, Any], signed: bool = False) -> str:
     out = ["\nHTTP: wrk -t2 -c64, median of rounds (origin = storyforge serve, 1 process)\n"]
     rows = []
     pl, ts = http["playlist"], http["ts_1mb"]
     r_req = pl["origin"]["req_per_s"] / pl["nginx"]["req_per_s"]
+    target = 0.3 if signed else 0.5  # issue 5 (signed, rewritten per request) / issue 4
     rows.append(
         [
-            "50-clip variant playlist",
+            "signed 50-clip variant" if signed else "50-clip variant playlist",
             f"{pl['origin']['req_per_s']:.0f} req/s",
             f"{pl['nginx']['req_per_s']:.0f} req/s",
             f"{r_req:.1%}",
-            ">= 50%",
-            "ok" if r_req >= 0.5 else "MISS",
+            f">= {target:.0%}",
+            "ok" if r_req >= target else "MISS",
         ]
     )
     rows.append(
@@ -869,7 +870,7 @@ def main(argv: list[str] | None = None) -> int:
             "build_1000_ms": build["1000"]["cold_build"]["median_ms"] if "1000" in build else None,
         },
     }
-    print(report(http, build))
+    print(report(http, build, signed=a.signing == "hmac"))
     path = benchutil.write_result(a.name or ("serve-quick" if a.quick else "serve"), result)
     print(f"\nwrote {path.relative_to(benchutil.ROOT)}")
     return 0

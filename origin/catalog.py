@@ -4,7 +4,10 @@ driver errors turned into domain ones here."""
 
 from __future__ import annotations
 
+import gc
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -110,7 +113,29 @@ async def scene_view(
     return SceneView(_scene(scene_row), tuple(_clips(rows)))
 
 
+@contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector around a synchronous build of many small
+    objects (nothing else runs meanwhile: there is no await inside). Reference
+    counting frees them as usual. Without the pause, the collections their allocation
+    triggers walk the whole heap again and again: a 10,000-clip scene cost twice as
+    much per clip as a 100-clip one."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def _clips(rows: list[asyncpg.Record]) -> list[SceneClip]:
+    with cyclic_gc_paused():
+        return _clips_of(rows)
+
+
+def _clips_of(rows: list[asyncpg.Record]) -> list[SceneClip]:
     out: list[SceneClip] = []
     current: str | None = None
     renditions: dict[str, Rendition] = {}

@@ -298,6 +298,11 @@ def _scene_uri_for(request: web.Request, scene_id: str) -> Callable[[str], str]:
 def build_scene_document(view: catalog.SceneView, name: str, uri_for: Callable[[str], str]) -> str:
     """The text of `master.m3u8`, `{profile}.m3u8` or `storyboard.vtt` for a scene.
     Raises ApiError 404 when the scene has nothing to play or no such variant."""
+    with catalog.cyclic_gc_paused():
+        return _scene_document_text(view, name, uri_for)
+
+
+def _scene_document_text(view: catalog.SceneView, name: str, uri_for: Callable[[str], str]) -> str:
     clips = [c.clip for c in view.clips]
     if not clips:
         raise not_found(f"scene {view.scene.id} has no ready clip yet")
