@@ -342,3 +342,36 @@ async def test_signed_warm_answers_are_verified_each_time(settings):
         wire.close()
     finally:
         await client.close()
+
+
+async def test_answers_on_the_connection_are_logged_like_aiohttp_ones(settings):
+    import io
+    import logging
+
+    from origin import logs
+
+    client, spy = await start(dataclasses.replace(settings, access_log="all"))
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logs._TextFormatter())
+    logger = logging.getLogger("storyforge.origin")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        scene, _ = await published_scene(client, settings)
+        path = f"/v/{scene}/720p.m3u8"
+        wire = await Wire.open(client)
+        for rid in ("by-aiohttp", "on-the-connection"):
+            wire.send(get(path, f"X-Request-Id: {rid}"))
+            status, headers, _ = await wire.response()
+            assert status == 200 and headers["x-request-id"] == rid
+        assert spy.answered == [f"GET {path}"]  # the first one built the document
+        text = out.getvalue()
+        assert f"[by-aiohttp] GET {path} 200" in text
+        assert f"[on-the-connection] GET {path} 200" in text
+        wire.close()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        await client.close()
