@@ -143,6 +143,17 @@ class HeadReader:
         self._complete = True
 
 
+def could_become_head(partial: bytes) -> bool:
+    """Whether the start of a head may still become one this reader accepts: no byte
+    outside its set, no bare LF, no CR that is not followed by LF (or last)."""
+    crlf = partial.count(b"\r\n")
+    return (
+        not partial.translate(None, _HEAD_BYTES)
+        and partial.count(b"\n") == crlf
+        and partial.count(b"\r") - partial.endswith(b"\r") == crlf
+    )
+
+
 def parse_head(head: bytes) -> Head | None:
     """`HeadReader.read` with a reader of its own."""
     return HeadReader().read(head)
@@ -313,8 +324,8 @@ class EdgeConnection(asyncio.Protocol):
                 continue
             end = buf.find(b"\r\n\r\n")
             if end < 0:
-                if len(buf) > MAX_HEAD:
-                    self._hand_over(buf)
+                if len(buf) > MAX_HEAD or not could_become_head(buf):
+                    self._hand_over(buf)  # aiohttp answers 400 now, not at the timeout
                     return
                 break
             size = end + 4

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from origin import signing
-from origin.edge import Head, answerable, encode_answer, parse_head
+from origin.edge import Head, answerable, could_become_head, encode_answer, parse_head
 from origin.handlers.signed import SigningState, admit
 
 
@@ -104,6 +104,21 @@ def test_the_reader_reads_heads_one_after_another():
     # it waited for a body: the next head gets a fresh parser
     got = reader.read(head("GET /after HTTP/1.1", "Host: o"))
     assert got is not None and got.target == "/after"
+
+
+@pytest.mark.parametrize(
+    ("partial", "could"),
+    [
+        (b"GET /x HTTP/1.1\r\nHo", True),
+        (b"GET /x HTTP/1.1\r", True),  # the LF may follow
+        (b"GET /x HTTP/1.1\nHost: o\n", False),  # bare LF: aiohttp says 400 at once
+        (b"GET /x HTTP/1.1\rHost", False),
+        (b"\x16\x03\x01\x02\x00\x01\x00", False),  # a TLS ClientHello
+        (b"GET /caf\xc3\xa9", False),
+    ],
+)
+def test_partial_heads(partial, could):
+    assert could_become_head(partial) is could
 
 
 @given(st.binary(max_size=300))
