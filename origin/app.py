@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from origin import db, keys
 from origin.edge import EdgeConnection, EdgeRunner, WarmAnswer
@@ -27,7 +28,7 @@ log = logging.getLogger("storyforge.origin")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _edge(access_log: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def _edge(access_log: str) -> Middleware:
     """The one outer middleware: request id, CORS preflight, every error as JSON
     `{"error": {"code", "message"}}` without tracebacks, and the access log
     (`all`, or `errors`: status >= 400 and requests slower than 1 s). On an
@@ -122,7 +123,7 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     """Build the origin application for `settings`; resources open on startup."""
     signing_state = signed.signing_state(settings)
-    middlewares = [_edge(settings.access_log)]
+    middlewares: list[Middleware] = [_edge(settings.access_log)]
     if signing_state.guarded:
         middlewares.append(signed.signing_guard)
     app = web.Application(middlewares=middlewares, client_max_size=1024**2)

@@ -115,7 +115,7 @@ def decide(
     parsed = parse_range(range_header, size)
     if parsed is None:
         return whole
-    if parsed == "unsatisfiable":
+    if isinstance(parsed, str):  # "unsatisfiable"
         return Decision(416)
-    start, end = parsed  # type: ignore[misc]
+    start, end = parsed
     return Decision(206, start, end)

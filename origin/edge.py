@@ -1,21 +1,18 @@
-"""The origin's client connections: warm scene documents answered on the connection
-itself, every other request handed to aiohttp on the same connection, in order.
+"""The origin's client connections: a warm scene document is answered on the
+connection itself; every other request goes to aiohttp on the same connection, in
+order.
 
 aiohttp's per-request machinery (request and response objects, a task per request,
-routing, middleware) costs several times what building the answer to a warm playlist
-request costs. So each connection is an `EdgeConnection` wrapped around aiohttp's own
-protocol object. It reads each request head itself (with llhttp, as aiohttp does,
-and more strictly) and asks `WarmAnswer` (the playback routes)
-for an answer from the in-process caches. A GET/HEAD with no body that gets one is
-answered on the spot; anything else (cache misses, segment files, the API, errors,
-anything unusual) is passed to aiohttp byte for byte, and so are the requests behind
-it until aiohttp has finished answering, so responses always leave in request order
-(§9.3.2 pipelining). Bytes it cannot frame with certainty (chunked bodies, malformed
-heads, absolute-form targets) hand the connection to aiohttp for good.
-
-aiohttp's edge middleware tells the connection when a request starts and when its
-answer is completely written (`aiohttp_started` / `aiohttp_done`). The idle timeout
-(keep-alive) is kept here, because aiohttp cannot see the requests answered here.
+routing, middleware) costs several times what answering a warm playlist costs. So
+each connection is an `EdgeConnection` around aiohttp's own protocol object. It reads
+each request head (llhttp, as aiohttp does, but stricter) and asks a `WarmAnswer`
+(the playback routes) for an answer from the in-process caches. A plain GET/HEAD
+that gets one is answered at once. Anything else is passed to aiohttp byte for byte,
+and so is every request pipelined behind it until aiohttp has written its answer, so
+answers leave in request order (RFC 9112 §9.3.2). Bytes it cannot frame for certain
+hand the connection to aiohttp for good. The app's edge middleware reports when
+aiohttp starts and finishes an answer (`aiohttp_started` / `aiohttp_done`); the idle
+timeout is kept here, because aiohttp cannot see the requests answered here.
 """
 
 from __future__ import annotations
@@ -85,7 +82,8 @@ class HeadReader:
         if parser is None:
             parser = self._parser = httptools.HttpRequestParser(self)
         self._url = b""
-        self._headers = headers = {}
+        headers: dict[str, str] = {}
+        self._headers = headers
         self._repeated = False
         self._begun = 0
         self._complete = False
@@ -278,7 +276,8 @@ class EdgeConnection(asyncio.Protocol):
         self._inner.connection_lost(exc)
 
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received()
+        self._inner.eof_received()
+        return None  # the transport closes itself
 
     def pause_writing(self) -> None:
         self._write_paused = True

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -33,7 +33,7 @@ STATUSES = ("queued", "running", "succeeded", "failed", "dead")
 IN_FLIGHT = ("queued", "running")
 MAX_ERROR_CHARS = 4000  # longer messages (ffmpeg's stderr tail, say) are cut
 
-Conn = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
+Conn: TypeAlias = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
 
 
 class QueueError(DatabaseError):

@@ -239,14 +239,19 @@ def _dev(args: argparse.Namespace) -> int:
             for child in children:
                 if child.poll() is not None:
                     raise StartupError(
-                        f"child process {' '.join(child.args[3:])} exited with "
-                        f"status {child.returncode}"
+                        f"child process {_role(child)} exited with status {child.returncode}"
                     )
             time.sleep(0.2)
         return 0
     finally:
         _stop_children(children)
         cluster.stop()
+
+
+def _role(child: subprocess.Popen[bytes]) -> str:
+    """What a child runs, e.g. "serve" or "worker --concurrency 1"."""
+    args = child.args
+    return " ".join(map(str, args[3:])) if isinstance(args, list) else str(args)
 
 
 def _spawn(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -263,7 +268,7 @@ def _wait_ready(base: str, children: list[subprocess.Popen[bytes]], stopping) ->
     while time.monotonic() < deadline and not stopping():
         for child in children:
             if child.poll() is not None:
-                raise StartupError(f"'{' '.join(child.args[3:])}' exited during start-up")
+                raise StartupError(f"'{_role(child)}' exited during start-up")
         try:
             with urllib.request.urlopen(base + "/readyz", timeout=2) as resp:
                 if resp.status == 200:

@@ -55,7 +55,7 @@ def cors_fields(allow: str) -> list[tuple[str, str]]:
     return fields if allow == "*" else [*fields, ("Vary", "Origin")]
 
 
-def _allowed_origin(request: web.BaseRequest) -> str | None:
+def _allowed_origin(request: web.Request) -> str | None:
     return cors_allow(request.headers.get("Origin"), request.app[keys.SETTINGS].cors_origins)
 
 
@@ -86,7 +86,7 @@ async def cors_headers(request: web.BaseRequest, response: web.StreamResponse) -
     """on_response_prepare: CORS headers on every media answer, streamed ones too."""
     if not request.path.startswith(_CORS_PREFIXES):
         return
-    origin = _allowed_origin(request)
+    origin = _allowed_origin(request)  # type: ignore[arg-type]
     if origin is None or "Access-Control-Allow-Origin" in response.headers:
         return
     for name, value in cors_fields(origin):
@@ -231,7 +231,7 @@ def document_answer(
 ) -> tuple[int, dict[str, str], bytes]:
     """Status, fields and body for a cached document (a template to fill in with
     `auth_query` when signing is on, None when it is off)."""
-    fields = {
+    fields: dict[str, str] = {
         hdrs.CONTENT_TYPE: content_type,
         hdrs.CACHE_CONTROL: cache_control,
         hdrs.ETAG: built.etag,
