@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from origin.edge import EdgeConnection, EdgeRunner, WarmAnswer
 from origin.errors import ApiError, error_response
 from origin.handlers import api, health, playback, player, signed
 from origin.logs import log_request, new_request_id, request_id
+from origin.metrics import ConnectionAnswers
 from origin.scenecache import new_read_caches
 from origin.settings import Settings
 from origin.storage import Storage, open_configured_storage
@@ -39,6 +41,7 @@ def _edge(access_log: str) -> Middleware:
 
     @web.middleware
     async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+        counts = request.app[keys.REQUEST_COUNTS]
         transport = request.transport
         conn = transport.get_protocol() if transport is not None else None
         if not isinstance(conn, EdgeConnection):
@@ -73,6 +76,9 @@ def _edge(access_log: str) -> Middleware:
             finally:
                 request_id.reset(token)
             elapsed = time.perf_counter() - started
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            counts[(route, response.status, "app")] += 1
             if log_all or (log_errors and (response.status >= 400 or elapsed > 1.0)):
                 log_request(log, rid, request.method, request.path, response.status, elapsed)
             if conn is not None:
@@ -130,11 +136,14 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.SETTINGS] = settings
     app[signed.SIGNING] = signing_state
     app[keys.READ_CACHES] = new_read_caches(settings.playlist_cache_entries)
+    app[keys.REQUEST_COUNTS] = Counter()
+    app[keys.CONNECTION_ANSWERS] = ConnectionAnswers()
     app.on_response_prepare.append(_stamp)
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_storage_ctx)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/metrics", health.metrics_endpoint)
     api.add_routes(app)
     playback.add_routes(app)
     player.add_routes(app)

@@ -309,6 +309,13 @@ async def requeue_expired(conn: Conn) -> list[Job]:
     return [Job.from_row(r) for r in rows]
 
 
+async def counts(conn: Conn) -> dict[tuple[str, str], int]:
+    """(kind, status) -> number of jobs, for /metrics."""
+    with _converted("count jobs"):
+        rows = await conn.fetch(q("job_counts"))
+    return {(r["kind"], r["status"]): r["n"] for r in rows}
+
+
 async def get_job(conn: Conn, job_id: str) -> Job | None:
     with _converted("get job"):
         row = await conn.fetchrow(q("job_get"), job_id)

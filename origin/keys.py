@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 from aiohttp import web
 
+from origin.metrics import ConnectionAnswers, RequestCounts
 from origin.scenecache import ReadCaches
 from origin.settings import Settings
 
@@ -17,3 +18,5 @@ SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 STORAGE: web.AppKey[Storage] = web.AppKey("storage")
 READ_CACHES = web.AppKey("read_caches", ReadCaches)
+REQUEST_COUNTS: web.AppKey[RequestCounts] = web.AppKey("request_counts")
+CONNECTION_ANSWERS = web.AppKey("connection_answers", ConnectionAnswers)

@@ -1,4 +1,4 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes, and the Prometheus metrics endpoint."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import asyncio
 
 from aiohttp import web
 
-from origin import keys
+from origin import jobs, keys, metrics
+from origin.handlers.playback import SCENE_DOCUMENT_ROUTE
+from origin.handlers.signed import SIGNING
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -36,3 +38,29 @@ async def readyz(request: web.Request) -> web.Response:
             headers={"Cache-Control": "no-store"},
         )
     return web.json_response({"status": "ready"}, headers={"Cache-Control": "no-store"})
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    """GET /metrics: the Prometheus text format (origin/metrics.py). The job table is
+    read with a 2 s limit; when it cannot be, `storyforge_jobs_scrape_ok` is 0."""
+    app = request.app
+    counts: dict[tuple[str, str], int] | None
+    try:
+        async with asyncio.timeout(2):
+            async with app[keys.POOL].acquire() as conn:
+                counts = await jobs.counts(conn)
+    except Exception:  # the scrape still shows what the process knows
+        counts = None
+    stats = app[SIGNING].stats
+    requests = app[keys.REQUEST_COUNTS] + app[keys.CONNECTION_ANSWERS].counts(SCENE_DOCUMENT_ROUTE)
+    body = metrics.exposition(
+        requests,
+        {"verified": stats.verified, "denied": stats.denied},
+        stats.reasons,
+        app[keys.READ_CACHES],
+        counts,
+    )
+    return web.Response(
+        body=body,
+        headers={"Content-Type": metrics.CONTENT_TYPE, "Cache-Control": "no-store"},
+    )

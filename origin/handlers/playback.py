@@ -29,6 +29,7 @@ from origin.scenecache import Built
 from origin.storage import ObjectNotFound, RangeNotSatisfiable
 
 M3U8 = "application/vnd.apple.mpegurl"
+SCENE_DOCUMENT_ROUTE = "/v/{scene_id}/{name}"
 VTT = "text/vtt; charset=utf-8"
 _CORS_PREFIXES = ("/v/", "/a/", "/e/")
 _EXPOSE = "Content-Length, Content-Range, ETag, Accept-Ranges"
@@ -371,6 +372,7 @@ def warm_answers(app: web.Application) -> WarmAnswer:
     state = app[SIGNING]
     secret_field = state.origin_secret_header.lower()
     signing_on = settings.signing != "none"
+    answered = app[keys.CONNECTION_ANSWERS]
 
     def answer(
         method: str, path: str, query: str, headers: Mapping[str, str], remote: str | None
@@ -402,6 +404,10 @@ def warm_answers(app: web.Application) -> WarmAnswer:
         allow = cors_allow(headers.get("origin"), settings.cors_origins)
         if allow is not None:
             out.extend(cors_fields(allow))
+        if status == 200:
+            answered.ok += 1
+        else:
+            answered.not_modified += 1
         return status, out, body
 
     return answer
@@ -489,6 +495,6 @@ async def asset(request: web.Request) -> web.StreamResponse:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v/{scene_id}/{segment_id}/{file}", segment_file)
-    app.router.add_get("/v/{scene_id}/{name}", scene_document)
+    app.router.add_get(SCENE_DOCUMENT_ROUTE, scene_document)
     app.router.add_get("/api/v1/scenes/{scene_id}/playlist", scene_playlist)
     app.router.add_get("/a/{key:.+}", asset)

@@ -155,3 +155,9 @@ RETURNING *;
 SELECT *
   FROM jobs
  WHERE id = $1;
+
+-- name: job_counts
+-- For /metrics: how many jobs of each kind are in each status.
+SELECT kind, status, count(*)::int AS n
+  FROM jobs
+ GROUP BY kind, status;

@@ -1,0 +1,119 @@
+"""What `/metrics` shows, in Prometheus' text format: requests by route, status and
+who answered them (the aiohttp app or the connection itself), signing outcomes,
+read-cache entries, and the job table by kind and status. Request counts are plain
+integers bumped on the request path; everything is turned into metric families only
+when scraped."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from origin.scenecache import ReadCaches
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# (route template, status, "app" | "connection") -> requests
+RequestCounts = Counter[tuple[str, int, str]]
+
+
+class ConnectionAnswers:
+    """Scene documents answered on the connection (origin/edge.py), by status: two
+    integers, the cheapest thing to bump on that path."""
+
+    __slots__ = ("ok", "not_modified")
+
+    def __init__(self) -> None:
+        self.ok = 0
+        self.not_modified = 0
+
+    def counts(self, route: str) -> RequestCounts:
+        return Counter(
+            {(route, 200, "connection"): self.ok, (route, 304, "connection"): self.not_modified}
+        )
+
+
+class _Snapshot(Collector):
+    def __init__(
+        self,
+        requests: RequestCounts,
+        signing: Mapping[str, int],
+        denied: Mapping[str, int],
+        caches: ReadCaches,
+        jobs: Mapping[tuple[str, str], int] | None,
+    ) -> None:
+        self._requests = requests
+        self._signing = signing
+        self._denied = denied
+        self._caches = caches
+        self._jobs = jobs
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "storyforge_http_requests",
+            "Requests answered, by route template, status and who answered "
+            "(app: the aiohttp app; connection: a warm scene document, origin/edge.py)",
+            labels=["route", "status", "answered_by"],
+        )
+        for (route, status, by), n in sorted(self._requests.items()):
+            requests.add_metric([route, str(status), by], n)
+        yield requests
+        signing = CounterMetricFamily(
+            "storyforge_signing_checks",
+            "Signing guard outcomes on /v/ and /e/ requests",
+            labels=["outcome"],
+        )
+        for outcome, n in sorted(self._signing.items()):
+            signing.add_metric([outcome], n)
+        yield signing
+        denied = CounterMetricFamily(
+            "storyforge_signing_denied",
+            "Requests refused by the signing guard, by reason",
+            labels=["reason"],
+        )
+        for reason, n in sorted(self._denied.items()):
+            denied.add_metric([reason], n)
+        yield denied
+        entries = GaugeMetricFamily(
+            "storyforge_read_cache_entries", "Entries in the read-path caches", labels=["cache"]
+        )
+        c = self._caches
+        for name, cache in (
+            ("playlists", c.playlists),
+            ("versions", c.versions),
+            ("ready", c.ready),
+            ("segment_docs", c.segment_docs),
+        ):
+            entries.add_metric([name], len(cache))
+        yield entries
+        up = GaugeMetricFamily(
+            "storyforge_jobs_scrape_ok", "1 when the job table could be read for this scrape"
+        )
+        up.add_metric([], 0 if self._jobs is None else 1)
+        yield up
+        if self._jobs is not None:
+            jobs = GaugeMetricFamily(
+                "storyforge_jobs",
+                "Jobs in the job table, by kind and status",
+                labels=["kind", "status"],
+            )
+            for (kind, job_status), n in sorted(self._jobs.items()):
+                jobs.add_metric([kind, job_status], n)
+            yield jobs
+
+
+def exposition(
+    requests: RequestCounts,
+    signing: Mapping[str, int],
+    denied: Mapping[str, int],
+    caches: ReadCaches,
+    jobs: Mapping[tuple[str, str], int] | None,
+) -> bytes:
+    """The text exposition of one scrape (`jobs` None: the table could not be read)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(requests, signing, denied, caches, jobs))
+    return generate_latest(registry)
