@@ -7,7 +7,7 @@ when scraped."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -37,6 +37,19 @@ class ConnectionAnswers:
         )
 
 
+def _family(
+    family: type[CounterMetricFamily] | type[GaugeMetricFamily],
+    name: str,
+    doc: str,
+    labels: list[str],
+    samples: Iterable[tuple[Sequence[object], float]],
+) -> Metric:
+    metric = family(name, doc, labels=labels)
+    for values, n in samples:
+        metric.add_metric([str(v) for v in values], n)
+    return metric
+
+
 class _Snapshot(Collector):
     def __init__(
         self,
@@ -53,57 +66,57 @@ class _Snapshot(Collector):
         self._jobs = jobs
 
     def collect(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily(
+        yield _family(
+            CounterMetricFamily,
             "storyforge_http_requests",
             "Requests answered, by route template, status and who answered "
             "(app: the aiohttp app; connection: a warm scene document, origin/edge.py)",
-            labels=["route", "status", "answered_by"],
+            ["route", "status", "answered_by"],
+            sorted(self._requests.items()),
         )
-        for (route, status, by), n in sorted(self._requests.items()):
-            requests.add_metric([route, str(status), by], n)
-        yield requests
-        signing = CounterMetricFamily(
+        yield _family(
+            CounterMetricFamily,
             "storyforge_signing_checks",
             "Signing guard outcomes on /v/ and /e/ requests",
-            labels=["outcome"],
+            ["outcome"],
+            (((k,), n) for k, n in sorted(self._signing.items())),
         )
-        for outcome, n in sorted(self._signing.items()):
-            signing.add_metric([outcome], n)
-        yield signing
-        denied = CounterMetricFamily(
+        yield _family(
+            CounterMetricFamily,
             "storyforge_signing_denied",
             "Requests refused by the signing guard, by reason",
-            labels=["reason"],
-        )
-        for reason, n in sorted(self._denied.items()):
-            denied.add_metric([reason], n)
-        yield denied
-        entries = GaugeMetricFamily(
-            "storyforge_read_cache_entries", "Entries in the read-path caches", labels=["cache"]
+            ["reason"],
+            (((k,), n) for k, n in sorted(self._denied.items())),
         )
         c = self._caches
-        for name, cache in (
-            ("playlists", c.playlists),
-            ("versions", c.versions),
-            ("ready", c.ready),
-            ("segment_docs", c.segment_docs),
-        ):
-            entries.add_metric([name], len(cache))
-        yield entries
-        up = GaugeMetricFamily(
-            "storyforge_jobs_scrape_ok", "1 when the job table could be read for this scrape"
+        sizes = {
+            "playlists": len(c.playlists),
+            "versions": len(c.versions),
+            "ready": len(c.ready),
+            "segment_docs": len(c.segment_docs),
+        }
+        yield _family(
+            GaugeMetricFamily,
+            "storyforge_read_cache_entries",
+            "Entries in the read-path caches",
+            ["cache"],
+            (((name,), n) for name, n in sizes.items()),
         )
-        up.add_metric([], 0 if self._jobs is None else 1)
-        yield up
+        yield _family(
+            GaugeMetricFamily,
+            "storyforge_jobs_scrape_ok",
+            "1 when the job table could be read for this scrape",
+            [],
+            [((), 0 if self._jobs is None else 1)],
+        )
         if self._jobs is not None:
-            jobs = GaugeMetricFamily(
+            yield _family(
+                GaugeMetricFamily,
                 "storyforge_jobs",
                 "Jobs in the job table, by kind and status",
-                labels=["kind", "status"],
+                ["kind", "status"],
+                sorted(self._jobs.items()),
             )
-            for (kind, job_status), n in sorted(self._jobs.items()):
-                jobs.add_metric([kind, job_status], n)
-            yield jobs
 
 
 def exposition(
