@@ -50,73 +50,12 @@ def _family(
     return metric
 
 
-class _Snapshot(Collector):
-    def __init__(
-        self,
-        requests: RequestCounts,
-        signing: Mapping[str, int],
-        denied: Mapping[str, int],
-        caches: ReadCaches,
-        jobs: Mapping[tuple[str, str], int] | None,
-    ) -> None:
-        self._requests = requests
-        self._signing = signing
-        self._denied = denied
-        self._caches = caches
-        self._jobs = jobs
+class _Families(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
 
     def collect(self) -> Iterator[Metric]:
-        yield _family(
-            CounterMetricFamily,
-            "storyforge_http_requests",
-            "Requests answered, by route template, status and who answered "
-            "(app: the aiohttp app; connection: a warm scene document, origin/edge.py)",
-            ["route", "status", "answered_by"],
-            sorted(self._requests.items()),
-        )
-        yield _family(
-            CounterMetricFamily,
-            "storyforge_signing_checks",
-            "Signing guard outcomes on /v/ and /e/ requests",
-            ["outcome"],
-            (((k,), n) for k, n in sorted(self._signing.items())),
-        )
-        yield _family(
-            CounterMetricFamily,
-            "storyforge_signing_denied",
-            "Requests refused by the signing guard, by reason",
-            ["reason"],
-            (((k,), n) for k, n in sorted(self._denied.items())),
-        )
-        c = self._caches
-        sizes = {
-            "playlists": len(c.playlists),
-            "versions": len(c.versions),
-            "ready": len(c.ready),
-            "segment_docs": len(c.segment_docs),
-        }
-        yield _family(
-            GaugeMetricFamily,
-            "storyforge_read_cache_entries",
-            "Entries in the read-path caches",
-            ["cache"],
-            (((name,), n) for name, n in sizes.items()),
-        )
-        yield _family(
-            GaugeMetricFamily,
-            "storyforge_jobs_scrape_ok",
-            "1 when the job table could be read for this scrape",
-            [],
-            [((), 0 if self._jobs is None else 1)],
-        )
-        if self._jobs is not None:
-            yield _family(
-                GaugeMetricFamily,
-                "storyforge_jobs",
-                "Jobs in the job table, by kind and status",
-                ["kind", "status"],
-                sorted(self._jobs.items()),
-            )
+        return iter(self._families)
 
 
 def exposition(
@@ -127,6 +66,60 @@ def exposition(
     jobs: Mapping[tuple[str, str], int] | None,
 ) -> bytes:
     """The text exposition of one scrape (`jobs` None: the table could not be read)."""
+    sizes = {
+        "playlists": len(caches.playlists),
+        "versions": len(caches.versions),
+        "ready": len(caches.ready),
+        "segment_docs": len(caches.segment_docs),
+    }
+    families = [
+        _family(
+            CounterMetricFamily,
+            "storyforge_http_requests",
+            "Requests answered, by route template, status and who answered "
+            "(app: the aiohttp app; connection: a warm scene document, origin/edge.py)",
+            ["route", "status", "answered_by"],
+            sorted(requests.items()),
+        ),
+        _family(
+            CounterMetricFamily,
+            "storyforge_signing_checks",
+            "Signing guard outcomes on /v/ and /e/ requests",
+            ["outcome"],
+            (((k,), n) for k, n in sorted(signing.items())),
+        ),
+        _family(
+            CounterMetricFamily,
+            "storyforge_signing_denied",
+            "Requests refused by the signing guard, by reason",
+            ["reason"],
+            (((k,), n) for k, n in sorted(denied.items())),
+        ),
+        _family(
+            GaugeMetricFamily,
+            "storyforge_read_cache_entries",
+            "Entries in the read-path caches",
+            ["cache"],
+            (((name,), n) for name, n in sizes.items()),
+        ),
+        _family(
+            GaugeMetricFamily,
+            "storyforge_jobs_scrape_ok",
+            "1 when the job table could be read for this scrape",
+            [],
+            [((), 0 if jobs is None else 1)],
+        ),
+    ]
+    if jobs is not None:
+        families.append(
+            _family(
+                GaugeMetricFamily,
+                "storyforge_jobs",
+                "Jobs in the job table, by kind and status",
+                ["kind", "status"],
+                sorted(jobs.items()),
+            )
+        )
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot(requests, signing, denied, caches, jobs))
+    registry.register(_Families(families))
     return generate_latest(registry)
