@@ -348,7 +348,7 @@ class EdgeConnection(asyncio.Protocol):
         self._buf = buf
 
     def _answer_here(self, head: Head) -> bool:
-        started = time.perf_counter()
+        started = time.perf_counter() if self._log_all else 0.0
         path, _, query = head.target.partition("?")
         try:
             answer = self._answer(head.method, path, query, head.headers, self._peer)
