@@ -14,7 +14,6 @@ waiting and retrying), `QueueError` for anything else the database refused.
 from __future__ import annotations
 
 import json
-import random
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -112,24 +111,6 @@ class Job:
 def _json(value: Any) -> Any:
     # jsonb arrives as text unless someone registered a codec; accept both.
     return json.loads(value) if isinstance(value, str | bytes) else value
-
-
-def backoff_seconds(
-    attempt: int,
-    base: float = 2.0,
-    cap: float = 300.0,
-    rng: random.Random | None = None,
-) -> float:
-    """Delay before retry number `attempt` (1-based): exponential, full jitter.
-
-    Uniform in [0, min(cap, base * 2 ** (attempt - 1))], so retries of many jobs
-    failing together spread out instead of stampeding.
-    """
-    if base < 0 or cap < 0:
-        raise ValueError("backoff base and cap must be >= 0")
-    exponent = min(max(attempt, 1) - 1, 62)
-    ceiling = min(cap, base * (2.0**exponent))
-    return (rng or random).uniform(0.0, ceiling)
 
 
 def error_text(message: str) -> str:

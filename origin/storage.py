@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import json
 import os
-import random
 import re
 import secrets
 import stat
@@ -52,6 +51,8 @@ import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
+
+from origin.backoff import backoff_seconds
 
 __all__ = [
     "CHUNK_SIZE",
@@ -507,7 +508,7 @@ async def _delete_with_retries(
     failed: dict[str, str] = {}
     for n in range(attempts):
         if n:
-            await asyncio.sleep(backoff * 2 ** (n - 1) * (0.5 + random.random()))
+            await asyncio.sleep(backoff_seconds(n, base=backoff, cap=30.0))
         done, failed = await attempt(pending)
         deleted += done
         if not failed:

@@ -3,33 +3,17 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.scenes import API_TOKEN
+from tests.helpers.services import free_port, wait_port
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
 @pytest.fixture(scope="session")
@@ -105,9 +89,6 @@ def fresh_db(pg_cluster) -> Iterator[str]:
         asyncio.run(run(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
-API_TOKEN = "test-token-0123456789"
-
-
 @pytest.fixture
 def settings(pg_dsn, tmp_path):
     """Settings for an origin + workers on the test database and LocalStorage."""
@@ -130,7 +111,7 @@ async def origin_client(settings):
     from aiohttp.test_utils import TestClient
 
     from origin.app import create_app
-    from tests.servers import OriginTestServer
+    from tests.helpers.servers import OriginTestServer
 
     async with TestClient(OriginTestServer(create_app(settings))) as client:
         client.headers_auth = {"Authorization": f"Bearer {API_TOKEN}"}

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from origin import jobs as queue
+from origin.backoff import backoff_seconds
 from origin.jobs import Conn, Job, LeaseLost, QueueError
 
 log = logging.getLogger("storyforge.worker")
@@ -444,9 +445,7 @@ async def _record(
             )
         else:
             message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            delay = queue.backoff_seconds(
-                job.attempts, opts.backoff_base, opts.backoff_cap, opts.rng
-            )
+            delay = backoff_seconds(job.attempts, opts.backoff_base, opts.backoff_cap, opts.rng)
             after = await _shielded(
                 queue.retry_or_dead(pool, job.id, ctx.lease_token, message, backoff=delay)
             )

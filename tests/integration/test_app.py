@@ -1,12 +1,11 @@
 """The app factory: probes, JSON errors, request ids."""
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from origin.app import create_app
 from origin.settings import Settings
-from tests.servers import OriginTestServer
+from tests.helpers.servers import OriginTestServer
 
 
 @pytest.fixture
@@ -71,13 +70,6 @@ async def test_hostile_request_id_is_replaced(client):
     r = await client.get("/healthz", headers={"X-Request-Id": "x" * 500})
     assert r.headers["X-Request-Id"] != "x" * 500
     assert len(r.headers["X-Request-Id"]) == 16
-
-
-def test_keys_are_typed():
-    from origin import keys
-
-    assert isinstance(keys.SETTINGS, web.AppKey)
-    assert isinstance(keys.POOL, web.AppKey)
 
 
 @pytest.mark.parametrize("mode,logged", [("all", {200, 404}), ("errors", {404}), ("off", set())])

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser import CHROMIUM, NO_CHROMIUM_REASON, Browser
-from tests.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
-from tests.integration.test_ingest import new_scene, upload, wait_done
+from tests.helpers.browser import CHROMIUM, NO_CHROMIUM_REASON, Browser
+from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
+from tests.helpers.scenes import new_scene, upload, wait_done
 
 pytestmark = [
     pytest.mark.slow,

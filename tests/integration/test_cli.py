@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.helpers.services import free_port
 
 STORYFORGE = [sys.executable, "-m", "storyforge.cli"]
 

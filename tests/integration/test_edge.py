@@ -18,10 +18,9 @@ from origin import signing
 from origin.app import create_app
 from origin.handlers import playback
 from origin.handlers.signed import SIGNING
-from tests.integration.test_playback import TS_BYTES, publish, scene_with_users
-from tests.servers import OriginTestServer
-
-AUTH = "Bearer test-token-0123456789"
+from tests.helpers.scenes import AUTH, TS_BYTES, published_scene
+from tests.helpers.servers import OriginTestServer
+from tests.helpers.wire import TO_AIOHTTP, Wire, get, same_answer
 
 
 class Spy:
@@ -58,75 +57,10 @@ async def edge(settings):
     await client.close()
 
 
-async def published_scene(client, settings, clips=2):
-    client.headers_auth = {"Authorization": AUTH}
-    scene, (user,) = await scene_with_users(client)
-    segs = [await publish(settings, scene, user, i + 1, [4.0, 2.5]) for i in range(clips)]
-    return scene, segs
-
-
 # --- a raw HTTP/1.1 connection ------------------------------------------------------
 
 
-class Wire:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, client) -> Wire:
-        return cls(*await asyncio.open_connection(client.host, client.port))
-
-    def send(self, data: bytes) -> None:
-        self.writer.write(data)
-
-    async def response(self, *, head_only: bool = False) -> tuple[int, dict[str, str], bytes]:
-        raw = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 10)
-        lines = raw.decode("latin-1").split("\r\n")[:-2]
-        status = int(lines[0].split(" ")[1])
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        body = b""
-        if not head_only and status not in (204, 304) and "content-length" in headers:
-            body = await asyncio.wait_for(
-                self.reader.readexactly(int(headers["content-length"])), 10
-            )
-        return status, headers, body
-
-    async def closed(self, timeout: float = 5.0) -> bool:
-        try:
-            return await asyncio.wait_for(self.reader.read(1), timeout) == b""
-        except (ConnectionError, TimeoutError):
-            return False
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-def get(path: str, *headers: str, method: str = "GET", host: str = "origin.test") -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", *headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-VARY = {"date", "x-request-id"}  # differ between any two answers
-
-
-def same_answer(a, b) -> None:
-    (sa, ha, ba), (sb, hb, bb) = a, b
-    assert sa == sb
-    assert {k: v for k, v in ha.items() if k not in VARY} == {
-        k: v for k, v in hb.items() if k not in VARY
-    }
-    assert ba == bb
-    assert ha.keys() >= {"date", "x-request-id", "server"}
-
-
 # --- tests --------------------------------------------------------------------------
-
-
-# a repeated field: the connection leaves such a request to aiohttp
-TO_AIOHTTP = ("X-Twice: 1", "X-Twice: 2")
 
 
 async def test_warm_answers_equal_aiohttp_answers(edge, settings):

@@ -19,8 +19,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from origin.app import create_app
-from tests.integration.test_edge import published_scene
-from tests.servers import OriginTestServer
+from tests.helpers.scenes import published_scene
+from tests.helpers.servers import OriginTestServer
 
 STREAMS = 40
 

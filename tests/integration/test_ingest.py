@@ -18,46 +18,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from origin.app import create_app
-from tests.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
-from tests.servers import OriginTestServer
+from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
+from tests.helpers.scenes import new_scene, upload, wait_done
+from tests.helpers.servers import OriginTestServer
 
 pytestmark = pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)
-
-
-async def new_scene(client, contributors: int = 1) -> tuple[str, list[str]]:
-    h = client.headers_auth
-    users = []
-    for _ in range(contributors):
-        r = await client.post(
-            "/api/v1/users", json={"username": f"u{os.urandom(6).hex()}"}, headers=h
-        )
-        assert r.status == 201, await r.text()
-        users.append((await r.json())["id"])
-    r = await client.post("/api/v1/scenes", json={"title": "The Signal"}, headers=h)
-    assert r.status == 201
-    return (await r.json())["id"], users
-
-
-async def upload(client, scene, user, path: Path, ctype="video/mp4", **params) -> dict:
-    r = await client.post(
-        f"/api/v1/scenes/{scene}/segments",
-        params={"contributor": user, **{k: str(v) for k, v in params.items()}},
-        data=path.read_bytes(),
-        headers={**client.headers_auth, "Content-Type": ctype},
-    )
-    assert r.status == 202, await r.text()
-    return await r.json()
-
-
-async def wait_done(client, segment_id: str, timeout: float = 180) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = await client.get(f"/api/v1/segments/{segment_id}")
-        body = await r.json()
-        if body["status"] != "processing":
-            return body
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"segment {segment_id} still processing after {timeout}s")
 
 
 def stored(settings, scene, segment) -> dict[str, Path]:

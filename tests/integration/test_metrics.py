@@ -12,8 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from origin import db, jobs, signing
 from origin.app import create_app
-from tests.integration.test_edge import TO_AIOHTTP, Wire, get, published_scene
-from tests.servers import OriginTestServer
+from tests.helpers.scenes import published_scene
+from tests.helpers.servers import OriginTestServer
+from tests.helpers.wire import TO_AIOHTTP, Wire, get
 
 
 async def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

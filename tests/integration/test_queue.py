@@ -17,6 +17,7 @@ import pytest
 
 from origin import db
 from origin import jobs as queue
+from origin.backoff import backoff_seconds
 from origin.jobs import Job, LeaseLost, QueueUnavailable
 from workers.worker import JobContext, PermanentError, run_worker
 
@@ -68,13 +69,13 @@ def start_worker(pool: asyncpg.Pool, handlers, **kw) -> tuple[asyncio.Event, asy
 def test_backoff_is_exponential_with_full_jitter() -> None:
     rng = random.Random(7)
     for attempt, ceiling in [(1, 2.0), (2, 4.0), (3, 8.0), (4, 16.0), (20, 300.0), (10_000, 300.0)]:
-        values = [queue.backoff_seconds(attempt, 2.0, 300.0, rng) for _ in range(200)]
+        values = [backoff_seconds(attempt, 2.0, 300.0, rng) for _ in range(200)]
         assert all(0.0 <= v <= ceiling for v in values)
         assert max(values) > ceiling * 0.8  # spread over the whole range
         assert min(values) < ceiling * 0.2
-    assert queue.backoff_seconds(3, base=0.0) == 0.0
-    a = [queue.backoff_seconds(5, rng=random.Random(1)) for _ in range(3)]
-    assert a == [queue.backoff_seconds(5, rng=random.Random(1))] * 3
+    assert backoff_seconds(3, base=0.0) == 0.0
+    a = [backoff_seconds(5, rng=random.Random(1)) for _ in range(3)]
+    assert a == [backoff_seconds(5, rng=random.Random(1))] * 3
 
 
 async def test_enqueue_returns_job_and_get_job_reads_it(pool) -> None:

@@ -23,12 +23,18 @@ from origin import layout, playlists, signing
 from origin.app import create_app
 from origin.handlers.signed import SIGNING
 from origin.storage import open_configured_storage
-from tests.browser import CHROMIUM, NO_CHROMIUM_REASON, Browser
-from tests.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
-from tests.conftest import API_TOKEN
-from tests.integration.test_ingest import new_scene, upload, wait_done
-from tests.integration.test_playback import TS_BYTES, publish, scene_with_users
-from tests.servers import OriginTestServer
+from tests.helpers.browser import CHROMIUM, NO_CHROMIUM_REASON, Browser
+from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
+from tests.helpers.scenes import (
+    API_TOKEN,
+    TS_BYTES,
+    new_scene,
+    publish,
+    scene_with_users,
+    upload,
+    wait_done,
+)
+from tests.helpers.servers import OriginTestServer
 
 KEY = signing.HmacKey("k2026", b"test-hmac-secret-0123456789")
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}

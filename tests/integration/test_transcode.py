@@ -23,7 +23,7 @@ import m3u8
 import pytest
 from PIL import Image
 
-from tests.clips import (
+from tests.helpers.clips import (
     FFPROBE,
     HAVE_FFMPEG,
     NO_FFMPEG_REASON,
