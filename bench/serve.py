@@ -7,7 +7,9 @@ In one run, on this machine:
    renditions written by SQL as the transcoder's publish does, segment durations
    4, 4, 4, 2.5 s) plus scenes of 10, 100, 1,000 and 10,000 clips for the build timings;
    one 1 MiB ``.ts`` stored through LocalStorage. The origin runs as ``storyforge serve``
-   (one process, as the CLI runs it, ``ACCESS_LOG`` from ``--access-log``); nginx (one
+   (one process, as the CLI runs it, ``ACCESS_LOG`` from ``--access-log``), twice: with
+   ``FAST_PATH=on`` ("origin") and ``FAST_PATH=off`` ("plain": aiohttp answers every
+   request); nginx (one
    worker, sendfile on, keep-alive not limited, an access log that logs what the
    origin's mode logs) serves the origin's stitched 50-clip variant playlist saved as a
    static file, and the very same ``.ts`` file (a hard link of LocalStorage's file).
@@ -20,7 +22,7 @@ In one run, on this machine:
    >= 50% of nginx's requests/s with p99 <= 25 ms; 1 MiB ``.ts`` >= 50% of nginx's bytes/s.
 3. Build (no HTTP). The origin's cold path for a scene variant: ``catalog._clips`` (rows
    to Clip objects, exactly what ``catalog.scene_view`` does with asyncpg records) and
-   ``handlers.playback.build_scene_document`` (target duration, profiles,
+   ``handlers.scene_handlers.build_scene_document`` (target duration, profiles,
    ``playlists.stitched_media``), timed with ``timeit`` (garbage collector on) on real
    asyncpg records of scenes of 10 to 10,000 clips; per-clip time to show linear growth;
    target <= 30 ms for 1,000 clips. The database fetch (``catalog.scene_view`` and the
@@ -55,7 +57,7 @@ import asyncpg
 import benchutil
 
 from origin import catalog, db, layout, pgcluster, playlists
-from origin.handlers import playback
+from origin.handlers import scenes as scene_handlers
 from origin.storage import open_storage
 
 SCENE_CLIPS = 50
@@ -234,11 +236,14 @@ def start_origin(
     access_log: str,
     cmd: list[str] | None = None,
     signing_env: dict[str, str] | None = None,
+    fast_path: bool = True,
+    name: str = "origin",
 ) -> subprocess.Popen:
     port = pgcluster.free_port()
     env = {
         **(signing_env or {}),
         **os.environ,
+        "FAST_PATH": "on" if fast_path else "off",
         "DATABASE_URL": dsn,
         "STORAGE": "local",
         "STORAGE_ROOT": str(storage_root),
@@ -248,7 +253,7 @@ def start_origin(
         "ACCESS_LOG": access_log,
     }
     exe = Path(sys.executable).parent / "storyforge"
-    log = (tmp / "origin.log").open("wb")
+    log = (tmp / f"{name}.log").open("wb")
     proc = subprocess.Popen(
         [*_pin(cpu), *(cmd or [str(exe), "serve"])],
         env=env,
@@ -484,11 +489,11 @@ async def build_bench(dsn: str, scenes: dict[int, str], quick: bool) -> dict[str
                 return catalog._clips(rows)
 
             def document(view: catalog.SceneView = view0) -> str:
-                return playback.build_scene_document(view, "720p.m3u8", _uri_for)
+                return scene_handlers.build_scene_document(view, "720p.m3u8", _uri_for)
 
             def cold(rows: Any = rows, scene: catalog.Scene = scene) -> str:
                 view = catalog.SceneView(scene, tuple(catalog._clips(rows)))
-                return playback.build_scene_document(view, "720p.m3u8", _uri_for)
+                return scene_handlers.build_scene_document(view, "720p.m3u8", _uri_for)
 
             t = time.perf_counter()
             text = cold()
@@ -592,53 +597,60 @@ def profile_origin(
 
 
 def report(http: dict[str, Any], build: dict[str, Any], signed: bool = False) -> str:
-    out = ["\nHTTP: wrk -t2 -c64, median of rounds (origin = storyforge serve, 1 process)\n"]
+    out = [
+        "\nHTTP: wrk -t2 -c64, median of rounds (storyforge serve, 1 process; "
+        "origin: FAST_PATH=on, plain: FAST_PATH=off)\n"
+    ]
     rows = []
     pl, ts = http["playlist"], http["ts_1mb"]
-    r_req = pl["origin"]["req_per_s"] / pl["nginx"]["req_per_s"]
     target = 0.3 if signed else 0.5  # issue 5 (signed, rewritten per request) / issue 4
-    rows.append(
-        [
-            "signed 50-clip variant" if signed else "50-clip variant playlist",
-            f"{pl['origin']['req_per_s']:.0f} req/s",
-            f"{pl['nginx']['req_per_s']:.0f} req/s",
-            f"{r_req:.1%}",
-            f">= {target:.0%}",
-            "ok" if r_req >= target else "MISS",
-        ]
-    )
-    rows.append(
-        [
-            "  p99 latency",
-            f"{pl['origin']['p99_ms']:.2f} ms",
-            f"{pl['nginx']['p99_ms']:.2f} ms",
-            f"{pl['origin']['p99_ms'] / pl['nginx']['p99_ms']:.1f}x",
-            "<= 25 ms",
-            "ok" if pl["origin"]["p99_ms"] <= 25 else "MISS",
-        ]
-    )
-    r_bytes = ts["origin"]["bytes_per_s"] / ts["nginx"]["bytes_per_s"]
-    rows.append(
-        [
-            "1 MiB .ts",
-            f"{ts['origin']['bytes_per_s'] / 1e6:.0f} MB/s",
-            f"{ts['nginx']['bytes_per_s'] / 1e6:.0f} MB/s",
-            f"{r_bytes:.1%}",
-            ">= 50%",
-            "ok" if r_bytes >= 0.5 else "MISS",
-        ]
-    )
-    rows.append(
-        [
-            "  p99 latency",
-            f"{ts['origin']['p99_ms']:.2f} ms",
-            f"{ts['nginx']['p99_ms']:.2f} ms",
-            f"{ts['origin']['p99_ms'] / ts['nginx']['p99_ms']:.1f}x",
-            "",
-            "",
-        ]
-    )
-    out.append(benchutil.table(["case", "origin", "nginx", "origin/nginx", "target", ""], rows))
+    servers = [s for s in ("origin", "plain") if s in pl]
+    for server in servers:
+        r_req = pl[server]["req_per_s"] / pl["nginx"]["req_per_s"]
+        rows.append(
+            [
+                ("signed 50-clip variant" if signed else "50-clip variant playlist")
+                + f" ({server})",
+                f"{pl[server]['req_per_s']:.0f} req/s",
+                f"{pl['nginx']['req_per_s']:.0f} req/s",
+                f"{r_req:.1%}",
+                f">= {target:.0%}",
+                "ok" if r_req >= target else "MISS",
+            ]
+        )
+        rows.append(
+            [
+                "  p99 latency",
+                f"{pl[server]['p99_ms']:.2f} ms",
+                f"{pl['nginx']['p99_ms']:.2f} ms",
+                f"{pl[server]['p99_ms'] / pl['nginx']['p99_ms']:.1f}x",
+                "<= 25 ms",
+                "ok" if pl[server]["p99_ms"] <= 25 else "MISS",
+            ]
+        )
+    for server in servers:
+        r_bytes = ts[server]["bytes_per_s"] / ts["nginx"]["bytes_per_s"]
+        rows.append(
+            [
+                f"1 MiB .ts ({server})",
+                f"{ts[server]['bytes_per_s'] / 1e6:.0f} MB/s",
+                f"{ts['nginx']['bytes_per_s'] / 1e6:.0f} MB/s",
+                f"{r_bytes:.1%}",
+                ">= 50%",
+                "ok" if r_bytes >= 0.5 else "MISS",
+            ]
+        )
+        rows.append(
+            [
+                "  p99 latency",
+                f"{ts[server]['p99_ms']:.2f} ms",
+                f"{ts['nginx']['p99_ms']:.2f} ms",
+                f"{ts[server]['p99_ms'] / ts['nginx']['p99_ms']:.1f}x",
+                "",
+                "",
+            ]
+        )
+    out.append(benchutil.table(["case", "server", "nginx", "server/nginx", "target", ""], rows))
     out.append("\nBuild of a stitched variant playlist from rows (no HTTP, no cache)\n")
     rows = []
     for v in build.values():
@@ -733,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
     info["wrk"] = benchutil.first_line(["wrk", "-v"])
     tmp = Path(tempfile.mkdtemp(prefix="sf-bench-serve-"))
     cluster = None
-    origin = nginx = None
+    origin = plain = nginx = None
     try:
         cluster = pgcluster.open_cluster(tmp / "pg")
         cluster.init()
@@ -758,6 +770,20 @@ def main(argv: list[str] | None = None) -> int:
             tmp, cluster.dsn, storage_root, server_cpu, a.access_log, origin_cmd, signing_env
         )
         base = f"http://127.0.0.1:{origin.port}"  # type: ignore[attr-defined]
+        plain = None
+        if not origin_cmd:
+            plain = start_origin(
+                tmp,
+                cluster.dsn,
+                storage_root,
+                server_cpu,
+                a.access_log,
+                None,
+                signing_env,
+                fast_path=False,
+                name="plain",
+            )
+        pbase = f"http://127.0.0.1:{plain.port}" if plain else ""  # type: ignore[attr-defined]
         playlist_path = f"/v/{scene}/720p.m3u8"
         ts_path = f"/v/{scene}/{seg}/720p_0001.ts"
         playlist = _get(base + playlist_path + token_query)
@@ -766,6 +792,8 @@ def main(argv: list[str] | None = None) -> int:
             assert playlist.count(token_query.encode()) == playlist.count(b".ts")
         assert ts_bytes == Path(data["ts_path"]).read_bytes(), "origin served other bytes"
         assert playlist.count(b"#EXT-X-DISCONTINUITY") == SCENE_CLIPS - 1
+        if plain is not None:
+            assert _get(pbase + playlist_path + token_query) == playlist
 
         # nginx: the same playlist bytes as a static file, the same .ts file (hard link)
         www = tmp / "www"
@@ -787,10 +815,12 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "playlist": {
                     "origin": base + playlist_path + token_query,
+                    **({"plain": pbase + playlist_path + token_query} if plain else {}),
                     "nginx": nbase + playlist_path + token_query,
                 },
                 "ts_1mb": {
                     "origin": base + ts_path + token_query,
+                    **({"plain": pbase + ts_path + token_query} if plain else {}),
                     "nginx": nbase + ts_path + token_query,
                 },
             },
@@ -821,8 +851,9 @@ def main(argv: list[str] | None = None) -> int:
                 for name, pct in profiles[case]["inclusive_pct"][:25]:
                     print(f"  {pct:5.1f}%  {name}")
         stop(origin)
+        stop(plain)
         stop(nginx, signal.SIGQUIT)
-        origin = nginx = None
+        origin = plain = nginx = None
 
         benchutil.wait_quiet(timeout=1200 if wait else 0, log=wait)
         try:
@@ -832,6 +863,7 @@ def main(argv: list[str] | None = None) -> int:
             build = {"error": f"{type(exc).__name__}: {exc}"}
     finally:
         stop(origin)
+        stop(plain)
         stop(nginx, signal.SIGQUIT)
         if cluster is not None:
             cluster.stop()
@@ -866,6 +898,22 @@ def main(argv: list[str] | None = None) -> int:
             "playlist_p99_ms": http["playlist"]["origin"]["p99_ms"],
             "ts_bytes_per_s": round(
                 http["ts_1mb"]["origin"]["bytes_per_s"] / http["ts_1mb"]["nginx"]["bytes_per_s"], 3
+            ),
+            **(
+                {
+                    "plain_playlist_req_per_s": round(
+                        http["playlist"]["plain"]["req_per_s"]
+                        / http["playlist"]["nginx"]["req_per_s"],
+                        3,
+                    ),
+                    "plain_ts_bytes_per_s": round(
+                        http["ts_1mb"]["plain"]["bytes_per_s"]
+                        / http["ts_1mb"]["nginx"]["bytes_per_s"],
+                        3,
+                    ),
+                }
+                if "plain" in http["playlist"]
+                else {}
             ),
             "build_1000_ms": build["1000"]["cold_build"]["median_ms"] if "1000" in build else None,
         },

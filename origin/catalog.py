@@ -181,3 +181,11 @@ async def ready_segment_exists(conn: asyncpg.Connection, scene_id: str, segment_
 
 async def live_scene_version(conn: asyncpg.Connection, scene_id: str) -> int | None:
     return await conn.fetchval(db.q("live_scene_version"), scene_id)
+
+
+async def segment_clip(conn: asyncpg.Connection, scene_id: str, segment_id: str) -> Clip | None:
+    """A ready segment of a live scene as a Clip (renditions and storyboard cues), or
+    None."""
+    rows = await conn.fetch(db.q("segment_clip"), segment_id, scene_id)
+    clips = _clips_of(rows)
+    return clips[0].clip if clips else None

@@ -44,6 +44,12 @@ def _weak_match(etag: str, candidates: list[str]) -> bool:
     return any(c == "*" or c.removeprefix("W/") == bare for c in candidates)
 
 
+def none_match(if_none_match: str | None, etag: str) -> bool:
+    """Whether an If-None-Match field value matches `etag` (RFC 9110 §13.1.2: weak
+    comparison; `*` matches any current representation)."""
+    return bool(if_none_match) and _weak_match(etag, _etags(if_none_match or ""))
+
+
 def _strong_match(etag: str, candidates: list[str]) -> bool:
     """RFC 9110 §8.8.3.2 strong comparison, used by If-Match and If-Range."""
     if etag.startswith("W/"):

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 from aiohttp import web
 
-from origin.metrics import ConnectionAnswers, RequestCounts
+from origin.metrics import FastPathAnswers, RequestCounts
 from origin.scenecache import ReadCaches
 from origin.settings import Settings
 
@@ -19,4 +19,5 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 STORAGE: web.AppKey[Storage] = web.AppKey("storage")
 READ_CACHES = web.AppKey("read_caches", ReadCaches)
 REQUEST_COUNTS: web.AppKey[RequestCounts] = web.AppKey("request_counts")
-CONNECTION_ANSWERS = web.AppKey("connection_answers", ConnectionAnswers)
+# answers the fast path made (origin/fastpath/), read by /metrics
+FAST_PATH_ANSWERS = web.AppKey("fast_path_answers", FastPathAnswers)

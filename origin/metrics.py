@@ -1,5 +1,5 @@
 """What `/metrics` shows, in Prometheus' text format: requests by route, status and
-who answered them (the aiohttp app or the connection itself), signing outcomes,
+who answered them (the aiohttp app or the fast path), signing outcomes,
 read-cache entries, and the job table by kind and status. Request counts are plain
 integers bumped on the request path; everything is turned into metric families only
 when scraped."""
@@ -21,20 +21,32 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 RequestCounts = Counter[tuple[str, int, str]]
 
 
-class ConnectionAnswers:
-    """Scene documents answered on the connection (origin/edge.py), by status: two
-    integers, the cheapest thing to bump on that path."""
+class FastPathAnswers:
+    """Answers the fast path made (origin/fastpath/), by status: a few integers, the
+    cheapest thing to bump on that path."""
 
-    __slots__ = ("ok", "not_modified")
+    __slots__ = ("ok", "not_modified", "other")
 
     def __init__(self) -> None:
         self.ok = 0
         self.not_modified = 0
+        self.other: Counter[int] = Counter()
+
+    def count(self, status: int) -> None:
+        if status == 200:
+            self.ok += 1
+        elif status == 304:
+            self.not_modified += 1
+        else:
+            self.other[status] += 1
 
     def counts(self, route: str) -> RequestCounts:
-        return Counter(
-            {(route, 200, "connection"): self.ok, (route, 304, "connection"): self.not_modified}
+        found: RequestCounts = Counter(
+            {(route, 200, "fast_path"): self.ok, (route, 304, "fast_path"): self.not_modified}
         )
+        for status, n in self.other.items():
+            found[(route, status, "fast_path")] += n
+        return found
 
 
 def _family(
@@ -77,7 +89,7 @@ def exposition(
             CounterMetricFamily,
             "storyforge_http_requests",
             "Requests answered, by route template, status and who answered "
-            "(app: the aiohttp app; connection: a warm scene document, origin/edge.py)",
+            "(app: the aiohttp app; fast_path: a warm scene document, origin/fastpath/)",
             ["route", "status", "answered_by"],
             sorted(requests.items()),
         ),

@@ -1,8 +1,7 @@
 """HLS playlist text for StoryForge: the per-clip master and media playlists the
 transcoder stores, the stitched scene master / media playlists and storyboard WebVTT
 the origin builds from Postgres rows, the bandwidth and target-duration figures they
-declare, URI rewriting of stored playlists, and a strict reader for ffmpeg's media
-playlists.
+declare, and a strict reader for ffmpeg's media playlists.
 
 Pure: no I/O, no asyncio, no clock. The same input always gives the same bytes.
 The rules implemented here, with their sources, are listed in HLS-RULES.md.
@@ -30,9 +29,9 @@ __all__ = [
     "average_bandwidth",
     "clip_master_playlist",
     "clip_media_playlist",
+    "clip_storyboard_vtt",
     "parse_media_playlist",
     "peak_bandwidth",
-    "rewrite_uris",
     "scene_target_duration",
     "stitched_master",
     "stitched_media",
@@ -400,10 +399,14 @@ def _master(variants: list[tuple[int, str, str]]) -> str:
 
 
 def clip_media_playlist(
-    rendition: Rendition, uri_prefix: str = "", *, target: int | None = None
+    rendition: Rendition,
+    *,
+    target: int | None = None,
+    uri_for: Callable[[str], str] = str,
 ) -> str:
-    """A clip's own media playlist (``{profile}.m3u8`` in storage), segment URIs
-    ``{uri_prefix}{profile}_{NNNN}.ts`` numbered from 0001.
+    """A clip's own media playlist (``{profile}.m3u8``), segment URIs
+    ``uri_for("{profile}_{NNNN}.ts")`` numbered from 0001 (relative to the playlist
+    by default).
 
     ``target`` defaults to this rendition's own ceil(max EXTINF); pass
     ``target_duration`` over all of the clip's renditions when they could differ,
@@ -413,17 +416,19 @@ def clip_media_playlist(
         target = target_duration([rendition.durations])
     _check_target(target, rendition.durations_ms, f"rendition {rendition.profile}")
     lines = _media_header(target)
-    stem = f"{uri_prefix}{rendition.profile}_"
+    stem = f"{rendition.profile}_"
     for n, d in enumerate(rendition.durations, 1):
         lines.append(f"#EXTINF:{_fmt3(d)},")  # RFC 8216 §4.3.2.1
-        lines.append(f"{stem}{n:04d}.ts")
+        lines.append(uri_for(f"{stem}{n:04d}.ts"))
     lines.append("#EXT-X-ENDLIST")  # RFC 8216 §4.3.3.4
     return "\n".join(lines) + "\n"
 
 
-def clip_master_playlist(renditions: Sequence[Rendition]) -> str:
-    """A clip's own master playlist (``master.m3u8`` in storage): one variant per
-    rendition, URI ``{profile}.m3u8``, from the rendition's measured bandwidths."""
+def clip_master_playlist(
+    renditions: Sequence[Rendition], *, uri_for: Callable[[str], str] = str
+) -> str:
+    """A clip's own master playlist (``master.m3u8``): one variant per rendition, URI
+    ``uri_for("{profile}.m3u8")``, from the rendition's measured bandwidths."""
     if not renditions:
         raise ValueError("a master playlist needs at least one rendition")
     variants = []
@@ -436,7 +441,9 @@ def clip_master_playlist(renditions: Sequence[Rendition]) -> str:
             height=r.height,
             frame_rate=r.frame_rate,
         )
-        variants.append((max(r.bandwidth_peak, r.bandwidth_average), inf, f"{r.profile}.m3u8"))
+        variants.append(
+            (max(r.bandwidth_peak, r.bandwidth_average), inf, uri_for(f"{r.profile}.m3u8"))
+        )
     return _master(variants)
 
 
@@ -567,6 +574,35 @@ def _vtt_time(ms: int) -> str:
     return f"{hours:02d}:{minute:02d}:{sec:02d}.{milli:03d}"
 
 
+def _storyboard_cues(
+    blocks: list[str], clip: Clip, offset: int, uri_for: Callable[[str], str]
+) -> int:
+    """Append the clip's cues shifted by ``offset`` ms; returns the clip's length."""
+    length = _clip_timeline_ms(clip)
+    for cue in clip.storyboard:
+        start = _ms(cue.start)
+        end = min(_ms(cue.end), length)
+        if end <= start:
+            continue  # the cue lies past the end of its clip
+        blocks.append(
+            f"{_vtt_time(offset + start)} --> {_vtt_time(offset + end)}\n"
+            f"{uri_for(cue.sheet)}#xywh={cue.x},{cue.y},{cue.w},{cue.h}"
+        )
+    return length
+
+
+def _under(uri_for: Callable[[str], str], prefix: str) -> Callable[[str], str]:
+    return lambda rel: uri_for(prefix + rel)
+
+
+def clip_storyboard_vtt(clip: Clip, *, uri_for: Callable[[str], str] = str) -> str:
+    """A clip's own storyboard WebVTT (JW Player thumbnail convention): cue times on
+    the clip's timeline, clipped to its length; payload ``uri_for(sheet)#xywh=...``."""
+    blocks = ["WEBVTT"]
+    _storyboard_cues(blocks, clip, 0, uri_for)
+    return "\n\n".join(blocks) + "\n"
+
+
 def stitched_storyboard_vtt(clips: Sequence[Clip], *, uri_for: Callable[[str], str]) -> str:
     """One storyboard WebVTT for the scene (JW Player thumbnail convention).
 
@@ -580,80 +616,8 @@ def stitched_storyboard_vtt(clips: Sequence[Clip], *, uri_for: Callable[[str], s
     blocks = ["WEBVTT"]
     offset = 0
     for clip in clips:
-        length = _clip_timeline_ms(clip)
-        for cue in clip.storyboard:
-            start = _ms(cue.start)
-            end = min(_ms(cue.end), length)
-            if end <= start:
-                continue  # the cue lies past the end of its clip
-            sheet = uri_for(f"{clip.segment_id}/{cue.sheet}")
-            blocks.append(
-                f"{_vtt_time(offset + start)} --> {_vtt_time(offset + end)}\n"
-                f"{sheet}#xywh={cue.x},{cue.y},{cue.w},{cue.h}"
-            )
-        offset += length
+        offset += _storyboard_cues(blocks, clip, offset, _under(uri_for, f"{clip.segment_id}/"))
     return "\n\n".join(blocks) + "\n"
-
-
-# ------------------------------------------------------------------ URI rewriting
-
-# RFC 8216 §4.2 attribute-list: AttributeName=AttributeValue pairs separated by
-# commas; names [A-Z0-9-]; values quoted strings or unquoted tokens.
-_ATTRIBUTE_RE = re.compile(r'([A-Z0-9-]+)=("[^"\r\n]*"|[^",\s]*)')
-
-
-def _checked_uri(uri: str, *, quoted: bool) -> str:
-    if "\n" in uri or "\r" in uri or (quoted and '"' in uri):
-        raise ValueError(f"rewritten URI {uri!r} cannot be written into a playlist")
-    return uri
-
-
-def _rewrite_attributes(body: str, transform: Callable[[str], str]) -> str | None:
-    """The attribute list with its URI="..." values transformed, or None if ``body``
-    is not an attribute list (e.g. an EXTINF value)."""
-    parts: list[str] = []
-    pos, end = 0, len(body)
-    while True:
-        match = _ATTRIBUTE_RE.match(body, pos)
-        if match is None:
-            return None
-        name, value = match.groups()
-        if name == "URI" and value.startswith('"'):
-            uri = _checked_uri(transform(value[1:-1]), quoted=True)
-            parts.append(f'URI="{uri}"')
-        else:
-            parts.append(match.group(0))
-        pos = match.end()
-        if pos == end:
-            return ",".join(parts)
-        if body[pos] != ",":
-            return None
-        pos += 1
-
-
-def rewrite_uris(playlist_text: str, transform: Callable[[str], str]) -> str:
-    """Apply ``transform`` to every URI in a playlist: URI lines (RFC 8216 §4.1:
-    lines not starting with '#') and URI="..." attributes of tags (EXT-X-MAP,
-    EXT-X-KEY, EXT-X-MEDIA, EXT-X-I-FRAME-STREAM-INF, ...). Everything else,
-    including line endings and blank lines, is kept byte for byte."""
-    out: list[str] = []
-    for raw in playlist_text.splitlines(keepends=True):
-        line = raw.rstrip("\r\n")
-        ending = raw[len(line) :]
-        stripped = line.strip()
-        if not stripped:
-            out.append(raw)
-        elif stripped.startswith("#"):
-            if stripped.startswith("#EXT") and "URI=" in stripped and ":" in stripped:
-                tag, body = stripped.split(":", 1)
-                rewritten = _rewrite_attributes(body, transform)
-                if rewritten is not None:
-                    out.append(f"{tag}:{rewritten}{ending}")
-                    continue
-            out.append(raw)
-        else:
-            out.append(_checked_uri(transform(stripped), quoted=False) + ending)
-    return "".join(out)
 
 
 # ------------------------------------------------------------------------ reading

@@ -70,7 +70,6 @@ __all__ = [
     "hmac_signature",
     "load_rsa_private_key",
     "mark_uri",
-    "mark_vtt",
     "marking",
     "mint_export",
     "mint_scene",
@@ -81,7 +80,6 @@ __all__ = [
     "scene_cookies",
     "scene_resource",
     "signed_cookies",
-    "strip_marks",
     "verify",
 ]
 
@@ -583,7 +581,6 @@ def mint_export(
 
 MARK: Final = "\x00"  # stands for "?{query}" after a URI without a query
 MARK_AMP: Final = "\x01"  # stands for "&{query}" after a URI that has one
-_MARKS = str.maketrans("", "", MARK + MARK_AMP)
 
 
 def mark_uri(uri: str) -> str:
@@ -591,11 +588,6 @@ def mark_uri(uri: str) -> str:
     fragment (``#xywh=...``) stays after the query."""
     base, hash_, fragment = uri.partition("#")
     return base + (MARK_AMP if "?" in base else MARK) + hash_ + fragment
-
-
-def strip_marks(text: str) -> str:
-    """``text`` without mark characters (stored documents are untrusted input)."""
-    return text.translate(_MARKS)
 
 
 def render(template: bytes, query: str) -> bytes:
@@ -608,25 +600,6 @@ def render(template: bytes, query: str) -> bytes:
     return template.replace(b"\x00", b"").replace(b"\x01", b"")
 
 
-_VTT_PAYLOAD_RE = re.compile(r"^(\S+?)(#xywh=[0-9]+,[0-9]+,[0-9]+,[0-9]+)?$")
-
-
-def mark_vtt(text: str) -> str:
-    """A storyboard WebVTT with the image URI of every cue marked (the first payload
-    line after each timing line, in front of its ``#xywh`` fragment)."""
-    out: list[str] = []
-    after_timing = False
-    for raw in strip_marks(text).splitlines(keepends=True):
-        line = raw.rstrip("\r\n")
-        if after_timing and line.strip():
-            match = _VTT_PAYLOAD_RE.match(line)
-            if match is not None:
-                raw = mark_uri(match.group(1)) + (match.group(2) or "") + raw[len(line) :]
-        after_timing = "-->" in line
-        out.append(raw)
-    return "".join(out)
-
-
 def marking(uri_for: Callable[[str], str]) -> Callable[[str], str]:
-    """``uri_for`` whose URIs are followed by a mark (for the stitched builders)."""
+    """``uri_for`` whose URIs are followed by a mark (for the document builders)."""
     return lambda rel: mark_uri(uri_for(rel))

@@ -141,7 +141,8 @@ def _migrate(settings) -> int:
 
 
 def _serve(settings, host: str | None, port: int | None) -> int:
-    from origin.app import create_app, serve
+    from origin.app import create_app
+    from origin.server import serve
 
     try:
         # asyncio's own loop, not uvloop: uvloop has no loop.sendfile, so aiohttp

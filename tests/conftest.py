@@ -89,8 +89,32 @@ def fresh_db(pg_cluster) -> Iterator[str]:
         asyncio.run(run(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
+# Modules whose tests talk HTTP to an origin: each of their tests that uses the
+# `settings` fixture runs twice, with the fast path on and off (FAST_PATH).
+BOTH_PATHS = {
+    "test_app",
+    "test_browser",
+    "test_ingest",
+    "test_metrics",
+    "test_playback",
+    "test_signed",
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    if "fast_path" in metafunc.fixturenames and module in BOTH_PATHS:
+        metafunc.parametrize("fast_path", [True, False], ids=["fast-path", "plain"], indirect=True)
+
+
 @pytest.fixture
-def settings(pg_dsn, tmp_path):
+def fast_path(request) -> bool:
+    """FAST_PATH of the origin under test: on, unless parametrised (BOTH_PATHS)."""
+    return getattr(request, "param", True)
+
+
+@pytest.fixture
+def settings(pg_dsn, tmp_path, fast_path):
     """Settings for an origin + workers on the test database and LocalStorage."""
     from origin.settings import Settings
 
@@ -102,6 +126,7 @@ def settings(pg_dsn, tmp_path):
         log_format="text",
         job_lease_seconds=10.0,
         timeline_interval=2.0,
+        fast_path=fast_path,
     )
 
 

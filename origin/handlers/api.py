@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,30 +10,12 @@ from aiohttp import web
 
 from origin import catalog, jobs, keys, layout
 from origin.errors import ApiError, bad_request, not_found
+from origin.http.auth import require_token
 
 log = logging.getLogger("storyforge.api")
 UPLOAD_CHUNK = 256 * 1024
 # Upload content types: video/* plus the generic types phones and tools send.
 _GENERIC_TYPES = {"application/octet-stream", "application/mp4", "application/x-matroska"}
-
-
-def require_token(request: web.Request) -> None:
-    """Bearer-token check (constant-time against every configured token)."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    tokens = request.app[keys.SETTINGS].api_tokens
-    ok = (
-        scheme.lower() == "bearer"
-        and token
-        and any(hmac.compare_digest(token.encode(), t.encode()) for t in tokens)
-    )
-    if not ok:
-        raise ApiError(
-            401,
-            "unauthorized",
-            "a valid bearer token is required",
-            {"WWW-Authenticate": 'Bearer realm="storyforge"'},
-        )
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:

@@ -7,8 +7,8 @@ import asyncio
 from aiohttp import web
 
 from origin import jobs, keys, metrics
-from origin.handlers.playback import SCENE_DOCUMENT_ROUTE
-from origin.handlers.signed import SIGNING
+from origin.handlers.scenes import SCENE_DOCUMENT_ROUTE
+from origin.http.auth import SIGNING
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -52,7 +52,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     except Exception:  # the scrape still shows what the process knows
         counts = None
     stats = app[SIGNING].stats
-    requests = app[keys.REQUEST_COUNTS] + app[keys.CONNECTION_ANSWERS].counts(SCENE_DOCUMENT_ROUTE)
+    requests = app[keys.REQUEST_COUNTS] + app[keys.FAST_PATH_ANSWERS].counts(SCENE_DOCUMENT_ROUTE)
     body = metrics.exposition(
         requests,
         {"verified": stats.verified, "denied": stats.denied},

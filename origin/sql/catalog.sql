@@ -87,3 +87,17 @@ WHERE s.id = $1 AND s.scene_id = $2 AND s.status = 'ready' AND sc.deleted_at IS 
 
 -- name: live_scene_version
 SELECT version FROM scenes WHERE id = $1 AND deleted_at IS NULL;
+
+-- name: segment_clip
+-- One ready segment of a live scene with its renditions and storyboard cues: what
+-- its own playlists and storyboard VTT are built from.
+SELECT s.id, s.sequence, s.duration, s.metadata -> 'storyboard' AS storyboard,
+       u.id AS contributor_id, u.username,
+       r.profile, r.width, r.height, r.frame_rate, r.codecs, r.bandwidth_peak,
+       r.bandwidth_average, r.durations, r.sizes
+FROM segments s
+JOIN scenes sc ON sc.id = s.scene_id AND sc.deleted_at IS NULL
+JOIN users u ON u.id = s.contributor_id
+JOIN renditions r ON r.segment_id = s.id
+WHERE s.id = $1 AND s.scene_id = $2 AND s.status = 'ready'
+ORDER BY r.profile;

@@ -1,6 +1,7 @@
 """The origin under test as `storyforge serve` runs it: aiohttp's TestServer on the
-origin's own runner, so every request reaches the app through an EdgeConnection
-(origin/edge.py) and warm scene documents are answered on the connection."""
+origin's own runner (origin/server.py), so with `FAST_PATH` on every request reaches
+the app through a FastPathConnection and warm scene documents are answered there,
+and with it off the plain AppRunner answers everything."""
 
 from __future__ import annotations
 
@@ -10,11 +11,16 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from origin.app import edge_runner
-from origin.edge import WarmAnswer
+from origin.fastpath import FastPathRunner
+from origin.fastpath.connection import WarmAnswer
+from origin.http.access import access_log_class
+from origin.server import make_runner
 
 
 class OriginTestServer(TestServer):
+    """`warm_answer` replaces what the fast path answers (a spy, say); it implies the
+    fast path whatever the settings say."""
+
     def __init__(
         self,
         app: web.Application,
@@ -24,11 +30,18 @@ class OriginTestServer(TestServer):
         **kwargs: Any,
     ) -> None:
         super().__init__(app, **kwargs)
-        self._edge_options: dict[str, Any] = {}
-        if warm_answer is not None:
-            self._edge_options["warm_answer"] = warm_answer
+        self._warm_answer = warm_answer
+        self._runner_options: dict[str, Any] = {}
         if keepalive_timeout is not None:
-            self._edge_options["keepalive_timeout"] = keepalive_timeout
+            self._runner_options["keepalive_timeout"] = keepalive_timeout
 
     async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
-        return edge_runner(self.app, **self._edge_options, **kwargs)
+        if self._warm_answer is not None:
+            return FastPathRunner(
+                self.app,
+                self._warm_answer,
+                access_log_class=access_log_class(self.app),
+                **self._runner_options,
+                **kwargs,
+            )
+        return make_runner(self.app, **self._runner_options, **kwargs)

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from origin import layout, playlists, signing
 from origin.app import create_app
-from origin.handlers.signed import SIGNING
+from origin.http.auth import SIGNING
 from origin.storage import open_configured_storage
 from tests.helpers.browser import CHROMIUM, NO_CHROMIUM_REASON, Browser
 from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip

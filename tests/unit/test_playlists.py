@@ -3,6 +3,7 @@ library as an independent parser oracle."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import m3u8
@@ -15,9 +16,9 @@ from origin.playlists import (
     average_bandwidth,
     clip_master_playlist,
     clip_media_playlist,
+    clip_storyboard_vtt,
     parse_media_playlist,
     peak_bandwidth,
-    rewrite_uris,
     scene_target_duration,
     stitched_master,
     stitched_media,
@@ -101,7 +102,11 @@ def test_clip_media_playlist() -> None:
 
 def test_clip_media_playlist_prefix_and_shared_target() -> None:
     r = rendition("1080p", (3.2, 0.8333333), (400_000, 100_000))
-    assert clip_media_playlist(r, "https://cdn.example/v/scn/seg/", target=5) == (
+
+    def uri_for(rel: str) -> str:
+        return "https://cdn.example/v/scn/seg/" + rel
+
+    assert clip_media_playlist(r, target=5, uri_for=uri_for) == (
         "#EXTM3U\n"
         "#EXT-X-VERSION:3\n"
         "#EXT-X-TARGETDURATION:5\n"
@@ -426,73 +431,28 @@ def test_target_duration_float_edges(durations_lists: list[list[float]], expecte
     assert target_duration(durations_lists) == expected
 
 
-# ------------------------------------------------------------------- rewrite_uris
-
-STORED = (
-    "#EXTM3U\r\n"
-    "#EXT-X-VERSION:7\r\n"
-    "#EXT-X-TARGETDURATION:4\r\n"
-    '#EXT-X-MAP:URI="init.mp4",BYTERANGE="720@0"\r\n'
-    '#EXT-X-KEY:METHOD=AES-128,URI="key.bin",IV=0x0123456789abcdef0123456789abcdef\r\n'
-    '#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="a",NAME="x,URI=",URI="audio.m3u8"\r\n'
-    "\r\n"
-    '# a comment with URI="nope"\r\n'
-    '#EXTINF:4.000,URI="title"\r\n'
-    "720p_0001.ts\r\n"
-    "#EXTINF:2.000,\r\n"
-    "720p_0002.ts\r\n"
-    "#EXT-X-ENDLIST\r\n"
-)
+# --------------------------------------------------------- per-clip storyboard
 
 
-def test_rewrite_uris_expected_and_round_trip() -> None:
-    def sign(uri: str) -> str:
-        return f"https://cdn.example/v/scn/seg/{uri}?Policy=p&Signature=s"
-
-    def unsign(uri: str) -> str:
-        return uri.removeprefix("https://cdn.example/v/scn/seg/").removesuffix(
-            "?Policy=p&Signature=s"
-        )
-
-    signed = rewrite_uris(STORED, sign)
-    assert signed == (
-        "#EXTM3U\r\n"
-        "#EXT-X-VERSION:7\r\n"
-        "#EXT-X-TARGETDURATION:4\r\n"
-        '#EXT-X-MAP:URI="https://cdn.example/v/scn/seg/init.mp4?Policy=p&Signature=s",'
-        'BYTERANGE="720@0"\r\n'
-        '#EXT-X-KEY:METHOD=AES-128,URI="https://cdn.example/v/scn/seg/key.bin'
-        '?Policy=p&Signature=s",IV=0x0123456789abcdef0123456789abcdef\r\n'
-        '#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="a",NAME="x,URI=",'
-        'URI="https://cdn.example/v/scn/seg/audio.m3u8?Policy=p&Signature=s"\r\n'
-        "\r\n"
-        '# a comment with URI="nope"\r\n'
-        '#EXTINF:4.000,URI="title"\r\n'
-        "https://cdn.example/v/scn/seg/720p_0001.ts?Policy=p&Signature=s\r\n"
-        "#EXTINF:2.000,\r\n"
-        "https://cdn.example/v/scn/seg/720p_0002.ts?Policy=p&Signature=s\r\n"
-        "#EXT-X-ENDLIST\r\n"
+def test_clip_storyboard_vtt_is_the_stitched_one_of_a_single_clip() -> None:
+    clip = dataclasses.replace(
+        SCENE[0],
+        storyboard=(
+            StoryboardCue(0.0, 5.0, 0, 0, 160, 90),
+            StoryboardCue(5.0, 12.0, 160, 0, 160, 90),  # clipped at 10 s
+        ),
     )
-    assert rewrite_uris(signed, unsign) == STORED
-    assert rewrite_uris(STORED, lambda u: u) == STORED
-
-
-def test_rewrite_uris_on_generated_playlists() -> None:
-    media = clip_media_playlist(SCENE[0].renditions["720p"])
-    master = clip_master_playlist(list(SCENE[0].renditions.values()))
-    prefixed = rewrite_uris(media, lambda u: "seg_a/" + u)
-    assert prefixed == clip_media_playlist(SCENE[0].renditions["720p"], "seg_a/")
-    assert [p.uri for p in m3u8.loads(rewrite_uris(master, str.upper)).playlists] == [
-        "720P.M3U8",
-        "1080P.M3U8",
-    ]
-
-
-def test_rewrite_uris_refuses_uris_that_break_the_playlist() -> None:
-    with pytest.raises(ValueError, match="cannot be written"):
-        rewrite_uris(STORED, lambda u: u + "\n#EXT-X-ENDLIST")
-    with pytest.raises(ValueError, match="cannot be written"):
-        rewrite_uris(STORED, lambda u: u + '"')
+    vtt = clip_storyboard_vtt(clip)
+    assert vtt == (
+        "WEBVTT\n\n"
+        "00:00:00.000 --> 00:00:05.000\nstoryboard.jpg#xywh=0,0,160,90\n\n"
+        "00:00:05.000 --> 00:00:10.000\nstoryboard.jpg#xywh=160,0,160,90\n"
+    )
+    assert vtt == stitched_storyboard_vtt(
+        [clip], uri_for=lambda rel: rel.removeprefix(f"{clip.segment_id}/")
+    )
+    marked = clip_storyboard_vtt(clip, uri_for=lambda rel: "x/" + rel)
+    assert marked.count("x/") == len(clip.storyboard) > 0
 
 
 # ------------------------------------------------------------------------ parsing

@@ -18,6 +18,7 @@ def test_defaults():
     )
     assert s.signing == "none"
     assert s.api_tokens == ()
+    assert s.fast_path is True
 
 
 def test_parsing():
@@ -30,8 +31,10 @@ def test_parsing():
             "CDN_BASE_URL": "https://cdn.example.com/",
             "PORT": "9000",
             "MAX_UPLOAD_BYTES": "1000",
+            "FAST_PATH": "Off",
         }
     )
+    assert s.fast_path is False
     assert s.storage == "s3"
     assert s.storage_root == Path("/srv/x")
     assert s.api_tokens == ("a", "b", "c")
@@ -51,6 +54,7 @@ def test_parsing():
         ({"SIGNING": "rsa"}, "SIGNING"),
         ({"MAX_CLIP_SECONDS": "nan"}, "MAX_CLIP_SECONDS"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+        ({"FAST_PATH": "yes"}, "FAST_PATH"),
     ],
 )
 def test_errors_name_the_variable(env, name):

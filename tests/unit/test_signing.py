@@ -516,29 +516,36 @@ def test_templates_of_stitched_documents_equal_signed_builds():
     assert f"storyboard.jpg?{q}#xywh=0,0,160,90" in vtt
 
 
-def test_templates_of_stored_documents():
+def test_templates_of_segment_documents():
     r = playlists.Rendition("720p", 1280, 720, 30.0, "avc1.64001f", [4.0, 2.0], [1, 2], 8, 8)
-    media = playlists.clip_media_playlist(r)
-    master = playlists.clip_master_playlist([r])
+    clip = playlists.Clip(
+        "seg_a", 6.0, {"720p": r}, (playlists.StoryboardCue(0.0, 2.0, 0, 0, 160, 90, "s.jpg"),)
+    )
     q = _token()
-    for text in (media, master):
-        template = playlists.rewrite_uris(signing.strip_marks(text), signing.mark_uri)
-        expected = playlists.rewrite_uris(text, lambda u: signing.apply_query(u, q))
+    marked = signing.marking(str)
+
+    def signed(rel: str) -> str:
+        return signing.apply_query(rel, q)
+
+    pairs = [
+        (
+            playlists.clip_media_playlist(r, uri_for=marked),
+            playlists.clip_media_playlist(r, uri_for=signed),
+        ),
+        (
+            playlists.clip_master_playlist([r], uri_for=marked),
+            playlists.clip_master_playlist([r], uri_for=signed),
+        ),
+        (
+            playlists.clip_storyboard_vtt(clip, uri_for=marked),
+            playlists.clip_storyboard_vtt(clip, uri_for=signed),
+        ),
+    ]
+    for template, expected in pairs:
         assert signing.render(template.encode(), q).decode() == expected
-    assert (
-        f"720p_0002.ts?{q}\n"
-        in signing.render(playlists.rewrite_uris(media, signing.mark_uri).encode(), q).decode()
-    )
-    vtt = (
-        "WEBVTT\n\n00:00:00.000 --> 00:00:02.000\nstoryboard.jpg#xywh=0,0,160,90\n\n"
-        "00:00:02.000 --> 00:00:04.000\nstoryboard_1.jpg\n"
-    )
-    out = signing.render(signing.mark_vtt(vtt).encode(), q).decode()
-    assert out == vtt.replace("storyboard.jpg#", f"storyboard.jpg?{q}#").replace(
-        "storyboard_1.jpg\n", f"storyboard_1.jpg?{q}\n"
-    )
-    # mark characters in stored input cannot inject a query anywhere
-    assert signing.render(signing.mark_vtt("WEBVTT\x00\n").encode(), q) == b"WEBVTT\n"
+        assert signing.render(template.encode(), "").decode() == expected.replace("?" + q, "")
+    assert f"720p_0002.ts?{q}\n" in pairs[0][1]
+    assert f"s.jpg?{q}#xywh=0,0,160,90" in pairs[2][1]
 
 
 # ------------------------------------------------------------------ settings

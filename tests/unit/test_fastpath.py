@@ -1,5 +1,5 @@
 """Request heads, answers and the guard's memory of verified tokens, without sockets
-(origin/edge.py, origin/handlers/signed.py)."""
+(origin/fastpath/connection.py, origin/http/auth.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from origin import signing
-from origin.edge import Head, answerable, could_become_head, encode_answer, parse_head
-from origin.handlers.signed import SigningState, admit
+from origin.fastpath.connection import (
+    Head,
+    answerable,
+    could_become_head,
+    encode_answer,
+    parse_head,
+)
+from origin.http.auth import SigningState, admit
 
 
 def head(*lines: str) -> bytes:
@@ -94,7 +100,7 @@ def test_not_answerable(lines):
 
 
 def test_the_reader_reads_heads_one_after_another():
-    from origin.edge import HeadReader
+    from origin.fastpath.connection import HeadReader
 
     reader = HeadReader()
     for i in range(3):
@@ -131,15 +137,15 @@ def test_any_bytes_give_a_head_or_none(data):
 
 
 def test_encode_answer():
-    fields = [("Content-Type", "text/vtt"), ("ETag", '"e"')]
-    got = encode_answer((200, fields, b"WEBVTT\n"), head_only=False, date="D", request_id="r")
+    fields = [("Content-Type", "text/vtt"), ("ETag", '"e"'), ("X-Request-Id", "r")]
+    got = encode_answer((200, fields, b"WEBVTT\n"), head_only=False, date="D")
     assert got == (
         b'HTTP/1.1 200 OK\r\nContent-Type: text/vtt\r\nETag: "e"\r\nX-Request-Id: r\r\n'
         b"Content-Length: 7\r\nDate: D\r\nServer: " + _server() + b"\r\n\r\nWEBVTT\n"
     )
-    head_only = encode_answer((200, fields, b"WEBVTT\n"), head_only=True, date="D", request_id="r")
+    head_only = encode_answer((200, fields, b"WEBVTT\n"), head_only=True, date="D")
     assert head_only == got[: -len(b"WEBVTT\n")]
-    not_modified = encode_answer((304, fields, b""), head_only=False, date="D", request_id="r")
+    not_modified = encode_answer((304, fields, b""), head_only=False, date="D")
     assert not_modified.startswith(b"HTTP/1.1 304 Not Modified\r\n")
     assert b"Content-Length" not in not_modified and not_modified.endswith(b"\r\n\r\n")
 

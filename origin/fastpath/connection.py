@@ -1,18 +1,22 @@
-"""The origin's client connections: a warm scene document is answered on the
-connection itself; every other request goes to aiohttp on the same connection, in
-order.
+"""The fast path's connections: a warm scene document is answered on the connection
+itself; every other request goes to the aiohttp app on the same connection, in order.
 
 aiohttp's per-request machinery (request and response objects, a task per request,
-routing, middleware) costs several times what answering a warm playlist costs. So
-each connection is an `EdgeConnection` around aiohttp's own protocol object. It reads
-each request head (llhttp, as aiohttp does, but stricter) and asks a `WarmAnswer`
-(the playback routes) for an answer from the in-process caches. A plain GET/HEAD
-that gets one is answered at once. Anything else is passed to aiohttp byte for byte,
-and so is every request pipelined behind it until aiohttp has written its answer, so
-answers leave in request order (RFC 9112 §9.3.2). Bytes it cannot frame for certain
-hand the connection to aiohttp for good. The app's edge middleware reports when
-aiohttp starts and finishes an answer (`aiohttp_started` / `aiohttp_done`); the idle
-timeout is kept here, because aiohttp cannot see the requests answered here.
+routing, middlewares) costs several times what answering a warm playlist costs. So
+each connection is a `FastPathConnection` around aiohttp's own protocol object. It
+reads each request head (llhttp, as aiohttp does, but stricter) and asks a
+`WarmAnswer` for an answer from the in-process caches. A plain GET/HEAD that gets one
+is answered at once. Anything else is passed to aiohttp byte for byte, and so is every
+request pipelined behind it until aiohttp has written its answer, so answers leave in
+request order (RFC 9112 §9.3.2). Bytes it cannot frame for certain hand the
+connection to aiohttp for good.
+
+The app knows nothing of this. The connection learns that aiohttp has sent an answer
+through aiohttp's documented access-logger hook (`FastPathRunner` wraps the app's
+access-log class); it keeps aiohttp's idle timer from closing a connection that only
+the fast path has been answering (`RequestHandler.keep_alive`) and keeps its own idle
+timer for that case. Both hooks into aiohttp are checked by
+tests/unit/test_fastpath_hooks.py against the aiohttp version pyproject pins.
 """
 
 from __future__ import annotations
@@ -21,16 +25,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, NamedTuple, cast
 
 import httptools
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.web_protocol import RequestHandler
 
+from origin import keys
+from origin.http.fields import answer_fields
 from origin.logs import log_request, new_request_id
+from origin.metrics import FastPathAnswers
 
 log = logging.getLogger("storyforge.origin")
 
@@ -38,7 +47,6 @@ log = logging.getLogger("storyforge.origin")
 MAX_HEAD = 8190
 MAX_FIELDS = 128
 KEEPALIVE_SECONDS = 75.0  # aiohttp's default keep-alive timeout
-_NEVER = 10.0**9  # the keep-alive given to aiohttp: the connection keeps time instead
 
 # --- request heads -----------------------------------------------------------------
 
@@ -178,22 +186,23 @@ def answerable(head: Head) -> bool:
 
 # --- answers (pure) -----------------------------------------------------------------
 
-# status, fields, body; Content-Length, Date, Server and X-Request-Id are added here
+# status, fields, body; Content-Length, Date and Server are added by encode_answer
 Answer = tuple[int, list[tuple[str, str]], bytes]
 # (method, path, raw query, lower-case headers, client address) -> an answer from
-# memory, or None: aiohttp answers this request
+# memory (its own fields: type, caching, validators), or None: aiohttp answers it
 WarmAnswer = Callable[[str, str, str, Mapping[str, str], "str | None"], "Answer | None"]
+# (request id, path, Origin) -> the fields every answer carries (origin.http.fields)
+CommonFields = Callable[[str, str, "str | None"], list[tuple[str, str]]]
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 
-def encode_answer(answer: Answer, *, head_only: bool, date: str, request_id: str) -> bytes:
+def encode_answer(answer: Answer, *, head_only: bool, date: str) -> bytes:
     """The bytes of an HTTP/1.1 response (RFC 9112 §4, §6): no body for HEAD and 304
     (§6.3 items 1-2); Content-Length for HEAD is that of the GET (RFC 9110 §8.6)."""
     status, fields, body = answer
     out = [f"HTTP/1.1 {status} {_REASONS.get(status, '')}"]
     out.extend(f"{name}: {value}" for name, value in fields)
-    out.append(f"X-Request-Id: {request_id}")
     if status != 304:
         out.append(f"Content-Length: {len(body)}")
     out.append(f"Date: {date}")
@@ -219,27 +228,30 @@ class _HttpDate:
         return self._text
 
 
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What every connection of one runner shares."""
+
+    answer: WarmAnswer
+    fields: CommonFields
+    counts: FastPathAnswers
+    access_log: str  # ACCESS_LOG mode
+    keepalive: float
+    date: _HttpDate
+
+
 # --- the connection -----------------------------------------------------------------
 
 
-class EdgeConnection(asyncio.Protocol):
-    """One client connection: answers what `answer` can from memory, passes the rest
-    to `inner` (aiohttp's protocol object for this connection)."""
+class FastPathConnection(asyncio.Protocol):
+    """One client connection: answers what `options.answer` can from memory, passes
+    the rest to `inner` (aiohttp's protocol object for this connection)."""
 
-    def __init__(
-        self,
-        inner: RequestHandler,
-        answer: WarmAnswer,
-        *,
-        log_all: bool,
-        keepalive: float,
-        date: _HttpDate,
-    ) -> None:
+    def __init__(self, inner: RequestHandler, options: Options) -> None:
         self._inner = inner
-        self._answer = answer
-        self._log_all = log_all
-        self._keepalive = keepalive
-        self._date = date
+        self._options = options
+        self._answer = options.answer
+        self._log_all = options.access_log == "all"
         self._loop = asyncio.get_event_loop()
         self._transport: asyncio.Transport | None = None
         self._peer: str | None = None
@@ -247,7 +259,6 @@ class EdgeConnection(asyncio.Protocol):
         self._buf = b""
         self._body_left = 0  # bytes of a passed-on request body still to pass on
         self._owed = 0  # passed-on requests aiohttp has not finished answering
-        self._busy = 0  # requests aiohttp is handling now (for the idle timeout)
         self._handed_over = False  # the connection is aiohttp's for good
         self._write_paused = False
         self._read_paused = False
@@ -261,16 +272,11 @@ class EdgeConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         # what aiohttp's request.remote gives for a TCP peer
         self._peer = str(peer[0]) if isinstance(peer, (tuple, list)) and peer else None
-        self._inner.connection_made(transport)
+        self._inner.connection_made(transport)  # aiohttp's idle timer starts here
         self._last_data = self._loop.time()
-        self._idle_handle = self._loop.call_at(
-            self._last_data + self._keepalive, self._close_if_idle
-        )
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
-            self._idle_handle = None
+        self._cancel_idle_timer()
         self._transport = None
         self._buf = b""
         self._inner.connection_lost(exc)
@@ -299,15 +305,16 @@ class EdgeConnection(asyncio.Protocol):
         self._buf = self._buf + data if self._buf else data
         self._process()
 
-    # called by the aiohttp app's edge middleware
+    # told through the runner's access-log hook
 
-    def aiohttp_started(self) -> None:
-        self._busy += 1
-
-    def aiohttp_done(self) -> None:
-        """aiohttp has written the whole answer to one request passed to it."""
-        self._busy -= 1
-        self._owed -= 1
+    def answered_by_aiohttp(self, keep_alive: bool) -> None:
+        """aiohttp has written the whole answer to one request passed to it. After
+        an answer that ends the connection (an error, `Connection: close`), aiohttp
+        closes it soon: nothing more may be answered here before that."""
+        if self._owed:
+            self._owed -= 1
+        if not keep_alive:
+            self._handed_over = True
 
     # internals
 
@@ -357,31 +364,51 @@ class EdgeConnection(asyncio.Protocol):
             return False
         if answer is None or self._transport is None:
             return False
+        options = self._options
+        status, fields, body = answer
         rid = new_request_id(head.headers.get("x-request-id"))
+        fields = fields + options.fields(rid, path, head.headers.get("origin"))
         self._transport.write(
             encode_answer(
-                answer, head_only=head.method == "HEAD", date=self._date.now(), request_id=rid
+                (status, fields, body), head_only=head.method == "HEAD", date=options.date.now()
             )
         )
+        options.counts.count(status)
+        # aiohttp saw no request: its idle timer must not close the connection now
+        self._inner.keep_alive(True)
+        self._arm_idle_timer()
         if self._log_all:
-            log_request(log, rid, head.method, path, answer[0], time.perf_counter() - started)
+            log_request(log, rid, head.method, path, status, time.perf_counter() - started)
         return True
 
     def _hand_over(self, buf: bytes) -> None:
         self._handed_over = True
+        self._cancel_idle_timer()  # aiohttp's own idle timer takes over
         self._buf = b""
         self._inner.data_received(buf)
 
+    def _arm_idle_timer(self) -> None:
+        if self._idle_handle is None:
+            self._idle_handle = self._loop.call_at(
+                self._last_data + self._options.keepalive, self._close_if_idle
+            )
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+
     def _close_if_idle(self) -> None:
-        """Close a connection that sent nothing for the keep-alive time while no
-        answer was being made or sent (RFC 9112 §9.8: a server may close idle ones)."""
+        """Close a connection that sent nothing for the keep-alive time after the
+        fast path answered it (RFC 9112 §9.8: a server may close idle connections).
+        While aiohttp owes an answer, aiohttp's own idle timer is in charge: it
+        restarts once that answer is sent."""
         self._idle_handle = None
-        if self._transport is None:
+        if self._transport is None or self._owed > 0 or self._handed_over:
             return
-        now = self._loop.time()
-        deadline = self._last_data + self._keepalive
-        if self._busy > 0 or now < deadline:
-            self._idle_handle = self._loop.call_at(max(deadline, now + 1.0), self._close_if_idle)
+        deadline = self._last_data + self._options.keepalive
+        if self._loop.time() < deadline:
+            self._idle_handle = self._loop.call_at(deadline, self._close_if_idle)
             return
         self._transport.close()
 
@@ -389,27 +416,16 @@ class EdgeConnection(asyncio.Protocol):
 # --- wiring into aiohttp's runner ---------------------------------------------------
 
 
-class _EdgeServer:
+class _FastPathServer:
     """aiohttp's low-level server (it tracks connections and shuts them down) whose
-    protocol factory wraps each of its protocol objects in an EdgeConnection."""
+    protocol factory wraps each of its protocol objects in a FastPathConnection."""
 
-    def __init__(
-        self, server: web.Server, answer: WarmAnswer, *, log_all: bool, keepalive: float
-    ) -> None:
+    def __init__(self, server: web.Server, options: Options) -> None:
         self._server = server
-        self._answer = answer
-        self._log_all = log_all
-        self._keepalive = keepalive
-        self._date = _HttpDate()
+        self._options = options
 
-    def __call__(self) -> EdgeConnection:
-        return EdgeConnection(
-            self._server(),
-            self._answer,
-            log_all=self._log_all,
-            keepalive=self._keepalive,
-            date=self._date,
-        )
+    def __call__(self) -> FastPathConnection:
+        return FastPathConnection(self._server(), self._options)
 
     @property
     def connections(self) -> list[RequestHandler]:
@@ -426,30 +442,57 @@ class _EdgeServer:
         await self._server.shutdown(timeout)
 
 
-class EdgeRunner(web.AppRunner):
-    """An AppRunner whose sites accept EdgeConnections. `warm_answer(app)` is called
-    once the app has started (its caches and settings exist)."""
+def _observing(access_log: type[AbstractAccessLogger]) -> type[AbstractAccessLogger]:
+    """`access_log` that also tells the fast path connection that aiohttp has sent
+    an answer (aiohttp calls the access logger after the answer's last byte)."""
+
+    class Observing(access_log):  # type: ignore[valid-type,misc]
+        def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+            super().log(request, response, time)
+            transport = request.transport
+            conn = transport.get_protocol() if transport is not None else None
+            if isinstance(conn, FastPathConnection):
+                conn.answered_by_aiohttp(bool(response.keep_alive))
+
+    return Observing
+
+
+class FastPathRunner(web.AppRunner):
+    """An AppRunner whose sites accept FastPathConnections. `warm_answer(app)` is
+    called once the app has started (its caches and settings exist)."""
 
     def __init__(
         self,
         app: web.Application,
         warm_answer: Callable[[web.Application], WarmAnswer],
         *,
-        log_all: bool = False,
+        access_log_class: type[AbstractAccessLogger],
         keepalive_timeout: float = KEEPALIVE_SECONDS,
         **kwargs: Any,
     ) -> None:
-        super().__init__(app, keepalive_timeout=_NEVER, **kwargs)
+        super().__init__(
+            app,
+            access_log_class=_observing(access_log_class),
+            keepalive_timeout=keepalive_timeout,
+            **kwargs,
+        )
         self._warm_answer = warm_answer
-        self._log_all = log_all
-        self._edge_keepalive = keepalive_timeout
+        self._keepalive = keepalive_timeout
 
     async def _make_server(self) -> web.Server:  # BaseRunner's hook for the server
         server = await super()._make_server()
-        edge = _EdgeServer(
-            server,
-            self._warm_answer(self.app),
-            log_all=self._log_all,
-            keepalive=self._edge_keepalive,
+        app = self.app
+        allowed = app[keys.SETTINGS].cors_origins
+
+        def fields(rid: str, path: str, origin: str | None) -> list[tuple[str, str]]:
+            return answer_fields(rid, path, origin, allowed)
+
+        options = Options(
+            answer=self._warm_answer(app),
+            fields=fields,
+            counts=app[keys.FAST_PATH_ANSWERS],
+            access_log=app[keys.SETTINGS].access_log,
+            keepalive=self._keepalive,
+            date=_HttpDate(),
         )
-        return cast(web.Server, edge)
+        return cast(web.Server, _FastPathServer(server, options))

@@ -1,7 +1,7 @@
-"""The edge connections against plain aiohttp, on the same app and data: random
+"""The fast path against plain aiohttp, on the same app and data: random
 pipelined streams of good and odd requests, ending in one that is malformed, chunked
 or closes the connection, get the same answers in the same order from both (only
-Date and generated request ids differ). The edge gets each stream cut at random
+Date and generated request ids differ). The fast path gets each stream cut at random
 places; plain aiohttp gets it one request per write (aiohttp answers 400 to a whole
 read that holds a malformed request, valid requests before it included, so it is the
 reference only when reads follow requests). A connection that framed a request
@@ -16,7 +16,7 @@ import random
 import re
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from origin.app import create_app
 from tests.helpers.scenes import published_scene
@@ -111,7 +111,7 @@ def pieces(scene: str, seg: str) -> dict[str, tuple[bytes, bool]]:
 FINAL = b"GET /healthz HTTP/1.1\r\nHost: o\r\nConnection: close\r\n\r\n"
 # requests after which the connection ends (malformed, or asking to close): the last
 # of a stream. What aiohttp answers to bytes read together with a malformed request
-# depends on how they arrived, with or without the edge.
+# depends on how they arrived, with or without the fast path.
 ENDERS = {
     "close",
     "http10",
@@ -198,7 +198,7 @@ def answers(raw: bytes, head_only: list[bool]) -> list[tuple[bytes, list[bytes],
 async def both(settings):
     settings = dataclasses.replace(settings, cors_origins=("https://a.example",))
     edge = TestClient(OriginTestServer(create_app(settings)))
-    plain = TestClient(TestServer(create_app(settings)))
+    plain = TestClient(OriginTestServer(create_app(dataclasses.replace(settings, fast_path=False))))
     await edge.start_server()
     await plain.start_server()
     yield edge, plain, settings

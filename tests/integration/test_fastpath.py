@@ -1,5 +1,5 @@
-"""The origin's connections on the wire (origin/edge.py): warm scene documents
-answered on the connection carry exactly what aiohttp's answer carries; requests the
+"""The fast path on the wire (origin/fastpath/): warm scene documents answered on
+the connection carry exactly what aiohttp's answer carries; requests the
 connection passes to aiohttp (segment files, API calls with bodies, chunked bodies,
 malformed heads) keep their order on a pipelined connection; a client that does not
 read cannot make the origin buffer without bound; idle connections are closed."""
@@ -16,8 +16,8 @@ from aiohttp.test_utils import TestClient
 
 from origin import signing
 from origin.app import create_app
-from origin.handlers import playback
-from origin.handlers.signed import SIGNING
+from origin.fastpath.scenes import warm_scene_documents
+from origin.http.auth import SIGNING
 from tests.helpers.scenes import AUTH, TS_BYTES, published_scene
 from tests.helpers.servers import OriginTestServer
 from tests.helpers.wire import TO_AIOHTTP, Wire, get, same_answer
@@ -30,7 +30,7 @@ class Spy:
         self.answered: list[str] = []
 
     def factory(self, app):
-        inner = playback.warm_answers(app)
+        inner = warm_scene_documents(app)
 
         def answer(method, path, query, headers, remote):
             got = inner(method, path, query, headers, remote)
@@ -50,7 +50,7 @@ async def start(settings, **options):
 
 
 @pytest.fixture
-async def edge(settings):
+async def fast(settings):
     client, spy = await start(dataclasses.replace(settings, cors_origins=("https://app.example",)))
     client.spy = spy
     yield client
@@ -63,19 +63,19 @@ async def edge(settings):
 # --- tests --------------------------------------------------------------------------
 
 
-async def test_warm_answers_equal_aiohttp_answers(edge, settings):
-    scene, _ = await published_scene(edge, settings)
-    wire = await Wire.open(edge)
+async def test_warm_answers_equal_aiohttp_answers(fast, settings):
+    scene, _ = await published_scene(fast, settings)
+    wire = await Wire.open(fast)
     origin = "Origin: https://app.example"
     for name in ("720p.m3u8", "master.m3u8", "storyboard.vtt"):
         path = f"/v/{scene}/{name}"
         for extra in ((), (origin,)):
             wire.send(get(path, *extra, *TO_AIOHTTP))
             by_aiohttp = await wire.response()
-            count = len(edge.spy.answered)
+            count = len(fast.spy.answered)
             wire.send(get(path, *extra))
             here = await wire.response()
-            assert edge.spy.answered[count:] == [f"GET {path}"]
+            assert fast.spy.answered[count:] == [f"GET {path}"]
             same_answer(by_aiohttp, here)
             assert here[0] == 200 and here[2]
             if extra:
@@ -94,17 +94,17 @@ async def test_warm_answers_equal_aiohttp_answers(edge, settings):
             status, headers, body = await wire.response()
             assert status == 304 and body == b"" and headers["etag"] == etag
             assert headers["cache-control"] == here[1]["cache-control"]
-    assert f"HEAD /v/{scene}/master.m3u8" in edge.spy.answered
+    assert f"HEAD /v/{scene}/master.m3u8" in fast.spy.answered
     # the same answers over aiohttp's own client
-    r = await edge.get(f"/v/{scene}/720p.m3u8")
+    r = await fast.get(f"/v/{scene}/720p.m3u8")
     assert r.status == 200 and r.headers["Content-Type"] == "application/vnd.apple.mpegurl"
     wire.close()
 
 
-async def test_pipelined_requests_are_answered_in_order(edge, settings):
-    scene, (seg, _) = await published_scene(edge, settings)
+async def test_pipelined_requests_are_answered_in_order(fast, settings):
+    scene, (seg, _) = await published_scene(fast, settings)
     playlist = f"/v/{scene}/720p.m3u8"
-    wire = await Wire.open(edge)
+    wire = await Wire.open(fast)
     wire.send(get(playlist))
     first = await wire.response()
     body = json.dumps({"username": "pipelined"}).encode()
@@ -151,11 +151,11 @@ async def test_pipelined_requests_are_answered_in_order(edge, settings):
     wire.close()
 
 
-async def test_chunked_and_malformed_requests_go_to_aiohttp(edge, settings):
-    scene, _ = await published_scene(edge, settings)
+async def test_chunked_and_malformed_requests_go_to_aiohttp(fast, settings):
+    scene, _ = await published_scene(fast, settings)
     playlist = f"/v/{scene}/720p.m3u8"
     # chunked body: the connection is aiohttp's from then on, still in order
-    wire = await Wire.open(edge)
+    wire = await Wire.open(fast)
     chunked = (
         f"POST /api/v1/users HTTP/1.1\r\nHost: o\r\nAuthorization: {AUTH}\r\n"
         "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -166,7 +166,7 @@ async def test_chunked_and_malformed_requests_go_to_aiohttp(edge, settings):
     assert (a[0], b[0], c[0]) == (200, 201, 200)
     assert a[2] == c[2]
     wire.close()
-    before = len(edge.spy.answered)
+    before = len(fast.spy.answered)
     bad_heads = [
         b"GET /x HTTP/1.1\r\nHost: o\r\nBad Header\r\n\r\n",
         b"GET /x HTTP/1.1\r\nHost: o\r\nX: a\x01b\r\n\r\n",
@@ -177,19 +177,19 @@ async def test_chunked_and_malformed_requests_go_to_aiohttp(edge, settings):
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",  # TLS to a plain port
     ]
     for raw in bad_heads:
-        wire = await Wire.open(edge)
+        wire = await Wire.open(fast)
         wire.send(raw + get(playlist))
         status, _, _ = await wire.response()
         assert 400 <= status < 500, raw[:40]
         assert await wire.closed(), raw[:40]
         wire.close()
-    assert len(edge.spy.answered) == before
+    assert len(fast.spy.answered) == before
 
 
-async def test_connection_close_and_http10_are_left_to_aiohttp(edge, settings):
-    scene, _ = await published_scene(edge, settings)
+async def test_connection_close_and_http10_are_left_to_aiohttp(fast, settings):
+    scene, _ = await published_scene(fast, settings)
     playlist = f"/v/{scene}/720p.m3u8"
-    wire = await Wire.open(edge)
+    wire = await Wire.open(fast)
     wire.send(get(playlist))
     warm = await wire.response()
     wire.send(get(playlist, "Connection: close"))
@@ -198,7 +198,7 @@ async def test_connection_close_and_http10_are_left_to_aiohttp(edge, settings):
     assert headers.get("connection", "").lower() == "close"
     assert await wire.closed()
     wire.close()
-    wire = await Wire.open(edge)
+    wire = await Wire.open(fast)
     wire.send(f"GET {playlist} HTTP/1.0\r\nHost: o\r\n\r\n".encode())
     status, _, body = await wire.response()
     assert status == 200 and body == warm[2]
@@ -206,10 +206,10 @@ async def test_connection_close_and_http10_are_left_to_aiohttp(edge, settings):
     wire.close()
 
 
-async def test_a_client_that_does_not_read_is_bounded(edge, settings):
-    scene, _ = await published_scene(edge, settings, clips=6)
+async def test_a_client_that_does_not_read_is_bounded(fast, settings):
+    scene, _ = await published_scene(fast, settings, clips=6)
     playlist = f"/v/{scene}/720p.m3u8"
-    wire = await Wire.open(edge)
+    wire = await Wire.open(fast)
     wire.send(get(playlist))
     _, _, body = await wire.response()
     n = 3000  # ~ len(body) * n bytes of answers if all were made at once
@@ -218,7 +218,7 @@ async def test_a_client_that_does_not_read_is_bounded(edge, settings):
     await asyncio.sleep(1.0)
     buffered = [
         c.transport.get_write_buffer_size()
-        for c in edge.server.runner.server.connections
+        for c in fast.server.runner.server.connections
         if c.transport is not None
     ]
     assert buffered and max(buffered) < 256 * 1024 < len(body) * n

@@ -1,0 +1,47 @@
+"""Documents built from Postgres and served from memory (stitched and per-segment
+playlists, storyboard VTTs): the conditional answer to a cached document, with the
+viewer's authorisation filled into its URIs when signing is on. Used by the scene
+and segment handlers and by the fast path, so both paths answer alike."""
+
+from __future__ import annotations
+
+from aiohttp import hdrs, web
+
+from origin import keys, signing
+from origin.conditional import none_match
+from origin.http.auth import AUTH_QUERY
+from origin.scenecache import Built
+
+M3U8 = "application/vnd.apple.mpegurl"
+VTT = "text/vtt; charset=utf-8"
+
+
+def document_answer(
+    built: Built,
+    content_type: str,
+    cache_control: str,
+    if_none_match: str | None,
+    auth_query: str | None,
+) -> tuple[int, dict[str, str], bytes]:
+    """Status, fields and body for a cached document (a template to fill in with
+    `auth_query` when signing is on, None when it is off)."""
+    fields: dict[str, str] = {
+        hdrs.CONTENT_TYPE: content_type,
+        hdrs.CACHE_CONTROL: cache_control,
+        hdrs.ETAG: built.etag,
+    }
+    if none_match(if_none_match, built.etag):
+        return 304, fields, b""  # RFC 9110 §13.1.2
+    body = built.body if auth_query is None else signing.render(built.body, auth_query)
+    return 200, fields, body
+
+
+def document_response(
+    request: web.Request, built: Built, content_type: str, cache_control: str
+) -> web.Response:
+    """A cached document (a template when signing is on) for this request."""
+    auth = request.get(AUTH_QUERY, "") if request.app[keys.SETTINGS].signing != "none" else None
+    status, fields, body = document_answer(
+        built, content_type, cache_control, request.headers.get(hdrs.IF_NONE_MATCH), auth
+    )
+    return web.Response(status=status, headers=fields, body=body if status == 200 else None)

@@ -1,0 +1,174 @@
+"""The stitched scene, built from Postgres alone: `/v/{sceneId}/master.m3u8`,
+`/{profile}.m3u8` and `/storyboard.vtt` (built once per scene version, served from
+memory), and the scene JSON of seed §5.1 (`GET /api/v1/scenes/{sceneId}/playlist`),
+where viewers' authorisations are minted when signing is on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import hdrs, web
+
+from origin import catalog, keys, layout, playlists, signing
+from origin.errors import not_found
+from origin.handlers.documents import M3U8, VTT, document_response
+from origin.handlers.signed import iso_time, mint_scene_grant, viewer_ip
+from origin.http.auth import require_token
+from origin.scenecache import Built
+
+SCENE_DOCUMENT_ROUTE = "/v/{scene_id}/{name}"
+
+
+async def _scene_version(request: web.Request, scene_id: str) -> int:
+    caches = request.app[keys.READ_CACHES]
+    version = caches.versions.get(scene_id)
+    if version is None:
+        async with request.app[keys.POOL].acquire() as conn:
+            found = await catalog.live_scene_version(conn, scene_id)
+        version = -1 if found is None else found
+        caches.versions.put(scene_id, version)
+    if version < 0:
+        raise not_found(f"no such scene: {scene_id}")
+    return version
+
+
+def _scene_uri_for(request: web.Request, scene_id: str) -> Callable[[str], str]:
+    base = request.app[keys.SETTINGS].cdn_base_url
+    if not base:
+        return lambda rel: rel  # relative to /v/{sceneId}/
+    prefix = f"{base}/v/{scene_id}/"
+    return lambda rel: prefix + rel
+
+
+def build_scene_document(view: catalog.SceneView, name: str, uri_for: Callable[[str], str]) -> str:
+    """The text of `master.m3u8`, `{profile}.m3u8` or `storyboard.vtt` for a scene.
+    Raises ApiError 404 when the scene has nothing to play or no such variant."""
+    with catalog.cyclic_gc_paused():
+        return _scene_document_text(view, name, uri_for)
+
+
+def _scene_document_text(view: catalog.SceneView, name: str, uri_for: Callable[[str], str]) -> str:
+    clips = [c.clip for c in view.clips]
+    if not clips:
+        raise not_found(f"scene {view.scene.id} has no ready clip yet")
+    profiles = _common_profiles(clips)
+    if name == "master.m3u8":
+        return playlists.stitched_master(clips, profiles, uri_for=uri_for)
+    if name == "storyboard.vtt":
+        return playlists.stitched_storyboard_vtt(clips, uri_for=uri_for)
+    profile = name.removesuffix(".m3u8")
+    if profile not in profiles:
+        raise not_found(f"scene {view.scene.id} has no variant {profile}")
+    target = playlists.scene_target_duration(clips)
+    return playlists.stitched_media(clips, profile, target=target, uri_for=uri_for)
+
+
+def _common_profiles(clips: list[playlists.Clip]) -> list[str]:
+    common = set(clips[0].renditions)
+    for clip in clips[1:]:
+        common &= set(clip.renditions)
+    return sorted(common, key=lambda p: clips[0].renditions[p].height)
+
+
+def is_scene_file(name: str) -> bool:
+    return name in ("master.m3u8", "storyboard.vtt") or (
+        name.endswith(".m3u8") and layout.is_profile(name.removesuffix(".m3u8"))
+    )
+
+
+async def scene_document(request: web.Request) -> web.StreamResponse:
+    """GET/HEAD `/v/{sceneId}/master.m3u8`, `/{profile}.m3u8`, `/storyboard.vtt`: built
+    from Postgres alone, once per (scene version, file), served from memory."""
+    scene_id = request.match_info["scene_id"]
+    name = request.match_info["name"]
+    if not layout.is_id(scene_id, "scn"):
+        raise not_found("no such scene")
+    if not is_scene_file(name):
+        raise not_found("no such scene file")
+    version = await _scene_version(request, scene_id)
+    caches = request.app[keys.READ_CACHES]
+    cache_key = (scene_id, version, name)
+    built = caches.playlists.get(cache_key)
+    if built is None:
+        async with request.app[keys.POOL].acquire() as conn:
+            view = await catalog.scene_view(conn, scene_id, storyboard=name == "storyboard.vtt")
+        if view is None:
+            caches.versions.discard(scene_id)
+            raise not_found(f"no such scene: {scene_id}")
+        uri_for = _scene_uri_for(request, scene_id)
+        if request.app[keys.SETTINGS].signing != "none":
+            uri_for = signing.marking(uri_for)  # a template: filled in per request
+        text = build_scene_document(view, name, uri_for)
+        # the version read with the rows is the one the document reflects
+        built = Built(text.encode(), f'"{scene_id}-{view.scene.version}"')
+        caches.playlists.put((scene_id, view.scene.version, name), built)
+    content_type = VTT if name.endswith(".vtt") else M3U8
+    return document_response(request, built, content_type, layout.SCENE_PLAYLIST_CACHE)
+
+
+def scene_playlist_json(
+    view: catalog.SceneView, cdn_base: str, grant: signing.Grant = signing.NO_GRANT
+) -> dict[str, Any]:
+    """The scene JSON of seed §5.1; every URL carries `grant` (signing on), and then
+    `expiresAt` says until when."""
+    segments: list[dict[str, Any]] = []
+    start = 0.0
+    scene_id = view.scene.id
+
+    def url(segment_id: str | None, name: str) -> str:
+        return grant.apply(layout.cdn_url(cdn_base, layout.cdn_path(scene_id, segment_id, name)))
+
+    for sc in view.clips:
+        seg_id = sc.clip.segment_id
+        duration = round(sc.clip.duration, 3)
+        segments.append(
+            {
+                "id": seg_id,
+                "sequence": sc.sequence,
+                "duration": duration,
+                "startTime": round(start, 3),
+                "hlsUrl": url(seg_id, "master.m3u8"),
+                "thumbnailUrl": url(seg_id, "thumbnail.jpg"),
+                "contributor": {"id": sc.contributor.id, "username": sc.contributor.username},
+            }
+        )
+        start += duration
+    body: dict[str, Any] = {
+        "sceneId": scene_id,
+        "title": view.scene.title,
+        "totalDuration": round(start, 3),
+        "segmentCount": len(segments),
+        "segments": segments,
+        "updatedAt": view.scene.updated_at.isoformat().replace("+00:00", "Z"),
+        "hlsUrl": url(None, "master.m3u8"),
+        "storyboardUrl": url(None, "storyboard.vtt"),
+    }
+    if grant.expires is not None:
+        body["expiresAt"] = iso_time(grant.expires)
+    return body
+
+
+async def scene_playlist(request: web.Request) -> web.Response:
+    """GET /api/v1/scenes/{sceneId}/playlist. With signing on this is where viewers'
+    authorisations are minted, so it takes the bearer token (401 without); the app
+    may pass `viewerIp` to bind them to its viewer's address (when binding is on)."""
+    scene_id = request.match_info["scene_id"]
+    signed = request.app[keys.SETTINGS].signing != "none"
+    if signed:
+        require_token(request)
+    if not layout.is_id(scene_id, "scn"):
+        raise not_found("no such scene")
+    async with request.app[keys.POOL].acquire() as conn:
+        view = await catalog.scene_view(conn, scene_id)
+    if view is None:
+        raise not_found(f"no such scene: {scene_id}")
+    grant = mint_scene_grant(request, scene_id, viewer_ip(request)) if signed else signing.NO_GRANT
+    body = scene_playlist_json(view, request.app[keys.SETTINGS].cdn_base_url, grant)
+    cache = "private, no-store" if signed else "no-cache"
+    return web.json_response(body, headers={hdrs.CACHE_CONTROL: cache})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get(SCENE_DOCUMENT_ROUTE, scene_document)
+    app.router.add_get("/api/v1/scenes/{scene_id}/playlist", scene_playlist)

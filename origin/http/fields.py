@@ -1,0 +1,83 @@
+"""The fields every answer carries, whichever path made it (the aiohttp app or the
+fast path): `X-Request-Id`, and on media paths the CORS fields of the Fetch standard
+(`Access-Control-Allow-Origin`, `Access-Control-Expose-Headers`, `Vary: Origin`).
+Also the CORS preflight answer for media paths."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from origin import keys
+from origin.errors import error_response
+
+# the paths media is served under: players on other origins fetch them
+CORS_PREFIXES = ("/v/", "/a/", "/e/")
+_EXPOSE = "Content-Length, Content-Range, ETag, Accept-Ranges"
+
+REQUEST_ID = web.RequestKey("request_id", str)
+
+
+def cors_allow(origin: str | None, allowed: tuple[str, ...]) -> str | None:
+    """The Access-Control-Allow-Origin value for a request's Origin, or None."""
+    if not origin:
+        return None
+    if "*" in allowed:
+        return "*"
+    return origin if origin in allowed else None
+
+
+def cors_fields(allow: str) -> list[tuple[str, str]]:
+    """The CORS fields of a media answer to an allowed origin. A value that depends
+    on the request's Origin makes the answer vary by it (Fetch §3.2.6, RFC 9110 §12.5.5)."""
+    fields = [
+        ("Access-Control-Allow-Origin", allow),
+        ("Access-Control-Expose-Headers", _EXPOSE),
+    ]
+    return fields if allow == "*" else [*fields, ("Vary", "Origin")]
+
+
+def answer_fields(
+    request_id: str, path: str, origin: str | None, allowed: tuple[str, ...]
+) -> list[tuple[str, str]]:
+    """What every answer to a request for `path` carries beside its own fields."""
+    fields = [("X-Request-Id", request_id)]
+    if path.startswith(CORS_PREFIXES):
+        allow = cors_allow(origin, allowed)
+        if allow is not None:
+            fields.extend(cors_fields(allow))
+    return fields
+
+
+async def stamp(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """on_response_prepare: `answer_fields` on every answer the app makes, streamed
+    ones included (the fast path adds the same fields to its own answers)."""
+    rid = request.get(REQUEST_ID)
+    if rid is None:  # a request aiohttp refused before the middlewares ran
+        return
+    allowed = request.app[keys.SETTINGS].cors_origins  # type: ignore[attr-defined]
+    for name, value in answer_fields(rid, request.path, request.headers.get("Origin"), allowed):
+        response.headers.add(name, value)
+
+
+def cors_preflight(request: web.Request) -> web.Response | None:
+    """The answer to a CORS preflight for a media path (Fetch §4.8), or None if this
+    request is not one."""
+    if not (
+        request.method == "OPTIONS"
+        and request.path.startswith(CORS_PREFIXES)
+        and "Access-Control-Request-Method" in request.headers
+    ):
+        return None
+    allow = cors_allow(request.headers.get("Origin"), request.app[keys.SETTINGS].cors_origins)
+    if allow is None:
+        return error_response(
+            403, "cors_forbidden", "this origin may not fetch media here", {"Vary": "Origin"}
+        )
+    return web.Response(
+        status=204,
+        headers={
+            "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+            "Access-Control-Allow-Headers": "Range, If-None-Match, If-Modified-Since",
+            "Access-Control-Max-Age": "86400",
+        },
+    )

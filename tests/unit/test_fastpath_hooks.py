@@ -1,0 +1,77 @@
+"""The fast path's hooks into aiohttp, checked against the installed aiohttp: an
+upgrade that removes or changes one fails here, naming it, rather than as wrong
+answers or connections that never close (origin/fastpath/connection.py)."""
+
+from __future__ import annotations
+
+import inspect
+
+import aiohttp
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_protocol import RequestHandler
+
+from origin.fastpath.connection import FastPathRunner, _FastPathServer
+
+PIN = "pin aiohttp in pyproject.toml to a version that has it, or port origin/fastpath/"
+
+
+def test_runner_makes_its_server_through_make_server():
+    hook = getattr(web.AppRunner, "_make_server", None)
+    assert inspect.iscoroutinefunction(hook), (
+        f"aiohttp {aiohttp.__version__}: AppRunner._make_server (private) is gone or no "
+        f"longer a coroutine; FastPathRunner overrides it to wrap each connection. {PIN}"
+    )
+    setup = inspect.getsource(web.AppRunner.setup) + inspect.getsource(
+        web.AppRunner.__mro__[1].setup
+    )
+    assert "_make_server()" in setup, (
+        f"aiohttp {aiohttp.__version__}: BaseRunner.setup no longer calls _make_server. {PIN}"
+    )
+
+
+def test_request_handler_keep_alive_cancels_the_idle_timer():
+    source = inspect.getsource(RequestHandler.keep_alive)
+    assert "_keepalive_handle" in source and "cancel" in source, (
+        f"aiohttp {aiohttp.__version__}: RequestHandler.keep_alive no longer cancels the "
+        f"idle timer; the fast path calls it so aiohttp does not close a connection the "
+        f"fast path is answering. {PIN}"
+    )
+
+
+def test_access_logger_runs_after_each_answer():
+    assert "log" in AbstractAccessLogger.__abstractmethods__
+    finish = inspect.getsource(RequestHandler.finish_response)
+    assert finish.index("write_eof") < finish.rindex("log_access"), (
+        f"aiohttp {aiohttp.__version__}: the access logger is no longer called after an "
+        f"answer's last byte; the fast path learns from it that aiohttp has answered. {PIN}"
+    )
+    params = inspect.signature(web.AppRunner.__init__).parameters
+    assert "kwargs" in params  # access_log_class reaches web.Server through **kwargs
+
+
+async def test_a_runner_serves_fast_path_connections():
+    from origin import keys
+    from origin.metrics import FastPathAnswers
+    from origin.settings import Settings
+
+    app = web.Application()
+
+    class Quiet(AbstractAccessLogger):
+        def log(self, request, response, time):
+            pass
+
+    runner = FastPathRunner(app, lambda app: lambda *a: None, access_log_class=Quiet)
+    app[keys.SETTINGS] = Settings()
+    app[keys.FAST_PATH_ANSWERS] = FastPathAnswers()
+    await runner.setup()
+    try:
+        assert isinstance(runner.server, _FastPathServer)
+        inner = runner.server._server
+        for name in ("connections", "requests_count", "pre_shutdown", "shutdown"):
+            assert hasattr(inner, name), (
+                f"aiohttp {aiohttp.__version__}: web.Server.{name} is gone; _FastPathServer "
+                f"stands in for web.Server and forwards it. {PIN}"
+            )
+    finally:
+        await runner.cleanup()
