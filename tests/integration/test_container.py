@@ -248,9 +248,15 @@ def test_build_stage_has_what_the_wheel_needs(stages):
     setuptools = project.get("tool", {}).get("setuptools", {})
     needed |= {p.split(".")[0] for p in setuptools.get("packages", [])}
     needed |= {d.split("/")[0] for d in setuptools.get("package-dir", {}).values() if d}
-    needed |= {p.split("/")[0] for p in project["build-system"].get("backend-path", [])}
+    build_system = project["build-system"]
+    if build_system.get("backend-path"):  # an in-tree build backend (it copies hls.js?)
+        top = build_system["build-backend"].split(".")[0].split(":")[0]
+        needed.add(f"{top}.py" if (ROOT / f"{top}.py").is_file() else top)
     needed |= {n for n in ("setup.py", "setup.cfg", "MANIFEST.in") if (ROOT / n).exists()}
     assert needed <= copied, f"not copied before `pip wheel`: {sorted(needed - copied)}"
+    # the runtime installs the project's wheel by its file name
+    wheel = re.sub(r"[-_.]+", "_", project["project"]["name"]).lower()
+    assert any(f"/{wheel}-*.whl" in i.args for i in stages[-1].all("RUN")), wheel
     npm = next(s for s in stages if any("npm ci" in i.args for i in s.all("RUN")))
     npm_copied = {w for i in npm.all("COPY") for w in flags_and_words(i.args)[1][:-1]}
     assert {"package.json", "package-lock.json"} <= npm_copied
