@@ -40,8 +40,6 @@ from tests.helpers.tools import (
     terraform,
 )
 
-pytestmark = pytest.mark.skipif(not HCL2_PYTHON.exists(), reason=missing_tool_reason(HCL2_PYTHON))
-
 SCENE_BUCKETS = ("videos", "assets", "exports", "internal")
 SCENE = "scn_0123456789abcdef"
 SEGMENT = "seg_0123456789abcdef"
@@ -49,6 +47,8 @@ SEGMENT = "seg_0123456789abcdef"
 
 @pytest.fixture(scope="module")
 def tf() -> Terraform:
+    if not HCL2_PYTHON.exists():
+        pytest.skip(missing_tool_reason(HCL2_PYTHON))
     return load_infra()
 
 
