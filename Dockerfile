@@ -1,0 +1,76 @@
+# syntax=docker/dockerfile:1.7
+#
+# StoryForge origin: one image for `storyforge serve` (the default), `storyforge worker`
+# and `storyforge migrate`; the command selects, e.g.
+#
+#   docker build -t storyforge-origin .
+#   docker run --env-file prod.env storyforge-origin migrate
+#   docker run --env-file prod.env -p 8080:8080 storyforge-origin
+#   docker run --env-file prod.env storyforge-origin worker --concurrency 2
+#
+# Configuration is by environment (README "Configuration"); docs/DEPLOY.md shows how
+# infra/ runs it on ECS. Base images are Debian 12 (bookworm), the Debian the test
+# suite runs on, so the container's ffmpeg is the one the tests exercised.
+
+# ---------------------------------------------------------------- hls.js (npm)
+FROM node:22-bookworm-slim AS npm
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund
+
+# ---------------------------------------------------------------- wheels
+# The project's wheel (migrations, SQL, player files and hls.min.js as package data;
+# the build copies hls.js from node_modules/, so it must be present here) and wheels of
+# all its dependencies, so the runtime stage installs offline and needs no compiler.
+FROM python:3.11-slim-bookworm AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY storyforge/ storyforge/
+COPY origin/ origin/
+COPY workers/ workers/
+COPY migrations/ migrations/
+COPY --from=npm /src/node_modules/ node_modules/
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+# ---------------------------------------------------------------- runtime
+FROM python:3.11-slim-bookworm AS runtime
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# Debian's ffmpeg/ffprobe. Not pinned to a version: bookworm's security updates replace
+# the package, and a pinned version would stop building when they do.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ffmpeg \
+    && rm -rf /var/lib/apt/lists/*
+
+# Installed from the build stage's wheels only (--no-index); the bind mount keeps the
+# wheels out of the image's layers.
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-index --find-links=/wheels /wheels/storyforge_origin-*.whl \
+    && storyforge --help >/dev/null
+
+RUN groupadd --system --gid 10001 storyforge \
+    && useradd --system --uid 10001 --gid storyforge --create-home \
+       --home-dir /home/storyforge --shell /usr/sbin/nologin storyforge
+
+COPY --chmod=0755 docker/healthcheck.py /usr/local/bin/storyforge-healthcheck
+
+WORKDIR /home/storyforge
+USER 10001:10001
+
+# `serve` listens on every interface inside the container.
+ENV HOST=0.0.0.0 \
+    PORT=8080
+EXPOSE 8080
+
+# serve drains in-flight answers, worker stops claiming and hands back unfinished jobs.
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["storyforge-healthcheck"]
+
+ENTRYPOINT ["storyforge"]
+CMD ["serve"]
