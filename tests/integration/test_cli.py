@@ -3,6 +3,7 @@ embedded dev stack coming up, answering /readyz, and reusing its data on restart
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,6 +33,16 @@ def test_help_explains_every_option(command):
     out = run([command, "--help"])
     assert out.returncode == 0
     assert "usage: storyforge " + command in out.stdout
+
+
+def test_worker_help_names_the_job_kinds_it_runs():
+    from origin.settings import Settings
+    from workers.main import handlers
+
+    out = run(["--help"])
+    found = re.search(r"run a job worker \(([a-z_, ]+) jobs\)", out.stdout)
+    assert found, out.stdout
+    assert found.group(1).split(", ") == sorted(handlers(Settings.from_env({}), storage=None))
 
 
 def test_unknown_storage_backend_is_one_clear_line():
