@@ -73,8 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "migrate",
         help="apply pending database migrations",
-        description="Apply pending migrations/NNNN_*.sql in order, each in a transaction, "
-        "under an advisory lock; refuse if an applied file was edited.",
+        description="Apply the pending migrations shipped in the package "
+        "(origin/migrations/NNNN_*.sql) in order, each in a transaction, under an advisory "
+        "lock. Refuse (exit status 2) if none are found, if an applied file was edited, or if "
+        "the database holds migrations this version does not know.",
     )
     return p
 
