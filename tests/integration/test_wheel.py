@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from tests.helpers.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "wheel-test-token-0123456789"
+PACKAGES = ("origin", "workers", "storyforge")
 
 
 def _venv(path: Path, *install: str) -> Path:
@@ -91,12 +93,36 @@ def _get(url: str, **kw) -> tuple[int, dict[str, str], bytes]:
         return e.code, dict(e.headers), e.read()
 
 
+def _fresh_clone(dest: Path) -> list[str]:
+    """The checkout's files as git sees them (tracked, or untracked and not ignored) and
+    its node_modules: a clone after `npm ci`, without the build/ a previous build left
+    (setuptools would ship stale modules from it). Returns the relative paths copied."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    copied = []
+    for name in sorted({os.fsdecode(n) for n in listed if n}):
+        if (ROOT / name).is_file() and not (ROOT / name).is_symlink():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+            copied.append(name)
+    (dest / "node_modules").symlink_to((ROOT / "node_modules").resolve())
+    return copied
+
+
 @pytest.mark.slow
 def test_wheel_installs_migrates_and_serves(fresh_db, tmp_path):
     assert not tmp_path.is_relative_to(ROOT)
+    source = tmp_path / "checkout"
+    files = _fresh_clone(source)
     wheelhouse = tmp_path / "wheels"
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheelhouse), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheelhouse), "."],
+        cwd=source,
+        env=_clean_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -106,24 +132,28 @@ def test_wheel_installs_migrates_and_serves(fresh_db, tmp_path):
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         shipped_hlsjs = zf.read("origin/static/vendor/hls.js/hls.min.js")
-    migrations = sorted((ROOT / "origin" / "migrations").glob("*.sql"))
-    data = [
-        *migrations,
-        *(ROOT / "origin" / "sql").glob("*.sql"),
-        ROOT / "origin" / "static" / "player.html",
-        ROOT / "origin" / "static" / "player.js",
-    ]
-    assert {str(p.relative_to(ROOT)) for p in data} <= names
-    assert "origin/static/vendor/hls.js/LICENSE" in names
-    assert {str(p.relative_to(ROOT)) for p in (ROOT / "storyforge" / "dev").glob("*.py")} <= names
-    assert not {n.split("/")[0] for n in names} & {"tests", "bench", "node_modules", "migrations"}
+    assert shipped_hlsjs == (ROOT / "node_modules/hls.js/dist/hls.min.js").read_bytes()
+    # every module of the three packages, subpackages included, and nothing else
+    modules = {f for f in files if f.endswith(".py") and f.split("/")[0] in PACKAGES}
+    assert {n for n in names if n.endswith(".py")} == modules
+    migrations = sorted(f for f in files if f.startswith("origin/migrations/"))
+    data = {
+        *(
+            f
+            for f in files
+            if f.startswith(("origin/migrations/", "origin/sql/", "origin/static/"))
+        ),
+        "origin/static/vendor/hls.js/hls.min.js",
+        "origin/static/vendor/hls.js/LICENSE",
+    }
+    assert {n for n in names if not n.endswith(".py") and ".dist-info/" not in n} == data
 
     python = _venv(tmp_path / "venv", str(wheel))
     where = _where(python, tmp_path)
     venv = str(tmp_path / "venv")
     for key in ("origin", "workers", "dev", "migrations", "hls"):
         assert where[key].startswith(venv + "/"), where
-    assert where["count"] == str(len(migrations))
+    assert where["count"] == str(len(migrations)) != "0"
 
     storyforge = tmp_path / "venv" / "bin" / "storyforge"
     env = _clean_env(
@@ -139,7 +169,7 @@ def test_wheel_installs_migrates_and_serves(fresh_db, tmp_path):
         [str(storyforge), "migrate"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert migrate.returncode == 0, migrate.stderr
-    assert migrate.stdout == "applied: " + ", ".join(p.name for p in migrations) + "\n"
+    assert migrate.stdout == "applied: " + ", ".join(Path(m).name for m in migrations) + "\n"
 
     base = f"http://127.0.0.1:{env['PORT']}"
     serve = subprocess.Popen(
