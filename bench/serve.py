@@ -2,7 +2,7 @@
 
 In one run, on this machine:
 
-1. Set-up. A private PostgreSQL cluster (origin.pgcluster) in a temporary directory,
+1. Set-up. A private PostgreSQL cluster (storyforge.dev.cluster) in a temporary directory,
    migrated; LocalStorage in the same directory; a scene of 50 ready clips (rows and
    renditions written by SQL as the transcoder's publish does, segment durations
    4, 4, 4, 2.5 s) plus scenes of 10, 100, 1,000 and 10,000 clips for the build timings;
@@ -56,9 +56,10 @@ from typing import Any
 import asyncpg
 import benchutil
 
-from origin import catalog, db, layout, pgcluster, playlists
+from origin import catalog, db, layout, playlists
 from origin.handlers import scenes as scene_handlers
 from origin.storage import open_storage
+from storyforge.dev.cluster import Cluster, free_port, open_cluster
 
 SCENE_CLIPS = 50
 BUILD_SIZES = (10, 100, 1_000, 10_000)
@@ -239,7 +240,7 @@ def start_origin(
     fast_path: bool = True,
     name: str = "origin",
 ) -> subprocess.Popen:
-    port = pgcluster.free_port()
+    port = free_port()
     env = {
         **(signing_env or {}),
         **os.environ,
@@ -299,7 +300,7 @@ http {{
 
 
 def start_nginx(tmp: Path, www: Path, cpu: int | None, access_log: str) -> subprocess.Popen:
-    port = pgcluster.free_port()
+    port = free_port()
     conf = tmp / "nginx.conf"
     log = f"{tmp}/nginx-access.log combined if=$sf_loggable"
     conf.write_text(
@@ -324,7 +325,7 @@ def start_nginx(tmp: Path, www: Path, cpu: int | None, access_log: str) -> subpr
     return proc
 
 
-def _postmaster(cluster: pgcluster.Cluster) -> set[int]:
+def _postmaster(cluster: Cluster) -> set[int]:
     """The PostgreSQL server pid (pg_ctl daemonises it: not our child)."""
     try:
         return {int((cluster.datadir / "postmaster.pid").read_text().split()[0])}
@@ -747,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster = None
     origin = plain = nginx = None
     try:
-        cluster = pgcluster.open_cluster(tmp / "pg")
+        cluster = open_cluster(tmp / "pg")
         cluster.init()
         cluster.start(fast=True)
         asyncio.run(db.migrate_dsn(cluster.dsn))

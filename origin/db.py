@@ -1,5 +1,6 @@
-"""PostgreSQL access: the connection pool, schema migrations, the named queries of
-`sql/*.sql`, and conversion of driver errors into our own at this boundary.
+"""PostgreSQL access: the connection pool, schema migrations (`migrations/*.sql`), the
+named queries of `sql/*.sql` (both package data, found through importlib.resources), and
+conversion of driver errors into our own at this boundary.
 """
 
 from __future__ import annotations
@@ -8,12 +9,13 @@ import hashlib
 import re
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 
 import asyncpg
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
-SQL_DIR = Path(__file__).resolve().parent / "sql"
+MIGRATIONS_DIR = resources.files("origin") / "migrations"
+SQL_DIR = resources.files("origin") / "sql"
 _MIGRATION_LOCK = 0x5F0_0001  # pg_advisory_lock key shared by every `migrate` run
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -30,7 +32,7 @@ class MigrationError(DatabaseError):
 def queries() -> dict[str, str]:
     """Named SQL from `sql/*.sql`: blocks introduced by `-- name: NAME`."""
     out: dict[str, str] = {}
-    for path in sorted(SQL_DIR.glob("*.sql")):
+    for path in _sql_files(SQL_DIR):
         name: str | None = None
         lines: list[str] = []
         for line in [*path.read_text().splitlines(), "-- name: _end"]:
@@ -78,27 +80,41 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+def _sql_files(directory: Traversable) -> list[Traversable]:
+    if not directory.is_dir():
+        return []
+    return sorted(
+        (p for p in directory.iterdir() if p.name.endswith(".sql") and p.is_file()),
+        key=lambda p: p.name,
+    )
+
+
+def load_migrations(directory: Traversable = MIGRATIONS_DIR) -> list[Migration]:
+    """The migration files in version order; none at all is an incomplete installation."""
     found: list[Migration] = []
-    for path in sorted(directory.glob("*.sql")):
+    for path in _sql_files(directory):
         m = _MIGRATION_NAME.match(path.name)
         if not m:
             raise MigrationError(f"migration file name {path.name!r} is not NNNN_name.sql")
         found.append(Migration(m.group(1), path.name, path.read_text()))
+    if not found:
+        raise MigrationError(f"no migration files found in {directory}: incomplete installation")
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
         raise MigrationError("two migration files share a version number")
     return found
 
 
-async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
+async def migrate(conn: asyncpg.Connection, directory: Traversable = MIGRATIONS_DIR) -> list[str]:
     """Apply pending migrations in order, each in its own transaction.
 
     Runs under a session advisory lock, so concurrent `migrate` runs serialise and
-    the second finds nothing to do. Refuses to run when an applied file changed.
-    Returns the names applied.
+    the second finds nothing to do. Refuses to run when an applied file changed or
+    when the database holds migrations these files do not include (applied by a
+    newer version). Returns the names applied.
     """
     migrations = load_migrations(directory)
+    known_versions = {m.version for m in migrations}
     await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
     try:
         await conn.execute(
@@ -112,6 +128,14 @@ async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) ->
             r["version"]: r
             for r in await conn.fetch("SELECT version, name, checksum FROM schema_migrations")
         }
+        unknown = sorted(
+            row["name"] for version, row in applied.items() if version not in known_versions
+        )
+        if unknown:
+            raise MigrationError(
+                "the database holds migrations this version does not know: "
+                f"{', '.join(unknown)} (applied by a newer version?)"
+            )
         for m in migrations:
             row = applied.get(m.version)
             if row is not None and row["checksum"] != m.checksum:

@@ -8,18 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import secrets
-import signal
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-EXIT_STARTUP = 2
+from storyforge import EXIT_STARTUP, StartupError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,9 +54,10 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser(
         "worker",
-        help="run a job worker (transcode, export, delete)",
-        description="Claim jobs from the database and run them. SIGTERM stops claiming and "
-        "lets running jobs finish within the grace period, then hands the rest back.",
+        help="run a job worker (transcode jobs)",
+        description="Claim the jobs this version runs (transcode) from the database and run "
+        "them; jobs of other kinds stay queued. SIGTERM stops claiming and lets running jobs "
+        "finish within the grace period, then hands the rest back.",
     )
     worker.add_argument(
         "--concurrency", type=int, default=1, help="jobs run at once in this process (default: 1)"
@@ -79,8 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "migrate",
         help="apply pending database migrations",
-        description="Apply pending migrations/NNNN_*.sql in order, each in a transaction, "
-        "under an advisory lock; refuse if an applied file was edited.",
+        description="Apply the pending migrations shipped in the package "
+        "(origin/migrations/NNNN_*.sql) in order, each in a transaction, under an advisory "
+        "lock. Refuse (exit status 2) if none are found, if an applied file was edited, or if "
+        "the database holds migrations this version does not know.",
     )
     return p
 
@@ -92,7 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "dev":
-            return _dev(args)
+            from storyforge import dev
+
+            return dev.run(
+                Path(args.home), port=args.port, workers=args.workers, demo=not args.no_demo
+            )
         settings = Settings.from_env()
         logs.configure(settings.log_format)
         if args.command == "migrate":
@@ -110,16 +110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1
 
 
-class StartupError(RuntimeError):
-    pass
-
-
 def _startup_errors() -> tuple[type[BaseException], ...]:
     from origin.db import DatabaseError
-    from origin.pgcluster import ClusterError
     from origin.storage import StorageError
 
-    return (DatabaseError, StorageError, ClusterError)
+    return (DatabaseError, StorageError)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -173,125 +168,6 @@ def _worker(settings, concurrency: int, grace: float) -> int:
     except _startup_errors() as exc:
         raise StartupError(str(exc)) from exc
     return 0
-
-
-# --- the embedded default ---------------------------------------------------------
-
-
-def _dev(args: argparse.Namespace) -> int:
-    from origin import db, pgcluster
-
-    home = Path(args.home).resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    if args.workers < 0:
-        raise StartupError("--workers must be >= 0")
-    try:
-        cluster = pgcluster.open_cluster(home / "pg")
-        first_start = not cluster.initialised()
-        if first_start:
-            print(f"creating a PostgreSQL cluster in {cluster.datadir}", flush=True)
-            cluster.init()
-        cluster.start()
-    except pgcluster.ClusterError as exc:
-        raise StartupError(str(exc)) from exc
-
-    stopping = False
-
-    def _stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    children: list[subprocess.Popen[bytes]] = []
-    try:
-        try:
-            asyncio.run(db.migrate_dsn(cluster.dsn))
-        except db.DatabaseError as exc:
-            raise StartupError(str(exc)) from exc
-        token_file = home / "api-token"
-        if not token_file.exists():
-            token_file.write_text(secrets.token_urlsafe(24))
-            token_file.chmod(0o600)
-        env = {
-            **os.environ,
-            "DATABASE_URL": cluster.dsn,
-            "STORAGE": "local",
-            "STORAGE_ROOT": str(home / "storage"),
-            "HOST": "127.0.0.1",
-            "PORT": str(args.port),
-            "LOG_FORMAT": "text",
-            "API_TOKENS": token_file.read_text().strip(),
-        }
-        cmd = [sys.executable, "-m", "storyforge.cli"]
-        # children ignore the terminal's Ctrl-C: we stop them in order below
-        children.append(_spawn([*cmd, "serve"], env))
-        for _ in range(args.workers):
-            children.append(_spawn([*cmd, "worker", "--concurrency", "1"], env))
-        base = f"http://127.0.0.1:{args.port}"
-        _wait_ready(base, children, lambda: stopping)
-        print(f"ready: {base}", flush=True)
-        if not args.no_demo and not stopping:
-            from workers.demo import ensure_demo_scene
-
-            scene_id = asyncio.run(ensure_demo_scene(base, env["API_TOKENS"], home))
-            print(f"demo scene {scene_id}: {base}/player/{scene_id}", flush=True)
-        while not stopping:
-            for child in children:
-                if child.poll() is not None:
-                    raise StartupError(
-                        f"child process {_role(child)} exited with status {child.returncode}"
-                    )
-            time.sleep(0.2)
-        return 0
-    finally:
-        _stop_children(children)
-        cluster.stop()
-
-
-def _role(child: subprocess.Popen[bytes]) -> str:
-    """What a child runs, e.g. "serve" or "worker --concurrency 1"."""
-    args = child.args
-    return " ".join(map(str, args[3:])) if isinstance(args, list) else str(args)
-
-
-def _spawn(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        cmd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509
-    )
-
-
-def _wait_ready(base: str, children: list[subprocess.Popen[bytes]], stopping) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and not stopping():
-        for child in children:
-            if child.poll() is not None:
-                raise StartupError(f"'{_role(child)}' exited during start-up")
-        try:
-            with urllib.request.urlopen(base + "/readyz", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.2)
-    if not stopping():
-        raise StartupError(f"the origin did not become ready at {base}/readyz within 90 s")
-
-
-def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
-    for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 40
-    for child in children:
-        try:
-            child.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
 
 
 if __name__ == "__main__":

@@ -44,10 +44,11 @@ def pg_cluster() -> Iterator[object]:
     import shutil
     import tempfile
 
-    from origin import db, pgcluster
+    from origin import db
+    from storyforge.dev.cluster import open_cluster
 
     base = Path(tempfile.mkdtemp(prefix="storyforge-pg-"))
-    cluster = pgcluster.open_cluster(base / "data")
+    cluster = open_cluster(base / "data")
     cluster.init()
     cluster.start(fast=True)
     try:

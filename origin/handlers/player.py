@@ -1,5 +1,6 @@
-"""The demo player page (`/player/{sceneId}`) and the static files it loads,
-hls.js included from the npm install (never committed).
+"""The demo player page (`/player/{sceneId}`) and the static files it loads:
+`static/` package data, hls.js included (`static/vendor/hls.js/`, copied from the npm
+package by the package build, see setup.py; never committed).
 
 With signing on, the page mints an authorisation for its viewer (like the scene
 playlist JSON does for the app): the master and storyboard URLs are signed, and the
@@ -21,11 +22,10 @@ from origin.handlers.scenes import scene_playlist_json
 from origin.handlers.signed import mint_scene_grant
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-NODE_MODULES = Path(__file__).resolve().parent.parent.parent / "node_modules"
 _STATIC = {
     "player.js": (STATIC_DIR / "player.js", "text/javascript; charset=utf-8"),
     "hls.min.js": (
-        NODE_MODULES / "hls.js" / "dist" / "hls.min.js",
+        STATIC_DIR / "vendor" / "hls.js" / "hls.min.js",
         "text/javascript; charset=utf-8",
     ),
 }
@@ -97,7 +97,10 @@ async def static(request: web.Request) -> web.StreamResponse:
     path, content_type = entry
     if not path.is_file():
         raise ApiError(
-            503, "not_installed", f"{path.name} is missing: run scripts/setup (npm packages)"
+            503,
+            "not_installed",
+            f"{path.name} is missing from {path.parent}: run scripts/setup "
+            "(npm ci, then the package build copies it there)",
         )
     return SendfileResponse(
         path, headers={hdrs.CONTENT_TYPE: content_type, hdrs.CACHE_CONTROL: "public, max-age=300"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
-from origin.pgcluster import free_port
+from storyforge.dev.cluster import free_port
 
 __all__ = ["free_port", "wait_port"]
 

@@ -1,8 +1,11 @@
 """The `storyforge` command as a user runs it: clear one-line start-up errors, and the
 embedded dev stack coming up, answering /readyz, and reusing its data on restart."""
 
+import asyncio
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,17 +13,21 @@ import time
 import urllib.request
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from tests.helpers.services import free_port
 
+ROOT = Path(__file__).resolve().parents[2]
+
 STORYFORGE = [sys.executable, "-m", "storyforge.cli"]
 
 
-def run(args, env=None, timeout=60):
+def run(args, env=None, timeout=60, cwd=None):
     return subprocess.run(
         STORYFORGE + args,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -32,6 +39,16 @@ def test_help_explains_every_option(command):
     out = run([command, "--help"])
     assert out.returncode == 0
     assert "usage: storyforge " + command in out.stdout
+
+
+def test_worker_help_names_the_job_kinds_it_runs():
+    from origin.settings import Settings
+    from workers.main import handlers
+
+    out = run(["--help"])
+    found = re.search(r"run a job worker \(([a-z_, ]+) jobs\)", out.stdout)
+    assert found, out.stdout
+    assert found.group(1).split(", ") == sorted(handlers(Settings.from_env({}), storage=None))
 
 
 def test_unknown_storage_backend_is_one_clear_line():
@@ -58,6 +75,47 @@ def test_unreachable_database_is_one_clear_line(command, tmp_path):
     assert lines[0].startswith("storyforge: cannot connect to the database")
     assert "hunter2" not in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_migrate_refuses_a_database_with_migrations_it_does_not_know(fresh_db):
+    assert run(["migrate"], env={"DATABASE_URL": fresh_db}).returncode == 0
+
+    async def insert_newer() -> None:
+        conn = await asyncpg.connect(fresh_db)
+        try:
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name, checksum) "
+                "VALUES ('9999', '9999_newer.sql', 'x')"
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(insert_newer())
+    out = run(["migrate"], env={"DATABASE_URL": fresh_db})
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        "storyforge: the database holds migrations this version does not know: "
+        "9999_newer.sql (applied by a newer version?)"
+    ]
+
+
+def test_migrate_without_migration_files_fails_loudly(fresh_db, tmp_path):
+    """An installation that lost its migrations (the bug of issue 11: a plain install
+    said "database is up to date") stops with one line and creates nothing."""
+    for package in ("origin", "workers", "storyforge"):
+        shutil.copytree(
+            ROOT / package,
+            tmp_path / package,
+            ignore=shutil.ignore_patterns("migrations", "__pycache__"),
+        )
+    out = run(
+        ["migrate"], env={"DATABASE_URL": fresh_db, "PYTHONPATH": str(tmp_path)}, cwd=tmp_path
+    )
+    assert out.returncode == 2
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("storyforge: no migration files found in ")
+    assert str(tmp_path / "origin" / "migrations") in lines[0]
 
 
 def _start_dev(home: Path, port: int, *extra: str) -> tuple[subprocess.Popen, str]:

@@ -3,11 +3,21 @@ concurrent runs serialise."""
 
 import asyncio
 import shutil
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from origin import db
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_migrations_ship_inside_the_package():
+    """Migrations are package data in origin/migrations/ (docs/NOTES.md): a file added
+    under a top-level migrations/ directory would never be applied or shipped."""
+    assert db.MIGRATIONS_DIR == ROOT / "origin" / "migrations"
+    assert not (ROOT / "migrations").exists()
 
 
 async def test_applies_every_migration_to_an_empty_database(fresh_db):
@@ -73,6 +83,29 @@ async def test_edited_migration_is_refused(fresh_db, tmp_path):
         first.write_text(first.read_text() + "\n-- edited\n")
         with pytest.raises(db.MigrationError, match="edited after it was applied"):
             await db.migrate(conn, migdir)
+    finally:
+        await conn.close()
+
+
+async def test_no_migration_files_is_refused_before_touching_the_database(fresh_db, tmp_path):
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        with pytest.raises(db.MigrationError, match="no migration files found"):
+            await db.migrate(conn, tmp_path)
+        assert await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname='public'") == 0
+    finally:
+        await conn.close()
+
+
+async def test_migration_unknown_to_this_version_is_refused(fresh_db, tmp_path):
+    migdir = tmp_path / "migrations"
+    shutil.copytree(db.MIGRATIONS_DIR, migdir)
+    (migdir / "9999_from_the_future.sql").write_text("CREATE TABLE future (id int);")
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        await db.migrate(conn, migdir)
+        with pytest.raises(db.MigrationError, match="does not know: 9999_from_the_future.sql"):
+            await db.migrate(conn)
     finally:
         await conn.close()
 

@@ -1,5 +1,6 @@
 """A private PostgreSQL cluster in a directory: found, initialised, started and
-stopped with the system's server binaries. Used by `storyforge dev` and the tests.
+stopped with the system's server binaries; and `free_port`, a free loopback port.
+Used by `storyforge dev`, the tests and the benchmarks.
 
 PostgreSQL refuses to run as root, so when we are root the cluster runs as the
 unprivileged `postgres` account that Debian's package creates.

@@ -1,0 +1,227 @@
+"""The distribution as it is installed: a wheel built from this checkout, installed into
+a fresh virtualenv outside it, runs `storyforge migrate` against an empty database and
+`storyforge serve` until /readyz, /player/{scene} and the page's hls.js answer; and the
+editable install finds the same package data in the checkout.
+
+Third-party dependencies come from this interpreter's site-packages through a `.pth`
+file in the new virtualenv (nothing is downloaded for them); the product code imported
+is the one installed there, which the tests check."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.services import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "wheel-test-token-0123456789"
+PACKAGES = ("origin", "workers", "storyforge")
+
+
+def _venv(path: Path, *install: str) -> Path:
+    """A virtualenv without pip, with `pip install --no-deps INSTALL...` done, whose
+    third-party packages are then this interpreter's (added after the install, so pip
+    never sees this interpreter's own storyforge-origin)."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    python = path / "bin" / "python"
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps"]
+        + list(install),
+        cwd=path.parent,
+        env=_clean_env(),  # with the checkout on PYTHONPATH, pip would see it installed
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    ours = sysconfig.get_paths()
+    (Path(site) / "_storyforge_test_deps.pth").write_text(
+        "\n".join(sorted({ours["purelib"], ours["platlib"]})) + "\n"
+    )
+    return python
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    return {**env, **extra}
+
+
+def _where(python: Path, cwd: Path) -> dict[str, str]:
+    """Where the installed interpreter finds our packages and their data."""
+    code = (
+        "import json, origin, workers, storyforge.dev, origin.db as db, "
+        "origin.handlers.player as p; print(json.dumps({"
+        "'origin': origin.__file__, 'workers': workers.__file__, "
+        "'dev': storyforge.dev.__file__, 'migrations': str(db.MIGRATIONS_DIR), "
+        "'count': str(len(db.load_migrations())), "
+        "'hls': str(p._STATIC['hls.min.js'][0]), "
+        "'hls_found': str(p._STATIC['hls.min.js'][0].is_file())}))"
+    )
+    done = subprocess.run(
+        [str(python), "-c", code], cwd=cwd, env=_clean_env(), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _get(url: str, **kw) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, **kw)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def _fresh_clone(dest: Path) -> list[str]:
+    """The checkout's files as git sees them (tracked, or untracked and not ignored) and
+    its node_modules: a clone after `npm ci`, without the build/ a previous build left
+    (setuptools would ship stale modules from it). Returns the relative paths copied."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    copied = []
+    for name in sorted({os.fsdecode(n) for n in listed if n}):
+        if (ROOT / name).is_file() and not (ROOT / name).is_symlink():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+            copied.append(name)
+    (dest / "node_modules").symlink_to((ROOT / "node_modules").resolve())
+    return copied
+
+
+@pytest.mark.slow
+def test_wheel_installs_migrates_and_serves(fresh_db, tmp_path):
+    assert not tmp_path.is_relative_to(ROOT)
+    source = tmp_path / "checkout"
+    files = _fresh_clone(source)
+    wheelhouse = tmp_path / "wheels"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheelhouse), "."],
+        cwd=source,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    (wheel,) = wheelhouse.glob("*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        shipped_hlsjs = zf.read("origin/static/vendor/hls.js/hls.min.js")
+    assert shipped_hlsjs == (ROOT / "node_modules/hls.js/dist/hls.min.js").read_bytes()
+    # every module of the three packages, subpackages included, and nothing else
+    modules = {f for f in files if f.endswith(".py") and f.split("/")[0] in PACKAGES}
+    assert {n for n in names if n.endswith(".py")} == modules
+    migrations = sorted(f for f in files if f.startswith("origin/migrations/"))
+    data = {
+        *(
+            f
+            for f in files
+            if f.startswith(("origin/migrations/", "origin/sql/", "origin/static/"))
+        ),
+        "origin/static/vendor/hls.js/hls.min.js",
+        "origin/static/vendor/hls.js/LICENSE",
+    }
+    assert {n for n in names if not n.endswith(".py") and ".dist-info/" not in n} == data
+
+    python = _venv(tmp_path / "venv", str(wheel))
+    where = _where(python, tmp_path)
+    venv = str(tmp_path / "venv")
+    for key in ("origin", "workers", "dev", "migrations", "hls"):
+        assert where[key].startswith(venv + "/"), where
+    assert where["count"] == str(len(migrations)) != "0"
+
+    storyforge = tmp_path / "venv" / "bin" / "storyforge"
+    env = _clean_env(
+        DATABASE_URL=fresh_db,
+        STORAGE="local",
+        STORAGE_ROOT=str(tmp_path / "storage"),
+        HOST="127.0.0.1",
+        PORT=str(free_port()),
+        API_TOKENS=TOKEN,
+        LOG_FORMAT="text",
+    )
+    migrate = subprocess.run(
+        [str(storyforge), "migrate"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert migrate.returncode == 0, migrate.stderr
+    assert migrate.stdout == "applied: " + ", ".join(Path(m).name for m in migrations) + "\n"
+
+    base = f"http://127.0.0.1:{env['PORT']}"
+    serve = subprocess.Popen(
+        [str(storyforge), "serve"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert serve.poll() is None, serve.communicate()[1]
+            try:
+                if _get(base + "/readyz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "no /readyz 200 within 60 s"
+            time.sleep(0.2)
+        status, _, body = _get(
+            base + "/api/v1/scenes",
+            data=json.dumps({"title": "from the wheel"}).encode(),
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        assert status == 201, body
+        scene = json.loads(body)["id"]
+        status, _, page = _get(f"{base}/player/{scene}")
+        assert status == 200 and b"from the wheel" in page
+        scripts = re.findall(rb'<script src="([^"]*hls[^"]*)"', page)
+        assert len(scripts) == 1, page
+        status, headers, script = _get(base + scripts[0].decode())
+        assert status == 200
+        assert headers["Content-Type"].startswith("text/javascript")
+        assert script == shipped_hlsjs
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        try:
+            serve.wait(30)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            serve.wait()
+
+
+@pytest.mark.slow
+def test_editable_install_finds_package_data_in_the_checkout(tmp_path):
+    python = _venv(tmp_path / "venv", "-e", str(ROOT))
+    where = _where(python, tmp_path)
+    assert where["origin"] == str(ROOT / "origin" / "__init__.py")
+    assert where["migrations"] == str(ROOT / "origin" / "migrations")
+    assert where["count"] == str(len(list((ROOT / "origin" / "migrations").glob("*.sql"))))
+    assert where["hls"] == str(ROOT / "origin" / "static" / "vendor" / "hls.js" / "hls.min.js")
+    assert where["hls_found"] == "True"
