@@ -24,11 +24,10 @@ RUN npm ci --omit=dev --no-audit --no-fund
 # all its dependencies, so the runtime stage installs offline and needs no compiler.
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY storyforge/ storyforge/
 COPY origin/ origin/
 COPY workers/ workers/
-COPY migrations/ migrations/
 COPY --from=npm /src/node_modules/ node_modules/
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 

@@ -241,12 +241,15 @@ def test_build_stage_has_what_the_wheel_needs(stages):
         for source in words[:-1]:
             copied.add(Path(source.rstrip("/")).name)
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    needed = {"pyproject.toml", "migrations", "node_modules"}
+    needed = {"pyproject.toml", "node_modules"}
     readme = project["project"].get("readme")
     if isinstance(readme, str):
         needed.add(readme)
     setuptools = project.get("tool", {}).get("setuptools", {})
-    needed |= {p.split(".")[0] for p in setuptools.get("packages", [])}
+    packages = setuptools.get("packages", [])
+    if isinstance(packages, dict):  # [tool.setuptools.packages.find]: include patterns
+        packages = [p.rstrip("*") for p in packages.get("find", {}).get("include", [])]
+    needed |= {p.split(".")[0] for p in packages}
     needed |= {d.split("/")[0] for d in setuptools.get("package-dir", {}).values() if d}
     build_system = project["build-system"]
     if build_system.get("backend-path"):  # an in-tree build backend (it copies hls.js?)
