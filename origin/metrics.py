@@ -1,15 +1,16 @@
 """What `/metrics` shows, in Prometheus' text format: requests by route, status and
-who answered them (the aiohttp app or the fast path), signing outcomes,
-read-cache entries, and the job table by kind and status. Request counts are plain
-integers bumped on the request path; everything is turned into metric families only
-when scraped."""
+who answered them (the aiohttp app or the fast path), signing outcomes, read-cache
+entries, the job table by kind and status, and this process (pid, RSS, open files,
+CPU). Request counts are plain integers bumped on the request path; everything is
+turned into metric families only when scraped."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -116,6 +117,13 @@ def exposition(
         ),
         _family(
             GaugeMetricFamily,
+            "storyforge_process_info",
+            "This process (one series per origin process: `serve --processes N` runs N)",
+            ["pid"],
+            [((os.getpid(),), 1)],
+        ),
+        _family(
+            GaugeMetricFamily,
             "storyforge_jobs_scrape_ok",
             "1 when the job table could be read for this scrape",
             [],
@@ -134,4 +142,5 @@ def exposition(
         )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(families))
+    ProcessCollector(registry=registry)  # process_* : RSS, open files, CPU seconds
     return generate_latest(registry)

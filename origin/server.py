@@ -32,13 +32,16 @@ def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
     return web.AppRunner(app, **options)
 
 
-async def serve(app: web.Application, host: str, port: int) -> None:
-    """Serve `app` on host:port until SIGINT or SIGTERM, then shut down gracefully
-    (answers in progress may finish, then resources close)."""
-    runner = make_runner(app)
+async def serve(
+    app: web.Application, host: str, port: int, *, grace: float = 30.0, reuse_port: bool = False
+) -> None:
+    """Serve `app` on host:port until SIGINT or SIGTERM, then shut down gracefully:
+    stop accepting, let answers in progress finish within `grace` seconds, then
+    close resources. `reuse_port`: bind with SO_REUSEPORT (several processes, one port)."""
+    runner = make_runner(app, shutdown_timeout=grace)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,6 +52,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="bind address (default: $HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: $PORT or 8080)")
+    serve.add_argument(
+        "--processes",
+        default="1",
+        help="origin processes sharing the port (SO_REUSEPORT), each with its own caches; "
+        "a process that dies is restarted with backoff. 'auto': one per CPU core (default: 1)",
+    )
+    serve.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        help="seconds answers in flight get to finish on SIGTERM/SIGINT (default: 30)",
+    )
+    serve.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="bind with SO_REUSEPORT, so several servers can share the port "
+        "(what --processes does for each of its processes)",
+    )
 
     worker = sub.add_parser(
         "worker",
@@ -98,7 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "migrate":
             return _migrate(settings)
         if args.command == "serve":
-            return _serve(settings, args.host, args.port)
+            host = args.host or settings.host
+            port = args.port if args.port is not None else settings.port
+            processes = _processes(args.processes)
+            if processes > 1:
+                return _serve_processes(processes, host, port, args.grace)
+            return _serve(settings, host, port, args.grace, args.reuse_port)
         if args.command == "worker":
             return _worker(settings, args.concurrency, args.grace)
     except ConfigError as exc:
@@ -135,7 +159,15 @@ def _migrate(settings) -> int:
     return 0
 
 
-def _serve(settings, host: str | None, port: int | None) -> int:
+def _processes(value: str) -> int:
+    if value == "auto":
+        return len(os.sched_getaffinity(0)) or 1
+    if not value.isdigit() or int(value) < 1:
+        raise StartupError(f"--processes must be a whole number >= 1 or 'auto', not {value!r}")
+    return int(value)
+
+
+def _serve(settings, host: str, port: int, grace: float, reuse_port: bool) -> int:
     from origin.app import create_app
     from origin.server import serve
 
@@ -143,17 +175,46 @@ def _serve(settings, host: str | None, port: int | None) -> int:
         # asyncio's own loop, not uvloop: uvloop has no loop.sendfile, so aiohttp
         # would copy LocalStorage files through user space (bench/serve.py measured
         # 2.4x the bytes/s for 1 MB segments with sendfile).
-        asyncio.run(
-            serve(
-                create_app(settings),
-                host or settings.host,
-                port if port is not None else settings.port,
-            )
-        )
+        asyncio.run(serve(create_app(settings), host, port, grace=grace, reuse_port=reuse_port))
     except _startup_errors() as exc:
         raise StartupError(str(exc)) from exc
     except OSError as exc:
         raise StartupError(f"cannot listen: {exc}") from exc
+    return 0
+
+
+def _serve_processes(n: int, host: str, port: int, grace: float) -> int:
+    """N `storyforge serve --reuse-port` children on one port, supervised: one that
+    exits is restarted with backoff; SIGTERM/SIGINT stops them all within `grace`."""
+    import logging
+    import signal
+    import subprocess
+
+    from storyforge import supervise
+
+    log = logging.getLogger("storyforge.serve")
+    stopping = False
+
+    def _stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    args = [
+        sys.executable, "-m", "storyforge.cli", "serve", "--reuse-port",
+        "--host", host, "--port", str(port), "--grace", str(grace),
+    ]  # fmt: skip
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(args, stdin=subprocess.DEVNULL)
+
+    children = [supervise.Child(f"origin process {i + 1}/{n}", start) for i in range(n)]
+    log.info("serving on %s:%d with %d processes", host, port, n)
+    try:
+        supervise.run(children, lambda: stopping)
+    finally:
+        supervise.stop(children, grace + 5.0)
     return 0
 
 
