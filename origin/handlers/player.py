@@ -16,7 +16,8 @@ from aiohttp import hdrs, web
 
 from origin import catalog, keys, layout, signing
 from origin.errors import ApiError, not_found
-from origin.handlers.playback import SendfileResponse, scene_playlist_json
+from origin.handlers.objects import SendfileResponse
+from origin.handlers.playback import scene_playlist_json
 from origin.handlers.signed import mint_scene_grant
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
