@@ -4,6 +4,7 @@ call makes before any I/O (bucket names, keys, prefixes, put arguments, byte ran
 
 Byte ranges and conditional requests are decided by ``origin.conditional``; this module
 only turns ``get``'s ``start``/``end``/``suffix`` into the Range field it decides on.
+Underscored helpers here are for the backend modules (``s3``, ``local``) only.
 """
 
 from __future__ import annotations
@@ -97,8 +98,8 @@ class Unsent:
     412 Precondition Failed (§15.5.13) or 416 Range Not Satisfiable (§15.5.17).
 
     ``etag`` and ``last_modified`` are the object's validators when the backend gave
-    them (a 304 repeats them); ``size`` is the object's length when known (a 416 reports
-    it in ``Content-Range: bytes */size``, §14.4)."""
+    them (a 304 repeats them); ``size`` is the object's length when known, and always
+    on a 416, which reports it (``Content-Range: bytes */size``, §14.4)."""
 
     status: int
     etag: str | None = None
