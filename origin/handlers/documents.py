@@ -30,8 +30,8 @@ def document_answer(
         hdrs.CACHE_CONTROL: cache_control,
         hdrs.ETAG: built.etag,
     }
-    if none_match(if_none_match, built.etag):
-        return 304, fields, b""  # RFC 9110 §13.1.2
+    if not none_match(if_none_match, built.etag):
+        return 304, fields, b""  # RFC 9110 §13.1.2: GET/HEAD with a matching tag
     body = built.body if auth_query is None else signing.render(built.body, auth_query)
     return 200, fields, body
 

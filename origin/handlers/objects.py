@@ -1,8 +1,14 @@
-"""Sending a stored object over HTTP: validators, byte ranges and conditional GET
-(RFC 9110 §13, §14), HEAD, streamed bodies; LocalStorage files go out with sendfile."""
+"""Stored objects over HTTP (a segment's own files, assets): Content-Type, Cache-Control,
+validators, byte ranges and conditional GET/HEAD (RFC 9110 §13, §14).
+
+LocalStorage files go out with sendfile (``SendfileResponse``: aiohttp's FileResponse
+with its own range and conditional handling, docs/NOTES.md). Other backends answer a
+GET with one conditional, ranged read (``Storage.conditional_get``: one GetObject on
+S3) and a HEAD with one ``head``, decided by ``origin.conditional``."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
 
@@ -11,64 +17,90 @@ from aiohttp import hdrs, web
 from origin import keys
 from origin.conditional import decide
 from origin.errors import ApiError, not_found
-from origin.storage import ObjectNotFound, RangeNotSatisfiable
+from origin.storage import ObjectInfo, ObjectNotFound, Storage, StreamedObject, Unsent
 
 
 async def serve_object(
     request: web.Request, bucket: str, key: str, content_type: str, cache_control: str
 ) -> web.StreamResponse:
-    """Send a stored object with validators, ranges and conditional GET. LocalStorage
-    files go out with sendfile (aiohttp's FileResponse applies RFC 9110 §13/§14
-    itself); other backends use the same rules from origin.conditional."""
+    """Send a stored object with validators, ranges and conditional GET."""
     storage = request.app[keys.STORAGE]
-    base = {hdrs.CONTENT_TYPE: content_type, hdrs.CACHE_CONTROL: cache_control}
+    base: dict[str, str] = {hdrs.CONTENT_TYPE: content_type, hdrs.CACHE_CONTROL: cache_control}
     path = await storage.local_path(bucket, key)
     if path is not None:
         if not path.is_file():
             raise not_found("no such file")
         return SendfileResponse(path, headers=base)
     try:
-        info = await storage.head(bucket, key)
+        if request.method == "HEAD":
+            outcome: StreamedObject | ObjectInfo | Unsent = await _head(
+                storage, bucket, key, request
+            )
+        else:
+            outcome = await storage.conditional_get(bucket, key, request.headers)
     except ObjectNotFound:
         raise not_found("no such file") from None
-    decision = decide(
-        request.method,
-        request.headers,
-        etag=info.etag,
-        last_modified=info.last_modified,
-        size=info.size,
-    )
-    headers = {
-        **base,
-        hdrs.ETAG: info.etag,
-        hdrs.LAST_MODIFIED: format_datetime(info.last_modified, usegmt=True),
-        hdrs.ACCEPT_RANGES: "bytes",
-    }
-    if decision.status == 304:
-        return web.Response(status=304, headers=headers)
-    if decision.status == 412:
-        raise ApiError(412, "precondition_failed", "a precondition did not hold")
-    if decision.status == 416:
-        raise ApiError(
-            416,
-            "range_not_satisfiable",
-            f"the object has {info.size} bytes",
-            {hdrs.CONTENT_RANGE: f"bytes */{info.size}"},
-        )
-    response = web.StreamResponse(status=decision.status, headers=headers)
-    if decision.status == 206:
-        response.headers[hdrs.CONTENT_RANGE] = f"bytes {decision.start}-{decision.end}/{info.size}"
-    response.content_length = max(decision.length, 0)
-    if request.method == "HEAD" or info.size == 0:
+    if isinstance(outcome, Unsent):
+        return _unsent(outcome, _fields(base, outcome.etag, outcome.last_modified))
+    if isinstance(outcome, ObjectInfo):
+        response = web.StreamResponse(headers=_fields(base, outcome.etag, outcome.last_modified))
+        response.content_length = outcome.size
         await response.prepare(request)
         return response
-    try:
-        obj = await storage.get(bucket, key, start=decision.start, end=decision.end)
-    except ObjectNotFound:
-        raise not_found("no such file") from None
-    except RangeNotSatisfiable:
-        raise ApiError(416, "range_not_satisfiable", "the object changed") from None
+    return await _send(
+        request, outcome, _fields(base, outcome.info.etag, outcome.info.last_modified)
+    )
+
+
+async def _head(
+    storage: Storage, bucket: str, key: str, request: web.Request
+) -> ObjectInfo | Unsent:
+    """A HEAD costs one ``head``; its preconditions are decided here (it has no Range,
+    RFC 9110 §14.2, so the answer is 200, 304 or 412)."""
+    info = await storage.head(bucket, key)
+    decision = decide(
+        "HEAD", request.headers, etag=info.etag, last_modified=info.last_modified, size=info.size
+    )
+    if decision.status == 200:
+        return info
+    return Unsent(decision.status, info.etag, info.last_modified, info.size)
+
+
+def _fields(
+    base: dict[str, str], etag: str | None, last_modified: datetime | None
+) -> dict[str, str]:
+    """The fields of every answer about the object: a 304 repeats the validators a 200
+    would carry (RFC 9110 §15.4.5)."""
+    fields = {**base, hdrs.ACCEPT_RANGES: "bytes"}
+    if etag is not None:
+        fields[hdrs.ETAG] = etag
+    if last_modified is not None:
+        fields[hdrs.LAST_MODIFIED] = format_datetime(last_modified, usegmt=True)
+    return fields
+
+
+def _unsent(outcome: Unsent, fields: dict[str, str]) -> web.Response:
+    if outcome.status == 304:
+        return web.Response(status=304, headers=fields)
+    if outcome.status == 412:
+        raise ApiError(412, "precondition_failed", "a precondition did not hold")
+    assert outcome.size is not None  # every backend knows the size it refused a Range for
+    raise ApiError(  # 416 names the object's size (RFC 9110 §14.4)
+        416,
+        "range_not_satisfiable",
+        f"the object has {outcome.size} bytes",
+        {hdrs.CONTENT_RANGE: f"bytes */{outcome.size}"},
+    )
+
+
+async def _send(
+    request: web.Request, obj: StreamedObject, fields: dict[str, str]
+) -> web.StreamResponse:
     async with obj:
+        response = web.StreamResponse(status=206 if obj.partial else 200, headers=fields)
+        if obj.partial:
+            response.headers[hdrs.CONTENT_RANGE] = f"bytes {obj.start}-{obj.end}/{obj.info.size}"
+        response.content_length = obj.length
         await response.prepare(request)
         async for chunk in obj:
             await response.write(chunk)
@@ -78,8 +110,7 @@ async def serve_object(
 
 class SendfileResponse(web.FileResponse):
     """aiohttp's sendfile response, except that a multi-range request is answered
-    with the whole body (RFC 9110 §14.2 lets a server ignore Range) instead of 416,
-    and nothing else."""
+    with the whole body (RFC 9110 §14.2 lets a server ignore Range) instead of 416."""
 
     async def prepare(self, request: web.BaseRequest) -> Any:
         if "," in request.headers.get(hdrs.RANGE, ""):

@@ -11,17 +11,14 @@ import m3u8
 import pytest
 from aiohttp.test_utils import TestClient
 
-from origin import layout
+from origin import keys, layout
 from origin.app import create_app
+from tests.helpers.s3calls import s3_calls
 from tests.helpers.scenes import TS_BYTES, publish, scene_with_users
 from tests.helpers.servers import OriginTestServer
 
 
-@pytest.fixture(params=["local", "s3"])
-def backend_settings(request, settings):
-    if request.param == "local":
-        return settings
-    endpoint = request.getfixturevalue("moto_endpoint")
+def _on_s3(settings, endpoint):
     return dataclasses.replace(
         settings,
         storage="s3",
@@ -30,6 +27,13 @@ def backend_settings(request, settings):
         s3_secret_key="test",
         cors_origins=("https://app.storyforge.io",),
     )
+
+
+@pytest.fixture(params=["local", "s3"])
+def backend_settings(request, settings):
+    if request.param == "local":
+        return settings
+    return _on_s3(settings, request.getfixturevalue("moto_endpoint"))
 
 
 @pytest.fixture
@@ -88,6 +92,43 @@ async def test_segment_file_headers_ranges_and_conditionals(client, backend_sett
     assert r.status == 304
     r = await client.get(url, headers={"If-None-Match": '"something-else"'})
     assert r.status == 200
+
+
+async def test_segment_file_on_s3_is_one_get_object(settings, moto_endpoint):
+    """A `.ts` request costs one S3 call, whatever its Range and conditionals: S3
+    evaluates them in the GetObject itself (no HEAD first); a HEAD costs one HeadObject."""
+    s3_settings = _on_s3(settings, moto_endpoint)
+    async with TestClient(OriginTestServer(create_app(s3_settings))) as client:
+        client.headers_auth = {"Authorization": "Bearer test-token-0123456789"}
+        scene, (user,) = await scene_with_users(client)
+        seg = await publish(s3_settings, scene, user, 1, [4.0])
+        url = f"/v/{scene}/{seg}/720p_0001.ts"
+        assert (await client.get(url)).status == 200  # the segment is known ready from here
+        storage = client.server.app[keys.STORAGE]
+        n = len(TS_BYTES)
+        with s3_calls(storage.client) as calls:
+            r = await client.get(url)
+            assert r.status == 200 and await r.read() == TS_BYTES
+        assert calls == ["GetObject"]
+        etag, modified = r.headers["ETag"], r.headers["Last-Modified"]
+        cases = [
+            ({"Range": "bytes=100-199"}, 206),
+            ({"Range": f"bytes={n}-"}, 416),
+            ({"Range": "bytes=0-1,5-6"}, 200),
+            ({"If-None-Match": etag}, 304),
+            ({"If-Modified-Since": modified}, 304),
+            ({"If-Match": '"other"'}, 412),
+            ({"Range": "bytes=0-0", "If-Range": etag}, 206),
+        ]
+        for headers, status in cases:
+            with s3_calls(storage.client) as calls:
+                r = await client.get(url, headers=headers)
+                assert r.status == status, headers
+                await r.read()
+            assert calls == ["GetObject"], headers
+        with s3_calls(storage.client) as calls:
+            assert (await client.head(url)).status == 200
+        assert calls == ["HeadObject"]
 
 
 async def test_cors(client, backend_settings):

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
@@ -28,10 +29,12 @@ from origin.storage import (
     Storage,
     StorageError,
     StreamedObject,
-    _delete_with_retries,
+    Unsent,
     open_s3,
     open_storage,
 )
+from origin.storage.base import _delete_with_retries
+from tests.helpers.s3calls import s3_calls
 
 MiB = 1024 * 1024
 REGION = "us-east-1"
@@ -220,6 +223,109 @@ async def test_range_reads(backend: Backend) -> None:
     for kwargs in ({"start": 10, "end": 5}, {"start": -1}, {"suffix": 5, "start": 1}):
         with pytest.raises(ValueError):
             await s.get(b, "v/1080p_0001.ts", **kwargs)
+
+
+def _http_date(value: datetime) -> str:
+    return format_datetime(value, usegmt=True)
+
+
+async def test_conditional_get_preconditions(backend: Backend) -> None:
+    """RFC 9110 §13.2.2 on both backends: S3 evaluates what it can in the one GetObject,
+    the rest is decided on the object it returns."""
+    s, b = backend.storage, backend.bucket
+    data = bytes(range(256)) * 4
+    info = await s.put(b, "v/720p_0001.ts", data, content_type="video/mp2t")
+    etag, mtime = info.etag, info.last_modified
+    at, before, after = (_http_date(mtime + timedelta(hours=h)) for h in (0, -1, 1))
+    cases: list[tuple[dict[str, str], int]] = [
+        ({}, 200),
+        # §13.1.2 If-None-Match, weak comparison
+        ({"If-None-Match": etag}, 304),
+        ({"If-None-Match": f"W/{etag}"}, 304),
+        ({"If-None-Match": f'"x", {etag}'}, 304),
+        ({"If-None-Match": "*"}, 304),
+        ({"If-None-Match": '"other"'}, 200),
+        ({"If-None-Match": '"x", "y"'}, 200),
+        # §13.1.3 If-Modified-Since, ignored when If-None-Match is present
+        ({"If-Modified-Since": at}, 304),
+        ({"If-Modified-Since": after}, 304),
+        ({"If-Modified-Since": before}, 200),
+        ({"If-Modified-Since": "garbage"}, 200),
+        ({"If-None-Match": '"other"', "If-Modified-Since": after}, 200),
+        # §13.1.1 If-Match, strong comparison; §13.1.4 If-Unmodified-Since
+        ({"If-Match": etag}, 200),
+        ({"If-Match": "*"}, 200),
+        ({"If-Match": f'"x", {etag}'}, 200),
+        ({"If-Match": '"other"'}, 412),
+        ({"If-Match": f"W/{etag}"}, 412),
+        ({"If-Unmodified-Since": before}, 412),
+        ({"If-Unmodified-Since": at}, 200),
+        ({"If-Match": etag, "If-Unmodified-Since": before}, 200),
+        # §13.2.2 order: 412 before 304, both before Range
+        ({"If-Match": '"other"', "If-None-Match": etag}, 412),
+        ({"If-Match": '"x", "y"', "If-None-Match": etag}, 412),
+        ({"If-None-Match": etag, "Range": "bytes=0-0"}, 304),
+        ({"If-Match": '"other"', "Range": "bytes=5000-"}, 412),
+    ]
+    for conditions, status in cases:
+        outcome = await s.conditional_get(b, "v/720p_0001.ts", conditions)
+        if status == 200:
+            assert isinstance(outcome, StreamedObject), (conditions, outcome)
+            assert not outcome.partial and outcome.info == info, conditions
+            assert await read_all(outcome) == data, conditions
+        else:
+            assert isinstance(outcome, Unsent) and outcome.status == status, (conditions, outcome)
+        if status == 304:  # a 304 repeats the ETag (RFC 9110 §15.4.5); Last-Modified
+            assert outcome.etag == etag, conditions  # is optional there (moto drops it)
+            assert outcome.last_modified in (mtime, None), conditions
+    with pytest.raises(ObjectNotFound):
+        await s.conditional_get(b, "v/missing.ts", {"If-None-Match": etag})
+
+
+async def test_conditional_get_ranges(backend: Backend) -> None:
+    """RFC 9110 §14: one byte range is sent as 206, anything else we do not serve as the
+    whole body (§14.2), an unsatisfiable one as 416; If-Range (§13.1.5) decides whether
+    the Range counts at all."""
+    s, b = backend.storage, backend.bucket
+    data = bytes(range(256)) * 4  # 1,024 bytes, every position distinguishable
+    info = await s.put(b, "v/1080p_0001.ts", data, content_type="video/mp2t")
+    at, before = _http_date(info.last_modified), _http_date(info.last_modified - timedelta(1))
+    cases: list[tuple[dict[str, str], int, int, int]] = [
+        ({"Range": "bytes=0-0"}, 206, 0, 0),
+        ({"Range": "bytes=100-299"}, 206, 100, 299),
+        ({"Range": "bytes=1000-5000"}, 206, 1000, 1023),
+        ({"Range": "bytes=-10"}, 206, 1014, 1023),
+        ({"Range": "bytes=-5000"}, 206, 0, 1023),
+        ({"Range": "bytes=0-"}, 206, 0, 1023),
+        # several ranges, invalid or foreign ones: the whole body (§14.2)
+        ({"Range": "bytes=0-1,5-6"}, 200, 0, 1023),
+        ({"Range": "bytes=0-1, 2000-"}, 200, 0, 1023),
+        ({"Range": "bytes=9-3"}, 200, 0, 1023),
+        ({"Range": "items=0-1"}, 200, 0, 1023),
+        # If-Range: a strong tag or the exact date keeps the Range, anything else drops it
+        ({"Range": "bytes=0-0", "If-Range": info.etag}, 206, 0, 0),
+        ({"Range": "bytes=0-0", "If-Range": at}, 206, 0, 0),
+        ({"Range": "bytes=0-0", "If-Range": '"old"'}, 200, 0, 1023),
+        ({"Range": "bytes=0-0", "If-Range": f"W/{info.etag}"}, 200, 0, 1023),
+        ({"Range": "bytes=0-0", "If-Range": before}, 200, 0, 1023),
+        ({"Range": "bytes=5000-", "If-Range": '"old"'}, 200, 0, 1023),
+        ({"If-Range": '"old"'}, 200, 0, 1023),
+    ]
+    for conditions, status, first, last in cases:
+        obj = await s.conditional_get(b, "v/1080p_0001.ts", conditions)
+        assert isinstance(obj, StreamedObject), (conditions, obj)
+        assert (obj.partial, obj.start, obj.end) == (status == 206, first, last), conditions
+        assert obj.info == info, conditions
+        assert await read_all(obj) == data[first : last + 1], conditions
+    for conditions in (
+        {"Range": "bytes=1024-"},
+        {"Range": "bytes=5000-6000"},
+        {"Range": "bytes=-0"},
+        {"Range": "bytes=1024-", "If-Range": info.etag},
+    ):
+        outcome = await s.conditional_get(b, "v/1080p_0001.ts", conditions)
+        assert isinstance(outcome, Unsent), (conditions, outcome)
+        assert (outcome.status, outcome.size) == (416, 1024), conditions
 
 
 async def test_stream_closes_early_and_reads_once(backend: Backend) -> None:
@@ -559,6 +665,49 @@ async def test_s3_failed_multipart_is_aborted(small_parts_s3: tuple[S3Storage, s
         await s.head(b, "m/broken.mp4")
     uploads = await s.client.list_multipart_uploads(Bucket=b)
     assert uploads.get("Uploads", []) == []
+
+
+async def test_s3_conditional_get_is_one_get_object(moto_endpoint: str) -> None:
+    """No HEAD before the GET: S3 evaluates the Range and the preconditions itself. Only a
+    Range whose If-Range names another version of the object takes a second request."""
+    storage = await open_s3(moto_endpoint, REGION, "test", "test")
+    bucket = f"sf-calls-{uuid.uuid4().hex[:12]}"
+    try:
+        await storage.ensure_buckets([bucket])
+        info = await storage.put(bucket, "a/720p_0001.ts", b"x" * 100, content_type="video/mp2t")
+        modified = _http_date(info.last_modified)
+        one_call: list[dict[str, str]] = [
+            {},
+            {"Range": "bytes=10-19"},
+            {"Range": "bytes=-5"},
+            {"Range": "bytes=0-1,5-6"},
+            {"Range": "bytes=100-"},
+            {"If-None-Match": info.etag},
+            {"If-None-Match": '"other"'},
+            {"If-Modified-Since": modified},
+            {"If-Match": '"other"'},
+            {"If-Unmodified-Since": _http_date(info.last_modified - timedelta(1))},
+            {"Range": "bytes=10-19", "If-Range": info.etag},
+            {"Range": "bytes=10-19", "If-None-Match": info.etag},
+        ]
+        for conditions in one_call:
+            with s3_calls(storage.client) as calls:
+                outcome = await storage.conditional_get(bucket, "a/720p_0001.ts", conditions)
+                if isinstance(outcome, StreamedObject):
+                    await read_all(outcome)
+            assert calls == ["GetObject"], conditions
+        with s3_calls(storage.client) as calls:
+            outcome = await storage.conditional_get(
+                bucket, "a/720p_0001.ts", {"Range": "bytes=10-19", "If-Range": '"old"'}
+            )
+            assert isinstance(outcome, StreamedObject) and not outcome.partial
+            await read_all(outcome)
+        assert calls == ["GetObject", "GetObject"]
+    finally:
+        try:
+            await storage.delete_prefix(bucket, "a/")
+        finally:
+            await storage.aclose()
 
 
 async def test_s3_ping_fails_fast_when_unreachable() -> None:

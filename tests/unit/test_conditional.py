@@ -4,7 +4,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from origin.conditional import Decision, decide, parse_range
+from origin.conditional import (
+    Decision,
+    byte_range,
+    decide,
+    if_range_validator,
+    none_match,
+    parse_range,
+    resolve_range,
+)
 
 ETAG = '"abc"'
 MTIME = datetime(2026, 1, 31, 10, 0, 0, tzinfo=UTC)
@@ -55,8 +63,17 @@ AFTER = "Sat, 31 Jan 2026 11:00:00 GMT"
         ("GET", {"Range": "bytes=0-0", "If-Range": '"old"'}, Decision(200, 0, 999)),
         ("GET", {"Range": "bytes=0-0", "If-Range": AT}, Decision(206, 0, 0)),
         ("GET", {"Range": "bytes=0-0", "If-Range": BEFORE}, Decision(200, 0, 999)),
+        ("GET", {"Range": "bytes=0-0", "If-Range": 'W/"abc"'}, Decision(200, 0, 999)),
+        ("GET", {"Range": "bytes=0-0", "If-Range": "garbage"}, Decision(200, 0, 999)),
+        ("GET", {"Range": "bytes=1000-", "If-Range": '"old"'}, Decision(200, 0, 999)),
+        ("GET", {"Range": "bytes=1000-", "If-Range": ETAG}, Decision(416)),
         # a 304 wins over a Range
         ("GET", {"Range": "bytes=0-0", "If-None-Match": ETAG}, Decision(304)),
+        # §13.2.2 order: If-Match first; If-Unmodified-Since only without it (§13.1.4)
+        ("GET", {"If-Match": '"other"', "If-None-Match": ETAG}, Decision(412)),
+        ("GET", {"If-Match": ETAG, "If-Unmodified-Since": BEFORE}, Decision(200, 0, 999)),
+        ("GET", {"If-Match": "*"}, Decision(200, 0, 999)),
+        ("GET", {"If-Match": '"x", "abc"'}, Decision(200, 0, 999)),
     ],
 )
 def test_decide(method, headers, expected):
@@ -71,3 +88,93 @@ def test_empty_object():
 
 def test_length():
     assert Decision(206, 10, 19).length == 10
+
+
+@pytest.mark.parametrize(
+    "if_none_match,expected",
+    [
+        (None, True),  # no field: nothing to match, send it
+        ('"abc"', False),
+        ('W/"abc"', False),  # weak comparison (RFC 9110 §8.8.3.2)
+        ('"x", "abc"', False),
+        (' "x" ,W/"abc" ', False),
+        ("*", False),  # any current representation matches
+        ('"x", *', False),
+        ('"other"', True),
+        ('"x", "y"', True),
+        ('"ABC"', True),  # opaque tags compare byte for byte
+        ("abc", True),  # not an entity-tag: matches nothing
+        ("", True),
+    ],
+)
+def test_none_match(if_none_match, expected):
+    assert none_match(if_none_match, ETAG) is expected
+
+
+def test_none_match_on_a_weak_etag():
+    assert none_match('"abc"', 'W/"abc"') is False
+    assert none_match('W/"abc"', 'W/"abc"') is False
+    assert none_match('"abd"', 'W/"abc"') is True
+
+
+@pytest.mark.parametrize(
+    "header,spec",
+    [
+        ("bytes=0-0", (0, 0)),
+        ("bytes=5-", (5, None)),
+        ("bytes=-10", (None, 10)),
+        ("bytes=-0", (None, 0)),
+        (" bytes=3-9 ", (3, 9)),
+        ("bytes=7-7", (7, 7)),
+        # ignored (RFC 9110 §14.2): the whole body is sent
+        ("bytes=9-3", None),  # last < first: invalid range-spec (§14.1.1)
+        ("bytes=-", None),
+        ("bytes=0-1,5-6", None),  # several ranges
+        ("bytes=0-1, 5-", None),
+        ("items=0-1", None),
+        ("bytes 0-1", None),
+        ("bytes=a-1", None),
+        ("bytes=1-2-3", None),
+        ("", None),
+    ],
+)
+def test_byte_range(header, spec):
+    assert byte_range(header) == spec
+
+
+@pytest.mark.parametrize(
+    "spec,size,expected",
+    [
+        ((0, 0), 1000, (0, 0)),
+        ((100, 199), 1000, (100, 199)),
+        ((10, 20000), 1000, (10, 999)),  # last clamped to the object
+        ((999, None), 1000, (999, 999)),
+        ((0, None), 1000, (0, 999)),
+        ((None, 10), 1000, (990, 999)),
+        ((None, 5000), 1000, (0, 999)),  # a suffix longer than the object: all of it
+        ((1000, None), 1000, "unsatisfiable"),  # §14.1.2: first-pos past the end
+        ((5000, 6000), 1000, "unsatisfiable"),
+        ((None, 0), 1000, "unsatisfiable"),  # a zero-length suffix selects nothing
+        ((0, None), 0, "unsatisfiable"),  # nothing of an empty object can be selected
+        ((None, 1), 0, "unsatisfiable"),
+    ],
+)
+def test_resolve_range(spec, size, expected):
+    assert resolve_range(spec, size) == expected
+
+
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ('"abc"', '"abc"'),
+        (' "abc" ', '"abc"'),
+        ('W/"abc"', None),  # a weak tag never matches by strong comparison (§13.1.5)
+        ('"abc', None),
+        ("*", None),
+        (AT, MTIME),
+        ("garbage", None),
+        ("", None),
+    ],
+)
+def test_if_range_validator(value, expected):
+    assert if_range_validator(value) == expected
