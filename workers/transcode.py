@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from origin import db, jobs, layout, playlists
+from origin import db, layout, playlists, queue
 from origin.settings import Settings
 from origin.storage import ObjectNotFound, Storage
 from workers import ffmpeg
@@ -161,7 +161,7 @@ async def transcode_job(
     except PermanentError as exc:
         await _fail_segment(ctx, segment_id, str(exc))
         raise
-    except jobs.LeaseLost:
+    except queue.LeaseLost:
         raise
     except Exception as exc:
         if job.attempts >= job.max_attempts:
@@ -328,7 +328,7 @@ async def _publish(
             ],
         )
         await conn.fetchval(db.q("bump_scene_version"), row["scene_id"])
-        await jobs.complete(conn, ctx.job.id, ctx.lease_token)
+        await queue.complete(conn, ctx.job.id, ctx.lease_token)
     return True
 
 

@@ -26,9 +26,9 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from origin import jobs as queue
+from origin import queue
 from origin.backoff import backoff_seconds
-from origin.jobs import Conn, Job, LeaseLost, QueueError
+from origin.queue import Conn, Job, LeaseLost, QueueError
 
 log = logging.getLogger("storyforge.worker")
 

@@ -1,4 +1,5 @@
--- The job queue (DESIGN.md "Jobs"). Used by workers/queue.py only.
+-- The job queue (DESIGN.md "Jobs"): the named queries of origin/queue.py, which the
+-- upload API (enqueue) and the workers (claim, heartbeat, fenced writes) call.
 --
 -- Every write a worker makes to a job it runs is fenced: `id AND lease_token AND
 -- status = 'running'`. Zero rows back means the lease was lost (expired and

@@ -15,10 +15,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 import pytest
 
-from origin import db
-from origin import jobs as queue
+from origin import db, queue
 from origin.backoff import backoff_seconds
-from origin.jobs import Job, LeaseLost, QueueUnavailable
+from origin.queue import Job, LeaseLost, QueueUnavailable
 from workers.worker import JobContext, PermanentError, run_worker
 
 
