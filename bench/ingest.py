@@ -43,8 +43,9 @@ import seed_pipeline
 
 from origin.playlists import parse_media_playlist
 from workers import ffmpeg as sf_ffmpeg
-from workers import media
-from workers.media import DEFAULT_LADDER, Limits
+from workers.encoding import DEFAULT_LADDER
+from workers.h264 import fps_fraction, output_fps
+from workers.probe import Limits
 
 SOURCE_BITRATE = "8M"  # a phone's 1080p30 H.264 is 8-17 Mbit/s
 SOURCE_FPS = 30
@@ -239,7 +240,7 @@ def _strip(run: dict[str, Any]) -> dict[str, Any]:
 def compare(
     source: Path, rounds: int, scratch: Path, wait: bool
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    fps = float(media.fps_fraction(media.output_fps(SOURCE_FPS)))
+    fps = float(fps_fraction(output_fps(SOURCE_FPS)))
     runs: dict[str, list[dict[str, Any]]] = {"ours": [], "seed": []}
     kept: dict[str, dict[str, Any]] = {}
     for rnd in range(rounds):

@@ -22,7 +22,8 @@ from origin import db, layout, playlists, queue
 from origin.settings import Settings
 from origin.storage import ObjectNotFound, Storage
 from workers import ffmpeg
-from workers.media import DEFAULT_LADDER, BadInput, Limits
+from workers.encoding import DEFAULT_LADDER
+from workers.probe import BadInput, Limits
 from workers.worker import JobContext, PermanentError
 
 log = logging.getLogger("storyforge.transcode")

@@ -31,8 +31,10 @@ from tests.helpers.clips import (
     make_clip,
     make_png,
 )
-from workers import ffmpeg, media
-from workers.media import DEFAULT_LADDER, BadInput, MediaInfo
+from workers import ffmpeg
+from workers.encoding import DEFAULT_LADDER, Rung, rung_codecs, timeline_times
+from workers.h264 import codecs_string, fps_fraction
+from workers.probe import BadInput, MediaInfo, parse_rate
 from workers.storyboard import storyboard_vtt, vtt_time
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)]
@@ -242,13 +244,13 @@ def test_every_segment_starts_with_an_idr_at_the_same_time(result: Result) -> No
 
 
 def test_output_streams(result: Result) -> None:
-    expected_fps = media.fps_fraction(result.case.fps)
+    expected_fps = fps_fraction(result.case.fps)
     for rung, r in zip(DEFAULT_LADDER, result.out.renditions, strict=True):
         for seg in r.segments:
             streams = {s["codec_type"]: s for s in _segment(seg)["streams"]}
             v, a = streams["video"], streams["audio"]
             assert (v["codec_name"], v["width"], v["height"]) == ("h264", rung.width, rung.height)
-            assert media.parse_rate(v["r_frame_rate"]) == pytest.approx(float(expected_fps))
+            assert parse_rate(v["r_frame_rate"]) == pytest.approx(float(expected_fps))
             assert (a["codec_name"], a["profile"], a["sample_rate"], a["channels"]) == (
                 "aac",
                 "LC",
@@ -273,8 +275,8 @@ def test_codecs_match_the_real_stream(result: Result) -> None:
         )
         profile = {"Main": "main", "High": "high"}[v["profile"]]
         assert profile == rung.profile
-        assert r.video_codecs == media.codecs_string(profile, v["level"])
-        assert r.video_codecs == media.rung_codecs(rung, result.case.fps)
+        assert r.video_codecs == codecs_string(profile, v["level"])
+        assert r.video_codecs == rung_codecs(rung, result.case.fps)
         assert r.codecs == r.video_codecs + ",mp4a.40.2"
         assert (r.profile, r.level) == (v["profile"], v["level"])
     if result.case.fps == 60:
@@ -332,7 +334,7 @@ def test_thumbnails(result: Result) -> None:
 
 def test_storyboard(result: Result) -> None:
     out = result.out
-    times = media.timeline_times(out.duration, 10.0)
+    times = timeline_times(out.duration, 10.0)
     assert len(out.frames) == len(times) == len(out.storyboard_cues)
     assert [c.start for c in out.storyboard_cues] == times
     assert out.storyboard_cues[-1].end == out.duration
@@ -363,7 +365,7 @@ def test_storyboard_of_a_longer_clip(tmp_path: Path) -> None:
 
     async def run() -> ffmpeg.TranscodeOutput:
         info = await ffmpeg.probe(src)
-        small = (media.Rung("180p", 320, 180, 300_000), media.Rung("360p", 640, 360, 600_000))
+        small = (Rung("180p", 320, 180, 300_000), Rung("360p", 640, 360, 600_000))
         return await ffmpeg.transcode(src, tmp_path / "out", info, small, frame_interval=10.0)
 
     out = asyncio.run(run())
