@@ -41,9 +41,8 @@ from typing import Any
 import benchutil
 import seed_pipeline
 
-from origin.playlists import parse_media_playlist
 from workers import ffmpeg as sf_ffmpeg
-from workers.encoding import DEFAULT_LADDER
+from workers.encoding import DEFAULT_LADDER, media_segments
 from workers.h264 import fps_fraction, output_fps
 from workers.probe import Limits
 
@@ -163,7 +162,7 @@ def run_seed(source: Path, workdir: Path, fps: float) -> dict[str, Any]:
     segments: dict[str, list[float]] = {}
     sizes: dict[str, int] = {}
     for name, playlist in r.playlists.items():
-        durations, uris = parse_media_playlist(playlist.read_text())
+        durations, uris = media_segments(playlist.read_text())
         segments[name] = durations
         sizes[name] = sum((playlist.parent / uri).stat().st_size for uri in uris)
     return {

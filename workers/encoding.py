@@ -1,17 +1,20 @@
 """The transcode's ffmpeg command and what it writes: the ladder of rungs, the filter
 graph (one decode split to every rung, thumbnails and timeline frames), the command
-line, the names of its outputs, and its ``-progress`` lines. Pure: `workers.ffmpeg`
-runs the command and feeds its output back in here.
+line, the names of its outputs, its ``-progress`` lines and the media playlists it
+writes. Pure: `workers.ffmpeg` runs the command and feeds its output back in here.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+
+import m3u8
 
 from workers.h264 import Profile, codecs_string, fps_fraction, h264_level, level_name, output_fps
 from workers.probe import FORMAT_WHITELIST, MediaInfo, clock_seconds, finite_float, input_url
@@ -89,6 +92,11 @@ def playlist_name(rung: Rung) -> str:
 
 def segment_pattern(rung: Rung) -> str:
     return f"{rung.name}_%04d.ts"
+
+
+def segment_name(rung: Rung, number: int) -> str:
+    """File name of a rung's segment `number` (1-based), as ffmpeg writes it."""
+    return segment_pattern(rung) % number
 
 
 def thumbnail_time(duration: float) -> float:
@@ -373,3 +381,48 @@ def parse_progress(block: Mapping[str, str], duration: float) -> float:
             return 0.0
         us = seconds * 1e6
     return max(0.0, min(100.0, us / 1e6 / duration * 100.0))
+
+
+# ------------------------------------------------------------ media playlists
+
+
+def media_segments(text: str) -> tuple[list[float], list[str]]:
+    """EXTINF durations and segment URIs of a finished VOD media playlist as ffmpeg
+    writes it per rendition, read with the m3u8 library.
+
+    Raises ValueError when the text is not one: unreadable, a master playlist, no
+    EXT-X-ENDLIST (unfinished), no segments, no EXT-X-TARGETDURATION, byte ranges
+    (the list would not describe whole files), a segment without a URI, a duration
+    that is not positive, or one more than 0.5 s over the target (RFC 8216 §4.3.3.1
+    under any rounding; Apple 7.7). m3u8 passes over lines it cannot place (a URI
+    with no EXTINF), so callers check the URIs against the files written.
+    """
+    try:
+        playlist = m3u8.loads(text)
+    except (ValueError, IndexError, KeyError, m3u8.ParseError) as exc:
+        raise ValueError(f"unreadable playlist: {exc}") from None
+    if playlist.is_variant:
+        raise ValueError("a master playlist, expected a media playlist")
+    if not playlist.is_endlist:
+        raise ValueError("no #EXT-X-ENDLIST: the playlist is incomplete")
+    segments = list(playlist.segments)
+    if not segments:
+        raise ValueError("media playlist has no segments")
+    target = playlist.target_duration
+    if target is None:
+        raise ValueError("no #EXT-X-TARGETDURATION (required in a media playlist)")
+    durations: list[float] = []
+    uris: list[str] = []
+    for number, segment in enumerate(segments, start=1):
+        if segment.byterange:
+            raise ValueError(f"segment {number}: EXT-X-BYTERANGE segments are not supported")
+        if not segment.uri:
+            raise ValueError(f"segment {number}: #EXTINF has no segment URI")
+        duration = float(segment.duration)
+        if not (math.isfinite(duration) and duration > 0):
+            raise ValueError(f"segment {number}: EXTINF duration {duration} must be positive")
+        if round(duration * 1000) > target * 1000 + 500:
+            raise ValueError(f"EXTINF {duration} exceeds EXT-X-TARGETDURATION {target}")
+        durations.append(duration)
+        uris.append(segment.uri)
+    return durations, uris

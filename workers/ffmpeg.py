@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from origin.playlists import parse_media_playlist
 from workers import encoding
 from workers.encoding import DEFAULT_LADDER, Rung
 from workers.h264 import codecs_from_sps, find_sps, variant_codecs
@@ -369,9 +368,14 @@ async def _probe_rendition(segment: Path, timeout: float) -> tuple[dict, dict, s
 async def _read_rendition(workdir: Path, rung: Rung, timeout: float) -> RenditionOutput:
     playlist = workdir / encoding.playlist_name(rung)
     try:
-        durations, uris = parse_media_playlist(playlist.read_text())
+        durations, uris = encoding.media_segments(playlist.read_text())
     except (OSError, ValueError) as e:
         raise TranscodeFailed(f"{playlist.name}: {e}") from None
+    # ffmpeg numbers a rung's segments 1, 2, ... without gaps: the playlist must list
+    # exactly those, and no file after the last one (m3u8 skips a URI it cannot place).
+    names = [encoding.segment_name(rung, n) for n in range(1, len(uris) + 1)]
+    if uris != names or (workdir / encoding.segment_name(rung, len(uris) + 1)).exists():
+        raise TranscodeFailed(f"{playlist.name} does not list the segments ffmpeg wrote")
     segments = tuple(workdir / uri for uri in uris)
     try:
         sizes = tuple(p.stat().st_size for p in segments)

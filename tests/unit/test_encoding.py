@@ -1,21 +1,25 @@
 """The transcode's ffmpeg command: the ladder, the filter graph, the command line, the
-output names and times, and its -progress lines."""
+output names and times, its -progress lines and reading the playlists it writes."""
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 from typing import Any
 
 import pytest
 
+from origin.playlists import Rendition, clip_media_playlist, target_duration
 from workers.encoding import (
     DEFAULT_LADDER,
     Rung,
     filter_graph,
     fit_filter,
+    media_segments,
     parse_progress,
     parse_progress_lines,
     rung_codecs,
+    segment_name,
     thumbnail_time,
     timeline_times,
     transcode_command,
@@ -405,3 +409,85 @@ def test_parse_progress(block: dict[str, str], pct: float) -> None:
 
 def test_parse_progress_zero_duration() -> None:
     assert parse_progress({"out_time_us": "100"}, 0) == 0.0
+
+
+# ------------------------------------------------------------ media playlists
+
+FFMPEG_OUTPUT = (
+    "#EXTM3U\n"
+    "#EXT-X-VERSION:3\n"
+    "#EXT-X-TARGETDURATION:4\n"
+    "#EXT-X-MEDIA-SEQUENCE:0\n"
+    "#EXT-X-PLAYLIST-TYPE:VOD\n"
+    "#EXTINF:4.000000,\n"
+    "720p_0001.ts\n"
+    "#EXTINF:4.004000,\n"
+    "720p_0002.ts\n"
+    "#EXTINF:1.533333,\n"
+    "720p_0003.ts\n"
+    "#EXT-X-ENDLIST\n"
+)
+
+
+def _swap(old: str, new: str) -> str:
+    assert old in FFMPEG_OUTPUT
+    return FFMPEG_OUTPUT.replace(old, new, 1)
+
+
+def test_media_segments_of_ffmpegs_playlist() -> None:
+    durations, uris = media_segments(FFMPEG_OUTPUT)
+    assert durations == [4.0, 4.004, 1.533333]
+    assert uris == ["720p_0001.ts", "720p_0002.ts", "720p_0003.ts"]
+    assert target_duration([durations]) == 5  # 4.004 -> ceil 5; ffmpeg wrote 4
+    assert [segment_name(DEFAULT_LADDER[0], n) for n in (1, 3)] == uris[::2]
+
+
+def test_media_segments_round_trips_our_playlists() -> None:
+    rendition = Rendition(
+        profile="1080p",
+        width=1920,
+        height=1080,
+        frame_rate=30.0,
+        codecs="avc1.640028,mp4a.40.2",
+        durations=(4.0, 1.5),
+        sizes=(1000, 400),
+        bandwidth_peak=2000,
+        bandwidth_average=1800,
+    )
+    assert media_segments(clip_media_playlist(rendition)) == (
+        [4.0, 1.5],
+        ["1080p_0001.ts", "1080p_0002.ts"],
+    )
+
+
+def test_media_segments_tolerates_crlf_titles_and_other_tags() -> None:
+    text = (
+        "#EXTM3U\r\n#EXT-X-TARGETDURATION:2\r\n#EXT-X-DISCONTINUITY\r\n"
+        "#EXTINF:2,intro\r\n\r\na.ts\r\n#EXT-X-ENDLIST"
+    )
+    assert media_segments(text) == ([2.0], ["a.ts"])
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "no #EXT-X-ENDLIST"),
+        (_swap("#EXT-X-ENDLIST\n", ""), "no #EXT-X-ENDLIST"),
+        (_swap("#EXTINF:4.000000,", "#EXTINF:abc,"), "unreadable playlist"),
+        (_swap("#EXTINF:4.000000,", "#EXTINF:-4,"), "segment 1: EXTINF duration -4.0 must be"),
+        (_swap("#EXTINF:4.000000,", "#EXTINF:0,"), "segment 1: EXTINF duration 0.0 must be"),
+        (_swap("#EXTINF:4.000000,", "#EXTINF:nan,"), "segment 1: EXTINF duration nan must"),
+        (_swap("720p_0003.ts\n", ""), "segment 3: #EXTINF has no segment URI"),
+        (_swap("#EXT-X-TARGETDURATION:4\n", ""), "no #EXT-X-TARGETDURATION"),
+        (_swap("#EXT-X-TARGETDURATION:4", "#EXT-X-TARGETDURATION:4.5"), "unreadable playlist"),
+        (_swap("#EXT-X-TARGETDURATION:4", "#EXT-X-TARGETDURATION:3"), "exceeds"),
+        (_swap("#EXTINF:4.000000,", "#EXT-X-BYTERANGE:100@0\n#EXTINF:4,"), "BYTERANGE"),
+        ("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n720p.m3u8\n", "a master playlist"),
+        ("#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-ENDLIST\n", "has no segments"),
+    ],
+)
+def test_media_segments_rejects_what_is_not_a_finished_media_playlist(
+    text: str, reason: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        media_segments(text)

@@ -1,10 +1,16 @@
-"""Triage of a failed ffmpeg run from its bounded log: the upload's fault or ours."""
+"""Triage of a failed ffmpeg run from its bounded log (the upload's fault or ours), and
+the checks on the playlists ffmpeg wrote."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
-from workers.ffmpeg import TranscodeFailed, _BoundedLog, _failure
+import pytest
+
+from workers.encoding import DEFAULT_LADDER
+from workers.ffmpeg import TranscodeFailed, _BoundedLog, _failure, _read_rendition
 from workers.probe import BadInput
 
 
@@ -52,3 +58,36 @@ def test_failure_triage() -> None:
         other.reason == "ffmpeg exited with 187: Conversion failed!"
         and other.log_tail == "Conversion failed!"
     )
+
+
+# ------------------------------------------- reading back what ffmpeg wrote
+
+PLAYLIST = (
+    "#EXTM3U\n#EXT-X-TARGETDURATION:4\n"
+    "#EXTINF:4.000000,\n720p_0001.ts\n#EXTINF:2.000000,\n{second}\n#EXT-X-ENDLIST\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("second", "files"),
+    [
+        ("720p_0002.ts", ["720p_0001.ts", "720p_0002.ts", "720p_0003.ts"]),  # one not listed
+        ("720p_0003.ts", ["720p_0001.ts", "720p_0003.ts"]),  # a gap
+        ("../720p_0002.ts", ["720p_0001.ts"]),  # not a name ffmpeg writes
+    ],
+)
+def test_rendition_playlist_must_list_every_segment_written(
+    tmp_path: Path, second: str, files: list[str]
+) -> None:
+    (tmp_path / "720p.m3u8").write_text(PLAYLIST.format(second=second))
+    for name in files:
+        (tmp_path / name).write_bytes(b"\x47" * 188)
+    with pytest.raises(TranscodeFailed, match="does not list the segments ffmpeg wrote"):
+        asyncio.run(_read_rendition(tmp_path, DEFAULT_LADDER[0], timeout=5))
+
+
+def test_unfinished_rendition_playlist_is_a_transcode_failure(tmp_path: Path) -> None:
+    text = PLAYLIST.format(second="720p_0002.ts").replace("#EXT-X-ENDLIST\n", "")
+    (tmp_path / "720p.m3u8").write_text(text)
+    with pytest.raises(TranscodeFailed, match=r"^720p.m3u8: no #EXT-X-ENDLIST"):
+        asyncio.run(_read_rendition(tmp_path, DEFAULT_LADDER[0], timeout=5))
