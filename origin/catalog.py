@@ -201,8 +201,8 @@ def cyclic_gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector around a synchronous build of many small
     objects (nothing else runs meanwhile: there is no await inside). Reference
     counting frees them as usual. Without the pause, the collections their allocation
-    triggers walk the whole heap again and again: a 10,000-clip scene cost twice as
-    much per clip as a 100-clip one."""
+    triggers walk the whole heap again and again (figures: bench/README.md, build
+    timings)."""
     if not gc.isenabled():
         yield
         return

@@ -1,9 +1,9 @@
 """The job queue: thin typed functions over the named SQL of `origin/sql/jobs.sql`.
 
-Every function takes an asyncpg pool or connection. `enqueue` and `lock_lease` are
-meant to run inside a caller's transaction; `claim` and `heartbeat` must run in
-autocommit (a pool, or a connection outside any transaction) so the lease is
-committed before any work starts.
+Every function takes an asyncpg pool or connection (`listening` a connection of its
+own). `enqueue` and `lock_lease` are meant to run inside a caller's transaction;
+`claim` and `heartbeat` must run in autocommit (a pool, or a connection outside any
+transaction) so the lease is committed before any work starts.
 
 Writes to a running job are fenced by its lease token: when the fence matches no
 row the job is no longer ours and `LeaseLost` is raised. Driver errors are
