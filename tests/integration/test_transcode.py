@@ -34,7 +34,7 @@ from tests.helpers.clips import (
 from workers import ffmpeg
 from workers.encoding import DEFAULT_LADDER, Rung, rung_codecs, timeline_times
 from workers.h264 import codecs_string, fps_fraction
-from workers.probe import BadInput, MediaInfo, parse_rate
+from workers.probe import BadInput, MediaInfo, input_url, parse_rate
 from workers.storyboard import storyboard_vtt, vtt_time
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)]
@@ -127,10 +127,12 @@ CASES = [
 @dataclass
 class Result:
     case: Case
+    source: Path
     info: MediaInfo
     out: ffmpeg.TranscodeOutput
     progress: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    spawned: list[list[str]] = field(default_factory=list)  # argv of every process transcode ran
 
 
 def ffprobe_json(*args: str) -> dict[str, Any]:
@@ -160,13 +162,22 @@ def result(request: pytest.FixtureRequest, clips: Path) -> Result:
     async def on_progress(pct: float) -> None:
         progress.append(pct)
 
+    spawned: list[list[str]] = []
+
+    class CountingPopen(subprocess.Popen):  # every process, whichever way it is started
+        def __init__(self, args: Any, *rest: Any, **kw: Any) -> None:
+            spawned.append([os.fsdecode(a) for a in args])
+            super().__init__(args, *rest, **kw)
+
     async def run() -> Result:
         info = await ffmpeg.probe(src)
         t0 = time.monotonic()
-        out = await ffmpeg.transcode(
-            src, work, info, on_progress=on_progress, progress_interval=0.2, timeout=300
-        )
-        return Result(case, info, out, progress, time.monotonic() - t0)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(subprocess, "Popen", CountingPopen)
+            out = await ffmpeg.transcode(
+                src, work, info, on_progress=on_progress, progress_interval=0.2, timeout=300
+            )
+        return Result(case, src, info, out, progress, time.monotonic() - t0, spawned)
 
     return asyncio.run(run())
 
@@ -192,9 +203,22 @@ def test_one_ffmpeg_run_wrote_everything(result: Result) -> None:
         "transcode_log.txt",
         "frames",
     } <= set(names)
-    log = out.log.read_text()
-    assert log.startswith("$ ffmpeg ") and log.count("$ ffmpeg ") == 1 and "# exit 0" in log
     assert [r.name for r in out.renditions] == ["720p", "1080p"]
+    # exactly one process reads the upload: the ffmpeg run that writes every output
+    runs = [argv for argv in result.spawned if input_url(result.source) in argv]
+    assert len(runs) == 1, f"{len(runs)} processes read the upload: {runs}"
+    run = runs[0]
+    assert Path(run[0]).name == "ffmpeg"
+    work = out.log.parent
+    outputs = [f"{r.name}.m3u8" for r in DEFAULT_LADDER] + ["thumbnail.jpg", "thumbnail_large.jpg"]
+    assert {str(work / name) for name in outputs} | {
+        str(work / "frames" / "frame_%04d.jpg")
+    } <= set(run)
+    # the other processes only read back what it wrote (one segment per rendition)
+    others = [argv for argv in result.spawned if argv is not run]
+    assert others and all(any(a.startswith(f"file:{work}/") for a in argv) for argv in others)
+    log = out.log.read_text()
+    assert log.startswith(f"$ {' '.join(run)}\n# exit 0 ")
 
 
 def test_renditions_have_identical_segments(result: Result) -> None:
