@@ -1,7 +1,8 @@
 """The transcode's ffmpeg command and what it writes: the ladder of rungs, the filter
 graph (one decode split to every rung, thumbnails and timeline frames), the command
-line, the names of its outputs, its ``-progress`` lines and the media playlists it
-writes. Pure: `workers.ffmpeg` runs the command and feeds its output back in here.
+line, the names of its outputs, its ``-progress`` lines, the media playlists it writes
+and the commands that read its segments back. Pure: `workers.ffmpeg` runs the commands
+and feeds their output back in here.
 """
 
 from __future__ import annotations
@@ -337,6 +338,47 @@ def transcode_command(
         str(out / FRAMES_DIR / FRAME_PATTERN),
     ]
     return cmd
+
+
+# ------------------------------------------------------ reading the outputs back
+
+
+#: How ffprobe/ffmpeg open a segment we wrote: a local MPEG-TS file, nothing else.
+_SEGMENT_INPUT = ("-v", "error", "-protocol_whitelist", "file", "-f", "mpegts")
+
+
+def segment_streams_command(segment: str | os.PathLike[str]) -> list[str]:
+    """ffprobe of one written segment: its streams as JSON (frame size, rate, audio)."""
+    return [
+        "ffprobe",
+        *_SEGMENT_INPUT,
+        "-print_format",
+        "json",
+        "-show_streams",
+        "-i",
+        input_url(segment),
+    ]
+
+
+def segment_sps_command(segment: str | os.PathLike[str]) -> list[str]:
+    """The first video frame of one written segment as H.264 Annex B on stdout: its SPS
+    holds the profile, constraint flags and level really written (the CODECS)."""
+    return [
+        "ffmpeg",
+        "-nostdin",
+        *_SEGMENT_INPUT,
+        "-i",
+        input_url(segment),
+        "-map",
+        "0:v:0",
+        "-c",
+        "copy",
+        "-frames:v",
+        "1",
+        "-f",
+        "h264",
+        "pipe:1",
+    ]
 
 
 # ---------------------------------------------------------------- progress

@@ -30,7 +30,6 @@ from workers.probe import (
     Limits,
     MediaInfo,
     ffprobe_command,
-    input_url,
     parse_rate,
     probe_failure_reason,
     validate_probe,
@@ -38,7 +37,6 @@ from workers.probe import (
 from workers.storyboard import STORYBOARD_VTT, StoryboardCue, build_storyboard, storyboard_vtt
 
 __all__ = [
-    "BadInput",
     "Completed",
     "RenditionOutput",
     "TranscodeFailed",
@@ -330,27 +328,9 @@ async def _run_transcode(
 
 async def _probe_rendition(segment: Path, timeout: float) -> tuple[dict, dict, str]:
     """(video stream, audio stream, codecs from SPS) of one of our own output segments."""
-    url = input_url(segment)
-    base = ["-v", "error", "-protocol_whitelist", "file", "-f", "mpegts"]
-    streams_cmd = ["ffprobe", *base, "-print_format", "json", "-show_streams", "-i", url]
-    sps_cmd = [
-        "ffmpeg",
-        "-nostdin",
-        *base,
-        "-i",
-        url,
-        "-map",
-        "0:v:0",
-        "-c",
-        "copy",
-        "-frames:v",
-        "1",
-        "-f",
-        "h264",
-        "pipe:1",
-    ]
     info, raw = await asyncio.gather(
-        run_capture(streams_cmd, timeout=timeout), run_capture(sps_cmd, timeout=timeout)
+        run_capture(encoding.segment_streams_command(segment), timeout=timeout),
+        run_capture(encoding.segment_sps_command(segment), timeout=timeout),
     )
     if info.returncode != 0 or raw.returncode != 0:
         raise TranscodeFailed(

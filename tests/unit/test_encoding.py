@@ -20,6 +20,8 @@ from workers.encoding import (
     parse_progress_lines,
     rung_codecs,
     segment_name,
+    segment_sps_command,
+    segment_streams_command,
     thumbnail_time,
     timeline_times,
     transcode_command,
@@ -491,3 +493,41 @@ def test_media_segments_rejects_what_is_not_a_finished_media_playlist(
 ) -> None:
     with pytest.raises(ValueError, match=re.escape(reason)):
         media_segments(text)
+
+
+def test_read_back_commands_open_only_the_local_segment() -> None:
+    assert segment_streams_command("/work/out/720p_0001.ts") == [
+        "ffprobe",
+        "-v",
+        "error",
+        "-protocol_whitelist",
+        "file",
+        "-f",
+        "mpegts",
+        "-print_format",
+        "json",
+        "-show_streams",
+        "-i",
+        "file:/work/out/720p_0001.ts",
+    ]
+    assert segment_sps_command("/work/out/720p_0001.ts") == [
+        "ffmpeg",
+        "-nostdin",
+        "-v",
+        "error",
+        "-protocol_whitelist",
+        "file",
+        "-f",
+        "mpegts",
+        "-i",
+        "file:/work/out/720p_0001.ts",
+        "-map",
+        "0:v:0",
+        "-c",
+        "copy",
+        "-frames:v",
+        "1",
+        "-f",
+        "h264",
+        "pipe:1",
+    ]
