@@ -9,10 +9,9 @@
   other exception -> `retry_or_dead` with exponential backoff and full jitter.
   Status writes are shielded, so a cancellation during shutdown cannot lose them.
 - Expired leases (of workers that died) are re-queued by every worker, periodically.
-- An idle worker waits for new work on a connection of its own that LISTENs on the
-  queue's channel (`origin.queue.listening`) and claims as soon as a job of its kinds is
-  queued; it still polls every `poll_interval` (jobs whose retry backoff ends, and
-  while the listening connection is lost, which it re-opens with backoff).
+- An idle worker waits for new work: it claims as soon as a job of its kinds is
+  queued (`workers.wakeup`: LISTEN/NOTIFY) and still polls every `poll_interval`
+  (jobs whose retry backoff ends; while the listening connection is lost).
 - On `stop`: no more claims; running jobs get `grace_seconds` to finish, then are
   cancelled and handed back (`release`: queued again, the attempt not counted).
 """
@@ -32,7 +31,8 @@ import asyncpg
 
 from origin import queue
 from origin.backoff import backoff_seconds
-from origin.queue import Conn, Job, LeaseLost, QueueError, QueueUnavailable
+from origin.queue import Conn, Job, LeaseLost, QueueError
+from workers.wakeup import listen_for_jobs, wait_any
 
 log = logging.getLogger("storyforge.worker")
 
@@ -41,9 +41,6 @@ T = TypeVar("T")
 PROGRESS_MIN_INTERVAL = 1.0  # seconds between progress writes from JobContext.progress
 CANCEL_WAIT_SECONDS = 10.0  # how long a cancelled handler gets to clean up (kill ffmpeg)
 MAX_UNAVAILABLE_SLEEP = 30.0  # cap of the wait between claims while the database is down
-LISTEN_CHECK_SECONDS = 30.0  # how often an idle listening connection is checked
-LISTEN_CHECK_TIMEOUT = 10.0  # ... and how long that check may take before it counts as lost
-LISTEN_RETRY_BASE = 1.0  # backoff base (s) for re-opening a lost listening connection
 
 
 class PermanentError(Exception):
@@ -140,16 +137,6 @@ async def _shielded(coro: Coroutine[Any, Any, T]) -> T:
         raise
 
 
-async def _wait_any(seconds: float, *events: asyncio.Event) -> None:
-    """Sleep until one of `events` is set or `seconds` pass."""
-    waits = {asyncio.ensure_future(e.wait()) for e in events}
-    try:
-        await asyncio.wait(waits, timeout=max(seconds, 0.0), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()
-
-
 @dataclass
 class _Options:
     name: str
@@ -213,7 +200,8 @@ async def run_worker(
     due = asyncio.Event()  # set when a job of our kinds may have become due
     listener = (
         asyncio.create_task(
-            _listener(pool, frozenset(kinds), due, stop, opts), name=f"listen {name}"
+            listen_for_jobs(pool, frozenset(kinds), due, stop, name=name, rng=opts.rng),
+            name=f"listen {name}",
         )
         if listen and kinds
         else None
@@ -236,7 +224,7 @@ async def run_worker(
                     exc,
                     extra={"worker": name},
                 )
-                await _wait_any(unavailable_sleep, stop)
+                await wait_any(unavailable_sleep, stop)
                 unavailable_sleep = min(unavailable_sleep * 2, MAX_UNAVAILABLE_SLEEP)
                 continue
             except BaseException:
@@ -244,7 +232,7 @@ async def run_worker(
                 raise
             if job is None:
                 slots.release()
-                await _wait_any(poll_interval, stop, due)  # the poll, or woken
+                await wait_any(poll_interval, stop, due)  # the poll, or woken
                 continue
             task = asyncio.create_task(
                 _run_job(pool, handlers[job.kind], job, opts), name=f"job {job.kind} {job.id}"
@@ -287,82 +275,6 @@ async def _acquire_or_stop(slots: asyncio.Semaphore, stop: asyncio.Event) -> boo
     return got
 
 
-async def _listener(
-    pool: asyncpg.Pool,
-    kinds: frozenset[str],
-    due: asyncio.Event,
-    stop: asyncio.Event,
-    opts: _Options,
-) -> None:
-    """Hold a connection of `pool` that LISTENs for due jobs and set `due` for each
-    one of `kinds`. A lost connection (terminated, dropped, failing its periodic
-    check) is re-opened after `backoff_seconds`; the claim loop polls meanwhile."""
-    name = opts.name
-    failures = 0
-
-    def on_due(kind: str) -> None:
-        if kind in kinds:
-            due.set()
-
-    def on_listening() -> None:
-        nonlocal failures
-        if failures:
-            log.info("worker %s: listening for new jobs again", name, extra={"worker": name})
-        failures = 0
-        due.set()  # whatever was queued while we were not listening is claimable now
-
-    while not stop.is_set():
-        try:
-            async with pool.acquire() as conn:
-                await _listen_until_lost(conn, on_due, on_listening, stop)
-        except Exception as exc:  # any failure: listen again later, poll meanwhile
-            failures += 1
-            delay = backoff_seconds(failures, LISTEN_RETRY_BASE, MAX_UNAVAILABLE_SLEEP, opts.rng)
-            log.warning(
-                "worker %s: not listening for new jobs (%s); polling meanwhile, "
-                "listening again in %.1fs",
-                name,
-                exc,
-                delay,
-                extra={"worker": name},
-            )
-            await _wait_any(delay, stop)
-
-
-async def _listen_until_lost(
-    conn: Conn,
-    on_due: Callable[[str], None],
-    on_listening: Callable[[], None],
-    stop: asyncio.Event,
-) -> None:
-    """LISTEN on `conn` and hold it until `stop` (return) or until it is lost:
-    terminated, or failing its check every LISTEN_CHECK_SECONDS (QueueUnavailable)."""
-    lost = asyncio.Event()
-
-    def on_lost(_conn: object) -> None:
-        lost.set()
-
-    conn.add_termination_listener(on_lost)
-    try:
-        async with queue.listening(conn, on_due):
-            on_listening()
-            while True:
-                await _wait_any(LISTEN_CHECK_SECONDS, stop, lost)
-                if lost.is_set():
-                    raise QueueUnavailable("the listening connection was closed")
-                if stop.is_set():
-                    return
-                try:
-                    async with asyncio.timeout(LISTEN_CHECK_TIMEOUT):
-                        still = await queue.is_listening(conn)
-                except TimeoutError:
-                    raise QueueUnavailable("the listening connection did not answer") from None
-                if not still:
-                    raise QueueUnavailable("the connection stopped listening")
-    finally:
-        conn.remove_termination_listener(on_lost)
-
-
 async def _reaper(pool: asyncpg.Pool, name: str, interval: float, stop: asyncio.Event) -> None:
     """Re-queue jobs whose lease expired (their worker died), every `interval`."""
     while not stop.is_set():
@@ -370,7 +282,7 @@ async def _reaper(pool: asyncpg.Pool, name: str, interval: float, stop: asyncio.
             await _reap(pool, name)
         except QueueError as exc:
             log.warning("worker %s: re-queueing expired leases failed: %s", name, exc)
-        await _wait_any(interval, stop)
+        await wait_any(interval, stop)
 
 
 async def _reap(pool: asyncpg.Pool, name: str) -> None:
