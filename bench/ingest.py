@@ -41,10 +41,10 @@ from typing import Any
 import benchutil
 import seed_pipeline
 
-from origin.playlists import parse_media_playlist
 from workers import ffmpeg as sf_ffmpeg
-from workers import media
-from workers.media import DEFAULT_LADDER, Limits
+from workers.encoding import DEFAULT_LADDER, media_segments
+from workers.h264 import fps_fraction, output_fps
+from workers.probe import Limits
 
 SOURCE_BITRATE = "8M"  # a phone's 1080p30 H.264 is 8-17 Mbit/s
 SOURCE_FPS = 30
@@ -162,7 +162,7 @@ def run_seed(source: Path, workdir: Path, fps: float) -> dict[str, Any]:
     segments: dict[str, list[float]] = {}
     sizes: dict[str, int] = {}
     for name, playlist in r.playlists.items():
-        durations, uris = parse_media_playlist(playlist.read_text())
+        durations, uris = media_segments(playlist.read_text())
         segments[name] = durations
         sizes[name] = sum((playlist.parent / uri).stat().st_size for uri in uris)
     return {
@@ -239,7 +239,7 @@ def _strip(run: dict[str, Any]) -> dict[str, Any]:
 def compare(
     source: Path, rounds: int, scratch: Path, wait: bool
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    fps = float(media.fps_fraction(media.output_fps(SOURCE_FPS)))
+    fps = float(fps_fraction(output_fps(SOURCE_FPS)))
     runs: dict[str, list[dict[str, Any]]] = {"ours": [], "seed": []}
     kept: dict[str, dict[str, Any]] = {}
     for rnd in range(rounds):

@@ -10,7 +10,7 @@ with ``subprocess.run``, as in the seed.
 
 What is NOT the seed's: the encoder settings. So that the benchmark compares pipelines
 and not encoder settings, every run uses exactly the x264/AAC settings of our
-transcoder (`workers.media.transcode_command`): the same preset (the default of
+transcoder (`workers.encoding.transcode_command`): the same preset (the default of
 `workers.ffmpeg.transcode`), profile and level, bitrate, maxrate (1.5x), bufsize (2x),
 the same keyframe cadence (IDR every `hls_time` seconds, closed GOPs, no scene-cut
 keyframes: without it the seed's 4 s segments come out 8.3 s long, x264's default GOP),
@@ -31,9 +31,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workers import encoding
 from workers import ffmpeg as sf_ffmpeg
-from workers import media
-from workers.media import DEFAULT_LADDER, Rung
+from workers.encoding import DEFAULT_LADDER, Rung
+from workers.h264 import fps_fraction, level_name, output_fps
+from workers.probe import parse_rate
 
 #: Our transcoder's defaults, read from the product code.
 _TRANSCODE_DEFAULTS = inspect.signature(sf_ffmpeg.transcode).parameters
@@ -150,7 +152,7 @@ def encoder_args(rung: Rung, fps: float, *, preset: str = PRESET) -> list[str]:
         "-profile:v",
         rung.profile,
         "-level:v",
-        media.level_name(media.rung_level(rung, fps)),
+        level_name(encoding.rung_level(rung, fps)),
         "-b:v",
         str(rung.video_bitrate),
         "-maxrate",
@@ -249,8 +251,8 @@ def _source_fps(source: str) -> float:
         capture_output=True,
         stdin=subprocess.DEVNULL,
     ).stdout
-    rate = media.parse_rate(json.loads(out)["streams"][0]["avg_frame_rate"]) or 30.0
-    return float(media.fps_fraction(media.output_fps(rate)))
+    rate = parse_rate(json.loads(out)["streams"][0]["avg_frame_rate"]) or 30.0
+    return float(fps_fraction(output_fps(rate)))
 
 
 def ingest(
@@ -284,15 +286,15 @@ def ingest(
 
     # seed §6.1: thumbnail (640x360) and large thumbnail (1280x720) at 2 s
     t = time.perf_counter()
-    extract_thumbnail(src, str(out / media.THUMBNAIL), 2.0, media.THUMBNAIL_SIZE)
-    extract_thumbnail(src, str(out / media.THUMBNAIL_LARGE), 2.0, media.THUMBNAIL_LARGE_SIZE)
+    extract_thumbnail(src, str(out / encoding.THUMBNAIL), 2.0, encoding.THUMBNAIL_SIZE)
+    extract_thumbnail(src, str(out / encoding.THUMBNAIL_LARGE), 2.0, encoding.THUMBNAIL_LARGE_SIZE)
     steps["thumbnails"] = time.perf_counter() - t
 
     # seed §6.1 timeline thumbnails every 10 s, §6.2 sprite sheet
     t = time.perf_counter()
     frames = out / "frames"
     frames.mkdir()
-    thumbs = extract_thumbnails_timeline(src, str(frames), FRAME_INTERVAL, media.TIMELINE_TILE)
+    thumbs = extract_thumbnails_timeline(src, str(frames), FRAME_INTERVAL, encoding.TIMELINE_TILE)
     steps["timeline"] = time.perf_counter() - t
     t = time.perf_counter()
     generate_sprite_sheet(thumbs, str(out / "storyboard.jpg"))

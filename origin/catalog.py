@@ -1,12 +1,14 @@
 """Users, scenes, segments and renditions in PostgreSQL: the queries of
 `sql/catalog.sql` as typed async functions returning frozen dataclasses, with
-driver errors turned into domain ones here."""
+driver errors turned into domain ones here. The API creates users, scenes and
+processing segments; the transcode job publishes (or fails) them; the read path
+builds scenes from them."""
 
 from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,6 +36,18 @@ class Scene:
     title: str
     version: int
     updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A clip of a scene as its transcode job sees it."""
+
+    id: str
+    scene_id: str
+    sequence: int
+    contributor_id: str
+    status: str  # processing | ready | failed
+    scene_live: bool  # False once the scene is deleted
 
 
 @dataclass(frozen=True)
@@ -100,6 +114,75 @@ async def segment_status(conn: asyncpg.Connection, segment_id: str) -> dict[str,
     return dict(row) if row else None
 
 
+async def segment_for_job(conn: asyncpg.Connection, segment_id: str) -> Segment | None:
+    row = await conn.fetchrow(db.q("get_segment_for_job"), segment_id)
+    if row is None:
+        return None
+    return Segment(
+        row["id"],
+        row["scene_id"],
+        row["sequence"],
+        row["contributor_id"],
+        row["status"],
+        row["scene_live"],
+    )
+
+
+async def fail_segment(conn: asyncpg.Connection, segment_id: str, reason: str) -> None:
+    """A processing segment becomes failed with a readable reason (no-op otherwise)."""
+    await conn.execute(db.q("fail_segment"), segment_id, reason)
+
+
+async def publish_segment(
+    conn: asyncpg.Connection,
+    segment_id: str,
+    *,
+    duration: float,
+    metadata: Mapping[str, Any],
+    renditions: Sequence[Rendition],
+) -> int | None:
+    """Publish a processing segment: ready with its metadata, its renditions written,
+    the scene's version bumped. Runs in the caller's transaction, which must hold the
+    transcode job's lease fence (`origin.queue.lock_lease`) and complete the job, so
+    the segment becomes visible exactly when its job succeeds.
+
+    Returns the scene's new version, or None (nothing written) when the segment is
+    not processing: published by an earlier attempt, or failed.
+    """
+    if not conn.is_in_transaction():
+        raise RuntimeError("publish_segment must run inside the transaction holding the fence")
+    row = await conn.fetchrow(
+        db.q("mark_segment_ready"), segment_id, round(duration, 3), json.dumps(dict(metadata))
+    )
+    if row is None:
+        return None
+    await conn.executemany(
+        db.q("insert_rendition"),
+        [
+            (
+                segment_id,
+                r.profile,
+                r.width,
+                r.height,
+                r.frame_rate,
+                r.codecs,
+                r.bandwidth_peak,
+                r.bandwidth_average,
+                list(r.durations),
+                list(r.sizes),
+            )
+            for r in renditions
+        ],
+    )
+    version: int = await conn.fetchval(db.q("bump_scene_version"), row["scene_id"])
+    return version
+
+
+async def first_ready_segment(conn: asyncpg.Connection, scene_id: str) -> str | None:
+    """The id of the scene's first ready segment (in sequence order), if any."""
+    return await conn.fetchval(db.q("first_ready_segment"), scene_id)
+
+
 async def scene_view(
     conn: asyncpg.Connection, scene_id: str, *, storyboard: bool = False
 ) -> SceneView | None:
@@ -118,8 +201,8 @@ def cyclic_gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector around a synchronous build of many small
     objects (nothing else runs meanwhile: there is no await inside). Reference
     counting frees them as usual. Without the pause, the collections their allocation
-    triggers walk the whole heap again and again: a 10,000-clip scene cost twice as
-    much per clip as a 100-clip one."""
+    triggers walk the whole heap again and again (figures: bench/README.md, build
+    timings)."""
     if not gc.isenabled():
         yield
         return

@@ -1,7 +1,8 @@
 """HLS playlist text for StoryForge: the per-clip master and media playlists the
 transcoder stores, the stitched scene master / media playlists and storyboard WebVTT
 the origin builds from Postgres rows, the bandwidth and target-duration figures they
-declare, and a strict reader for ffmpeg's media playlists.
+declare. (ffmpeg's own playlists are read with the m3u8 library, in
+`workers.encoding`.)
 
 Pure: no I/O, no asyncio, no clock. The same input always gives the same bytes.
 The rules implemented here, with their sources, are listed in HLS-RULES.md.
@@ -30,7 +31,6 @@ __all__ = [
     "clip_master_playlist",
     "clip_media_playlist",
     "clip_storyboard_vtt",
-    "parse_media_playlist",
     "peak_bandwidth",
     "scene_target_duration",
     "stitched_master",
@@ -618,83 +618,3 @@ def stitched_storyboard_vtt(clips: Sequence[Clip], *, uri_for: Callable[[str], s
     for clip in clips:
         offset += _storyboard_cues(blocks, clip, offset, _under(uri_for, f"{clip.segment_id}/"))
     return "\n\n".join(blocks) + "\n"
-
-
-# ------------------------------------------------------------------------ reading
-
-# RFC 8216 §4.2 decimal-floating-point: digits and an optional fraction, no sign.
-_DECIMAL_RE = re.compile(r"[0-9]+(?:\.[0-9]*)?")
-_MASTER_TAGS = ("#EXT-X-STREAM-INF", "#EXT-X-I-FRAME-STREAM-INF", "#EXT-X-MEDIA:")
-
-
-def parse_media_playlist(text: str) -> tuple[list[float], list[str]]:
-    """EXTINF durations and segment URIs of a complete VOD media playlist (the one
-    ffmpeg writes per rendition).
-
-    Raises ValueError naming the line and the rule when the text is not one: no
-    #EXTM3U first line (RFC 8216 §4.3.1.1), a master playlist, a malformed or
-    non-positive EXTINF (§4.3.2.1), a URI without EXTINF or EXTINF without URI,
-    missing or malformed EXT-X-TARGETDURATION (§4.3.3.1) or a segment over it, byte
-    ranges (the result would not describe whole files), no segments, or no
-    EXT-X-ENDLIST (§4.3.3.4: an unfinished playlist).
-    """
-    lines = text.splitlines()
-    if not lines or lines[0].strip() != "#EXTM3U":
-        raise ValueError("not an HLS playlist: the first line must be #EXTM3U")
-    durations: list[float] = []
-    uris: list[str] = []
-    pending: float | None = None
-    target: int | None = None
-    ended = False
-    for lineno, raw in enumerate(lines[1:], start=2):
-        line = raw.strip()
-        if not line:
-            continue
-        if ended and (line.startswith("#EXTINF") or not line.startswith("#")):
-            raise ValueError(f"line {lineno}: media segment after #EXT-X-ENDLIST")
-        if line.startswith("#EXTINF"):
-            if pending is not None:
-                raise ValueError(f"line {lineno}: #EXTINF follows an #EXTINF with no URI")
-            if not line.startswith("#EXTINF:"):
-                raise ValueError(f"line {lineno}: malformed #EXTINF {line!r}")
-            value = line[len("#EXTINF:") :].split(",", 1)[0].strip()
-            if not _DECIMAL_RE.fullmatch(value):
-                raise ValueError(f"line {lineno}: EXTINF duration {value!r} is not a number")
-            pending = float(value)
-            if not math.isfinite(pending) or pending <= 0:
-                raise ValueError(f"line {lineno}: EXTINF duration {value} must be positive")
-        elif line.startswith(_MASTER_TAGS):
-            raise ValueError(f"line {lineno}: master playlist tag, expected a media playlist")
-        elif line.startswith("#EXT-X-BYTERANGE"):
-            raise ValueError(f"line {lineno}: EXT-X-BYTERANGE segments are not supported")
-        elif line.startswith("#EXT-X-TARGETDURATION"):
-            value = line.partition(":")[2].strip()
-            if target is not None:
-                raise ValueError(f"line {lineno}: second #EXT-X-TARGETDURATION")
-            if not value.isdigit() or int(value) < 1:
-                raise ValueError(f"line {lineno}: EXT-X-TARGETDURATION {value!r} is invalid")
-            target = int(value)
-        elif line == "#EXT-X-ENDLIST":
-            ended = True
-        elif line.startswith("#"):
-            continue  # other tags and comments do not change the segment list
-        else:
-            if pending is None:
-                raise ValueError(f"line {lineno}: segment URI {line!r} has no #EXTINF")
-            durations.append(pending)
-            uris.append(line)
-            pending = None
-    if pending is not None:
-        raise ValueError("playlist ends with an #EXTINF that has no segment URI")
-    if target is None:
-        raise ValueError("no #EXT-X-TARGETDURATION (required in a media playlist)")
-    if not durations:
-        raise ValueError("media playlist has no segments")
-    longest = max(durations)
-    # Only a segment over target + 0.5 s breaks "rounded EXTINF <= target" under any
-    # rounding rule (ffmpeg rounds half to even); Apple 7.7 draws the same line.
-    if _ms(longest) > target * 1000 + 500:
-        raise ValueError(f"EXTINF {longest} exceeds EXT-X-TARGETDURATION {target}")
-    if not ended:
-        raise ValueError("no #EXT-X-ENDLIST: the playlist is incomplete")
-    return durations, uris

@@ -1,7 +1,7 @@
 """Runs ffprobe and ffmpeg for the transcode job: asyncio subprocesses that die with the worker.
 
 `probe` validates an upload (`BadInput` on anything unusable); `transcode` runs the single
-ffmpeg command of `workers.media.transcode_command`, reports progress, keeps a bounded log,
+ffmpeg command of `workers.encoding.transcode_command`, reports progress, keeps a bounded log,
 then measures what ffmpeg really wrote (segment durations and sizes, profile/level from the
 SPS, frame size and rate) and builds the storyboard.
 """
@@ -22,13 +22,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from origin.playlists import parse_media_playlist
-from workers import media
-from workers.media import DEFAULT_LADDER, BadInput, Limits, MediaInfo, Rung
+from workers import encoding
+from workers.encoding import DEFAULT_LADDER, Rung
+from workers.h264 import codecs_from_sps, find_sps, variant_codecs
+from workers.probe import (
+    BadInput,
+    Limits,
+    MediaInfo,
+    ffprobe_command,
+    parse_rate,
+    probe_failure_reason,
+    validate_probe,
+)
 from workers.storyboard import STORYBOARD_VTT, StoryboardCue, build_storyboard, storyboard_vtt
 
 __all__ = [
-    "BadInput",
     "Completed",
     "RenditionOutput",
     "TranscodeFailed",
@@ -223,18 +231,18 @@ async def probe(
             f"file is {size / 1e6:.0f} MB, above the limit of {limits.max_bytes / 1e6:.0f} MB"
         )
     try:
-        done = await run_capture(media.ffprobe_command(path), timeout=timeout)
+        done = await run_capture(ffprobe_command(path), timeout=timeout)
     except TimeoutError:
         raise TranscodeFailed(f"ffprobe did not finish within {timeout:g} s") from None
     if done.returncode < 0:
         raise TranscodeFailed(f"ffprobe killed by signal {-done.returncode}", done.stderr[-2000:])
     if done.returncode != 0:
-        raise BadInput(media.probe_failure_reason(done.stderr, path))
+        raise BadInput(probe_failure_reason(done.stderr, path))
     try:
         data = json.loads(done.stdout)
     except ValueError:
         raise BadInput("not a readable video file: ffprobe output unreadable") from None
-    return media.validate_probe(data, limits)
+    return validate_probe(data, limits)
 
 
 # ----------------------------------------------------------------- transcode
@@ -269,11 +277,11 @@ def _failure(returncode: int, log: _BoundedLog) -> Exception:
 def _clean_outputs(workdir: Path, ladder: Sequence[Rung]) -> None:
     """Remove what an earlier attempt left, so stale segments or frames never leak in."""
     patterns = [f"{r.name}_*.ts" for r in ladder] + [f"{r.name}.m3u8" for r in ladder]
-    patterns += [media.THUMBNAIL, media.THUMBNAIL_LARGE, "storyboard*.jpg", STORYBOARD_VTT]
+    patterns += [encoding.THUMBNAIL, encoding.THUMBNAIL_LARGE, "storyboard*.jpg", STORYBOARD_VTT]
     for pattern in patterns:
         for p in workdir.glob(pattern):
             p.unlink(missing_ok=True)
-    frames = workdir / media.FRAMES_DIR
+    frames = workdir / encoding.FRAMES_DIR
     frames.mkdir(parents=True, exist_ok=True)
     for p in frames.glob("*.jpg"):
         p.unlink(missing_ok=True)
@@ -292,7 +300,7 @@ async def _run_transcode(
 
     async def pump_progress() -> None:
         assert proc.stdout is not None
-        parser = media.ProgressParser()
+        parser = encoding.ProgressParser()
         last = 0.0
         async for line in _lines(proc.stdout):
             block = parser.feed(line)
@@ -301,7 +309,7 @@ async def _run_transcode(
             now = time.monotonic()
             if now - last >= progress_interval:
                 last = now
-                await on_progress(media.parse_progress(block, duration))
+                await on_progress(encoding.parse_progress(block, duration))
 
     stderr_task = asyncio.create_task(log.pump(proc.stderr))
     progress_task = asyncio.create_task(pump_progress())
@@ -320,27 +328,9 @@ async def _run_transcode(
 
 async def _probe_rendition(segment: Path, timeout: float) -> tuple[dict, dict, str]:
     """(video stream, audio stream, codecs from SPS) of one of our own output segments."""
-    url = media.input_url(segment)
-    base = ["-v", "error", "-protocol_whitelist", "file", "-f", "mpegts"]
-    streams_cmd = ["ffprobe", *base, "-print_format", "json", "-show_streams", "-i", url]
-    sps_cmd = [
-        "ffmpeg",
-        "-nostdin",
-        *base,
-        "-i",
-        url,
-        "-map",
-        "0:v:0",
-        "-c",
-        "copy",
-        "-frames:v",
-        "1",
-        "-f",
-        "h264",
-        "pipe:1",
-    ]
     info, raw = await asyncio.gather(
-        run_capture(streams_cmd, timeout=timeout), run_capture(sps_cmd, timeout=timeout)
+        run_capture(encoding.segment_streams_command(segment), timeout=timeout),
+        run_capture(encoding.segment_sps_command(segment), timeout=timeout),
     )
     if info.returncode != 0 or raw.returncode != 0:
         raise TranscodeFailed(
@@ -349,18 +339,23 @@ async def _probe_rendition(segment: Path, timeout: float) -> tuple[dict, dict, s
     streams = json.loads(info.stdout).get("streams") or []
     video = next((s for s in streams if s.get("codec_type") == "video"), None)
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
-    sps = media.find_sps(raw.stdout)
+    sps = find_sps(raw.stdout)
     if video is None or audio is None or sps is None:
         raise TranscodeFailed(f"{segment.name} lacks video, audio or an SPS")
-    return video, audio, media.codecs_from_sps(sps)
+    return video, audio, codecs_from_sps(sps)
 
 
 async def _read_rendition(workdir: Path, rung: Rung, timeout: float) -> RenditionOutput:
-    playlist = workdir / media.playlist_name(rung)
+    playlist = workdir / encoding.playlist_name(rung)
     try:
-        durations, uris = parse_media_playlist(playlist.read_text())
+        durations, uris = encoding.media_segments(playlist.read_text())
     except (OSError, ValueError) as e:
         raise TranscodeFailed(f"{playlist.name}: {e}") from None
+    # ffmpeg numbers a rung's segments 1, 2, ... without gaps: the playlist must list
+    # exactly those, and no file after the last one (m3u8 skips a URI it cannot place).
+    names = [encoding.segment_name(rung, n) for n in range(1, len(uris) + 1)]
+    if uris != names or (workdir / encoding.segment_name(rung, len(uris) + 1)).exists():
+        raise TranscodeFailed(f"{playlist.name} does not list the segments ffmpeg wrote")
     segments = tuple(workdir / uri for uri in uris)
     try:
         sizes = tuple(p.stat().st_size for p in segments)
@@ -372,15 +367,13 @@ async def _read_rendition(workdir: Path, rung: Rung, timeout: float) -> Renditio
         raise TranscodeFailed(
             f"{rung.name}: wrote {width}x{height}, expected {rung.width}x{rung.height}"
         )
-    fps = media.parse_rate(video.get("r_frame_rate")) or media.parse_rate(
-        video.get("avg_frame_rate")
-    )
+    fps = parse_rate(video.get("r_frame_rate")) or parse_rate(video.get("avg_frame_rate"))
     return RenditionOutput(
         name=rung.name,
         width=width,
         height=height,
         fps=round(fps or 0.0, 3),
-        codecs=media.variant_codecs(codecs),
+        codecs=variant_codecs(codecs),
         video_codecs=codecs,
         profile=str(video.get("profile") or ""),
         level=int(video.get("level") or 0),
@@ -418,7 +411,7 @@ async def transcode(
     out = Path(workdir)
     out.mkdir(parents=True, exist_ok=True)
     _clean_outputs(out, ladder)
-    cmd = media.transcode_command(
+    cmd = encoding.transcode_command(
         source,
         out,
         info,
@@ -428,7 +421,7 @@ async def transcode(
         preset=preset,
     )
     log = _BoundedLog()
-    log_path = out / media.TRANSCODE_LOG
+    log_path = out / encoding.TRANSCODE_LOG
     started = time.monotonic()
     rc: int | None = None
     try:
@@ -466,18 +459,18 @@ async def transcode(
             f"the video ends early (truncated or damaged upload): decoded {written:.1f} s "
             f"of the {info.duration:.1f} s it declares"
         )
-    thumbs = (out / media.THUMBNAIL, out / media.THUMBNAIL_LARGE)
+    thumbs = (out / encoding.THUMBNAIL, out / encoding.THUMBNAIL_LARGE)
     for t in thumbs:
         if not t.is_file() or t.stat().st_size == 0:
             raise TranscodeFailed(f"ffmpeg wrote no {t.name}")
-    frames = tuple(sorted((out / media.FRAMES_DIR).glob("frame_*.jpg")))
+    frames = tuple(sorted((out / encoding.FRAMES_DIR).glob("frame_*.jpg")))
     cues = await asyncio.to_thread(
         build_storyboard,
         frames,
         out,
         interval=frame_interval,
         duration=written,
-        tile=media.TIMELINE_TILE,
+        tile=encoding.TIMELINE_TILE,
     )
     vtt = out / STORYBOARD_VTT
     vtt.write_text(storyboard_vtt(cues))

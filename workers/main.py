@@ -21,7 +21,8 @@ def handlers(settings: Settings, storage) -> dict[str, Handler]:
 
 
 async def run(settings: Settings, *, concurrency: int, grace: float) -> None:
-    pool = await db.connect_pool(settings.database_url, size=concurrency + 2)
+    # jobs, claims and the reaper share the pool; one more connection LISTENs for jobs
+    pool = await db.connect_pool(settings.database_url, size=concurrency + 3)
     storage = await open_configured_storage(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -18,11 +18,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from origin import db, jobs, layout, playlists
+from origin import catalog, layout, playlists, queue
 from origin.settings import Settings
 from origin.storage import ObjectNotFound, Storage
 from workers import ffmpeg
-from workers.media import DEFAULT_LADDER, BadInput, Limits
+from workers.encoding import DEFAULT_LADDER
+from workers.probe import BadInput, Limits
 from workers.worker import JobContext, PermanentError
 
 log = logging.getLogger("storyforge.transcode")
@@ -135,7 +136,7 @@ def make_handler(settings: Settings, storage: Storage) -> Callable[[JobContext],
 
 async def _fail_segment(ctx: JobContext, segment_id: str, reason: str) -> None:
     async with ctx.pool.acquire() as conn:
-        await conn.execute(db.q("fail_segment"), segment_id, reason)
+        await catalog.fail_segment(conn, segment_id, reason)
 
 
 async def transcode_job(
@@ -147,21 +148,20 @@ async def transcode_job(
     if not layout.is_id(segment_id, "seg") or upload_key != layout.upload_key(job.id):
         raise PermanentError("malformed transcode job payload")
     async with ctx.pool.acquire() as conn:
-        seg = await conn.fetchrow(db.q("get_segment_for_job"), segment_id)
-    if seg is None or not seg["scene_live"]:
+        seg = await catalog.segment_for_job(conn, segment_id)
+    if seg is None or not seg.scene_live:
         raise PermanentError("the segment or its scene no longer exists")
-    if seg["status"] != "processing":
+    if seg.status != "processing":
         return  # already published (or failed) by an earlier attempt
-    scene_id: str = seg["scene_id"]
     try:
-        await _transcode_and_publish(ctx, settings, storage, limits, scene_id, seg)
+        await _transcode_and_publish(ctx, settings, storage, limits, seg)
     except BadInput as exc:
         await _fail_segment(ctx, segment_id, exc.reason)
         raise PermanentError(exc.reason) from None
     except PermanentError as exc:
         await _fail_segment(ctx, segment_id, str(exc))
         raise
-    except jobs.LeaseLost:
+    except queue.LeaseLost:
         raise
     except Exception as exc:
         if job.attempts >= job.max_attempts:
@@ -176,11 +176,10 @@ async def _transcode_and_publish(
     settings: Settings,
     storage: Storage,
     limits: Limits,
-    scene_id: str,
-    seg: Any,
+    seg: catalog.Segment,
 ) -> None:
     job = ctx.job
-    segment_id: str = seg["id"]
+    segment_id, scene_id = seg.id, seg.scene_id
     videos, internal = settings.videos_bucket, settings.internal_bucket
     with tempfile.TemporaryDirectory(prefix=f"storyforge-{job.id}-") as tmp:
         work = Path(tmp)
@@ -232,7 +231,7 @@ async def _transcode_and_publish(
         document = metadata_document(
             scene_id=scene_id,
             segment_id=segment_id,
-            sequence=seg["sequence"],
+            sequence=seg.sequence,
             duration=duration,
             created_at=datetime.now(UTC),
             renditions=renditions,
@@ -281,7 +280,8 @@ async def _publish(
     out: ffmpeg.TranscodeOutput,
     renditions: list[playlists.Rendition],
 ) -> bool:
-    """One fenced transaction: segment ready + renditions + scene version + job done."""
+    """One transaction fenced by the job's lease: the segment published (ready,
+    renditions, scene version) and the job completed, or nothing."""
     stored = {
         **document,
         "storyboard": [
@@ -299,36 +299,12 @@ async def _publish(
     }
     async with ctx.pool.acquire() as conn, conn.transaction():
         await ctx.fence(conn)
-        row = await conn.fetchrow(
-            db.q("mark_segment_ready"),
-            segment_id,
-            round(duration, 3),
-            json.dumps(stored),
-            ctx.job.id,
-            ctx.lease_token,
+        version = await catalog.publish_segment(
+            conn, segment_id, duration=duration, metadata=stored, renditions=renditions
         )
-        if row is None:
+        if version is None:
             return False
-        await conn.executemany(
-            db.q("insert_rendition"),
-            [
-                (
-                    segment_id,
-                    r.profile,
-                    r.width,
-                    r.height,
-                    r.frame_rate,
-                    r.codecs,
-                    r.bandwidth_peak,
-                    r.bandwidth_average,
-                    list(r.durations),
-                    list(r.sizes),
-                )
-                for r in renditions
-            ],
-        )
-        await conn.fetchval(db.q("bump_scene_version"), row["scene_id"])
-        await jobs.complete(conn, ctx.job.id, ctx.lease_token)
+        await queue.complete(conn, ctx.job.id, ctx.lease_token)
     return True
 
 
@@ -342,7 +318,7 @@ async def _write_poster(
 ) -> None:
     """The scene poster is the large thumbnail of the scene's first ready clip."""
     async with ctx.pool.acquire() as conn:
-        first = await conn.fetchval(db.q("first_ready_segment"), scene_id)
+        first = await catalog.first_ready_segment(conn, scene_id)
     if first != segment_id:
         return
     meta = layout.file_meta("poster.jpg")

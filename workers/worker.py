@@ -9,6 +9,9 @@
   other exception -> `retry_or_dead` with exponential backoff and full jitter.
   Status writes are shielded, so a cancellation during shutdown cannot lose them.
 - Expired leases (of workers that died) are re-queued by every worker, periodically.
+- An idle worker waits for new work: it claims as soon as a job of its kinds is
+  queued (`workers.wakeup`: LISTEN/NOTIFY) and still polls every `poll_interval`
+  (jobs whose retry backoff ends; while the listening connection is lost).
 - On `stop`: no more claims; running jobs get `grace_seconds` to finish, then are
   cancelled and handed back (`release`: queued again, the attempt not counted).
 """
@@ -26,9 +29,10 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from origin import jobs as queue
+from origin import queue
 from origin.backoff import backoff_seconds
-from origin.jobs import Conn, Job, LeaseLost, QueueError
+from origin.queue import Conn, Job, LeaseLost, QueueError
+from workers.wakeup import listen_for_jobs, wait_any
 
 log = logging.getLogger("storyforge.worker")
 
@@ -133,11 +137,6 @@ async def _shielded(coro: Coroutine[Any, Any, T]) -> T:
         raise
 
 
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=max(seconds, 0.0))
-
-
 @dataclass
 class _Options:
     name: str
@@ -160,12 +159,15 @@ async def run_worker(
     reap_interval: float | None = None,
     backoff_base: float = 2.0,
     backoff_cap: float = 300.0,
+    listen: bool = True,
 ) -> None:
     """Claim and run jobs of the kinds in `handlers` until `stop` is set.
 
     Runs at most `concurrency` jobs at once. Returns once every job it started has
     finished or been handed back. Cancelling the call itself hands running jobs
-    back at once (no grace).
+    back at once (no grace). With `listen`, one connection of `pool` is held to
+    LISTEN for new jobs, so an idle worker claims them at once instead of at its
+    next poll; without, it only polls.
     """
     if not handlers:
         log.warning("worker %s has no handlers: it will only re-queue expired leases", name)
@@ -195,12 +197,22 @@ async def run_worker(
         extra={"worker": name},
     )
     reaper = asyncio.create_task(_reaper(pool, name, reap_interval, stop), name=f"reaper {name}")
+    due = asyncio.Event()  # set when a job of our kinds may have become due
+    listener = (
+        asyncio.create_task(
+            listen_for_jobs(pool, frozenset(kinds), due, stop, name=name, rng=opts.rng),
+            name=f"listen {name}",
+        )
+        if listen and kinds
+        else None
+    )
     try:
         while not stop.is_set():
             if not await _acquire_or_stop(slots, stop):
                 break
             job: Job | None = None
             try:
+                due.clear()  # a job queued from now on sets it again
                 job = await _claim_shielded(pool, kinds, opts)
                 unavailable_sleep = poll_interval
             except QueueError as exc:
@@ -212,7 +224,7 @@ async def run_worker(
                     exc,
                     extra={"worker": name},
                 )
-                await _sleep_or_stop(stop, unavailable_sleep)
+                await wait_any(unavailable_sleep, stop)
                 unavailable_sleep = min(unavailable_sleep * 2, MAX_UNAVAILABLE_SLEEP)
                 continue
             except BaseException:
@@ -220,7 +232,7 @@ async def run_worker(
                 raise
             if job is None:
                 slots.release()
-                await _sleep_or_stop(stop, poll_interval)
+                await wait_any(poll_interval, stop, due)  # the poll, or woken
                 continue
             task = asyncio.create_task(
                 _run_job(pool, handlers[job.kind], job, opts), name=f"job {job.kind} {job.id}"
@@ -232,9 +244,13 @@ async def run_worker(
         raise
     finally:
         reaper.cancel()
+        if listener is not None:
+            listener.cancel()
         await _shutdown(running, grace, name)
-        with contextlib.suppress(asyncio.CancelledError):
-            await reaper
+        for helper in (reaper, listener):
+            if helper is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await helper
         log.info("worker %s stopped", name, extra={"worker": name})
 
 
@@ -266,7 +282,7 @@ async def _reaper(pool: asyncpg.Pool, name: str, interval: float, stop: asyncio.
             await _reap(pool, name)
         except QueueError as exc:
             log.warning("worker %s: re-queueing expired leases failed: %s", name, exc)
-        await _sleep_or_stop(stop, interval)
+        await wait_any(interval, stop)
 
 
 async def _reap(pool: asyncpg.Pool, name: str) -> None:

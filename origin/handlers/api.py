@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from origin import catalog, jobs, keys, layout
+from origin import catalog, keys, layout, queue
 from origin.errors import ApiError, bad_request, not_found
 from origin.http.auth import require_token
 
@@ -141,7 +141,7 @@ async def upload_segment(request: web.Request) -> web.Response:
     try:
         async with pool.acquire() as conn, conn.transaction():
             seq = await catalog.insert_segment(conn, segment_id, scene_id, sequence, contributor)
-            await jobs.enqueue(
+            await queue.enqueue(
                 conn,
                 "transcode",
                 {"scene_id": scene_id, "segment_id": segment_id, "upload_key": upload_key},

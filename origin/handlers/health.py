@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from origin import jobs, keys, metrics
+from origin import keys, metrics, queue
 from origin.handlers.scenes import SCENE_DOCUMENT_ROUTE
 from origin.http.auth import SIGNING
 
@@ -48,7 +48,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(2):
             async with app[keys.POOL].acquire() as conn:
-                counts = await jobs.counts(conn)
+                counts = await queue.counts(conn)
     except Exception:  # the scrape still shows what the process knows
         counts = None
     stats = app[SIGNING].stats

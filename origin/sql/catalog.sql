@@ -46,13 +46,12 @@ UPDATE segments SET status = 'failed', error = $2
 WHERE id = $1 AND status = 'processing';
 
 -- name: mark_segment_ready
--- Publishing: only while the job still holds its lease (fenced), only once.
-UPDATE segments s SET status = 'ready', duration = $2, metadata = $3, ready_at = now(),
+-- Publishing, only once: run in the transaction that holds the transcode job's lease
+-- fence (origin.queue.lock_lease), so only the job's owner can publish.
+UPDATE segments SET status = 'ready', duration = $2, metadata = $3, ready_at = now(),
        error = NULL
-FROM jobs j
-WHERE s.id = $1 AND s.status = 'processing'
-  AND j.id = $4 AND j.lease_token = $5 AND j.status = 'running'
-RETURNING s.scene_id, s.sequence;
+WHERE id = $1 AND status = 'processing'
+RETURNING scene_id, sequence;
 
 -- name: insert_rendition
 INSERT INTO renditions (segment_id, profile, width, height, frame_rate, codecs,

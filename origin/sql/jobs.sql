@@ -1,4 +1,5 @@
--- The job queue (DESIGN.md "Jobs"). Used by workers/queue.py only.
+-- The job queue (DESIGN.md "Jobs"): the named queries of origin/queue.py, which the
+-- upload API (enqueue) and the workers (claim, heartbeat, fenced writes) call.
 --
 -- Every write a worker makes to a job it runs is fenced: `id AND lease_token AND
 -- status = 'running'`. Zero rows back means the lease was lost (expired and
@@ -7,12 +8,17 @@
 
 -- name: job_enqueue
 -- $1 id, $2 kind, $3 payload (JSON text), $4 max_attempts, $5 dedupe_key,
--- $6 scene_id, $7 segment_id. No row back: a queued/running job holds $5.
-INSERT INTO jobs (id, kind, payload, max_attempts, dedupe_key, scene_id, segment_id)
-VALUES ($1, $2, ($3::text)::jsonb, $4, $5, $6, $7)
-ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running')
-DO NOTHING
-RETURNING *;
+-- $6 scene_id, $7 segment_id, $8 the notification channel. No row back: a
+-- queued/running job holds $5. A new job notifies $8 (payload: its kind), delivered
+-- when the caller's transaction commits.
+WITH job AS (
+    INSERT INTO jobs (id, kind, payload, max_attempts, dedupe_key, scene_id, segment_id)
+    VALUES ($1, $2, ($3::text)::jsonb, $4, $5, $6, $7)
+    ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running')
+    DO NOTHING
+    RETURNING *)
+SELECT job.*
+  FROM job, pg_notify($8, job.kind);
 
 -- name: job_get_in_flight_by_dedupe_key
 SELECT *
@@ -114,42 +120,51 @@ RETURNING *;
 
 -- name: job_requeue_expired
 -- Any worker: running jobs whose lease expired (their worker is gone) are queued
--- again, or dead when they have used all their attempts.
-UPDATE jobs
-   SET status = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'dead' END,
-       run_after = now(),
-       finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE now() END,
-       last_error = 'lease expired (worker lost)',
-       errors = errors || jsonb_build_array(
-           jsonb_build_object('attempt', attempts, 'at', now(),
-                              'error', 'lease expired (worker lost)')),
-       lease_token = NULL,
-       lease_expires_at = NULL,
-       updated_at = now()
- WHERE status = 'running'
-   AND lease_expires_at < now()
-   AND id IN (
-        SELECT id
-          FROM jobs
-         WHERE status = 'running'
-           AND lease_expires_at < now()
-           FOR UPDATE SKIP LOCKED)
-RETURNING *;
+-- again, or dead when they have used all their attempts. $1 the notification
+-- channel: each requeued job notifies it with its kind (a dead one wakes a worker
+-- for nothing, which costs one empty claim).
+WITH requeued AS (
+    UPDATE jobs
+       SET status = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'dead' END,
+           run_after = now(),
+           finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE now() END,
+           last_error = 'lease expired (worker lost)',
+           errors = errors || jsonb_build_array(
+               jsonb_build_object('attempt', attempts, 'at', now(),
+                                  'error', 'lease expired (worker lost)')),
+           lease_token = NULL,
+           lease_expires_at = NULL,
+           updated_at = now()
+     WHERE status = 'running'
+       AND lease_expires_at < now()
+       AND id IN (
+            SELECT id
+              FROM jobs
+             WHERE status = 'running'
+               AND lease_expires_at < now()
+               FOR UPDATE SKIP LOCKED)
+    RETURNING *)
+SELECT requeued.*
+  FROM requeued, pg_notify($1, requeued.kind);
 
 -- name: job_release
 -- Hand a job back on shutdown: queued at once, and the attempt does not count.
-UPDATE jobs
-   SET status = 'queued',
-       attempts = greatest(attempts - 1, 0),
-       run_after = now(),
-       progress = 0,
-       lease_token = NULL,
-       lease_expires_at = NULL,
-       updated_at = now()
- WHERE id = $1
-   AND lease_token = $2
-   AND status = 'running'
-RETURNING *;
+-- $3 the notification channel, told the job's kind so another worker takes it now.
+WITH released AS (
+    UPDATE jobs
+       SET status = 'queued',
+           attempts = greatest(attempts - 1, 0),
+           run_after = now(),
+           progress = 0,
+           lease_token = NULL,
+           lease_expires_at = NULL,
+           updated_at = now()
+     WHERE id = $1
+       AND lease_token = $2
+       AND status = 'running'
+    RETURNING *)
+SELECT released.*
+  FROM released, pg_notify($3, released.kind);
 
 -- name: job_get
 SELECT *
@@ -161,3 +176,7 @@ SELECT *
 SELECT kind, status, count(*)::int AS n
   FROM jobs
  GROUP BY kind, status;
+
+-- name: job_listening
+-- On a listening connection: is it alive and still listening on $1?
+SELECT $1::text IN (SELECT pg_listening_channels());

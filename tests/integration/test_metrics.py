@@ -10,7 +10,7 @@ import time
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from origin import db, jobs, signing
+from origin import db, queue, signing
 from origin.app import create_app
 from tests.helpers.scenes import published_scene
 from tests.helpers.servers import OriginTestServer
@@ -51,7 +51,7 @@ async def test_metrics_follow_requests_and_jobs(settings):
         wire.close()
         pool = await db.connect_pool(settings.database_url, size=1)
         try:
-            await jobs.enqueue(pool, "export", {"scene": scene}, scene_id=scene)
+            await queue.enqueue(pool, "export", {"scene": scene}, scene_id=scene)
         finally:
             await pool.close()
         after = await scrape(client)

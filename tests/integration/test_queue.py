@@ -15,10 +15,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 import pytest
 
-from origin import db
-from origin import jobs as queue
+from origin import db, queue
 from origin.backoff import backoff_seconds
-from origin.jobs import Job, LeaseLost, QueueUnavailable
+from origin.queue import Job, LeaseLost, QueueUnavailable
 from workers.worker import JobContext, PermanentError, run_worker
 
 
@@ -504,3 +503,112 @@ async def test_handler_publishing_in_a_fenced_transaction(pool) -> None:
     assert (await get(pool, job.id)).errors == []
     other = await get(pool, stolen.id)
     assert other.status == "running" and other.errors == []
+
+
+# --- waking on new work (LISTEN/NOTIFY) -------------------------------------------
+
+
+async def listener_pids(pool: asyncpg.Pool) -> set[int]:
+    """Backends of this database that LISTEN on the queue's channel."""
+    rows = await pool.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND query IN ('LISTEN ' || $1, 'LISTEN \"' || $1 || '\"')",
+        queue.NOTIFY_CHANNEL,
+    )
+    return {r["pid"] for r in rows}
+
+
+def start_recording_worker(
+    pool: asyncpg.Pool, started: dict[str, float], **kw
+) -> tuple[asyncio.Event, asyncio.Task[None]]:
+    """A worker that polls only every 30 s; its handler notes when each job started."""
+
+    async def handler(ctx: JobContext) -> None:
+        started[ctx.job_id] = time.monotonic()
+
+    return start_worker(pool, {"transcode": handler}, poll_interval=30.0, **kw)
+
+
+async def seconds_to_start(pool: asyncpg.Pool, started: dict[str, float]) -> float:
+    """Enqueue a job and wait (up to 5 s) for a worker to start it."""
+    job = await queue.enqueue(pool, "transcode", {})
+    enqueued = time.monotonic()
+
+    async def begun() -> bool:
+        return job.id in started
+
+    await eventually(begun, within=5.0)
+    return started[job.id] - enqueued
+
+
+async def test_enqueue_notifies_its_kind_when_the_transaction_commits(pool) -> None:
+    heard: list[str] = []
+
+    async def heard_transcode() -> bool:
+        return heard == ["transcode"]
+
+    async with pool.acquire() as listening, queue.listening(listening, heard.append):
+        async with pool.acquire() as conn:
+            tx = conn.transaction()
+            await tx.start()
+            await queue.enqueue(conn, "export", {})
+            await asyncio.sleep(0.2)
+            assert heard == []  # not before the commit
+            await tx.rollback()
+            await asyncio.sleep(0.2)
+            assert heard == []  # nor for a rollback
+            async with conn.transaction():
+                await queue.enqueue(conn, "transcode", {})
+        await eventually(heard_transcode, within=1.0)
+        assert await queue.is_listening(listening)
+    with pytest.raises(queue.QueueError, match="not a pool"):
+        async with queue.listening(pool, heard.append):
+            pass
+
+
+async def test_an_idle_worker_claims_a_new_job_at_once(pool) -> None:
+    started: dict[str, float] = {}
+    stop, task = start_recording_worker(pool, started)
+    try:
+        await eventually(lambda: listener_pids(pool))
+        await asyncio.sleep(0.3)  # its first claim found nothing: it idles for 30 s now
+        assert await seconds_to_start(pool, started) < 0.5
+    finally:
+        stop.set()
+        await task
+
+
+async def test_without_listening_an_idle_worker_waits_for_its_poll(pool) -> None:
+    started: dict[str, float] = {}
+    stop, task = start_recording_worker(pool, started, listen=False)
+    try:
+        await asyncio.sleep(0.3)
+        assert not await listener_pids(pool)
+        job = await queue.enqueue(pool, "transcode", {})
+        await asyncio.sleep(1.5)
+        assert job.id not in started and (await get(pool, job.id)).status == "queued"
+    finally:
+        stop.set()
+        await task
+
+
+async def test_a_terminated_listening_connection_is_reopened(pool) -> None:
+    started: dict[str, float] = {}
+    stop, task = start_recording_worker(pool, started)
+    try:
+        await eventually(lambda: listener_pids(pool))
+        (first,) = await listener_pids(pool)
+        await pool.execute("SELECT pg_terminate_backend($1)", first)
+        # queued while nobody listens: found when the worker listens again (after at
+        # most LISTEN_RETRY_BASE s of backoff), long before its 30 s poll
+        assert await seconds_to_start(pool, started) < 3.0
+
+        async def listening_again() -> bool:
+            return bool(await listener_pids(pool) - {first})
+
+        await eventually(listening_again)
+        assert await seconds_to_start(pool, started) < 0.5
+        assert not task.done()
+    finally:
+        stop.set()
+        await task

@@ -31,8 +31,10 @@ from tests.helpers.clips import (
     make_clip,
     make_png,
 )
-from workers import ffmpeg, media
-from workers.media import DEFAULT_LADDER, BadInput, MediaInfo
+from workers import ffmpeg
+from workers.encoding import DEFAULT_LADDER, Rung, rung_codecs, timeline_times
+from workers.h264 import codecs_string, fps_fraction
+from workers.probe import BadInput, MediaInfo, input_url, parse_rate
 from workers.storyboard import storyboard_vtt, vtt_time
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)]
@@ -125,10 +127,12 @@ CASES = [
 @dataclass
 class Result:
     case: Case
+    source: Path
     info: MediaInfo
     out: ffmpeg.TranscodeOutput
     progress: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    spawned: list[list[str]] = field(default_factory=list)  # argv of every process transcode ran
 
 
 def ffprobe_json(*args: str) -> dict[str, Any]:
@@ -158,13 +162,22 @@ def result(request: pytest.FixtureRequest, clips: Path) -> Result:
     async def on_progress(pct: float) -> None:
         progress.append(pct)
 
+    spawned: list[list[str]] = []
+
+    class CountingPopen(subprocess.Popen):  # every process, whichever way it is started
+        def __init__(self, args: Any, *rest: Any, **kw: Any) -> None:
+            spawned.append([os.fsdecode(a) for a in args])
+            super().__init__(args, *rest, **kw)
+
     async def run() -> Result:
         info = await ffmpeg.probe(src)
         t0 = time.monotonic()
-        out = await ffmpeg.transcode(
-            src, work, info, on_progress=on_progress, progress_interval=0.2, timeout=300
-        )
-        return Result(case, info, out, progress, time.monotonic() - t0)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(subprocess, "Popen", CountingPopen)
+            out = await ffmpeg.transcode(
+                src, work, info, on_progress=on_progress, progress_interval=0.2, timeout=300
+            )
+        return Result(case, src, info, out, progress, time.monotonic() - t0, spawned)
 
     return asyncio.run(run())
 
@@ -190,9 +203,22 @@ def test_one_ffmpeg_run_wrote_everything(result: Result) -> None:
         "transcode_log.txt",
         "frames",
     } <= set(names)
-    log = out.log.read_text()
-    assert log.startswith("$ ffmpeg ") and log.count("$ ffmpeg ") == 1 and "# exit 0" in log
     assert [r.name for r in out.renditions] == ["720p", "1080p"]
+    # exactly one process reads the upload: the ffmpeg run that writes every output
+    runs = [argv for argv in result.spawned if input_url(result.source) in argv]
+    assert len(runs) == 1, f"{len(runs)} processes read the upload: {runs}"
+    run = runs[0]
+    assert Path(run[0]).name == "ffmpeg"
+    work = out.log.parent
+    outputs = [f"{r.name}.m3u8" for r in DEFAULT_LADDER] + ["thumbnail.jpg", "thumbnail_large.jpg"]
+    assert {str(work / name) for name in outputs} | {
+        str(work / "frames" / "frame_%04d.jpg")
+    } <= set(run)
+    # the other processes only read back what it wrote (one segment per rendition)
+    others = [argv for argv in result.spawned if argv is not run]
+    assert others and all(any(a.startswith(f"file:{work}/") for a in argv) for argv in others)
+    log = out.log.read_text()
+    assert log.startswith(f"$ {' '.join(run)}\n# exit 0 ")
 
 
 def test_renditions_have_identical_segments(result: Result) -> None:
@@ -242,13 +268,13 @@ def test_every_segment_starts_with_an_idr_at_the_same_time(result: Result) -> No
 
 
 def test_output_streams(result: Result) -> None:
-    expected_fps = media.fps_fraction(result.case.fps)
+    expected_fps = fps_fraction(result.case.fps)
     for rung, r in zip(DEFAULT_LADDER, result.out.renditions, strict=True):
         for seg in r.segments:
             streams = {s["codec_type"]: s for s in _segment(seg)["streams"]}
             v, a = streams["video"], streams["audio"]
             assert (v["codec_name"], v["width"], v["height"]) == ("h264", rung.width, rung.height)
-            assert media.parse_rate(v["r_frame_rate"]) == pytest.approx(float(expected_fps))
+            assert parse_rate(v["r_frame_rate"]) == pytest.approx(float(expected_fps))
             assert (a["codec_name"], a["profile"], a["sample_rate"], a["channels"]) == (
                 "aac",
                 "LC",
@@ -273,8 +299,8 @@ def test_codecs_match_the_real_stream(result: Result) -> None:
         )
         profile = {"Main": "main", "High": "high"}[v["profile"]]
         assert profile == rung.profile
-        assert r.video_codecs == media.codecs_string(profile, v["level"])
-        assert r.video_codecs == media.rung_codecs(rung, result.case.fps)
+        assert r.video_codecs == codecs_string(profile, v["level"])
+        assert r.video_codecs == rung_codecs(rung, result.case.fps)
         assert r.codecs == r.video_codecs + ",mp4a.40.2"
         assert (r.profile, r.level) == (v["profile"], v["level"])
     if result.case.fps == 60:
@@ -332,7 +358,7 @@ def test_thumbnails(result: Result) -> None:
 
 def test_storyboard(result: Result) -> None:
     out = result.out
-    times = media.timeline_times(out.duration, 10.0)
+    times = timeline_times(out.duration, 10.0)
     assert len(out.frames) == len(times) == len(out.storyboard_cues)
     assert [c.start for c in out.storyboard_cues] == times
     assert out.storyboard_cues[-1].end == out.duration
@@ -363,7 +389,7 @@ def test_storyboard_of_a_longer_clip(tmp_path: Path) -> None:
 
     async def run() -> ffmpeg.TranscodeOutput:
         info = await ffmpeg.probe(src)
-        small = (media.Rung("180p", 320, 180, 300_000), media.Rung("360p", 640, 360, 600_000))
+        small = (Rung("180p", 320, 180, 300_000), Rung("360p", 640, 360, 600_000))
         return await ffmpeg.transcode(src, tmp_path / "out", info, small, frame_interval=10.0)
 
     out = asyncio.run(run())

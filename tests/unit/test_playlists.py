@@ -4,7 +4,6 @@ library as an independent parser oracle."""
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import m3u8
 import pytest
@@ -17,7 +16,6 @@ from origin.playlists import (
     clip_master_playlist,
     clip_media_playlist,
     clip_storyboard_vtt,
-    parse_media_playlist,
     peak_bandwidth,
     scene_target_duration,
     stitched_master,
@@ -240,10 +238,6 @@ def test_stitched_media_matches_m3u8_oracle() -> None:
         "seg_c/1080p_0001.ts",
         "seg_c/1080p_0002.ts",
     ]
-    assert parse_media_playlist(text) == (
-        [s.duration for s in parsed.segments],
-        [s.uri for s in parsed.segments],
-    )
 
 
 def test_stitched_media_errors() -> None:
@@ -453,95 +447,6 @@ def test_clip_storyboard_vtt_is_the_stitched_one_of_a_single_clip() -> None:
     )
     marked = clip_storyboard_vtt(clip, uri_for=lambda rel: "x/" + rel)
     assert marked.count("x/") == len(clip.storyboard) > 0
-
-
-# ------------------------------------------------------------------------ parsing
-
-FFMPEG_OUTPUT = (
-    "#EXTM3U\n"
-    "#EXT-X-VERSION:3\n"
-    "#EXT-X-TARGETDURATION:4\n"
-    "#EXT-X-MEDIA-SEQUENCE:0\n"
-    "#EXT-X-PLAYLIST-TYPE:VOD\n"
-    "#EXTINF:4.000000,\n"
-    "720p_0001.ts\n"
-    "#EXTINF:4.004000,\n"
-    "720p_0002.ts\n"
-    "#EXTINF:1.533333,\n"
-    "720p_0003.ts\n"
-    "#EXT-X-ENDLIST\n"
-)
-
-
-def test_parse_media_playlist_matches_m3u8() -> None:
-    durations, uris = parse_media_playlist(FFMPEG_OUTPUT)
-    assert durations == [4.0, 4.004, 1.533333]
-    assert uris == ["720p_0001.ts", "720p_0002.ts", "720p_0003.ts"]
-    oracle = m3u8.loads(FFMPEG_OUTPUT)
-    assert durations == [s.duration for s in oracle.segments]
-    assert uris == [s.uri for s in oracle.segments]
-    assert target_duration([durations]) == 5  # 4.004 -> ceil 5; ffmpeg wrote 4
-
-
-def test_parse_round_trips_generated_playlists() -> None:
-    r = SCENE[2].renditions["1080p"]
-    assert parse_media_playlist(clip_media_playlist(r)) == (
-        [4.0, 1.5],
-        ["1080p_0001.ts", "1080p_0002.ts"],
-    )
-
-
-def _swap(old: str, new: str) -> str:
-    assert old in FFMPEG_OUTPUT
-    return FFMPEG_OUTPUT.replace(old, new, 1)
-
-
-@pytest.mark.parametrize(
-    ("text", "reason"),
-    [
-        ("", "first line must be #EXTM3U"),
-        ("720p_0001.ts\n", "first line must be #EXTM3U"),
-        (
-            _swap("#EXTINF:4.000000,", "#EXTINF:abc,"),
-            "line 6: EXTINF duration 'abc' is not a number",
-        ),
-        (_swap("#EXTINF:4.000000,", "#EXTINF:-4,"), "is not a number"),
-        (_swap("#EXTINF:4.000000,", "#EXTINF:0,"), "line 6: EXTINF duration 0 must be positive"),
-        (_swap("#EXTINF:4.000000,", "#EXTINF"), "line 6: malformed #EXTINF"),
-        (_swap("720p_0001.ts\n", ""), "line 7: #EXTINF follows an #EXTINF with no URI"),
-        (_swap("#EXTINF:4.000000,\n", ""), "line 6: segment URI '720p_0001.ts' has no #EXTINF"),
-        (_swap("720p_0003.ts\n", ""), "ends with an #EXTINF that has no segment URI"),
-        (_swap("#EXT-X-ENDLIST\n", ""), "no #EXT-X-ENDLIST"),
-        (_swap("#EXT-X-ENDLIST\n", "#EXT-X-ENDLIST\n#EXTINF:1,\nx.ts\n"), "after #EXT-X-ENDLIST"),
-        (_swap("#EXT-X-TARGETDURATION:4\n", ""), "no #EXT-X-TARGETDURATION"),
-        (
-            _swap("#EXT-X-TARGETDURATION:4", "#EXT-X-TARGETDURATION:4.5"),
-            "line 3: EXT-X-TARGETDURATION '4.5'",
-        ),
-        (
-            _swap("#EXT-X-TARGETDURATION:4", "#EXT-X-TARGETDURATION:3"),
-            "exceeds EXT-X-TARGETDURATION 3",
-        ),
-        (
-            _swap("#EXT-X-MEDIA-SEQUENCE:0", "#EXT-X-TARGETDURATION:4"),
-            "line 4: second #EXT-X-TARGETDURATION",
-        ),
-        (_swap("#EXTINF:4.000000,", "#EXT-X-BYTERANGE:100@0\n#EXTINF:4,"), "BYTERANGE"),
-        ("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n720p.m3u8\n", "line 2: master playlist tag"),
-        ("#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-ENDLIST\n", "has no segments"),
-    ],
-)
-def test_parse_media_playlist_rejects_malformed_input(text: str, reason: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(reason)):
-        parse_media_playlist(text)
-
-
-def test_parse_media_playlist_tolerates_crlf_titles_and_other_tags() -> None:
-    text = (
-        "#EXTM3U\r\n#EXT-X-TARGETDURATION:2\r\n#EXT-X-DISCONTINUITY\r\n"
-        "#EXTINF:2,intro\r\n\r\na.ts\r\n#EXT-X-ENDLIST"
-    )
-    assert parse_media_playlist(text) == ([2.0], ["a.ts"])
 
 
 # -------------------------------------------------------------------- data checks

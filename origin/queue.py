@@ -1,22 +1,27 @@
 """The job queue: thin typed functions over the named SQL of `origin/sql/jobs.sql`.
 
-Every function takes an asyncpg pool or connection. `enqueue` and `lock_lease` are
-meant to run inside a caller's transaction; `claim` and `heartbeat` must run in
-autocommit (a pool, or a connection outside any transaction) so the lease is
-committed before any work starts.
+Every function takes an asyncpg pool or connection (`listening` a connection of its
+own). `enqueue` and `lock_lease` are meant to run inside a caller's transaction;
+`claim` and `heartbeat` must run in autocommit (a pool, or a connection outside any
+transaction) so the lease is committed before any work starts.
 
 Writes to a running job are fenced by its lease token: when the fence matches no
 row the job is no longer ours and `LeaseLost` is raised. Driver errors are
 converted here: `QueueUnavailable` when the database cannot be reached (worth
 waiting and retrying), `QueueError` for anything else the database refused.
+
+Every statement that makes a job due now (`enqueue`, `release`, `requeue_expired`)
+also sends a Postgres NOTIFY on `NOTIFY_CHANNEL` with the job's kind as payload, in
+its own transaction, so it is delivered when that commits (never for a rollback).
+Idle workers listen (`listening`) and claim at once; polling stays their fallback.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias
@@ -27,10 +32,14 @@ from asyncpg.pool import PoolConnectionProxy
 from origin import layout
 from origin.db import DatabaseError, q
 
+#: Kinds the jobs table accepts (its CHECK constraint): `transcode` has a handler
+#: (workers/main.py); `export` and `delete_scene` are DESIGN.md kinds whose handlers
+#: are coming. A new kind comes with a migration widening the constraint.
 JOB_KINDS = ("transcode", "export", "delete_scene")
 STATUSES = ("queued", "running", "succeeded", "failed", "dead")
 IN_FLIGHT = ("queued", "running")
 MAX_ERROR_CHARS = 4000  # longer messages (ffmpeg's stderr tail, say) are cut
+NOTIFY_CHANNEL = "storyforge_jobs"  # payload: the kind of a job that became due
 
 Conn: TypeAlias = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
 
@@ -177,7 +186,15 @@ async def enqueue(
         # then the key is free again and the next INSERT goes through.
         for _ in range(5):
             row = await conn.fetchrow(
-                q("job_enqueue"), job_id, kind, body, max_attempts, dedupe_key, scene_id, segment_id
+                q("job_enqueue"),
+                job_id,
+                kind,
+                body,
+                max_attempts,
+                dedupe_key,
+                scene_id,
+                segment_id,
+                NOTIFY_CHANNEL,
             )
             if row is not None:
                 return Job.from_row(row)
@@ -242,6 +259,37 @@ async def lock_lease(conn: Conn, job_id: str, lease_token: str) -> None:
         raise LeaseLost(job_id, "lock")
 
 
+@asynccontextmanager
+async def listening(conn: Conn, on_due: Callable[[str], None]) -> AsyncIterator[None]:
+    """LISTEN on `conn` while the block runs: `on_due(kind)` is called (in the event
+    loop) for each job that becomes due, once the transaction that queued it commits.
+
+    `conn` must be a connection of its own (not a pool) that stays idle meanwhile:
+    notifications arrive between statements. UNLISTENs on the way out (unless the
+    connection is gone), so it can go back to its pool.
+    """
+    if isinstance(conn, asyncpg.Pool):
+        raise QueueError("listening needs a connection of its own, not a pool")
+
+    def notified(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+        on_due(payload)
+
+    with _converted("listen"):
+        await conn.add_listener(NOTIFY_CHANNEL, notified)
+    try:
+        yield
+    finally:
+        with suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            await conn.remove_listener(NOTIFY_CHANNEL, notified)
+
+
+async def is_listening(conn: Conn) -> bool:
+    """On a connection in `listening`: is it alive and still listening?
+    (A connection dropped without a word is found by asking.)"""
+    with _converted("check listening"):
+        return bool(await conn.fetchval(q("job_listening"), NOTIFY_CHANNEL))
+
+
 async def _fenced(conn: Conn, query: str, action: str, job_id: str, *args: Any) -> Job:
     with _converted(action):
         row = await conn.fetchrow(q(query), job_id, *args)
@@ -280,13 +328,13 @@ async def retry_or_dead(
 
 async def release(conn: Conn, job_id: str, lease_token: str) -> Job:
     """Hand our running job back (shutdown): queued now, the attempt not counted."""
-    return await _fenced(conn, "job_release", "release", job_id, _uuid(lease_token))
+    return await _fenced(conn, "job_release", "release", job_id, _uuid(lease_token), NOTIFY_CHANNEL)
 
 
 async def requeue_expired(conn: Conn) -> list[Job]:
     """Re-queue (or kill, when out of attempts) running jobs whose lease expired."""
     with _converted("requeue expired"):
-        rows = await conn.fetch(q("job_requeue_expired"))
+        rows = await conn.fetch(q("job_requeue_expired"), NOTIFY_CHANNEL)
     return [Job.from_row(r) for r in rows]
 
 

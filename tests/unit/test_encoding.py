@@ -1,0 +1,533 @@
+"""The transcode's ffmpeg command: the ladder, the filter graph, the command line, the
+output names and times, its -progress lines and reading the playlists it writes."""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+from typing import Any
+
+import pytest
+
+from origin.playlists import Rendition, clip_media_playlist, target_duration
+from workers.encoding import (
+    DEFAULT_LADDER,
+    Rung,
+    filter_graph,
+    fit_filter,
+    media_segments,
+    parse_progress,
+    parse_progress_lines,
+    rung_codecs,
+    segment_name,
+    segment_sps_command,
+    segment_streams_command,
+    thumbnail_time,
+    timeline_times,
+    transcode_command,
+)
+from workers.h264 import level_name, variant_codecs
+from workers.probe import BadInput, MediaInfo
+
+# ----------------------------------------------------------------- fixtures
+
+
+def info(**over: Any) -> MediaInfo:
+    base: dict[str, Any] = dict(
+        duration=9.0,
+        width=1920,
+        height=1080,
+        fps=30.0,
+        has_audio=True,
+        audio_sample_rate=48000,
+        audio_channels=2,
+        video_codec="h264",
+        format_name="mov,mp4,m4a,3gp,3g2,mj2",
+        video_stream=0,
+        audio_stream=1,
+    )
+    base.update(over)
+    return MediaInfo(**base)
+
+
+def opt(cmd: list[str], flag: str, start: int = 0) -> str:
+    return cmd[cmd.index(flag, start) + 1]
+
+
+def output_args(cmd: list[str], output: str) -> list[str]:
+    """The options of one output: everything after the previous output path."""
+    end = cmd.index(output)
+    outputs = [
+        i
+        for i, a in enumerate(cmd[:end])
+        if a.startswith("/work/out/") and cmd[i - 1] not in ("-hls_segment_filename",)
+    ]
+    begin = outputs[-1] + 1 if outputs else cmd.index("-filter_complex") + 2
+    return cmd[begin:end]
+
+
+# -------------------------------------------------------------- ladder/levels
+
+
+def test_default_ladder_is_the_seeds() -> None:
+    assert DEFAULT_LADDER == (
+        Rung("720p", 1280, 720, 1_500_000, 128_000),
+        Rung("1080p", 1920, 1080, 4_000_000, 128_000),
+    )
+    assert [r.profile for r in DEFAULT_LADDER] == ["main", "high"]
+    assert (DEFAULT_LADDER[0].maxrate, DEFAULT_LADDER[0].bufsize) == (2_250_000, 3_000_000)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(name="7 20p"),
+        dict(name="../x"),
+        dict(width=1281),
+        dict(height=0),
+        dict(video_bitrate=0),
+    ],
+)
+def test_rung_rejects_bad_values(kwargs: dict[str, Any]) -> None:
+    base: dict[str, Any] = dict(name="720p", width=1280, height=720, video_bitrate=1_500_000)
+    with pytest.raises(ValueError):
+        Rung(**(base | kwargs))
+
+
+def test_variant_and_rung_codecs() -> None:
+    assert variant_codecs("avc1.4d401f") == "avc1.4d401f,mp4a.40.2"
+    r720, r1080 = DEFAULT_LADDER
+    assert rung_codecs(r720, 30) == "avc1.4d401f"
+    assert rung_codecs(r720, 60) == "avc1.4d4020"
+    assert rung_codecs(r1080, 30) == "avc1.640028"
+    assert rung_codecs(r1080, 60) == "avc1.64002a"
+    assert level_name(31) == "3.1" and level_name(40) == "4.0"
+
+
+# ------------------------------------------------------------ ffmpeg command
+
+FIT_720 = (
+    "scale=w='if(gte(dar*720,1280),1280,2*round(720*dar/2))'"
+    ":h='if(gte(dar*720,1280),2*round(1280/dar/2),720)'"
+    ",pad=1280:720:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1"
+)
+
+
+def test_fit_filter_expected_string() -> None:
+    assert fit_filter(1280, 720) == FIT_720
+
+
+def test_filter_graph_expected_string() -> None:
+    graph = filter_graph(
+        info(), DEFAULT_LADDER, fps=Fraction(30), thumb_at=2.0, frame_interval=10.0
+    )
+    parts = graph.split(";")
+    assert parts == [
+        "[0:0]fps=fps=30/1:start_time=0,trim=end=9,split=4[s0][s1][sthumb][stl]",
+        f"[s0]{FIT_720},format=yuv420p[v0]",
+        f"[s1]{fit_filter(1920, 1080)},format=yuv420p[v1]",
+        "[sthumb]select='gte(t,2)*eq(selected_n,0)',split=2[th0][th1]",
+        f"[th0]{fit_filter(640, 360)}[thumb]",
+        f"[th1]{FIT_720}[thumbl]",
+        f"[stl]select='gte(t,selected_n*10)',{fit_filter(160, 90)}[tl]",
+        "[0:1]aresample=48000:async=1:first_pts=0,"
+        "aformat=sample_fmts=fltp:sample_rates=48000:channel_layouts=stereo,apad,atrim=end=9,"
+        "asplit=2[a0][a1]",
+    ]
+
+
+def test_filter_graph_variants() -> None:
+    silent = filter_graph(
+        info(has_audio=False, audio_channels=None, audio_sample_rate=None),
+        DEFAULT_LADDER,
+        fps=Fraction(25),
+        thumb_at=0.4,
+        frame_interval=5,
+    )
+    assert silent.split(";")[-1] == "anullsrc=r=48000:cl=stereo,atrim=end=9,asplit=2[a0][a1]"
+    assert "[0:a" not in silent
+    assert "select='gte(t,0.4)*eq(selected_n,0)'" in silent
+    assert "select='gte(t,selected_n*5)'" in silent
+    mono = filter_graph(
+        info(audio_channels=1, audio_sample_rate=44100),
+        DEFAULT_LADDER[:1],
+        fps=Fraction(30000, 1001),
+        thumb_at=2,
+        frame_interval=10,
+    )
+    assert "[0:1]channelmap=map=0-FL|0-FR:channel_layout=stereo,aresample=48000" in mono
+    assert "fps=fps=30000/1001:start_time=0" in mono
+    assert mono.endswith("asplit=1[a0]")
+    interlaced = filter_graph(
+        info(interlaced=True, duration=6.4),
+        DEFAULT_LADDER,
+        fps=Fraction(25),
+        thumb_at=2,
+        frame_interval=10,
+    )
+    assert interlaced.startswith(
+        "[0:0]yadif=mode=send_frame:deint=interlaced,fps=fps=25/1:start_time=0,trim=end=6.4,split=4"
+    )
+
+
+def test_transcode_command_one_run() -> None:
+    cmd = transcode_command("/jobs/1/raw_output.mp4", "/work/out", info(), DEFAULT_LADDER)
+    assert cmd[:17] == [
+        "ffmpeg",
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "warning",
+        "-y",
+        "-progress",
+        "pipe:1",
+        "-nostats",
+        "-protocol_whitelist",
+        "file",
+        "-format_whitelist",
+        "mov,matroska,mpegts,avi",
+        "-f",
+        "mov",
+        "-i",
+        "file:/jobs/1/raw_output.mp4",
+    ]
+    assert cmd.count("-i") == 1  # one input, decoded once
+    assert cmd.count("-filter_complex") == 1
+    assert opt(cmd, "-filter_complex") == filter_graph(
+        info(), DEFAULT_LADDER, fps=Fraction(30), thumb_at=2.0, frame_interval=10.0
+    )
+    outputs = [a for a in cmd if a.startswith("/work/out/") and not a.endswith(".ts")]
+    assert outputs == [
+        "/work/out/720p.m3u8",
+        "/work/out/1080p.m3u8",
+        "/work/out/thumbnail.jpg",
+        "/work/out/thumbnail_large.jpg",
+        "/work/out/frames/frame_%04d.jpg",
+    ]
+
+
+def test_transcode_command_rendition_options() -> None:
+    cmd = transcode_command("/in.mp4", "/work/out", info(), DEFAULT_LADDER)
+    r720 = output_args(cmd, "/work/out/720p.m3u8")
+    assert r720 == [
+        "-map",
+        "[v0]",
+        "-map",
+        "[a0]",
+        "-map_metadata",
+        "-1",
+        "-map_chapters",
+        "-1",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-profile:v",
+        "main",
+        "-level:v",
+        "3.1",
+        "-b:v",
+        "1500000",
+        "-maxrate",
+        "2250000",
+        "-bufsize",
+        "3000000",
+        "-g",
+        "120",
+        "-keyint_min",
+        "120",
+        "-sc_threshold",
+        "0",
+        "-flags",
+        "+cgop",
+        "-forced-idr",
+        "1",
+        "-force_key_frames",
+        "expr:gte(t,n_forced*4)",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "128000",
+        "-ar",
+        "48000",
+        "-ac",
+        "2",
+        "-f",
+        "hls",
+        "-hls_time",
+        "4",
+        "-hls_playlist_type",
+        "vod",
+        "-hls_flags",
+        "independent_segments",
+        "-hls_segment_type",
+        "mpegts",
+        "-start_number",
+        "1",
+        "-hls_segment_filename",
+        "/work/out/720p_%04d.ts",
+    ]
+    r1080 = output_args(cmd, "/work/out/1080p.m3u8")
+    assert opt(r1080, "-profile:v") == "high" and opt(r1080, "-level:v") == "4.0"
+    assert opt(r1080, "-map") == "[v1]" and opt(r1080, "-b:v") == "4000000"
+    assert opt(r1080, "-maxrate") == "6000000" and opt(r1080, "-bufsize") == "8000000"
+    assert opt(r1080, "-hls_segment_filename") == "/work/out/1080p_%04d.ts"
+    thumb = output_args(cmd, "/work/out/thumbnail.jpg")
+    assert thumb == [
+        "-map",
+        "[thumb]",
+        "-map_metadata",
+        "-1",
+        "-frames:v",
+        "1",
+        "-c:v",
+        "mjpeg",
+        "-q:v",
+        "2",
+        "-f",
+        "image2",
+        "-update",
+        "1",
+    ]
+    frames = output_args(cmd, "/work/out/frames/frame_%04d.jpg")
+    assert opt(frames, "-map") == "[tl]" and opt(frames, "-fps_mode") == "passthrough"
+
+
+@pytest.mark.parametrize(
+    ("fps", "gop", "levels"),
+    [
+        (60.0, 240, ("3.2", "4.2")),
+        (50.0, 200, ("3.2", "4.2")),
+        (30000 / 1001, 120, ("3.1", "4.0")),
+        (25.0, 100, ("3.1", "4.0")),
+        (120.0, 240, ("3.2", "4.2")),
+        (0.0, 120, ("3.1", "4.0")),
+    ],
+)
+def test_transcode_command_levels_follow_output_fps(
+    fps: float, gop: int, levels: tuple[str, str]
+) -> None:
+    cmd = transcode_command("/in.mp4", "/work/out", info(fps=fps), DEFAULT_LADDER)
+    assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "-level:v"] == list(levels)
+    assert {cmd[i + 1] for i, a in enumerate(cmd) if a == "-g"} == {str(gop)}
+    assert {cmd[i + 1] for i, a in enumerate(cmd) if a == "-keyint_min"} == {str(gop)}
+
+
+def test_transcode_command_containers_and_options() -> None:
+    mkv = transcode_command(
+        "/in.webm",
+        "/o",
+        info(format_name="matroska,webm"),
+        DEFAULT_LADDER,
+        segment_seconds=6,
+        thumb_at=1.5,
+        frame_interval=2,
+        preset="fast",
+        progress="pipe:3",
+    )
+    assert opt(mkv, "-f") == "matroska"
+    assert opt(mkv, "-progress") == "pipe:3"
+    assert (
+        opt(mkv, "-hls_time") == "6" and opt(mkv, "-force_key_frames") == "expr:gte(t,n_forced*6)"
+    )
+    assert opt(mkv, "-preset") == "fast" and opt(mkv, "-g") == "180"
+    assert "select='gte(t,1.5)*eq(selected_n,0)'" in opt(mkv, "-filter_complex")
+    assert "select='gte(t,selected_n*2)'" in opt(mkv, "-filter_complex")
+    with pytest.raises(BadInput):
+        transcode_command("/in", "/o", info(format_name="hls"), DEFAULT_LADDER)
+    with pytest.raises(ValueError):
+        transcode_command("/in", "/o", info(), [])
+    with pytest.raises(ValueError):
+        transcode_command("/in", "/o", info(), [DEFAULT_LADDER[0], DEFAULT_LADDER[0]])
+
+
+def test_thumbnail_time_and_timeline_times() -> None:
+    assert thumbnail_time(9) == 2.0
+    assert thumbnail_time(4) == 2.0
+    assert thumbnail_time(3) == 1.5
+    assert thumbnail_time(0.8) == 0.4
+    assert timeline_times(25, 10) == [0, 10, 20]
+    assert timeline_times(20, 10) == [0, 10]
+    assert timeline_times(20.01, 10) == [0, 10, 20]
+    assert timeline_times(9, 10) == [0]
+    assert timeline_times(0.8, 10) == [0]
+    assert timeline_times(1, 0.3) == [0, 0.3, 0.6, 0.9]
+    with pytest.raises(ValueError):
+        timeline_times(10, 0)
+
+
+# ----------------------------------------------------------------- progress
+
+PROGRESS = """frame=265
+fps=19.41
+stream_0_0_q=28.0
+bitrate=N/A
+total_size=N/A
+out_time_us=4500000
+out_time_ms=4500000
+out_time=00:00:04.500000
+dup_frames=2
+drop_frames=0
+speed=0.656x
+progress=continue
+frame=270
+out_time_us=N/A
+out_time_ms=N/A
+out_time=N/A
+progress=continue
+frame=271
+out_time_us=9002667
+out_time=00:00:09.002667
+progress=end
+"""
+
+
+def test_progress_parser_blocks() -> None:
+    blocks = parse_progress_lines(PROGRESS.splitlines())
+    assert len(blocks) == 3
+    assert blocks[0]["out_time_us"] == "4500000" and blocks[0]["speed"] == "0.656x"
+    assert blocks[2]["progress"] == "end"
+    assert [parse_progress(b, 9.0) for b in blocks] == [50.0, 0.0, 100.0]
+
+
+@pytest.mark.parametrize(
+    ("block", "pct"),
+    [
+        ({"out_time_us": "3000000", "progress": "continue"}, 50.0),
+        (
+            {"out_time_ms": "1500000", "progress": "continue"},
+            25.0,
+        ),  # microseconds, despite its name
+        ({"out_time": "00:00:04.500000", "progress": "continue"}, 75.0),
+        ({"out_time_us": "9000000", "progress": "continue"}, 100.0),
+        ({"out_time_us": "-23000", "progress": "continue"}, 0.0),
+        ({"out_time_us": "N/A", "out_time": "N/A", "progress": "continue"}, 0.0),
+        ({"progress": "end"}, 100.0),
+    ],
+)
+def test_parse_progress(block: dict[str, str], pct: float) -> None:
+    assert parse_progress(block, 6.0) == pytest.approx(pct)
+
+
+def test_parse_progress_zero_duration() -> None:
+    assert parse_progress({"out_time_us": "100"}, 0) == 0.0
+
+
+# ------------------------------------------------------------ media playlists
+
+FFMPEG_OUTPUT = (
+    "#EXTM3U\n"
+    "#EXT-X-VERSION:3\n"
+    "#EXT-X-TARGETDURATION:4\n"
+    "#EXT-X-MEDIA-SEQUENCE:0\n"
+    "#EXT-X-PLAYLIST-TYPE:VOD\n"
+    "#EXTINF:4.000000,\n"
+    "720p_0001.ts\n"
+    "#EXTINF:4.004000,\n"
+    "720p_0002.ts\n"
+    "#EXTINF:1.533333,\n"
+    "720p_0003.ts\n"
+    "#EXT-X-ENDLIST\n"
+)
+
+
+def _swap(old: str, new: str) -> str:
+    assert old in FFMPEG_OUTPUT
+    return FFMPEG_OUTPUT.replace(old, new, 1)
+
+
+def test_media_segments_of_ffmpegs_playlist() -> None:
+    durations, uris = media_segments(FFMPEG_OUTPUT)
+    assert durations == [4.0, 4.004, 1.533333]
+    assert uris == ["720p_0001.ts", "720p_0002.ts", "720p_0003.ts"]
+    assert target_duration([durations]) == 5  # 4.004 -> ceil 5; ffmpeg wrote 4
+    assert [segment_name(DEFAULT_LADDER[0], n) for n in (1, 3)] == uris[::2]
+
+
+def test_media_segments_round_trips_our_playlists() -> None:
+    rendition = Rendition(
+        profile="1080p",
+        width=1920,
+        height=1080,
+        frame_rate=30.0,
+        codecs="avc1.640028,mp4a.40.2",
+        durations=(4.0, 1.5),
+        sizes=(1000, 400),
+        bandwidth_peak=2000,
+        bandwidth_average=1800,
+    )
+    assert media_segments(clip_media_playlist(rendition)) == (
+        [4.0, 1.5],
+        ["1080p_0001.ts", "1080p_0002.ts"],
+    )
+
+
+def test_media_segments_tolerates_crlf_titles_and_other_tags() -> None:
+    text = (
+        "#EXTM3U\r\n#EXT-X-TARGETDURATION:2\r\n#EXT-X-DISCONTINUITY\r\n"
+        "#EXTINF:2,intro\r\n\r\na.ts\r\n#EXT-X-ENDLIST"
+    )
+    assert media_segments(text) == ([2.0], ["a.ts"])
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "no #EXT-X-ENDLIST"),
+        (_swap("#EXT-X-ENDLIST\n", ""), "no #EXT-X-ENDLIST"),
+        (_swap("#EXTINF:4.000000,", "#EXTINF:abc,"), "unreadable playlist"),
+        (_swap("#EXTINF:4.000000,", "#EXTINF:-4,"), "segment 1: EXTINF duration -4.0 must be"),
+        (_swap("#EXTINF:4.000000,", "#EXTINF:0,"), "segment 1: EXTINF duration 0.0 must be"),
+        (_swap("#EXTINF:4.000000,", "#EXTINF:nan,"), "segment 1: EXTINF duration nan must"),
+        (_swap("720p_0003.ts\n", ""), "segment 3: #EXTINF has no segment URI"),
+        (_swap("#EXT-X-TARGETDURATION:4\n", ""), "no #EXT-X-TARGETDURATION"),
+        (_swap("#EXT-X-TARGETDURATION:4", "#EXT-X-TARGETDURATION:4.5"), "unreadable playlist"),
+        (_swap("#EXT-X-TARGETDURATION:4", "#EXT-X-TARGETDURATION:3"), "exceeds"),
+        (_swap("#EXTINF:4.000000,", "#EXT-X-BYTERANGE:100@0\n#EXTINF:4,"), "BYTERANGE"),
+        ("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n720p.m3u8\n", "a master playlist"),
+        ("#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-ENDLIST\n", "has no segments"),
+    ],
+)
+def test_media_segments_rejects_what_is_not_a_finished_media_playlist(
+    text: str, reason: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        media_segments(text)
+
+
+def test_read_back_commands_open_only_the_local_segment() -> None:
+    assert segment_streams_command("/work/out/720p_0001.ts") == [
+        "ffprobe",
+        "-v",
+        "error",
+        "-protocol_whitelist",
+        "file",
+        "-f",
+        "mpegts",
+        "-print_format",
+        "json",
+        "-show_streams",
+        "-i",
+        "file:/work/out/720p_0001.ts",
+    ]
+    assert segment_sps_command("/work/out/720p_0001.ts") == [
+        "ffmpeg",
+        "-nostdin",
+        "-v",
+        "error",
+        "-protocol_whitelist",
+        "file",
+        "-f",
+        "mpegts",
+        "-i",
+        "file:/work/out/720p_0001.ts",
+        "-map",
+        "0:v:0",
+        "-c",
+        "copy",
+        "-frames:v",
+        "1",
+        "-f",
+        "h264",
+        "pipe:1",
+    ]

@@ -1,0 +1,470 @@
+"""The transcode's ffmpeg command and what it writes: the ladder of rungs, the filter
+graph (one decode split to every rung, thumbnails and timeline frames), the command
+line, the names of its outputs, its ``-progress`` lines, the media playlists it writes
+and the commands that read its segments back. Pure: `workers.ffmpeg` runs the commands
+and feeds their output back in here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import m3u8
+
+from workers.h264 import Profile, codecs_string, fps_fraction, h264_level, level_name, output_fps
+from workers.probe import FORMAT_WHITELIST, MediaInfo, clock_seconds, finite_float, input_url
+
+# --------------------------------------------------------------------------- ladder
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One rendition of the ladder: exact output frame and bit rates (bits/s)."""
+
+    name: str
+    width: int
+    height: int
+    video_bitrate: int
+    audio_bitrate: int = 128_000
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise ValueError(f"rung name {self.name!r} must be [A-Za-z0-9_-], used in file names")
+        if self.width <= 0 or self.height <= 0 or self.width % 2 or self.height % 2:
+            raise ValueError(
+                f"rung {self.name}: {self.width}x{self.height} must be positive and even"
+            )
+        if self.video_bitrate <= 0 or self.audio_bitrate <= 0:
+            raise ValueError(f"rung {self.name}: bit rates must be positive")
+
+    @property
+    def profile(self) -> Profile:
+        """H.264 profile: Main up to 1280x720, High above."""
+        return "main" if self.width * self.height <= 1280 * 720 else "high"
+
+    @property
+    def maxrate(self) -> int:
+        return self.video_bitrate * 3 // 2
+
+    @property
+    def bufsize(self) -> int:
+        return self.video_bitrate * 2
+
+
+DEFAULT_LADDER: tuple[Rung, ...] = (
+    Rung("720p", 1280, 720, 1_500_000),
+    Rung("1080p", 1920, 1080, 4_000_000),
+)
+
+
+def rung_level(rung: Rung, fps: float) -> int:
+    return h264_level(rung.width, rung.height, fps, max_bitrate=rung.maxrate, profile=rung.profile)
+
+
+def rung_codecs(rung: Rung, fps: float) -> str:
+    """Expected CODECS video part of a rung at the output frame rate."""
+    return codecs_string(rung.profile, rung_level(rung, fps))
+
+
+# ------------------------------------------------------------- ffmpeg command
+
+THUMBNAIL = "thumbnail.jpg"
+THUMBNAIL_SIZE = (640, 360)
+THUMBNAIL_LARGE = "thumbnail_large.jpg"
+THUMBNAIL_LARGE_SIZE = (1280, 720)
+FRAMES_DIR = "frames"
+FRAME_PATTERN = "frame_%04d.jpg"
+TIMELINE_TILE = (160, 90)
+TRANSCODE_LOG = "transcode_log.txt"
+
+
+def playlist_name(rung: Rung) -> str:
+    return f"{rung.name}.m3u8"
+
+
+def segment_pattern(rung: Rung) -> str:
+    return f"{rung.name}_%04d.ts"
+
+
+def segment_name(rung: Rung, number: int) -> str:
+    """File name of a rung's segment `number` (1-based), as ffmpeg writes it."""
+    return segment_pattern(rung) % number
+
+
+def thumbnail_time(duration: float) -> float:
+    """Thumbnail frame time: 2 s in, or mid-clip when the clip is shorter than 4 s."""
+    return min(2.0, duration / 2.0)
+
+
+def timeline_times(duration: float, interval: float) -> list[float]:
+    """Times of the storyboard frames: 0, interval, 2*interval, ... strictly before the end."""
+    if interval <= 0:
+        raise ValueError("interval must be positive")
+    out: list[float] = []
+    k = 0
+    while k * interval < duration - 1e-9:
+        out.append(round(k * interval, 6))
+        k += 1
+    return out
+
+
+def _num(value: float) -> str:
+    """Compact decimal for filter arguments: 2.0 -> "2", 6.4 -> "6.4"."""
+    text = f"{value:.6f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def fit_filter(width: int, height: int) -> str:
+    """Scale to fit inside width x height keeping the display aspect, pad centred, SAR 1.
+
+    Uses the scale filter's ``dar`` (iw/ih*sar), so anamorphic sources (HDV, DV) come out
+    right, which ``force_original_aspect_ratio`` (pixel sizes only) would not do.
+    Both sides are even; the fitted side equals the box exactly.
+    """
+    w, h = width, height
+    return (
+        f"scale=w='if(gte(dar*{h},{w}),{w},2*round({h}*dar/2))'"
+        f":h='if(gte(dar*{h},{w}),2*round({w}/dar/2),{h})'"
+        f",pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1"
+    )
+
+
+def filter_graph(
+    info: MediaInfo,
+    ladder: Sequence[Rung],
+    *,
+    fps: Fraction,
+    thumb_at: float,
+    frame_interval: float,
+) -> str:
+    """The ``-filter_complex`` graph: one decode, split to every rung, thumbs and frames.
+
+    Labels out: ``[v{i}]``/``[a{i}]`` per rung, ``[thumb]``, ``[thumbl]``, ``[tl]``.
+    Video starts at 0 (first frame repeated if the source starts late) and ends at the
+    probed duration; audio is padded/trimmed to the same span, so every rendition
+    covers the same time range and a stitched scene has no jagged clip ends.
+    """
+    end = _num(info.duration)
+    n = len(ladder)
+    pre = ["yadif=mode=send_frame:deint=interlaced"] if info.interlaced else []
+    pre += [f"fps=fps={fps.numerator}/{fps.denominator}:start_time=0", f"trim=end={end}"]
+    labels = "".join(f"[s{i}]" for i in range(n))
+    parts = [f"[0:{info.video_stream}]{','.join(pre)},split={n + 2}{labels}[sthumb][stl]"]
+    for i, rung in enumerate(ladder):
+        parts.append(f"[s{i}]{fit_filter(rung.width, rung.height)},format=yuv420p[v{i}]")
+    tw, th = THUMBNAIL_SIZE
+    lw, lh = THUMBNAIL_LARGE_SIZE
+    parts.append(f"[sthumb]select='gte(t,{_num(thumb_at)})*eq(selected_n,0)',split=2[th0][th1]")
+    parts.append(f"[th0]{fit_filter(tw, th)}[thumb]")
+    parts.append(f"[th1]{fit_filter(lw, lh)}[thumbl]")
+    fw, fh = TIMELINE_TILE
+    parts.append(f"[stl]select='gte(t,selected_n*{_num(frame_interval)})',{fit_filter(fw, fh)}[tl]")
+
+    if info.has_audio:
+        # mono -> both channels at full level (a plain downmix matrix would lose 3 dB)
+        chain = (
+            ["channelmap=map=0-FL|0-FR:channel_layout=stereo"] if info.audio_channels == 1 else []
+        )
+        chain += [
+            "aresample=48000:async=1:first_pts=0",
+            "aformat=sample_fmts=fltp:sample_rates=48000:channel_layouts=stereo",
+            "apad",
+            f"atrim=end={end}",
+        ]
+        stream = info.audio_stream if info.audio_stream is not None else "a:0"
+        audio = f"[0:{stream}]" + ",".join(chain)
+    else:
+        audio = f"anullsrc=r=48000:cl=stereo,atrim=end={end}"
+    parts.append(audio + f",asplit={n}" + "".join(f"[a{i}]" for i in range(n)))
+    return ";".join(parts)
+
+
+def transcode_command(
+    source: str | os.PathLike[str],
+    workdir: str | os.PathLike[str],
+    info: MediaInfo,
+    ladder: Sequence[Rung] = DEFAULT_LADDER,
+    *,
+    segment_seconds: float = 4,
+    thumb_at: float | None = None,
+    frame_interval: float = 10.0,
+    preset: str = "veryfast",
+    progress: str = "pipe:1",
+) -> list[str]:
+    """ONE ffmpeg run: every rendition (HLS, flat in workdir), both thumbnails, timeline frames.
+
+    Keyframes are forced by time (``n_forced * segment_seconds``) on identical frames in
+    every rung, GOPs are closed and scene-cut keyframes are off, so every rendition has
+    an IDR at the same instants and the HLS muxers cut identical segment lists.
+    ``workdir/frames`` must exist before ffmpeg starts.
+    """
+    if not ladder:
+        raise ValueError("empty ladder")
+    if len({r.name for r in ladder}) != len(ladder):
+        raise ValueError("rung names must be unique")
+    if segment_seconds <= 0 or frame_interval <= 0:
+        raise ValueError("segment_seconds and frame_interval must be positive")
+    out = Path(workdir)
+    fps_f = fps_fraction(output_fps(info.fps))
+    fps = float(fps_f)
+    gop = max(1, round(segment_seconds * fps))
+    at = thumbnail_time(info.duration) if thumb_at is None else thumb_at
+    seg = _num(segment_seconds)
+
+    cmd = [
+        "ffmpeg",
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "warning",
+        "-y",
+        "-progress",
+        progress,
+        "-nostats",
+        "-protocol_whitelist",
+        "file",
+        "-format_whitelist",
+        FORMAT_WHITELIST,
+        "-f",
+        info.demuxer,
+        "-i",
+        input_url(source),
+        "-filter_complex",
+        filter_graph(info, ladder, fps=fps_f, thumb_at=at, frame_interval=frame_interval),
+    ]
+    for i, rung in enumerate(ladder):
+        level = rung_level(rung, fps)
+        cmd += [
+            "-map",
+            f"[v{i}]",
+            "-map",
+            f"[a{i}]",
+            "-map_metadata",
+            "-1",
+            "-map_chapters",
+            "-1",
+            "-c:v",
+            "libx264",
+            "-preset",
+            preset,
+            "-profile:v",
+            rung.profile,
+            "-level:v",
+            level_name(level),
+            "-b:v",
+            str(rung.video_bitrate),
+            "-maxrate",
+            str(rung.maxrate),
+            "-bufsize",
+            str(rung.bufsize),
+            "-g",
+            str(gop),
+            "-keyint_min",
+            str(gop),
+            "-sc_threshold",
+            "0",
+            "-flags",
+            "+cgop",
+            "-forced-idr",
+            "1",
+            "-force_key_frames",
+            f"expr:gte(t,n_forced*{seg})",
+            "-c:a",
+            "aac",
+            "-b:a",
+            str(rung.audio_bitrate),
+            "-ar",
+            "48000",
+            "-ac",
+            "2",
+            "-f",
+            "hls",
+            "-hls_time",
+            seg,
+            "-hls_playlist_type",
+            "vod",
+            "-hls_flags",
+            "independent_segments",
+            "-hls_segment_type",
+            "mpegts",
+            "-start_number",
+            "1",
+            "-hls_segment_filename",
+            str(out / segment_pattern(rung)),
+            str(out / playlist_name(rung)),
+        ]
+    for label, name in (("thumb", THUMBNAIL), ("thumbl", THUMBNAIL_LARGE)):
+        cmd += [
+            "-map",
+            f"[{label}]",
+            "-map_metadata",
+            "-1",
+            "-frames:v",
+            "1",
+            "-c:v",
+            "mjpeg",
+            "-q:v",
+            "2",
+            "-f",
+            "image2",
+            "-update",
+            "1",
+            str(out / name),
+        ]
+    cmd += [
+        "-map",
+        "[tl]",
+        "-map_metadata",
+        "-1",
+        "-fps_mode",
+        "passthrough",
+        "-c:v",
+        "mjpeg",
+        "-q:v",
+        "4",
+        "-f",
+        "image2",
+        "-start_number",
+        "1",
+        str(out / FRAMES_DIR / FRAME_PATTERN),
+    ]
+    return cmd
+
+
+# ------------------------------------------------------ reading the outputs back
+
+
+#: How ffprobe/ffmpeg open a segment we wrote: a local MPEG-TS file, nothing else.
+_SEGMENT_INPUT = ("-v", "error", "-protocol_whitelist", "file", "-f", "mpegts")
+
+
+def segment_streams_command(segment: str | os.PathLike[str]) -> list[str]:
+    """ffprobe of one written segment: its streams as JSON (frame size, rate, audio)."""
+    return [
+        "ffprobe",
+        *_SEGMENT_INPUT,
+        "-print_format",
+        "json",
+        "-show_streams",
+        "-i",
+        input_url(segment),
+    ]
+
+
+def segment_sps_command(segment: str | os.PathLike[str]) -> list[str]:
+    """The first video frame of one written segment as H.264 Annex B on stdout: its SPS
+    holds the profile, constraint flags and level really written (the CODECS)."""
+    return [
+        "ffmpeg",
+        "-nostdin",
+        *_SEGMENT_INPUT,
+        "-i",
+        input_url(segment),
+        "-map",
+        "0:v:0",
+        "-c",
+        "copy",
+        "-frames:v",
+        "1",
+        "-f",
+        "h264",
+        "pipe:1",
+    ]
+
+
+# ---------------------------------------------------------------- progress
+
+
+class ProgressParser:
+    """Turns ffmpeg ``-progress`` key=value lines into blocks (one per ``progress=`` line)."""
+
+    def __init__(self) -> None:
+        self._block: dict[str, str] = {}
+
+    def feed(self, line: str) -> dict[str, str] | None:
+        key, sep, value = line.strip().partition("=")
+        if not sep:
+            return None
+        self._block[key.strip()] = value.strip()
+        if key.strip() == "progress":
+            block, self._block = self._block, {}
+            return block
+        return None
+
+
+def parse_progress_lines(lines: Iterable[str]) -> list[dict[str, str]]:
+    parser = ProgressParser()
+    return [b for b in (parser.feed(ln) for ln in lines) if b is not None]
+
+
+def parse_progress(block: Mapping[str, str], duration: float) -> float:
+    """Percent done (0-100) of one progress block; ``progress=end`` is 100."""
+    if block.get("progress") == "end":
+        return 100.0
+    if duration <= 0:
+        return 0.0
+    us: float | None = None
+    for key in ("out_time_us", "out_time_ms"):  # both are microseconds in ffmpeg >= 4
+        us = finite_float(block.get(key))
+        if us is not None:
+            break
+    if us is None:
+        seconds = clock_seconds(block.get("out_time", ""))
+        if seconds is None:
+            return 0.0
+        us = seconds * 1e6
+    return max(0.0, min(100.0, us / 1e6 / duration * 100.0))
+
+
+# ------------------------------------------------------------ media playlists
+
+
+def media_segments(text: str) -> tuple[list[float], list[str]]:
+    """EXTINF durations and segment URIs of a finished VOD media playlist as ffmpeg
+    writes it per rendition, read with the m3u8 library.
+
+    Raises ValueError when the text is not one: unreadable, a master playlist, no
+    EXT-X-ENDLIST (unfinished), no segments, no EXT-X-TARGETDURATION, byte ranges
+    (the list would not describe whole files), a segment without a URI, a duration
+    that is not positive, or one more than 0.5 s over the target (RFC 8216 §4.3.3.1
+    under any rounding; Apple 7.7). m3u8 passes over lines it cannot place (a URI
+    with no EXTINF), so callers check the URIs against the files written.
+    """
+    try:
+        playlist = m3u8.loads(text)
+    except (ValueError, IndexError, KeyError, m3u8.ParseError) as exc:
+        raise ValueError(f"unreadable playlist: {exc}") from None
+    if playlist.is_variant:
+        raise ValueError("a master playlist, expected a media playlist")
+    if not playlist.is_endlist:
+        raise ValueError("no #EXT-X-ENDLIST: the playlist is incomplete")
+    segments = list(playlist.segments)
+    if not segments:
+        raise ValueError("media playlist has no segments")
+    target = playlist.target_duration
+    if target is None:
+        raise ValueError("no #EXT-X-TARGETDURATION (required in a media playlist)")
+    durations: list[float] = []
+    uris: list[str] = []
+    for number, segment in enumerate(segments, start=1):
+        if segment.byterange:
+            raise ValueError(f"segment {number}: EXT-X-BYTERANGE segments are not supported")
+        if not segment.uri:
+            raise ValueError(f"segment {number}: #EXTINF has no segment URI")
+        duration = float(segment.duration)
+        if not (math.isfinite(duration) and duration > 0):
+            raise ValueError(f"segment {number}: EXTINF duration {duration} must be positive")
+        if round(duration * 1000) > target * 1000 + 500:
+            raise ValueError(f"EXTINF {duration} exceeds EXT-X-TARGETDURATION {target}")
+        durations.append(duration)
+        uris.append(segment.uri)
+    return durations, uris
