@@ -1,6 +1,6 @@
 """Wake-up benchmark (issue 10): from a 202 upload to the start of its job.
 
-In one run, on this machine: a private PostgreSQL cluster (origin.pgcluster), the origin
+In one run, on this machine: a private PostgreSQL cluster (storyforge.dev.cluster), the origin
 as ``storyforge serve`` (LocalStorage) and a worker process running the product's job
 loop (``workers.worker.run_worker``, on uvloop like ``storyforge worker``) with the
 default poll interval. Its ``transcode`` handler only notes the moment it is called
@@ -42,7 +42,8 @@ from typing import Any
 import aiohttp
 import benchutil
 
-from origin import db, pgcluster
+from origin import db
+from storyforge.dev.cluster import Cluster, free_port, open_cluster
 
 TOKEN = "bench-" + secrets.token_hex(12)
 MODES = ("notify", "poll")
@@ -194,14 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     poll_interval = inspect.signature(run_worker).parameters["poll_interval"].default
     quiet = benchutil.wait_quiet(timeout=0 if a.no_wait else 600)
     tmp = Path(tempfile.mkdtemp(prefix="sf-bench-wake-"))
-    cluster = pgcluster.open_cluster(tmp / "pg")
+    cluster = open_cluster(tmp / "pg")
     origin: subprocess.Popen | None = None
     results: dict[str, Any] = {}
     try:
         cluster.init()
         cluster.start(fast=True)
         asyncio.run(db.migrate_dsn(cluster.dsn))
-        port = pgcluster.free_port()
+        port = free_port()
         env = {
             **os.environ,
             "DATABASE_URL": cluster.dsn,
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def cluster_pids(cluster: pgcluster.Cluster) -> set[int]:
+def cluster_pids(cluster: Cluster) -> set[int]:
     """The cluster's postmaster (daemonised: not our child), for the load monitor."""
     first = (cluster.datadir / "postmaster.pid").read_text().split("\n", 1)[0]
     return {int(first)} if first.isdigit() else set()
