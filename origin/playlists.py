@@ -11,6 +11,9 @@ Durations are handled at the precision we print in EXTINF (3 decimals, i.e. whol
 milliseconds): target durations, bandwidth windows and storyboard offsets are all
 computed from the printed values, in integer arithmetic, so every figure agrees with
 what a player reads from the playlist and nothing depends on float summation order.
+
+One module (~600 lines) on purpose: every rule of HLS-RULES.md that shapes playlist
+text lives here, next to the figures (target duration, peak bandwidth) it depends on.
 """
 
 from __future__ import annotations
