@@ -1,7 +1,8 @@
 """Supervising child processes: each child is started, restarted with backoff when it
 exits, and stopped on request (SIGTERM, then SIGKILL after a grace period). A child
 that exits too often (a crash loop) stops the whole group with a message naming it.
-Used by `storyforge serve --processes N` (one origin process per core)."""
+Used by `storyforge serve --processes N` (one origin process per core) and by
+`storyforge dev` (Postgres, the origin and the workers)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class Child:
 
     name: str
     start: Callable[[], subprocess.Popen[bytes]]
+    stop_signal: int = signal.SIGTERM  # what asks it to stop gracefully
     proc: subprocess.Popen[bytes] | None = None
     exits: deque[float] = field(default_factory=deque)
     restart_at: float | None = None
@@ -79,12 +81,12 @@ def run(children: list[Child], stopping: Callable[[], bool], interval: float = 0
 
 
 def stop(children: list[Child], grace: float) -> None:
-    """SIGTERM every running child, wait up to `grace` seconds in all, then SIGKILL
-    what is left (and say so)."""
+    """Ask every running child to stop (its `stop_signal`), wait up to `grace` seconds
+    in all, then SIGKILL what is left (and say so)."""
     running = [c for c in children if c.proc is not None and c.proc.poll() is None]
     for child in running:
         assert child.proc is not None
-        child.proc.send_signal(signal.SIGTERM)
+        child.proc.send_signal(child.stop_signal)
     deadline = time.monotonic() + grace
     for child in running:
         assert child.proc is not None

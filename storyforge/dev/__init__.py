@@ -1,6 +1,7 @@
 """`storyforge dev`, the embedded default: a private PostgreSQL cluster (cluster.py),
-LocalStorage, the origin and worker processes (supervisor.py) and the demo scene
-(demo.py), all under one state directory. Development tooling: origin and workers
+LocalStorage, the origin and worker processes (supervisor.py; restarted when they
+exit by storyforge/supervise.py, Postgres too) and the demo scene (demo.py), all
+under one state directory. Development tooling: origin and workers
 never import this package."""
 
 from __future__ import annotations
@@ -10,30 +11,25 @@ import os
 import secrets
 import signal
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-from origin import db
-from storyforge import StartupError
+from origin import db, logs
+from storyforge import StartupError, supervise
 from storyforge.dev import supervisor
 from storyforge.dev.cluster import ClusterError, open_cluster
 
 
 def run(home: Path, *, port: int, workers: int, demo: bool) -> int:
-    """Run the embedded stack until SIGINT/SIGTERM; a second run reuses HOME's data."""
+    """Run the embedded stack until SIGINT/SIGTERM; a second run reuses HOME's data.
+    Every child (Postgres, the origin, each worker) that exits is restarted with
+    backoff; one that keeps exiting (storyforge/supervise.py) stops the stack."""
+    logs.configure("text")  # restarts are logged (storyforge.supervise)
     home = home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     if workers < 0:
         raise StartupError("--workers must be >= 0")
-    try:
-        cluster = open_cluster(home / "pg")
-        first_start = not cluster.initialised()
-        if first_start:
-            print(f"creating a PostgreSQL cluster in {cluster.datadir}", flush=True)
-            cluster.init()
-        cluster.start()
-    except ClusterError as exc:
-        raise StartupError(str(exc)) from exc
-
     stopping = False
 
     def _stop(signum: int, frame: object) -> None:
@@ -42,11 +38,22 @@ def run(home: Path, *, port: int, workers: int, demo: bool) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    children: list[subprocess.Popen[bytes]] = []
     try:
+        cluster = open_cluster(home / "pg")
+        if not cluster.initialised():
+            print(f"creating a PostgreSQL cluster in {cluster.datadir}", flush=True)
+            cluster.init()
+    except ClusterError as exc:
+        raise StartupError(str(exc)) from exc
+    postgres = supervise.Child("postgres", cluster.server, stop_signal=signal.SIGINT)
+    children: list[supervise.Child] = []
+    try:
+        supervise.step([postgres], time.monotonic())
+        assert postgres.proc is not None
         try:
+            cluster.wait_ready(postgres.proc)
             asyncio.run(db.migrate_dsn(cluster.dsn))
-        except db.DatabaseError as exc:
+        except (ClusterError, db.DatabaseError) as exc:
             raise StartupError(str(exc)) from exc
         token_file = home / "api-token"
         if not token_file.exists():
@@ -62,19 +69,28 @@ def run(home: Path, *, port: int, workers: int, demo: bool) -> int:
             "LOG_FORMAT": "text",
             "API_TOKENS": token_file.read_text().strip(),
         }
-        children.append(supervisor.spawn(["serve"], env))
-        for _ in range(workers):
-            children.append(supervisor.spawn(["worker", "--concurrency", "1"], env))
+
+        def command(*args: str) -> Callable[[], subprocess.Popen[bytes]]:
+            return lambda: supervisor.spawn(list(args), env)
+
+        children = [postgres, supervise.Child("origin", command("serve"))]
+        children += [
+            supervise.Child(f"worker {i + 1}", command("worker", "--concurrency", "1"))
+            for i in range(workers)
+        ]
         base = f"http://127.0.0.1:{port}"
-        supervisor.wait_ready(base, children, lambda: stopping)
+        supervisor.wait_ready(
+            base, lambda: supervise.step(children, time.monotonic()), lambda: stopping
+        )
         print(f"ready: {base}", flush=True)
         if demo and not stopping:
             from storyforge.dev.demo import ensure_demo_scene
 
             scene_id = asyncio.run(ensure_demo_scene(base, env["API_TOKENS"], home))
             print(f"demo scene {scene_id}: {base}/player/{scene_id}", flush=True)
-        supervisor.watch(children, lambda: stopping)
+        supervise.run(children, lambda: stopping)
         return 0
     finally:
-        supervisor.stop(children)
-        cluster.stop()
+        # the origin and the workers first, then the database they use
+        supervise.stop([c for c in children if c is not postgres], grace=40.0)
+        supervise.stop([postgres], grace=30.0)

@@ -1,6 +1,7 @@
 """A private PostgreSQL cluster in a directory: found, initialised, started and
-stopped with the system's server binaries; and `free_port`, a free loopback port.
-Used by `storyforge dev`, the tests and the benchmarks.
+stopped with the system's server binaries (in the background with pg_ctl for the
+tests and benchmarks, or as a supervised child process for `storyforge dev`); and
+`free_port`, a free loopback port.
 
 PostgreSQL refuses to run as root, so when we are root the cluster runs as the
 unprivileged `postgres` account that Debian's package creates.
@@ -13,6 +14,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,8 +97,7 @@ class Cluster:
             ]
         )
 
-    def start(self, *, fast: bool = False) -> None:
-        """Start on 127.0.0.1 only; `fast` trades durability for speed (tests)."""
+    def _options(self, fast: bool) -> list[str]:
         opts = [
             f"-p {self.port}",
             "-c listen_addresses=127.0.0.1",
@@ -105,9 +106,17 @@ class Cluster:
         ]
         if fast:
             opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        return opts
+
+    def _clear_stale_pidfile(self) -> None:
         stale = self.datadir / "postmaster.pid"
         if stale.exists() and not _pid_alive(stale):
             stale.unlink()
+
+    def start(self, *, fast: bool = False) -> None:
+        """Start on 127.0.0.1 only, in the background (pg_ctl); `fast` trades
+        durability for speed (tests)."""
+        self._clear_stale_pidfile()
         self._run(
             [
                 str(self.bindir / "pg_ctl"),
@@ -116,7 +125,7 @@ class Cluster:
                 "-l",
                 str(self.datadir / "server.log"),
                 "-o",
-                " ".join(opts),
+                " ".join(self._options(fast)),
                 "-w",
                 "-t",
                 "60",
@@ -124,6 +133,53 @@ class Cluster:
             ]
         )
         self._ensure_database()
+
+    def server(self) -> subprocess.Popen[bytes]:
+        """The server as a child process in the foreground (for a supervisor to watch
+        and restart); its log goes to server.log. SIGINT stops it fast (the
+        postmaster's "fast shutdown"). Call `wait_ready` before using it."""
+        self._clear_stale_pidfile()
+        user = _run_as()
+        args: list[str] = [str(self.bindir / "postgres"), "-D", str(self.datadir)]
+        for opt in self._options(fast=False):
+            args += opt.split(" ", 1)
+        log = (self.datadir / "server.log").open("ab")
+        try:
+            return subprocess.Popen(
+                args,
+                user=user,
+                group=user,
+                extra_groups=[] if user else None,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd="/",
+                start_new_session=True,  # the terminal's Ctrl-C goes to the supervisor only
+            )
+        finally:
+            log.close()
+
+    def wait_ready(self, server: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+        """Wait until `server` accepts connections, then make sure our database exists."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                raise ClusterError(
+                    f"postgres exited with status {server.returncode} while starting "
+                    f"(see {self.datadir / 'server.log'})"
+                )
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    pass
+            except OSError:
+                time.sleep(0.1)
+                continue
+            try:
+                self._ensure_database()
+                return
+            except ClusterError:  # accepting connections but still starting up
+                time.sleep(0.2)
+        raise ClusterError(f"postgres did not accept connections within {timeout:g} s")
 
     def _ensure_database(self) -> None:
         psql = shutil.which("psql") or str(self.bindir / "psql")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
 from storyforge.dev.cluster import free_port
 
-__all__ = ["free_port", "wait_port"]
+__all__ = ["child_pids", "free_port", "wait_port"]
 
 
 def wait_port(port: int, timeout: float = 30.0) -> None:
@@ -19,3 +20,20 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def child_pids(parent: int) -> dict[int, str]:
+    """The live children of `parent` with their command lines (read from /proc)."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == parent and fields[0] != "Z":
+            found[int(entry.name)] = cmdline
+    return found

@@ -16,7 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.helpers.services import free_port
+from tests.helpers.services import child_pids, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -208,6 +208,59 @@ def test_dev_comes_up_and_reuses_its_data(tmp_path):
         assert out.stdout.strip() == "marker"
     finally:
         _stop(proc)
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = predicate()
+        if got:
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _ready(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(base + "/readyz", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _worker_pid(dev: int) -> int | None:
+    workers = [pid for pid, cmd in child_pids(dev).items() if "storyforge.cli worker" in cmd]
+    return workers[0] if len(workers) == 1 else None
+
+
+@pytest.mark.slow
+def test_dev_restarts_a_killed_worker_and_its_postgres(tmp_path):
+    home = tmp_path / "home"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc, _ = _start_dev(home, port)
+    try:
+        worker = _wait_for(lambda: _worker_pid(proc.pid), 10, "the worker")
+        os.kill(worker, signal.SIGKILL)
+        _wait_for(lambda: (_worker_pid(proc.pid) or worker) != worker, 30, "a new worker")
+
+        postmaster = int((home / "pg" / "postmaster.pid").read_text().splitlines()[0])
+        os.kill(postmaster, signal.SIGKILL)
+        _wait_for(lambda: not _ready(base), 10, "the origin to notice")
+
+        def new_postmaster() -> bool:
+            try:
+                pid = int((home / "pg" / "postmaster.pid").read_text().splitlines()[0])
+            except (OSError, ValueError, IndexError):
+                return False
+            return pid != postmaster and _ready(base)
+
+        _wait_for(new_postmaster, 90, "Postgres restarted and the origin ready again")
+        assert proc.poll() is None  # the stack kept running throughout
+    finally:
+        _stop(proc)
+    assert not (home / "pg" / "postmaster.pid").exists()
+    assert child_pids(proc.pid) == {}
 
 
 def _pg_port(home: Path) -> str:

@@ -10,11 +10,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-from tests.helpers.services import free_port
+from tests.helpers.services import child_pids, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -33,16 +32,7 @@ def _pid(base: str) -> int | None:
 
 
 def _children(parent: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-                found.add(int(entry.name))
-    return found
+    return set(child_pids(parent))
 
 
 def _two_children(parent: int, gone: int | None = None) -> set[int] | None:
