@@ -5,7 +5,6 @@ origin/server.py's business."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -15,7 +14,7 @@ from aiohttp.typedefs import Middleware
 from origin import db, keys
 from origin.handlers import api, files, health, player, scenes, signed
 from origin.http import auth, fields, middleware
-from origin.metrics import FastPathAnswers
+from origin.metrics import FastPathAnswers, HttpStats
 from origin.scenecache import new_read_caches
 from origin.settings import Settings
 from origin.storage import Storage, open_configured_storage
@@ -45,6 +44,7 @@ def create_app(settings: Settings) -> web.Application:
     signing_state = auth.signing_state(settings)
     middlewares: list[Middleware] = [
         middleware.request_ids,
+        middleware.in_flight,
         middleware.json_errors,
         middleware.preflight,
     ]
@@ -54,7 +54,7 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.SETTINGS] = settings
     app[auth.SIGNING] = signing_state
     app[keys.READ_CACHES] = new_read_caches(settings.playlist_cache_entries)
-    app[keys.REQUEST_COUNTS] = Counter()
+    app[keys.HTTP_STATS] = HttpStats()
     app[keys.FAST_PATH_ANSWERS] = FastPathAnswers()
     app.on_response_prepare.append(fields.stamp)
     app.cleanup_ctx.append(_pool_ctx)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 from aiohttp import web
 
-from origin.metrics import FastPathAnswers, RequestCounts
+from origin.metrics import FastPathAnswers, HttpStats
 from origin.scenecache import ReadCaches
 from origin.settings import Settings
 
@@ -18,6 +18,7 @@ SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 STORAGE: web.AppKey[Storage] = web.AppKey("storage")
 READ_CACHES = web.AppKey("read_caches", ReadCaches)
-REQUEST_COUNTS: web.AppKey[RequestCounts] = web.AppKey("request_counts")
+# what the app's answers add up to, read by /metrics
+HTTP_STATS = web.AppKey("http_stats", HttpStats)
 # answers the fast path made (origin/fastpath/), read by /metrics
 FAST_PATH_ANSWERS = web.AppKey("fast_path_answers", FastPathAnswers)

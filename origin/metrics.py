@@ -1,45 +1,94 @@
 """What `/metrics` shows, in Prometheus' text format: requests by route, status and
-who answered them (the aiohttp app or the fast path), signing outcomes, read-cache
-entries, the job table by kind and status, and this process (pid, RSS, open files,
-CPU). Request counts are plain integers bumped on the request path; everything is
-turned into metric families only when scraped."""
+who answered them (the aiohttp app or the fast path) with their latencies and bytes,
+requests in flight, signing outcomes, read-cache entries, hits and misses, the job
+table (depth by kind and status, 0 when empty, and the age of the oldest due job),
+and this process (pid, RSS, open files, CPU). Counts are plain integers and lists
+bumped on the request path; they become metric families only when scraped."""
 
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
-from origin.scenecache import ReadCaches
+from origin.scenecache import LRU, ReadCaches
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-# (route template, status, "app" | "connection") -> requests
+# (route template, status, "app" | "fast_path") -> requests
 RequestCounts = Counter[tuple[str, int, str]]
+
+# upper bounds (seconds) of the request latency histogram's buckets
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+def new_latency_series() -> list[float]:
+    """Counts per bucket (the last slot: above every bound), then the sum of seconds."""
+    return [0.0] * (len(LATENCY_BUCKETS) + 2)
+
+
+def observe(series: list[float], seconds: float) -> None:
+    series[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+    series[-1] += seconds
+
+
+class HttpStats:
+    """What the app's answers add up to: requests by (route, status, answered_by),
+    latency series by (route, answered_by), bytes sent by answered_by, and how many
+    requests the app is handling right now."""
+
+    __slots__ = ("requests", "latencies", "bytes_sent", "in_flight")
+
+    def __init__(self) -> None:
+        self.requests: RequestCounts = Counter()
+        self.latencies: dict[tuple[str, str], list[float]] = {}
+        self.bytes_sent: Counter[str] = Counter()
+        self.in_flight = 0
+
+    def answered(self, route: str, status: int, seconds: float, sent: int) -> None:
+        self.requests[(route, status, "app")] += 1
+        series = self.latencies.get((route, "app"))
+        if series is None:
+            series = self.latencies[(route, "app")] = new_latency_series()
+        observe(series, seconds)
+        self.bytes_sent["app"] += sent
 
 
 class FastPathAnswers:
-    """Answers the fast path made (origin/fastpath/), by status: a few integers, the
-    cheapest thing to bump on that path."""
+    """Answers the fast path made (origin/fastpath/), all for one route: a few integers
+    and one latency series, the cheapest things to bump on that path."""
 
-    __slots__ = ("ok", "not_modified", "other")
+    __slots__ = ("ok", "not_modified", "other", "latency", "bytes_sent")
 
     def __init__(self) -> None:
         self.ok = 0
         self.not_modified = 0
         self.other: Counter[int] = Counter()
+        self.latency = new_latency_series()
+        self.bytes_sent = 0
 
-    def count(self, status: int) -> None:
+    def count(self, status: int, seconds: float, sent: int) -> None:
         if status == 200:
             self.ok += 1
         elif status == 304:
             self.not_modified += 1
         else:
             self.other[status] += 1
+        observe(self.latency, seconds)
+        self.bytes_sent += sent
 
     def counts(self, route: str) -> RequestCounts:
         found: RequestCounts = Counter(
@@ -63,29 +112,26 @@ def _family(
     return metric
 
 
-class _Families(Collector):
-    def __init__(self, families: list[Metric]) -> None:
-        self._families = families
+def _histogram(
+    name: str, doc: str, labels: list[str], series: Iterable[tuple[Sequence[object], list[float]]]
+) -> Metric:
+    metric = HistogramMetricFamily(name, doc, labels=labels)
+    for values, counts in series:
+        cumulative, buckets = 0.0, []
+        for bound, n in zip((*LATENCY_BUCKETS, float("inf")), counts, strict=False):
+            cumulative += n
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        metric.add_metric([str(v) for v in values], buckets, sum_value=counts[-1])
+    return metric
 
-    def collect(self) -> Iterator[Metric]:
-        return iter(self._families)
 
-
-def exposition(
-    requests: RequestCounts,
-    signing: Mapping[str, int],
-    denied: Mapping[str, int],
-    caches: ReadCaches,
-    jobs: Mapping[tuple[str, str], int] | None,
-) -> bytes:
-    """The text exposition of one scrape (`jobs` None: the table could not be read)."""
-    sizes = {
-        "playlists": len(caches.playlists),
-        "versions": len(caches.versions),
-        "ready": len(caches.ready),
-        "segment_docs": len(caches.segment_docs),
-    }
-    families = [
+def http_families(stats: HttpStats, fast: FastPathAnswers, fast_route: str) -> list[Metric]:
+    """Requests, latencies, bytes and in-flight of the app and the fast path."""
+    requests = stats.requests + fast.counts(fast_route)
+    latencies = sorted(stats.latencies.items())
+    if fast.latency[-1] or any(fast.latency[:-1]):
+        latencies.append(((fast_route, "fast_path"), fast.latency))
+    return [
         _family(
             CounterMetricFamily,
             "storyforge_http_requests",
@@ -94,12 +140,38 @@ def exposition(
             ["route", "status", "answered_by"],
             sorted(requests.items()),
         ),
+        _histogram(
+            "storyforge_http_request_duration_seconds",
+            "Time from a request's arrival to its answer's last byte, by route template "
+            "and who answered",
+            ["route", "answered_by"],
+            latencies,
+        ),
+        _family(
+            CounterMetricFamily,
+            "storyforge_http_sent_bytes",
+            "Bytes of answer bodies sent, by who answered",
+            ["answered_by"],
+            [(("app",), stats.bytes_sent["app"]), (("fast_path",), fast.bytes_sent)],
+        ),
+        _family(
+            GaugeMetricFamily,
+            "storyforge_http_in_flight_requests",
+            "Requests the app is handling now",
+            [],
+            [((), stats.in_flight)],
+        ),
+    ]
+
+
+def signing_families(outcomes: Mapping[str, int], denied: Mapping[str, int]) -> list[Metric]:
+    return [
         _family(
             CounterMetricFamily,
             "storyforge_signing_checks",
             "Signing guard outcomes on /v/ and /e/ requests",
             ["outcome"],
-            (((k,), n) for k, n in sorted(signing.items())),
+            (((k,), n) for k, n in sorted(outcomes.items())),
         ),
         _family(
             CounterMetricFamily,
@@ -108,39 +180,98 @@ def exposition(
             ["reason"],
             (((k,), n) for k, n in sorted(denied.items())),
         ),
+    ]
+
+
+def cache_families(caches: ReadCaches) -> list[Metric]:
+    named: dict[str, LRU[Any]] = {
+        "playlists": caches.playlists,
+        "versions": caches.versions,
+        "ready": caches.ready,
+        "segment_docs": caches.segment_docs,
+    }
+    return [
         _family(
             GaugeMetricFamily,
             "storyforge_read_cache_entries",
             "Entries in the read-path caches",
             ["cache"],
-            (((name,), n) for name, n in sizes.items()),
+            (((name,), len(lru)) for name, lru in named.items()),
         ),
         _family(
-            GaugeMetricFamily,
-            "storyforge_process_info",
-            "This process (one series per origin process: `serve --processes N` runs N)",
-            ["pid"],
-            [((os.getpid(),), 1)],
+            CounterMetricFamily,
+            "storyforge_read_cache_lookups",
+            "Read-path cache lookups, by cache and result (hit, miss: absent or expired)",
+            ["cache", "result"],
+            [
+                ((name, result), n)
+                for name, lru in named.items()
+                for result, n in (("hit", lru.hits), ("miss", lru.misses))
+            ],
         ),
+    ]
+
+
+def job_families(
+    counts: Mapping[tuple[str, str], int] | None,
+    oldest_due: Mapping[str, float] | None,
+    kinds: Sequence[str],
+    statuses: Sequence[str],
+) -> list[Metric]:
+    """The job table as read for this scrape (None: it could not be read). Every
+    (kind, status) is present, 0 when there is no such job, so alerts can rely on it."""
+    families = [
         _family(
             GaugeMetricFamily,
             "storyforge_jobs_scrape_ok",
             "1 when the job table could be read for this scrape",
             [],
-            [((), 0 if jobs is None else 1)],
+            [((), 0 if counts is None else 1)],
+        )
+    ]
+    if counts is None or oldest_due is None:
+        return families
+    families += [
+        _family(
+            GaugeMetricFamily,
+            "storyforge_jobs",
+            "Jobs in the job table, by kind and status",
+            ["kind", "status"],
+            [((k, s), counts.get((k, s), 0)) for k in kinds for s in statuses],
+        ),
+        _family(
+            GaugeMetricFamily,
+            "storyforge_jobs_oldest_due_seconds",
+            "Age of the oldest queued job whose start time has come, by kind (0: none)",
+            ["kind"],
+            [((k,), oldest_due.get(k, 0.0)) for k in kinds],
         ),
     ]
-    if jobs is not None:
-        families.append(
-            _family(
-                GaugeMetricFamily,
-                "storyforge_jobs",
-                "Jobs in the job table, by kind and status",
-                ["kind", "status"],
-                sorted(jobs.items()),
-            )
-        )
+    return families
+
+
+def process_family() -> Metric:
+    return _family(
+        GaugeMetricFamily,
+        "storyforge_process_info",
+        "This process (one series per process: `serve --processes N` runs N)",
+        ["pid"],
+        [((os.getpid(),), 1)],
+    )
+
+
+class _Families(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+def exposition(families: Iterable[Metric]) -> bytes:
+    """The text exposition of one scrape: `families`, this process's info and the
+    standard process_* series (RSS, open files, CPU seconds)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(families))
-    ProcessCollector(registry=registry)  # process_* : RSS, open files, CPU seconds
+    registry.register(_Families([*families, process_family()]))
+    ProcessCollector(registry=registry)
     return generate_latest(registry)

@@ -345,6 +345,13 @@ async def counts(conn: Conn) -> dict[tuple[str, str], int]:
     return {(r["kind"], r["status"]): r["n"] for r in rows}
 
 
+async def oldest_due(conn: Conn) -> dict[str, float]:
+    """kind -> seconds the oldest due queued job of that kind has waited, for /metrics."""
+    with _converted("read job ages"):
+        rows = await conn.fetch(q("oldest_due_jobs"))
+    return {r["kind"]: max(0.0, r["age"]) for r in rows}
+
+
 async def get_job(conn: Conn, job_id: str) -> Job | None:
     with _converted("get job"):
         row = await conn.fetchrow(q("job_get"), job_id)

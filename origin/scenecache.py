@@ -32,16 +32,21 @@ class LRU(Generic[V]):
         self._capacity = capacity
         self._ttl = ttl
         self._clock = clock
+        self.hits = 0  # lookups answered (for /metrics)
+        self.misses = 0  # lookups not answered: absent or expired
 
     def get(self, key: Hashable) -> V | None:
         item = self._data.get(key)
         if item is None:
+            self.misses += 1
             return None
         stored_at, value = item
         if self._ttl is not None and self._clock() - stored_at > self._ttl:
             del self._data[key]
+            self.misses += 1
             return None
         self._data.move_to_end(key)
+        self.hits += 1
         return value
 
     def put(self, key: Hashable, value: V) -> None:

@@ -355,7 +355,7 @@ class FastPathConnection(asyncio.Protocol):
         self._buf = buf
 
     def _answer_here(self, head: Head) -> bool:
-        started = time.perf_counter() if self._log_all else 0.0
+        started = time.perf_counter()
         path, _, query = head.target.partition("?")
         try:
             answer = self._answer(head.method, path, query, head.headers, self._peer)
@@ -373,12 +373,13 @@ class FastPathConnection(asyncio.Protocol):
                 (status, fields, body), head_only=head.method == "HEAD", date=options.date.now()
             )
         )
-        options.counts.count(status)
+        seconds = time.perf_counter() - started
+        options.counts.count(status, seconds, 0 if head.method == "HEAD" else len(body))
         # aiohttp saw no request: its idle timer must not close the connection now
         self._inner.keep_alive(True)
         self._arm_idle_timer()
         if self._log_all:
-            log_request(log, rid, head.method, path, status, time.perf_counter() - started)
+            log_request(log, rid, head.method, path, status, seconds)
         return True
 
     def _hand_over(self, buf: bytes) -> None:

@@ -44,21 +44,27 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     """GET /metrics: the Prometheus text format (origin/metrics.py). The job table is
     read with a 2 s limit; when it cannot be, `storyforge_jobs_scrape_ok` is 0."""
     app = request.app
-    counts: dict[tuple[str, str], int] | None
+    counts: dict[tuple[str, str], int] | None = None
+    ages: dict[str, float] | None = None
     try:
         async with asyncio.timeout(2):
             async with app[keys.POOL].acquire() as conn:
                 counts = await queue.counts(conn)
+                ages = await queue.oldest_due(conn)
     except Exception:  # the scrape still shows what the process knows
-        counts = None
-    stats = app[SIGNING].stats
-    requests = app[keys.REQUEST_COUNTS] + app[keys.FAST_PATH_ANSWERS].counts(SCENE_DOCUMENT_ROUTE)
+        counts = ages = None
+    signing = app[SIGNING].stats
     body = metrics.exposition(
-        requests,
-        {"verified": stats.verified, "denied": stats.denied},
-        stats.reasons,
-        app[keys.READ_CACHES],
-        counts,
+        [
+            *metrics.http_families(
+                app[keys.HTTP_STATS], app[keys.FAST_PATH_ANSWERS], SCENE_DOCUMENT_ROUTE
+            ),
+            *metrics.signing_families(
+                {"verified": signing.verified, "denied": signing.denied}, signing.reasons
+            ),
+            *metrics.cache_families(app[keys.READ_CACHES]),
+            *metrics.job_families(counts, ages, queue.JOB_KINDS, queue.STATUSES),
+        ]
     )
     return web.Response(
         body=body,

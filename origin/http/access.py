@@ -41,12 +41,12 @@ def access_log_class(app: web.Application) -> type[AbstractAccessLogger]:
     """The access-logger class for a runner of `app` (aiohttp makes one per
     connection with its own arguments, so the app's settings are bound here)."""
     mode = app[keys.SETTINGS].access_log
-    counts = app[keys.REQUEST_COUNTS]
+    stats = app[keys.HTTP_STATS]
 
     class AccessLog(AbstractAccessLogger):
         def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
             status = response.status
-            counts[(route_of(request), status, "app")] += 1
+            stats.answered(route_of(request), status, time, response.body_length)
             if should_log(mode, status, time):
                 rid = request.get(REQUEST_ID, "-")
                 log_request(log, rid, request.method, request.path, status, time)

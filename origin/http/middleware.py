@@ -1,6 +1,6 @@
 """The app's middlewares, outermost first: `request_ids` (every request gets an id,
 the client's own when it sends a sane one, attached to every log record made while
-it is handled), `json_errors` (every error becomes `{"error": {"code", "message"}}`
+it is handled), `in_flight` (a gauge of /metrics), `json_errors` (every error becomes `{"error": {"code", "message"}}`
 without a traceback), and `preflight` (CORS preflights for media paths). The access
 log and request metrics are written once an answer has been sent (access.py); the
 signing guard is in auth.py."""
@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from origin import keys
 from origin.errors import ApiError, error_response
 from origin.http.fields import REQUEST_ID, cors_preflight
 from origin.logs import new_request_id, request_id
@@ -30,6 +31,17 @@ async def request_ids(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     finally:
         request_id.reset(token)
+
+
+@web.middleware
+async def in_flight(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Counts the requests the app is handling (a gauge of /metrics)."""
+    stats = request.app[keys.HTTP_STATS]
+    stats.in_flight += 1
+    try:
+        return await handler(request)
+    finally:
+        stats.in_flight -= 1
 
 
 @web.middleware

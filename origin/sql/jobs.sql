@@ -177,6 +177,14 @@ SELECT kind, status, count(*)::int AS n
   FROM jobs
  GROUP BY kind, status;
 
+-- name: oldest_due_jobs
+-- For /metrics: per kind, seconds since the oldest queued job became due (how long
+-- work has been waiting for a worker).
+SELECT kind, extract(epoch FROM now() - min(run_after))::float8 AS age
+  FROM jobs
+ WHERE status = 'queued' AND run_after <= now()
+ GROUP BY kind;
+
 -- name: job_listening
 -- On a listening connection: is it alive and still listening on $1?
 SELECT $1::text IN (SELECT pg_listening_channels());

@@ -716,10 +716,8 @@ def test_one_task_definition_per_command_from_one_image(tf):
 
 
 def test_origin_scales_on_cpu_and_workers_on_the_queue_gauge(tf):
-    from collections import Counter as RequestCounter
 
     from origin import metrics
-    from origin.scenecache import new_read_caches
     from workers.main import handlers
 
     policy = tf.resource("aws_appautoscaling_policy", "origin_cpu")
@@ -729,7 +727,7 @@ def test_origin_scales_on_cpu_and_workers_on_the_queue_gauge(tf):
 
     # the alarm reads the gauge the origin's /metrics exposes, with its labels
     text = metrics.exposition(
-        RequestCounter(), {}, {}, new_read_caches(8), {("transcode", "queued"): 3}
+        metrics.job_families({("transcode", "queued"): 3}, {}, ["transcode"], ["queued"])
     ).decode()
     assert re.search(r'^storyforge_jobs\{kind="transcode",status="queued"\} 3\.0$', text, re.M)
     alarm = tf.resource("aws_cloudwatch_metric_alarm", "jobs_queued")
