@@ -35,13 +35,15 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 
 
-def new_latency_series() -> list[float]:
+def new_latency_series(buckets: Sequence[float] = LATENCY_BUCKETS) -> list[float]:
     """Counts per bucket (the last slot: above every bound), then the sum of seconds."""
-    return [0.0] * (len(LATENCY_BUCKETS) + 2)
+    return [0.0] * (len(buckets) + 2)
 
 
-def observe(series: list[float], seconds: float) -> None:
-    series[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+def observe(
+    series: list[float], seconds: float, buckets: Sequence[float] = LATENCY_BUCKETS
+) -> None:
+    series[bisect_left(buckets, seconds)] += 1
     series[-1] += seconds
 
 
@@ -99,26 +101,32 @@ class FastPathAnswers:
         return found
 
 
-def _family(
-    family: type[CounterMetricFamily] | type[GaugeMetricFamily],
+def family(
+    kind: type[CounterMetricFamily] | type[GaugeMetricFamily],
     name: str,
     doc: str,
     labels: list[str],
     samples: Iterable[tuple[Sequence[object], float]],
 ) -> Metric:
-    metric = family(name, doc, labels=labels)
+    """A counter or gauge family with one sample per (label values, value)."""
+    metric = kind(name, doc, labels=labels)
     for values, n in samples:
         metric.add_metric([str(v) for v in values], n)
     return metric
 
 
-def _histogram(
-    name: str, doc: str, labels: list[str], series: Iterable[tuple[Sequence[object], list[float]]]
+def histogram(
+    name: str,
+    doc: str,
+    labels: list[str],
+    series: Iterable[tuple[Sequence[object], list[float]]],
+    bounds: Sequence[float] = LATENCY_BUCKETS,
 ) -> Metric:
+    """A histogram family from series made by `new_latency_series(bounds)`."""
     metric = HistogramMetricFamily(name, doc, labels=labels)
     for values, counts in series:
         cumulative, buckets = 0.0, []
-        for bound, n in zip((*LATENCY_BUCKETS, float("inf")), counts, strict=False):
+        for bound, n in zip((*bounds, float("inf")), counts, strict=False):
             cumulative += n
             buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
         metric.add_metric([str(v) for v in values], buckets, sum_value=counts[-1])
@@ -132,7 +140,7 @@ def http_families(stats: HttpStats, fast: FastPathAnswers, fast_route: str) -> l
     if fast.latency[-1] or any(fast.latency[:-1]):
         latencies.append(((fast_route, "fast_path"), fast.latency))
     return [
-        _family(
+        family(
             CounterMetricFamily,
             "storyforge_http_requests",
             "Requests answered, by route template, status and who answered "
@@ -140,21 +148,21 @@ def http_families(stats: HttpStats, fast: FastPathAnswers, fast_route: str) -> l
             ["route", "status", "answered_by"],
             sorted(requests.items()),
         ),
-        _histogram(
+        histogram(
             "storyforge_http_request_duration_seconds",
             "Time from a request's arrival to its answer's last byte, by route template "
             "and who answered",
             ["route", "answered_by"],
             latencies,
         ),
-        _family(
+        family(
             CounterMetricFamily,
             "storyforge_http_sent_bytes",
             "Bytes of answer bodies sent, by who answered",
             ["answered_by"],
             [(("app",), stats.bytes_sent["app"]), (("fast_path",), fast.bytes_sent)],
         ),
-        _family(
+        family(
             GaugeMetricFamily,
             "storyforge_http_in_flight_requests",
             "Requests the app is handling now",
@@ -166,14 +174,14 @@ def http_families(stats: HttpStats, fast: FastPathAnswers, fast_route: str) -> l
 
 def signing_families(outcomes: Mapping[str, int], denied: Mapping[str, int]) -> list[Metric]:
     return [
-        _family(
+        family(
             CounterMetricFamily,
             "storyforge_signing_checks",
             "Signing guard outcomes on /v/ and /e/ requests",
             ["outcome"],
             (((k,), n) for k, n in sorted(outcomes.items())),
         ),
-        _family(
+        family(
             CounterMetricFamily,
             "storyforge_signing_denied",
             "Requests refused by the signing guard, by reason",
@@ -191,14 +199,14 @@ def cache_families(caches: ReadCaches) -> list[Metric]:
         "segment_docs": caches.segment_docs,
     }
     return [
-        _family(
+        family(
             GaugeMetricFamily,
             "storyforge_read_cache_entries",
             "Entries in the read-path caches",
             ["cache"],
             (((name,), len(lru)) for name, lru in named.items()),
         ),
-        _family(
+        family(
             CounterMetricFamily,
             "storyforge_read_cache_lookups",
             "Read-path cache lookups, by cache and result (hit, miss: absent or expired)",
@@ -221,7 +229,7 @@ def job_families(
     """The job table as read for this scrape (None: it could not be read). Every
     (kind, status) is present, 0 when there is no such job, so alerts can rely on it."""
     families = [
-        _family(
+        family(
             GaugeMetricFamily,
             "storyforge_jobs_scrape_ok",
             "1 when the job table could be read for this scrape",
@@ -232,14 +240,14 @@ def job_families(
     if counts is None or oldest_due is None:
         return families
     families += [
-        _family(
+        family(
             GaugeMetricFamily,
             "storyforge_jobs",
             "Jobs in the job table, by kind and status",
             ["kind", "status"],
             [((k, s), counts.get((k, s), 0)) for k in kinds for s in statuses],
         ),
-        _family(
+        family(
             GaugeMetricFamily,
             "storyforge_jobs_oldest_due_seconds",
             "Age of the oldest queued job whose start time has come, by kind (0: none)",
@@ -251,7 +259,7 @@ def job_families(
 
 
 def process_family() -> Metric:
-    return _family(
+    return family(
         GaugeMetricFamily,
         "storyforge_process_info",
         "This process (one series per process: `serve --processes N` runs N)",

@@ -53,6 +53,7 @@ class Settings:
     log_format: str = "json"
     access_log: str = "errors"
     fast_path: bool = True
+    worker_metrics_port: int = 9101
     db_pool_size: int = 10
     playlist_cache_entries: int = 4096
     job_lease_seconds: float = 60.0
@@ -138,6 +139,7 @@ class Settings:
             "log_format": _choice(e, "LOG_FORMAT", d.log_format, ("json", "text")),
             "access_log": _choice(e, "ACCESS_LOG", d.access_log, ("all", "errors", "off")),
             "fast_path": _choice(e, "FAST_PATH", "on", ("on", "off")) == "on",
+            "worker_metrics_port": _int(e, "WORKER_METRICS_PORT", d.worker_metrics_port, 0, 65535),
             "db_pool_size": _int(e, "DB_POOL_SIZE", d.db_pool_size, 1, 1000),
             "playlist_cache_entries": _int(
                 e, "PLAYLIST_CACHE_ENTRIES", d.playlist_cache_entries, 1

@@ -228,6 +228,11 @@ def _worker(settings, concurrency: int, grace: float) -> int:
             runner.run(run(settings, concurrency=concurrency, grace=grace))
     except _startup_errors() as exc:
         raise StartupError(str(exc)) from exc
+    except OSError as exc:
+        raise StartupError(
+            f"cannot serve the worker's /metrics on port {settings.worker_metrics_port} "
+            f"(WORKER_METRICS_PORT; 0 turns it off): {exc}"
+        ) from exc
     return 0
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workers import encoding
+from workers import metrics as jobstats
 from workers.encoding import DEFAULT_LADDER, Rung
 from workers.h264 import codecs_from_sps, find_sps, variant_codecs
 from workers.probe import (
@@ -158,6 +159,7 @@ async def run_capture(cmd: Sequence[str], *, timeout: float) -> Completed:
 
     Raises TimeoutError after killing the process group.
     """
+    started = time.monotonic()
     proc = await _spawn(cmd, stdout=asyncio.subprocess.PIPE)
     try:
         async with asyncio.timeout(timeout):
@@ -166,6 +168,8 @@ async def run_capture(cmd: Sequence[str], *, timeout: float) -> Completed:
     except BaseException:
         await _kill(proc)
         raise
+    finally:
+        jobstats.tool_ran(time.monotonic() - started)
     return Completed(rc, out, err.decode("utf-8", "replace"))
 
 
@@ -438,6 +442,7 @@ async def transcode(
             f"ffmpeg did not finish within {timeout:g} s", "\n".join(log.last())
         ) from None
     finally:
+        jobstats.tool_ran(time.monotonic() - started)
         header = f"$ {' '.join(cmd)}\n# exit {rc} after {time.monotonic() - started:.1f} s\n"
         with contextlib.suppress(OSError):
             log_path.write_text(header + log.text())

@@ -1,5 +1,5 @@
-"""The worker process: opens the pool and storage, registers the job handlers and
-runs the job loop until SIGTERM/SIGINT."""
+"""The worker process: opens the pool and storage, registers the job handlers, serves
+its /metrics (WORKER_METRICS_PORT) and runs the job loop until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from origin import db
 from origin.settings import Settings
 from origin.storage import open_configured_storage
 from workers import transcode
+from workers.metrics import JobStats, metrics_server
 from workers.worker import Handler, run_worker
 
 
@@ -28,16 +29,22 @@ async def run(settings: Settings, *, concurrency: int, grace: float) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    stats = JobStats()
+    registered = handlers(settings, storage)
     try:
-        await run_worker(
-            pool,
-            handlers(settings, storage),
-            concurrency=concurrency,
-            lease_seconds=settings.job_lease_seconds,
-            grace_seconds=grace,
-            stop=stop,
-            name=f"{socket.gethostname()}:{os.getpid()}",
-        )
+        async with metrics_server(
+            stats, sorted(registered), settings.host, settings.worker_metrics_port
+        ):
+            await run_worker(
+                pool,
+                registered,
+                concurrency=concurrency,
+                lease_seconds=settings.job_lease_seconds,
+                grace_seconds=grace,
+                stop=stop,
+                name=f"{socket.gethostname()}:{os.getpid()}",
+                stats=stats,
+            )
     finally:
         await storage.aclose()
         await pool.close()

@@ -32,6 +32,7 @@ import asyncpg
 from origin import queue
 from origin.backoff import backoff_seconds
 from origin.queue import Conn, Job, LeaseLost, QueueError
+from workers.metrics import JobStats, running_job
 from workers.wakeup import listen_for_jobs, wait_any
 
 log = logging.getLogger("storyforge.worker")
@@ -144,6 +145,7 @@ class _Options:
     backoff_base: float
     backoff_cap: float
     rng: random.Random
+    stats: JobStats
 
 
 async def run_worker(
@@ -160,6 +162,7 @@ async def run_worker(
     backoff_base: float = 2.0,
     backoff_cap: float = 300.0,
     listen: bool = True,
+    stats: JobStats | None = None,
 ) -> None:
     """Claim and run jobs of the kinds in `handlers` until `stop` is set.
 
@@ -167,7 +170,8 @@ async def run_worker(
     finished or been handed back. Cancelling the call itself hands running jobs
     back at once (no grace). With `listen`, one connection of `pool` is held to
     LISTEN for new jobs, so an idle worker claims them at once instead of at its
-    next poll; without, it only polls.
+    next poll; without, it only polls. `stats` collects the figures of the worker's
+    /metrics (workers/metrics.py).
     """
     if not handlers:
         log.warning("worker %s has no handlers: it will only re-queue expired leases", name)
@@ -176,7 +180,14 @@ async def run_worker(
     if lease_seconds <= 0 or poll_interval <= 0 or grace_seconds < 0:
         raise ValueError("lease_seconds and poll_interval must be > 0, grace_seconds >= 0")
     kinds = sorted(handlers)
-    opts = _Options(name, float(lease_seconds), backoff_base, backoff_cap, random.Random())
+    opts = _Options(
+        name,
+        float(lease_seconds),
+        backoff_base,
+        backoff_cap,
+        random.Random(),
+        stats if stats is not None else JobStats(),
+    )
     if reap_interval is None:
         reap_interval = max(poll_interval, min(lease_seconds / 2, 30.0))
     slots = asyncio.Semaphore(concurrency)
@@ -351,6 +362,8 @@ async def _run_job(pool: asyncpg.Pool, handler: Handler, job: Job, opts: _Option
         extra=_extra(job, name),
     )
     started = time.monotonic()
+    opts.stats.running += 1
+    running_job(opts.stats, job.kind)  # this task's context: the handler's runs count here
 
     async def call() -> None:
         await handler(ctx)
@@ -369,10 +382,12 @@ async def _run_job(pool: asyncpg.Pool, handler: Handler, job: Job, opts: _Option
                 await _record(ctx, work, started, opts)  # it finished after all
             else:
                 await _hand_back(ctx, name)
+                opts.stats.finished(job.kind, "released", time.monotonic() - started)
             raise
         beat.cancel()
         await _record(ctx, work, started, opts)
     finally:
+        opts.stats.running -= 1
         beat.cancel()
         if not work.done():
             work.cancel()
@@ -406,12 +421,28 @@ async def _hand_back(ctx: JobContext, name: str) -> None:
         )
 
 
+def _outcome(work: asyncio.Task[None], ctx: JobContext) -> str:
+    """The /metrics outcome of a finished handler (before its status is written)."""
+    if work.cancelled():
+        return "lease_lost" if ctx.lease_lost else "retried"
+    exc = work.exception()
+    if exc is None:
+        return "succeeded"
+    if isinstance(exc, LeaseLost):
+        return "lease_lost"
+    if isinstance(exc, PermanentError):
+        return "failed"
+    return "dead" if ctx.job.attempts >= ctx.job.max_attempts else "retried"
+
+
 async def _record(
     ctx: JobContext, work: asyncio.Task[None], started: float, opts: _Options
 ) -> None:
     """Write the outcome of a finished handler (shielded)."""
     job, name, pool = ctx.job, opts.name, ctx.pool
     elapsed = round(time.monotonic() - started, 3)
+    outcome = _outcome(work, ctx)
+    opts.stats.finished(job.kind, outcome, elapsed)
     if work.cancelled():
         if ctx.lease_lost:
             log.warning(

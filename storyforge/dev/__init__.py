@@ -18,7 +18,7 @@ from pathlib import Path
 from origin import db, logs
 from storyforge import StartupError, supervise
 from storyforge.dev import supervisor
-from storyforge.dev.cluster import ClusterError, open_cluster
+from storyforge.dev.cluster import ClusterError, free_port, open_cluster
 
 
 def run(home: Path, *, port: int, workers: int, demo: bool) -> int:
@@ -70,12 +70,16 @@ def run(home: Path, *, port: int, workers: int, demo: bool) -> int:
             "API_TOKENS": token_file.read_text().strip(),
         }
 
-        def command(*args: str) -> Callable[[], subprocess.Popen[bytes]]:
-            return lambda: supervisor.spawn(list(args), env)
+        def command(*args: str, **extra: str) -> Callable[[], subprocess.Popen[bytes]]:
+            return lambda: supervisor.spawn(list(args), {**env, **extra})
 
         children = [postgres, supervise.Child("origin", command("serve"))]
         children += [
-            supervise.Child(f"worker {i + 1}", command("worker", "--concurrency", "1"))
+            supervise.Child(
+                f"worker {i + 1}",
+                # each worker's /metrics on a port of its own
+                command("worker", "--concurrency", "1", WORKER_METRICS_PORT=str(free_port())),
+            )
             for i in range(workers)
         ]
         base = f"http://127.0.0.1:{port}"

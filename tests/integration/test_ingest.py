@@ -7,12 +7,14 @@ import asyncio
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import m3u8
 import pytest
 from aiohttp.test_utils import TestClient
@@ -21,6 +23,7 @@ from origin.app import create_app
 from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
 from tests.helpers.scenes import new_scene, upload, wait_done
 from tests.helpers.servers import OriginTestServer
+from tests.helpers.services import free_port
 
 pytestmark = pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)
 
@@ -260,6 +263,7 @@ async def test_worker_killed_mid_transcode_is_finished_by_another(
         "JOB_LEASE_SECONDS": "3",
         "TIMELINE_INTERVAL": "2",
         "LOG_FORMAT": "text",
+        "WORKER_METRICS_PORT": str(free_port()),
     }
     cmd = [sys.executable, "-m", "storyforge.cli", "worker"]
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -282,6 +286,15 @@ async def test_worker_killed_mid_transcode_is_finished_by_another(
     second = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         done = await wait_done(client, seg, timeout=240)
+        # the worker's own /metrics counts the job it finished and its ffmpeg time
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{env['WORKER_METRICS_PORT']}/metrics"
+            async with http.get(url) as r:
+                text = await r.text()
+        assert 'storyforge_worker_jobs_total{kind="transcode",outcome="succeeded"} 1.0' in text
+        seconds = re.search(r'storyforge_worker_tool_seconds_total\{kind="transcode"\} (\S+)', text)
+        assert seconds is not None and float(seconds.group(1)) > 1.0, text
+        assert 'storyforge_worker_job_duration_seconds_count{kind="transcode"} 1.0' in text
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(60)
