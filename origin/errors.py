@@ -1,8 +1,23 @@
-"""The API's error type and its JSON shape `{"error": {"code", "message"}}`."""
+"""The API's error type and its JSON shape `{"error": {"code", "message"}}`, and
+`without_paths` for error texts that come from tools (ffmpeg) and go to clients."""
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
+
+# an absolute filesystem path (optionally a file: URL): two or more components
+_PATH = re.compile(
+    r"(?:\bfile:|(?<![\w.:/~]))/(?:[^\s/'\"`:;,()\[\]<>]+/)+([^\s/'\"`:;,()\[\]<>]*)"
+)
+
+
+def without_paths(text: str) -> str:
+    """`text` with every absolute server path cut to its last component: error texts
+    from ffmpeg and ffprobe name the files they read, and clients must not learn the
+    server's directory layout. URLs (`scheme://host/path`) are left alone."""
+    return _PATH.sub(lambda m: m.group(1) or "(path)", text)
 
 
 class ApiError(Exception):

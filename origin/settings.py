@@ -48,6 +48,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ("*",)
     max_upload_bytes: int = 2 * 1024**3
     max_clip_seconds: float = 600.0
+    max_pixel_rate: float = 4096 * 2160 * 60  # decoded pixels per second of an upload
     host: str = "127.0.0.1"
     port: int = 8080
     log_format: str = "json"
@@ -134,6 +135,7 @@ class Settings:
             "cors_origins": _list(e, "CORS_ORIGINS", d.cors_origins),
             "max_upload_bytes": _int(e, "MAX_UPLOAD_BYTES", d.max_upload_bytes, 1),
             "max_clip_seconds": _float(e, "MAX_CLIP_SECONDS", d.max_clip_seconds, 0.1),
+            "max_pixel_rate": _float(e, "MAX_PIXEL_RATE", d.max_pixel_rate, 1.0),
             "host": _str(e, "HOST", d.host),
             "port": _int(e, "PORT", d.port, 0, 65535),
             "log_format": _choice(e, "LOG_FORMAT", d.log_format, ("json", "text")),

@@ -38,6 +38,9 @@ class Limits:
     max_height: int = 4320
     max_bytes: int = 4 * 1024**3
     min_side: int = 16
+    # decoded pixels per second (width x height x frame rate): the job's cost grows with
+    # it; the default admits 4096x2160 at 60 fps (DCI 4K60), not 8K60
+    max_pixel_rate: float = 4096 * 2160 * 60
 
 
 #: ffprobe ``format_name`` tokens of the containers we accept (all tokens must be here).
@@ -183,6 +186,9 @@ def _tag_duration(tags: Mapping[str, Any]) -> float | None:
 
 
 def _rotation(stream: Mapping[str, Any]) -> int:
+    """The display rotation in degrees (0, 90, 180 or 270). Phones write multiples of
+    90; any other angle would be published tilted and cropped (ffmpeg's autorotate turns
+    the picture by the exact angle), so it is refused."""
     raw: float | None = None
     for side in stream.get("side_data_list") or ():
         if isinstance(side, Mapping) and "rotation" in side:
@@ -192,7 +198,13 @@ def _rotation(stream: Mapping[str, Any]) -> int:
         raw = finite_float((stream.get("tags") or {}).get("rotate"))
     if raw is None:
         return 0
-    return int(round(raw / 90.0)) * 90 % 360
+    quarter = round(raw / 90.0)
+    if abs(raw - quarter * 90) > 0.5:
+        raise BadInput(
+            f"display rotation of {raw:g} degrees is not a multiple of 90: the clip would "
+            f"play tilted; export it upright"
+        )
+    return int(quarter) * 90 % 360
 
 
 def _sar(value: Any) -> tuple[int, int]:
@@ -275,6 +287,11 @@ def validate_probe(probe: Mapping[str, Any], limits: Limits | None = None) -> Me
             fps = rate
             break
 
+    if fps and coded_w * coded_h * fps > limits.max_pixel_rate:
+        raise BadInput(
+            f"{coded_w}x{coded_h} at {fps:g} fps is {coded_w * coded_h * fps / 1e6:.0f} million "
+            f"pixels per second, above the maximum of {limits.max_pixel_rate / 1e6:.0f} million"
+        )
     rotation = _rotation(video)
     sar = _sar(video.get("sample_aspect_ratio"))
     disp_w = int(round(coded_w * sar[0] / sar[1]))

@@ -126,7 +126,11 @@ async def _put_all(
 
 
 def make_handler(settings: Settings, storage: Storage) -> Callable[[JobContext], Awaitable[None]]:
-    limits = Limits(max_duration=settings.max_clip_seconds, max_bytes=settings.max_upload_bytes)
+    limits = Limits(
+        max_duration=settings.max_clip_seconds,
+        max_bytes=settings.max_upload_bytes,
+        max_pixel_rate=settings.max_pixel_rate,
+    )
 
     async def handle(ctx: JobContext) -> None:
         await transcode_job(ctx, settings, storage, limits)

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from origin import catalog, keys, layout, queue
-from origin.errors import ApiError, bad_request, not_found
+from origin.errors import ApiError, bad_request, not_found, without_paths
 from origin.http.auth import require_token
 
 log = logging.getLogger("storyforge.api")
@@ -184,7 +184,7 @@ async def segment_status(request: web.Request) -> web.Response:
     progress = 100 if status == "ready" else int(row["progress"] or 0)
     if status == "processing":
         progress = min(progress, 99)
-    error = row["error"] if status == "failed" else None
+    error = without_paths(row["error"]) if status == "failed" and row["error"] else None
     settings = request.app[keys.SETTINGS]
     body: dict[str, Any] = {
         "id": row["id"],

@@ -237,6 +237,8 @@ async def test_bad_inputs_fail_readably_and_publish_nothing(
         done = await wait_done(client, seg)
         assert done["status"] == "failed", (kind, done)
         assert done["error"] and "Traceback" not in done["error"], (kind, done)
+        # no server path reaches the (unauthenticated) status answer
+        assert "/tmp/" not in done["error"] and str(settings.storage_root) not in done["error"]
         assert len(done["error"]) < 500
         assert stored(settings, scene, seg) == {}, kind
     # the worker is alive and still does good work

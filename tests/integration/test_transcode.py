@@ -458,6 +458,11 @@ def real_clip(clips: Path) -> Path:
         ("audio.mp4", "audio only"),
         ("hls.mp4", "not a video container (hls)"),
         ("concat.mp4", "not a video container (concat)"),
+        (
+            "tilted.mp4",
+            "display rotation of 80 degrees is not a multiple of 90: the clip would play "
+            "tilted; export it upright",
+        ),
     ],
 )
 def test_probe_rejects_bad_uploads(bad_dir: Path, real_clip: Path, name: str, reason: str) -> None:
@@ -473,6 +478,8 @@ def test_probe_rejects_bad_uploads(bad_dir: Path, real_clip: Path, name: str, re
         make_png(path)
     elif name == "audio.mp4":
         make_audio_only(path)
+    elif name == "tilted.mp4":
+        make_clip(path, width=320, height=180, fps=25, duration=1, rotate=80)
     t0 = time.monotonic()
     with pytest.raises(BadInput) as err:
         asyncio.run(ffmpeg.probe(path, timeout=10))

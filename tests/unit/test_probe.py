@@ -373,3 +373,25 @@ def test_validate_probe_fps_fallbacks() -> None:
 )
 def test_probe_failure_reason(stderr: str, reason: str) -> None:
     assert probe_failure_reason(stderr, "/up/x.mp4") == reason
+
+
+@pytest.mark.parametrize("angle", [45, -80, 100.5, 1.0])
+def test_a_rotation_that_is_not_a_multiple_of_90_is_refused(angle: float) -> None:
+    video = video_stream(side_data_list=[{"side_data_type": "Display Matrix", "rotation": angle}])
+    with pytest.raises(BadInput, match=f"display rotation of {angle:g} degrees"):
+        validate_probe(probe_json(video, audio_stream()))
+
+
+def test_a_rotation_within_half_a_degree_of_a_quarter_turn_is_that_turn() -> None:
+    video = video_stream(side_data_list=[{"side_data_type": "Display Matrix", "rotation": -89.6}])
+    assert validate_probe(probe_json(video, audio_stream())).rotation == 270
+
+
+def test_the_pixel_rate_is_bounded() -> None:
+    eight_k60 = video_stream(width=7680, height=4320, r_frame_rate="60/1", avg_frame_rate="60/1")
+    with pytest.raises(BadInput, match=r"7680x4320 at 60 fps is 1991 million pixels per second"):
+        validate_probe(probe_json(eight_k60, audio_stream()))
+    four_k60 = video_stream(width=3840, height=2160, r_frame_rate="60/1", avg_frame_rate="60/1")
+    assert validate_probe(probe_json(four_k60, audio_stream())).width == 3840
+    with pytest.raises(BadInput, match="pixels per second"):
+        validate_probe(probe_json(four_k60, audio_stream()), Limits(max_pixel_rate=1e8))
