@@ -239,6 +239,7 @@ def start_origin(
     signing_env: dict[str, str] | None = None,
     fast_path: bool = True,
     name: str = "origin",
+    processes: int = 1,
 ) -> subprocess.Popen:
     port = free_port()
     env = {
@@ -256,7 +257,7 @@ def start_origin(
     exe = Path(sys.executable).parent / "storyforge"
     log = (tmp / f"{name}.log").open("wb")
     proc = subprocess.Popen(
-        [*_pin(cpu), *(cmd or [str(exe), "serve"])],
+        [*_pin(cpu), *(cmd or [str(exe), "serve", "--processes", str(processes)])],
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=log,
@@ -269,7 +270,7 @@ def start_origin(
 
 NGINX_CONF = """\
 daemon off;
-worker_processes 1;
+worker_processes {workers};
 pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log warn;
 events {{ worker_connections 4096; }}
@@ -299,13 +300,16 @@ http {{
 """
 
 
-def start_nginx(tmp: Path, www: Path, cpu: int | None, access_log: str) -> subprocess.Popen:
+def start_nginx(
+    tmp: Path, www: Path, cpu: int | None, access_log: str, workers: int = 1
+) -> subprocess.Popen:
     port = free_port()
     conf = tmp / "nginx.conf"
     log = f"{tmp}/nginx-access.log combined if=$sf_loggable"
     conf.write_text(
         NGINX_CONF.format(
             tmp=tmp,
+            workers=workers,
             port=port,
             www=www,
             log_2xx=1 if access_log == "all" else 0,
@@ -597,9 +601,12 @@ def profile_origin(
 # -------------------------------------------------------------------------- report
 
 
-def report(http: dict[str, Any], build: dict[str, Any], signed: bool = False) -> str:
+def report(
+    http: dict[str, Any], build: dict[str, Any], signed: bool = False, processes: int = 1
+) -> str:
     out = [
-        "\nHTTP: wrk -t2 -c64, median of rounds (storyforge serve, 1 process; "
+        f"\nHTTP: wrk -t2 -c64, median of rounds (storyforge serve --processes {processes} "
+        f"and nginx with {processes} worker(s); "
         "origin: FAST_PATH=on, plain: FAST_PATH=off)\n"
     ]
     rows = []
@@ -733,11 +740,18 @@ def main(argv: list[str] | None = None) -> int:
         help="after the measurements, profile the origin under wrk with this py-spy binary "
         "(stacks in bench/results/profile-*.txt)",
     )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="issue 11: origin processes (storyforge serve --processes N) and nginx workers; "
+        "above 1 nothing is pinned (default: 1)",
+    )
     a = p.parse_args(argv)
     seconds = a.duration or (3.0 if a.quick else 15.0)
     rounds = a.rounds or (1 if a.quick else 2)
     cpus = os.cpu_count() or 1
-    pin = not a.no_pin and cpus >= 2
+    pin = not a.no_pin and cpus >= 2 and a.processes == 1
     server_cpu, wrk_cpu = (0, 1) if pin else (None, None)
     wait = not a.no_wait
 
@@ -768,7 +782,14 @@ def main(argv: list[str] | None = None) -> int:
             token = signing.mint_token(f"/v/{scene}/", int(time.time()) + 3600, key)
             token_query = "?" + token.query
         origin = start_origin(
-            tmp, cluster.dsn, storage_root, server_cpu, a.access_log, origin_cmd, signing_env
+            tmp,
+            cluster.dsn,
+            storage_root,
+            server_cpu,
+            a.access_log,
+            origin_cmd,
+            signing_env,
+            processes=a.processes,
         )
         base = f"http://127.0.0.1:{origin.port}"  # type: ignore[attr-defined]
         plain = None
@@ -783,6 +804,7 @@ def main(argv: list[str] | None = None) -> int:
                 signing_env,
                 fast_path=False,
                 name="plain",
+                processes=a.processes,
             )
         pbase = f"http://127.0.0.1:{plain.port}" if plain else ""  # type: ignore[attr-defined]
         playlist_path = f"/v/{scene}/720p.m3u8"
@@ -803,7 +825,7 @@ def main(argv: list[str] | None = None) -> int:
         os.link(data["ts_path"], www / "v" / scene / seg / "720p_0001.ts")
         for path in [www, *www.rglob("*")]:  # the nginx worker runs as nobody
             path.chmod(0o755 if path.is_dir() else 0o644)
-        nginx = start_nginx(tmp, www, server_cpu, a.access_log)
+        nginx = start_nginx(tmp, www, server_cpu, a.access_log, a.processes)
         nbase = f"http://127.0.0.1:{nginx.port}"  # type: ignore[attr-defined]
         _wait_http(nbase + playlist_path)
         assert _get(nbase + playlist_path) == playlist
@@ -878,10 +900,12 @@ def main(argv: list[str] | None = None) -> int:
         "setup": {
             "wrk": f"-t2 -c64 -d{seconds:g}s after a {a.warmup:g} s warm-up, {rounds} rounds",
             "pinning": "servers on CPU 0, wrk on CPU 1" if pin else "none",
-            "origin": f"{a.origin_cmd or 'storyforge serve'} (1 process), LOG_FORMAT=json, "
+            "origin": f"{a.origin_cmd or 'storyforge serve'} ({a.processes} process(es)), "
+            "LOG_FORMAT=json, "
             f"ACCESS_LOG={a.access_log}, log to a file",
             "origin_log_lines": origin_log_lines,
-            "nginx": "worker_processes 1, sendfile on, tcp_nopush on, keepalive_requests "
+            "nginx": f"worker_processes {a.processes}, sendfile on, tcp_nopush on, "
+            "keepalive_requests "
             f"unlimited, access log to a file: {a.access_log}",
             "access_log": a.access_log,
             "playlist_bytes": len(playlist),
@@ -919,7 +943,7 @@ def main(argv: list[str] | None = None) -> int:
             "build_1000_ms": build["1000"]["cold_build"]["median_ms"] if "1000" in build else None,
         },
     }
-    print(report(http, build, signed=a.signing == "hmac"))
+    print(report(http, build, signed=a.signing == "hmac", processes=a.processes))
     path = benchutil.write_result(a.name or ("serve-quick" if a.quick else "serve"), result)
     print(f"\nwrote {path.relative_to(benchutil.ROOT)}")
     return 0
