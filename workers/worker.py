@@ -8,6 +8,9 @@
 - Success -> `complete`; `PermanentError` -> `fail_permanent` (no retry); any
   other exception -> `retry_or_dead` with exponential backoff and full jitter.
   Status writes are shielded, so a cancellation during shutdown cannot lose them.
+- A job cancelled while it runs (its scene deleted, its clip removed) loses its
+  lease like any other: once its handler has stopped, the worker `let_go`es of it,
+  which tells the deleting job that nothing writes under the scene any more.
 - Expired leases (of workers that died) are re-queued by every worker, periodically.
 - An idle worker waits for new work: it claims as soon as a job of its kinds is
   queued (`workers.wakeup`: LISTEN/NOTIFY) and still polls every `poll_interval`
@@ -420,6 +423,7 @@ async def _record(
                 job.kind,
                 extra=_extra(job, name, outcome="lease_lost", seconds=elapsed),
             )
+            await _let_go(ctx)
             return
         exc: BaseException | None = RuntimeError("handler was cancelled")
     else:
@@ -449,6 +453,7 @@ async def _record(
                 exc,
                 extra=_extra(job, name, outcome="lease_lost", seconds=elapsed),
             )
+            await _let_go(ctx)
         elif isinstance(exc, PermanentError):
             reason = str(exc) or type(exc).__name__
             await _shielded(queue.fail_permanent(pool, job.id, ctx.lease_token, reason))
@@ -493,6 +498,7 @@ async def _record(
             job.kind,
             extra=_extra(job, name, outcome="lease_lost", seconds=elapsed),
         )
+        await _let_go(ctx)
     except QueueError as exc:
         log.error(
             "job %s (%s): outcome not recorded (its lease will expire and it will rerun): %s",
@@ -501,6 +507,22 @@ async def _record(
             exc,
             extra=_extra(job, name, outcome="unrecorded", seconds=elapsed),
         )
+
+
+async def _let_go(ctx: JobContext) -> None:
+    """The handler of a job we lost has stopped: if the job was cancelled, give its
+    lease up (a job taken over by another worker is left alone). Best effort: an
+    unrecorded let-go only makes the deleting job wait for the lease to expire."""
+    try:
+        if await _shielded(queue.let_go(ctx.pool, ctx.job.id, ctx.lease_token)):
+            log.info(
+                "job %s (%s): cancelled; let go",
+                ctx.job.id,
+                ctx.job.kind,
+                extra=_extra(ctx.job, ctx.worker, outcome="cancelled"),
+            )
+    except QueueError as exc:
+        log.warning("job %s (%s): could not let go: %s", ctx.job.id, ctx.job.kind, exc)
 
 
 async def _shutdown(running: dict[asyncio.Task[None], Job], grace: float, name: str) -> None:
