@@ -1,6 +1,7 @@
 """What `/metrics` shows, in Prometheus' text format: requests by route, status and
 who answered them (the aiohttp app or the fast path), signing outcomes, read-cache
-entries, the job table by kind and status, and this process (pid, RSS, open files,
+entries, the job table by kind and status, CDN invalidation requests of every
+process (by backend and outcome, from Postgres), and this process (pid, RSS, open files,
 CPU). Request counts are plain integers bumped on the request path; everything is
 turned into metric families only when scraped."""
 
@@ -77,8 +78,10 @@ def exposition(
     denied: Mapping[str, int],
     caches: ReadCaches,
     jobs: Mapping[tuple[str, str], int] | None,
+    invalidations: Mapping[tuple[str, str], tuple[int, int]] | None = None,
 ) -> bytes:
-    """The text exposition of one scrape (`jobs` None: the table could not be read)."""
+    """The text exposition of one scrape (`jobs` None: the table could not be read;
+    `invalidations`: (backend, outcome) -> (requests, paths), None: not read)."""
     sizes = {
         "playlists": len(caches.playlists),
         "versions": len(caches.versions),
@@ -140,6 +143,24 @@ def exposition(
                 sorted(jobs.items()),
             )
         )
+    if invalidations is not None:
+        families += [
+            _family(
+                CounterMetricFamily,
+                "storyforge_cdn_invalidation_requests",
+                "CDN invalidation requests sent by every process, by backend (cloudfront, "
+                "none: no CDN configured) and outcome (sent, skipped, failed)",
+                ["backend", "outcome"],
+                ((k, v[0]) for k, v in sorted(invalidations.items())),
+            ),
+            _family(
+                CounterMetricFamily,
+                "storyforge_cdn_invalidation_paths",
+                "Paths in those CDN invalidation requests",
+                ["backend", "outcome"],
+                ((k, v[1]) for k, v in sorted(invalidations.items())),
+            ),
+        ]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(families))
     ProcessCollector(registry=registry)  # process_* : RSS, open files, CPU seconds

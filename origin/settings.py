@@ -69,6 +69,11 @@ class Settings:
     origin_secret: str = field(default="", repr=False)
     hmac_keys: tuple[HmacKey, ...] = ()
     hmac_bind_ip: bool = False
+    # A scene's life (README "A scene's life"): CDN invalidation and clip removal.
+    cdn_distribution_id: str = ""
+    cloudfront_endpoint_url: str | None = None
+    cdn_invalidation_window: float = 5.0
+    segment_removal_grace: float = 3600.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -155,6 +160,14 @@ class Settings:
             "origin_secret": _secret(e, "ORIGIN_SECRET"),
             "hmac_keys": _hmac_keys(e, "HMAC_KEYS"),
             "hmac_bind_ip": _bool(e, "HMAC_BIND_IP", d.hmac_bind_ip),
+            "cdn_distribution_id": _distribution_id(e, "CDN_DISTRIBUTION_ID"),
+            "cloudfront_endpoint_url": _url(e, "CLOUDFRONT_ENDPOINT_URL", "") or None,
+            "cdn_invalidation_window": _float(
+                e, "CDN_INVALIDATION_WINDOW", d.cdn_invalidation_window, 0.0
+            ),
+            "segment_removal_grace": _float(
+                e, "SEGMENT_REMOVAL_GRACE", d.segment_removal_grace, 0.0
+            ),
         }
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
@@ -259,6 +272,13 @@ def _key_pair_id(e: Mapping[str, str], name: str) -> str:
     v = _str(e, name, "")
     if v and not re.fullmatch(r"[A-Za-z0-9]{1,128}", v):
         raise ConfigError(f"{name}: {v!r} is not a CloudFront key id (letters and digits)")
+    return v
+
+
+def _distribution_id(e: Mapping[str, str], name: str) -> str:
+    v = _str(e, name, "")
+    if v and not re.fullmatch(r"[A-Z0-9]{1,64}", v):
+        raise ConfigError(f"{name}: {v!r} is not a CloudFront distribution id (A-Z, 0-9)")
     return v
 
 
