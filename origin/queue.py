@@ -337,6 +337,17 @@ async def retry_or_dead(
     )
 
 
+async def defer(
+    conn: Conn, job_id: str, lease_token: str, *, delay: float, payload: Mapping[str, Any]
+) -> Job:
+    """Our running job continues later: queued again in `delay` seconds with
+    `payload` merged into its own; the attempt is not counted."""
+    body = json.dumps(dict(payload), separators=(",", ":"))
+    return await _fenced(
+        conn, "job_defer", "defer", job_id, _uuid(lease_token), max(float(delay), 0.0), body
+    )
+
+
 async def release(conn: Conn, job_id: str, lease_token: str) -> Job:
     """Hand our running job back (shutdown): queued now, the attempt not counted."""
     return await _fenced(conn, "job_release", "release", job_id, _uuid(lease_token), NOTIFY_CHANNEL)

@@ -5,8 +5,9 @@
 - Each running job has a heartbeat task extending its lease every lease/3 seconds
   and recording progress; when the heartbeat finds the lease lost, the handler is
   cancelled and the worker writes nothing more for that job.
-- Success -> `complete`; `PermanentError` -> `fail_permanent` (no retry); any
-  other exception -> `retry_or_dead` with exponential backoff and full jitter.
+- Success -> `complete`; `PermanentError` -> `fail_permanent` (no retry); `Deferred`
+  -> `defer` (queued again later, the attempt not counted); any other exception ->
+  `retry_or_dead` with exponential backoff and full jitter.
   Status writes are shielded, so a cancellation during shutdown cannot lose them.
 - A job cancelled while it runs (its scene deleted, its clip removed) loses its
   lease like any other: once its handler has stopped, the worker `let_go`es of it,
@@ -48,6 +49,16 @@ MAX_UNAVAILABLE_SLEEP = 30.0  # cap of the wait between claims while the databas
 
 class PermanentError(Exception):
     """The job can never succeed (bad input): fail it at once with this message."""
+
+
+class Deferred(Exception):
+    """The job's work continues later: queue it again in `delay` seconds with
+    `payload` merged into its own (where it says how far it got)."""
+
+    def __init__(self, delay: float, payload: Mapping[str, Any], why: str) -> None:
+        super().__init__(why)
+        self.delay = delay
+        self.payload = payload
 
 
 @dataclass(eq=False)
@@ -454,6 +465,18 @@ async def _record(
                 extra=_extra(job, name, outcome="lease_lost", seconds=elapsed),
             )
             await _let_go(ctx)
+        elif isinstance(exc, Deferred):
+            await _shielded(
+                queue.defer(pool, job.id, ctx.lease_token, delay=exc.delay, payload=exc.payload)
+            )
+            log.info(
+                "job %s (%s): continues in %.1fs: %s",
+                job.id,
+                job.kind,
+                exc.delay,
+                exc,
+                extra=_extra(job, name, outcome="deferred", seconds=elapsed),
+            )
         elif isinstance(exc, PermanentError):
             reason = str(exc) or type(exc).__name__
             await _shielded(queue.fail_permanent(pool, job.id, ctx.lease_token, reason))

@@ -266,3 +266,21 @@ SELECT id
    AND (scene_id = $1::text OR segment_id = $2::text)
  ORDER BY id
    FOR UPDATE;
+
+-- name: job_defer
+-- The handler's work continues later (a clip's objects outlive its removal by a grace
+-- period): queued again after $3 seconds with $4 (a JSON object) merged into its
+-- payload; the attempt does not count.
+UPDATE jobs
+   SET status = 'queued',
+       attempts = greatest(attempts - 1, 0),
+       run_after = now() + make_interval(secs => $3::float8),
+       payload = payload || ($4::text)::jsonb,
+       progress = 0,
+       lease_token = NULL,
+       lease_expires_at = NULL,
+       updated_at = now()
+ WHERE id = $1
+   AND lease_token = $2
+   AND status = 'running'
+RETURNING *;
