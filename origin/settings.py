@@ -73,6 +73,7 @@ class Settings:
     cdn_distribution_id: str = ""
     cloudfront_endpoint_url: str | None = None
     cdn_invalidation_window: float = 5.0
+    cdn_query_variants: bool = False
     segment_removal_grace: float = 3600.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -96,6 +97,13 @@ class Settings:
             raise ConfigError("HMAC_KEYS: required when SIGNING=hmac (comma-separated kid:secret)")
         if self.origin_secret and not self.origin_secret_header:
             raise ConfigError("ORIGIN_SECRET_HEADER: required when ORIGIN_SECRET is set")
+
+    @property
+    def invalidate_query_variants(self) -> bool:
+        """Does the CDN keep one copy of a scene document per signed query? (Then its
+        invalidation paths end with `*`.) Workers run with SIGNING=none, so they are
+        told with CDN_QUERY_VARIANTS."""
+        return self.cdn_query_variants or self.signing != "none"
 
     def signing_config(self) -> SigningConfig:
         """The signing policy of this process (parses the CloudFront key)."""
@@ -165,6 +173,7 @@ class Settings:
             "cdn_invalidation_window": _float(
                 e, "CDN_INVALIDATION_WINDOW", d.cdn_invalidation_window, 0.0
             ),
+            "cdn_query_variants": _bool(e, "CDN_QUERY_VARIANTS", d.cdn_query_variants),
             "segment_removal_grace": _float(
                 e, "SEGMENT_REMOVAL_GRACE", d.segment_removal_grace, 0.0
             ),

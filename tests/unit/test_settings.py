@@ -84,6 +84,13 @@ def test_scene_life_settings():
     assert s.cdn_distribution_id == "E1ZAZAX2AMK9LZ"
     assert s.cloudfront_endpoint_url == "http://127.0.0.1:5000"
     assert (s.cdn_invalidation_window, s.segment_removal_grace) == (0.5, 0.0)
+    # scene documents are keyed by the signed query on the CDN when signing is on;
+    # workers (SIGNING=none) are told so
+    assert not d.invalidate_query_variants
+    assert Settings.from_env({"CDN_QUERY_VARIANTS": "true"}).invalidate_query_variants
+    assert Settings.from_env(
+        {"SIGNING": "hmac", "HMAC_KEYS": "k1:" + "s" * 16}
+    ).invalidate_query_variants
     for env, name in [
         ({"CDN_DISTRIBUTION_ID": "e1/../x"}, "CDN_DISTRIBUTION_ID"),
         ({"CLOUDFRONT_ENDPOINT_URL": "127.0.0.1:5000"}, "CLOUDFRONT_ENDPOINT_URL"),
