@@ -23,7 +23,7 @@ locals {
   # Job kinds the workers handle (workers/main.py handlers()); their queued counts drive
   # worker scale-out. A kind no worker handles stays queued forever and must not keep
   # the service at its maximum, so this is not "every kind in the jobs table".
-  worker_job_kinds = ["transcode"]
+  worker_job_kinds = ["transcode", "delete_scene", "remove_segment"]
 
   bucket_environment = {
     STORAGE         = "s3"
@@ -63,10 +63,15 @@ locals {
   } : {})
 
   # Workers mint no URLs: they run with SIGNING=none and never see a signing key.
+  # They invalidate the distribution after publishing, removing and deleting; with
+  # signing on, the CDN keys scene documents by the signed query (cdn.tf), so their
+  # invalidation paths must cover every query variant.
   worker_environment = merge(local.bucket_environment, {
-    LOG_FORMAT = "json"
-    TMPDIR     = "/tmp"
-    SIGNING    = "none"
+    LOG_FORMAT          = "json"
+    TMPDIR              = "/tmp"
+    SIGNING             = "none"
+    CDN_DISTRIBUTION_ID = aws_cloudfront_distribution.cdn.id
+    CDN_QUERY_VARIANTS  = var.signing_mode == "none" ? "false" : "true"
   })
 
   worker_secrets = {

@@ -14,7 +14,8 @@
 #   CreateBucket, ListBuckets                         not granted: terraform creates the
 #                                                     buckets, and the code calls these only
 #                                                     when HeadBucket says a bucket is missing
-#   CreateInvalidation (delete jobs)                  cloudfront:CreateInvalidation, workers only
+#   CreateInvalidation (origin/cdn.py, run by the     cloudfront:CreateInvalidation, workers only
+#   jobs that publish, remove clips, delete scenes)
 
 locals {
   scene_bucket_arns = [for b in local.scene_buckets : b.arn]

@@ -1,21 +1,23 @@
 """The aiohttp application factory: settings and caches as typed AppKeys, one
-cleanup_ctx per resource (database pool, storage), the HTTP layer's middlewares and
-response hook, and the route table. How the app is run (fast path or not) is
-origin/server.py's business."""
+cleanup_ctx per resource (database pool, storage, the scene changes it follows), the
+HTTP layer's middlewares and response hook, and the route table. How the app is run
+(fast path or not) is origin/server.py's business."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from origin import db, keys
-from origin.handlers import api, files, health, player, scenes, signed
+from origin import changes, db, keys
+from origin.handlers import api, files, health, lifecycle, player, scenes, signed
 from origin.http import auth, fields, middleware
 from origin.metrics import FastPathAnswers, HttpStats
-from origin.scenecache import new_read_caches
+from origin.scenecache import forget_scene, new_read_caches
 from origin.settings import Settings
 from origin.storage import Storage, open_configured_storage
 
@@ -39,6 +41,22 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
         await storage.aclose()
 
 
+async def _scene_changes_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Follow scene deletions and clip removals of every process (origin/changes.py)."""
+    caches = app[keys.READ_CACHES]
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        changes.follow(
+            app[keys.SETTINGS].database_url, lambda scene: forget_scene(caches, scene), stop
+        ),
+        name="scene changes",
+    )
+    yield
+    stop.set()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(task, 10)
+
+
 def create_app(settings: Settings) -> web.Application:
     """Build the origin application for `settings`; resources open on startup."""
     signing_state = auth.signing_state(settings)
@@ -59,6 +77,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(fields.stamp)
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_storage_ctx)
+    app.cleanup_ctx.append(_scene_changes_ctx)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics_endpoint)
@@ -67,4 +86,5 @@ def create_app(settings: Settings) -> web.Application:
     scenes.add_routes(app)
     player.add_routes(app)
     signed.add_routes(app)
+    lifecycle.add_routes(app)
     return app

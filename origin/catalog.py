@@ -24,6 +24,10 @@ class Conflict(Exception):
     """A uniqueness rule refused the write (taken username, taken sequence)."""
 
 
+class SceneGone(Exception):
+    """The scene does not exist or is deleted."""
+
+
 @dataclass(frozen=True)
 class User:
     id: str
@@ -99,13 +103,20 @@ async def insert_segment(
     sequence: int | None,
     contributor_id: str,
 ) -> int:
-    """Insert a `processing` segment; returns its sequence. Conflict if taken."""
-    try:
-        row = await conn.fetchrow(
-            db.q("insert_segment"), segment_id, scene_id, sequence, contributor_id
-        )
-    except asyncpg.UniqueViolationError:
-        raise Conflict(f"sequence {sequence} is taken in scene {scene_id}") from None
+    """Insert a `processing` segment; returns its sequence. Conflict if taken,
+    SceneGone if the scene is deleted meanwhile. Inside the caller's transaction (a
+    savepoint, or one of its own), the scene's row is held from here on: clips added at
+    once without a sequence get consecutive ones, and a deletion waits for the clip's
+    job to exist (and cancels it)."""
+    async with conn.transaction():
+        if await conn.fetchval(db.q("lock_live_scene"), scene_id) is None:
+            raise SceneGone(f"no such scene: {scene_id}")
+        try:
+            row = await conn.fetchrow(
+                db.q("insert_segment"), segment_id, scene_id, sequence, contributor_id
+            )
+        except asyncpg.UniqueViolationError:
+            raise Conflict(f"sequence {sequence} is taken in scene {scene_id}") from None
     return int(row["sequence"])
 
 

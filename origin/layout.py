@@ -73,6 +73,8 @@ _DEFAULT_META = FileMeta("application/octet-stream", "private, no-store", "inter
 SCENE_PLAYLIST_CACHE = "public, max-age=5, stale-while-revalidate=30"
 SEGMENT_PLAYLIST_CACHE = "public, max-age=31536000, immutable"
 EXPORT_META = FileMeta("video/mp4", "private, max-age=86400", "export")
+# The poster changes when an earlier clip publishes or the first clip is removed.
+POSTER_CACHE = "public, max-age=300"
 INTERNAL_TAG = "internal"
 
 
@@ -136,6 +138,11 @@ def export_manifest_key(scene_id: str) -> str:
 
 def poster_key(scene_id: str) -> str:
     return f"scenes/{scene_id}/poster.jpg"
+
+
+def scene_assets_prefix(scene_id: str) -> str:
+    """Every asset of a scene (poster, references): `scenes/{sceneId}/`."""
+    return f"scenes/{scene_id}/"
 
 
 def avatar_key(user_id: str) -> str:

@@ -2,8 +2,9 @@
 who answered them (the aiohttp app or the fast path) with their latencies and bytes,
 requests in flight, signing outcomes, read-cache entries, hits and misses, the job
 table (depth by kind and status, 0 when empty, and the age of the oldest due job),
-and this process (pid, RSS, open files, CPU). Counts are plain integers and lists
-bumped on the request path; they become metric families only when scraped."""
+CDN invalidation requests of every process (from Postgres), and this process (pid,
+RSS, open files, CPU). Counts are plain integers and lists bumped on the request
+path; they become metric families only when scraped."""
 
 from __future__ import annotations
 
@@ -256,6 +257,32 @@ def job_families(
         ),
     ]
     return families
+
+
+def invalidation_families(
+    invalidations: Mapping[tuple[str, str], tuple[int, int]] | None,
+) -> list[Metric]:
+    """CDN invalidation requests of every process, read from Postgres: (backend,
+    outcome) -> (requests, paths); None: not read this scrape."""
+    if invalidations is None:
+        return []
+    return [
+        family(
+            CounterMetricFamily,
+            "storyforge_cdn_invalidation_requests",
+            "CDN invalidation requests sent by every process, by backend (cloudfront, "
+            "none: no CDN configured) and outcome (sent, skipped, failed)",
+            ["backend", "outcome"],
+            ((k, v[0]) for k, v in sorted(invalidations.items())),
+        ),
+        family(
+            CounterMetricFamily,
+            "storyforge_cdn_invalidation_paths",
+            "Paths in those CDN invalidation requests",
+            ["backend", "outcome"],
+            ((k, v[1]) for k, v in sorted(invalidations.items())),
+        ),
+    ]
 
 
 def process_family() -> Metric:

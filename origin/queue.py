@@ -10,8 +10,14 @@ row the job is no longer ours and `LeaseLost` is raised. Driver errors are
 converted here: `QueueUnavailable` when the database cannot be reached (worth
 waiting and retrying), `QueueError` for anything else the database refused.
 
-Every statement that makes a job due now (`enqueue`, `release`, `requeue_expired`)
-also sends a Postgres NOTIFY on `NOTIFY_CHANNEL` with the job's kind as payload, in
+A scene deleted or a clip removed `cancel`s its jobs: a running one keeps its lease
+token, so every fenced write fails and its worker stops, then `let_go`es; until it
+does (or the lease expires) `holders` counts it, so the deleting job knows when
+nobody writes under the scene any more. `requeue` gives a failed or dead job a
+fresh attempt budget (`POST /api/v1/segments/{id}/retry`).
+
+Every statement that makes a job due now (`enqueue`, `release`, `requeue_expired`,
+`requeue`) also sends a Postgres NOTIFY on `NOTIFY_CHANNEL` with the job's kind as payload, in
 its own transaction, so it is delivered when that commits (never for a rollback).
 Idle workers listen (`listening`) and claim at once; polling stays their fallback.
 """
@@ -32,11 +38,11 @@ from asyncpg.pool import PoolConnectionProxy
 from origin import layout
 from origin.db import DatabaseError, q
 
-#: Kinds the jobs table accepts (its CHECK constraint): `transcode` has a handler
-#: (workers/main.py); `export` and `delete_scene` are DESIGN.md kinds whose handlers
-#: are coming. A new kind comes with a migration widening the constraint.
-JOB_KINDS = ("transcode", "export", "delete_scene")
-STATUSES = ("queued", "running", "succeeded", "failed", "dead")
+#: Kinds the jobs table accepts (its CHECK constraint): `transcode`, `delete_scene`
+#: and `remove_segment` have handlers (workers/main.py); `export` is a DESIGN.md kind
+#: whose handler is coming. A new kind comes with a migration widening the constraint.
+JOB_KINDS = ("transcode", "export", "delete_scene", "remove_segment")
+STATUSES = ("queued", "running", "succeeded", "failed", "dead", "cancelled")
 IN_FLIGHT = ("queued", "running")
 MAX_ERROR_CHARS = 4000  # longer messages (ffmpeg's stderr tail, say) are cut
 NOTIFY_CHANNEL = "storyforge_jobs"  # payload: the kind of a job that became due
@@ -167,8 +173,10 @@ async def enqueue(
     segment_id: str | None = None,
     max_attempts: int = 5,
     job_id: str | None = None,
+    delay: float = 0.0,
 ) -> Job:
-    """Queue a job and return it; works inside the caller's transaction.
+    """Queue a job and return it; works inside the caller's transaction. It is due
+    `delay` seconds from now.
 
     With `dedupe_key`, when a queued or running job already holds the key that job
     is returned instead (whatever its kind); a finished job does not block a new one.
@@ -177,6 +185,8 @@ async def enqueue(
         raise ValueError(f"unknown job kind {kind!r}")
     if max_attempts < 1:
         raise ValueError("max_attempts must be >= 1")
+    if not delay >= 0:
+        raise ValueError("delay must be >= 0")
     job_id = job_id or layout.new_id("job")
     if not layout.is_id(job_id, "job"):
         raise ValueError(f"invalid job id {job_id!r}")
@@ -195,6 +205,7 @@ async def enqueue(
                 scene_id,
                 segment_id,
                 NOTIFY_CHANNEL,
+                float(delay),
             )
             if row is not None:
                 return Job.from_row(row)
@@ -326,6 +337,17 @@ async def retry_or_dead(
     )
 
 
+async def defer(
+    conn: Conn, job_id: str, lease_token: str, *, delay: float, payload: Mapping[str, Any]
+) -> Job:
+    """Our running job continues later: queued again in `delay` seconds with
+    `payload` merged into its own; the attempt is not counted."""
+    body = json.dumps(dict(payload), separators=(",", ":"))
+    return await _fenced(
+        conn, "job_defer", "defer", job_id, _uuid(lease_token), max(float(delay), 0.0), body
+    )
+
+
 async def release(conn: Conn, job_id: str, lease_token: str) -> Job:
     """Hand our running job back (shutdown): queued now, the attempt not counted."""
     return await _fenced(conn, "job_release", "release", job_id, _uuid(lease_token), NOTIFY_CHANNEL)
@@ -355,6 +377,68 @@ async def oldest_due(conn: Conn) -> dict[str, float]:
 async def get_job(conn: Conn, job_id: str) -> Job | None:
     with _converted("get job"):
         row = await conn.fetchrow(q("job_get"), job_id)
+    return Job.from_row(row) if row is not None else None
+
+
+async def cancel(
+    conn: Conn, *, scene_id: str | None = None, segment_id: str | None = None, reason: str
+) -> list[Job]:
+    """Cancel the queued and running jobs of a scene or of a segment (delete_scene
+    jobs excepted); works inside the caller's transaction. Returns them."""
+    if scene_id is None and segment_id is None:
+        raise ValueError("cancel needs a scene_id or a segment_id")
+    with _converted("cancel"):
+        rows = await conn.fetch(q("job_cancel"), scene_id, segment_id, error_text(reason))
+    return [Job.from_row(r) for r in rows]
+
+
+async def lock_in_flight(
+    conn: Conn, *, scene_id: str | None = None, segment_id: str | None = None
+) -> None:
+    """Inside the caller's transaction, lock the queued and running jobs of a scene
+    or segment before touching its rows (the lock order of a publish: job, segment,
+    scene), so a cancel and a publish serialise instead of deadlocking."""
+    with _converted("lock jobs"):
+        await conn.fetch(q("job_lock_in_flight"), scene_id, segment_id)
+
+
+async def let_go(conn: Conn, job_id: str, lease_token: str) -> bool:
+    """The worker of a cancelled job has stopped writing for it: give up the lease.
+    False when there was nothing to give up (not cancelled, or not ours)."""
+    with _converted("let go"):
+        return await conn.fetchrow(q("job_let_go"), job_id, _uuid(lease_token)) is not None
+
+
+async def holders(conn: Conn, *, scene_id: str | None = None, segment_id: str | None = None) -> int:
+    """Cancelled jobs of the scene or segment whose worker may still be writing."""
+    with _converted("count holders"):
+        return int(await conn.fetchval(q("job_holders"), scene_id, segment_id))
+
+
+async def job_ids_of(
+    conn: Conn, *, scene_id: str | None = None, segment_id: str | None = None, but: str = ""
+) -> list[str]:
+    """Ids of every job of the scene or segment, but `but` (the caller's own)."""
+    with _converted("list jobs"):
+        return [r["id"] for r in await conn.fetch(q("job_ids_of"), scene_id, segment_id, but)]
+
+
+async def latest(conn: Conn, segment_id: str, kind: str) -> Job | None:
+    """The newest job of `kind` for a segment."""
+    with _converted("get latest job"):
+        row = await conn.fetchrow(q("job_latest"), segment_id, kind)
+    return Job.from_row(row) if row is not None else None
+
+
+async def requeue(conn: Conn, job_id: str) -> Job | None:
+    """Queue a failed or dead job again with a fresh attempt budget (its errors
+    kept). None when it is not failed or dead, or another job in flight holds its
+    dedupe key."""
+    with _converted("requeue"):
+        try:
+            row = await conn.fetchrow(q("job_requeue_finished"), job_id, NOTIFY_CHANNEL)
+        except asyncpg.UniqueViolationError:
+            return None
     return Job.from_row(row) if row is not None else None
 
 

@@ -5,7 +5,9 @@ and "is this segment ready", so a warm request touches neither Postgres nor stor
 
 Scene playlists are rebuilt only when the scene's version changes; the version is
 re-read at most every `version_ttl` seconds (scene playlists are cached downstream
-for a few seconds anyway, see layout.SCENE_PLAYLIST_CACHE).
+for a few seconds anyway, see layout.SCENE_PLAYLIST_CACHE), and so is readiness.
+A deleted scene or a removed clip is forgotten at once when its change is notified
+(`forget_scene`, origin/changes.py); the TTLs bound it when a notification is lost.
 """
 
 from __future__ import annotations
@@ -58,6 +60,17 @@ class LRU(Generic[V]):
     def discard(self, key: Hashable) -> None:
         self._data.pop(key, None)
 
+    def discard_where(self, doomed: Callable[[Hashable], bool]) -> int:
+        """Drop every entry whose key is `doomed`; returns how many (a scan: for
+        rare events such as a deletion)."""
+        keys = [k for k in self._data if doomed(k)]
+        for k in keys:
+            del self._data[k]
+        return len(keys)
+
+    def clear(self) -> None:
+        self._data.clear()
+
     def __len__(self) -> int:
         return len(self._data)
 
@@ -82,10 +95,25 @@ class ReadCaches:
     segment_docs: LRU[Built]
 
 
-def new_read_caches(entries: int, version_ttl: float = 1.0) -> ReadCaches:
+def new_read_caches(
+    entries: int, version_ttl: float = 1.0, clock: Callable[[], float] = time.monotonic
+) -> ReadCaches:
     return ReadCaches(
         playlists=LRU(entries),
-        versions=LRU(max(1024, entries), ttl=version_ttl),
-        ready=LRU(max(4096, entries * 4), ttl=version_ttl * 2),
+        versions=LRU(max(1024, entries), ttl=version_ttl, clock=clock),
+        ready=LRU(max(4096, entries * 4), ttl=version_ttl, clock=clock),
         segment_docs=LRU(entries),
     )
+
+
+def forget_scene(caches: ReadCaches, scene_id: str | None) -> None:
+    """Forget what the caches know of a scene whose clips changed (deleted, a clip
+    removed): its version, its segments' readiness, its built documents. None: of
+    every scene (after notifications may have been missed)."""
+    if scene_id is None:
+        caches.versions.clear()
+        caches.ready.clear()
+        return
+    caches.versions.discard(scene_id)
+    caches.ready.discard_where(lambda key: isinstance(key, tuple) and key[0] == scene_id)
+    caches.playlists.discard_where(lambda key: isinstance(key, tuple) and key[0] == scene_id)

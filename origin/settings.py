@@ -71,6 +71,12 @@ class Settings:
     origin_secret: str = field(default="", repr=False)
     hmac_keys: tuple[HmacKey, ...] = ()
     hmac_bind_ip: bool = False
+    # A scene's life (README "A scene's life"): CDN invalidation and clip removal.
+    cdn_distribution_id: str = ""
+    cloudfront_endpoint_url: str | None = None
+    cdn_invalidation_window: float = 5.0
+    cdn_query_variants: bool = False
+    segment_removal_grace: float = 3600.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -93,6 +99,13 @@ class Settings:
             raise ConfigError("HMAC_KEYS: required when SIGNING=hmac (comma-separated kid:secret)")
         if self.origin_secret and not self.origin_secret_header:
             raise ConfigError("ORIGIN_SECRET_HEADER: required when ORIGIN_SECRET is set")
+
+    @property
+    def invalidate_query_variants(self) -> bool:
+        """Does the CDN keep one copy of a scene document per signed query? (Then its
+        invalidation paths end with `*`.) Workers run with SIGNING=none, so they are
+        told with CDN_QUERY_VARIANTS."""
+        return self.cdn_query_variants or self.signing != "none"
 
     def signing_config(self) -> SigningConfig:
         """The signing policy of this process (parses the CloudFront key)."""
@@ -159,6 +172,15 @@ class Settings:
             "origin_secret": _secret(e, "ORIGIN_SECRET"),
             "hmac_keys": _hmac_keys(e, "HMAC_KEYS"),
             "hmac_bind_ip": _bool(e, "HMAC_BIND_IP", d.hmac_bind_ip),
+            "cdn_distribution_id": _distribution_id(e, "CDN_DISTRIBUTION_ID"),
+            "cloudfront_endpoint_url": _url(e, "CLOUDFRONT_ENDPOINT_URL", "") or None,
+            "cdn_invalidation_window": _float(
+                e, "CDN_INVALIDATION_WINDOW", d.cdn_invalidation_window, 0.0
+            ),
+            "cdn_query_variants": _bool(e, "CDN_QUERY_VARIANTS", d.cdn_query_variants),
+            "segment_removal_grace": _float(
+                e, "SEGMENT_REMOVAL_GRACE", d.segment_removal_grace, 0.0
+            ),
         }
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
@@ -263,6 +285,13 @@ def _key_pair_id(e: Mapping[str, str], name: str) -> str:
     v = _str(e, name, "")
     if v and not re.fullmatch(r"[A-Za-z0-9]{1,128}", v):
         raise ConfigError(f"{name}: {v!r} is not a CloudFront key id (letters and digits)")
+    return v
+
+
+def _distribution_id(e: Mapping[str, str], name: str) -> str:
+    v = _str(e, name, "")
+    if v and not re.fullmatch(r"[A-Z0-9]{1,64}", v):
+        raise ConfigError(f"{name}: {v!r} is not a CloudFront distribution id (A-Z, 0-9)")
     return v
 
 

@@ -1,4 +1,4 @@
-"""The `storyforge` command: dev (embedded stack), serve, worker, migrate.
+"""The `storyforge` command: dev (embedded stack), serve, worker, migrate, gc.
 
 Start-up failures (bad configuration, unreachable database or storage, missing
 PostgreSQL binaries) print one line naming the problem and exit with status 2.
@@ -73,10 +73,11 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser(
         "worker",
-        help="run a job worker (transcode jobs)",
-        description="Claim the jobs this version runs (transcode) from the database and run "
-        "them; jobs of other kinds stay queued. SIGTERM stops claiming and lets running jobs "
-        "finish within the grace period, then hands the rest back.",
+        help="run a job worker (delete_scene, remove_segment, transcode jobs)",
+        description="Claim the jobs this version runs (delete_scene, remove_segment, "
+        "transcode) from the database and run them; jobs of other kinds stay queued. SIGTERM "
+        "stops claiming and lets running jobs finish within the grace period, then hands the "
+        "rest back.",
     )
     worker.add_argument(
         "--concurrency", type=int, default=1, help="jobs run at once in this process (default: 1)"
@@ -96,6 +97,26 @@ def _parser() -> argparse.ArgumentParser:
         "(origin/migrations/NNNN_*.sql) in order, each in a transaction, under an advisory "
         "lock. Refuse (exit status 2) if none are found, if an applied file was edited, or if "
         "the database holds migrations this version does not know.",
+    )
+
+    gc = sub.add_parser(
+        "gc",
+        help="list (--dry-run) or remove (--apply) stored objects that no row points to",
+        description="Find objects in the four buckets whose row is gone (a clip's folder "
+        "without its segment, a scene's objects without its scene, a job's internal objects "
+        "without its job, an avatar without its user) and whose newest object is older than "
+        "--min-age; print them, and with --apply delete them. Deleting scenes and clips "
+        "removes their objects on its own: this is for orphans left by a crash.",
+    )
+    mode = gc.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    mode.add_argument("--apply", action="store_true", help="remove what is listed")
+    gc.add_argument(
+        "--min-age",
+        type=float,
+        default=24.0,
+        help="hours since an orphan's newest object was written (default: 24; an upload "
+        "lands before its row is committed, so keep it above your longest request)",
     )
     return p
 
@@ -125,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(settings, host, port, args.grace, args.reuse_port)
         if args.command == "worker":
             return _worker(settings, args.concurrency, args.grace)
+        if args.command == "gc":
+            return _gc(settings, apply=args.apply, min_age_hours=args.min_age)
     except ConfigError as exc:
         print(f"storyforge: configuration error: {exc}", file=sys.stderr)
         return EXIT_STARTUP
@@ -233,6 +256,48 @@ def _worker(settings, concurrency: int, grace: float) -> int:
             f"cannot serve the worker's /metrics on port {settings.worker_metrics_port} "
             f"(WORKER_METRICS_PORT; 0 turns it off): {exc}"
         ) from exc
+    return 0
+
+
+def _gc(settings, *, apply: bool, min_age_hours: float) -> int:
+    from datetime import timedelta
+
+    from origin import db, gc
+    from origin.storage import open_configured_storage
+
+    if not min_age_hours >= 0:
+        raise StartupError(f"--min-age must be >= 0 hours, not {min_age_hours}")
+
+    async def run() -> list[gc.Found]:
+        pool = await db.connect_pool(settings.database_url, size=2)
+        storage = await open_configured_storage(settings)
+        try:
+            found = await gc.find_orphans(
+                pool, storage, settings, min_age=timedelta(hours=min_age_hours)
+            )
+            return await gc.remove(storage, found) if apply else found
+        finally:
+            await storage.aclose()
+            await pool.close()
+
+    try:
+        with asyncio.Runner(loop_factory=_new_loop) as runner:
+            found = runner.run(run())
+    except _startup_errors() as exc:
+        raise StartupError(str(exc)) from exc
+    verb = "removed" if apply else "orphan"
+    for entry in found:
+        count = entry.deleted if apply else entry.objects
+        print(
+            f"{verb}\t{entry.bucket}/{entry.owner.prefix}\t{count} objects\t{entry.bytes} bytes"
+            f"\tno {entry.owner.table[:-1]} {entry.owner.id}"
+        )
+    total = sum(e.deleted if apply else e.objects for e in found)
+    size = sum(e.bytes for e in found)
+    print(
+        f"{'removed' if apply else 'would remove'} {total} objects ({size} bytes) of {len(found)} "
+        "orphaned owners"
+    )
     return 0
 
 

@@ -96,6 +96,7 @@ BOTH_PATHS = {
     "test_app",
     "test_browser",
     "test_ingest",
+    "test_lifecycle",
     "test_metrics",
     "test_playback",
     "test_signed",
@@ -128,6 +129,7 @@ def settings(pg_dsn, tmp_path, fast_path):
         job_lease_seconds=10.0,
         timeline_interval=2.0,
         fast_path=fast_path,
+        cdn_invalidation_window=0.5,
     )
 
 
@@ -151,6 +153,7 @@ async def run_workers(settings):
     import asyncio
 
     from origin import db
+    from origin.cdn import open_invalidations
     from origin.storage import open_configured_storage
     from workers.main import handlers
     from workers.worker import run_worker
@@ -158,13 +161,14 @@ async def run_workers(settings):
     started: list[tuple[asyncio.Task, asyncio.Event]] = []
     pool = await db.connect_pool(settings.database_url, size=6)
     storage = await open_configured_storage(settings)
+    invalidations = await open_invalidations(settings, pool)
 
     def start(concurrency: int = 1, lease_seconds: float = 10.0) -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(
             run_worker(
                 pool,
-                handlers(settings, storage),
+                handlers(settings, storage, invalidations),
                 concurrency=concurrency,
                 lease_seconds=lease_seconds,
                 poll_interval=0.2,
@@ -180,5 +184,6 @@ async def run_workers(settings):
         stop.set()
     for task, _ in started:
         await asyncio.wait_for(task, 30)
+    await invalidations.aclose()
     await storage.aclose()
     await pool.close()

@@ -1,5 +1,6 @@
-"""The worker process: opens the pool and storage, registers the job handlers, serves
-its /metrics (WORKER_METRICS_PORT) and runs the job loop until SIGTERM/SIGINT."""
+"""The worker process: opens the pool, storage and CDN invalidations, registers the
+job handlers, serves its /metrics (WORKER_METRICS_PORT) and runs the job loop until
+SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -9,28 +10,39 @@ import signal
 import socket
 
 from origin import db
+from origin.cdn import Invalidations, NoInvalidator, open_invalidations
 from origin.settings import Settings
 from origin.storage import open_configured_storage
-from workers import transcode
+from workers import lifecycle, transcode
 from workers.metrics import JobStats, metrics_server
 from workers.worker import Handler, run_worker
 
 
-def handlers(settings: Settings, storage) -> dict[str, Handler]:
-    """Job kind -> handler. Kinds without a handler stay queued for a worker that has one."""
-    return {"transcode": transcode.make_handler(settings, storage)}
+def handlers(
+    settings: Settings, storage, invalidations: Invalidations | None = None
+) -> dict[str, Handler]:
+    """Job kind -> handler. Kinds without a handler stay queued for a worker that has
+    one. Without `invalidations`, nothing is invalidated (no CDN)."""
+    if invalidations is None:
+        invalidations = Invalidations(NoInvalidator(), window=settings.cdn_invalidation_window)
+    return {
+        "transcode": transcode.make_handler(settings, storage, invalidations),
+        "delete_scene": lifecycle.make_delete_scene(settings, storage, invalidations),
+        "remove_segment": lifecycle.make_remove_segment(settings, storage, invalidations),
+    }
 
 
 async def run(settings: Settings, *, concurrency: int, grace: float) -> None:
     # jobs, claims and the reaper share the pool; one more connection LISTENs for jobs
     pool = await db.connect_pool(settings.database_url, size=concurrency + 3)
     storage = await open_configured_storage(settings)
+    invalidations = await open_invalidations(settings, pool)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     stats = JobStats()
-    registered = handlers(settings, storage)
+    registered = handlers(settings, storage, invalidations)
     try:
         async with metrics_server(
             stats, sorted(registered), settings.host, settings.worker_metrics_port
@@ -46,5 +58,6 @@ async def run(settings: Settings, *, concurrency: int, grace: float) -> None:
                 stats=stats,
             )
     finally:
+        await invalidations.aclose()
         await storage.aclose()
         await pool.close()

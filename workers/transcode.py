@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from origin import catalog, layout, playlists, queue
+from origin import catalog, invalidation, layout, playlists, queue
+from origin.cdn import Invalidations
 from origin.settings import Settings
 from origin.storage import ObjectNotFound, Storage
 from workers import ffmpeg
@@ -125,7 +126,9 @@ async def _put_all(
     await asyncio.gather(*(one(*item) for item in items))
 
 
-def make_handler(settings: Settings, storage: Storage) -> Callable[[JobContext], Awaitable[None]]:
+def make_handler(
+    settings: Settings, storage: Storage, invalidations: Invalidations
+) -> Callable[[JobContext], Awaitable[None]]:
     limits = Limits(
         max_duration=settings.max_clip_seconds,
         max_bytes=settings.max_upload_bytes,
@@ -133,7 +136,7 @@ def make_handler(settings: Settings, storage: Storage) -> Callable[[JobContext],
     )
 
     async def handle(ctx: JobContext) -> None:
-        await transcode_job(ctx, settings, storage, limits)
+        await transcode_job(ctx, settings, storage, limits, invalidations)
 
     return handle
 
@@ -144,7 +147,11 @@ async def _fail_segment(ctx: JobContext, segment_id: str, reason: str) -> None:
 
 
 async def transcode_job(
-    ctx: JobContext, settings: Settings, storage: Storage, limits: Limits
+    ctx: JobContext,
+    settings: Settings,
+    storage: Storage,
+    limits: Limits,
+    invalidations: Invalidations,
 ) -> None:
     job = ctx.job
     segment_id = str(job.payload.get("segment_id", ""))
@@ -158,7 +165,7 @@ async def transcode_job(
     if seg.status != "processing":
         return  # already published (or failed) by an earlier attempt
     try:
-        await _transcode_and_publish(ctx, settings, storage, limits, seg)
+        await _transcode_and_publish(ctx, settings, storage, limits, seg, invalidations)
     except BadInput as exc:
         await _fail_segment(ctx, segment_id, exc.reason)
         raise PermanentError(exc.reason) from None
@@ -181,6 +188,7 @@ async def _transcode_and_publish(
     storage: Storage,
     limits: Limits,
     seg: catalog.Segment,
+    invalidations: Invalidations,
 ) -> None:
     job = ctx.job
     segment_id, scene_id = seg.id, seg.scene_id
@@ -269,7 +277,19 @@ async def _transcode_and_publish(
         await ctx.progress(95)
         published = await _publish(ctx, segment_id, duration, document, out, renditions)
         if published:
-            await _write_poster(ctx, settings, storage, scene_id, segment_id, out.thumbnail_large)
+            poster = await _write_poster(
+                ctx, settings, storage, scene_id, segment_id, out.thumbnail_large
+            )
+            # the stitched documents (and the poster) changed: coalesced per scene
+            invalidations.request(
+                scene_id,
+                invalidation.scene_document_paths(
+                    scene_id,
+                    (r.profile for r in renditions),
+                    query_variants=settings.invalidate_query_variants,
+                )
+                + (invalidation.poster_paths(scene_id) if poster else []),
+            )
         log.info(
             "segment published" if published else "segment was already published",
             extra={"sf_segment": segment_id, "sf_scene": scene_id, "sf_duration": duration},
@@ -319,18 +339,26 @@ async def _write_poster(
     scene_id: str,
     segment_id: str,
     thumbnail_large: Path,
-) -> None:
-    """The scene poster is the large thumbnail of the scene's first ready clip."""
+) -> bool:
+    """The scene poster is the large thumbnail of the scene's first ready clip; True
+    when it was written. A scene deleted meanwhile loses it again (its deleting job
+    may have run before it was written)."""
     async with ctx.pool.acquire() as conn:
         first = await catalog.first_ready_segment(conn, scene_id)
     if first != segment_id:
-        return
+        return False
     meta = layout.file_meta("poster.jpg")
     await storage.put(
         settings.assets_bucket,
         layout.poster_key(scene_id),
         thumbnail_large,
         content_type=meta.content_type,
-        cache_control="public, max-age=300",
+        cache_control=layout.POSTER_CACHE,
         tags={"type": meta.tag},
     )
+    async with ctx.pool.acquire() as conn:
+        live = await catalog.get_live_scene(conn, scene_id)
+    if live is None:
+        await storage.delete(settings.assets_bucket, layout.poster_key(scene_id))
+        return False
+    return True

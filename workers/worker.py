@@ -5,9 +5,13 @@
 - Each running job has a heartbeat task extending its lease every lease/3 seconds
   and recording progress; when the heartbeat finds the lease lost, the handler is
   cancelled and the worker writes nothing more for that job.
-- Success -> `complete`; `PermanentError` -> `fail_permanent` (no retry); any
-  other exception -> `retry_or_dead` with exponential backoff and full jitter.
+- Success -> `complete`; `PermanentError` -> `fail_permanent` (no retry); `Deferred`
+  -> `defer` (queued again later, the attempt not counted); any other exception ->
+  `retry_or_dead` with exponential backoff and full jitter.
   Status writes are shielded, so a cancellation during shutdown cannot lose them.
+- A job cancelled while it runs (its scene deleted, its clip removed) loses its
+  lease like any other: once its handler has stopped, the worker `let_go`es of it,
+  which tells the deleting job that nothing writes under the scene any more.
 - Expired leases (of workers that died) are re-queued by every worker, periodically.
 - An idle worker waits for new work: it claims as soon as a job of its kinds is
   queued (`workers.wakeup`: LISTEN/NOTIFY) and still polls every `poll_interval`
@@ -46,6 +50,16 @@ MAX_UNAVAILABLE_SLEEP = 30.0  # cap of the wait between claims while the databas
 
 class PermanentError(Exception):
     """The job can never succeed (bad input): fail it at once with this message."""
+
+
+class Deferred(Exception):
+    """The job's work continues later: queue it again in `delay` seconds with
+    `payload` merged into its own (where it says how far it got)."""
+
+    def __init__(self, delay: float, payload: Mapping[str, Any], why: str) -> None:
+        super().__init__(why)
+        self.delay = delay
+        self.payload = payload
 
 
 @dataclass(eq=False)
@@ -451,6 +465,7 @@ async def _record(
                 job.kind,
                 extra=_extra(job, name, outcome="lease_lost", seconds=elapsed),
             )
+            await _let_go(ctx)
             return
         exc: BaseException | None = RuntimeError("handler was cancelled")
     else:
@@ -479,6 +494,19 @@ async def _record(
                 job.kind,
                 exc,
                 extra=_extra(job, name, outcome="lease_lost", seconds=elapsed),
+            )
+            await _let_go(ctx)
+        elif isinstance(exc, Deferred):
+            await _shielded(
+                queue.defer(pool, job.id, ctx.lease_token, delay=exc.delay, payload=exc.payload)
+            )
+            log.info(
+                "job %s (%s): continues in %.1fs: %s",
+                job.id,
+                job.kind,
+                exc.delay,
+                exc,
+                extra=_extra(job, name, outcome="deferred", seconds=elapsed),
             )
         elif isinstance(exc, PermanentError):
             reason = str(exc) or type(exc).__name__
@@ -524,6 +552,7 @@ async def _record(
             job.kind,
             extra=_extra(job, name, outcome="lease_lost", seconds=elapsed),
         )
+        await _let_go(ctx)
     except QueueError as exc:
         log.error(
             "job %s (%s): outcome not recorded (its lease will expire and it will rerun): %s",
@@ -532,6 +561,22 @@ async def _record(
             exc,
             extra=_extra(job, name, outcome="unrecorded", seconds=elapsed),
         )
+
+
+async def _let_go(ctx: JobContext) -> None:
+    """The handler of a job we lost has stopped: if the job was cancelled, give its
+    lease up (a job taken over by another worker is left alone). Best effort: an
+    unrecorded let-go only makes the deleting job wait for the lease to expire."""
+    try:
+        if await _shielded(queue.let_go(ctx.pool, ctx.job.id, ctx.lease_token)):
+            log.info(
+                "job %s (%s): cancelled; let go",
+                ctx.job.id,
+                ctx.job.kind,
+                extra=_extra(ctx.job, ctx.worker, outcome="cancelled"),
+            )
+    except QueueError as exc:
+        log.warning("job %s (%s): could not let go: %s", ctx.job.id, ctx.job.kind, exc)
 
 
 async def _shutdown(running: dict[asyncio.Task[None], Job], grace: float, name: str) -> None:

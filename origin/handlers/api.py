@@ -154,6 +154,9 @@ async def upload_segment(request: web.Request) -> web.Response:
     except catalog.Conflict as exc:
         await storage.delete_prefix(settings.internal_bucket, layout.job_prefix(job_id))
         raise ApiError(409, "conflict", str(exc)) from None
+    except catalog.SceneGone as exc:  # deleted while the body streamed in
+        await storage.delete_prefix(settings.internal_bucket, layout.job_prefix(job_id))
+        raise not_found(str(exc)) from None
     except BaseException:
         await storage.delete_prefix(settings.internal_bucket, layout.job_prefix(job_id))
         raise

@@ -15,6 +15,7 @@ from origin import catalog, keys, layout, playlists, signing
 from origin.errors import not_found
 from origin.handlers.documents import document_response
 from origin.handlers.objects import serve_object
+from origin.handlers.scenes import require_live_scene
 from origin.scenecache import Built
 
 _DOCUMENTS = ("master.m3u8", "storyboard.vtt")
@@ -106,6 +107,8 @@ async def asset(request: web.Request) -> web.StreamResponse:
     key = request.match_info["key"]
     if not layout.is_asset_key(key):
         raise not_found("no such asset")
+    if key.startswith("scenes/"):  # a deleted scene's assets are gone at once
+        await require_live_scene(request, key.split("/", 2)[1])
     meta = layout.file_meta(key.rsplit("/", 1)[-1])
     settings = request.app[keys.SETTINGS]
     return await serve_object(

@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from origin import keys, metrics, queue
+from origin import cdn, keys, metrics, queue
 from origin.handlers.scenes import SCENE_DOCUMENT_ROUTE
 from origin.http.auth import SIGNING
 
@@ -46,13 +46,15 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     app = request.app
     counts: dict[tuple[str, str], int] | None = None
     ages: dict[str, float] | None = None
+    invalidations: dict[tuple[str, str], tuple[int, int]] | None = None
     try:
         async with asyncio.timeout(2):
             async with app[keys.POOL].acquire() as conn:
                 counts = await queue.counts(conn)
                 ages = await queue.oldest_due(conn)
+                invalidations = await cdn.request_counts(conn)
     except Exception:  # the scrape still shows what the process knows
-        counts = ages = None
+        counts = ages = invalidations = None
     signing = app[SIGNING].stats
     body = metrics.exposition(
         [
@@ -64,6 +66,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
             ),
             *metrics.cache_families(app[keys.READ_CACHES]),
             *metrics.job_families(counts, ages, queue.JOB_KINDS, queue.STATUSES),
+            *metrics.invalidation_families(invalidations),
         ]
     )
     return web.Response(

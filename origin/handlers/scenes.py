@@ -33,6 +33,12 @@ async def _scene_version(request: web.Request, scene_id: str) -> int:
     return version
 
 
+async def require_live_scene(request: web.Request, scene_id: str) -> int:
+    """The live scene's version (from the read caches), or ApiError 404: for routes
+    that serve a scene's objects without reading its rows (assets)."""
+    return await _scene_version(request, scene_id)
+
+
 def _scene_uri_for(request: web.Request, scene_id: str) -> Callable[[str], str]:
     base = request.app[keys.SETTINGS].cdn_base_url
     if not base:

@@ -33,7 +33,8 @@ LEFT JOIN LATERAL (
     WHERE jobs.segment_id = s.id AND jobs.kind = 'transcode'
     ORDER BY created_at DESC LIMIT 1
 ) j ON true
-WHERE s.id = $1;
+WHERE s.id = $1 AND s.status <> 'removed'
+  AND EXISTS (SELECT 1 FROM scenes sc WHERE sc.id = s.scene_id AND sc.deleted_at IS NULL);
 
 -- name: get_segment_for_job
 SELECT s.id, s.scene_id, s.sequence, s.contributor_id, s.status,
@@ -81,15 +82,19 @@ WHERE s.scene_id = $1 AND s.status = 'ready'
 ORDER BY s.sequence, r.profile;
 
 -- name: ready_segment_exists
+-- A clip removed from its scene ('removed') keeps serving its own files until its
+-- grace period ends, for players holding the previous stitched playlist.
 SELECT 1 FROM segments s JOIN scenes sc ON sc.id = s.scene_id
-WHERE s.id = $1 AND s.scene_id = $2 AND s.status = 'ready' AND sc.deleted_at IS NULL;
+WHERE s.id = $1 AND s.scene_id = $2 AND s.status IN ('ready', 'removed')
+  AND sc.deleted_at IS NULL;
 
 -- name: live_scene_version
 SELECT version FROM scenes WHERE id = $1 AND deleted_at IS NULL;
 
 -- name: segment_clip
--- One ready segment of a live scene with its renditions and storyboard cues: what
--- its own playlists and storyboard VTT are built from.
+-- One ready (or removed, in its grace period) segment of a live scene with its
+-- renditions and storyboard cues: what its own playlists and storyboard VTT are
+-- built from.
 SELECT s.id, s.sequence, s.duration, s.metadata -> 'storyboard' AS storyboard,
        u.id AS contributor_id, u.username,
        r.profile, r.width, r.height, r.frame_rate, r.codecs, r.bandwidth_peak,
@@ -98,5 +103,11 @@ FROM segments s
 JOIN scenes sc ON sc.id = s.scene_id AND sc.deleted_at IS NULL
 JOIN users u ON u.id = s.contributor_id
 JOIN renditions r ON r.segment_id = s.id
-WHERE s.id = $1 AND s.scene_id = $2 AND s.status = 'ready'
+WHERE s.id = $1 AND s.scene_id = $2 AND s.status IN ('ready', 'removed')
 ORDER BY r.profile;
+
+-- name: lock_live_scene
+-- Inside the transaction that adds a clip: the live scene's row, locked, so that
+-- clips added at once get consecutive sequences and none lands in a scene being
+-- deleted (origin/lifecycle.py locks the same row to delete it).
+SELECT id FROM scenes WHERE id = $1 AND deleted_at IS NULL FOR UPDATE;

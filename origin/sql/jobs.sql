@@ -8,12 +8,14 @@
 
 -- name: job_enqueue
 -- $1 id, $2 kind, $3 payload (JSON text), $4 max_attempts, $5 dedupe_key,
--- $6 scene_id, $7 segment_id, $8 the notification channel. No row back: a
--- queued/running job holds $5. A new job notifies $8 (payload: its kind), delivered
--- when the caller's transaction commits.
+-- $6 scene_id, $7 segment_id, $8 the notification channel, $9 seconds before it is
+-- due. No row back: a queued/running job holds $5. A new job notifies $8 (payload:
+-- its kind), delivered when the caller's transaction commits.
 WITH job AS (
-    INSERT INTO jobs (id, kind, payload, max_attempts, dedupe_key, scene_id, segment_id)
-    VALUES ($1, $2, ($3::text)::jsonb, $4, $5, $6, $7)
+    INSERT INTO jobs (id, kind, payload, max_attempts, dedupe_key, scene_id, segment_id,
+                      run_after)
+    VALUES ($1, $2, ($3::text)::jsonb, $4, $5, $6, $7,
+            now() + make_interval(secs => $9::float8))
     ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running')
     DO NOTHING
     RETURNING *)
@@ -188,3 +190,105 @@ SELECT kind, extract(epoch FROM now() - min(run_after))::float8 AS age
 -- name: job_listening
 -- On a listening connection: is it alive and still listening on $1?
 SELECT $1::text IN (SELECT pg_listening_channels());
+
+-- name: job_cancel
+-- The queued and running jobs of scene $1 or of segment $2 (either may be NULL)
+-- become `cancelled`, except delete_scene jobs; $3 the reason. A running job keeps
+-- its lease token, so its fenced writes (heartbeat, publish, complete) fail from now
+-- on, and `job_holders` sees its worker until it lets go or the lease expires.
+UPDATE jobs
+   SET status = 'cancelled',
+       last_error = $3,
+       finished_at = now(),
+       updated_at = now()
+ WHERE status IN ('queued', 'running')
+   AND kind <> 'delete_scene'
+   AND (scene_id = $1::text OR segment_id = $2::text)
+RETURNING *;
+
+-- name: job_let_go
+-- The worker of a cancelled job has stopped writing: it gives up the lease.
+UPDATE jobs
+   SET lease_token = NULL,
+       lease_expires_at = NULL,
+       updated_at = now()
+ WHERE id = $1
+   AND lease_token = $2
+   AND status = 'cancelled'
+RETURNING id;
+
+-- name: job_holders
+-- Cancelled jobs of scene $1 or segment $2 whose worker may still be writing: it
+-- has not let go and its lease has not expired.
+SELECT count(*)::int
+  FROM jobs
+ WHERE status = 'cancelled'
+   AND lease_token IS NOT NULL
+   AND lease_expires_at > now()
+   AND (scene_id = $1::text OR segment_id = $2::text);
+
+-- name: job_ids_of
+-- Every job of scene $1 or segment $2 but $3: whose internal objects
+-- (jobs/{id}/...) go when the scene or the clip does.
+SELECT id
+  FROM jobs
+ WHERE (scene_id = $1::text OR segment_id = $2::text)
+   AND id <> $3
+ ORDER BY id;
+
+-- name: job_latest
+-- The newest job of kind $2 for segment $1.
+SELECT *
+  FROM jobs
+ WHERE segment_id = $1
+   AND kind = $2
+ ORDER BY created_at DESC
+ LIMIT 1;
+
+-- name: job_requeue_finished
+-- A failed or dead job queued again with a fresh attempt budget (its errors kept);
+-- $2 the notification channel.
+WITH requeued AS (
+    UPDATE jobs
+       SET status = 'queued',
+           attempts = 0,
+           run_after = now(),
+           progress = 0,
+           finished_at = NULL,
+           lease_token = NULL,
+           lease_expires_at = NULL,
+           updated_at = now()
+     WHERE id = $1
+       AND status IN ('failed', 'dead')
+    RETURNING *)
+SELECT requeued.*
+  FROM requeued, pg_notify($2, requeued.kind);
+
+-- name: job_lock_in_flight
+-- Inside a caller's transaction, before it touches the segment or scene rows: lock
+-- the queued and running jobs of scene $1 or segment $2, in the order a publishing
+-- transaction takes its locks (job, segment, scene), so the two cannot deadlock.
+SELECT id
+  FROM jobs
+ WHERE status IN ('queued', 'running')
+   AND (scene_id = $1::text OR segment_id = $2::text)
+ ORDER BY id
+   FOR UPDATE;
+
+-- name: job_defer
+-- The handler's work continues later (a clip's objects outlive its removal by a grace
+-- period): queued again after $3 seconds with $4 (a JSON object) merged into its
+-- payload; the attempt does not count.
+UPDATE jobs
+   SET status = 'queued',
+       attempts = greatest(attempts - 1, 0),
+       run_after = now() + make_interval(secs => $3::float8),
+       payload = payload || ($4::text)::jsonb,
+       progress = 0,
+       lease_token = NULL,
+       lease_expires_at = NULL,
+       updated_at = now()
+ WHERE id = $1
+   AND lease_token = $2
+   AND status = 'running'
+RETURNING *;

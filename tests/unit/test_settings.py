@@ -67,3 +67,35 @@ def test_frozen():
     s = Settings.from_env({})
     with pytest.raises(AttributeError):
         s.port = 1  # type: ignore[misc]
+
+
+def test_scene_life_settings():
+    d = Settings.from_env({})
+    assert (d.cdn_distribution_id, d.cloudfront_endpoint_url) == ("", None)
+    assert (d.cdn_invalidation_window, d.segment_removal_grace) == (5.0, 3600.0)
+    s = Settings.from_env(
+        {
+            "CDN_DISTRIBUTION_ID": "E1ZAZAX2AMK9LZ",
+            "CLOUDFRONT_ENDPOINT_URL": "http://127.0.0.1:5000/",
+            "CDN_INVALIDATION_WINDOW": "0.5",
+            "SEGMENT_REMOVAL_GRACE": "0",
+        }
+    )
+    assert s.cdn_distribution_id == "E1ZAZAX2AMK9LZ"
+    assert s.cloudfront_endpoint_url == "http://127.0.0.1:5000"
+    assert (s.cdn_invalidation_window, s.segment_removal_grace) == (0.5, 0.0)
+    # scene documents are keyed by the signed query on the CDN when signing is on;
+    # workers (SIGNING=none) are told so
+    assert not d.invalidate_query_variants
+    assert Settings.from_env({"CDN_QUERY_VARIANTS": "true"}).invalidate_query_variants
+    assert Settings.from_env(
+        {"SIGNING": "hmac", "HMAC_KEYS": "k1:" + "s" * 16}
+    ).invalidate_query_variants
+    for env, name in [
+        ({"CDN_DISTRIBUTION_ID": "e1/../x"}, "CDN_DISTRIBUTION_ID"),
+        ({"CLOUDFRONT_ENDPOINT_URL": "127.0.0.1:5000"}, "CLOUDFRONT_ENDPOINT_URL"),
+        ({"CDN_INVALIDATION_WINDOW": "-1"}, "CDN_INVALIDATION_WINDOW"),
+        ({"SEGMENT_REMOVAL_GRACE": "soon"}, "SEGMENT_REMOVAL_GRACE"),
+    ]:
+        with pytest.raises(ConfigError, match=f"^{name}:"):
+            Settings.from_env(env)
