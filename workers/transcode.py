@@ -321,12 +321,12 @@ async def _write_poster(
         first = await catalog.first_ready_segment(conn, scene_id)
     if first != segment_id:
         return
-    meta = layout.file_meta("poster.jpg")
+    meta = layout.asset_meta(layout.poster_key(scene_id))
     await storage.put(
         settings.assets_bucket,
         layout.poster_key(scene_id),
         thumbnail_large,
         content_type=meta.content_type,
-        cache_control="public, max-age=300",
+        cache_control=meta.cache_control,
         tags={"type": meta.tag},
     )
