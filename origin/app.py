@@ -12,8 +12,9 @@ import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from origin import db, keys
+from origin import assets, db, keys
 from origin.handlers import api, files, health, player, scenes, signed
+from origin.handlers import assets as asset_api
 from origin.http import auth, fields, middleware
 from origin.metrics import FastPathAnswers
 from origin.scenecache import new_read_caches
@@ -56,6 +57,7 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.READ_CACHES] = new_read_caches(settings.playlist_cache_entries)
     app[keys.REQUEST_COUNTS] = Counter()
     app[keys.FAST_PATH_ANSWERS] = FastPathAnswers()
+    app[asset_api.PROCESSOR] = assets.Processor(settings.asset_limits())
     app.on_response_prepare.append(fields.stamp)
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_storage_ctx)
@@ -67,4 +69,5 @@ def create_app(settings: Settings) -> web.Application:
     scenes.add_routes(app)
     player.add_routes(app)
     signed.add_routes(app)
+    asset_api.add_routes(app)
     return app
