@@ -340,13 +340,13 @@ def _call(base: str, method: str, path: str, body: bytes | None = None) -> tuple
 
 
 @pytest.mark.slow
-def test_bomb_leaves_the_serving_process_memory_alone(settings, tmp_path):
+def test_bomb_leaves_the_serving_process_memory_alone(pg_dsn, tmp_path):
     """`storyforge serve` as deployed: after a warm-up upload, a 30,000 x 30,000 PNG
     (900 MB decoded) is refused and the process' peak RSS (VmHWM) grows < 50 MB."""
     port = free_port()
     env = {
         **os.environ,
-        "DATABASE_URL": settings.database_url,
+        "DATABASE_URL": pg_dsn,
         "STORAGE": "local",
         "STORAGE_ROOT": str(tmp_path / "storage"),
         "API_TOKENS": API_TOKEN,
