@@ -4,6 +4,7 @@
 # tokens and the origin-secret header itself.
 #
 #   /v/*  scene media and documents     /e/*  exports     /a/*  assets
+#   (/a/scenes/*/reference/* is signed like /v/ and /e/)
 #   anything else: 404 at the edge (the JSON API and the player page are not on the CDN)
 
 locals {
@@ -45,8 +46,10 @@ locals {
     scene_document = { ttl = 5, query = local.document_key_query, compress = true, comment = "stitched scene playlists and storyboard: short, revalidated by ETag" }
     # /e/{sceneId}/full_720p.mp4: layout.EXPORT_META
     export = { ttl = 86400, query = local.media_key_query, compress = false, comment = "compiled scene MP4s" }
-    # /a/...: layout.file_meta(".jpg"/".png")
-    asset = { ttl = 604800, query = [], compress = false, comment = "avatars, topic icons, posters" }
+    # /a/...: layout.ASSET_CACHE (assets change in place; the ETag revalidates)
+    asset = { ttl = 300, query = [], compress = false, comment = "avatars, topic icons, posters" }
+    # /a/scenes/{sceneId}/reference/...: layout.ASSET_CACHE, signed like the scene's media
+    reference = { ttl = 300, query = local.media_key_query, compress = false, comment = "scene references (portraits, style frame, voice anchor)" }
   }
 }
 
@@ -354,7 +357,22 @@ resource "aws_cloudfront_distribution" "cdn" {
     trusted_key_groups         = local.trusted_key_groups
   }
 
-  # Assets are public (avatars, icons, posters): no signature, no query.
+  # A scene's references are as private as the scene (origin/http/auth.py): signed,
+  # checked by CloudFront (cloudfront mode) or by the origin (hmac). Before /a/*.
+  ordered_cache_behavior {
+    path_pattern               = "/a/scenes/*/reference/*"
+    target_origin_id           = "origin-alb"
+    allowed_methods            = ["GET", "HEAD", "OPTIONS"]
+    cached_methods             = ["GET", "HEAD"]
+    viewer_protocol_policy     = "https-only"
+    compress                   = false
+    cache_policy_id            = aws_cloudfront_cache_policy.kind["reference"].id
+    origin_request_policy_id   = aws_cloudfront_origin_request_policy.signed.id
+    response_headers_policy_id = aws_cloudfront_response_headers_policy.security.id
+    trusted_key_groups         = local.trusted_key_groups
+  }
+
+  # Other assets are public (avatars, icons, posters): no signature, no query.
   ordered_cache_behavior {
     path_pattern               = "/a/*"
     target_origin_id           = "origin-alb"

@@ -80,7 +80,8 @@ resource "aws_iam_role_policy" "execution" {
 
 # ---------------------------------------------------------------------------- origin task role
 # Reads media of the videos, assets and exports buckets; writes uploads (and removes
-# rejected ones) under internal/jobs/. Never writes or deletes published media.
+# rejected ones) under internal/jobs/, and the assets the API writes (avatars, topic
+# icons, scene references: origin/assets.py). Never writes or deletes published media.
 
 data "aws_iam_policy_document" "origin_task" {
   statement {
@@ -102,6 +103,18 @@ data "aws_iam_policy_document" "origin_task" {
     sid       = "WriteUploads"
     actions   = ["s3:PutObject", "s3:PutObjectTagging", "s3:GetObject", "s3:AbortMultipartUpload", "s3:DeleteObject"]
     resources = ["${aws_s3_bucket.internal.arn}/jobs/*"]
+  }
+
+  # PUT/DELETE /api/v1/users/{id}/avatar, topics/{id}/icon, scenes/{id}/references/{name}:
+  # re-encoded in the origin, written with one PutObject (then HeadObject), or deleted.
+  statement {
+    sid     = "WriteApiAssets"
+    actions = ["s3:PutObject", "s3:PutObjectTagging", "s3:DeleteObject"]
+    resources = [
+      "${aws_s3_bucket.assets.arn}/avatars/*",
+      "${aws_s3_bucket.assets.arn}/topics/*",
+      "${aws_s3_bucket.assets.arn}/scenes/*/reference/*",
+    ]
   }
 
   # The metrics sidecar writes the job gauge as embedded-metric-format log events.

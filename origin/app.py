@@ -13,8 +13,9 @@ import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from origin import changes, db, keys
+from origin import assets, changes, db, keys
 from origin.handlers import api, files, health, lifecycle, player, scenes, signed
+from origin.handlers import assets as asset_api
 from origin.http import auth, fields, middleware
 from origin.metrics import FastPathAnswers, HttpStats
 from origin.scenecache import forget_scene, new_read_caches
@@ -74,6 +75,7 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.READ_CACHES] = new_read_caches(settings.playlist_cache_entries)
     app[keys.HTTP_STATS] = HttpStats()
     app[keys.FAST_PATH_ANSWERS] = FastPathAnswers()
+    app[asset_api.PROCESSOR] = assets.Processor(settings.asset_limits())
     app.on_response_prepare.append(fields.stamp)
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_storage_ctx)
@@ -87,4 +89,5 @@ def create_app(settings: Settings) -> web.Application:
     player.add_routes(app)
     signed.add_routes(app)
     lifecycle.add_routes(app)
+    asset_api.add_routes(app)
     return app

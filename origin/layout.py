@@ -1,8 +1,9 @@
 """Where things live: ID formats, object keys in the four buckets, and the HTTP
 metadata (Content-Type, Cache-Control, S3 tag) of every file kind. Pure.
 
-Keys follow DESIGN.md "Storage" (seed §2, flat per-segment folders); cache policy
-follows seed §7.2.
+Keys follow DESIGN.md "Storage" (seed §2, flat per-segment folders; the assets
+bucket's avatars, topic icons, posters and scene references); cache policy follows
+seed §7.2, except for assets, which change in place (short max-age plus ETag).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from dataclasses import dataclass
 
 # IDs: a fixed prefix and 12-32 lowercase base32/hex-ish characters. Anything else
 # is rejected before it can reach a storage key or a query.
-ID_PREFIXES = ("usr", "scn", "seg", "job", "exp")
-_ID_RE = re.compile(r"^(usr|scn|seg|job|exp)_[0-9a-z]{12,32}$")
+# `top_` (topics) and `ent_` (a scene's characters and other entities) are minted by
+# the StoryForge app; the origin only checks them.
+ID_PREFIXES = ("usr", "scn", "seg", "job", "exp", "top", "ent")
+_ID_RE = re.compile(r"^(usr|scn|seg|job|exp|top|ent)_[0-9a-z]{12,32}$")
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lowercase
 PROFILE_RE = re.compile(r"^[0-9]{3,4}p$")
 
@@ -73,8 +76,6 @@ _DEFAULT_META = FileMeta("application/octet-stream", "private, no-store", "inter
 SCENE_PLAYLIST_CACHE = "public, max-age=5, stale-while-revalidate=30"
 SEGMENT_PLAYLIST_CACHE = "public, max-age=31536000, immutable"
 EXPORT_META = FileMeta("video/mp4", "private, max-age=86400", "export")
-# The poster changes when an earlier clip publishes or the first clip is removed.
-POSTER_CACHE = "public, max-age=300"
 INTERNAL_TAG = "internal"
 
 
@@ -149,14 +150,77 @@ def avatar_key(user_id: str) -> str:
     return f"avatars/{user_id}.jpg"
 
 
+def topic_icon_key(topic_id: str) -> str:
+    return f"topics/{topic_id}/icon.png"
+
+
+STYLE_FRAME = "style_frame.png"
+VOICE_ANCHOR = "voice_anchor.wav"
+_ID = r"[0-9a-z]{12,32}"
+_PORTRAIT_RE = re.compile(rf"^char_(ent_{_ID})_portrait\.png$")
+
+
+def portrait_name(entity_id: str) -> str:
+    """`char_{entityId}_portrait.png`, a character's reference portrait (seed §2)."""
+    if not is_id(entity_id, "ent"):
+        raise ValueError(f"not an entity id: {entity_id!r}")
+    return f"char_{entity_id}_portrait.png"
+
+
+def portrait_entity(name: str) -> str | None:
+    """The entity id of a portrait's file name, or None if `name` is not one."""
+    m = _PORTRAIT_RE.fullmatch(name)
+    return m.group(1) if m else None
+
+
+def is_reference_name(name: str) -> bool:
+    """The files a scene's `reference/` folder may hold (seed §2), exactly."""
+    return name in (STYLE_FRAME, VOICE_ANCHOR) or portrait_entity(name) is not None
+
+
+def reference_prefix(scene_id: str) -> str:
+    return f"scenes/{scene_id}/reference/"
+
+
+def reference_key(scene_id: str, name: str) -> str:
+    if not (is_id(scene_id, "scn") and is_reference_name(name)):
+        raise ValueError(f"not a scene reference: {scene_id!r}, {name!r}")
+    return reference_prefix(scene_id) + name
+
+
 _ASSET_RE = re.compile(
-    r"^(?:avatars/usr_[0-9a-z]{12,32}\.jpg|topics/[A-Za-z0-9_-]{1,64}/icon\.png"
-    r"|scenes/scn_[0-9a-z]{12,32}/(?:poster\.jpg|reference/[A-Za-z0-9_.-]{1,128}))$"
+    rf"^(?:avatars/usr_{_ID}\.jpg|topics/top_{_ID}/icon\.png"
+    rf"|scenes/scn_{_ID}/(?:poster\.jpg|reference/(?:style_frame\.png|voice_anchor\.wav"
+    rf"|char_ent_{_ID}_portrait\.png)))$"
 )
+_REFERENCE_KEY_RE = re.compile(rf"^scenes/scn_{_ID}/reference/")
 
 
 def is_asset_key(key: str) -> bool:
-    return bool(_ASSET_RE.fullmatch(key)) and ".." not in key
+    return bool(_ASSET_RE.fullmatch(key))
+
+
+def is_reference_key(key: str) -> bool:
+    """A scene reference: private when its scene is (signed like the scene's media)."""
+    return is_asset_key(key) and bool(_REFERENCE_KEY_RE.match(key))
+
+
+# Assets change in place (a new avatar, icon, poster or reference under the same key):
+# a short shared cache, revalidated by ETag. Stored with every asset, and served as
+# stored (the answer to a request under /a/ carries the object's own fields).
+ASSET_CACHE = "public, max-age=300"
+
+
+def asset_meta(key: str) -> FileMeta:
+    """Content-Type, Cache-Control and S3 tag an asset is written with (and the
+    fallback when a backend does not return the stored fields)."""
+    meta = file_meta(key.rsplit("/", 1)[-1])
+    return FileMeta(meta.content_type, ASSET_CACHE, meta.tag)
+
+
+def asset_path(key: str) -> str:
+    """`/a/{key}`: where the origin (and the CDN) serves an asset."""
+    return f"/a/{key}"
 
 
 # --- CDN mapping (seed §3.2) ----------------------------------------------------

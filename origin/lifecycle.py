@@ -244,13 +244,14 @@ async def refresh_poster(
     except ObjectNotFound:
         log.warning("poster of %s not refreshed: %s is missing", scene_id, source)
         return
-    meta = layout.file_meta("poster.jpg")
+    # the poster changes when an earlier clip publishes or the first clip is removed
+    meta = layout.asset_meta(key)
     await storage.put(
         settings.assets_bucket,
         key,
         image,
         content_type=meta.content_type,
-        cache_control=layout.POSTER_CACHE,
+        cache_control=meta.cache_control,
         tags={"type": meta.tag},
     )
     async with pool.acquire() as conn:  # deleted meanwhile: its job may have run already

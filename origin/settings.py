@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from origin.assetrules import AssetLimits
 from origin.signing import (
     CloudFrontKey,
     HmacKey,
@@ -77,6 +78,10 @@ class Settings:
     cdn_invalidation_window: float = 5.0
     cdn_query_variants: bool = False
     segment_removal_grace: float = 3600.0
+    # Assets written through the API (issue 15, origin/assetrules.py)
+    asset_max_bytes: int = 32 * 1024**2
+    asset_max_pixels: int = 50_000_000
+    voice_max_seconds: float = 60.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -120,6 +125,14 @@ class Settings:
             hmac_bind_ip=self.hmac_bind_ip,
             cloudfront=key,
             cloudfront_bind_ip=self.cloudfront_bind_ip,
+        )
+
+    def asset_limits(self) -> AssetLimits:
+        """The bounds of an asset upload (ASSET_MAX_BYTES, ASSET_MAX_PIXELS, VOICE_MAX_SECONDS)."""
+        return AssetLimits(
+            max_bytes=self.asset_max_bytes,
+            max_pixels=self.asset_max_pixels,
+            voice_max_seconds=self.voice_max_seconds,
         )
 
     @property
@@ -181,6 +194,11 @@ class Settings:
             "segment_removal_grace": _float(
                 e, "SEGMENT_REMOVAL_GRACE", d.segment_removal_grace, 0.0
             ),
+            "asset_max_bytes": _int(e, "ASSET_MAX_BYTES", d.asset_max_bytes, 1024, 1024**3),
+            "asset_max_pixels": _int(
+                e, "ASSET_MAX_PIXELS", d.asset_max_pixels, 1_000_000, 500_000_000
+            ),
+            "voice_max_seconds": _float(e, "VOICE_MAX_SECONDS", d.voice_max_seconds, 1.0),
         }
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]

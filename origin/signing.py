@@ -15,10 +15,11 @@ CloudFront (``SIGNING=cloudfront``)
 HMAC (``SIGNING=hmac``)
     ``?exp={unix seconds}&kid={key id}[&ip={address}]&sig={base64url}`` where
     ``sig = base64url(HMAC-SHA256(secret, f"{prefix}\\n{exp}\\n{ip or ''}"))`` without
-    padding and ``prefix`` is ``/v/{sceneId}/`` (or ``/e/{sceneId}/`` for exports). One
-    token covers everything under its prefix. ``verify`` is the origin's check: pure,
-    with the clock injected, constant-time, and it answers ``Denied(reason)`` for any
-    input at all (never raises).
+    padding and ``prefix`` is ``/v/{sceneId}/`` (or ``/e/{sceneId}/`` for exports,
+    ``/a/scenes/{sceneId}/reference/`` for the scene's references). One token covers
+    everything under its prefix. ``verify`` is the origin's check: pure, with the clock
+    injected, constant-time, and it answers ``Denied(reason)`` for any input at all
+    (never raises).
 
 Propagation
     Documents the origin caches (stitched playlists, per-segment playlists, the
@@ -75,6 +76,7 @@ __all__ = [
     "mark_uri",
     "marking",
     "mint_export",
+    "mint_references",
     "mint_scene",
     "mint_token",
     "parse_hmac_keys",
@@ -297,7 +299,7 @@ def hmac_signature(secret: bytes, prefix: str, exp: int, ip: str | None = None) 
 class Token:
     """A verified (or freshly minted) origin token."""
 
-    prefix: str  # "/v/{sceneId}/" or "/e/{sceneId}/"
+    prefix: str  # "/v/{sceneId}/", "/e/{sceneId}/" or "/a/scenes/{sceneId}/reference/"
     exp: int
     kid: str
     ip: str | None
@@ -311,12 +313,15 @@ class Token:
 
     @property
     def scene_id(self) -> str:
+        if self.prefix.startswith("/a/"):
+            return self.prefix[len("/a/scenes/") : -len("/reference/")]
         return self.prefix[3:-1]
 
 
 def mint_token(prefix: str, exp: int, key: HmacKey, ip: str | None = None) -> Token:
-    """A token for everything under ``prefix`` (``/v/{sceneId}/`` or ``/e/{sceneId}/``)
-    valid while ``now < exp``, optionally bound to one client address."""
+    """A token for everything under ``prefix`` (``/v/{sceneId}/``, ``/e/{sceneId}/`` or
+    ``/a/scenes/{sceneId}/reference/``) valid while ``now < exp``, optionally bound to
+    one client address."""
     _prefix_scene(prefix)
     if ip is not None:
         ip = _normal_ip(ip)
@@ -339,7 +344,8 @@ _TOKEN_NAMES = frozenset(("exp", "kid", "ip", "sig"))
 _EXP_RE = re.compile(r"[0-9]{1,12}")
 _SIG_RE = re.compile(r"[A-Za-z0-9_-]{43}")  # 32 bytes, base64url, no padding
 _IP_TEXT_RE = re.compile(r"[0-9A-Fa-f.:]{2,45}")
-_PATH_RE = re.compile(r"/([ve])/([^/]{1,64})/")
+# the prefixes a token covers: a scene's media, its exports, its references
+_PATH_RE = re.compile(r"/[ve]/([^/]{1,64})/|/a/scenes/([^/]{1,64})/reference/")
 # Token.query's own form: exp, kid, optional ip, sig, in that order, nothing else
 _CANONICAL_RE = re.compile(
     r"exp=([0-9]{1,12})&kid=([A-Za-z0-9_-]{1,32})(?:&ip=([0-9A-Fa-f.:]{2,45}))?"
@@ -380,7 +386,7 @@ def _verify(
     require_ip: bool,
 ) -> Ok | Denied:
     match = _PATH_RE.match(path)
-    if match is None or not layout.is_id(match.group(2), "scn"):
+    if match is None or not layout.is_id(match.group(1) or match.group(2), "scn"):
         return Denied("the path does not name a scene")
     prefix = match.group(0)
     canonical = _CANONICAL_RE.fullmatch(query)
@@ -464,9 +470,9 @@ def _check_scene(scene_id: str) -> None:
 
 def _prefix_scene(prefix: str) -> str:
     match = _PATH_RE.fullmatch(prefix)
-    if match is None or not layout.is_id(match.group(2), "scn"):
+    if match is None or not layout.is_id(match.group(1) or match.group(2), "scn"):
         raise ValueError(f"not a scene prefix: {prefix!r}")
-    return match.group(2)
+    return str(match.group(1) or match.group(2))
 
 
 # ---------------------------------------------------------------- the process' policy
@@ -530,21 +536,36 @@ def _bound_ip(bind: bool, client_ip: str | None) -> str | None:
     return ip
 
 
+def _mint_prefix(cfg: SigningConfig, prefix: str, *, now: float, client_ip: str | None) -> Grant:
+    exp = int(now) + cfg.ttl
+    if cfg.mode == "hmac":
+        ip = _bound_ip(cfg.hmac_bind_ip, client_ip)
+        return Grant(mint_token(prefix, exp, cfg.hmac_keys[0], ip).query, exp)
+    if cfg.mode == "cloudfront":
+        assert cfg.cloudfront is not None
+        ip = _bound_ip(cfg.cloudfront_bind_ip, client_ip)
+        policy = build_policy(f"{cfg.cdn_base.rstrip('/')}{prefix}*", exp, ip_address=ip)
+        return Grant(custom_policy_query(policy, cfg.cloudfront), exp)
+    return NO_GRANT
+
+
 def mint_scene(cfg: SigningConfig, scene_id: str, *, now: float, client_ip: str | None) -> Grant:
     """The authorisation for everything under ``/v/{sceneId}/`` for ``cfg.ttl`` seconds:
     an origin token (hmac) or a custom policy over ``{CDN_BASE_URL}/v/{sceneId}/*``
     (cloudfront); NO_GRANT when signing is off."""
     _check_scene(scene_id)
-    exp = int(now) + cfg.ttl
-    if cfg.mode == "hmac":
-        ip = _bound_ip(cfg.hmac_bind_ip, client_ip)
-        return Grant(mint_token(f"/v/{scene_id}/", exp, cfg.hmac_keys[0], ip).query, exp)
-    if cfg.mode == "cloudfront":
-        assert cfg.cloudfront is not None
-        ip = _bound_ip(cfg.cloudfront_bind_ip, client_ip)
-        policy = build_policy(scene_resource(cfg.cdn_base, scene_id), exp, ip_address=ip)
-        return Grant(custom_policy_query(policy, cfg.cloudfront), exp)
-    return NO_GRANT
+    return _mint_prefix(cfg, f"/v/{scene_id}/", now=now, client_ip=client_ip)
+
+
+def mint_references(
+    cfg: SigningConfig, scene_id: str, *, now: float, client_ip: str | None
+) -> Grant:
+    """The authorisation for a scene's references, ``/a/scenes/{sceneId}/reference/``,
+    as ``mint_scene`` gives one for its media (a private scene's references are as
+    private as its clips)."""
+    _check_scene(scene_id)
+    prefix = layout.asset_path(layout.reference_prefix(scene_id))
+    return _mint_prefix(cfg, prefix, now=now, client_ip=client_ip)
 
 
 def scene_cookies(

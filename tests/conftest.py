@@ -100,6 +100,7 @@ BOTH_PATHS = {
     "test_metrics",
     "test_playback",
     "test_signed",
+    "test_assets",
 }
 
 

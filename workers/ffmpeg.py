@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import re
-import signal
-import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from origin.processes import Completed, run_capture
+from origin.processes import kill as _kill
+from origin.processes import spawn as _spawn
 from workers import encoding
 from workers import metrics as jobstats
 from workers.encoding import DEFAULT_LADDER, Rung
@@ -49,8 +49,14 @@ __all__ = [
 
 ProgressCallback = Callable[[float], Awaitable[None]]
 
-_PR_SET_PDEATHSIG = 1
-_MAX_CAPTURE = 16 * 1024 * 1024
+
+async def _capture(cmd: Sequence[str], *, timeout: float) -> Completed:
+    """`run_capture`, its wall time counted for the current job (workers/metrics.py)."""
+    started = time.monotonic()
+    try:
+        return await run_capture(cmd, timeout=timeout)
+    finally:
+        jobstats.tool_ran(time.monotonic() - started)
 
 
 class TranscodeFailed(Exception):
@@ -98,79 +104,6 @@ class TranscodeOutput:
     storyboard_vtt: Path
     log: Path
     duration: float
-
-
-@dataclass(frozen=True)
-class Completed:
-    returncode: int
-    stdout: bytes
-    stderr: str
-
-
-# ------------------------------------------------------------------ processes
-
-
-def _child_setup(parent: int) -> Callable[[], None]:
-    """preexec_fn: SIGKILL this child when the worker dies (Linux), even by SIGKILL."""
-
-    def setup() -> None:
-        if sys.platform.startswith("linux"):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            if os.getppid() != parent:  # the worker died before prctl took effect
-                os._exit(1)
-
-    return setup
-
-
-async def _spawn(cmd: Sequence[str], *, stdout: int) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        *cmd,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=stdout,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,  # own process group: killpg reaches every child
-        preexec_fn=_child_setup(os.getpid()),
-    )
-
-
-async def _kill(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        await asyncio.shield(proc.wait())
-
-
-async def _read_all(stream: asyncio.StreamReader | None, limit: int = _MAX_CAPTURE) -> bytes:
-    if stream is None:
-        return b""
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await stream.read(65536):
-        if size < limit:
-            chunks.append(chunk[: limit - size])
-        size += len(chunk)
-    return b"".join(chunks)
-
-
-async def run_capture(cmd: Sequence[str], *, timeout: float) -> Completed:
-    """Run a short command (ffprobe, SPS extraction) to completion; kill it on timeout.
-
-    Raises TimeoutError after killing the process group.
-    """
-    started = time.monotonic()
-    proc = await _spawn(cmd, stdout=asyncio.subprocess.PIPE)
-    try:
-        async with asyncio.timeout(timeout):
-            out, err = await asyncio.gather(_read_all(proc.stdout), _read_all(proc.stderr))
-            rc = await proc.wait()
-    except BaseException:
-        await _kill(proc)
-        raise
-    finally:
-        jobstats.tool_ran(time.monotonic() - started)
-    return Completed(rc, out, err.decode("utf-8", "replace"))
 
 
 async def _lines(stream: asyncio.StreamReader, max_line: int = 4096) -> AsyncIterator[str]:
@@ -235,7 +168,7 @@ async def probe(
             f"file is {size / 1e6:.0f} MB, above the limit of {limits.max_bytes / 1e6:.0f} MB"
         )
     try:
-        done = await run_capture(ffprobe_command(path), timeout=timeout)
+        done = await _capture(ffprobe_command(path), timeout=timeout)
     except TimeoutError:
         raise TranscodeFailed(f"ffprobe did not finish within {timeout:g} s") from None
     if done.returncode < 0:
@@ -333,8 +266,8 @@ async def _run_transcode(
 async def _probe_rendition(segment: Path, timeout: float) -> tuple[dict, dict, str]:
     """(video stream, audio stream, codecs from SPS) of one of our own output segments."""
     info, raw = await asyncio.gather(
-        run_capture(encoding.segment_streams_command(segment), timeout=timeout),
-        run_capture(encoding.segment_sps_command(segment), timeout=timeout),
+        _capture(encoding.segment_streams_command(segment), timeout=timeout),
+        _capture(encoding.segment_sps_command(segment), timeout=timeout),
     )
     if info.returncode != 0 or raw.returncode != 0:
         raise TranscodeFailed(

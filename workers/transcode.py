@@ -347,13 +347,13 @@ async def _write_poster(
         first = await catalog.first_ready_segment(conn, scene_id)
     if first != segment_id:
         return False
-    meta = layout.file_meta("poster.jpg")
+    meta = layout.asset_meta(layout.poster_key(scene_id))
     await storage.put(
         settings.assets_bucket,
         layout.poster_key(scene_id),
         thumbnail_large,
         content_type=meta.content_type,
-        cache_control=layout.POSTER_CACHE,
+        cache_control=meta.cache_control,
         tags={"type": meta.tag},
     )
     async with ctx.pool.acquire() as conn:

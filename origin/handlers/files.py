@@ -2,7 +2,7 @@
 mapping) and assets under `/a/{key}`. Media, thumbnails and sprite sheets are sent
 from storage as stored (origin/handlers/objects.py); the segment's playlists and
 storyboard VTT are built from its Postgres rows, exactly as the stitched ones are,
-and served from memory."""
+and served from memory. Assets go out with the fields stored with them (issue 13 §5)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,16 @@ from collections.abc import Callable
 from aiohttp import web
 
 from origin import catalog, keys, layout, playlists, signing
-from origin.errors import not_found
+from origin.errors import ApiError, not_found
 from origin.handlers.documents import document_response
 from origin.handlers.objects import serve_object
 from origin.handlers.scenes import require_live_scene
+from origin.http.auth import AUTH_QUERY, SIGNING
 from origin.scenecache import Built
 
 _DOCUMENTS = ("master.m3u8", "storyboard.vtt")
+# what users upload is never sniffed into something else (Fetch, "X-Content-Type-Options")
+_ASSET_FIELDS = {"X-Content-Type-Options": "nosniff"}
 
 
 async def _segment_ready(request: web.Request, scene_id: str, segment_id: str) -> bool:
@@ -103,16 +106,26 @@ async def segment_file(request: web.Request) -> web.StreamResponse:
 
 
 async def asset(request: web.Request) -> web.StreamResponse:
-    """GET/HEAD `/a/{key}` from the assets bucket (avatars, topic icons, posters)."""
+    """GET/HEAD `/a/{key}` from the assets bucket (avatars, topic icons, posters, scene
+    references), with the Content-Type and Cache-Control stored with each object. A
+    scene reference is answered only once the signing guard has admitted it."""
     key = request.match_info["key"]
     if not layout.is_asset_key(key):
         raise not_found("no such asset")
     if key.startswith("scenes/"):  # a deleted scene's assets are gone at once
         await require_live_scene(request, key.split("/", 2)[1])
-    meta = layout.file_meta(key.rsplit("/", 1)[-1])
+    if layout.is_reference_key(key) and request.app[SIGNING].guarded and AUTH_QUERY not in request:
+        raise ApiError(403, "forbidden", "a scene reference needs the scene's authorisation")
+    meta = layout.asset_meta(key)
     settings = request.app[keys.SETTINGS]
     return await serve_object(
-        request, settings.assets_bucket, key, meta.content_type, meta.cache_control
+        request,
+        settings.assets_bucket,
+        key,
+        meta.content_type,
+        meta.cache_control,
+        stored=True,
+        headers=_ASSET_FIELDS,
     )
 
 

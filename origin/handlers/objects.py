@@ -1,5 +1,6 @@
-"""Stored objects over HTTP (a segment's own files, assets): Content-Type, Cache-Control,
-validators, byte ranges and conditional GET/HEAD (RFC 9110 §13, §14).
+"""Stored objects over HTTP (a segment's own files, assets): Content-Type, Cache-Control
+(for assets, the ones stored with the object), validators, byte ranges and conditional
+GET/HEAD (RFC 9110 §13, §14).
 
 LocalStorage files go out with sendfile (``SendfileResponse``: aiohttp's FileResponse
 with its own range and conditional handling, docs/NOTES.md). Other backends answer a
@@ -8,6 +9,7 @@ S3) and a HEAD with one ``head``, decided by ``origin.conditional``."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
@@ -21,14 +23,33 @@ from origin.storage import ObjectInfo, ObjectNotFound, Storage, StreamedObject, 
 
 
 async def serve_object(
-    request: web.Request, bucket: str, key: str, content_type: str, cache_control: str
+    request: web.Request,
+    bucket: str,
+    key: str,
+    content_type: str,
+    cache_control: str,
+    *,
+    stored: bool = False,
+    headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
-    """Send a stored object with validators, ranges and conditional GET."""
+    """Send a stored object with validators, ranges and conditional GET. With `stored`,
+    the answer carries the Content-Type and Cache-Control stored with the object
+    (`content_type` and `cache_control` stand in where the backend gives none: a 304
+    from S3 carries no Content-Type); `headers` are added to every answer."""
     storage = request.app[keys.STORAGE]
-    base: dict[str, str] = {hdrs.CONTENT_TYPE: content_type, hdrs.CACHE_CONTROL: cache_control}
+    base: dict[str, str] = {
+        hdrs.CONTENT_TYPE: content_type,
+        hdrs.CACHE_CONTROL: cache_control,
+        **(headers or {}),
+    }
     path = await storage.local_path(bucket, key)
     if path is not None:
-        if not path.is_file():
+        if stored:  # the sidecar's fields (one read in a thread, like the file's)
+            try:
+                base = _stored(base, await storage.head(bucket, key))
+            except ObjectNotFound:
+                raise not_found("no such file") from None
+        elif not path.is_file():
             raise not_found("no such file")
         return SendfileResponse(path, headers=base)
     try:
@@ -42,14 +63,25 @@ async def serve_object(
         raise not_found("no such file") from None
     if isinstance(outcome, Unsent):
         return _unsent(outcome, _fields(base, outcome.etag, outcome.last_modified))
+    info = outcome if isinstance(outcome, ObjectInfo) else outcome.info
+    if stored:
+        base = _stored(base, info)
     if isinstance(outcome, ObjectInfo):
         response = web.StreamResponse(headers=_fields(base, outcome.etag, outcome.last_modified))
         response.content_length = outcome.size
         await response.prepare(request)
         return response
-    return await _send(
-        request, outcome, _fields(base, outcome.info.etag, outcome.info.last_modified)
-    )
+    return await _send(request, outcome, _fields(base, info.etag, info.last_modified))
+
+
+def _stored(base: dict[str, str], info: ObjectInfo) -> dict[str, str]:
+    """`base` with the object's own Content-Type and Cache-Control, where it has them."""
+    out = dict(base)
+    if info.content_type:
+        out[hdrs.CONTENT_TYPE] = info.content_type
+    if info.cache_control:
+        out[hdrs.CACHE_CONTROL] = info.cache_control
+    return out
 
 
 async def _head(

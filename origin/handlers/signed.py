@@ -6,6 +6,7 @@ origin/signing.py."""
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
@@ -29,11 +30,17 @@ def viewer_ip(request: web.Request) -> str | None:
         raise ApiError(400, "bad_request", "viewerIp is not an IP address") from None
 
 
-def mint_scene_grant(request: web.Request, scene_id: str, client_ip: str | None) -> signing.Grant:
-    """The authorisation for a scene's `/v/` prefix, for the viewer at `client_ip`."""
+def mint_scene_grant(
+    request: web.Request,
+    scene_id: str,
+    client_ip: str | None,
+    mint: Callable[..., signing.Grant] = signing.mint_scene,
+) -> signing.Grant:
+    """The authorisation for a scene's `/v/` prefix (or what `mint` covers, e.g.
+    `signing.mint_references`), for the viewer at `client_ip`."""
     state = request.app[SIGNING]
     try:
-        return signing.mint_scene(state.config, scene_id, now=state.clock(), client_ip=client_ip)
+        return mint(state.config, scene_id, now=state.clock(), client_ip=client_ip)
     except ValueError as exc:  # binding on, but the address is unknown
         raise ApiError(400, "bad_request", f"cannot sign for this client: {exc}") from None
 

@@ -1,5 +1,6 @@
 """Who may do what: the bearer token of the JSON API, and the signing guard that
-checks every `/v/` and `/e/` request (origin secret header, HMAC token) before a
+checks every `/v/` and `/e/` request, and every request for a scene's references
+under `/a/scenes/{sceneId}/reference/` (origin secret header, HMAC token), before a
 handler runs. The signatures themselves are pure functions in origin/signing.py;
 minting for viewers is in origin/handlers/signed.py."""
 
@@ -20,6 +21,18 @@ from origin.scenecache import LRU
 from origin.settings import Settings
 
 _SIGNED_PREFIXES = ("/v/", "/e/")
+_SCENE_ASSETS = "/a/scenes/"
+
+
+def is_signed_path(path: str) -> bool:
+    """Whether the guard checks a request for `path`: a scene's media and exports, and
+    its references (a possibly private scene's files). Avatars, topic icons and
+    posters are public."""
+    return path.startswith(_SIGNED_PREFIXES) or (
+        path.startswith(_SCENE_ASSETS) and "/reference/" in path
+    )
+
+
 log = logging.getLogger("storyforge.signing")
 
 
@@ -114,7 +127,9 @@ def admit(
     if cfg.mode == "hmac":
         # verify's outcome depends on the query, the path's scene prefix, the client
         # address and the time; a remembered success still has its expiry checked
-        memo_key = (raw_query, path[: path.find("/", 3) + 1], remote)
+        # (the scope: "/v/{scene}/", "/e/{scene}/", or "/a/scenes/{scene}/")
+        scope_end = path.find("/", len(_SCENE_ASSETS) if path.startswith("/a/") else 3) + 1
+        memo_key = (raw_query, path[:scope_end], remote)
         token = state.verified.get(memo_key)
         now = state.clock()
         if token is None:
@@ -145,11 +160,11 @@ def count_admitted(state: SigningState, path: str) -> None:
 async def signing_guard(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Every `/v/` and `/e/` request goes through `admit`; a refusal is 403 JSON with
-    the reason. (The fast path admits the scene documents it answers with the same
-    `admit`.)"""
+    """Every `/v/` and `/e/` request, and every scene reference's, goes through
+    `admit`; a refusal is 403 JSON with the reason. (The fast path admits the scene
+    documents it answers with the same `admit`.)"""
     path = request.path
-    if request.method == "OPTIONS" or not path.startswith(_SIGNED_PREFIXES):
+    if request.method == "OPTIONS" or not is_signed_path(path):
         return await handler(request)
     state = request.app[SIGNING]
     verdict = admit(

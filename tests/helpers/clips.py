@@ -122,55 +122,39 @@ def make_clip(
     return out
 
 
-def make_png(path: str | os.PathLike[str], width: int = 320, height: int = 240) -> Path:
-    out = Path(path)
+def _from_lavfi(source: str, out: Path, *output: str) -> Path:
+    """One ffmpeg run from a lavfi source to `out` with the given output options."""
     subprocess.run(
-        [
-            FFMPEG or "ffmpeg",
-            "-nostdin",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            f"testsrc2=size={width}x{height}",
-            "-frames:v",
-            "1",
-            "-f",
-            "image2",
-            "-c:v",
-            "png",
-            str(out),
-        ],
+        [FFMPEG or "ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", source,
+         *output, str(out)],
         check=True,
         capture_output=True,
         timeout=60,
-    )
+    )  # fmt: skip
     return out
+
+
+def make_png(path: str | os.PathLike[str], width: int = 320, height: int = 240) -> Path:
+    return _from_lavfi(
+        f"testsrc2=size={width}x{height}",
+        Path(path),
+        *("-frames:v", "1", "-f", "image2", "-c:v", "png"),
+    )
 
 
 def make_audio_only(path: str | os.PathLike[str], duration: float = 3.0) -> Path:
-    out = Path(path)
-    subprocess.run(
-        [
-            FFMPEG or "ffmpeg",
-            "-nostdin",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            f"sine=frequency=440:duration={duration}",
-            "-c:a",
-            "aac",
-            "-f",
-            "mp4",
-            str(out),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
+    return _from_lavfi(
+        f"sine=frequency=440:duration={duration}", Path(path), "-c:a", "aac", "-f", "mp4"
     )
-    return out
+
+
+def make_wav(
+    path: str | os.PathLike[str], *, seconds: float = 2.0, rate: int = 44_100, layout: str = "5.1"
+) -> Path:
+    """A WAV recording (a tone): 16-bit PCM, `layout` (e.g. mono, 5.1) at `rate` Hz."""
+    return _from_lavfi(
+        f"sine=frequency=330:sample_rate={rate}:duration={seconds},"
+        f"aformat=channel_layouts={layout}",
+        Path(path),
+        *("-c:a", "pcm_s16le", "-f", "wav"),
+    )

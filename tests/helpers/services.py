@@ -1,14 +1,16 @@
-"""Loopback ports for the services tests start."""
+"""Loopback ports for the services tests start, and settings that use them."""
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 from storyforge.dev.cluster import free_port
 
-__all__ = ["child_pids", "free_port", "wait_port"]
+__all__ = ["child_pids", "free_port", "on_moto", "wait_port"]
 
 
 def wait_port(port: int, timeout: float = 30.0) -> None:
@@ -37,3 +39,15 @@ def child_pids(parent: int) -> dict[int, str]:
         if int(fields[1]) == parent and fields[0] != "Z":
             found[int(entry.name)] = cmdline
     return found
+
+
+def on_moto(settings: Any, endpoint: str, **changes: Any) -> Any:
+    """`settings` with storage on moto's S3 server at `endpoint` (its test keys)."""
+    return dataclasses.replace(
+        settings,
+        storage="s3",
+        s3_endpoint_url=endpoint,
+        s3_access_key="test",
+        s3_secret_key="test",
+        **changes,
+    )

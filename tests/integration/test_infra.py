@@ -25,6 +25,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from origin import layout, signing
+from origin.http.auth import is_signed_path
 from origin.settings import Settings
 from tests.helpers.tools import (
     CHECKOV,
@@ -345,9 +346,22 @@ def origin_answers() -> Iterator[tuple[str, str, bool]]:
         yield layout.cdn_path(SCENE, None, name), layout.SCENE_PLAYLIST_CACHE, True
     for quality in ("720p", "1080p"):
         yield f"/e/{layout.export_key(SCENE, quality)}", layout.EXPORT_META.cache_control, True
-    for key in (layout.avatar_key("usr_0123456789abcdef"), layout.poster_key(SCENE)):
+    for key in (
+        layout.avatar_key("usr_0123456789abcdef"),
+        layout.topic_icon_key("top_0123456789abcdef"),
+        layout.poster_key(SCENE),
+        layout.reference_key(SCENE, layout.STYLE_FRAME),
+        layout.reference_key(SCENE, layout.VOICE_ANCHOR),
+        layout.reference_key(SCENE, layout.portrait_name("ent_0123456789abcdef")),
+    ):
         assert layout.is_asset_key(key)
-        yield f"/a/{key}", layout.file_meta(key.rsplit("/", 1)[-1]).cache_control, True
+        yield layout.asset_path(key), layout.asset_meta(key).cache_control, True
+
+
+def signed_path(path: str) -> bool:
+    """What the origin's signing guard checks (and so what CloudFront must sign)."""
+    assert path.startswith(("/v/", "/e/", "/a/")), path
+    return is_signed_path(path)
 
 
 def test_cache_ttls_equal_the_cache_control_the_origin_sends(tf):
@@ -407,10 +421,10 @@ def test_signing_query_strings_are_the_ones_the_code_uses(tf):
     assert dynamic["query_strings"]["for_each"] == (
         "${length(local.signing_query) > 0 ? [local.signing_query] : []}"
     )
-    # media and documents of /v/ and /e/ get it, assets do not
+    # media and documents of /v/ and /e/ get it, and scene references; other assets not
     for path, _, _ in origin_answers():
         behavior = behavior_for(tf, path)
-        if path.startswith(("/v/", "/e/")):
+        if signed_path(path):
             assert behavior["origin_request_policy_id"] == (
                 "${aws_cloudfront_origin_request_policy.signed.id}"
             ), path
@@ -433,7 +447,7 @@ def test_signed_documents_keep_the_viewers_query_in_their_cache_key(tf):
         if not keyed:
             continue
         query = policies[keyed[0]]["query"]
-        if path.startswith("/a/"):
+        if not signed_path(path):
             assert query == [], path
         elif path.endswith((".m3u8", ".vtt")):
             assert query == "${local.document_key_query}", path
@@ -451,7 +465,7 @@ def test_trusted_key_group_guards_media_in_cloudfront_mode(tf):
     )
     for path, _, _ in origin_answers():
         behavior = behavior_for(tf, path)
-        if path.startswith(("/v/", "/e/")):
+        if signed_path(path):
             assert behavior["trusted_key_groups"] == "${local.trusted_key_groups}", path
         else:
             assert "trusted_key_groups" not in behavior, path
@@ -573,12 +587,19 @@ def test_every_action_the_code_uses_is_granted(tf):
                 assert all("/" in r for r in granted[action]), f"{action} on objects only"
 
 
-def test_origin_reads_media_and_writes_only_uploads(tf):
+def test_origin_reads_media_and_writes_only_uploads_and_api_assets(tf):
     origin = grants(tf, "origin_task")
     assert origin["s3:GetObject"] >= {"videos/*", "assets/*", "exports/*"}
-    writes = {"s3:PutObject", "s3:PutObjectTagging", "s3:DeleteObject", "s3:AbortMultipartUpload"}
-    for action in writes:
-        assert origin[action] == {"internal/jobs/*"}, action
+    # the assets the API writes (origin/assets.py), by their key prefixes (origin.layout)
+    api_assets = {
+        "assets/" + prefix for prefix in ("avatars/*", "topics/*", "scenes/*/reference/*")
+    }
+    assert layout.avatar_key("usr_0123456789abcdef").startswith("avatars/")
+    assert layout.topic_icon_key("top_0123456789abcdef").startswith("topics/")
+    assert layout.reference_prefix(SCENE) == f"scenes/{SCENE}/reference/"
+    for action in ("s3:PutObject", "s3:PutObjectTagging", "s3:DeleteObject"):
+        assert origin[action] == {"internal/jobs/*"} | api_assets, action
+    assert origin["s3:AbortMultipartUpload"] == {"internal/jobs/*"}
     assert not [a for a in origin if a.startswith("cloudfront:")]
     # upload (PutObject, then HeadObject) and cleanup (ListObjectsV2, DeleteObjects)
     for action in ("s3:PutObject", "s3:PutObjectTagging", "s3:GetObject", "s3:DeleteObject"):

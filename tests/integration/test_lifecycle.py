@@ -81,7 +81,7 @@ async def put_poster(storage, settings, scene):
         layout.poster_key(scene),
         b"\xff\xd8 poster",
         content_type="image/jpeg",
-        cache_control=layout.POSTER_CACHE,
+        cache_control=layout.ASSET_CACHE,
         tags={"type": "thumbnail"},
     )
 

@@ -16,17 +16,11 @@ from origin.app import create_app
 from tests.helpers.s3calls import s3_calls
 from tests.helpers.scenes import TS_BYTES, publish, scene_with_users
 from tests.helpers.servers import OriginTestServer
+from tests.helpers.services import on_moto
 
 
 def _on_s3(settings, endpoint):
-    return dataclasses.replace(
-        settings,
-        storage="s3",
-        s3_endpoint_url=endpoint,
-        s3_access_key="test",
-        s3_secret_key="test",
-        cors_origins=("https://app.storyforge.io",),
-    )
+    return on_moto(settings, endpoint, cors_origins=("https://app.storyforge.io",))
 
 
 @pytest.fixture(params=["local", "s3"])

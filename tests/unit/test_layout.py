@@ -8,7 +8,7 @@ SCN = "scn_0123456789abcdef"
 SEG = "seg_abcdefghjkmnpqrs"
 
 
-@pytest.mark.parametrize("prefix", ["usr", "scn", "seg", "job", "exp"])
+@pytest.mark.parametrize("prefix", ["usr", "scn", "seg", "job", "exp", "top", "ent"])
 def test_new_ids_validate(prefix):
     value = layout.new_id(prefix)
     assert layout.is_id(value, prefix)
@@ -101,17 +101,62 @@ def test_cdn_mapping_seed_3_2():
     assert layout.cdn_path(SCN, name="master.m3u8") == f"/v/{SCN}/master.m3u8"
 
 
+ENT = "ent_0123456789abcdef"
+TOP = "top_0123456789abcdef"
+
+
 @pytest.mark.parametrize(
-    "key,ok",
+    "key,ok,reference",
     [
-        ("avatars/usr_0123456789abcdef.jpg", True),
-        ("topics/space-opera/icon.png", True),
-        (f"scenes/{SCN}/poster.jpg", True),
-        (f"scenes/{SCN}/reference/style_frame.png", True),
-        (f"scenes/{SCN}/reference/../../x", False),
-        ("avatars/../secret", False),
-        ("/etc/passwd", False),
+        ("avatars/usr_0123456789abcdef.jpg", True, False),
+        (f"topics/{TOP}/icon.png", True, False),
+        (f"scenes/{SCN}/poster.jpg", True, False),
+        (f"scenes/{SCN}/reference/style_frame.png", True, True),
+        (f"scenes/{SCN}/reference/voice_anchor.wav", True, True),
+        (f"scenes/{SCN}/reference/char_{ENT}_portrait.png", True, True),
+        # ids follow the ID rules, names are exactly the seed's
+        ("topics/space-opera/icon.png", False, False),
+        ("topics/top_SHOUTING12345/icon.png", False, False),
+        (f"scenes/{SCN}/reference/char_bob_portrait.png", False, False),
+        (f"scenes/{SCN}/reference/char_{ENT}_portrait.jpg", False, False),
+        (f"scenes/{SCN}/reference/notes.txt", False, False),
+        (f"scenes/{SCN}/reference/../../x", False, False),
+        (f"scenes/{SCN}/reference/", False, False),
+        ("avatars/../secret", False, False),
+        ("avatars/usr_0123456789abcdef.png", False, False),
+        ("/etc/passwd", False, False),
     ],
 )
-def test_asset_keys(key, ok):
+def test_asset_keys(key, ok, reference):
     assert layout.is_asset_key(key) is ok
+    assert layout.is_reference_key(key) is reference
+
+
+def test_asset_key_builders_and_meta():
+    assert layout.topic_icon_key(TOP) == f"topics/{TOP}/icon.png"
+    assert layout.portrait_name(ENT) == f"char_{ENT}_portrait.png"
+    assert layout.portrait_entity(f"char_{ENT}_portrait.png") == ENT
+    assert layout.portrait_entity("char_x_portrait.png") is None
+    assert layout.reference_key(SCN, "style_frame.png") == f"scenes/{SCN}/reference/style_frame.png"
+    assert layout.asset_path(layout.avatar_key("usr_0123456789abcdef")) == (
+        "/a/avatars/usr_0123456789abcdef.jpg"
+    )
+    for bad in (("scn_x", "style_frame.png"), (SCN, "style_frame.jpg"), (SCN, "../x")):
+        with pytest.raises(ValueError):
+            layout.reference_key(*bad)
+    with pytest.raises(ValueError):
+        layout.portrait_name("ent_../x")
+    # assets change in place: short max-age, revalidated by ETag
+    expected = {
+        "avatars/usr_0123456789abcdef.jpg": "image/jpeg",
+        f"topics/{TOP}/icon.png": "image/png",
+        f"scenes/{SCN}/reference/voice_anchor.wav": "audio/wav",
+        f"scenes/{SCN}/poster.jpg": "image/jpeg",
+    }
+    for key, ctype in expected.items():
+        meta = layout.asset_meta(key)
+        assert (meta.content_type, meta.cache_control, meta.tag) == (
+            ctype,
+            "public, max-age=300",
+            "thumbnail",
+        )

@@ -465,6 +465,44 @@ def test_mint_export_hmac_covers_the_export_prefix_only():
     assert isinstance(signing.verify(query, PATH, None, NOW, [K1]), signing.Denied)
 
 
+def test_mint_references_hmac_covers_the_scenes_references_only():
+    cfg = signing.SigningConfig(mode="hmac", hmac_keys=(K1,))
+    grant = signing.mint_references(cfg, SCENE, now=NOW, client_ip=None)
+    assert grant.expires == EXP
+    msg = f"/a/scenes/{SCENE}/reference/\n{EXP}\n".encode()
+    digest = hmac.new(K1.secret, msg, hashlib.sha256).digest()
+    assert _fields(grant.query)["sig"] == base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    for name in ("style_frame.png", "voice_anchor.wav", "char_ent_0123456789ab_portrait.png"):
+        result = signing.verify(grant.query, f"/a/scenes/{SCENE}/reference/{name}", None, NOW, [K1])
+        assert isinstance(result, signing.Ok), name
+        assert result.token.scene_id == SCENE
+    # not the scene's media, not another scene's references, not the poster
+    for path in (
+        PATH,
+        f"/a/scenes/{OTHER}/reference/style_frame.png",
+        f"/a/scenes/{SCENE}/poster.jpg",
+    ):
+        assert isinstance(signing.verify(grant.query, path, None, NOW, [K1]), signing.Denied)
+    # nor does the scene's media token open its references
+    media = signing.mint_scene(cfg, SCENE, now=NOW, client_ip=None).query
+    ref = f"/a/scenes/{SCENE}/reference/style_frame.png"
+    assert _denied(signing.verify(media, ref, None, NOW, [K1])).startswith("bad signature")
+
+
+def test_mint_references_cloudfront_policy_covers_the_reference_prefix(oracle, cf_key):
+    cfg = signing.SigningConfig(mode="cloudfront", cdn_base=CDN, cloudfront=cf_key)
+    grant = signing.mint_references(cfg, SCENE, now=NOW, client_ip=None)
+    url = f"{CDN}/a/scenes/{SCENE}/reference/style_frame.png"
+    resource = f"{CDN}/a/scenes/{SCENE}/reference/*"
+    policy = oracle.build_policy(resource, _dt(grant.expires))
+    assert grant.apply(url) == oracle.generate_presigned_url(url, policy=policy)
+    assert signing.mint_references(signing.SigningConfig(), SCENE, now=NOW, client_ip=None) == (
+        signing.NO_GRANT
+    )
+    with pytest.raises(ValueError):
+        signing.mint_references(cfg, "scn_../x", now=NOW, client_ip=None)
+
+
 # ---------------------------------------------------------------- templates
 
 
