@@ -16,15 +16,12 @@ documents and poster invalidated), then defers itself to the end of the grace pe
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
 from origin import invalidation, layout, lifecycle, queue
 from origin.cdn import Invalidations
 from origin.settings import Settings
 from origin.storage import Storage
-from workers.worker import Deferred, JobContext, PermanentError
-
-Handler = Callable[[JobContext], Awaitable[None]]
+from workers.worker import Deferred, Handler, JobContext, PermanentError
 
 # progress: waiting for cancelled workers, then deleting prefix after prefix (to
 # DELETED), invalidating, purging the rows

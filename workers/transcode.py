@@ -4,7 +4,9 @@ Download the upload, validate it with ffprobe, run the one ffmpeg pass, upload e
 output under `{sceneId}/{segmentId}/` (the keys are deterministic, so a retry
 overwrites only its own unpublished objects), then publish in one transaction fenced
 by the job's lease: segment ready, renditions written, scene version bumped, job
-complete. Nothing is visible to players before that commit.
+complete. Nothing is visible to players before that commit. Then the poster (when
+this is the scene's first clip) and a CDN invalidation of the scene's stitched
+documents, coalesced per scene (origin/cdn.py).
 """
 
 from __future__ import annotations

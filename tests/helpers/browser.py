@@ -128,3 +128,27 @@ class Browser:
             "events: sf.events.slice(-15)})"
         )
         raise AssertionError(f"timed out waiting for {what or expression}: {state}")
+
+
+async def open_player(b: Browser, url: str) -> None:
+    """Load the demo player page and wait until hls.js has parsed the manifest."""
+    await b.goto(url)
+    await b.wait_for(
+        "window.sf && sf.hls && sf.scene && sf.events.some(e => e.kind === 'manifest')",
+        what="manifest parsed",
+    )
+
+
+async def play_to_end(b: Browser, timeout: float = 90) -> list[int]:
+    """Play at twice the speed until `ended` (AssertionError on a fatal hls.js error);
+    returns the discontinuity counters (frag.cc) seen on the way."""
+    await b.eval(
+        "(() => { const v = document.getElementById('video'); "
+        "v.playbackRate = 2; return v.play().then(() => true); })()"
+    )
+    await b.wait_for(
+        "sf.events.some(e => e.kind === 'ended') || sf.fatal", timeout=timeout, what="ended"
+    )
+    assert await b.eval("sf.fatal") is None
+    seen: list[int] = await b.eval("sf.ccSeen")
+    return seen

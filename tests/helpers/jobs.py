@@ -57,3 +57,18 @@ async def workers(
 
 async def keys_under(storage: Storage, bucket: str, prefix: str = "") -> list[str]:
     return [info.key async for info in storage.list(bucket, prefix)]
+
+
+async def scene_objects(storage: Storage, settings, scene_id: str, job_ids=()) -> list[str]:
+    """`bucket/key` of every object under a scene's prefixes (videos and exports
+    `{sceneId}/`, assets `scenes/{sceneId}/`) and its jobs' internal ones, sorted. A
+    `{sceneId}/{segmentId}` as `scene_id` lists one clip's objects."""
+    found = []
+    for bucket, prefix in [
+        (settings.videos_bucket, f"{scene_id}/"),
+        (settings.exports_bucket, f"{scene_id}/"),
+        (settings.assets_bucket, f"scenes/{scene_id}/"),
+        *((settings.internal_bucket, f"jobs/{j}/") for j in job_ids),
+    ]:
+        found += [f"{bucket}/{k}" for k in await keys_under(storage, bucket, prefix)]
+    return sorted(found)

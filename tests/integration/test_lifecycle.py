@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from origin import db, layout, queue
 from origin.app import create_app
 from origin.storage import open_configured_storage
-from tests.helpers.jobs import keys_under, wait_job
+from tests.helpers.jobs import keys_under, scene_objects, wait_job
 from tests.helpers.scenes import AUTH, TS_BYTES, new_scene, publish, published_scene, upload
 from tests.helpers.servers import OriginTestServer
 
@@ -103,18 +103,6 @@ async def statuses(client, urls):
     return {url: (await client.get(url)).status for url in urls}
 
 
-async def objects_of(storage, settings, scene, job_ids=()):
-    found = []
-    for bucket, prefix in [
-        (settings.videos_bucket, f"{scene}/"),
-        (settings.exports_bucket, f"{scene}/"),
-        (settings.assets_bucket, f"scenes/{scene}/"),
-        *((settings.internal_bucket, f"jobs/{j}/") for j in job_ids),
-    ]:
-        found += [f"{bucket}/{k}" for k in await keys_under(storage, bucket, prefix)]
-    return found
-
-
 async def test_deleted_scene_is_hidden_at_once_then_removed_completely(
     origin_client, settings, storage, pool, run_workers
 ):
@@ -146,11 +134,11 @@ async def test_deleted_scene_is_hidden_at_once_then_removed_completely(
     again = await client.delete(f"/api/v1/scenes/{scene}", headers=H)
     assert again.status == 202 and (await again.json())["jobId"] == job_id
 
-    assert await objects_of(storage, settings, scene, [upload_job])
+    assert await scene_objects(storage, settings, scene, [upload_job])
     counted = await invalidations_counted(client)
     run_workers()
     await wait_job(pool, job_id)
-    assert await objects_of(storage, settings, scene, [upload_job]) == []
+    assert await scene_objects(storage, settings, scene, [upload_job]) == []
     # no CDN configured: the invalidation is skipped, and counted as such in /metrics
     assert await invalidations_counted(client) == counted + 1
     async with pool.acquire() as conn:
@@ -159,7 +147,7 @@ async def test_deleted_scene_is_hidden_at_once_then_removed_completely(
     assert (await client.delete(f"/api/v1/scenes/{scene}", headers=H)).status == 404
     # the other scene is untouched
     assert set((await statuses(client, scene_urls(other, other_segs[0])[:4])).values()) == {200}
-    assert len(await objects_of(storage, settings, other)) == 4
+    assert len(await scene_objects(storage, settings, other)) == 4
 
     for url, status in [
         ("/api/v1/scenes/scn_nosuchscene0000", 404),

@@ -22,7 +22,7 @@ from origin import catalog, cdn, db, invalidation, layout, queue
 from origin.app import create_app
 from origin.storage import open_configured_storage
 from tests.helpers.cdn import create_distribution, invalidated_paths, throttled
-from tests.helpers.jobs import keys_under, wait_job, workers
+from tests.helpers.jobs import scene_objects, wait_job, workers
 from tests.helpers.s3calls import delete_errors
 from tests.helpers.scenes import AUTH
 from tests.helpers.servers import OriginTestServer
@@ -116,18 +116,6 @@ async def populate(
     return scene, job_ids, sorted(f"{b}/{k}" for b, k in keys)
 
 
-async def stored(storage, settings, scene, job_ids):
-    found = []
-    for bucket, prefix in [
-        (settings.videos_bucket, f"{scene}/"),
-        (settings.exports_bucket, f"{scene}/"),
-        (settings.assets_bucket, f"scenes/{scene}/"),
-        *((settings.internal_bucket, f"jobs/{j}/") for j in job_ids),
-    ]:
-        found += [f"{bucket}/{k}" for k in await keys_under(storage, bucket, prefix)]
-    return sorted(found)
-
-
 async def delete_through_api(settings, scene):
     async with TestClient(OriginTestServer(create_app(settings))) as client:
         r = await client.delete(f"/api/v1/scenes/{scene}", headers={"Authorization": AUTH})
@@ -149,7 +137,7 @@ async def test_a_scene_of_2500_objects_is_removed_completely(s3_settings, pool, 
         pool, storage, settings, segments=2, per_segment=10, exports=5, assets=5, jobs=2,
         per_job=5,
     )  # fmt: skip
-    assert await stored(storage, settings, scene, job_ids) == keys
+    assert await scene_objects(storage, settings, scene, job_ids) == keys
     job_id = await delete_through_api(settings, scene)
 
     invalidations = await cdn.open_invalidations(settings, pool)
@@ -169,8 +157,8 @@ async def test_a_scene_of_2500_objects_is_removed_completely(s3_settings, pool, 
         f" {len(batches)} DeleteObjects calls, the largest {max(len(b) for b in batches)} keys,"
         f" {sum(len(b[6::7]) for b in batches[:3])} per-key errors injected and retried"
     )
-    assert await stored(storage, settings, scene, job_ids) == []
-    assert await stored(storage, settings, other, other_jobs) == other_keys
+    assert await scene_objects(storage, settings, scene, job_ids) == []
+    assert await scene_objects(storage, settings, other, other_jobs) == other_keys
     # every DeleteObjects carried at most 1,000 keys; the keys withheld (and reported
     # as per-key errors) in the first three were sent again, and are gone
     assert max(len(b) for b in batches) <= 1_000
@@ -234,7 +222,7 @@ async def test_worker_killed_mid_delete_and_run_again_finishes(s3_settings, pool
     finally:
         if first.poll() is None:
             first.kill()
-    left = await stored(storage, settings, scene, job_ids)
+    left = await scene_objects(storage, settings, scene, job_ids)
     assert 0 < len(left) < len(keys)  # killed mid-delete
     print(f"\nkilled at {job.progress:.0f}% with {len(left)} of {len(keys)} objects left")
     assert (await queue.get_job(pool, job_id)).status == "running"  # until its lease expires
@@ -246,8 +234,8 @@ async def test_worker_killed_mid_delete_and_run_again_finishes(s3_settings, pool
         second.send_signal(signal.SIGTERM)
         second.wait(60)
     assert job.attempts == 2
-    assert await stored(storage, settings, scene, job_ids) == []
-    assert await stored(storage, settings, other, other_jobs) == other_keys
+    assert await scene_objects(storage, settings, scene, job_ids) == []
+    assert await scene_objects(storage, settings, other, other_jobs) == other_keys
     received = await invalidated_paths(
         settings.cloudfront_endpoint_url, settings.cdn_distribution_id
     )

@@ -18,9 +18,15 @@ from aiohttp.test_utils import TestClient
 from origin import db, queue
 from origin.app import create_app
 from origin.storage import open_configured_storage
-from tests.helpers.browser import CHROMIUM, NO_CHROMIUM_REASON, Browser
+from tests.helpers.browser import (
+    CHROMIUM,
+    NO_CHROMIUM_REASON,
+    Browser,
+    open_player,
+    play_to_end,
+)
 from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
-from tests.helpers.jobs import keys_under, wait_job
+from tests.helpers.jobs import scene_objects, wait_job
 from tests.helpers.scenes import AUTH, new_scene, upload, wait_done
 from tests.helpers.servers import OriginTestServer
 
@@ -44,18 +50,10 @@ async def pool(settings):
 
 async def everything_of(settings, scene, job_ids):
     storage = await open_configured_storage(settings)
-    found = []
     try:
-        for bucket, prefix in [
-            (settings.videos_bucket, f"{scene}/"),
-            (settings.exports_bucket, f"{scene}/"),
-            (settings.assets_bucket, f"scenes/{scene}/"),
-            *((settings.internal_bucket, f"jobs/{j}/") for j in job_ids),
-        ]:
-            found += [f"{bucket}/{k}" for k in await keys_under(storage, bucket, prefix)]
+        return await scene_objects(storage, settings, scene, job_ids)
     finally:
         await storage.aclose()
-    return found
 
 
 async def test_a_transcode_running_when_its_scene_is_deleted_publishes_nothing(
@@ -148,20 +146,8 @@ async def test_removing_the_middle_clip_keeps_the_scene_playable(settings, run_w
             assert variant.stream_info.average_bandwidth == average
 
         async with Browser() as b:
-            await b.goto(str(client.make_url(f"/player/{scene}")))
-            await b.wait_for(
-                "window.sf && sf.hls && sf.events.some(e => e.kind === 'manifest')",
-                what="manifest parsed",
-            )
-            await b.eval(
-                "(() => { const v = document.getElementById('video'); "
-                "v.playbackRate = 2; return v.play().then(() => true); })()"
-            )
-            await b.wait_for(
-                "sf.events.some(e => e.kind === 'ended') || sf.fatal", timeout=90, what="ended"
-            )
-            assert await b.eval("sf.fatal") is None
-            assert await b.eval("sf.ccSeen") == [0, 1]
+            await open_player(b, str(client.make_url(f"/player/{scene}")))
+            assert await play_to_end(b) == [0, 1]
             duration = await b.eval("document.getElementById('video').duration")
             assert abs(duration - 6.0) < 0.5
 
