@@ -478,7 +478,12 @@ _UPLOAD_ID_RE = re.compile(r"[A-Za-z0-9._~+/=-]{1,1024}")
 
 def _check_part(upload_id: str, number: int) -> None:
     """ValueError for an upload id or part number no backend accepts, before any I/O."""
-    if not isinstance(upload_id, str) or not _UPLOAD_ID_RE.fullmatch(upload_id):
+    if (
+        not isinstance(upload_id, str)
+        or not _UPLOAD_ID_RE.fullmatch(upload_id)
+        or ".." in upload_id
+        or upload_id.startswith("/")
+    ):
         raise ValueError(f"invalid upload id {upload_id!r}")
     if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= MAX_PARTS:
         raise ValueError(f"part number must be 1-{MAX_PARTS}, not {number!r}")
