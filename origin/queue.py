@@ -35,7 +35,9 @@ from origin.db import DatabaseError, q
 #: Kinds the jobs table accepts (its CHECK constraint): `transcode` has a handler
 #: (workers/main.py); `export` and `delete_scene` are DESIGN.md kinds whose handlers
 #: are coming. A new kind comes with a migration widening the constraint.
-JOB_KINDS = ("transcode", "export", "delete_scene")
+JOB_KINDS: tuple[str, ...] = ("transcode", "export", "delete_scene")
+#: issue 18: one event to one endpoint; removing an abandoned upload's parts
+JOB_KINDS += ("webhook", "expire_upload")
 STATUSES = ("queued", "running", "succeeded", "failed", "dead")
 IN_FLIGHT = ("queued", "running")
 MAX_ERROR_CHARS = 4000  # longer messages (ffmpeg's stderr tail, say) are cut
