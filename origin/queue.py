@@ -169,8 +169,10 @@ async def enqueue(
     segment_id: str | None = None,
     max_attempts: int = 5,
     job_id: str | None = None,
+    delay: float = 0.0,
 ) -> Job:
-    """Queue a job and return it; works inside the caller's transaction.
+    """Queue a job and return it; works inside the caller's transaction. With `delay`,
+    a new job becomes due that many seconds from now.
 
     With `dedupe_key`, when a queued or running job already holds the key that job
     is returned instead (whatever its kind); a finished job does not block a new one.
@@ -198,6 +200,8 @@ async def enqueue(
                 segment_id,
                 NOTIFY_CHANNEL,
             )
+            if row is not None and delay > 0:
+                row = await conn.fetchrow(q("job_postpone"), row["id"], float(delay))
             if row is not None:
                 return Job.from_row(row)
             row = await conn.fetchrow(q("job_get_in_flight_by_dedupe_key"), dedupe_key)
@@ -310,6 +314,11 @@ async def fail_permanent(conn: Conn, job_id: str, lease_token: str, error: str) 
     return await _fenced(
         conn, "job_fail_permanent", "fail", job_id, _uuid(lease_token), error_text(error)
     )
+
+
+async def bury(conn: Conn, job_id: str, lease_token: str, error: str) -> Job:
+    """Mark our running job dead now, attempts left or not, keeping the error."""
+    return await _fenced(conn, "job_bury", "bury", job_id, _uuid(lease_token), error_text(error))
 
 
 async def retry_or_dead(

@@ -47,6 +47,15 @@ class PermanentError(Exception):
     """The job can never succeed (bad input): fail it at once with this message."""
 
 
+class RetryAfter(Exception):
+    """Try the job again after `delay` seconds, the handler's own schedule (or `dead`
+    when it has no attempts left), instead of the worker's backoff."""
+
+    def __init__(self, message: str, delay: float) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
 @dataclass(eq=False)
 class JobContext:
     """What a handler gets: its job, the pool, its lease, progress reporting."""
@@ -426,20 +435,24 @@ async def _record(
         exc = work.exception()
     try:
         if exc is None:
+            outcome = "succeeded"
             try:
                 await _shielded(queue.complete(pool, job.id, ctx.lease_token))
             except LeaseLost:
-                # The handler may have completed the job itself in its publishing
-                # transaction; otherwise the job was taken from us.
+                # The handler may have recorded the job's outcome itself in its own
+                # fenced transaction (a publish completes it, a webhook that gives up
+                # buries it); otherwise the job was taken from us.
                 current = await queue.get_job(pool, job.id)
-                if current is None or current.status != "succeeded":
+                if current is None or current.status not in ("succeeded", "failed", "dead"):
                     raise
+                outcome = current.status
             log.info(
-                "job %s (%s): succeeded in %.3fs",
+                "job %s (%s): %s in %.3fs",
                 job.id,
                 job.kind,
+                outcome,
                 elapsed,
-                extra=_extra(job, name, outcome="succeeded", seconds=elapsed),
+                extra=_extra(job, name, outcome=outcome, seconds=elapsed),
             )
         elif isinstance(exc, LeaseLost):
             log.warning(
@@ -461,7 +474,10 @@ async def _record(
             )
         else:
             message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            delay = backoff_seconds(job.attempts, opts.backoff_base, opts.backoff_cap, opts.rng)
+            if isinstance(exc, RetryAfter):
+                message, delay = str(exc), exc.delay
+            else:
+                delay = backoff_seconds(job.attempts, opts.backoff_base, opts.backoff_cap, opts.rng)
             after = await _shielded(
                 queue.retry_or_dead(pool, job.id, ctx.lease_token, message, backoff=delay)
             )

@@ -180,3 +180,26 @@ SELECT kind, status, count(*)::int AS n
 -- name: job_listening
 -- On a listening connection: is it alive and still listening on $1?
 SELECT $1::text IN (SELECT pg_listening_channels());
+
+-- name: job_postpone
+-- A job queued for later (queue.enqueue's delay): due $2 seconds from now.
+UPDATE jobs SET run_after = now() + make_interval(secs => $2::float8)
+ WHERE id = $1 AND status = 'queued'
+RETURNING *;
+
+-- name: job_bury
+-- $3 error: the job gives up for good with attempts left (a webhook past its retry
+-- window): dead, the error kept with the others.
+UPDATE jobs
+   SET status = 'dead',
+       last_error = $3,
+       errors = errors || jsonb_build_array(
+           jsonb_build_object('attempt', attempts, 'at', now(), 'error', $3::text)),
+       finished_at = now(),
+       lease_token = NULL,
+       lease_expires_at = NULL,
+       updated_at = now()
+ WHERE id = $1
+   AND lease_token = $2
+   AND status = 'running'
+RETURNING *;
