@@ -98,7 +98,11 @@ async def create(request: web.Request) -> web.Response:
     first bytes are stored at once and Upload-Offset tells how many."""
     if request.headers.get("X-HTTP-Method-Override"):
         raise _refused(TusError(405, "method_not_allowed", "override the method on an upload URL"))
-    require_token(request)
+    try:
+        require_token(request)
+    except ApiError as exc:
+        exc.headers |= tus.answer_fields()
+        raise
     try:
         tus.check_version(request.headers.get("Tus-Resumable"))
         new = _new_upload(request)
