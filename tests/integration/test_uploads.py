@@ -121,7 +121,10 @@ async def test_discovery_and_creation_refusals(client, tus_settings):
             {**client.headers_auth, **TUS, **good, "Upload-Length": str(2 * 1024**3 + 1)},
             413,
         ),
-        ({**client.headers_auth, **TUS, "Upload-Defer-Length": "1", "Upload-Metadata": meta()}, 400),
+        (
+            {**client.headers_auth, **TUS, "Upload-Defer-Length": "1", "Upload-Metadata": meta()},
+            400,
+        ),
         ({**client.headers_auth, **TUS, **good, "Upload-Metadata": "sceneId !!!"}, 400),
         ({**client.headers_auth, **TUS, **good, "Upload-Metadata": meta(sceneId=scene)}, 400),
         (
