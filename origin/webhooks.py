@@ -37,19 +37,23 @@ def address_refusal(address: str, *, allow_private: bool) -> str | None:
         ip = ip.ipv4_mapped
     if ip in METADATA_ADDRESSES:
         return f"{ip} is a cloud metadata address"
-    if ip.is_unspecified or ip.is_multicast or ip.is_reserved:
+    if ip.is_unspecified or ip.is_multicast or (ip.version == 4 and ip.is_reserved):
         return f"{ip} is not a unicast address"
-    if allow_private:
-        return None
     for kind, hit in (
         ("loopback", ip.is_loopback),
         ("link-local", ip.is_link_local),
         ("private", ip.is_private),
-        ("non-global", not ip.is_global),
     ):
         if hit:
-            return f"{ip} is a {kind} address (WEBHOOK_ALLOW_PRIVATE=false)"
+            return None if allow_private else f"{ip} is a {kind} address{_STRICT}"
+    if ip.is_reserved:
+        return f"{ip} is not a unicast address"
+    if not ip.is_global:
+        return None if allow_private else f"{ip} is a non-global address{_STRICT}"
     return None
+
+
+_STRICT = " (WEBHOOK_ALLOW_PRIVATE=false)"
 
 
 def endpoint_refusal(url: str, addresses: Sequence[str], *, allow_private: bool) -> str | None:
