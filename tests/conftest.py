@@ -128,6 +128,7 @@ def settings(pg_dsn, tmp_path, fast_path):
         job_lease_seconds=10.0,
         timeline_interval=2.0,
         fast_path=fast_path,
+        webhook_allow_private=True,
     )
 
 

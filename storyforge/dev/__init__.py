@@ -61,6 +61,8 @@ def run(home: Path, *, port: int, workers: int, demo: bool) -> int:
             "PORT": str(port),
             "LOG_FORMAT": "text",
             "API_TOKENS": token_file.read_text().strip(),
+            # webhooks to receivers on this machine (WEBHOOK_URLS) are the point here
+            "WEBHOOK_ALLOW_PRIVATE": os.environ.get("WEBHOOK_ALLOW_PRIVATE", "true"),
         }
         children.append(supervisor.spawn(["serve"], env))
         for _ in range(workers):
