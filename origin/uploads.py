@@ -196,12 +196,16 @@ class LeaseLost(Exception):
 class Lease:
     """A request's exclusive right to write one upload (see the module docstring)."""
 
-    def __init__(self, pool: asyncpg.Pool, upload_id: str, token: uuid.UUID, seconds: float):
+    def __init__(
+        self, pool: asyncpg.Pool, upload_id: str, token: uuid.UUID, seconds: float, part: int
+    ):
         self.pool = pool
         self.upload_id = upload_id
         self.token = token
         self.seconds = seconds
         self._renewed = time.monotonic()
+        self._next_part: int | None = part  # allocated when the lease was taken
+        self.released = False
 
     @classmethod
     async def take(
@@ -221,7 +225,7 @@ class Lease:
         )
         if row is None:
             return None
-        return cls(pool, upload_id, token, seconds), Upload.from_row(row)
+        return cls(pool, upload_id, token, seconds, row["next_part"] - 1), Upload.from_row(row)
 
     async def _fenced(self, query: str, *args: Any) -> asyncpg.Record:
         row = await self.pool.fetchrow(db.q(query), self.upload_id, self.token, *args)
@@ -235,26 +239,35 @@ class Lease:
             await self._fenced("upload_renew", float(self.seconds))
 
     async def allocate_part(self) -> int:
+        if self._next_part is not None:
+            number, self._next_part = self._next_part, None
+            return number
         row = await self._fenced("upload_allocate_part", float(self.seconds))
         return int(row["number"])
 
-    async def commit(self, upload: Upload) -> Upload:
+    async def commit(self, upload: Upload, *, release: bool = False) -> Upload:
+        """Record what is stored; with `release`, let go of the lease in the same write."""
         row = await self._fenced(
             "upload_commit",
             upload.received,
             _parts_json(upload.parts),
             _pending_json(upload.pending),
             float(self.seconds),
+            release,
         )
+        self.released = release
         return Upload.from_row(row)
 
     async def end(self, conn: queue.Conn, status: str, error: str | None = None) -> Upload:
         row = await conn.fetchrow(db.q("upload_end"), self.upload_id, self.token, status, error)
         if row is None:
             raise LeaseLost(f"upload {self.upload_id}: lease lost")
+        self.released = True
         return Upload.from_row(row)
 
     async def release(self) -> None:
+        if self.released:
+            return
         with contextlib.suppress(Exception):
             await self.pool.execute(db.q("upload_release"), self.upload_id, self.token)
 
@@ -342,7 +355,7 @@ async def write(
         if body.interrupted:
             return before
         raise TusError(460, "checksum_mismatch", "the body does not match its Upload-Checksum")
-    return await lease.commit(upload)
+    return await lease.commit(upload, release=not upload.whole)
 
 
 async def _write_blocks(

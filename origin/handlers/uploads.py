@@ -18,7 +18,7 @@ from origin.http.auth import require_token
 from origin.tus import TusError
 
 log = logging.getLogger("storyforge.uploads")
-BODY_CHUNK = 256 * 1024
+BODY_CHUNK = 1024 * 1024  # bytes read (and written) at a time
 UPLOADS_PATH = "/api/v1/uploads"
 # a client that goes away mid-body: what arrived is kept (tus §PATCH)
 _DISCONNECTS = (ConnectionError, aiohttp.ClientPayloadError)

@@ -16,9 +16,11 @@ SELECT * FROM uploads WHERE id = $1;
 -- name: upload_claim
 -- $2 lease token, $3 lease seconds, $4 the offset the request starts at (NULL: any),
 -- $5 true to take an upload past its expiry (the expiry job does).
+-- The request also gets the next part number (next_part - 1 of the row returned).
 UPDATE uploads
    SET lock_token = $2,
        lock_expires_at = now() + make_interval(secs => $3::float8),
+       next_part = next_part + 1,
        updated_at = now()
  WHERE id = $1
    AND status = 'open'
@@ -37,12 +39,15 @@ UPDATE uploads
 RETURNING next_part - 1 AS number;
 
 -- name: upload_commit
--- $3 received, $4 parts (JSON), $5 pending (JSON), $6 lease seconds
+-- $3 received, $4 parts (JSON), $5 pending (JSON), $6 lease seconds, $7 true to
+-- release the lease with the same write (the request's last one)
 UPDATE uploads
    SET received = $3,
        parts = ($4::text)::jsonb,
        pending = ($5::text)::jsonb,
-       lock_expires_at = now() + make_interval(secs => $6::float8),
+       lock_token = CASE WHEN $7::bool THEN NULL ELSE lock_token END,
+       lock_expires_at = CASE WHEN $7::bool THEN NULL
+                              ELSE now() + make_interval(secs => $6::float8) END,
        updated_at = now()
  WHERE id = $1 AND lock_token = $2 AND status = 'open'
 RETURNING *;

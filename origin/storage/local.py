@@ -87,6 +87,16 @@ class _AtomicFile:
                 if attempt == 2:
                     raise
 
+    @classmethod
+    def adopt(cls, final: Path, temp: Path) -> _AtomicFile:
+        """A finished file elsewhere on the same filesystem, to be renamed over ``final``."""
+        self = cls.__new__(cls)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self.final, self.temp, self.md5 = final, temp, None
+        self.file = open(temp, "r+b")  # noqa: SIM115 (closed by flush or discard)
+        self.size = os.fstat(self.file.fileno()).st_size
+        return self
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.file.write(data)
         if self.md5 is not None:
@@ -386,15 +396,20 @@ class LocalStorage(Storage):
         self, bucket: str, key: str, directory: Path, parts: Sequence[UploadedPart]
     ) -> ObjectInfo:
         meta = local_parts.manifest(directory, key)
-        paths = local_parts.part_paths(directory, key, parts)
+        ranges = local_parts.layout_of(directory, key, parts)
         obj, _ = self._paths(bucket, key)
-        writer = _AtomicFile(obj, hashed=False)
+        data = local_parts.data_path(directory)
+        if local_parts.end_to_end(ranges):  # appended in order: the data file is the object
+            os.truncate(data, sum(size for _, size in ranges))
+            writer = _AtomicFile.adopt(obj, data)
+            fill = None
+        else:  # some part was stored in between and is not listed: copy the listed ranges
+            writer = _AtomicFile(obj, hashed=False)
+
+            def fill(w: _AtomicFile) -> None:
+                w.size += local_parts.copy_ranges(w.file, data, ranges)
+
         record = {k: meta.get(k) for k in ("content_type", "cache_control", "tags")}
-
-        def fill(w: _AtomicFile) -> None:
-            for path in paths:
-                w.size += local_parts.append_file(w.file, path)
-
         return self._write_sync(
             bucket, key, fill, writer, {**record, "etag": multipart_etag(parts)}
         )

@@ -893,3 +893,37 @@ async def test_multipart_small_parts_only_where_the_backend_allows(backend: Back
     else:
         info = await s.complete_multipart(b, key, upload, parts)
         assert await read_all(await s.get(b, key)) == b"1" * 10 + b"2" * 10 and info.size == 20
+
+
+async def test_local_parts_append_in_place_and_a_superseded_writer_stops(tmp_path: Path) -> None:
+    """LocalStorage appends parts stored one after another into one file that becomes
+    the object (no copy); a part still being written when a higher-numbered one starts
+    is refused at its next write and never lands in the newer part's bytes; a part
+    below a stored higher one is refused."""
+    s = LocalStorage(tmp_path / "store")
+    await s.ensure_buckets(["sf-local-parts"])
+    b, key = "sf-local-parts", "jobs/job_local01/raw_output.mp4"
+    upload = await s.create_multipart(b, key, content_type="video/mp4")
+    gate = asyncio.Event()
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield b"A" * 1000
+        await gate.wait()
+        yield b"A" * 1000
+
+    stale = asyncio.create_task(s.upload_part(b, key, upload, 1, stalled()))
+    await asyncio.sleep(0.2)
+    fresh = await s.upload_part(b, key, upload, 2, b"B" * 1500)
+    gate.set()
+    with pytest.raises(StorageError, match="superseded"):
+        await stale
+    with pytest.raises(StorageError, match="ascending order"):
+        await s.upload_part(b, key, upload, 1, b"late")
+    tail = await s.upload_part(b, key, upload, 3, b"C" * 10)
+    staging = tmp_path / "store" / ".uploads" / b / upload
+    inode = (staging / "data").stat().st_ino
+    info = await s.complete_multipart(b, key, upload, [fresh, tail])
+    assert await read_all(await s.get(b, key)) == b"B" * 1500 + b"C" * 10
+    assert info.etag == s3_style_etag([b"B" * 1500, b"C" * 10])
+    assert (tmp_path / "store" / b / key).stat().st_ino == inode  # renamed, not copied
+    assert not staging.exists()
