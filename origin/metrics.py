@@ -77,6 +77,7 @@ def exposition(
     denied: Mapping[str, int],
     caches: ReadCaches,
     jobs: Mapping[tuple[str, str], int] | None,
+    deliveries: Mapping[str, int] | None = None,
 ) -> bytes:
     """The text exposition of one scrape (`jobs` None: the table could not be read)."""
     sizes = {
@@ -138,6 +139,17 @@ def exposition(
                 "Jobs in the job table, by kind and status",
                 ["kind", "status"],
                 sorted(jobs.items()),
+            )
+        )
+    if deliveries is not None:
+        families.append(
+            _family(
+                GaugeMetricFamily,
+                "storyforge_webhook_deliveries",
+                "Webhook deliveries (one event to one endpoint) by status: waiting, queued, "
+                "delivered, dead",
+                ["status"],
+                (((k,), n) for k, n in sorted(deliveries.items())),
             )
         )
     registry = CollectorRegistry(auto_describe=False)

@@ -472,7 +472,7 @@ async def discard(storage: Storage, settings: Settings, upload: Upload) -> None:
     """Remove whatever storage holds for an upload that will not complete (idempotent):
     the multipart upload and its parts, pending objects, a joined object."""
     bucket = settings.internal_bucket
-    await storage.abort_multipart(bucket, upload.key, upload.multipart_id)
-    await storage.delete_prefix(bucket, layout.upload_pending_prefix(upload.id))
-    if upload.status != "completed":
+    if upload.status != "completed":  # (a completed one's parts are its object now)
+        await storage.abort_multipart(bucket, upload.key, upload.multipart_id)
         await storage.delete_prefix(bucket, layout.job_prefix(upload.job_id))
+    await storage.delete_prefix(bucket, layout.upload_pending_prefix(upload.id))

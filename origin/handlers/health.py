@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from origin import keys, metrics, queue
+from origin import keys, metrics, outbox, queue
 from origin.handlers.scenes import SCENE_DOCUMENT_ROUTE
 from origin.http.auth import SIGNING
 
@@ -45,10 +45,12 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     read with a 2 s limit; when it cannot be, `storyforge_jobs_scrape_ok` is 0."""
     app = request.app
     counts: dict[tuple[str, str], int] | None
+    deliveries: dict[str, int] | None = None
     try:
         async with asyncio.timeout(2):
             async with app[keys.POOL].acquire() as conn:
                 counts = await queue.counts(conn)
+                deliveries = await outbox.delivery_counts(conn)
     except Exception:  # the scrape still shows what the process knows
         counts = None
     stats = app[SIGNING].stats
@@ -59,6 +61,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
         stats.reasons,
         app[keys.READ_CACHES],
         counts,
+        deliveries,
     )
     return web.Response(
         body=body,

@@ -188,6 +188,10 @@ async def test_one_scene_in_order_and_dead_after_its_window(settings):
         if x.startswith('storyforge_jobs{kind="webhook",status="dead"}')
     )
     assert float(line.split()[-1]) >= 1
+    line = next(
+        x for x in text.splitlines() if x.startswith('storyforge_webhook_deliveries{status="dead"}')
+    )
+    assert float(line.split()[-1]) >= 1
 
 
 async def _has(receiver: Receiver, event_id: str) -> bool:
