@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from origin import assets, changes, db, keys
-from origin.handlers import api, files, health, lifecycle, player, scenes, signed
+from origin.handlers import api, files, health, lifecycle, player, scenes, signed, uploads
 from origin.handlers import assets as asset_api
 from origin.http import auth, fields, middleware
 from origin.metrics import FastPathAnswers, HttpStats
@@ -90,4 +90,5 @@ def create_app(settings: Settings) -> web.Application:
     signed.add_routes(app)
     lifecycle.add_routes(app)
     asset_api.add_routes(app)
+    uploads.add_routes(app)
     return app

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from origin import db, layout
+from origin import db, layout, outbox
 from origin.playlists import Clip, Rendition, StoryboardCue
 
 
@@ -139,9 +139,21 @@ async def segment_for_job(conn: asyncpg.Connection, segment_id: str) -> Segment 
     )
 
 
-async def fail_segment(conn: asyncpg.Connection, segment_id: str, reason: str) -> None:
-    """A processing segment becomes failed with a readable reason (no-op otherwise)."""
-    await conn.execute(db.q("fail_segment"), segment_id, reason)
+async def fail_segment(
+    conn: asyncpg.Connection, segment_id: str, reason: str, *, webhooks: Sequence[str]
+) -> bool:
+    """A processing segment becomes failed with a readable reason, and its
+    `segment.failed` event is written to the outbox (to `webhooks`, the configured
+    endpoints) in the same transaction. False (nothing written) when it was not
+    processing."""
+    async with conn.transaction():
+        row = await conn.fetchrow(db.q("fail_segment"), segment_id, reason)
+        if row is None:
+            return False
+        data = {"segmentId": segment_id, "sceneId": row["scene_id"], "error": reason}
+        data |= {"sequence": row["sequence"], "contributorId": row["contributor_id"]}
+        await outbox.emit(conn, webhooks, "segment.failed", scene_id=row["scene_id"], data=data)
+    return True
 
 
 async def publish_segment(
@@ -151,9 +163,11 @@ async def publish_segment(
     duration: float,
     metadata: Mapping[str, Any],
     renditions: Sequence[Rendition],
+    webhooks: Sequence[str],
 ) -> int | None:
     """Publish a processing segment: ready with its metadata, its renditions written,
-    the scene's version bumped. Runs in the caller's transaction, which must hold the
+    the scene's version bumped, its `segment.ready` event in the outbox (to `webhooks`,
+    the configured endpoints). Runs in the caller's transaction, which must hold the
     transcode job's lease fence (`origin.queue.lock_lease`) and complete the job, so
     the segment becomes visible exactly when its job succeeds.
 
@@ -186,6 +200,9 @@ async def publish_segment(
         ],
     )
     version: int = await conn.fetchval(db.q("bump_scene_version"), row["scene_id"])
+    data = {"segmentId": segment_id, "sceneId": row["scene_id"], "sequence": row["sequence"]}
+    data |= {"contributorId": row["contributor_id"], "duration": round(duration, 3)}
+    await outbox.emit(conn, webhooks, "segment.ready", scene_id=row["scene_id"], data=data)
     return version
 
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 # IDs: a fixed prefix and 12-32 lowercase base32/hex-ish characters. Anything else
 # is rejected before it can reach a storage key or a query.
 # `top_` (topics) and `ent_` (a scene's characters and other entities) are minted by
-# the StoryForge app; the origin only checks them.
-ID_PREFIXES = ("usr", "scn", "seg", "job", "exp", "top", "ent")
-_ID_RE = re.compile(r"^(usr|scn|seg|job|exp|top|ent)_[0-9a-z]{12,32}$")
+# the StoryForge app; the origin only checks them. `upl_`: tus uploads (their URL is a
+# capability); `evt_`: webhook events.
+ID_PREFIXES: tuple[str, ...] = ("usr", "scn", "seg", "job", "exp", "top", "ent", "upl", "evt")
+_ID_RE = re.compile(r"^(" + "|".join(ID_PREFIXES) + r")_[0-9a-z]{12,32}$")
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lowercase
 PROFILE_RE = re.compile(r"^[0-9]{3,4}p$")
 
@@ -29,11 +30,14 @@ _SEGMENT_FILE_RE = re.compile(
 )
 
 
-def new_id(prefix: str) -> str:
-    """A fresh random ID such as `scn_5k2w9x0c7d3m1q8r` (80 bits of randomness)."""
+def new_id(prefix: str, length: int = 16) -> str:
+    """A fresh random ID such as `scn_5k2w9x0c7d3m1q8r` (5 bits per character: 80 bits
+    by default; upload ids, which are capabilities, take 26 characters, 130 bits)."""
     if prefix not in ID_PREFIXES:
         raise ValueError(f"unknown ID prefix {prefix!r}")
-    return prefix + "_" + "".join(secrets.choice(_ALPHABET) for _ in range(16))
+    if not 12 <= length <= 32:
+        raise ValueError("ids have 12 to 32 characters after the prefix")
+    return prefix + "_" + "".join(secrets.choice(_ALPHABET) for _ in range(length))
 
 
 def is_id(value: str, prefix: str) -> bool:
@@ -115,6 +119,15 @@ def scene_prefix(scene_id: str) -> str:
 
 def upload_key(job_id: str) -> str:
     return f"jobs/{job_id}/raw_output.mp4"
+
+
+def upload_pending_prefix(upload_id: str) -> str:
+    """Internal-bucket prefix of a tus upload's buffered bytes (not yet in a part)."""
+    return f"uploads/{upload_id}/"
+
+
+def upload_pending_key(upload_id: str, offset: int, token: str) -> str:
+    return f"uploads/{upload_id}/pending/{offset:012d}-{token}"
 
 
 def job_prefix(job_id: str) -> str:

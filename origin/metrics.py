@@ -285,6 +285,22 @@ def invalidation_families(
     ]
 
 
+def delivery_families(deliveries: Mapping[str, int] | None) -> list[Metric]:
+    """Webhook deliveries by status, read from Postgres (None: not read)."""
+    if deliveries is None:
+        return []
+    return [
+        family(
+            GaugeMetricFamily,
+            "storyforge_webhook_deliveries",
+            "Webhook deliveries (one event to one endpoint) by status: waiting, queued, "
+            "delivered, dead",
+            ["status"],
+            (((k,), n) for k, n in sorted(deliveries.items())),
+        )
+    ]
+
+
 def process_family() -> Metric:
     return family(
         GaugeMetricFamily,

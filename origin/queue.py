@@ -38,10 +38,19 @@ from asyncpg.pool import PoolConnectionProxy
 from origin import layout
 from origin.db import DatabaseError, q
 
-#: Kinds the jobs table accepts (its CHECK constraint): `transcode`, `delete_scene`
-#: and `remove_segment` have handlers (workers/main.py); `export` is a DESIGN.md kind
-#: whose handler is coming. A new kind comes with a migration widening the constraint.
-JOB_KINDS = ("transcode", "export", "delete_scene", "remove_segment")
+#: Kinds the jobs table accepts (its CHECK constraint): `transcode`, `delete_scene`,
+#: `remove_segment`, `webhook` (one event to one endpoint) and `expire_upload`
+#: (removing an abandoned upload's parts) have handlers (workers/main.py); `export` is
+#: a DESIGN.md kind whose handler is coming. A new kind comes with a migration widening
+#: the constraint.
+JOB_KINDS: tuple[str, ...] = (
+    "transcode",
+    "export",
+    "delete_scene",
+    "remove_segment",
+    "webhook",
+    "expire_upload",
+)
 STATUSES = ("queued", "running", "succeeded", "failed", "dead", "cancelled")
 IN_FLIGHT = ("queued", "running")
 MAX_ERROR_CHARS = 4000  # longer messages (ffmpeg's stderr tail, say) are cut
@@ -319,6 +328,11 @@ async def fail_permanent(conn: Conn, job_id: str, lease_token: str, error: str) 
     return await _fenced(
         conn, "job_fail_permanent", "fail", job_id, _uuid(lease_token), error_text(error)
     )
+
+
+async def bury(conn: Conn, job_id: str, lease_token: str, error: str) -> Job:
+    """Mark our running job dead now, attempts left or not, keeping the error."""
+    return await _fenced(conn, "job_bury", "bury", job_id, _uuid(lease_token), error_text(error))
 
 
 async def retry_or_dead(

@@ -7,8 +7,10 @@ line before exiting non-zero.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +84,15 @@ class Settings:
     asset_max_bytes: int = 32 * 1024**2
     asset_max_pixels: int = 50_000_000
     voice_max_seconds: float = 60.0
+    # Resumable uploads and webhooks (issue 18; README "Uploads and webhooks").
+    upload_expiry_seconds: int = 86400
+    upload_lock_seconds: float = 60.0
+    webhook_urls: tuple[str, ...] = ()
+    webhook_secret: str = field(default="", repr=False)
+    webhook_allow_private: bool = False
+    webhook_timeout: float = 10.0
+    webhook_retry_seconds: float = 86400.0
+    webhook_backoff_base: float = 5.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -104,6 +115,8 @@ class Settings:
             raise ConfigError("HMAC_KEYS: required when SIGNING=hmac (comma-separated kid:secret)")
         if self.origin_secret and not self.origin_secret_header:
             raise ConfigError("ORIGIN_SECRET_HEADER: required when ORIGIN_SECRET is set")
+        if self.webhook_urls and not self.webhook_secret:
+            raise ConfigError("WEBHOOK_SECRET: required when WEBHOOK_URLS is set (whsec_...)")
 
     @property
     def invalidate_query_variants(self) -> bool:
@@ -199,6 +212,18 @@ class Settings:
                 e, "ASSET_MAX_PIXELS", d.asset_max_pixels, 1_000_000, 500_000_000
             ),
             "voice_max_seconds": _float(e, "VOICE_MAX_SECONDS", d.voice_max_seconds, 1.0),
+            "upload_expiry_seconds": _int(
+                e, "UPLOAD_EXPIRY_SECONDS", d.upload_expiry_seconds, 60, 30 * 86400
+            ),
+            "upload_lock_seconds": _float(e, "UPLOAD_LOCK_SECONDS", d.upload_lock_seconds, 1.0),
+            "webhook_urls": _webhook_urls(e, "WEBHOOK_URLS"),
+            "webhook_secret": _webhook_secret(e, "WEBHOOK_SECRET"),
+            "webhook_allow_private": _bool(e, "WEBHOOK_ALLOW_PRIVATE", d.webhook_allow_private),
+            "webhook_timeout": _float(e, "WEBHOOK_TIMEOUT", d.webhook_timeout, 0.1),
+            "webhook_retry_seconds": _float(
+                e, "WEBHOOK_RETRY_SECONDS", d.webhook_retry_seconds, 0.0
+            ),
+            "webhook_backoff_base": _float(e, "WEBHOOK_BACKOFF_BASE", d.webhook_backoff_base, 0.0),
         }
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
@@ -346,3 +371,28 @@ def _hmac_keys(e: Mapping[str, str], name: str) -> tuple[HmacKey, ...]:
         return parse_hmac_keys(e.get(name, ""))
     except ValueError as exc:
         raise ConfigError(f"{name}: {exc}") from None
+
+
+def _webhook_urls(e: Mapping[str, str], name: str) -> tuple[str, ...]:
+    urls = _list(e, name, ())
+    for url in urls:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ConfigError(f"{name}: {url!r} is not an http(s) URL")
+        if parsed.username or parsed.password:
+            raise ConfigError(f"{name}: {url!r} carries credentials; sign with WEBHOOK_SECRET")
+    return urls
+
+
+def _webhook_secret(e: Mapping[str, str], name: str) -> str:
+    """A Standard Webhooks secret: `whsec_` and base64 of 24 to 64 random bytes."""
+    v = _str(e, name, "")
+    if not v:
+        return v
+    try:
+        raw = base64.b64decode(v.removeprefix("whsec_"), validate=True)
+    except ValueError:
+        raise ConfigError(f"{name}: not whsec_ followed by base64") from None
+    if not v.startswith("whsec_") or not 24 <= len(raw) <= 64:
+        raise ConfigError(f"{name}: must be whsec_ and base64 of 24 to 64 bytes")
+    return v

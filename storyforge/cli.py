@@ -73,11 +73,12 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser(
         "worker",
-        help="run a job worker (delete_scene, remove_segment, transcode jobs)",
-        description="Claim the jobs this version runs (delete_scene, remove_segment, "
-        "transcode) from the database and run them; jobs of other kinds stay queued. SIGTERM "
-        "stops claiming and lets running jobs finish within the grace period, then hands the "
-        "rest back.",
+        help="run a job worker (delete_scene, expire_upload, remove_segment, transcode, "
+        "webhook jobs)",
+        description="Claim the jobs this version runs (delete_scene, expire_upload, "
+        "remove_segment, transcode, webhook) from the database and run them; jobs of other "
+        "kinds stay queued. SIGTERM stops claiming and lets running jobs finish within the "
+        "grace period, then hands the rest back.",
     )
     worker.add_argument(
         "--concurrency", type=int, default=1, help="jobs run at once in this process (default: 1)"

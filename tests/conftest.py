@@ -131,6 +131,7 @@ def settings(pg_dsn, tmp_path, fast_path):
         timeline_interval=2.0,
         fast_path=fast_path,
         cdn_invalidation_window=0.5,
+        webhook_allow_private=True,
     )
 
 

@@ -13,7 +13,7 @@ from origin import db
 from origin.cdn import Invalidations, NoInvalidator, open_invalidations
 from origin.settings import Settings
 from origin.storage import open_configured_storage
-from workers import lifecycle, transcode
+from workers import expire, lifecycle, transcode, webhook
 from workers.metrics import JobStats, metrics_server
 from workers.worker import Handler, run_worker
 
@@ -29,6 +29,8 @@ def handlers(
         "transcode": transcode.make_handler(settings, storage, invalidations),
         "delete_scene": lifecycle.make_delete_scene(settings, storage, invalidations),
         "remove_segment": lifecycle.make_remove_segment(settings, storage, invalidations),
+        "webhook": webhook.make_handler(settings),
+        "expire_upload": expire.make_handler(settings, storage),
     }
 
 

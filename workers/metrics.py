@@ -20,7 +20,16 @@ log = logging.getLogger("storyforge.worker")
 
 # upper bounds (seconds) of the job duration histogram's buckets
 JOB_BUCKETS: tuple[float, ...] = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
-OUTCOMES = ("succeeded", "retried", "failed", "dead", "lease_lost", "released")
+OUTCOMES = (
+    "succeeded",
+    "deferred",  # its work continues later (a removed clip's grace period)
+    "retried",
+    "failed",
+    "dead",
+    "lease_lost",
+    "released",  # handed back at shutdown
+    "unrecorded",  # the database could not take the outcome: the lease will expire
+)
 
 
 class JobStats:

@@ -143,9 +143,9 @@ def make_handler(
     return handle
 
 
-async def _fail_segment(ctx: JobContext, segment_id: str, reason: str) -> None:
+async def _fail_segment(ctx: JobContext, settings: Settings, segment_id: str, reason: str) -> None:
     async with ctx.pool.acquire() as conn:
-        await catalog.fail_segment(conn, segment_id, reason)
+        await catalog.fail_segment(conn, segment_id, reason, webhooks=settings.webhook_urls)
 
 
 async def transcode_job(
@@ -169,17 +169,20 @@ async def transcode_job(
     try:
         await _transcode_and_publish(ctx, settings, storage, limits, seg, invalidations)
     except BadInput as exc:
-        await _fail_segment(ctx, segment_id, exc.reason)
+        await _fail_segment(ctx, settings, segment_id, exc.reason)
         raise PermanentError(exc.reason) from None
     except PermanentError as exc:
-        await _fail_segment(ctx, segment_id, str(exc))
+        await _fail_segment(ctx, settings, segment_id, str(exc))
         raise
     except queue.LeaseLost:
         raise
     except Exception as exc:
         if job.attempts >= job.max_attempts:
             await _fail_segment(
-                ctx, segment_id, f"transcoding failed after {job.attempts} attempts: {exc}"
+                ctx,
+                settings,
+                segment_id,
+                f"transcoding failed after {job.attempts} attempts: {exc}",
             )
         raise
 
@@ -277,7 +280,7 @@ async def _transcode_and_publish(
         )
         await _put_all(storage, items)
         await ctx.progress(95)
-        published = await _publish(ctx, segment_id, duration, document, out, renditions)
+        published = await _publish(ctx, settings, segment_id, duration, document, out, renditions)
         if published:
             poster = await _write_poster(
                 ctx, settings, storage, scene_id, segment_id, out.thumbnail_large
@@ -300,6 +303,7 @@ async def _transcode_and_publish(
 
 async def _publish(
     ctx: JobContext,
+    settings: Settings,
     segment_id: str,
     duration: float,
     document: dict[str, Any],
@@ -326,7 +330,12 @@ async def _publish(
     async with ctx.pool.acquire() as conn, conn.transaction():
         await ctx.fence(conn)
         version = await catalog.publish_segment(
-            conn, segment_id, duration=duration, metadata=stored, renditions=renditions
+            conn,
+            segment_id,
+            duration=duration,
+            metadata=stored,
+            renditions=renditions,
+            webhooks=settings.webhook_urls,
         )
         if version is None:
             return False

@@ -62,6 +62,15 @@ class Deferred(Exception):
         self.payload = payload
 
 
+class RetryAfter(Exception):
+    """Try the job again after `delay` seconds, the handler's own schedule (or `dead`
+    when it has no attempts left), instead of the worker's backoff."""
+
+    def __init__(self, message: str, delay: float) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
 @dataclass(eq=False)
 class JobContext:
     """What a handler gets: its job, the pool, its lease, progress reporting."""
@@ -435,28 +444,21 @@ async def _hand_back(ctx: JobContext, name: str) -> None:
         )
 
 
-def _outcome(work: asyncio.Task[None], ctx: JobContext) -> str:
-    """The /metrics outcome of a finished handler (before its status is written)."""
-    if work.cancelled():
-        return "lease_lost" if ctx.lease_lost else "retried"
-    exc = work.exception()
-    if exc is None:
-        return "succeeded"
-    if isinstance(exc, LeaseLost):
-        return "lease_lost"
-    if isinstance(exc, PermanentError):
-        return "failed"
-    return "dead" if ctx.job.attempts >= ctx.job.max_attempts else "retried"
-
-
 async def _record(
     ctx: JobContext, work: asyncio.Task[None], started: float, opts: _Options
 ) -> None:
-    """Write the outcome of a finished handler (shielded)."""
-    job, name, pool = ctx.job, opts.name, ctx.pool
+    """Write the outcome of a finished handler (shielded) and count it (/metrics)."""
     elapsed = round(time.monotonic() - started, 3)
-    outcome = _outcome(work, ctx)
-    opts.stats.finished(job.kind, outcome, elapsed)
+    outcome = await _record_outcome(ctx, work, elapsed, opts)
+    opts.stats.finished(ctx.job.kind, outcome, elapsed)
+
+
+async def _record_outcome(
+    ctx: JobContext, work: asyncio.Task[None], elapsed: float, opts: _Options
+) -> str:
+    """Write the outcome of a finished handler; returns it as /metrics names it."""
+    job, name, pool = ctx.job, opts.name, ctx.pool
+    outcome = "lease_lost"
     if work.cancelled():
         if ctx.lease_lost:
             log.warning(
@@ -466,26 +468,30 @@ async def _record(
                 extra=_extra(job, name, outcome="lease_lost", seconds=elapsed),
             )
             await _let_go(ctx)
-            return
+            return outcome
         exc: BaseException | None = RuntimeError("handler was cancelled")
     else:
         exc = work.exception()
     try:
         if exc is None:
+            outcome = "succeeded"
             try:
                 await _shielded(queue.complete(pool, job.id, ctx.lease_token))
             except LeaseLost:
-                # The handler may have completed the job itself in its publishing
-                # transaction; otherwise the job was taken from us.
+                # The handler may have recorded the job's outcome itself in its own
+                # fenced transaction (a publish completes it, a webhook that gives up
+                # buries it); otherwise the job was taken from us.
                 current = await queue.get_job(pool, job.id)
-                if current is None or current.status != "succeeded":
+                if current is None or current.status not in ("succeeded", "failed", "dead"):
                     raise
+                outcome = current.status
             log.info(
-                "job %s (%s): succeeded in %.3fs",
+                "job %s (%s): %s in %.3fs",
                 job.id,
                 job.kind,
+                outcome,
                 elapsed,
-                extra=_extra(job, name, outcome="succeeded", seconds=elapsed),
+                extra=_extra(job, name, outcome=outcome, seconds=elapsed),
             )
         elif isinstance(exc, LeaseLost):
             log.warning(
@@ -497,6 +503,7 @@ async def _record(
             )
             await _let_go(ctx)
         elif isinstance(exc, Deferred):
+            outcome = "deferred"
             await _shielded(
                 queue.defer(pool, job.id, ctx.lease_token, delay=exc.delay, payload=exc.payload)
             )
@@ -509,6 +516,7 @@ async def _record(
                 extra=_extra(job, name, outcome="deferred", seconds=elapsed),
             )
         elif isinstance(exc, PermanentError):
+            outcome = "failed"
             reason = str(exc) or type(exc).__name__
             await _shielded(queue.fail_permanent(pool, job.id, ctx.lease_token, reason))
             log.error(
@@ -520,10 +528,14 @@ async def _record(
             )
         else:
             message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            delay = backoff_seconds(job.attempts, opts.backoff_base, opts.backoff_cap, opts.rng)
+            if isinstance(exc, RetryAfter):
+                message, delay = str(exc), exc.delay
+            else:
+                delay = backoff_seconds(job.attempts, opts.backoff_base, opts.backoff_cap, opts.rng)
             after = await _shielded(
                 queue.retry_or_dead(pool, job.id, ctx.lease_token, message, backoff=delay)
             )
+            outcome = "dead" if after.status == "dead" else "retried"
             if after.status == "dead":
                 log.error(
                     "job %s (%s): dead after %d attempts: %s",
@@ -546,6 +558,7 @@ async def _record(
                     extra=_extra(job, name, outcome="retry", seconds=elapsed, error=message),
                 )
     except LeaseLost:
+        outcome = "lease_lost"
         log.warning(
             "job %s (%s): outcome not recorded, lease lost",
             job.id,
@@ -554,6 +567,7 @@ async def _record(
         )
         await _let_go(ctx)
     except QueueError as exc:
+        outcome = "unrecorded"
         log.error(
             "job %s (%s): outcome not recorded (its lease will expire and it will rerun): %s",
             job.id,
@@ -561,6 +575,7 @@ async def _record(
             exc,
             extra=_extra(job, name, outcome="unrecorded", seconds=elapsed),
         )
+    return outcome
 
 
 async def _let_go(ctx: JobContext) -> None:

@@ -8,14 +8,12 @@ from typing import Any
 
 from aiohttp import web
 
-from origin import catalog, keys, layout, queue
+from origin import catalog, intake, keys, layout
 from origin.errors import ApiError, bad_request, not_found, without_paths
 from origin.http.auth import require_token
 
 log = logging.getLogger("storyforge.api")
 UPLOAD_CHUNK = 256 * 1024
-# Upload content types: video/* plus the generic types phones and tools send.
-_GENERIC_TYPES = {"application/octet-stream", "application/mp4", "application/x-matroska"}
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -66,10 +64,6 @@ async def create_scene(request: web.Request) -> web.Response:
     return web.json_response({"id": scene.id, "title": scene.title}, status=201)
 
 
-def _upload_type_ok(content_type: str) -> bool:
-    return content_type.startswith("video/") or content_type in _GENERIC_TYPES
-
-
 async def upload_segment(request: web.Request) -> web.Response:
     """Stream a clip into the internal bucket, then create the segment and its
     transcode job in one transaction (202). The body is never held in memory."""
@@ -77,15 +71,15 @@ async def upload_segment(request: web.Request) -> web.Response:
     settings = request.app[keys.SETTINGS]
     scene_id = _path_id(request, "scene_id", "scn")
     contributor = request.query.get("contributor", "")
-    if not layout.is_id(contributor, "usr"):
+    if not intake.contributor_ok(contributor):
         raise bad_request("query parameter 'contributor' must be a user id (usr_...)")
     sequence: int | None = None
     if "sequence" in request.query:
-        raw = request.query["sequence"]
-        if not raw.isdigit() or not 1 <= int(raw) <= 1_000_000:
-            raise bad_request("'sequence' must be an integer between 1 and 1000000")
-        sequence = int(raw)
-    if not _upload_type_ok(request.content_type):
+        try:
+            sequence = intake.parse_sequence(request.query["sequence"])
+        except ValueError as exc:
+            raise bad_request(str(exc)) from None
+    if not intake.upload_type_ok(request.content_type):
         raise ApiError(
             415,
             "unsupported_media_type",
@@ -101,10 +95,9 @@ async def upload_segment(request: web.Request) -> web.Response:
 
     pool = request.app[keys.POOL]
     async with pool.acquire() as conn:
-        if await catalog.get_live_scene(conn, scene_id) is None:
-            raise not_found(f"no such scene: {scene_id}")
-        if await catalog.get_user(conn, contributor) is None:
-            raise not_found(f"no such contributor: {contributor}")
+        missing = await intake.missing_target(conn, scene_id, contributor)
+    if missing is not None:
+        raise not_found(missing)
 
     segment_id = layout.new_id("seg")
     job_id = layout.new_id("job")
@@ -140,15 +133,13 @@ async def upload_segment(request: web.Request) -> web.Response:
 
     try:
         async with pool.acquire() as conn, conn.transaction():
-            seq = await catalog.insert_segment(conn, segment_id, scene_id, sequence, contributor)
-            await queue.enqueue(
+            seq = await intake.segment_and_transcode(
                 conn,
-                "transcode",
-                {"scene_id": scene_id, "segment_id": segment_id, "upload_key": upload_key},
-                job_id=job_id,
-                dedupe_key=f"transcode:{segment_id}",
                 scene_id=scene_id,
                 segment_id=segment_id,
+                job_id=job_id,
+                sequence=sequence,
+                contributor=contributor,
                 max_attempts=settings.job_max_attempts,
             )
     except catalog.Conflict as exc:

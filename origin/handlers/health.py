@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from origin import cdn, keys, metrics, queue
+from origin import cdn, keys, metrics, outbox, queue
 from origin.handlers.scenes import SCENE_DOCUMENT_ROUTE
 from origin.http.auth import SIGNING
 
@@ -47,12 +47,14 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     counts: dict[tuple[str, str], int] | None = None
     ages: dict[str, float] | None = None
     invalidations: dict[tuple[str, str], tuple[int, int]] | None = None
+    deliveries: dict[str, int] | None = None
     try:
         async with asyncio.timeout(2):
             async with app[keys.POOL].acquire() as conn:
                 counts = await queue.counts(conn)
                 ages = await queue.oldest_due(conn)
                 invalidations = await cdn.request_counts(conn)
+                deliveries = await outbox.delivery_counts(conn)
     except Exception:  # the scrape still shows what the process knows
         counts = ages = invalidations = None
     signing = app[SIGNING].stats
@@ -67,6 +69,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
             *metrics.cache_families(app[keys.READ_CACHES]),
             *metrics.job_families(counts, ages, queue.JOB_KINDS, queue.STATUSES),
             *metrics.invalidation_families(invalidations),
+            *metrics.delivery_families(deliveries),
         ]
     )
     return web.Response(

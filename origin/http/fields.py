@@ -1,7 +1,8 @@
 """The fields every answer carries, whichever path made it (the aiohttp app or the
 fast path): `X-Request-Id`, and on media paths the CORS fields of the Fetch standard
-(`Access-Control-Allow-Origin`, `Access-Control-Expose-Headers`, `Vary: Origin`).
-Also the CORS preflight answer for media paths."""
+(`Access-Control-Allow-Origin`, `Access-Control-Expose-Headers`, `Vary: Origin`),
+and on tus upload paths the same with the tus fields exposed. Also the CORS preflight
+answer for both."""
 
 from __future__ import annotations
 
@@ -13,6 +14,23 @@ from origin.errors import error_response
 # the paths media is served under: players on other origins fetch them
 CORS_PREFIXES = ("/v/", "/a/", "/e/")
 _EXPOSE = "Content-Length, Content-Range, ETag, Accept-Ranges"
+# tus uploads from browsers (origin/handlers/uploads.py): the protocol's fields both ways
+UPLOADS_PREFIX = "/api/v1/uploads"
+_TUS_EXPOSE = (
+    "Location, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, "
+    "Tus-Checksum-Algorithm, Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires, "
+    "X-Request-Id"
+)
+_TUS_ALLOW_HEADERS = (
+    "Authorization, Content-Type, Tus-Resumable, Upload-Length, Upload-Metadata, "
+    "Upload-Offset, Upload-Checksum, Upload-Defer-Length, Upload-Concat, "
+    "X-HTTP-Method-Override, X-Request-Id"
+)
+
+
+def _cors_path(path: str) -> bool:
+    return path.startswith(CORS_PREFIXES) or path.startswith(UPLOADS_PREFIX)
+
 
 REQUEST_ID = web.RequestKey("request_id", str)
 
@@ -26,12 +44,12 @@ def cors_allow(origin: str | None, allowed: tuple[str, ...]) -> str | None:
     return origin if origin in allowed else None
 
 
-def cors_fields(allow: str) -> list[tuple[str, str]]:
+def cors_fields(allow: str, expose: str = _EXPOSE) -> list[tuple[str, str]]:
     """The CORS fields of a media answer to an allowed origin. A value that depends
     on the request's Origin makes the answer vary by it (Fetch §3.2.6, RFC 9110 §12.5.5)."""
     fields = [
         ("Access-Control-Allow-Origin", allow),
-        ("Access-Control-Expose-Headers", _EXPOSE),
+        ("Access-Control-Expose-Headers", expose),
     ]
     return fields if allow == "*" else [*fields, ("Vary", "Origin")]
 
@@ -41,10 +59,11 @@ def answer_fields(
 ) -> list[tuple[str, str]]:
     """What every answer to a request for `path` carries beside its own fields."""
     fields = [("X-Request-Id", request_id)]
-    if path.startswith(CORS_PREFIXES):
+    if _cors_path(path):
         allow = cors_allow(origin, allowed)
         if allow is not None:
-            fields.extend(cors_fields(allow))
+            tus = path.startswith(UPLOADS_PREFIX)
+            fields.extend(cors_fields(allow, _TUS_EXPOSE if tus else _EXPOSE))
     return fields
 
 
@@ -64,7 +83,7 @@ def cors_preflight(request: web.Request) -> web.Response | None:
     request is not one."""
     if not (
         request.method == "OPTIONS"
-        and request.path.startswith(CORS_PREFIXES)
+        and _cors_path(request.path)
         and "Access-Control-Request-Method" in request.headers
     ):
         return None
@@ -73,11 +92,15 @@ def cors_preflight(request: web.Request) -> web.Response | None:
         return error_response(
             403, "cors_forbidden", "this origin may not fetch media here", {"Vary": "Origin"}
         )
+    if request.path.startswith(UPLOADS_PREFIX):
+        methods, headers = "POST, HEAD, PATCH, DELETE, OPTIONS", _TUS_ALLOW_HEADERS
+    else:
+        methods, headers = "GET, HEAD, OPTIONS", "Range, If-None-Match, If-Modified-Since"
     return web.Response(
         status=204,
         headers={
-            "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
-            "Access-Control-Allow-Headers": "Range, If-None-Match, If-Modified-Since",
+            "Access-Control-Allow-Methods": methods,
+            "Access-Control-Allow-Headers": headers,
             "Access-Control-Max-Age": "86400",
         },
     )

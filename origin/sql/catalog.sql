@@ -44,7 +44,8 @@ WHERE s.id = $1;
 
 -- name: fail_segment
 UPDATE segments SET status = 'failed', error = $2
-WHERE id = $1 AND status = 'processing';
+WHERE id = $1 AND status = 'processing'
+RETURNING scene_id, sequence, contributor_id;
 
 -- name: mark_segment_ready
 -- Publishing, only once: run in the transaction that holds the transcode job's lease
@@ -52,7 +53,7 @@ WHERE id = $1 AND status = 'processing';
 UPDATE segments SET status = 'ready', duration = $2, metadata = $3, ready_at = now(),
        error = NULL
 WHERE id = $1 AND status = 'processing'
-RETURNING scene_id, sequence;
+RETURNING scene_id, sequence, contributor_id;
 
 -- name: insert_rendition
 INSERT INTO renditions (segment_id, profile, width, height, frame_rate, codecs,

@@ -285,6 +285,16 @@ UPDATE jobs
        run_after = now() + make_interval(secs => $3::float8),
        payload = payload || ($4::text)::jsonb,
        progress = 0,
+
+-- name: job_bury
+-- $3 error: the job gives up for good with attempts left (a webhook past its retry
+-- window): dead, the error kept with the others.
+UPDATE jobs
+   SET status = 'dead',
+       last_error = $3,
+       errors = errors || jsonb_build_array(
+           jsonb_build_object('attempt', attempts, 'at', now(), 'error', $3::text)),
+       finished_at = now(),
        lease_token = NULL,
        lease_expires_at = NULL,
        updated_at = now()

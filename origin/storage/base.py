@@ -10,6 +10,7 @@ Underscored helpers here are for the backend modules (``s3``, ``local``) only.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import re
 from collections.abc import (
@@ -53,6 +54,10 @@ class StorageError(Exception):
 
 class ObjectNotFound(StorageError):
     """The object (or its bucket) does not exist."""
+
+
+class NoSuchUpload(ObjectNotFound):
+    """The multipart upload does not exist (never created, completed or aborted)."""
 
 
 class RangeNotSatisfiable(StorageError):
@@ -208,6 +213,28 @@ class StreamedObject:
 
 Body = bytes | bytearray | memoryview | os.PathLike[str] | AsyncIterable[bytes]
 
+MAX_PARTS = 10_000
+"""Parts of one multipart upload, numbered 1 to 10,000 (S3's limits)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UploadedPart:
+    """One stored part of a multipart upload: its number, quoted ETag (the MD5 of its
+    bytes) and size. ``complete_multipart`` takes the ones that make the object."""
+
+    number: int
+    etag: str
+    size: int
+
+
+def multipart_etag(parts: Sequence[UploadedPart]) -> str:
+    """The ETag S3 gives an object assembled from ``parts``: the MD5 of the parts' MD5
+    digests, then ``-`` and their count (LocalStorage computes the same)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    for part in parts:
+        digest.update(bytes.fromhex(part.etag.strip('"')))
+    return f'"{digest.hexdigest()}-{len(parts)}"'
+
 
 @runtime_checkable
 class Storage(Protocol):
@@ -278,6 +305,43 @@ class Storage(Protocol):
         self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str
     ) -> ObjectInfo:
         """Server-side copy keeping content type, cache control and tags."""
+        ...
+
+    # Multipart uploads (resumable uploads land through these): parts are stored as
+    # they arrive, from any process, and become one object at ``complete_multipart``.
+    # Every part but the last must hold at least ``min_part_size`` bytes.
+
+    min_part_size: int
+
+    async def create_multipart(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        content_type: str,
+        cache_control: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
+        """Start a multipart upload of ``key``; returns its upload id."""
+        ...
+
+    async def upload_part(
+        self, bucket: str, key: str, upload_id: str, number: int, body: Body
+    ) -> UploadedPart:
+        """Store part ``number`` (1-10,000; storing a number again replaces it).
+        NoSuchUpload when the upload is gone."""
+        ...
+
+    async def complete_multipart(
+        self, bucket: str, key: str, upload_id: str, parts: Sequence[UploadedPart]
+    ) -> ObjectInfo:
+        """Join ``parts`` (ascending numbers, as ``upload_part`` returned them) into the
+        object; parts not listed are dropped. NoSuchUpload when the upload is gone,
+        StorageError when a part is missing, differs from its ETag or is too small."""
+        ...
+
+    async def abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
+        """Drop the upload and its parts; an unknown upload is not an error."""
         ...
 
     async def local_path(self, bucket: str, key: str) -> Path | None:
@@ -407,6 +471,32 @@ def _expect_body(outcome: StreamedObject | Unsent) -> StreamedObject:
     if outcome.status == 416:
         raise RangeNotSatisfiable(-1 if outcome.size is None else outcome.size)
     raise StorageError(f"a read without preconditions was answered {outcome.status}")
+
+
+_UPLOAD_ID_RE = re.compile(r"[A-Za-z0-9._~+/=-]{1,1024}")
+
+
+def _check_part(upload_id: str, number: int) -> None:
+    """ValueError for an upload id or part number no backend accepts, before any I/O."""
+    if (
+        not isinstance(upload_id, str)
+        or not _UPLOAD_ID_RE.fullmatch(upload_id)
+        or ".." in upload_id
+        or upload_id.startswith("/")
+    ):
+        raise ValueError(f"invalid upload id {upload_id!r}")
+    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= MAX_PARTS:
+        raise ValueError(f"part number must be 1-{MAX_PARTS}, not {number!r}")
+
+
+def _check_parts(upload_id: str, parts: Sequence[UploadedPart]) -> None:
+    if not parts:
+        raise ValueError("a multipart upload needs at least one part")
+    for part in parts:
+        _check_part(upload_id, part.number)
+    numbers = [p.number for p in parts]
+    if numbers != sorted(set(numbers)):
+        raise ValueError("parts must be listed in ascending order, each number once")
 
 
 def _body_kind(body: object) -> str:

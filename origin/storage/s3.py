@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import urllib.parse
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -35,6 +34,7 @@ from origin.conditional import (
 )
 from origin.storage.base import (
     DELETE_BATCH,
+    MAX_PARTS,
     Body,
     DeleteResult,
     GiB,
@@ -61,12 +61,11 @@ from origin.storage.s3_boundary import (
     s3_errors,
     utc,
 )
+from origin.storage.s3_multipart import MIN_PART_SIZE, S3Multipart, write_args
 
 PART_SIZE = 16 * MiB
 """S3 uploads bigger than one part (files and streams) go multipart, in parts of this size."""
 
-MAX_PARTS = 10_000
-MIN_PART_SIZE = 5 * MiB
 MAX_COPY_OBJECT_SIZE = 5 * GiB
 """CopyObject's limit; bigger objects are copied with UploadPartCopy."""
 
@@ -90,7 +89,7 @@ async def _blocks(source: AsyncIterable[bytes], size: int) -> AsyncGenerator[byt
     yield bytes(buf)
 
 
-class S3Storage(Storage):
+class S3Storage(S3Multipart, Storage):
     """Storage on S3 or an S3-compatible endpoint, through one aiobotocore client.
 
     Build it with ``open_s3``; ``aclose()`` closes the client (and its connection pool).
@@ -143,7 +142,7 @@ class S3Storage(Storage):
     ) -> ObjectInfo:
         validate_bucket(bucket)
         validate_key(key)
-        extra = self._write_args(
+        extra = write_args(
             content_type, cache_control, _validate_put_args(content_type, cache_control, tags)
         )
         kind = _body_kind(body)
@@ -155,17 +154,6 @@ class S3Storage(Storage):
         else:
             await self._put_stream(bucket, key, body, extra)  # type: ignore[arg-type]
         return await self.head(bucket, key)
-
-    @staticmethod
-    def _write_args(
-        content_type: str, cache_control: str | None, tags: Mapping[str, str]
-    ) -> dict[str, str]:
-        extra = {"ContentType": content_type}
-        if cache_control is not None:
-            extra["CacheControl"] = cache_control
-        if tags:
-            extra["Tagging"] = urllib.parse.urlencode(tags)
-        return extra
 
     async def _put_object(
         self, bucket: str, key: str, data: bytes, extra: Mapping[str, str]
@@ -216,40 +204,6 @@ class S3Storage(Storage):
             await self._multipart(bucket, key, extra, all_blocks())
         finally:
             await blocks.aclose()
-
-    async def _multipart(
-        self, bucket: str, key: str, extra: Mapping[str, str], blocks: AsyncIterator[bytes]
-    ) -> None:
-        with s3_errors("CreateMultipartUpload", bucket, key, object_op=False):
-            created = await self._client.create_multipart_upload(Bucket=bucket, Key=key, **extra)
-        upload_id = created["UploadId"]
-        parts: list[dict[str, Any]] = []
-        try:
-            async for block in blocks:
-                number = len(parts) + 1
-                if number > MAX_PARTS:
-                    raise StorageError(f"s3://{bucket}/{key}: more than {MAX_PARTS} parts")
-                with s3_errors("UploadPart", bucket, key, object_op=False):
-                    uploaded = await self._client.upload_part(
-                        Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=block
-                    )
-                del block
-                parts.append({"ETag": uploaded["ETag"], "PartNumber": number})
-            with s3_errors("CompleteMultipartUpload", bucket, key, object_op=False):
-                await self._client.complete_multipart_upload(
-                    Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-                )
-        except BaseException:
-            await self._abort(bucket, key, upload_id)
-            raise
-
-    async def _abort(self, bucket: str, key: str, upload_id: str) -> None:
-        # Shielded so a cancelled upload still gives its parts back; failures to abort
-        # are left to the bucket's AbortIncompleteMultipartUpload lifecycle rule.
-        with contextlib.suppress(Exception):
-            await asyncio.shield(
-                self._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-            )
 
     # -- reads
 
@@ -452,7 +406,7 @@ class S3Storage(Storage):
         self, src_bucket: str, source: ObjectInfo, dst_bucket: str, dst_key: str
     ) -> None:
         tags = await self.tags(src_bucket, source.key)
-        extra = self._write_args(
+        extra = write_args(
             source.content_type or "application/octet-stream", source.cache_control, tags
         )
         with s3_errors("CreateMultipartUpload", dst_bucket, dst_key, object_op=False):

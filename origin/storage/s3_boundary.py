@@ -14,7 +14,7 @@ import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
 from origin.conditional import byte_range, entity_tags, http_date, if_range_validator, is_entity_tag
-from origin.storage.base import CHUNK_SIZE, ObjectNotFound, StorageError, Unsent
+from origin.storage.base import CHUNK_SIZE, NoSuchUpload, ObjectNotFound, StorageError, Unsent
 
 
 def quote_etag(etag: str) -> str:
@@ -51,6 +51,8 @@ def s3_errors(
     except ClientError as exc:
         code, message, status = client_error_parts(exc)
         detail = f"{code or status}{': ' + message if message else ''}"
+        if code == "NoSuchUpload":
+            raise NoSuchUpload(f"{where}: no such multipart upload ({detail})") from exc
         if object_op and (
             code in ("NoSuchKey", "NoSuchBucket", "NotFound", "404") or status == 404
         ):

@@ -68,6 +68,8 @@ def run(home: Path, *, port: int, workers: int, demo: bool) -> int:
             "PORT": str(port),
             "LOG_FORMAT": "text",
             "API_TOKENS": token_file.read_text().strip(),
+            # webhooks to receivers on this machine (WEBHOOK_URLS) are the point here
+            "WEBHOOK_ALLOW_PRIVATE": os.environ.get("WEBHOOK_ALLOW_PRIVATE", "true"),
         }
 
         def command(*args: str, **extra: str) -> Callable[[], subprocess.Popen[bytes]]:

@@ -53,7 +53,7 @@ async def test_publish_segment_once_and_only_inside_a_transaction(conn) -> None:
 
     with pytest.raises(RuntimeError, match="inside the transaction"):
         await catalog.publish_segment(
-            conn, segment_id, duration=6.5, metadata={}, renditions=[RENDITION]
+            conn, segment_id, duration=6.5, metadata={}, renditions=[RENDITION], webhooks=()
         )
     async with conn.transaction():
         version = await catalog.publish_segment(
@@ -62,6 +62,7 @@ async def test_publish_segment_once_and_only_inside_a_transaction(conn) -> None:
             duration=6.5004,
             metadata={"segmentId": segment_id},
             renditions=[RENDITION],
+            webhooks=(),
         )
     assert version == scene.version + 1
     view = await catalog.scene_view(conn, scene.id)
@@ -76,13 +77,25 @@ async def test_publish_segment_once_and_only_inside_a_transaction(conn) -> None:
     # a second attempt finds it published: nothing is written
     async with conn.transaction():
         again = await catalog.publish_segment(
-            conn, segment_id, duration=6.5, metadata={}, renditions=[RENDITION]
+            conn, segment_id, duration=6.5, metadata={}, renditions=[RENDITION], webhooks=()
         )
     assert again is None
     assert await catalog.live_scene_version(conn, scene.id) == version
     n = await conn.fetchval("SELECT count(*) FROM renditions WHERE segment_id = $1", seg.id)
     assert n == 1
-    await catalog.fail_segment(conn, segment_id, "too late")  # ready stays ready
+    # ready stays ready, and no event says otherwise
+    assert not await catalog.fail_segment(conn, segment_id, "too late", webhooks=("http://x/",))
+    events = await conn.fetch(
+        "SELECT type, payload::text AS payload FROM webhook_events WHERE scene_id = $1", scene.id
+    )
+    assert [e["type"] for e in events] == ["segment.ready"]
+    assert json.loads(events[0]["payload"])["data"] == {
+        "segmentId": segment_id,
+        "sceneId": scene.id,
+        "sequence": 1,
+        "contributorId": seg.contributor_id,
+        "duration": 6.5,
+    }
     after = await catalog.segment_for_job(conn, segment_id)
     assert after is not None and after.status == "ready"
 
@@ -93,7 +106,7 @@ async def test_a_publish_without_the_lease_rolls_back_whole(conn) -> None:
     with pytest.raises(queue.LeaseLost):
         async with conn.transaction():
             assert await catalog.publish_segment(
-                conn, segment_id, duration=6.5, metadata={}, renditions=[RENDITION]
+                conn, segment_id, duration=6.5, metadata={}, renditions=[RENDITION], webhooks=()
             )
             # completing a job whose lease is not ours fails: the publish goes too
             await queue.complete(conn, layout.new_id("job"), str(uuid.uuid4()))

@@ -22,6 +22,7 @@ from origin.storage import (
     CHUNK_SIZE,
     DeleteResult,
     LocalStorage,
+    NoSuchUpload,
     ObjectInfo,
     ObjectNotFound,
     RangeNotSatisfiable,
@@ -30,6 +31,7 @@ from origin.storage import (
     StorageError,
     StreamedObject,
     Unsent,
+    UploadedPart,
     open_s3,
     open_storage,
 )
@@ -803,3 +805,125 @@ async def test_local_ping_and_missing_bucket(tmp_path: Path) -> None:
     await storage.ping()
     with pytest.raises(StorageError, match="does not exist"):
         await storage.put("sf-exports", "a", b"x", content_type="text/plain")
+
+
+# --------------------------------------------------------------------------- multipart
+
+
+def s3_style_etag(parts: list[bytes]) -> str:
+    digests = b"".join(hashlib.md5(p).digest() for p in parts)
+    return f'"{hashlib.md5(digests).hexdigest()}-{len(parts)}"'
+
+
+async def test_multipart_joins_listed_parts_only(backend: Backend) -> None:
+    s, b = backend.storage, backend.bucket
+    first = os.urandom(s.min_part_size if s.min_part_size > 1 else 5 * MiB)
+    second, last = os.urandom(5 * MiB + 3), b"tail bytes"
+    key = "jobs/job_multipart01/raw_output.mp4"
+    upload = await s.create_multipart(
+        b, key, content_type="video/mp4", cache_control="private, no-store", tags={"type": "x"}
+    )
+
+    async def stream(data: bytes) -> AsyncIterator[bytes]:
+        for i in range(0, len(data), 100_000):
+            yield data[i : i + 100_000]
+
+    p1 = await s.upload_part(b, key, upload, 1, first)
+    stale = await s.upload_part(b, key, upload, 2, b"a part nobody lists")
+    p3 = await s.upload_part(b, key, upload, 3, stream(second))
+    p4 = await s.upload_part(b, key, upload, 4, last)
+    assert (p1.number, p1.size, p1.etag) == (1, len(first), quoted_md5(first))
+    assert p3.etag == quoted_md5(second) and stale.size == 19
+    # nothing is visible before completion
+    with pytest.raises(ObjectNotFound):
+        await s.head(b, key)
+    info = await s.complete_multipart(b, key, upload, [p1, p3, p4])
+    assert info.size == len(first) + len(second) + len(last)
+    assert info.etag == s3_style_etag([first, second, last])
+    assert await read_all(await s.get(b, key)) == first + second + last
+    head = await s.head(b, key)
+    assert (head.content_type, head.cache_control) == ("video/mp4", "private, no-store")
+    assert await s.tags(b, key) == {"type": "x"}
+    # completing again: the same object (S3 may repeat its answer) or NoSuchUpload
+    try:
+        again = await s.complete_multipart(b, key, upload, [p1, p3, p4])
+        assert again.etag == info.etag
+    except NoSuchUpload:
+        pass
+
+
+async def test_multipart_refuses_wrong_parts_and_aborts(backend: Backend) -> None:
+    s, b = backend.storage, backend.bucket
+    key = "jobs/job_multipart02/raw_output.mp4"
+    upload = await s.create_multipart(b, key, content_type="video/mp4")
+    part = await s.upload_part(b, key, upload, 1, b"only part")
+    with pytest.raises(StorageError):  # an ETag that part never had
+        await s.complete_multipart(
+            b, key, upload, [UploadedPart(1, quoted_md5(b"other bytes"), part.size)]
+        )
+    with pytest.raises(ValueError):
+        await s.complete_multipart(b, key, upload, [part, part])
+    with pytest.raises(ValueError):
+        await s.upload_part(b, key, upload, 0, b"x")
+    with pytest.raises(ValueError):
+        await s.upload_part(b, key, "../../etc", 1, b"x")
+    if backend.kind == "local":  # (moto answers an unknown upload id with a 500)
+        with pytest.raises(NoSuchUpload):
+            await s.upload_part(b, "jobs/other/raw_output.mp4", upload, 1, b"x")
+    await s.abort_multipart(b, key, upload)
+    await s.abort_multipart(b, key, upload)  # again: nothing left, no error
+    with pytest.raises(StorageError):  # NoSuchUpload (moto: a 500)
+        await s.upload_part(b, key, upload, 2, b"after abort")
+    with pytest.raises(ObjectNotFound):
+        await s.head(b, key)
+    if backend.root is not None:  # nothing left in the staging tree either
+        assert not list((backend.root / ".uploads" / b).iterdir())
+
+
+async def test_multipart_small_parts_only_where_the_backend_allows(backend: Backend) -> None:
+    s, b = backend.storage, backend.bucket
+    key = "jobs/job_multipart03/raw_output.mp4"
+    upload = await s.create_multipart(b, key, content_type="video/mp4")
+    parts = [await s.upload_part(b, key, upload, n, b"%d" % n * 10) for n in (1, 2)]
+    if s.min_part_size > 10:
+        assert backend.kind == "s3" and s.min_part_size == 5 * MiB
+        with pytest.raises(StorageError, match="EntityTooSmall"):
+            await s.complete_multipart(b, key, upload, parts)
+        await s.abort_multipart(b, key, upload)
+    else:
+        info = await s.complete_multipart(b, key, upload, parts)
+        assert await read_all(await s.get(b, key)) == b"1" * 10 + b"2" * 10 and info.size == 20
+
+
+async def test_local_parts_append_in_place_and_a_superseded_writer_stops(tmp_path: Path) -> None:
+    """LocalStorage appends parts stored one after another into one file that becomes
+    the object (no copy); a part still being written when a higher-numbered one starts
+    is refused at its next write and never lands in the newer part's bytes; a part
+    below a stored higher one is refused."""
+    s = LocalStorage(tmp_path / "store")
+    await s.ensure_buckets(["sf-local-parts"])
+    b, key = "sf-local-parts", "jobs/job_local01/raw_output.mp4"
+    upload = await s.create_multipart(b, key, content_type="video/mp4")
+    gate = asyncio.Event()
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield b"A" * 1000
+        await gate.wait()
+        yield b"A" * 1000
+
+    stale = asyncio.create_task(s.upload_part(b, key, upload, 1, stalled()))
+    await asyncio.sleep(0.2)
+    fresh = await s.upload_part(b, key, upload, 2, b"B" * 1500)
+    gate.set()
+    with pytest.raises(StorageError, match="superseded"):
+        await stale
+    with pytest.raises(StorageError, match="ascending order"):
+        await s.upload_part(b, key, upload, 1, b"late")
+    tail = await s.upload_part(b, key, upload, 3, b"C" * 10)
+    staging = tmp_path / "store" / ".uploads" / b / upload
+    inode = (staging / "data").stat().st_ino
+    info = await s.complete_multipart(b, key, upload, [fresh, tail])
+    assert await read_all(await s.get(b, key)) == b"B" * 1500 + b"C" * 10
+    assert info.etag == s3_style_etag([b"B" * 1500, b"C" * 10])
+    assert (tmp_path / "store" / b / key).stat().st_ino == inode  # renamed, not copied
+    assert not staging.exists()

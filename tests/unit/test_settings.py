@@ -99,3 +99,46 @@ def test_scene_life_settings():
     ]:
         with pytest.raises(ConfigError, match=f"^{name}:"):
             Settings.from_env(env)
+
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def test_upload_and_webhook_settings():
+    s = Settings.from_env({})
+    assert (s.upload_expiry_seconds, s.upload_lock_seconds) == (86400, 60.0)
+    assert (s.webhook_urls, s.webhook_allow_private, s.webhook_retry_seconds) == ((), False, 86400)
+    s = Settings.from_env(
+        {
+            "UPLOAD_EXPIRY_SECONDS": "3600",
+            "UPLOAD_LOCK_SECONDS": "15",
+            "WEBHOOK_URLS": "https://a.example/hook, http://b.example:8080/x",
+            "WEBHOOK_SECRET": SECRET,
+            "WEBHOOK_ALLOW_PRIVATE": "true",
+            "WEBHOOK_TIMEOUT": "3",
+            "WEBHOOK_RETRY_SECONDS": "600",
+            "WEBHOOK_BACKOFF_BASE": "1",
+        }
+    )
+    assert s.webhook_urls == ("https://a.example/hook", "http://b.example:8080/x")
+    assert s.webhook_allow_private and s.webhook_timeout == 3.0
+    assert (s.upload_expiry_seconds, s.upload_lock_seconds) == (3600, 15.0)
+    assert SECRET not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"WEBHOOK_URLS": "https://a.example/hook"}, "WEBHOOK_SECRET"),
+        ({"WEBHOOK_URLS": "ftp://a.example/", "WEBHOOK_SECRET": SECRET}, "WEBHOOK_URLS"),
+        ({"WEBHOOK_URLS": "https://u:p@a.example/", "WEBHOOK_SECRET": SECRET}, "WEBHOOK_URLS"),
+        ({"WEBHOOK_SECRET": "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}, "WEBHOOK_SECRET"),
+        ({"WEBHOOK_SECRET": "whsec_!!!"}, "WEBHOOK_SECRET"),
+        ({"WEBHOOK_SECRET": "whsec_c2hvcnQ="}, "WEBHOOK_SECRET"),
+        ({"UPLOAD_EXPIRY_SECONDS": "5"}, "UPLOAD_EXPIRY_SECONDS"),
+        ({"WEBHOOK_ALLOW_PRIVATE": "maybe"}, "WEBHOOK_ALLOW_PRIVATE"),
+    ],
+)
+def test_upload_and_webhook_refusals(env, variable):
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env(env)

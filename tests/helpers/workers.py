@@ -1,0 +1,42 @@
+"""In-process workers (the real job loop and handlers) for settings of a test's own,
+e.g. S3 storage, where the `run_workers` fixture follows the shared `settings`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from origin import db
+from origin.settings import Settings
+from origin.storage import open_configured_storage
+from workers.main import handlers
+from workers.worker import run_worker
+
+
+@asynccontextmanager
+async def running_workers(
+    settings: Settings, *, concurrency: int = 1, lease_seconds: float = 10.0
+) -> AsyncIterator[None]:
+    pool = await db.connect_pool(settings.database_url, size=concurrency + 3)
+    storage = await open_configured_storage(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_worker(
+            pool,
+            handlers(settings, storage),
+            concurrency=concurrency,
+            lease_seconds=lease_seconds,
+            poll_interval=0.2,
+            grace_seconds=5,
+            stop=stop,
+            name="test-worker",
+        )
+    )
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await storage.aclose()
+        await pool.close()
