@@ -69,6 +69,8 @@ class Settings:
     origin_secret: str = field(default="", repr=False)
     hmac_keys: tuple[HmacKey, ...] = ()
     hmac_bind_ip: bool = False
+    export_max_age: float = 86400.0
+    export_fetch_concurrency: int = 4
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -155,6 +157,10 @@ class Settings:
             "origin_secret": _secret(e, "ORIGIN_SECRET"),
             "hmac_keys": _hmac_keys(e, "HMAC_KEYS"),
             "hmac_bind_ip": _bool(e, "HMAC_BIND_IP", d.hmac_bind_ip),
+            "export_max_age": _float(e, "EXPORT_MAX_AGE", d.export_max_age, 0.0),
+            "export_fetch_concurrency": _int(
+                e, "EXPORT_FETCH_CONCURRENCY", d.export_fetch_concurrency, 1, 64
+            ),
         }
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
