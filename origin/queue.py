@@ -32,9 +32,9 @@ from asyncpg.pool import PoolConnectionProxy
 from origin import layout
 from origin.db import DatabaseError, q
 
-#: Kinds the jobs table accepts (its CHECK constraint): `transcode` has a handler
-#: (workers/main.py); `export` and `delete_scene` are DESIGN.md kinds whose handlers
-#: are coming. A new kind comes with a migration widening the constraint.
+#: Kinds the jobs table accepts (its CHECK constraint): `transcode` and `export` have
+#: handlers (workers/main.py); `delete_scene` is a DESIGN.md kind whose handler is
+#: coming. A new kind comes with a migration widening the constraint.
 JOB_KINDS = ("transcode", "export", "delete_scene")
 STATUSES = ("queued", "running", "succeeded", "failed", "dead")
 IN_FLIGHT = ("queued", "running")

@@ -73,9 +73,9 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser(
         "worker",
-        help="run a job worker (transcode jobs)",
-        description="Claim the jobs this version runs (transcode) from the database and run "
-        "them; jobs of other kinds stay queued. SIGTERM stops claiming and lets running jobs "
+        help="run a job worker (export, transcode jobs)",
+        description="Claim the jobs this version runs (export, transcode) from the database and "
+        "run them; jobs of other kinds stay queued. SIGTERM stops claiming and lets running jobs "
         "finish within the grace period, then hands the rest back.",
     )
     worker.add_argument(

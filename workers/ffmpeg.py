@@ -1,9 +1,10 @@
-"""Runs ffprobe and ffmpeg for the transcode job: asyncio subprocesses that die with the worker.
+"""Runs ffprobe and ffmpeg for the jobs: asyncio subprocesses that die with the worker.
 
 `probe` validates an upload (`BadInput` on anything unusable); `transcode` runs the single
 ffmpeg command of `workers.encoding.transcode_command`, reports progress, keeps a bounded log,
 then measures what ffmpeg really wrote (segment durations and sizes, profile/level from the
-SPS, frame size and rate) and builds the storyboard.
+SPS, frame size and rate) and builds the storyboard. `run_capture` runs a short command;
+`run_fed` one that reads its input from us (the export's remux).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "TranscodeOutput",
     "probe",
     "run_capture",
+    "run_fed",
     "transcode",
 ]
 
@@ -122,10 +124,12 @@ def _child_setup(parent: int) -> Callable[[], None]:
     return setup
 
 
-async def _spawn(cmd: Sequence[str], *, stdout: int) -> asyncio.subprocess.Process:
+async def _spawn(
+    cmd: Sequence[str], *, stdout: int, stdin: int = asyncio.subprocess.DEVNULL
+) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         *cmd,
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=stdin,
         stdout=stdout,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,  # own process group: killpg reaches every child
@@ -167,6 +171,37 @@ async def run_capture(cmd: Sequence[str], *, timeout: float) -> Completed:
         await _kill(proc)
         raise
     return Completed(rc, out, err.decode("utf-8", "replace"))
+
+
+async def run_fed(
+    cmd: Sequence[str],
+    feed: Callable[[asyncio.StreamWriter], Awaitable[None]],
+    *,
+    timeout: float,
+) -> Completed:
+    """Run a command whose standard input `feed` writes (stdin is closed after it);
+    stderr is kept (bounded). If the command exits early (its stdin breaks), feeding
+    stops and its exit status and stderr tell why. On timeout (TimeoutError), an error
+    from `feed` or cancellation, the process group is killed first."""
+    proc = await _spawn(cmd, stdout=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.PIPE)
+    assert proc.stdin is not None
+    stderr = asyncio.create_task(_read_all(proc.stderr))
+    try:
+        async with asyncio.timeout(timeout):
+            try:
+                await feed(proc.stdin)
+                proc.stdin.close()
+                await proc.stdin.wait_closed()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # it stopped reading: its exit status says why
+            rc = await proc.wait()
+            err = await stderr
+    except BaseException:
+        await _kill(proc)
+        stderr.cancel()
+        await asyncio.gather(stderr, return_exceptions=True)
+        raise
+    return Completed(rc, b"", err.decode("utf-8", "replace"))
 
 
 async def _lines(stream: asyncio.StreamReader, max_line: int = 4096) -> AsyncIterator[str]:

@@ -11,13 +11,16 @@ import socket
 from origin import db
 from origin.settings import Settings
 from origin.storage import open_configured_storage
-from workers import transcode
+from workers import export, transcode
 from workers.worker import Handler, run_worker
 
 
 def handlers(settings: Settings, storage) -> dict[str, Handler]:
     """Job kind -> handler. Kinds without a handler stay queued for a worker that has one."""
-    return {"transcode": transcode.make_handler(settings, storage)}
+    return {
+        "transcode": transcode.make_handler(settings, storage),
+        "export": export.make_handler(settings, storage),
+    }
 
 
 async def run(settings: Settings, *, concurrency: int, grace: float) -> None:
