@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from origin import db, keys
-from origin.handlers import api, files, health, player, scenes, signed
+from origin.handlers import api, exports, files, health, player, scenes, signed
 from origin.http import auth, fields, middleware
 from origin.metrics import FastPathAnswers
 from origin.scenecache import new_read_caches
@@ -67,4 +67,5 @@ def create_app(settings: Settings) -> web.Application:
     scenes.add_routes(app)
     player.add_routes(app)
     signed.add_routes(app)
+    exports.add_routes(app)
     return app

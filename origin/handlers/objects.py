@@ -8,6 +8,7 @@ S3) and a HEAD with one ``head``, decided by ``origin.conditional``."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
@@ -21,11 +22,21 @@ from origin.storage import ObjectInfo, ObjectNotFound, Storage, StreamedObject, 
 
 
 async def serve_object(
-    request: web.Request, bucket: str, key: str, content_type: str, cache_control: str
+    request: web.Request,
+    bucket: str,
+    key: str,
+    content_type: str,
+    cache_control: str,
+    fields: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
-    """Send a stored object with validators, ranges and conditional GET."""
+    """Send a stored object with validators, ranges and conditional GET; `fields` are
+    more header fields of every answer about it (e.g. Content-Disposition)."""
     storage = request.app[keys.STORAGE]
-    base: dict[str, str] = {hdrs.CONTENT_TYPE: content_type, hdrs.CACHE_CONTROL: cache_control}
+    base: dict[str, str] = {
+        hdrs.CONTENT_TYPE: content_type,
+        hdrs.CACHE_CONTROL: cache_control,
+        **(fields or {}),
+    }
     path = await storage.local_path(bucket, key)
     if path is not None:
         if not path.is_file():
