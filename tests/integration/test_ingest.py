@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from origin.app import create_app
 from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
 from tests.helpers.scenes import new_scene, upload, wait_done
 from tests.helpers.servers import OriginTestServer
+from tests.helpers.services import processes_mentioning, worker_process
 
 pytestmark = pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)
 
@@ -172,19 +171,6 @@ async def test_clip_becomes_a_published_segment(origin_client, settings, run_wor
     assert r.status == 200
 
 
-def processes_mentioning(text: str) -> list[int]:
-    """PIDs whose command line contains `text` (read from /proc, no procps needed)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if text.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
 BAD_INPUTS = ["truncated", "text", "png", "hls", "ffconcat", "zeros"]
 
 
@@ -252,17 +238,7 @@ async def test_worker_killed_mid_transcode_is_finished_by_another(
     scene, (user,) = await new_scene(client)
     clip = make_clip(tmp_path / "long.mp4", width=1920, height=1080, fps=30, duration=24)
     seg = (await upload(client, scene, user, clip))["segmentId"]
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "STORAGE": "local",
-        "STORAGE_ROOT": str(settings.storage_root),
-        "JOB_LEASE_SECONDS": "3",
-        "TIMELINE_INTERVAL": "2",
-        "LOG_FORMAT": "text",
-    }
-    cmd = [sys.executable, "-m", "storyforge.cli", "worker"]
-    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = worker_process(settings, TIMELINE_INTERVAL="2")
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -279,7 +255,7 @@ async def test_worker_killed_mid_transcode_is_finished_by_another(
     finally:
         if first.poll() is None:
             first.kill()
-    second = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second = worker_process(settings, TIMELINE_INTERVAL="2")
     try:
         done = await wait_done(client, seg, timeout=240)
     finally:
