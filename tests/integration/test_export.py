@@ -12,15 +12,20 @@ copies of those clips, published again as the transcoder publishes."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import json
+import math
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from origin import keys, layout
 from origin.app import create_app
@@ -106,6 +111,12 @@ def rendition_durations(settings: Settings, scene: str, segment: str, quality: s
         for ln in text.read_text().splitlines()
         if ln.startswith("#EXTINF:")
     ]
+
+
+def no_temporary_files(job_id: str) -> bool:
+    """The export job's working directory is gone (it is removed on success and on
+    failure)."""
+    return not list(Path(tempfile.gettempdir()).glob(f"storyforge-{job_id}-*"))
 
 
 def distinct_parameter_sets(path: Path) -> tuple[int, int]:
@@ -225,6 +236,7 @@ async def test_full_export_at_both_qualities(origin_client, settings, run_worker
         done = await wait_export(client, started["exportId"])
         assert done["status"] == "ready" and done["progress"] == 100, done
         assert done["current"] is True and done["error"] is None
+        assert no_temporary_files(started["jobId"])
         name = f"full_{quality}.mp4"
         assert done["url"] == f"/e/{scene}/{started['exportId']}/{name}"
         mp4 = await download(client, done["url"], tmp_path / name)
@@ -344,6 +356,7 @@ async def test_one_job_for_concurrent_requests_and_new_clips_make_exports_stale(
     assert status == 202, renewed
     assert renewed["exportId"] != a["exportId"] and renewed["jobId"] != a["jobId"]
     assert renewed["sceneVersion"] == first["sceneVersion"] + 1
+
     done = await wait_export(client, renewed["exportId"])
     assert done["status"] == "ready" and done["current"] is True
     assert done["url"] != first["url"]  # a version-specific URL: no cache can mix them
@@ -356,6 +369,39 @@ async def test_one_job_for_concurrent_requests_and_new_clips_make_exports_stale(
     assert new.stat().st_size > old.stat().st_size
     status, current = await post_export(client, scene, quality="720p")
     assert status == 200 and current["exportId"] == renewed["exportId"]
+
+
+async def test_a_job_overtaken_by_a_new_clip_fails_and_estimates_use_measured_speed(
+    origin_client, settings, run_workers, base
+):
+    client = origin_client
+    scene, _ = await copies(settings, base, 0, 1)
+    pool = client.server.app[keys.POOL]
+    # earlier exports of this run measured the throughput; the estimate divides by it
+    speed = await pool.fetchval("SELECT speed FROM export_throughput WHERE kind = 'full'")
+    assert speed is not None and speed > 0
+    status, queued = await post_export(client, scene, quality="720p")
+    assert status == 202 and queued["estimatedTime"] == math.ceil(9.0 / speed)
+    # a clip is published before any worker took the job: the job cannot export the
+    # version it was asked for any more
+    storage = client.server.app[keys.STORAGE]
+    async with pool.acquire() as conn:
+        await publish_copy(
+            settings, storage, conn, base["scene"], base["segments"][2], scene, base["user"]
+        )
+    run_workers()
+    done = await wait_export(client, queued["exportId"])
+    assert done["status"] == "failed" and "request the export again" in done["error"], done
+    status, again = await post_export(client, scene, quality="720p")
+    assert status == 202 and again["sceneVersion"] == queued["sceneVersion"] + 1
+    ready = await wait_export(client, again["exportId"])
+    assert ready["status"] == "ready" and (await client.head(ready["url"])).status == 200
+    # a deleted scene has no exports to ask for, about, or to download
+    await pool.execute("UPDATE scenes SET deleted_at = now() WHERE id = $1", scene)
+    assert (await post_export(client, scene, quality="720p"))[0] == 404
+    r = await client.get(f"/api/v1/exports/{again['exportId']}", headers=client.headers_auth)
+    assert r.status == 404
+    assert (await client.get(ready["url"])).status == 404
 
 
 async def test_moment_is_frame_accurate_and_reencodes_only_its_edge_gops(
@@ -437,6 +483,7 @@ async def test_a_missing_rendition_fails_readably_and_leaves_nothing(
         "SELECT status, attempts FROM jobs WHERE id = $1", started["jobId"]
     )
     assert (job["status"], job["attempts"]) == ("failed", 1)  # bad input: not retried
+    assert no_temporary_files(started["jobId"])
 
 
 async def test_worker_killed_mid_export_is_finished_by_another(origin_client, settings, base):
@@ -534,3 +581,41 @@ async def test_export_on_s3_and_signed_urls(settings, run_workers, base, moto_en
         mp4.write_bytes(await r.read())
         assert decode_errors(mp4) == ""
         assert abs(float(ffprobe_json("-show_format", mp4)["format"]["duration"]) - 9.0) < 0.1
+
+
+async def test_cloudfront_mode_mints_a_canned_url_for_the_one_file(settings, run_workers, base):
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    cf = dataclasses.replace(
+        settings,
+        signing="cloudfront",
+        cdn_base_url="https://cdn.storyforge.test",
+        cloudfront_key_pair_id="K2JCJMDEHXQW5F",
+        cloudfront_private_key=pem,
+    )
+    scene, _ = await copies(settings, base, 1)
+    async with TestClient(OriginTestServer(create_app(cf))) as client:
+        client.headers_auth = {"Authorization": f"Bearer {API_TOKEN}"}
+        status, started = await post_export(client, scene, quality="720p")
+        assert status == 202
+        run_workers()
+        done = await wait_export(client, started["exportId"])
+    assert done["status"] == "ready", done
+    resource, _, query = done["url"].partition("?")
+    assert resource == (
+        f"https://cdn.storyforge.test/e/{scene}/{started['exportId']}/full_720p.mp4"
+    )
+    fields = dict(part.split("=", 1) for part in query.split("&"))
+    assert sorted(fields) == ["Expires", "Key-Pair-Id", "Signature"]
+    assert fields["Key-Pair-Id"] == "K2JCJMDEHXQW5F"
+    # the canned policy CloudFront rebuilds from the URL (its documented form)
+    condition = {"DateLessThan": {"AWS:EpochTime": int(fields["Expires"])}}
+    statement = json.dumps(
+        {"Statement": [{"Resource": resource, "Condition": condition}]}, separators=(",", ":")
+    )
+    signature = base64.b64decode(
+        fields["Signature"].replace("-", "+").replace("_", "=").replace("~", "/")
+    )
+    key.public_key().verify(signature, statement.encode(), padding.PKCS1v15(), hashes.SHA1())
