@@ -431,6 +431,7 @@ async def test_moment_is_frame_accurate_and_reencodes_only_its_edge_gops(
     assert len(pts) == (120 - 55) + 51
     assert decode_errors(mp4) == ""
     assert video["codec_tag_string"] == "avc1"
+    assert distinct_parameter_sets(mp4) == (1, 1)  # the cuts' x264 SPS/PPS are the same
 
     # the first and last frames are the stitched renditions' frames at those times
     videos = settings.storage_root / settings.videos_bucket / scene
