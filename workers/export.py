@@ -73,9 +73,9 @@ class Prefetcher:
         ]
         self._concurrency = max(1, concurrency)
 
-    async def segments(self) -> AsyncIterator[tuple[Fetch, bytes]]:
+    async def segments(self) -> AsyncIterator[tuple[Fetch, bytearray]]:
         """(fetch, bytes) in plan order; reads run ahead by at most `concurrency`."""
-        window: deque[tuple[Fetch, asyncio.Task[bytes]]] = deque()
+        window: deque[tuple[Fetch, asyncio.Task[bytearray]]] = deque()
         pending = deque(self._fetches)
         try:
             while pending or window:
@@ -89,7 +89,7 @@ class Prefetcher:
                 task.cancel()
             await asyncio.gather(*(task for _, task in window), return_exceptions=True)
 
-    async def _read(self, fetch: Fetch) -> bytes:
+    async def _read(self, fetch: Fetch) -> bytearray:
         part = fetch.part
         name = fetch.key.rsplit("/", 1)[-1]
         try:
@@ -111,7 +111,7 @@ class Prefetcher:
                 f"clip {part.sequence} ({part.segment_id}): media segment {name} is "
                 f"{len(data)} bytes in storage, its rendition row says {fetch.size}"
             )
-        return bytes(data)
+        return data
 
 
 def make_handler(settings: Settings, storage: Storage) -> Callable[[JobContext], Awaitable[None]]:
@@ -297,8 +297,8 @@ async def _compile(
                 stdin.write(joiner.begin(part.fps))
                 current = part
             if part.cut is not None:
-                data = await _cut(part, _rung(plan.quality), data, work, journal)
-            stdin.write(await asyncio.to_thread(joiner.feed, data))
+                data = bytearray(await _cut(part, _rung(plan.quality), data, work, journal))
+            stdin.write(joiner.feed(data))  # on the loop: ~2 ms per 720p segment
             await stdin.drain()
             done += fetch.size
             await ctx.progress(FETCH_PROGRESS * done / total)
@@ -316,7 +316,7 @@ async def _compile(
     return await _check(mp4, plan, journal)
 
 
-async def _cut(part: Part, rung: Rung, data: bytes, work: Path, journal: list[str]) -> bytes:
+async def _cut(part: Part, rung: Rung, data: bytearray, work: Path, journal: list[str]) -> bytes:
     """Re-encode the cut frames of one media segment; the re-encoded MPEG-TS."""
     assert part.cut is not None
     source, output = work / "cut_in.ts", work / "cut_out.ts"

@@ -273,11 +273,13 @@ class TsJoiner:
     # -- bytes
 
     def feed(self, data: bytes | bytearray) -> bytes:
+        """The output for `data` (whole packets of the current piece). A bytearray is
+        patched in place (no copy); bytes are copied first."""
         p = self._require_piece()
         n = len(data)
         if n % PACKET:
             raise JoinError("a piece's size is not a whole number of 188-byte TS packets")
-        buf = bytearray(data)
+        buf = data if isinstance(data, bytearray) else bytearray(data)
         out: list[bytes | bytearray] = []
         run = 0  # start of the current pass-through run of video packets
         vpid = p.video_pid if not p.first_video_packet else -2
