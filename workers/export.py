@@ -48,6 +48,10 @@ class ExportFailed(Exception):
     """ffmpeg or the written file let the export down (retried)."""
 
 
+class MissingSegment(PermanentError):
+    """A media segment the plan names is not in storage."""
+
+
 @dataclass(frozen=True)
 class Fetch:
     """One media segment to read: where, how big the rows say it is, whose it is."""
@@ -95,7 +99,7 @@ class Prefetcher:
         try:
             obj = await self._storage.get(self._bucket, fetch.key)
         except ObjectNotFound:
-            raise PermanentError(
+            raise MissingSegment(
                 f"clip {part.sequence} ({part.segment_id}) has lost its media segment "
                 f"{name} in storage: the scene cannot be exported until the clip is "
                 "transcoded again or removed"
@@ -213,6 +217,15 @@ async def _export(
         mp4 = work / plan.file_name
         try:
             duration = await _compile(ctx, settings, storage, scene_id, plan, mp4, work, journal)
+        except MissingSegment:
+            async with ctx.pool.acquire() as conn:
+                now = await catalog.live_scene_version(conn, scene_id)
+            if now != version:  # a clip was removed meanwhile: not a lost object
+                raise PermanentError(
+                    f"the scene changed (version {version} -> {now}) during the export; "
+                    "request the export again for the current version"
+                ) from None
+            raise
         finally:
             await _put_log(storage, settings, job.id, journal)
         size = mp4.stat().st_size
