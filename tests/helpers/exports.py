@@ -11,6 +11,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -162,6 +163,12 @@ async def scene_of_copies(
     return scene, segs
 
 
+def no_temporary_files(job_id: str) -> bool:
+    """The export job's working directory is gone (it is removed on success and on
+    failure)."""
+    return not list(Path(tempfile.gettempdir()).glob(f"storyforge-{job_id}-*"))
+
+
 async def wait_export(client, export_id: str, timeout: float = 300) -> dict[str, Any]:
     """Poll GET /api/v1/exports/{id} until it is no longer processing."""
     deadline = time.monotonic() + timeout
@@ -215,6 +222,36 @@ def top_level_boxes(path: Path) -> list[str]:
             boxes.append(kind)
             f.seek(size - 8, 1)
     return boxes
+
+
+def distinct_parameter_sets(path: Path) -> tuple[int, int]:
+    """How many different SPS and PPS NAL units the MP4's video carries (in its
+    sample entry and in band)."""
+    done = subprocess.run(
+        [
+            FFMPEG or "ffmpeg",
+            "-nostdin",
+            "-v",
+            "quiet",
+            "-i",
+            str(path),
+            "-map",
+            "0:v",
+            "-c:v",
+            "copy",
+        ]
+        + ["-bsf:v", "h264_mp4toannexb", "-f", "h264", "-"],
+        capture_output=True,
+        timeout=120,
+    )
+    stream = done.stdout
+    starts = [i for i in range(len(stream) - 3) if stream[i : i + 3] == b"\x00\x00\x01"]
+    sps, pps = set(), set()
+    for n, at in enumerate(starts):
+        end = starts[n + 1] if n + 1 < len(starts) else len(stream)
+        nal = stream[at + 3 : end].rstrip(b"\x00")
+        (sps if nal[0] & 0x1F == 7 else pps if nal[0] & 0x1F == 8 else set()).add(nal)
+    return len(sps), len(pps)
 
 
 def decode_errors(path: Path) -> str:

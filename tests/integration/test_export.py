@@ -17,8 +17,6 @@ import dataclasses
 import json
 import math
 import signal
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,10 +33,12 @@ from tests.helpers.browser import CHROMIUM, NO_CHROMIUM_REASON, Browser
 from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON
 from tests.helpers.exports import (
     decode_errors,
+    distinct_parameter_sets,
     ffprobe_json,
     frame_hashes,
     frame_ssim,
     new_scene_row,
+    no_temporary_files,
     packets,
     publish_copy,
     scene_of_copies,
@@ -111,31 +111,6 @@ def rendition_durations(settings: Settings, scene: str, segment: str, quality: s
         for ln in text.read_text().splitlines()
         if ln.startswith("#EXTINF:")
     ]
-
-
-def no_temporary_files(job_id: str) -> bool:
-    """The export job's working directory is gone (it is removed on success and on
-    failure)."""
-    return not list(Path(tempfile.gettempdir()).glob(f"storyforge-{job_id}-*"))
-
-
-def distinct_parameter_sets(path: Path) -> tuple[int, int]:
-    """How many different SPS and PPS NAL units the MP4's video carries (in its
-    sample entry and in band)."""
-    done = subprocess.run(
-        ["ffmpeg", "-nostdin", "-v", "quiet", "-i", str(path), "-map", "0:v", "-c:v", "copy"]
-        + ["-bsf:v", "h264_mp4toannexb", "-f", "h264", "-"],
-        capture_output=True,
-        timeout=120,
-    )
-    stream = done.stdout
-    starts = [i for i in range(len(stream) - 3) if stream[i : i + 3] == b"\x00\x00\x01"]
-    sps, pps = set(), set()
-    for n, at in enumerate(starts):
-        end = starts[n + 1] if n + 1 < len(starts) else len(stream)
-        nal = stream[at + 3 : end].rstrip(b"\x00")
-        (sps if nal[0] & 0x1F == 7 else pps if nal[0] & 0x1F == 8 else set()).add(nal)
-    return len(sps), len(pps)
 
 
 def check_mp4(path: Path, quality: str, expected: float, boundaries: list[float]) -> dict:
