@@ -302,3 +302,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = [fmt(cells[0]), "  ".join("-" * w for w in widths)]
     lines += [fmt(r) for r in cells[1:]]
     return "\n".join(lines)
+
+
+def cluster_pids(cluster: Any) -> set[int]:
+    """A storyforge.dev.cluster's postmaster (daemonised: not our child), for Monitor."""
+    first = (cluster.datadir / "postmaster.pid").read_text().split("\n", 1)[0]
+    return {int(first)} if first.isdigit() else set()

@@ -43,7 +43,7 @@ import aiohttp
 import benchutil
 
 from origin import db
-from storyforge.dev.cluster import Cluster, free_port, open_cluster
+from storyforge.dev.cluster import free_port, open_cluster
 
 TOKEN = "bench-" + secrets.token_hex(12)
 MODES = ("notify", "poll")
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                 await _readyz(session, base)
             for mode in MODES:
                 print(f"{mode}: {a.uploads} uploads ...", flush=True)
-                with benchutil.Monitor(extra_pids=cluster_pids(cluster)) as monitor:
+                with benchutil.Monitor(extra_pids=benchutil.cluster_pids(cluster)) as monitor:
                     results[mode] = await measure(base, env, mode, a.uploads)
                 results[mode]["monitor"] = monitor.summary()
                 results[mode]["disturbed"] = monitor.disturbed
@@ -273,12 +273,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"\nwrote {path.relative_to(benchutil.ROOT)}")
     return 0
-
-
-def cluster_pids(cluster: Cluster) -> set[int]:
-    """The cluster's postmaster (daemonised: not our child), for the load monitor."""
-    first = (cluster.datadir / "postmaster.pid").read_text().split("\n", 1)[0]
-    return {int(first)} if first.isdigit() else set()
 
 
 if __name__ == "__main__":

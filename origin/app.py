@@ -14,7 +14,17 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from origin import assets, changes, db, keys
-from origin.handlers import api, files, health, lifecycle, player, scenes, signed, uploads
+from origin.handlers import (
+    api,
+    exports,
+    files,
+    health,
+    lifecycle,
+    player,
+    scenes,
+    signed,
+    uploads,
+)
 from origin.handlers import assets as asset_api
 from origin.http import auth, fields, middleware
 from origin.metrics import FastPathAnswers, HttpStats
@@ -91,4 +101,5 @@ def create_app(settings: Settings) -> web.Application:
     lifecycle.add_routes(app)
     asset_api.add_routes(app)
     uploads.add_routes(app)
+    exports.add_routes(app)
     return app

@@ -79,7 +79,10 @@ _DEFAULT_META = FileMeta("application/octet-stream", "private, no-store", "inter
 # the ETag (scene version) makes revalidation cheap.
 SCENE_PLAYLIST_CACHE = "public, max-age=5, stale-while-revalidate=30"
 SEGMENT_PLAYLIST_CACHE = "public, max-age=31536000, immutable"
-EXPORT_META = FileMeta("video/mp4", "private, max-age=86400", "export")
+# An export's keys carry its id, so an object never changes once written: shared
+# caches may keep it (docs/NOTES.md, "Export URLs"); the bucket expires it.
+EXPORT_META = FileMeta("video/mp4", "public, max-age=86400, immutable", "export")
+EXPORT_MANIFEST_META = FileMeta("application/json", EXPORT_META.cache_control, "export")
 INTERNAL_TAG = "internal"
 
 
@@ -142,12 +145,47 @@ def job_frame_key(job_id: str, name: str) -> str:
     return f"jobs/{job_id}/frames/{name}"
 
 
-def export_key(scene_id: str, quality: str) -> str:
-    return f"{scene_id}/full_{quality}.mp4"
+def job_export_log_key(job_id: str) -> str:
+    return f"jobs/{job_id}/export_log.txt"
 
 
-def export_manifest_key(scene_id: str) -> str:
-    return f"{scene_id}/export_manifest.json"
+# --- exports: {sceneId}/{exportId}/full_{quality}.mp4 | moment_{quality}.mp4
+#     and {sceneId}/{exportId}/export_manifest.json, served under /e/ -------------
+
+EXPORT_MANIFEST = "export_manifest.json"
+_EXPORT_FILE_RE = re.compile(r"^(?:(?:full|moment)_[0-9]{3,4}p\.mp4|export_manifest\.json)$")
+
+
+def export_file_name(quality: str, *, moment: bool) -> str:
+    """`full_720p.mp4` (the whole scene) or `moment_720p.mp4` (a time range)."""
+    if not is_profile(quality):
+        raise ValueError(f"not a quality: {quality!r}")
+    return f"{'moment' if moment else 'full'}_{quality}.mp4"
+
+
+def is_export_file(name: str) -> bool:
+    return bool(_EXPORT_FILE_RE.fullmatch(name))
+
+
+def export_prefix(scene_id: str, export_id: str) -> str:
+    return f"{scene_id}/{export_id}/"
+
+
+def export_key(scene_id: str, export_id: str, name: str) -> str:
+    """Key of an export's file in the exports bucket: one prefix per export, so a
+    newer export of the scene never overwrites an older one's bytes."""
+    if not is_export_file(name):
+        raise ValueError(f"not an export file name: {name!r}")
+    return f"{scene_id}/{export_id}/{name}"
+
+
+def export_manifest_key(scene_id: str, export_id: str) -> str:
+    return export_key(scene_id, export_id, EXPORT_MANIFEST)
+
+
+def export_path(scene_id: str, export_id: str, name: str) -> str:
+    """`/e/{sceneId}/{exportId}/{file}`: where the origin serves an export's file."""
+    return "/e/" + export_key(scene_id, export_id, name)
 
 
 def poster_key(scene_id: str) -> str:

@@ -12,7 +12,7 @@ import ctypes
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -47,11 +47,13 @@ def _child_setup(parent: int) -> Callable[[], None]:
     return setup
 
 
-async def spawn(cmd: Sequence[str], *, stdout: int) -> asyncio.subprocess.Process:
-    """Start `cmd` without a shell; stdin is /dev/null and stderr a pipe."""
+async def spawn(
+    cmd: Sequence[str], *, stdout: int, stdin: int = asyncio.subprocess.DEVNULL
+) -> asyncio.subprocess.Process:
+    """Start `cmd` without a shell; stdin is /dev/null unless given, stderr a pipe."""
     return await asyncio.create_subprocess_exec(
         *cmd,
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=stdin,
         stdout=stdout,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,  # own process group: killpg reaches every child
@@ -92,3 +94,34 @@ async def run_capture(cmd: Sequence[str], *, timeout: float) -> Completed:
         await kill(proc)
         raise
     return Completed(rc, out, err.decode("utf-8", "replace"))
+
+
+async def run_fed(
+    cmd: Sequence[str],
+    feed: Callable[[asyncio.StreamWriter], Awaitable[None]],
+    *,
+    timeout: float,
+) -> Completed:
+    """Run a command whose standard input `feed` writes (stdin is closed after it);
+    stderr is kept (bounded). If the command exits early (its stdin breaks), feeding
+    stops and its exit status and stderr tell why. On timeout (TimeoutError), an error
+    from `feed` or cancellation, the process group is killed first."""
+    proc = await spawn(cmd, stdout=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.PIPE)
+    assert proc.stdin is not None
+    stderr = asyncio.create_task(_read_all(proc.stderr))
+    try:
+        async with asyncio.timeout(timeout):
+            try:
+                await feed(proc.stdin)
+                proc.stdin.close()
+                await proc.stdin.wait_closed()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # it stopped reading: its exit status says why
+            rc = await proc.wait()
+            err = await stderr
+    except BaseException:
+        await kill(proc)
+        stderr.cancel()
+        await asyncio.gather(stderr, return_exceptions=True)
+        raise
+    return Completed(rc, b"", err.decode("utf-8", "replace"))

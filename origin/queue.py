@@ -40,9 +40,9 @@ from origin.db import DatabaseError, q
 
 #: Kinds the jobs table accepts (its CHECK constraint): `transcode`, `delete_scene`,
 #: `remove_segment`, `webhook` (one event to one endpoint) and `expire_upload`
-#: (removing an abandoned upload's parts) have handlers (workers/main.py); `export` is
-#: a DESIGN.md kind whose handler is coming. A new kind comes with a migration widening
-#: the constraint.
+#: (removing an abandoned upload's parts) and `export` (a scene or a moment of it as one
+#: MP4) have handlers (workers/main.py). A new kind comes with a migration widening the
+#: constraint.
 JOB_KINDS: tuple[str, ...] = (
     "transcode",
     "export",

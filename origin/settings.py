@@ -93,6 +93,8 @@ class Settings:
     webhook_timeout: float = 10.0
     webhook_retry_seconds: float = 86400.0
     webhook_backoff_base: float = 5.0
+    export_max_age: float = 86400.0
+    export_fetch_concurrency: int = 4
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -224,6 +226,10 @@ class Settings:
                 e, "WEBHOOK_RETRY_SECONDS", d.webhook_retry_seconds, 0.0
             ),
             "webhook_backoff_base": _float(e, "WEBHOOK_BACKOFF_BASE", d.webhook_backoff_base, 0.0),
+            "export_max_age": _float(e, "EXPORT_MAX_AGE", d.export_max_age, 0.0),
+            "export_fetch_concurrency": _int(
+                e, "EXPORT_FETCH_CONCURRENCY", d.export_fetch_concurrency, 1, 64
+            ),
         }
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]

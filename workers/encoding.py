@@ -242,7 +242,6 @@ def transcode_command(
         filter_graph(info, ladder, fps=fps_f, thumb_at=at, frame_interval=frame_interval),
     ]
     for i, rung in enumerate(ladder):
-        level = rung_level(rung, fps)
         cmd += [
             "-map",
             f"[v{i}]",
@@ -252,40 +251,10 @@ def transcode_command(
             "-1",
             "-map_chapters",
             "-1",
-            "-c:v",
-            "libx264",
-            "-preset",
-            preset,
-            "-profile:v",
-            rung.profile,
-            "-level:v",
-            level_name(level),
-            "-b:v",
-            str(rung.video_bitrate),
-            "-maxrate",
-            str(rung.maxrate),
-            "-bufsize",
-            str(rung.bufsize),
-            "-g",
-            str(gop),
-            "-keyint_min",
-            str(gop),
-            "-sc_threshold",
-            "0",
-            "-flags",
-            "+cgop",
-            "-forced-idr",
-            "1",
+            *video_encoder_args(rung, fps, gop=gop, preset=preset),
             "-force_key_frames",
             f"expr:gte(t,n_forced*{seg})",
-            "-c:a",
-            "aac",
-            "-b:a",
-            str(rung.audio_bitrate),
-            "-ar",
-            "48000",
-            "-ac",
-            "2",
+            *audio_encoder_args(rung),
             "-f",
             "hls",
             "-hls_time",
@@ -338,6 +307,43 @@ def transcode_command(
         str(out / FRAMES_DIR / FRAME_PATTERN),
     ]
     return cmd
+
+
+def video_encoder_args(rung: Rung, fps: float, *, gop: int, preset: str) -> list[str]:
+    """libx264 settings of a rung: explicit profile and level (from the frame rate),
+    capped VBV, a fixed GOP of `gop` frames, closed, no scene-cut keyframes. The
+    transcode and the export's re-encoded cuts share them."""
+    return [
+        "-c:v",
+        "libx264",
+        "-preset",
+        preset,
+        "-profile:v",
+        rung.profile,
+        "-level:v",
+        level_name(rung_level(rung, fps)),
+        "-b:v",
+        str(rung.video_bitrate),
+        "-maxrate",
+        str(rung.maxrate),
+        "-bufsize",
+        str(rung.bufsize),
+        "-g",
+        str(gop),
+        "-keyint_min",
+        str(gop),
+        "-sc_threshold",
+        "0",
+        "-flags",
+        "+cgop",
+        "-forced-idr",
+        "1",
+    ]
+
+
+def audio_encoder_args(rung: Rung) -> list[str]:
+    """AAC-LC, 48 kHz stereo at the rung's bit rate (every clip's audio layout)."""
+    return ["-c:a", "aac", "-b:a", str(rung.audio_bitrate), "-ar", "48000", "-ac", "2"]
 
 
 # ------------------------------------------------------ reading the outputs back

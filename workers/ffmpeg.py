@@ -1,9 +1,10 @@
-"""Runs ffprobe and ffmpeg for the transcode job: asyncio subprocesses that die with the worker.
+"""Runs ffprobe and ffmpeg for the jobs: asyncio subprocesses that die with the worker.
 
 `probe` validates an upload (`BadInput` on anything unusable); `transcode` runs the single
 ffmpeg command of `workers.encoding.transcode_command`, reports progress, keeps a bounded log,
 then measures what ffmpeg really wrote (segment durations and sizes, profile/level from the
-SPS, frame size and rate) and builds the storyboard.
+SPS, frame size and rate) and builds the storyboard. `run_capture` runs a short command;
+`run_fed` one that reads its input from us (the export's remux).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from origin.processes import Completed, run_capture
+from origin import processes
+from origin.processes import Completed
 from origin.processes import kill as _kill
 from origin.processes import spawn as _spawn
 from workers import encoding
@@ -44,17 +46,32 @@ __all__ = [
     "TranscodeOutput",
     "probe",
     "run_capture",
+    "run_fed",
     "transcode",
 ]
 
 ProgressCallback = Callable[[float], Awaitable[None]]
 
 
-async def _capture(cmd: Sequence[str], *, timeout: float) -> Completed:
-    """`run_capture`, its wall time counted for the current job (workers/metrics.py)."""
+async def run_capture(cmd: Sequence[str], *, timeout: float) -> Completed:
+    """`origin.processes.run_capture`, its wall time counted for the current job."""
     started = time.monotonic()
     try:
-        return await run_capture(cmd, timeout=timeout)
+        return await processes.run_capture(cmd, timeout=timeout)
+    finally:
+        jobstats.tool_ran(time.monotonic() - started)
+
+
+async def run_fed(
+    cmd: Sequence[str],
+    feed: Callable[[asyncio.StreamWriter], Awaitable[None]],
+    *,
+    timeout: float,
+) -> Completed:
+    """`origin.processes.run_fed`, its wall time counted for the current job."""
+    started = time.monotonic()
+    try:
+        return await processes.run_fed(cmd, feed, timeout=timeout)
     finally:
         jobstats.tool_ran(time.monotonic() - started)
 
@@ -168,7 +185,7 @@ async def probe(
             f"file is {size / 1e6:.0f} MB, above the limit of {limits.max_bytes / 1e6:.0f} MB"
         )
     try:
-        done = await _capture(ffprobe_command(path), timeout=timeout)
+        done = await run_capture(ffprobe_command(path), timeout=timeout)
     except TimeoutError:
         raise TranscodeFailed(f"ffprobe did not finish within {timeout:g} s") from None
     if done.returncode < 0:
@@ -266,8 +283,8 @@ async def _run_transcode(
 async def _probe_rendition(segment: Path, timeout: float) -> tuple[dict, dict, str]:
     """(video stream, audio stream, codecs from SPS) of one of our own output segments."""
     info, raw = await asyncio.gather(
-        _capture(encoding.segment_streams_command(segment), timeout=timeout),
-        _capture(encoding.segment_sps_command(segment), timeout=timeout),
+        run_capture(encoding.segment_streams_command(segment), timeout=timeout),
+        run_capture(encoding.segment_sps_command(segment), timeout=timeout),
     )
     if info.returncode != 0 or raw.returncode != 0:
         raise TranscodeFailed(

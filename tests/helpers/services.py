@@ -1,16 +1,27 @@
-"""Loopback ports for the services tests start, and settings that use them."""
+"""Loopback ports for the services tests start, settings that use them, and the
+processes they leave."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from storyforge.dev.cluster import free_port
 
-__all__ = ["child_pids", "free_port", "on_moto", "wait_port"]
+__all__ = [
+    "child_pids",
+    "free_port",
+    "on_moto",
+    "processes_mentioning",
+    "wait_port",
+    "worker_process",
+]
 
 
 def wait_port(port: int, timeout: float = 30.0) -> None:
@@ -50,4 +61,38 @@ def on_moto(settings: Any, endpoint: str, **changes: Any) -> Any:
         s3_access_key="test",
         s3_secret_key="test",
         **changes,
+    )
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """PIDs whose command line contains `text` (read from /proc, no procps needed)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def worker_process(settings, **env: str) -> subprocess.Popen[bytes]:
+    """`storyforge worker` as its own process on `settings`' database and LocalStorage,
+    with a 3 s lease (a killed worker's job is taken over quickly) and `env` on top."""
+    environ = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "STORAGE": "local",
+        "STORAGE_ROOT": str(settings.storage_root),
+        "JOB_LEASE_SECONDS": "3",
+        "LOG_FORMAT": "text",
+        "WORKER_METRICS_PORT": str(free_port()),  # workers side by side: a port each
+        **env,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "storyforge.cli", "worker"],
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )

@@ -344,8 +344,9 @@ def origin_answers() -> Iterator[tuple[str, str, bool]]:
     # stitched scene documents (origin/handlers/playback.py scene_document)
     for name in ("master.m3u8", "720p.m3u8", "1080p.m3u8", "storyboard.vtt"):
         yield layout.cdn_path(SCENE, None, name), layout.SCENE_PLAYLIST_CACHE, True
-    for quality in ("720p", "1080p"):
-        yield f"/e/{layout.export_key(SCENE, quality)}", layout.EXPORT_META.cache_control, True
+    for name in ("full_720p.mp4", "moment_1080p.mp4", layout.EXPORT_MANIFEST):
+        export = layout.export_path(SCENE, "exp_0123456789abcdef", name)
+        yield export, layout.EXPORT_META.cache_control, True
     for key in (
         layout.avatar_key("usr_0123456789abcdef"),
         layout.topic_icon_key("top_0123456789abcdef"),

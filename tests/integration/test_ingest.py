@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from origin.app import create_app
 from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
 from tests.helpers.scenes import new_scene, upload, wait_done
 from tests.helpers.servers import OriginTestServer
-from tests.helpers.services import free_port
+from tests.helpers.services import free_port, processes_mentioning, worker_process
 
 pytestmark = pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)
 
@@ -175,19 +173,6 @@ async def test_clip_becomes_a_published_segment(origin_client, settings, run_wor
     assert r.status == 200
 
 
-def processes_mentioning(text: str) -> list[int]:
-    """PIDs whose command line contains `text` (read from /proc, no procps needed)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if text.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
 BAD_INPUTS = ["truncated", "text", "png", "hls", "ffconcat", "zeros"]
 
 
@@ -257,18 +242,8 @@ async def test_worker_killed_mid_transcode_is_finished_by_another(
     scene, (user,) = await new_scene(client)
     clip = make_clip(tmp_path / "long.mp4", width=1920, height=1080, fps=30, duration=24)
     seg = (await upload(client, scene, user, clip))["segmentId"]
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "STORAGE": "local",
-        "STORAGE_ROOT": str(settings.storage_root),
-        "JOB_LEASE_SECONDS": "3",
-        "TIMELINE_INTERVAL": "2",
-        "LOG_FORMAT": "text",
-        "WORKER_METRICS_PORT": str(free_port()),
-    }
-    cmd = [sys.executable, "-m", "storyforge.cli", "worker"]
-    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics_port = free_port()
+    first = worker_process(settings, TIMELINE_INTERVAL="2", WORKER_METRICS_PORT=str(metrics_port))
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -285,12 +260,12 @@ async def test_worker_killed_mid_transcode_is_finished_by_another(
     finally:
         if first.poll() is None:
             first.kill()
-    second = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second = worker_process(settings, TIMELINE_INTERVAL="2", WORKER_METRICS_PORT=str(metrics_port))
     try:
         done = await wait_done(client, seg, timeout=240)
         # the worker's own /metrics counts the job it finished and its ffmpeg time
         async with aiohttp.ClientSession() as http:
-            url = f"http://127.0.0.1:{env['WORKER_METRICS_PORT']}/metrics"
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
             async with http.get(url) as r:
                 text = await r.text()
         assert 'storyforge_worker_jobs_total{kind="transcode",outcome="succeeded"} 1.0' in text

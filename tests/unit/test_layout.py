@@ -6,6 +6,7 @@ from origin import layout
 
 SCN = "scn_0123456789abcdef"
 SEG = "seg_abcdefghjkmnpqrs"
+EXP = "exp_0123456789abcdef"
 
 
 @pytest.mark.parametrize("prefix", ["usr", "scn", "seg", "job", "exp", "top", "ent"])
@@ -83,8 +84,21 @@ def test_keys():
     assert layout.media_segment_name("720p", 1) == "720p_0001.ts"
     assert layout.media_segment_name("1080p", 12345) == "1080p_12345.ts"
     assert layout.upload_key("job_0123456789abcdef") == "jobs/job_0123456789abcdef/raw_output.mp4"
-    assert layout.export_key(SCN, "720p") == f"{SCN}/full_720p.mp4"
-    assert layout.export_manifest_key(SCN) == f"{SCN}/export_manifest.json"
+    assert layout.export_key(SCN, EXP, "full_720p.mp4") == f"{SCN}/{EXP}/full_720p.mp4"
+    assert layout.export_manifest_key(SCN, EXP) == f"{SCN}/{EXP}/export_manifest.json"
+    assert layout.export_prefix(SCN, EXP) == f"{SCN}/{EXP}/"
+    assert layout.export_path(SCN, EXP, "moment_1080p.mp4") == f"/e/{SCN}/{EXP}/moment_1080p.mp4"
+    assert layout.export_file_name("720p", moment=False) == "full_720p.mp4"
+    assert layout.export_file_name("1080p", moment=True) == "moment_1080p.mp4"
+    assert layout.job_export_log_key("job_0123456789abcdef") == (
+        "jobs/job_0123456789abcdef/export_log.txt"
+    )
+    for bad in ("../full_720p.mp4", "full_720p.ts", "full_4k.mp4", "x.json", "full_720p.mp4/"):
+        assert not layout.is_export_file(bad)
+        with pytest.raises(ValueError):
+            layout.export_key(SCN, EXP, bad)
+    with pytest.raises(ValueError):
+        layout.export_file_name("../x", moment=False)
     assert layout.poster_key(SCN) == f"scenes/{SCN}/poster.jpg"
     with pytest.raises(ValueError):
         layout.segment_key(SCN, SEG, "../../etc/passwd")

@@ -19,6 +19,12 @@ def test_defaults():
     assert s.signing == "none"
     assert s.api_tokens == ()
     assert s.fast_path is True
+    assert (s.export_max_age, s.export_fetch_concurrency) == (86400.0, 4)
+
+
+def test_export_settings():
+    s = Settings.from_env({"EXPORT_MAX_AGE": "3600", "EXPORT_FETCH_CONCURRENCY": "8"})
+    assert (s.export_max_age, s.export_fetch_concurrency) == (3600.0, 8)
 
 
 def test_parsing():
@@ -55,6 +61,8 @@ def test_parsing():
         ({"MAX_CLIP_SECONDS": "nan"}, "MAX_CLIP_SECONDS"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
         ({"FAST_PATH": "yes"}, "FAST_PATH"),
+        ({"EXPORT_MAX_AGE": "-1"}, "EXPORT_MAX_AGE"),
+        ({"EXPORT_FETCH_CONCURRENCY": "0"}, "EXPORT_FETCH_CONCURRENCY"),
     ],
 )
 def test_errors_name_the_variable(env, name):

@@ -1,0 +1,151 @@
+"""The export job's ffmpeg commands, against the argument lists they must be."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+from origin.exportplan import Cut
+from workers import exportcmd
+from workers.encoding import DEFAULT_LADDER
+
+RUNG_720 = DEFAULT_LADDER[0]
+
+
+@pytest.mark.parametrize(
+    "fps,grid",
+    [(Fraction(50), 1800), (Fraction(30), 3000), (Fraction(30000, 1001), 3003), (60, 1500)]
+    + [(Fraction(60000, 1001), 1501), (Fraction(24), 3750)],
+)
+def test_dts_grid(fps, grid):
+    assert exportcmd.dts_grid(Fraction(fps)) == grid
+
+
+def test_h264_metadata():
+    assert exportcmd.h264_metadata(32, Fraction(50)) == (
+        "h264_metadata=level=3.2:tick_rate=100/1:fixed_frame_rate_flag=0"
+    )
+    assert exportcmd.h264_metadata(40, Fraction(30000, 1001)) == (
+        "h264_metadata=level=4.0:tick_rate=60000/1001:fixed_frame_rate_flag=0"
+    )
+
+
+def test_remux_command():
+    assert exportcmd.remux_command("/tmp/x/full_720p.mp4", level=31, max_fps=Fraction(30)) == [
+        "ffmpeg",
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "warning",
+        "-y",
+        "-protocol_whitelist",
+        "pipe",
+        "-f",
+        "mpegts",
+        "-i",
+        "pipe:0",
+        "-map",
+        "0:v:0",
+        "-map",
+        "0:a:0",
+        "-c",
+        "copy",
+        "-bsf:v",
+        "h264_metadata=level=3.1:tick_rate=60/1:fixed_frame_rate_flag=0",
+        "-copyts",
+        "-output_ts_offset",
+        "-10",
+        "-max_muxing_queue_size",
+        "4096",
+        "-map_metadata",
+        "-1",
+        "-map_chapters",
+        "-1",
+        "-tag:v",
+        "avc1",
+        "-movflags",
+        "+faststart",
+        "-f",
+        "mp4",
+        "file:/tmp/x/full_720p.mp4",
+    ]
+
+
+def test_cut_command_reencodes_with_the_rungs_settings():
+    cmd = exportcmd.cut_command(
+        "/w/cut_in.ts",
+        "/w/cut_out.ts",
+        rung=RUNG_720,
+        fps=Fraction(24),
+        cut=Cut(55, 96),
+        first_pts=133_500,  # 1.483333 s
+    )
+    start, end = 133_500 / 90_000 + 55 / 24, 133_500 / 90_000 + 96 / 24
+    assert cmd == [
+        "ffmpeg",
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "warning",
+        "-y",
+        "-protocol_whitelist",
+        "file",
+        "-copyts",
+        "-f",
+        "mpegts",
+        "-i",
+        "file:/w/cut_in.ts",
+        "-filter_complex",
+        f"[0:v:0]trim=start_frame=55:end_frame=96,setpts=PTS-{start:.6f}/TB[v];"
+        f"[0:a:0]atrim=start={start:.6f}:end={end:.6f},asetpts=PTS-{start:.6f}/TB[a]",
+        "-map",
+        "[v]",
+        "-map",
+        "[a]",
+        "-map_metadata",
+        "-1",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-profile:v",
+        "main",
+        "-level:v",
+        "3.1",
+        "-b:v",
+        "1500000",
+        "-maxrate",
+        "2250000",
+        "-bufsize",
+        "3000000",
+        "-g",
+        "41",
+        "-keyint_min",
+        "41",
+        "-sc_threshold",
+        "0",
+        "-flags",
+        "+cgop",
+        "-forced-idr",
+        "1",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "128000",
+        "-ar",
+        "48000",
+        "-ac",
+        "2",
+        "-f",
+        "mpegts",
+        "file:/w/cut_out.ts",
+    ]
+    assert f"{start:.6f}" == "3.775000"
+
+
+def test_cut_command_takes_the_level_of_the_clips_rate():
+    cmd = exportcmd.cut_command(
+        "/a", "/b", rung=RUNG_720, fps=Fraction(50), cut=Cut(0, 10), first_pts=0
+    )
+    assert cmd[cmd.index("-level:v") + 1] == "3.2"  # 720p50 needs 3.2 (H.264 Table A-1)

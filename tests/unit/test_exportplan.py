@@ -1,0 +1,254 @@
+"""What an export is, without I/O: requests checked, moments rounded to frames, the plan
+of copied segments and re-encoded cuts, dedupe keys, estimates, the manifest and the
+download's name."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from fractions import Fraction
+
+import pytest
+
+from origin import exportplan
+from origin.exportplan import (
+    BadRequest,
+    Cut,
+    Moment,
+    Request,
+    SourceClip,
+    content_disposition,
+    download_name,
+    frame_rate,
+    h264_level,
+    parse_request,
+    plan_export,
+    round_moment,
+)
+from origin.playlists import Rendition
+
+
+def clip(n: int, fps: float, durations: list[float], codecs: str = "avc1.4d401f,mp4a.40.2"):
+    rendition = Rendition(
+        profile="720p",
+        width=1280,
+        height=720,
+        frame_rate=fps,
+        codecs=codecs,
+        durations=tuple(durations),
+        sizes=tuple(1000 * (i + 1) for i in range(len(durations))),
+        bandwidth_peak=2,
+        bandwidth_average=1,
+    )
+    return SourceClip(f"seg_{n:016d}", n, "usr_0123456789abcdef", rendition)
+
+
+# clip 1: 24 fps, 4 s + 1 s; clip 2: 30 fps, 4 s + 4 s + 2 s; clip 3: 50 fps, 4 s
+SCENE = [
+    clip(1, 24.0, [4.0, 1.0]),
+    clip(2, 30.0, [4.0, 4.0, 2.0]),
+    clip(3, 50.0, [4.0], "avc1.4d4020,mp4a.40.2"),
+]
+
+
+@pytest.mark.parametrize(
+    "body,expected",
+    [
+        ({"quality": "720p"}, Request("720p")),
+        ({"quality": "1080p", "start": 0, "end": 1}, Request("1080p", 0.0, 1.0)),
+        ({"quality": "720p", "start": 2.5, "end": 10}, Request("720p", 2.5, 10.0)),
+    ],
+)
+def test_parse_request(body, expected):
+    assert parse_request(body) == expected
+
+
+@pytest.mark.parametrize(
+    "body,reason",
+    [
+        ({}, "quality"),
+        ({"quality": "4k"}, "quality"),
+        ({"quality": None}, "quality"),
+        ({"quality": "720p", "start": 1}, "both"),
+        ({"quality": "720p", "end": 1}, "both"),
+        ({"quality": "720p", "start": "1", "end": 3}, "number"),
+        ({"quality": "720p", "start": False, "end": 3}, "number"),
+        ({"quality": "720p", "start": float("nan"), "end": 3}, "finite"),
+        ({"quality": "720p", "start": 0, "end": float("inf")}, "finite"),
+        ({"quality": "720p", "start": -0.5, "end": 3}, ">= 0"),
+        ({"quality": "720p", "start": 3, "end": 3}, "after"),
+        ({"quality": "720p", "start": 3, "end": 3.999}, "at least 1 s"),
+        ({"quality": "720p", "extra": 1}, "unknown field"),
+    ],
+)
+def test_parse_request_refuses(body, reason):
+    with pytest.raises(BadRequest, match=reason):
+        parse_request(body)
+
+
+@pytest.mark.parametrize(
+    "value,rate",
+    [(24.0, Fraction(24)), (29.97, Fraction(30000, 1001)), (23.976, Fraction(24000, 1001))]
+    + [(59.94, Fraction(60000, 1001)), (50.0, Fraction(50)), (12.5, Fraction(25, 2))],
+)
+def test_frame_rate(value, rate):
+    assert frame_rate(value) == rate
+
+
+def test_h264_level():
+    assert h264_level("avc1.4d401f,mp4a.40.2") == 31
+    assert h264_level("avc1.64002a") == 42
+    with pytest.raises(ValueError):
+        h264_level("hvc1.1.6.L93.B0")
+
+
+@pytest.mark.parametrize(
+    "start,end,expected",
+    [
+        (0, 5, (0.0, 5.0)),
+        (2.3, 6.7, (55 / 24, 5 + 51 / 30)),  # mid clip 1 to mid clip 2
+        (4.99, 6.0, (5.0, 6.0)),  # rounds to clip 1's end: clip 2's first frame
+        (1.0, 5.005, (1.0, 5.0)),  # rounds to clip 2's frame 0: clip 1's end
+        (14.5, 19.0, (14.5, 19.0)),  # up to the scene's end
+        (0.01, 18.999, (0.0, 19.0)),
+    ],
+)
+def test_round_moment(start, end, expected):
+    m = round_moment(SCENE, start, end)
+    assert (m.start, m.end) == pytest.approx(expected, abs=1e-6)
+
+
+def test_round_moment_refuses_past_the_end():
+    with pytest.raises(BadRequest, match="past the end"):
+        round_moment(SCENE, 1, 19.5)
+    with pytest.raises(BadRequest, match="past the end"):
+        round_moment(SCENE, 19, 20)
+
+
+def parts(plan):
+    return [
+        (p.sequence, p.files, None if p.cut is None else (p.cut.first, p.cut.end))
+        for p in plan.parts
+    ]
+
+
+def test_full_plan_copies_every_segment_clip_by_clip():
+    plan = plan_export(SCENE, "720p")
+    assert parts(plan) == [
+        (1, ("720p_0001.ts", "720p_0002.ts"), None),
+        (2, ("720p_0001.ts", "720p_0002.ts", "720p_0003.ts"), None),
+        (3, ("720p_0001.ts",), None),
+    ]
+    assert plan.duration == 19.0 and plan.size == 3000 + 6000 + 1000
+    assert plan.level == 32 and plan.max_fps == 50 and plan.kind == "full"
+    assert plan.file_name == "full_720p.mp4" and plan.clips == tuple(SCENE)
+
+
+def test_moment_plan_reencodes_only_the_gops_its_ends_cut():
+    plan = plan_export(SCENE, "720p", round_moment(SCENE, 2.3, 6.7))
+    assert parts(plan) == [
+        (1, ("720p_0001.ts",), (55, 96)),
+        (1, ("720p_0002.ts",), None),
+        (2, ("720p_0001.ts",), (0, 51)),
+    ]
+    assert plan.duration == pytest.approx(41 / 24 + 1.0 + 51 / 30)
+    assert plan.clips == tuple(SCENE[:2]) and plan.level == 31 and plan.max_fps == 30
+    assert plan.kind == "moment" and plan.file_name == "moment_720p.mp4"
+
+
+def test_moment_on_keyframes_copies_everything():
+    plan = plan_export(SCENE, "720p", round_moment(SCENE, 5.0, 13.0))
+    assert parts(plan) == [(2, ("720p_0001.ts", "720p_0002.ts"), None)]
+
+
+def test_moment_inside_one_gop_is_one_cut():
+    plan = plan_export(SCENE, "720p", round_moment(SCENE, 5.5, 7.0))
+    assert parts(plan) == [(2, ("720p_0001.ts",), (15, 60))]
+    assert plan.parts[0].duration == pytest.approx(1.5)
+
+
+def test_moment_across_three_clips():
+    plan = plan_export(SCENE, "720p", round_moment(SCENE, 4.5, 16.0))
+    assert parts(plan) == [
+        (1, ("720p_0002.ts",), (12, 24)),
+        (2, ("720p_0001.ts", "720p_0002.ts", "720p_0003.ts"), None),
+        (3, ("720p_0001.ts",), (0, 50)),
+    ]
+
+
+def test_plan_needs_clips_and_limits_length():
+    with pytest.raises(BadRequest):
+        plan_export([], "720p")
+    day = clip(1, 25.0, [4.0] * 22_000)
+    with pytest.raises(BadRequest, match="hours"):
+        plan_export([day], "720p")
+
+
+def test_dedupe_keys():
+    key = exportplan.dedupe_key
+    assert key("scn_a", "720p", 7, None) == "export:scn_a:7:720p"
+    assert key("scn_a", "720p", 7, Moment(55 / 24, 6.7)) == "export:scn_a:7:720p:2291667-6700000"
+    assert key("scn_a", "720p", 8, None) != key("scn_a", "720p", 7, None)
+    assert key("scn_a", "1080p", 7, None) != key("scn_a", "720p", 7, None)
+
+
+@pytest.mark.parametrize(
+    "duration,speed,seconds", [(600, 50, 12), (600, 7, 86), (0.5, 30, 1), (10, 0, 10_000)]
+)
+def test_estimate_seconds(duration, speed, seconds):
+    assert exportplan.estimate_seconds(duration, speed) == seconds
+
+
+def test_manifest():
+    plan = plan_export(SCENE, "720p", round_moment(SCENE, 2.3, 6.7))
+    doc = exportplan.manifest(
+        scene_id="scn_0123456789abcdef",
+        export_id="exp_0123456789abcdef",
+        version=4,
+        plan=plan,
+        created_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        duration=4.4,
+        size=123,
+    )
+    assert (
+        doc["sceneVersion"] == 4 and doc["quality"] == "720p" and doc["file"] == "moment_720p.mp4"
+    )
+    assert doc["createdAt"] == "2026-01-02T03:04:05Z"
+    assert (doc["start"], doc["end"]) == (round(55 / 24, 6), 6.7)
+    assert [(s["sequence"], s["duration"], s["startTime"]) for s in doc["segments"]] == [
+        (1, 5.0, 0.0),
+        (2, 10.0, round(41 / 24 + 1, 3)),
+    ]
+    assert [p["mode"] for p in doc["parts"]] == ["reencode", "copy", "reencode"]
+    assert doc["parts"][0]["frames"] == [55, 96] and "frames" not in doc["parts"][1]
+
+
+@pytest.mark.parametrize(
+    "title,moment,name",
+    [
+        ("The Signal", None, "The Signal.mp4"),
+        ('a/b\\c"d:e*f?g<h>i|j;k', None, "a b c d e f g h i j k.mp4"),
+        ("  ..dots..  ", None, "dots.mp4"),
+        ("\x00\x1b[31m", None, "[31m.mp4"),
+        ("\u202etxt.exe", None, "txt.exe.mp4"),  # bidi override dropped
+        ("", None, "scene.mp4"),
+        ("x" * 300, None, "x" * 120 + ".mp4"),
+        ("Night", Moment(65.2, 130.0), "Night (1m05s-2m10s).mp4"),
+    ],
+)
+def test_download_name(title, moment, name):
+    assert download_name(title, moment) == name
+
+
+def test_content_disposition():
+    assert content_disposition("The Signal.mp4") == 'attachment; filename="The Signal.mp4"'
+    value = content_disposition("Ünïcode ☂.mp4")
+    assert value == (
+        "attachment; filename=\"Unicode.mp4\"; filename*=UTF-8''%C3%9Cn%C3%AFcode%20%E2%98%82.mp4"
+    )
+    assert content_disposition("☂.mp4").startswith('attachment; filename="scene.mp4"; filename*=')
+
+
+def test_cut_parts_are_single_segments():
+    plan = plan_export(SCENE, "720p", round_moment(SCENE, 0.5, 1.5))
+    (only,) = plan.parts
+    assert only.cut == Cut(12, 36) and only.files == ("720p_0001.ts",) and only.size == 1000
