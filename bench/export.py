@@ -140,6 +140,7 @@ async def build_scene(settings: Settings, clips: int) -> tuple[str, int, list[Pa
                         duration=sum(rendition.durations),
                         metadata={},
                         renditions=[rendition],
+                        webhooks=(),
                     )
                     assert published is not None
                     version = published

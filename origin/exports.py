@@ -7,13 +7,14 @@ recording the throughput that later estimates come from. The decisions themselve
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from origin import db, layout, queue
+from origin import db, layout, outbox, queue
 from origin.catalog import SceneView
 from origin.exportplan import (
     DEFAULT_SPEED,
@@ -234,19 +235,33 @@ async def publish(
     duration: float,
     kind: Kind,
     speed: float,
+    webhooks: Sequence[str],
 ) -> bool:
-    """Mark a processing export ready and fold its job's speed into the running
-    figure. Runs in the transaction holding the job's lease fence. False (nothing
-    written) when the export is no longer processing."""
+    """Mark a processing export ready, fold its job's speed into the running figure
+    and write its `export.ready` event (to `webhooks`). Runs in the transaction holding
+    the job's lease fence. False (nothing written) when the export is no longer
+    processing."""
     if not conn.is_in_transaction():
         raise RuntimeError("publish must run inside the transaction holding the fence")
     row = await conn.fetchrow(db.q("export_mark_ready"), export_id, size, round(duration, 3))
     if row is None:
         return False
     await conn.fetchval(db.q("export_record_speed"), kind, float(speed), SPEED_WEIGHT)
+    data = {"exportId": export_id, "sceneId": row["scene_id"], "quality": row["quality"]}
+    data |= {"size": size, "duration": round(duration, 3)}
+    await outbox.emit(conn, webhooks, "export.ready", scene_id=row["scene_id"], data=data)
     return True
 
 
-async def fail(conn: asyncpg.Connection, export_id: str, reason: str) -> None:
-    """A processing export becomes failed with a readable reason (no-op otherwise)."""
-    await conn.execute(db.q("export_mark_failed"), export_id, queue.error_text(reason))
+async def fail(
+    conn: asyncpg.Connection, export_id: str, reason: str, *, webhooks: Sequence[str]
+) -> None:
+    """A processing export becomes failed with a readable reason and its
+    `export.failed` event is written (to `webhooks`), in one transaction; no-op when it
+    is not processing."""
+    async with conn.transaction():
+        row = await conn.fetchrow(db.q("export_mark_failed"), export_id, queue.error_text(reason))
+        if row is None:
+            return
+        data = {"exportId": export_id, "sceneId": row["scene_id"], "error": reason}
+        await outbox.emit(conn, webhooks, "export.failed", scene_id=row["scene_id"], data=data)

@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from origin import catalog, db, layout, queue
+from origin import catalog, db, layout, outbox, queue
 from origin.changes import CHANNEL
 from origin.settings import Settings
 from origin.storage import ObjectNotFound, Storage, StorageError
@@ -57,20 +57,22 @@ class Removal:
 
 
 async def delete_scene(
-    conn: asyncpg.Connection, scene_id: str, *, max_attempts: int
+    conn: asyncpg.Connection, scene_id: str, *, max_attempts: int, webhooks: Sequence[str]
 ) -> queue.Job | None:
-    """Hide the scene, cancel its jobs and queue its `delete_scene` job; for a scene
-    already deleted, its job in flight (or a new one if the last one gave up).
-    None: no such scene (or it is gone already)."""
+    """Hide the scene, cancel its jobs, queue its `delete_scene` job and write its
+    `scene.deleted` event (to `webhooks`); for a scene already deleted, its job in
+    flight (or a new one if the last one gave up). None: no such scene (or it is gone
+    already)."""
     async with conn.transaction():
         await queue.lock_in_flight(conn, scene_id=scene_id)
         row = await conn.fetchrow(db.q("scene_lock"), scene_id)
         if row is None:
             return None
-        if row["deleted_at"] is None:
+        newly = row["deleted_at"] is None
+        if newly:
             await conn.fetchval(db.q("scene_hide"), scene_id, CHANNEL)
             await queue.cancel(conn, scene_id=scene_id, reason="the scene was deleted")
-        return await queue.enqueue(
+        job = await queue.enqueue(
             conn,
             "delete_scene",
             {"scene_id": scene_id},
@@ -78,6 +80,10 @@ async def delete_scene(
             scene_id=scene_id,
             max_attempts=max_attempts,
         )
+        if newly:
+            data = {"sceneId": scene_id, "jobId": job.id}
+            await outbox.emit(conn, webhooks, "scene.deleted", scene_id=scene_id, data=data)
+        return job
 
 
 async def remove_segment(

@@ -173,7 +173,7 @@ async def _give_up(
     """Nothing of a failed export stays in the exports bucket; its row says why."""
     await storage.delete_prefix(settings.exports_bucket, layout.export_prefix(scene_id, export_id))
     async with ctx.pool.acquire() as conn:
-        await exports.fail(conn, export_id, why)
+        await exports.fail(conn, export_id, why, webhooks=settings.webhook_urls)
 
 
 def _rung(quality: str) -> Rung:
@@ -260,7 +260,13 @@ async def _export(
     async with ctx.pool.acquire() as conn, conn.transaction():
         await ctx.fence(conn)
         published = await exports.publish(
-            conn, export_id, size=size, duration=duration, kind=plan.kind, speed=speed
+            conn,
+            export_id,
+            size=size,
+            duration=duration,
+            kind=plan.kind,
+            speed=speed,
+            webhooks=settings.webhook_urls,
         )
         if published:
             await queue.complete(conn, job.id, ctx.lease_token)

@@ -39,7 +39,12 @@ async def delete_scene(request: web.Request) -> web.Response:
     scene_id = path_id(request, "scene_id", "scn")
     settings = request.app[keys.SETTINGS]
     async with request.app[keys.POOL].acquire() as conn:
-        job = await lifecycle.delete_scene(conn, scene_id, max_attempts=settings.job_max_attempts)
+        job = await lifecycle.delete_scene(
+            conn,
+            scene_id,
+            max_attempts=settings.job_max_attempts,
+            webhooks=settings.webhook_urls,
+        )
     if job is None:
         raise not_found(f"no such scene: {scene_id}")
     forget_scene(request.app[keys.READ_CACHES], scene_id)

@@ -62,7 +62,8 @@ RETURNING *;
 UPDATE exports
    SET status = 'failed', error = $2
  WHERE id = $1
-   AND status = 'processing';
+   AND status = 'processing'
+RETURNING *;
 
 -- name: export_speeds
 SELECT kind, speed

@@ -126,6 +126,7 @@ async def publish_copy(
             duration=clip.duration,
             metadata={"copyOf": source_segment},
             renditions=list(clip.renditions.values()),
+            webhooks=(),
         )
     assert version is not None
     return seg

@@ -242,6 +242,11 @@ async def test_full_export_at_both_qualities(origin_client, settings, run_worker
         assert head.content_type == "video/mp4" and "max-age=86400" in (head.cache_control or "")
         assert await storage.tags(settings.exports_bucket, key) == {"type": "export"}
         assert facts["pts"]
+    # each export's export.ready event was written with its publish (issue 18's outbox)
+    events = await client.server.app[keys.POOL].fetch(
+        "SELECT type FROM webhook_events WHERE scene_id = $1 AND type LIKE 'export.%'", scene
+    )
+    assert [e["type"] for e in events] == ["export.ready", "export.ready"]
     # asking again: the ready export, at once
     status, again = await post_export(client, scene, quality="720p")
     assert status == 200 and again["status"] == "ready" and again["url"].endswith("full_720p.mp4")
@@ -459,6 +464,10 @@ async def test_a_missing_rendition_fails_readably_and_leaves_nothing(
     )
     assert (job["status"], job["attempts"]) == ("failed", 1)  # bad input: not retried
     assert no_temporary_files(started["jobId"])
+    event = await client.server.app[keys.POOL].fetchval(
+        "SELECT payload FROM webhook_events WHERE scene_id = $1 AND type = 'export.failed'", scene
+    )
+    assert event is not None and "720p_0001.ts" in json.loads(event)["data"]["error"]
 
 
 async def test_worker_killed_mid_export_is_finished_by_another(origin_client, settings, base):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import time
 
 import m3u8
@@ -123,6 +124,12 @@ async def test_deleted_scene_is_hidden_at_once_then_removed_completely(
     # hidden from the next request on, while its job has not even started
     assert set((await statuses(client, urls)).values()) == {404}
     assert (await queue.get_job(pool, job_id)).status == "queued"
+    # its scene.deleted event was written with the change (issue 18's outbox)
+    events = await pool.fetch(
+        "SELECT type, payload FROM webhook_events WHERE scene_id = $1 ORDER BY seq", scene
+    )
+    assert [e["type"] for e in events][-1] == "scene.deleted"
+    assert json.loads(events[-1]["payload"])["data"]["jobId"] == job_id
     assert (await queue.get_job(pool, upload_job)).status == "cancelled"
     r = await client.post(
         f"/api/v1/scenes/{scene}/segments",
