@@ -19,9 +19,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from origin.processes import Completed, run_capture
-from origin.processes import kill as _kill
-from origin.processes import spawn as _spawn
+from origin.procs import Completed, run_capture
+from origin.procs import kill as _kill
+from origin.procs import spawn as _spawn
 from workers import encoding
 from workers.encoding import DEFAULT_LADDER, Rung
 from workers.h264 import codecs_from_sps, find_sps, variant_codecs
