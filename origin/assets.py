@@ -1,7 +1,7 @@
 """Writing the assets bucket (issue 15): avatars, topic icons and a scene's references.
 An upload is turned into what is stored — images re-encoded by origin/imaging.py in a
 worker thread, the voice anchor checked and re-muxed by ffprobe and ffmpeg
-(origin/voicerules.py, origin/processes.py) — a few at a time per process, then
+(origin/voicerules.py, origin/procs.py) — a few at a time per process, then
 written with its row in the `assets` table (sql/assets.sql) in one transaction that
 holds the key's advisory lock and its owner's row, so that writes of one key take
 turns, a scene's deletion never misses a reference being written, and a row exists
@@ -23,7 +23,7 @@ import asyncpg
 
 from origin import catalog, db, imaging, layout, voicerules
 from origin.assetrules import SNIFF_BYTES, AssetLimits, Processed, Refused, Target
-from origin.processes import run_capture
+from origin.procs import run_capture
 from origin.storage import Storage
 
 PROCESSING_SLOTS = 2

@@ -1,10 +1,10 @@
 """A scene's voice anchor (``voice_anchor.wav``, seed §2): what the upload must be, and
 the ffprobe and ffmpeg commands that check it and re-mux it to 48 kHz 16-bit PCM WAV.
-Pure: origin/assets.py runs them (origin/processes.py).
+Pure: origin/assets.py runs them (origin/procs.py).
 
 The upload must be a WAV file (RIFF or RF64 ``WAVE``) of one audio stream any ffmpeg
 decoder reads, between ``voice_min_seconds`` and ``voice_max_seconds`` long. ffprobe
-and ffmpeg read it as clips are read (origin/ffinput.py): the ``file`` protocol only,
+and ffmpeg read it as clips are read (origin/ffargs.py): the ``file`` protocol only,
 and only the ``wav`` demuxer, forced with ``-f`` — a playlist or concat script named
 ``.wav`` is never opened by the demuxer that would follow its references. The stored
 file is a fresh 48 kHz ``pcm_s16le`` WAV with no metadata; a mono voice stays mono,
@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from origin import ffinput
+from origin import ffargs
 from origin.assetrules import AssetLimits, Refused, describe_foreign, unsupported
-from origin.ffinput import input_url, untrusted_input
+from origin.ffargs import input_url, untrusted_input
 
 DEMUXERS = ("wav",)
 SAMPLE_RATE = 48_000
@@ -49,7 +49,7 @@ def sniff_wav(head: bytes) -> None:
 
 def probe_command(path: str | os.PathLike[str]) -> list[str]:
     """ffprobe of the upload (and of the re-muxed file): streams and format as JSON."""
-    return ffinput.probe_command(path, DEMUXERS, force=DEMUXERS[0])
+    return ffargs.probe_command(path, DEMUXERS, force=DEMUXERS[0])
 
 
 def _number(value: Any) -> float | None:

@@ -20,10 +20,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from origin import processes
-from origin.processes import Completed
-from origin.processes import kill as _kill
-from origin.processes import spawn as _spawn
+from origin import procs
+from origin.procs import Completed
+from origin.procs import kill as _kill
+from origin.procs import spawn as _spawn
 from workers import encoding
 from workers import metrics as jobstats
 from workers.encoding import DEFAULT_LADDER, Rung
@@ -54,10 +54,10 @@ ProgressCallback = Callable[[float], Awaitable[None]]
 
 
 async def run_capture(cmd: Sequence[str], *, timeout: float) -> Completed:
-    """`origin.processes.run_capture`, its wall time counted for the current job."""
+    """`origin.procs.run_capture`, its wall time counted for the current job."""
     started = time.monotonic()
     try:
-        return await processes.run_capture(cmd, timeout=timeout)
+        return await procs.run_capture(cmd, timeout=timeout)
     finally:
         jobstats.tool_ran(time.monotonic() - started)
 
@@ -68,10 +68,10 @@ async def run_fed(
     *,
     timeout: float,
 ) -> Completed:
-    """`origin.processes.run_fed`, its wall time counted for the current job."""
+    """`origin.procs.run_fed`, its wall time counted for the current job."""
     started = time.monotonic()
     try:
-        return await processes.run_fed(cmd, feed, timeout=timeout)
+        return await procs.run_fed(cmd, feed, timeout=timeout)
     finally:
         jobstats.tool_ran(time.monotonic() - started)
 

@@ -1,12 +1,11 @@
 """Probing an upload: ffprobe's command, its JSON checked against the limits, and a
 readable reason when ffprobe fails. Pure: `workers.ffmpeg.probe` runs the command.
 
-Security model for untrusted uploads (origin/ffinput.py, shared with the origin's voice
-anchors): every ffprobe/ffmpeg invocation on an upload carries ``-protocol_whitelist
-file`` *and* ``-format_whitelist`` (only the four real video demuxers), and names the
-input as ``file:<absolute path>``. Validating ``format_name`` after a plain probe is
-too late: ffprobe's hls and concat demuxers open the files an upload references while
-probing. The whitelist stops them before their header is read;
+Security model for untrusted uploads (origin/ffargs.py): every ffprobe/ffmpeg invocation
+on an upload carries ``-protocol_whitelist file`` *and* ``-format_whitelist`` (only the
+four real video demuxers), and names the input as ``file:<absolute path>``. Validating ``format_name``
+after a plain probe is too late: ffprobe's hls and concat demuxers open the files an
+upload references while probing. The whitelist stops them before their header is read;
 `validate_probe` re-checks the container as a second line.
 """
 
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from origin.ffinput import input_url, probe_command
+from origin.ffargs import input_url, probe_command
 
 
 class BadInput(Exception):

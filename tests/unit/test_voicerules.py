@@ -1,5 +1,5 @@
 """origin.voicerules: the voice anchor's sniffing, ffprobe/ffmpeg argument lists (the
-same input whitelists as clips, origin/ffinput.py), probe validation and failure
+same input whitelists as clips, origin/ffargs.py), probe validation and failure
 reasons."""
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
-"""Child processes (ffprobe, ffmpeg) run from asyncio: each in its own process group,
-killed with its parent (Linux ``PR_SET_PDEATHSIG``), killed on timeout or
-cancellation, its output captured up to a bound. The workers run every clip's ffmpeg
-through here; the origin runs the short, bounded re-mux of a scene's voice anchor
-(origin/assets.py)."""
+"""Child processes of ours (ffprobe and ffmpeg, in the workers and in the origin's frame
+grabs): each in its own process group, killed with the process that started it (Linux
+``PR_SET_PDEATHSIG``, even when that process is SIGKILLed), killed on timeout or
+cancellation, its output captured up to a bound."""
 
 from __future__ import annotations
 
@@ -14,8 +13,6 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
-from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 MAX_CAPTURE = 16 * 1024 * 1024
@@ -28,18 +25,12 @@ class Completed:
     stderr: str
 
 
-@cache
-def _libc() -> Any:
-    # loaded in the parent: the child between fork and exec only calls prctl
-    return ctypes.CDLL(None, use_errno=True)
-
-
 def _child_setup(parent: int) -> Callable[[], None]:
     """preexec_fn: SIGKILL this child when its parent dies (Linux), even by SIGKILL."""
-    libc = _libc() if sys.platform.startswith("linux") else None
 
     def setup() -> None:
-        if libc is not None:
+        if sys.platform.startswith("linux"):
+            libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             if os.getppid() != parent:  # the parent died before prctl took effect
                 os._exit(1)
@@ -50,7 +41,8 @@ def _child_setup(parent: int) -> Callable[[], None]:
 async def spawn(
     cmd: Sequence[str], *, stdout: int, stdin: int = asyncio.subprocess.DEVNULL
 ) -> asyncio.subprocess.Process:
-    """Start `cmd` without a shell; stdin is /dev/null unless given, stderr a pipe."""
+    """Start `cmd` (stdin /dev/null unless given, stderr piped) in a process group of
+    its own."""
     return await asyncio.create_subprocess_exec(
         *cmd,
         stdin=stdin,
@@ -62,7 +54,7 @@ async def spawn(
 
 
 async def kill(proc: asyncio.subprocess.Process) -> None:
-    """SIGKILL the process group and reap it (shielded from cancellation)."""
+    """SIGKILL the process group of `proc` (if still running) and reap it."""
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -70,7 +62,8 @@ async def kill(proc: asyncio.subprocess.Process) -> None:
         await asyncio.shield(proc.wait())
 
 
-async def _read_all(stream: asyncio.StreamReader | None, limit: int = MAX_CAPTURE) -> bytes:
+async def read_all(stream: asyncio.StreamReader | None, limit: int = MAX_CAPTURE) -> bytes:
+    """Everything `stream` yields, keeping at most `limit` bytes (the rest is drained)."""
     if stream is None:
         return b""
     chunks: list[bytes] = []
@@ -83,12 +76,15 @@ async def _read_all(stream: asyncio.StreamReader | None, limit: int = MAX_CAPTUR
 
 
 async def run_capture(cmd: Sequence[str], *, timeout: float) -> Completed:
-    """Run a short command (ffprobe, SPS extraction, a re-mux) to completion; kill it on
-    timeout. Raises TimeoutError after killing the process group."""
+    """Run a short command (ffprobe, a measurement, a frame grab) to completion; kill it
+    on timeout or cancellation.
+
+    Raises TimeoutError after killing the process group.
+    """
     proc = await spawn(cmd, stdout=asyncio.subprocess.PIPE)
     try:
         async with asyncio.timeout(timeout):
-            out, err = await asyncio.gather(_read_all(proc.stdout), _read_all(proc.stderr))
+            out, err = await asyncio.gather(read_all(proc.stdout), read_all(proc.stderr))
             rc = await proc.wait()
     except BaseException:
         await kill(proc)
@@ -108,7 +104,7 @@ async def run_fed(
     from `feed` or cancellation, the process group is killed first."""
     proc = await spawn(cmd, stdout=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.PIPE)
     assert proc.stdin is not None
-    stderr = asyncio.create_task(_read_all(proc.stderr))
+    stderr = asyncio.create_task(read_all(proc.stderr))
     try:
         async with asyncio.timeout(timeout):
             try:

@@ -1,18 +1,20 @@
-"""How every ffprobe and ffmpeg run reads a file someone uploaded, in the workers (a
-clip) and in the origin (a scene's voice anchor): the input named as a ``file:`` URL,
-the ``file`` protocol only, and only the demuxers the caller names. Pure.
+"""How every ffprobe/ffmpeg of ours opens its input, shared by the workers (uploads)
+and the origin (a scene's voice anchor, origin/voicerules.py). Pure.
 
-The protocol whitelist alone is not enough: ffmpeg's hls and concat demuxers open the
-files a text upload names while probing it. The demuxer whitelist stops them before
-their header is read, and the caller forces the demuxer it validated with ``-f``
-(docs/NOTES.md, "Upload validation")."""
+Security model: an input is named as ``file:<absolute path>`` (no protocol prefix or
+leading ``-`` in a file name is interpreted), ``-protocol_whitelist file`` keeps the
+demuxer from opening anything but local files, and ``-format_whitelist`` with a forced
+``-f`` names the only demuxers allowed, so a crafted file (an HLS or ffconcat playlist
+disguised as media) can never make ffmpeg read other files or the network.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
 
-PROTOCOL_WHITELIST = "file"
+#: Only local files, whatever a demuxer would like to open.
+PROTOCOL_WHITELIST: tuple[str, ...] = ("-protocol_whitelist", "file")
 
 
 def input_url(path: str | os.PathLike[str]) -> str:
@@ -25,7 +27,7 @@ def untrusted_input(demuxers: Sequence[str]) -> list[str]:
     ``demuxers`` may open it."""
     if not demuxers or any(not d.isidentifier() for d in demuxers):
         raise ValueError(f"demuxer names expected, not {demuxers!r}")
-    return ["-protocol_whitelist", PROTOCOL_WHITELIST, "-format_whitelist", ",".join(demuxers)]
+    return [*PROTOCOL_WHITELIST, "-format_whitelist", ",".join(demuxers)]
 
 
 def probe_command(
