@@ -17,8 +17,9 @@ from pathlib import Path
 
 import m3u8
 
+from origin.ffargs import PROTOCOL_WHITELIST, input_url, mpegts_input
 from workers.h264 import Profile, codecs_string, fps_fraction, h264_level, level_name, output_fps
-from workers.probe import FORMAT_WHITELIST, MediaInfo, clock_seconds, finite_float, input_url
+from workers.probe import FORMAT_WHITELIST, MediaInfo, clock_seconds, finite_float
 
 # --------------------------------------------------------------------------- ladder
 
@@ -230,8 +231,7 @@ def transcode_command(
         "-progress",
         progress,
         "-nostats",
-        "-protocol_whitelist",
-        "file",
+        *PROTOCOL_WHITELIST,
         "-format_whitelist",
         FORMAT_WHITELIST,
         "-f",
@@ -343,20 +343,17 @@ def transcode_command(
 # ------------------------------------------------------ reading the outputs back
 
 
-#: How ffprobe/ffmpeg open a segment we wrote: a local MPEG-TS file, nothing else.
-_SEGMENT_INPUT = ("-v", "error", "-protocol_whitelist", "file", "-f", "mpegts")
-
-
 def segment_streams_command(segment: str | os.PathLike[str]) -> list[str]:
-    """ffprobe of one written segment: its streams as JSON (frame size, rate, audio)."""
+    """ffprobe of one written segment: its streams as JSON (frame size, rate, audio).
+    A segment we wrote is opened like any input (origin/ffargs.py: local MPEG-TS only)."""
     return [
         "ffprobe",
-        *_SEGMENT_INPUT,
+        "-v",
+        "error",
         "-print_format",
         "json",
         "-show_streams",
-        "-i",
-        input_url(segment),
+        *mpegts_input(segment),
     ]
 
 
@@ -366,9 +363,9 @@ def segment_sps_command(segment: str | os.PathLike[str]) -> list[str]:
     return [
         "ffmpeg",
         "-nostdin",
-        *_SEGMENT_INPUT,
-        "-i",
-        input_url(segment),
+        "-v",
+        "error",
+        *mpegts_input(segment),
         "-map",
         "0:v:0",
         "-c",

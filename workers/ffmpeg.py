@@ -1,4 +1,5 @@
-"""Runs ffprobe and ffmpeg for the transcode job: asyncio subprocesses that die with the worker.
+"""Runs ffprobe and ffmpeg for the transcode job: asyncio subprocesses that die with the worker
+(origin/procs.py starts, bounds and kills them).
 
 `probe` validates an upload (`BadInput` on anything unusable); `transcode` runs the single
 ffmpeg command of `workers.encoding.transcode_command`, reports progress, keeps a bounded log,
@@ -10,18 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import re
-import signal
-import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from origin.procs import Completed, run_capture
+from origin.procs import kill as _kill
+from origin.procs import spawn as _spawn
 from workers import encoding
 from workers.encoding import DEFAULT_LADDER, Rung
 from workers.h264 import codecs_from_sps, find_sps, variant_codecs
@@ -47,9 +48,6 @@ __all__ = [
 ]
 
 ProgressCallback = Callable[[float], Awaitable[None]]
-
-_PR_SET_PDEATHSIG = 1
-_MAX_CAPTURE = 16 * 1024 * 1024
 
 
 class TranscodeFailed(Exception):
@@ -99,74 +97,7 @@ class TranscodeOutput:
     duration: float
 
 
-@dataclass(frozen=True)
-class Completed:
-    returncode: int
-    stdout: bytes
-    stderr: str
-
-
 # ------------------------------------------------------------------ processes
-
-
-def _child_setup(parent: int) -> Callable[[], None]:
-    """preexec_fn: SIGKILL this child when the worker dies (Linux), even by SIGKILL."""
-
-    def setup() -> None:
-        if sys.platform.startswith("linux"):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            if os.getppid() != parent:  # the worker died before prctl took effect
-                os._exit(1)
-
-    return setup
-
-
-async def _spawn(cmd: Sequence[str], *, stdout: int) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        *cmd,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=stdout,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,  # own process group: killpg reaches every child
-        preexec_fn=_child_setup(os.getpid()),
-    )
-
-
-async def _kill(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        await asyncio.shield(proc.wait())
-
-
-async def _read_all(stream: asyncio.StreamReader | None, limit: int = _MAX_CAPTURE) -> bytes:
-    if stream is None:
-        return b""
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await stream.read(65536):
-        if size < limit:
-            chunks.append(chunk[: limit - size])
-        size += len(chunk)
-    return b"".join(chunks)
-
-
-async def run_capture(cmd: Sequence[str], *, timeout: float) -> Completed:
-    """Run a short command (ffprobe, SPS extraction) to completion; kill it on timeout.
-
-    Raises TimeoutError after killing the process group.
-    """
-    proc = await _spawn(cmd, stdout=asyncio.subprocess.PIPE)
-    try:
-        async with asyncio.timeout(timeout):
-            out, err = await asyncio.gather(_read_all(proc.stdout), _read_all(proc.stderr))
-            rc = await proc.wait()
-    except BaseException:
-        await _kill(proc)
-        raise
-    return Completed(rc, out, err.decode("utf-8", "replace"))
 
 
 async def _lines(stream: asyncio.StreamReader, max_line: int = 4096) -> AsyncIterator[str]:

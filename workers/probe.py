@@ -1,9 +1,9 @@
 """Probing an upload: ffprobe's command, its JSON checked against the limits, and a
 readable reason when ffprobe fails. Pure: `workers.ffmpeg.probe` runs the command.
 
-Security model for untrusted uploads: every ffprobe/ffmpeg invocation on an upload carries
-``-protocol_whitelist file`` *and* ``-format_whitelist`` (only the four real video
-demuxers), and names the input as ``file:<absolute path>``. Validating ``format_name``
+Security model for untrusted uploads (origin/ffargs.py): every ffprobe/ffmpeg invocation
+on an upload carries ``-protocol_whitelist file`` *and* ``-format_whitelist`` (only the
+four real video demuxers), and names the input as ``file:<absolute path>``. Validating ``format_name``
 after a plain probe is too late: ffprobe's hls and concat demuxers open the files an
 upload references while probing. The whitelist stops them before their header is read;
 `validate_probe` re-checks the container as a second line.
@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
+
+from origin.ffargs import PROTOCOL_WHITELIST, input_url
 
 
 class BadInput(Exception):
@@ -113,11 +115,6 @@ class MediaInfo:
         raise BadInput(f"not a video container ({self.format_name})")
 
 
-def input_url(path: str | os.PathLike[str]) -> str:
-    """``file:`` URL for ffmpeg: no protocol prefix or leading ``-`` in a name is interpreted."""
-    return "file:" + os.path.abspath(os.fspath(path))
-
-
 def ffprobe_command(path: str | os.PathLike[str]) -> list[str]:
     """ffprobe of an untrusted upload: local file only, real video demuxers only."""
     return [
@@ -125,8 +122,7 @@ def ffprobe_command(path: str | os.PathLike[str]) -> list[str]:
         "-v",
         "error",
         "-hide_banner",
-        "-protocol_whitelist",
-        "file",
+        *PROTOCOL_WHITELIST,
         "-format_whitelist",
         FORMAT_WHITELIST,
         "-print_format",
