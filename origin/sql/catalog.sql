@@ -100,3 +100,14 @@ JOIN users u ON u.id = s.contributor_id
 JOIN renditions r ON r.segment_id = s.id
 WHERE s.id = $1 AND s.scene_id = $2 AND s.status = 'ready'
 ORDER BY r.profile;
+
+-- name: set_rendition_loudness
+-- Loudness matching (migration 0005): what the transcode measured and applied, the same
+-- for every rendition of the segment; in the publishing transaction.
+UPDATE renditions SET loudness_mode = $2, input_loudness = $3, input_true_peak = $4,
+       loudness_gain = $5
+WHERE segment_id = $1;
+
+-- name: rendition_loudness
+SELECT profile, loudness_mode, input_loudness, input_true_peak, loudness_gain
+FROM renditions WHERE segment_id = $1 ORDER BY profile;
