@@ -99,6 +99,7 @@ BOTH_PATHS = {
     "test_metrics",
     "test_playback",
     "test_signed",
+    "test_chapters",
 }
 
 
