@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from origin import db, keys
-from origin.handlers import api, files, health, player, scenes, signed
+from origin.handlers import api, files, health, player, scenes, signed, stills
 from origin.http import auth, fields, middleware
 from origin.metrics import FastPathAnswers
 from origin.scenecache import new_read_caches
@@ -59,9 +59,11 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(fields.stamp)
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_storage_ctx)
+    app.cleanup_ctx.append(stills.stills_ctx)  # after storage: it reads media from there
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics_endpoint)
+    stills.add_routes(app)  # before files' and scenes' catch-all routes take its paths
     api.add_routes(app)
     files.add_routes(app)
     scenes.add_routes(app)

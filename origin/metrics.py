@@ -1,7 +1,7 @@
 """What `/metrics` shows, in Prometheus' text format: requests by route, status and
 who answered them (the aiohttp app or the fast path), signing outcomes, read-cache
-entries, the job table by kind and status, and this process (pid, RSS, open files,
-CPU). Request counts are plain integers bumped on the request path; everything is
+entries, the job table by kind and status, thumbnails at a moment (cache hits, ffmpeg
+runs, the concurrency bound), and this process (pid, RSS, open files, CPU). Request counts are plain integers bumped on the request path; everything is
 turned into metric families only when scraped."""
 
 from __future__ import annotations
@@ -50,6 +50,53 @@ class FastPathAnswers:
         return found
 
 
+class ThumbnailStats:
+    """Thumbnails at any moment (origin/stills.py), bumped on their path: answers by
+    where they came from, ffmpeg runs started, running now and at most, refusals."""
+
+    __slots__ = ("answers", "ffmpeg_runs", "running", "max_running", "busy", "failures")
+
+    def __init__(self) -> None:
+        self.answers: Counter[str] = Counter()  # memory | storage | ffmpeg
+        self.ffmpeg_runs = 0
+        self.running = 0
+        self.max_running = 0
+        self.busy = 0  # 503: the concurrency bound would have kept it waiting too long
+        self.failures = 0
+
+    def families(self, cache_bytes: int) -> list[Metric]:
+        answers = _family(
+            CounterMetricFamily,
+            "storyforge_thumbnail_answers",
+            "Thumbnails at a moment answered, by where the JPEG came from (memory, storage, "
+            "a new ffmpeg run, or shared with a concurrent request for the same frame)",
+            ["source"],
+            (((k,), n) for k, n in sorted(self.answers.items())),
+        )
+        scalars = [
+            (CounterMetricFamily, "ffmpeg_runs", "ffmpeg frame grabs started", self.ffmpeg_runs),
+            (GaugeMetricFamily, "ffmpeg_running", "ffmpeg frame grabs running now", self.running),
+            (
+                GaugeMetricFamily,
+                "ffmpeg_running_max",
+                "Most ffmpeg frame grabs ever running at once in this process",
+                self.max_running,
+            ),
+            (
+                CounterMetricFamily,
+                "busy",
+                "Thumbnail requests answered 503 (THUMBNAIL_CONCURRENCY busy for too long)",
+                self.busy,
+            ),
+            (CounterMetricFamily, "failures", "ffmpeg frame grabs that failed", self.failures),
+            (GaugeMetricFamily, "cache_bytes", "Bytes of thumbnails kept in memory", cache_bytes),
+        ]
+        return [answers] + [
+            _family(kind, f"storyforge_thumbnail_{name}", doc, [], [((), value)])
+            for kind, name, doc, value in scalars
+        ]
+
+
 def _family(
     family: type[CounterMetricFamily] | type[GaugeMetricFamily],
     name: str,
@@ -77,8 +124,10 @@ def exposition(
     denied: Mapping[str, int],
     caches: ReadCaches,
     jobs: Mapping[tuple[str, str], int] | None,
+    extra: Sequence[Metric] = (),
 ) -> bytes:
-    """The text exposition of one scrape (`jobs` None: the table could not be read)."""
+    """The text exposition of one scrape (`jobs` None: the table could not be read);
+    `extra`: more families (e.g. `ThumbnailStats.families`)."""
     sizes = {
         "playlists": len(caches.playlists),
         "versions": len(caches.versions),
@@ -140,6 +189,7 @@ def exposition(
                 sorted(jobs.items()),
             )
         )
+    families.extend(extra)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(families))
     ProcessCollector(registry=registry)  # process_* : RSS, open files, CPU seconds

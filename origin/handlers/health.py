@@ -8,6 +8,7 @@ from aiohttp import web
 
 from origin import keys, metrics, queue
 from origin.handlers.scenes import SCENE_DOCUMENT_ROUTE
+from origin.handlers.stills import STILLS
 from origin.http.auth import SIGNING
 
 
@@ -53,12 +54,14 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
         counts = None
     stats = app[SIGNING].stats
     requests = app[keys.REQUEST_COUNTS] + app[keys.FAST_PATH_ANSWERS].counts(SCENE_DOCUMENT_ROUTE)
+    thumbnails = app[STILLS].stills
     body = metrics.exposition(
         requests,
         {"verified": stats.verified, "denied": stats.denied},
         stats.reasons,
         app[keys.READ_CACHES],
         counts,
+        extra=thumbnails.stats.families(thumbnails.cache.size),
     )
     return web.Response(
         body=body,

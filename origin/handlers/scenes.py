@@ -24,7 +24,7 @@ SCENE_DOCUMENT_ROUTE = "/v/{scene_id}/{name}"
 SCENE_DOCUMENTS = ("master.m3u8", "storyboard.vtt", "chapters.vtt")
 
 
-async def _scene_version(request: web.Request, scene_id: str) -> int:
+async def scene_version(request: web.Request, scene_id: str) -> int:
     caches = request.app[keys.READ_CACHES]
     version = caches.versions.get(scene_id)
     if version is None:
@@ -95,7 +95,7 @@ async def scene_document(request: web.Request) -> web.StreamResponse:
         raise not_found("no such scene")
     if not is_scene_file(name):
         raise not_found("no such scene file")
-    version = await _scene_version(request, scene_id)
+    version = await scene_version(request, scene_id)
     caches = request.app[keys.READ_CACHES]
     cache_key = (scene_id, version, name)
     built = caches.playlists.get(cache_key)
