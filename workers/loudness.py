@@ -24,6 +24,10 @@ from typing import Any, Literal
 #: Largest true peak of a normalised clip, dBTP. EBU R128 s1 (streaming) recommends
 #: -1 dBTP; the extra 0.5 dB leaves room for the AAC encoder's overshoot.
 TRUE_PEAK_CEILING = -1.5
+#: dB below the ceiling that dynamic mode aims its limiter at: loudnorm limits at 192 kHz
+#: before the AAC encoder, and limited transients come back up in AAC (measured on
+#: clicks: a -1.5 dBTP limit read -0.9 dBTP in the stored segments, a -2.0 limit -1.6).
+DYNAMIC_HEADROOM = 0.5
 #: ITU-R BS.1770-4 §2.8: blocks below -70 LUFS never count; an integrated loudness at or
 #: below it means there is nothing to measure (digital silence, or next to it).
 ABSOLUTE_GATE = -70.0
@@ -129,7 +133,7 @@ class Plan:
         # measured values clamped to the ranges loudnorm accepts
         options = [
             f"I={_db(aim)}",
-            f"TP={_db(self.ceiling)}",
+            f"TP={_db(self.ceiling - DYNAMIC_HEADROOM)}",
             f"LRA={_db(lra)}",
             f"measured_I={_db(min(0.0, max(-99.0, m.integrated)))}",
             f"measured_TP={_db(min(99.0, max(-99.0, m.true_peak)))}",

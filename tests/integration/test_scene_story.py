@@ -442,3 +442,32 @@ async def test_200_concurrent_times_stay_within_the_bound(story: Story) -> None:
             f"200 concurrent: {statuses.count(200)} x 200, {statuses.count(503)} x 503, "
             f"{elapsed:.1f} s, at most {max(seen)} ffmpeg at once"
         )
+
+
+# -------------------------------------------------- the peak forbids a linear gain
+
+
+async def test_transients_fall_back_to_dynamic_mode(tmp_path: Path) -> None:
+    """A quiet tone with clicks near full scale: the gain the tone needs would push the
+    clicks over the ceiling, so loudnorm's dynamic mode levels it (said so in the plan),
+    the stored true peak within the -1.5 dBTP ceiling."""
+    from workers import ffmpeg
+    from workers.loudness import plan
+
+    clicks = r"aeval='val(ch)*0.25+if(lt(mod(t\,0.5)\,0.0002)\,0.9\,0)':c=same"
+    source = make_clip(tmp_path / "clicks.mp4", width=320, height=180, duration=3, tone=clicks)
+    info = await ffmpeg.probe(source)
+    measured = await ffmpeg.measure_loudness(source, info)
+    decided = plan(measured, target=TARGET, max_gain=20.0, has_audio=True)
+    assert decided.mode == "dynamic", measured
+    assert measured.true_peak is not None and measured.true_peak + decided.gain > -1.5
+    out = await ffmpeg.transcode(source, tmp_path / "out", info, loudness=decided)
+    i, tp = loudness(concat_segments(list(out.renditions[0].segments), tmp_path / "a.ts"))
+    source_i, _ = loudness(source)
+    assert tp <= -1.5, tp
+    # louder by most of the gain: a limiter riding every click cannot reach the target
+    assert i > source_i + 5, (source_i, i)
+    print(
+        f"clicks: source {source_i} LUFS {measured.true_peak} dBTP, plan {decided.gain} dB "
+        f"dynamic -> {i} LUFS {tp} dBTP"
+    )

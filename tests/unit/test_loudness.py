@@ -112,13 +112,13 @@ def test_filters() -> None:
     dynamic = plan(m(-60.0, -3.0, lra=12.5, thresh=-71.2), target=-16, max_gain=20, has_audio=True)
     # aimed at the capped level (-40), the clip's own LRA kept, measured values in range
     assert dynamic.filters() == [
-        "loudnorm=I=-40.00:TP=-1.50:LRA=12.50:measured_I=-60.00:measured_TP=-3.00"
+        "loudnorm=I=-40.00:TP=-2.00:LRA=12.50:measured_I=-60.00:measured_TP=-3.00"
         ":measured_LRA=12.50:measured_thresh=-71.20:linear=false",
         "aresample=48000",
         "aformat=sample_fmts=fltp:sample_rates=48000:channel_layouts=stereo",
     ]
     narrow = plan(m(-20.0, -1.0, lra=2.0), target=-14.0, max_gain=20.0, has_audio=True)
-    assert narrow.filters()[0].startswith("loudnorm=I=-14.00:TP=-1.50:LRA=7.00:")
+    assert narrow.filters()[0].startswith("loudnorm=I=-14.00:TP=-2.00:LRA=7.00:")
     for mode in ("silent", "no_audio", "off"):
         assert Plan(mode).filters() == []  # type: ignore[arg-type]
 
