@@ -79,7 +79,9 @@ resource "aws_iam_role_policy" "execution" {
 
 # ---------------------------------------------------------------------------- origin task role
 # Reads media of the videos, assets and exports buckets; writes uploads (and removes
-# rejected ones) under internal/jobs/. Never writes or deletes published media.
+# rejected ones) under internal/jobs/, and the thumbnails it grabs at a moment under
+# videos/{scene}/{segment}/stills/ (origin/stills.py). Never writes or deletes published
+# media.
 
 data "aws_iam_policy_document" "origin_task" {
   statement {
@@ -101,6 +103,13 @@ data "aws_iam_policy_document" "origin_task" {
     sid       = "WriteUploads"
     actions   = ["s3:PutObject", "s3:PutObjectTagging", "s3:GetObject", "s3:AbortMultipartUpload", "s3:DeleteObject"]
     resources = ["${aws_s3_bucket.internal.arn}/jobs/*"]
+  }
+
+  # Thumbnails at a moment, kept for every origin process (put() reads them back).
+  statement {
+    sid       = "WriteStills"
+    actions   = ["s3:PutObject", "s3:PutObjectTagging"]
+    resources = ["${aws_s3_bucket.videos.arn}/*/*/stills/*"]
   }
 
   # The metrics sidecar writes the job gauge as embedded-metric-format log events.

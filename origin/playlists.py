@@ -5,7 +5,9 @@ declare. (ffmpeg's own playlists are read with the m3u8 library, in
 `workers.encoding`.)
 
 Pure: no I/O, no asyncio, no clock. The same input always gives the same bytes.
-The rules implemented here, with their sources, are listed in HLS-RULES.md.
+The rules implemented here, with their sources, are listed in HLS-RULES.md. (Over 600
+lines: every builder shares the printed-millisecond arithmetic and the timeline, and
+splitting them would make those internals public.)
 
 Durations are handled at the precision we print in EXTINF (3 decimals, i.e. whole
 milliseconds): target durations, bandwidth windows and storyboard offsets are all

@@ -576,9 +576,11 @@ def test_every_action_the_code_uses_is_granted(tf):
 def test_origin_reads_media_and_writes_only_uploads(tf):
     origin = grants(tf, "origin_task")
     assert origin["s3:GetObject"] >= {"videos/*", "assets/*", "exports/*"}
-    writes = {"s3:PutObject", "s3:PutObjectTagging", "s3:DeleteObject", "s3:AbortMultipartUpload"}
-    for action in writes:
+    for action in ("s3:DeleteObject", "s3:AbortMultipartUpload"):
         assert origin[action] == {"internal/jobs/*"}, action
+    # and the thumbnails it grabs at a moment (origin/stills.py), never published media
+    for action in ("s3:PutObject", "s3:PutObjectTagging"):
+        assert origin[action] == {"internal/jobs/*", "videos/*/*/stills/*"}, action
     assert not [a for a in origin if a.startswith("cloudfront:")]
     # upload (PutObject, then HeadObject) and cleanup (ListObjectsV2, DeleteObjects)
     for action in ("s3:PutObject", "s3:PutObjectTagging", "s3:GetObject", "s3:DeleteObject"):

@@ -32,7 +32,7 @@ import m3u8
 import pytest
 from aiohttp.test_utils import TestClient
 
-from origin import catalog, db
+from origin import catalog, db, layout
 from origin.app import create_app
 from origin.settings import Settings
 from origin.storage import open_configured_storage
@@ -344,6 +344,36 @@ async def test_thumbnails_are_the_frames_of_the_stitched_rendition(story: Story)
         samples = await scrape(other)
         assert samples.get(runs, 0) == 0
         assert samples[("storyforge_thumbnail_answers_total", (("source", "storage"),))] == 1
+
+
+async def test_thumbnails_on_s3(story: Story, moto_endpoint: str) -> None:
+    """On S3 the grab downloads the one `.ts` it needs, and keeps the JPEG beside it."""
+    s3 = dataclasses.replace(
+        story.settings,
+        storage="s3",
+        s3_endpoint_url=moto_endpoint,
+        s3_access_key="test",
+        s3_secret_key="test",
+    )
+    scene, seg = story.scene, story.segments["loud"]
+    storage = await open_configured_storage(s3)
+    try:
+        await storage.ensure_buckets(s3.buckets)
+        for path in sorted(story.segment_dir(seg).glob("720p_*.ts")):
+            key = layout.segment_key(scene, seg, path.name)
+            await storage.put(s3.videos_bucket, key, path, content_type="video/mp2t")
+        url = f"/v/{scene}/{seg}/thumbnail.jpg?time=1.5"
+        local = await (await story.client.get(url)).read()
+        for grabs in (1, 0):  # a second process finds it in the bucket
+            async with TestClient(OriginTestServer(create_app(s3))) as client:
+                r = await client.get(url)
+                assert r.status == 200 and await r.read() == local
+                samples = await scrape(client)
+                assert samples.get(("storyforge_thumbnail_ffmpeg_runs_total", ()), 0) == grabs
+        key = layout.still_key(scene, seg, "720p_f000045_w640.jpg")
+        assert await storage.tags(s3.videos_bucket, key) == {"type": "thumbnail"}
+    finally:
+        await storage.aclose()
 
 
 async def test_bad_and_outside_times(story: Story) -> None:
