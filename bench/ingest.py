@@ -4,9 +4,10 @@ In one run, on this machine:
 
 1. Pipelines. A 60 s 1080p30 clip with audio (lavfi testsrc2 + sine, encoded once with
    libx264 at 8 Mbit/s, like a phone's) goes through
-   - ours: ``workers.ffmpeg.probe`` + ``workers.ffmpeg.transcode`` (the product code: one
-     ffmpeg run for both renditions, both thumbnails and the timeline frames, then the
-     read-back of the outputs and the Pillow storyboard), and
+   - ours: ``workers.ffmpeg.probe`` + ``measure_loudness`` + ``transcode`` (the product
+     code: the audio-only loudness measurement, then one ffmpeg run for both renditions,
+     both thumbnails and the timeline frames, then the read-back of the outputs and the
+     Pillow storyboard), and
    - the seed's (``bench/seed_pipeline.py``: one ffmpeg run per rendition, one per
      thumbnail, one per timeline thumbnail with ``-ss`` after ``-i``, Pillow sprite), at
      our encoder settings,
@@ -17,10 +18,15 @@ In one run, on this machine:
    rendition's own HLS playlist; the difference ours - seed (target within 0.002).
 3. Linearity. Our ingest time for 1, 5 and 10 minute clips: seconds per clip-minute for
    each, and their ratio to the 1-minute figure (linear: roughly 1.0).
+4. Loudness matching (issue 16), ``--loudness-only``: our ingest of the 60 s clip with
+   loudness matching (the audio-only measurement pass, then the gain in the one pass)
+   beside the same ingest with ``LOUDNESS_TARGET=off``, alternating, ``--rounds`` times
+   each (at least 2); the ratio of the medians (target <= 1.05).
 
-Usage: ``.venv/bin/python bench/ingest.py [--quick] [--rounds N] [--no-wait]``.
-``--quick`` uses 20 s / 10-20-40 s clips to check that everything works.
-Writes ``bench/results/ingest.json`` (``ingest-quick.json`` with ``--quick``).
+Usage: ``.venv/bin/python bench/ingest.py [--quick] [--rounds N] [--no-wait]
+[--loudness-only]``. ``--quick`` uses 20 s / 10-20-40 s clips to check that everything
+works. Writes ``bench/results/ingest.json`` (``ingest-quick.json`` with ``--quick``;
+``ingest-loudness.json`` with ``--loudness-only``).
 """
 
 from __future__ import annotations
@@ -35,15 +41,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import benchutil
 import seed_pipeline
 
+from origin.settings import Settings
 from workers import ffmpeg as sf_ffmpeg
 from workers.encoding import DEFAULT_LADDER, media_segments
 from workers.h264 import fps_fraction, output_fps
+from workers.loudness import plan as loudness_plan
 from workers.probe import Limits
 
 SOURCE_BITRATE = "8M"  # a phone's 1080p30 H.264 is 8-17 Mbit/s
@@ -124,19 +133,31 @@ def _cpu() -> float:
 _FFMPEG_WALL = re.compile(r"^# exit (-?\d+) after ([\d.]+) s", re.MULTILINE)
 
 
-async def _ours(source: Path, workdir: Path) -> dict[str, Any]:
+async def _ours(source: Path, workdir: Path, loudness: bool = True) -> dict[str, Any]:
+    """Probe, the loudness measurement pass (unless `loudness` is False, as with
+    LOUDNESS_TARGET=off) and the one-pass transcode with the gain it decides."""
     started = time.perf_counter()
     info = await sf_ffmpeg.probe(source, BENCH_LIMITS)
     probed = time.perf_counter()
-    out = await sf_ffmpeg.transcode(source, workdir, info)
+    measured = await sf_ffmpeg.measure_loudness(source, info) if loudness else None
+    plan = loudness_plan(
+        measured,
+        target=Settings().loudness_target if loudness else None,
+        max_gain=Settings().loudness_max_gain,
+        has_audio=info.has_audio,
+    )
+    planned = time.perf_counter()
+    out = await sf_ffmpeg.transcode(source, workdir, info, loudness=plan)
     done = time.perf_counter()
     m = _FFMPEG_WALL.search(out.log.read_text(errors="replace")[:20000])
     ffmpeg_s = float(m[2]) if m else None
-    transcode_s = done - probed
+    transcode_s = done - planned
     return {
         "seconds": done - started,
+        "loudness": plan.metadata(),
         "steps": {
             "probe": probed - started,
+            "loudness_measurement": planned - probed,
             "ffmpeg_one_pass": ffmpeg_s,
             "readback_and_storyboard": transcode_s - ffmpeg_s if ffmpeg_s else None,
         },
@@ -148,9 +169,9 @@ async def _ours(source: Path, workdir: Path) -> dict[str, Any]:
     }
 
 
-def run_ours(source: Path, workdir: Path) -> dict[str, Any]:
+def run_ours(source: Path, workdir: Path, loudness: bool = True) -> dict[str, Any]:
     cpu = _cpu()
-    result = asyncio.run(_ours(source, workdir))
+    result = asyncio.run(_ours(source, workdir, loudness))
     result["cpu_seconds"] = _cpu() - cpu
     return result
 
@@ -236,33 +257,37 @@ def _strip(run: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def alternating(rounds: int, first: str, second: str) -> Iterator[tuple[int, str]]:
+    """(round, who) for `rounds` rounds of two contenders, taking turns going first."""
+    for rnd in range(rounds):
+        yield from ((rnd, who) for who in ((first, second) if rnd % 2 == 0 else (second, first)))
+
+
 def compare(
     source: Path, rounds: int, scratch: Path, wait: bool
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     fps = float(fps_fraction(output_fps(SOURCE_FPS)))
     runs: dict[str, list[dict[str, Any]]] = {"ours": [], "seed": []}
     kept: dict[str, dict[str, Any]] = {}
-    for rnd in range(rounds):
-        order = ("ours", "seed") if rnd % 2 == 0 else ("seed", "ours")
-        for who in order:
-            quiet = benchutil.wait_quiet(timeout=1200 if wait else 0, log=wait)
-            workdir = scratch / f"{who}_{rnd}"
-            print(f"round {rnd + 1}/{rounds}: {who} ...", end=" ", flush=True)
-            with benchutil.Monitor() as mon:
-                if who == "ours":
-                    run = run_ours(source, workdir)
-                else:
-                    run = run_seed(source, workdir, fps)
-            run["round"] = rnd + 1
-            run["quiet_before"] = quiet["quiet"]
-            run["others_during"] = mon.summary()
-            note = f" DISTURBED (others {mon.others_cores:.2f} cores)" if mon.disturbed else ""
-            print(f"{run['seconds']:.1f} s{note}", flush=True)
-            runs[who].append(run)
-            if who not in kept:
-                kept[who] = run  # outputs of the first run are kept for SSIM
+    for rnd, who in alternating(rounds, "ours", "seed"):
+        quiet = benchutil.wait_quiet(timeout=1200 if wait else 0, log=wait)
+        workdir = scratch / f"{who}_{rnd}"
+        print(f"round {rnd + 1}/{rounds}: {who} ...", end=" ", flush=True)
+        with benchutil.Monitor() as mon:
+            if who == "ours":
+                run = run_ours(source, workdir)
             else:
-                shutil.rmtree(workdir, ignore_errors=True)
+                run = run_seed(source, workdir, fps)
+        run["round"] = rnd + 1
+        run["quiet_before"] = quiet["quiet"]
+        run["others_during"] = mon.summary()
+        note = f" DISTURBED (others {mon.others_cores:.2f} cores)" if mon.disturbed else ""
+        print(f"{run['seconds']:.1f} s{note}", flush=True)
+        runs[who].append(run)
+        if who not in kept:
+            kept[who] = run  # outputs of the first run are kept for SSIM
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
     # quality: every rendition of both pipelines against the source
     quality: dict[str, Any] = {}
@@ -291,6 +316,62 @@ def compare(
         "runs": {who: [_strip(r) for r in rs] for who, rs in runs.items()},
     }
     return timing, quality
+
+
+def loudness_cost(source: Path, rounds: int, scratch: Path, wait: bool) -> dict[str, Any]:
+    """Issue 16: our ingest with loudness matching (the measurement pass plus the gain in
+    the one pass) beside the same ingest with LOUDNESS_TARGET=off, alternating which goes
+    first, `rounds` times each; the ratio of the medians (target <= 1.05)."""
+    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    for rnd, mode in alternating(rounds, "off", "on"):
+        quiet = benchutil.wait_quiet(timeout=1200 if wait else 0, log=wait)
+        workdir = scratch / f"loud_{mode}_{rnd}"
+        print(f"loudness round {rnd + 1}/{rounds}: {mode} ...", end=" ", flush=True)
+        with benchutil.Monitor() as mon:
+            run = run_ours(source, workdir, loudness=mode == "on")
+        shutil.rmtree(workdir, ignore_errors=True)
+        note = f" DISTURBED (others {mon.others_cores:.2f} cores)" if mon.disturbed else ""
+        measure_s = run["steps"]["loudness_measurement"]
+        print(f"{run['seconds']:.1f} s (measurement {measure_s:.2f} s){note}", flush=True)
+        runs[mode].append(
+            {
+                "round": rnd + 1,
+                "seconds": round(run["seconds"], 3),
+                "cpu_seconds": round(run["cpu_seconds"], 2),
+                "steps": {k: v if v is None else round(v, 3) for k, v in run["steps"].items()},
+                "loudness": run["loudness"],
+                "quiet_before": quiet["quiet"],
+                "others_during": mon.summary(),
+            }
+        )
+    med = {m: _median([r["seconds"] for r in rs]) for m, rs in runs.items()}
+    measurement = _median([r["steps"]["loudness_measurement"] for r in runs["on"]])
+    return {
+        "source": source.name,
+        "rounds": rounds,
+        "median_seconds": {k: round(v, 3) for k, v in med.items()},
+        "median_measurement_seconds": round(measurement, 3),
+        "ratio_on_over_off": round(med["on"] / med["off"], 4),
+        "measurement_share_of_off": round(measurement / med["off"], 4),
+        "target_ratio": 1.05,
+        "runs": runs,
+    }
+
+
+def loudness_report(cost: dict[str, Any]) -> str:
+    med = cost["median_seconds"]
+    rows = [
+        ["LOUDNESS_TARGET=off", f"{med['off']:.1f}", "-", "1.000x"],
+        [
+            "loudness matching (default)",
+            f"{med['on']:.1f}",
+            f"{cost['median_measurement_seconds']:.2f}",
+            f"{cost['ratio_on_over_off']:.3f}x",
+        ],
+    ]
+    head = f"\nLoudness matching on {cost['source']} (median of {cost['rounds']} runs each)\n"
+    table = benchutil.table(["ingest", "wall s", "measurement s", "on/off (<=1.05)"], rows)
+    return head + table
 
 
 def linearity(clips: list[tuple[int, Path]], scratch: Path, wait: bool) -> dict[str, Any]:
@@ -400,7 +481,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="runs of each pipeline (default 2)")
     p.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
     p.add_argument("--no-linearity", action="store_true", help="skip the 1/5/10 min clips")
+    p.add_argument(
+        "--loudness-only",
+        action="store_true",
+        help="only the cost of loudness matching (issue 16): ingest with it on and off",
+    )
     a = p.parse_args(argv)
+    if a.loudness_only:
+        return main_loudness(a)
 
     compare_s = 20 if a.quick else 60
     lin_s = [10, 20, 40] if a.quick else [60, 300, 600]
@@ -444,6 +532,21 @@ def main(argv: list[str] | None = None) -> int:
     text = report(timing, quality, lin)
     print(text)
     path = benchutil.write_result("ingest-quick" if a.quick else "ingest", result)
+    print(f"\nwrote {path.relative_to(benchutil.ROOT)}")
+    return 0
+
+
+def main_loudness(a: argparse.Namespace) -> int:
+    info = benchutil.machine()
+    clip = make_clip(20 if a.quick else 60)
+    wait = not a.no_wait
+    info["wait"] = benchutil.wait_quiet(timeout=1200 if wait else 0, log=wait)
+    with tempfile.TemporaryDirectory(prefix="sf-bench-loudness-") as tmp:
+        cost = loudness_cost(clip, max(2, a.rounds), Path(tmp), wait)
+    result = {"benchmark": "ingest-loudness", "quick": a.quick, "machine": info, "loudness": cost}
+    print(loudness_report(cost))
+    name = "ingest-loudness-quick" if a.quick else "ingest-loudness"
+    path = benchutil.write_result(name, result)
     print(f"\nwrote {path.relative_to(benchutil.ROOT)}")
     return 0
 

@@ -80,8 +80,10 @@ resource "aws_iam_role_policy" "execution" {
 
 # ---------------------------------------------------------------------------- origin task role
 # Reads media of the videos, assets and exports buckets; writes uploads (and removes
-# rejected ones) under internal/jobs/, and the assets the API writes (avatars, topic
-# icons, scene references: origin/assets.py). Never writes or deletes published media.
+# rejected ones) under internal/jobs/, the assets the API writes (avatars, topic
+# icons, scene references: origin/assets.py) and the thumbnails it grabs at a moment
+# under videos/{scene}/{segment}/stills/ (origin/stills.py). Never writes or deletes
+# published media.
 
 data "aws_iam_policy_document" "origin_task" {
   statement {
@@ -115,6 +117,11 @@ data "aws_iam_policy_document" "origin_task" {
       "${aws_s3_bucket.assets.arn}/topics/*",
       "${aws_s3_bucket.assets.arn}/scenes/*/reference/*",
     ]
+  # Thumbnails at a moment, kept for every origin process (put() reads them back).
+  statement {
+    sid       = "WriteStills"
+    actions   = ["s3:PutObject", "s3:PutObjectTagging"]
+    resources = ["${aws_s3_bucket.videos.arn}/*/*/stills/*"]
   }
 
   # The metrics sidecar writes the job gauge as embedded-metric-format log events.

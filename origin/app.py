@@ -23,6 +23,7 @@ from origin.handlers import (
     player,
     scenes,
     signed,
+    stills,
     uploads,
 )
 from origin.handlers import assets as asset_api
@@ -90,9 +91,11 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_scene_changes_ctx)
+    app.cleanup_ctx.append(stills.stills_ctx)  # after storage: it reads media from there
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics_endpoint)
+    stills.add_routes(app)  # before files' and scenes' catch-all routes take its paths
     api.add_routes(app)
     files.add_routes(app)
     scenes.add_routes(app)

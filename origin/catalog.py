@@ -55,6 +55,18 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class Loudness:
+    """What loudness matching measured and did to a clip's audio (workers/loudness.py),
+    kept on each of its renditions: the mode (linear, dynamic, silent, no_audio, off),
+    the input's integrated loudness (LUFS) and true peak (dBTP), and the gain (dB)."""
+
+    mode: str
+    input_loudness: float | None = None
+    input_true_peak: float | None = None
+    gain: float | None = None
+
+
+@dataclass(frozen=True)
 class SceneClip:
     """A ready segment of a scene as the stitcher and the playlist JSON see it."""
 
@@ -164,6 +176,7 @@ async def publish_segment(
     metadata: Mapping[str, Any],
     renditions: Sequence[Rendition],
     webhooks: Sequence[str],
+    loudness: Loudness | None = None,
 ) -> int | None:
     """Publish a processing segment: ready with its metadata, its renditions written,
     the scene's version bumped, its `segment.ready` event in the outbox (to `webhooks`,
@@ -199,11 +212,31 @@ async def publish_segment(
             for r in renditions
         ],
     )
+    if loudness is not None:
+        await conn.execute(
+            db.q("set_rendition_loudness"),
+            segment_id,
+            loudness.mode,
+            loudness.input_loudness,
+            loudness.input_true_peak,
+            loudness.gain,
+        )
     version: int = await conn.fetchval(db.q("bump_scene_version"), row["scene_id"])
     data = {"segmentId": segment_id, "sceneId": row["scene_id"], "sequence": row["sequence"]}
     data |= {"contributorId": row["contributor_id"], "duration": round(duration, 3)}
     await outbox.emit(conn, webhooks, "segment.ready", scene_id=row["scene_id"], data=data)
     return version
+
+
+async def rendition_loudness(conn: asyncpg.Connection, segment_id: str) -> dict[str, Loudness]:
+    """Loudness matching's record on each rendition of a segment, by profile."""
+    rows = await conn.fetch(db.q("rendition_loudness"), segment_id)
+    return {
+        r["profile"]: Loudness(
+            r["loudness_mode"], r["input_loudness"], r["input_true_peak"], r["loudness_gain"]
+        )
+        for r in rows
+    }
 
 
 async def first_ready_segment(conn: asyncpg.Connection, scene_id: str) -> str | None:

@@ -1,5 +1,6 @@
-"""How every ffprobe/ffmpeg of ours opens its input, shared by the workers (uploads)
-and the origin (a scene's voice anchor, origin/voicerules.py). Pure.
+"""How every ffprobe/ffmpeg of ours opens its input, shared by the workers (uploads,
+their own segments read back) and the origin (a scene's voice anchor,
+origin/voicerules.py; frame grabs from stored segments). Pure.
 
 Security model: an input is named as ``file:<absolute path>`` (no protocol prefix or
 leading ``-`` in a file name is interpreted), ``-protocol_whitelist file`` keeps the
@@ -46,6 +47,20 @@ def probe_command(
         "json",
         "-show_format",
         "-show_streams",
+        "-i",
+        input_url(path),
+    ]
+
+
+def mpegts_input(path: str | os.PathLike[str]) -> list[str]:
+    """Input options and ``-i`` for one of our own MPEG-TS media segments: a local file,
+    the mpegts demuxer and nothing else."""
+    return [
+        *PROTOCOL_WHITELIST,
+        "-format_whitelist",
+        "mpegts",
+        "-f",
+        "mpegts",
         "-i",
         input_url(path),
     ]

@@ -111,6 +111,17 @@ def segment_key(scene_id: str, segment_id: str, name: str) -> str:
     return f"{scene_id}/{segment_id}/{name}"
 
 
+_STILL_NAME_RE = re.compile(r"^[0-9]{3,4}p_f[0-9]{6,9}_w[0-9]{2,4}\.jpg$")
+
+
+def still_key(scene_id: str, segment_id: str, name: str) -> str:
+    """Key of a thumbnail grabbed at a moment (origin/moments.py `Moment.still_name`),
+    kept under the segment's prefix so it goes when the segment's files go."""
+    if not _STILL_NAME_RE.fullmatch(name):
+        raise ValueError(f"not a still name: {name!r}")
+    return f"{scene_id}/{segment_id}/stills/{name}"
+
+
 def media_segment_name(profile: str, index: int) -> str:
     """`720p_0001.ts`: 1-based, four digits (more past 9999)."""
     return f"{profile}_{index:04d}.ts"

@@ -2,9 +2,10 @@
 who answered them (the aiohttp app or the fast path) with their latencies and bytes,
 requests in flight, signing outcomes, read-cache entries, hits and misses, the job
 table (depth by kind and status, 0 when empty, and the age of the oldest due job),
-CDN invalidation requests of every process (from Postgres), and this process (pid,
-RSS, open files, CPU). Counts are plain integers and lists bumped on the request
-path; they become metric families only when scraped."""
+CDN invalidation requests of every process (from Postgres), thumbnails at a moment
+(cache hits, ffmpeg runs, the concurrency bound), and this process (pid, RSS, open
+files, CPU). Counts are plain integers and lists bumped on the request path; they
+become metric families only when scraped."""
 
 from __future__ import annotations
 
@@ -100,6 +101,53 @@ class FastPathAnswers:
         for status, n in self.other.items():
             found[(route, status, "fast_path")] += n
         return found
+
+
+class ThumbnailStats:
+    """Thumbnails at any moment (origin/stills.py), bumped on their path: answers by
+    where they came from, ffmpeg runs started, running now and at most, refusals."""
+
+    __slots__ = ("answers", "ffmpeg_runs", "running", "max_running", "busy", "failures")
+
+    def __init__(self) -> None:
+        self.answers: Counter[str] = Counter()  # memory | storage | ffmpeg
+        self.ffmpeg_runs = 0
+        self.running = 0
+        self.max_running = 0
+        self.busy = 0  # 503: the concurrency bound would have kept it waiting too long
+        self.failures = 0
+
+    def families(self, cache_bytes: int) -> list[Metric]:
+        answers = family(
+            CounterMetricFamily,
+            "storyforge_thumbnail_answers",
+            "Thumbnails at a moment answered, by where the JPEG came from (memory, storage, "
+            "a new ffmpeg run, or shared with a concurrent request for the same frame)",
+            ["source"],
+            (((k,), n) for k, n in sorted(self.answers.items())),
+        )
+        scalars = [
+            (CounterMetricFamily, "ffmpeg_runs", "ffmpeg frame grabs started", self.ffmpeg_runs),
+            (GaugeMetricFamily, "ffmpeg_running", "ffmpeg frame grabs running now", self.running),
+            (
+                GaugeMetricFamily,
+                "ffmpeg_running_max",
+                "Most ffmpeg frame grabs ever running at once in this process",
+                self.max_running,
+            ),
+            (
+                CounterMetricFamily,
+                "busy",
+                "Thumbnail requests answered 503 (THUMBNAIL_CONCURRENCY busy for too long)",
+                self.busy,
+            ),
+            (CounterMetricFamily, "failures", "ffmpeg frame grabs that failed", self.failures),
+            (GaugeMetricFamily, "cache_bytes", "Bytes of thumbnails kept in memory", cache_bytes),
+        ]
+        return [answers] + [
+            family(kind, f"storyforge_thumbnail_{name}", doc, [], [((), value)])
+            for kind, name, doc, value in scalars
+        ]
 
 
 def family(

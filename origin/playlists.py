@@ -5,7 +5,9 @@ declare. (ffmpeg's own playlists are read with the m3u8 library, in
 `workers.encoding`.)
 
 Pure: no I/O, no asyncio, no clock. The same input always gives the same bytes.
-The rules implemented here, with their sources, are listed in HLS-RULES.md.
+The rules implemented here, with their sources, are listed in HLS-RULES.md. (Over 600
+lines: every builder shares the printed-millisecond arithmetic and the timeline, and
+splitting them would make those internals public.)
 
 Durations are handled at the precision we print in EXTINF (3 decimals, i.e. whole
 milliseconds): target durations, bandwidth windows and storyboard offsets are all
@@ -40,6 +42,8 @@ __all__ = [
     "stitched_media",
     "stitched_storyboard_vtt",
     "target_duration",
+    "timeline_ms",
+    "vtt_time",
 ]
 
 # RFC 8216 §7: decimal-floating-point EXTINF values need protocol version 3. Nothing
@@ -570,7 +574,18 @@ def _clip_timeline_ms(clip: Clip) -> int:
     return _ms(clip.duration)
 
 
-def _vtt_time(ms: int) -> str:
+def timeline_ms(clips: Sequence[Clip]) -> list[int]:
+    """Clip boundaries on the stitched timeline, in ms: ``[0, end of clip 1, ...,
+    total]`` (one more than ``clips``). The same offsets as the storyboard's and the
+    stitched media playlists' (where each ``#EXT-X-DISCONTINUITY`` falls)."""
+    bounds = [0]
+    for clip in clips:
+        bounds.append(bounds[-1] + _clip_timeline_ms(clip))
+    return bounds
+
+
+def vtt_time(ms: int) -> str:
+    """WebVTT timestamp ``hh:mm:ss.ttt`` of ``ms`` milliseconds."""
     seconds, milli = divmod(ms, 1000)
     minutes, sec = divmod(seconds, 60)
     hours, minute = divmod(minutes, 60)
@@ -588,7 +603,7 @@ def _storyboard_cues(
         if end <= start:
             continue  # the cue lies past the end of its clip
         blocks.append(
-            f"{_vtt_time(offset + start)} --> {_vtt_time(offset + end)}\n"
+            f"{vtt_time(offset + start)} --> {vtt_time(offset + end)}\n"
             f"{uri_for(cue.sheet)}#xywh={cue.x},{cue.y},{cue.w},{cue.h}"
         )
     return length

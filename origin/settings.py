@@ -95,6 +95,12 @@ class Settings:
     webhook_backoff_base: float = 5.0
     export_max_age: float = 86400.0
     export_fetch_concurrency: int = 4
+    # Loudness matching (workers/loudness.py): None turns it off.
+    loudness_target: float | None = -16.0
+    loudness_max_gain: float = 20.0
+    # Thumbnails at any moment (origin/stills.py).
+    thumbnail_concurrency: int = 2
+    thumbnail_cache_mb: int = 64
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -230,6 +236,12 @@ class Settings:
             "export_fetch_concurrency": _int(
                 e, "EXPORT_FETCH_CONCURRENCY", d.export_fetch_concurrency, 1, 64
             ),
+            "loudness_target": _loudness_target(e, "LOUDNESS_TARGET", d.loudness_target),
+            "loudness_max_gain": _float(e, "LOUDNESS_MAX_GAIN", d.loudness_max_gain, 0.0, 60.0),
+            "thumbnail_concurrency": _int(
+                e, "THUMBNAIL_CONCURRENCY", d.thumbnail_concurrency, 1, 64
+            ),
+            "thumbnail_cache_mb": _int(e, "THUMBNAIL_CACHE_MB", d.thumbnail_cache_mb, 0, 65536),
         }
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
@@ -262,7 +274,13 @@ def _int(
     return v
 
 
-def _float(e: Mapping[str, str], name: str, default: float, lo: float | None = None) -> float:
+def _float(
+    e: Mapping[str, str],
+    name: str,
+    default: float,
+    lo: float | None = None,
+    hi: float | None = None,
+) -> float:
     raw = _str(e, name, str(default))
     try:
         v = float(raw)
@@ -270,7 +288,17 @@ def _float(e: Mapping[str, str], name: str, default: float, lo: float | None = N
         raise ConfigError(f"{name}: {raw!r} is not a number") from None
     if v != v or (lo is not None and v < lo):
         raise ConfigError(f"{name}: {raw!r} must be >= {lo}")
+    if hi is not None and not v <= hi:
+        raise ConfigError(f"{name}: {raw!r} must be <= {hi}")
     return v
+
+
+def _loudness_target(e: Mapping[str, str], name: str, default: float | None) -> float | None:
+    """Integrated loudness in LUFS between -70 and -5 (ffmpeg loudnorm's range), or
+    `off`."""
+    if _str(e, name, "").lower() == "off":
+        return None
+    return _float(e, name, -16.0 if default is None else default, -70.0, -5.0)
 
 
 def _list(e: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:

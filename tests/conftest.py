@@ -101,6 +101,7 @@ BOTH_PATHS = {
     "test_playback",
     "test_signed",
     "test_assets",
+    "test_chapters",
 }
 
 

@@ -1,8 +1,9 @@
 """The transcode's ffmpeg command and what it writes: the ladder of rungs, the filter
-graph (one decode split to every rung, thumbnails and timeline frames), the command
-line, the names of its outputs, its ``-progress`` lines, the media playlists it writes
-and the commands that read its segments back. Pure: `workers.ffmpeg` runs the commands
-and feeds their output back in here.
+graph (one decode split to every rung, thumbnails and timeline frames, the loudness
+gain), the command line, the loudness measurement pass before it, the names of its
+outputs, its ``-progress`` lines, the media playlists it writes and the commands that
+read its segments back. Pure: `workers.ffmpeg` runs the commands and feeds their output
+back in here.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from pathlib import Path
 
 import m3u8
 
+from origin.ffargs import PROTOCOL_WHITELIST, input_url, mpegts_input
 from workers.h264 import Profile, codecs_string, fps_fraction, h264_level, level_name, output_fps
-from workers.probe import FORMAT_WHITELIST, MediaInfo, clock_seconds, finite_float, input_url
+from workers.loudness import Plan
+from workers.probe import FORMAT_WHITELIST, MediaInfo, clock_seconds, finite_float
 
 # --------------------------------------------------------------------------- ladder
 
@@ -138,6 +141,23 @@ def fit_filter(width: int, height: int) -> str:
     )
 
 
+def audio_input(info: MediaInfo) -> str:
+    """The upload's audio stream as a stream specifier (after ``0:``)."""
+    return str(info.audio_stream) if info.audio_stream is not None else "a:0"
+
+
+def audio_chain(info: MediaInfo) -> list[str]:
+    """The audio filters that give every clip one layout: 48 kHz stereo float, starting
+    at 0. The loudness measurement runs on exactly this signal (`loudness_command`), so
+    the gain decided from it is the gain the transcode applies."""
+    # mono -> both channels at full level (a plain downmix matrix would lose 3 dB)
+    chain = ["channelmap=map=0-FL|0-FR:channel_layout=stereo"] if info.audio_channels == 1 else []
+    return chain + [
+        "aresample=48000:async=1:first_pts=0",
+        "aformat=sample_fmts=fltp:sample_rates=48000:channel_layouts=stereo",
+    ]
+
+
 def filter_graph(
     info: MediaInfo,
     ladder: Sequence[Rung],
@@ -145,13 +165,15 @@ def filter_graph(
     fps: Fraction,
     thumb_at: float,
     frame_interval: float,
+    loudness: Plan | None = None,
 ) -> str:
     """The ``-filter_complex`` graph: one decode, split to every rung, thumbs and frames.
 
     Labels out: ``[v{i}]``/``[a{i}]`` per rung, ``[thumb]``, ``[thumbl]``, ``[tl]``.
     Video starts at 0 (first frame repeated if the source starts late) and ends at the
     probed duration; audio is padded/trimmed to the same span, so every rendition
-    covers the same time range and a stitched scene has no jagged clip ends.
+    covers the same time range and a stitched scene has no jagged clip ends. The
+    `loudness` plan's gain sits between the normalised audio and the padding.
     """
     end = _num(info.duration)
     n = len(ladder)
@@ -170,22 +192,27 @@ def filter_graph(
     parts.append(f"[stl]select='gte(t,selected_n*{_num(frame_interval)})',{fit_filter(fw, fh)}[tl]")
 
     if info.has_audio:
-        # mono -> both channels at full level (a plain downmix matrix would lose 3 dB)
-        chain = (
-            ["channelmap=map=0-FL|0-FR:channel_layout=stereo"] if info.audio_channels == 1 else []
-        )
-        chain += [
-            "aresample=48000:async=1:first_pts=0",
-            "aformat=sample_fmts=fltp:sample_rates=48000:channel_layouts=stereo",
-            "apad",
-            f"atrim=end={end}",
-        ]
-        stream = info.audio_stream if info.audio_stream is not None else "a:0"
-        audio = f"[0:{stream}]" + ",".join(chain)
+        gain = loudness.filters() if loudness is not None else []
+        chain = [*audio_chain(info), *gain, "apad", f"atrim=end={end}"]
+        audio = f"[0:{audio_input(info)}]" + ",".join(chain)
     else:
         audio = f"anullsrc=r=48000:cl=stereo,atrim=end={end}"
     parts.append(audio + f",asplit={n}" + "".join(f"[a{i}]" for i in range(n)))
     return ";".join(parts)
+
+
+def upload_input(source: str | os.PathLike[str], info: MediaInfo) -> list[str]:
+    """Input options and ``-i`` for a validated upload (origin/ffargs.py): local file,
+    the four real video demuxers allowed, the one ffprobe found forced."""
+    return [
+        *PROTOCOL_WHITELIST,
+        "-format_whitelist",
+        FORMAT_WHITELIST,
+        "-f",
+        info.demuxer,
+        "-i",
+        input_url(source),
+    ]
 
 
 def transcode_command(
@@ -199,6 +226,7 @@ def transcode_command(
     frame_interval: float = 10.0,
     preset: str = "veryfast",
     progress: str = "pipe:1",
+    loudness: Plan | None = None,
 ) -> list[str]:
     """ONE ffmpeg run: every rendition (HLS, flat in workdir), both thumbnails, timeline frames.
 
@@ -230,16 +258,16 @@ def transcode_command(
         "-progress",
         progress,
         "-nostats",
-        "-protocol_whitelist",
-        "file",
-        "-format_whitelist",
-        FORMAT_WHITELIST,
-        "-f",
-        info.demuxer,
-        "-i",
-        input_url(source),
+        *upload_input(source, info),
         "-filter_complex",
-        filter_graph(info, ladder, fps=fps_f, thumb_at=at, frame_interval=frame_interval),
+        filter_graph(
+            info,
+            ladder,
+            fps=fps_f,
+            thumb_at=at,
+            frame_interval=frame_interval,
+            loudness=loudness,
+        ),
     ]
     for i, rung in enumerate(ladder):
         cmd += [
@@ -346,23 +374,47 @@ def audio_encoder_args(rung: Rung) -> list[str]:
     return ["-c:a", "aac", "-b:a", str(rung.audio_bitrate), "-ar", "48000", "-ac", "2"]
 
 
+def loudness_command(source: str | os.PathLike[str], info: MediaInfo) -> list[str]:
+    """The measurement pass of loudness matching (workers/loudness.py): the upload's
+    audio only, normalised as the transcode normalises it and trimmed to the probed
+    duration, into ffmpeg's EBU R128 meter with true-peak detection. Its summary goes
+    to stderr at the info log level (per-frame lines only at verbose)."""
+    chain = [*audio_chain(info), f"atrim=end={_num(info.duration)}"]
+    return [
+        "ffmpeg",
+        "-nostdin",
+        "-hide_banner",
+        "-nostats",
+        "-loglevel",
+        "info",
+        *upload_input(source, info),
+        "-map",
+        f"0:{audio_input(info)}",
+        "-vn",
+        "-sn",
+        "-dn",
+        "-af",
+        ",".join([*chain, "ebur128=peak=true:framelog=verbose"]),
+        "-f",
+        "null",
+        "-",
+    ]
+
+
 # ------------------------------------------------------ reading the outputs back
 
 
-#: How ffprobe/ffmpeg open a segment we wrote: a local MPEG-TS file, nothing else.
-_SEGMENT_INPUT = ("-v", "error", "-protocol_whitelist", "file", "-f", "mpegts")
-
-
 def segment_streams_command(segment: str | os.PathLike[str]) -> list[str]:
-    """ffprobe of one written segment: its streams as JSON (frame size, rate, audio)."""
+    """ffprobe of one written segment: its streams as JSON (frame size, rate, audio).
+    A segment we wrote is opened like any input (origin/ffargs.py: local MPEG-TS only)."""
     return [
         "ffprobe",
-        *_SEGMENT_INPUT,
+        "-v",
+        "error",
         "-print_format",
         "json",
         "-show_streams",
-        "-i",
-        input_url(segment),
+        *mpegts_input(segment),
     ]
 
 
@@ -372,9 +424,9 @@ def segment_sps_command(segment: str | os.PathLike[str]) -> list[str]:
     return [
         "ffmpeg",
         "-nostdin",
-        *_SEGMENT_INPUT,
-        "-i",
-        input_url(segment),
+        "-v",
+        "error",
+        *mpegts_input(segment),
         "-map",
         "0:v:0",
         "-c",

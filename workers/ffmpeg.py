@@ -1,10 +1,10 @@
-"""Runs ffprobe and ffmpeg for the jobs: asyncio subprocesses that die with the worker.
+"""Runs ffprobe and ffmpeg for the jobs: asyncio subprocesses that die with the worker
+(origin/procs.py starts, bounds and kills them).
 
-`probe` validates an upload (`BadInput` on anything unusable); `transcode` runs the single
-ffmpeg command of `workers.encoding.transcode_command`, reports progress, keeps a bounded log,
-then measures what ffmpeg really wrote (segment durations and sizes, profile/level from the
-SPS, frame size and rate) and builds the storyboard. `run_capture` runs a short command;
-`run_fed` one that reads its input from us (the export's remux).
+`probe` validates an upload (`BadInput` on anything unusable); `measure_loudness` runs the
+audio-only loudness measurement pass; `transcode` runs the single ffmpeg command of
+`workers.encoding.transcode_command`, reports progress, keeps a bounded log, then measures
+what ffmpeg really wrote (segment durations and sizes, profile/level from the SPS, frame
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from workers import encoding
 from workers import metrics as jobstats
 from workers.encoding import DEFAULT_LADDER, Rung
 from workers.h264 import codecs_from_sps, find_sps, variant_codecs
+from workers.loudness import Measurement, Plan, parse_ebur128_summary
 from workers.probe import (
     BadInput,
     Limits,
@@ -44,6 +45,7 @@ __all__ = [
     "RenditionOutput",
     "TranscodeFailed",
     "TranscodeOutput",
+    "measure_loudness",
     "probe",
     "run_capture",
     "run_fed",
@@ -197,6 +199,32 @@ async def probe(
     except ValueError:
         raise BadInput("not a readable video file: ffprobe output unreadable") from None
     return validate_probe(data, limits)
+
+
+# ------------------------------------------------------------------ loudness
+
+
+async def measure_loudness(
+    source: str | os.PathLike[str], info: MediaInfo, *, timeout: float = 600.0
+) -> Measurement:
+    """The loudness measurement pass over a validated upload's audio
+    (`workers.encoding.loudness_command`). Raises `BadInput` when the audio cannot be
+    decoded, `TranscodeFailed` otherwise."""
+    try:
+        done = await run_capture(encoding.loudness_command(source, info), timeout=timeout)
+    except TimeoutError:
+        raise TranscodeFailed(
+            f"the loudness measurement did not finish within {timeout:g} s"
+        ) from None
+    if done.returncode != 0:
+        log = _BoundedLog()
+        for line in done.stderr.splitlines():
+            log.add(line)
+        raise _failure(done.returncode, log)
+    try:
+        return parse_ebur128_summary(done.stderr)
+    except ValueError as exc:
+        raise TranscodeFailed(f"loudness measurement: {exc}", done.stderr[-2000:]) from None
 
 
 # ----------------------------------------------------------------- transcode
@@ -354,8 +382,10 @@ async def transcode(
     preset: str = "veryfast",
     progress_interval: float = 1.0,
     probe_timeout: float = 60.0,
+    loudness: Plan | None = None,
 ) -> TranscodeOutput:
     """One ffmpeg run -> every rendition, thumbnails, timeline frames; then the storyboard.
+    The `loudness` plan (from `measure_loudness`) sets the audio's gain.
 
     `on_progress(percent)` is awaited at most every `progress_interval` s and once with
     100 at the end; an exception from it stops ffmpeg and propagates. Cancellation and
@@ -373,6 +403,7 @@ async def transcode(
         segment_seconds=segment_seconds,
         frame_interval=frame_interval,
         preset=preset,
+        loudness=loudness,
     )
     log = _BoundedLog()
     log_path = out / encoding.TRANSCODE_LOG

@@ -1,12 +1,12 @@
 """The `transcode` job: an uploaded clip becomes a published segment of its scene.
 
-Download the upload, validate it with ffprobe, run the one ffmpeg pass, upload every
-output under `{sceneId}/{segmentId}/` (the keys are deterministic, so a retry
-overwrites only its own unpublished objects), then publish in one transaction fenced
-by the job's lease: segment ready, renditions written, scene version bumped, job
-complete. Nothing is visible to players before that commit. Then the poster (when
-this is the scene's first clip) and a CDN invalidation of the scene's stitched
-documents, coalesced per scene (origin/cdn.py).
+Download the upload, validate it with ffprobe, measure its loudness (an audio-only pass,
+unless LOUDNESS_TARGET=off), run the one ffmpeg pass, upload every output under
+`{sceneId}/{segmentId}/` (the keys are deterministic, so a retry overwrites only its own
+unpublished objects), then publish in one transaction fenced by the job's lease: segment
+ready, renditions written (with the loudness record), scene version bumped, job
+complete. Nothing is visible to players before that commit. Then the poster (when this is the scene's first clip) and a
+CDN invalidation of the scene's stitched documents, coalesced per scene (origin/cdn.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from origin.settings import Settings
 from origin.storage import ObjectNotFound, Storage
 from workers import ffmpeg
 from workers.encoding import DEFAULT_LADDER
-from workers.probe import BadInput, Limits
+from workers.loudness import Plan
+from workers.loudness import plan as plan_loudness
+from workers.probe import BadInput, Limits, MediaInfo
 from workers.worker import JobContext, PermanentError
 
 log = logging.getLogger("storyforge.transcode")
@@ -65,10 +67,13 @@ def metadata_document(
     renditions: list[playlists.Rendition],
     source_size: int,
     other_sizes: int,
+    loudness: Plan | None = None,
 ) -> dict[str, Any]:
     """`metadata.json` as seed §3.3. fileSize.{profile} counts that rendition's .ts
-    bytes; fileSize.total counts every stored file of the segment but metadata.json."""
+    bytes; fileSize.total counts every stored file of the segment but metadata.json.
+    `loudness` adds what loudness matching measured and did (workers/loudness.py)."""
     rendition_sizes = {r.profile: sum(r.sizes) for r in renditions}
+    extra = {"loudness": loudness.metadata()} if loudness is not None else {}
     return {
         "segmentId": segment_id,
         "sceneId": scene_id,
@@ -93,6 +98,7 @@ def metadata_document(
             "source": source_size,
             **rendition_sizes,
         },
+        **extra,
     }
 
 
@@ -205,6 +211,7 @@ async def _transcode_and_publish(
         if source_size == 0:
             raise BadInput("the upload is empty")
         info = await ffmpeg.probe(source, limits)
+        loudness = await _loudness_plan(settings, source, info)
         await ctx.progress(2)
 
         async def on_progress(pct: float) -> None:
@@ -217,6 +224,7 @@ async def _transcode_and_publish(
             DEFAULT_LADDER,
             on_progress=on_progress,
             frame_interval=settings.timeline_interval,
+            loudness=loudness,
         )
         renditions, target = clip_renditions(out)
         if job.attempts > 1:
@@ -254,6 +262,7 @@ async def _transcode_and_publish(
             renditions=renditions,
             source_size=source_size,
             other_sizes=other_sizes,
+            loudness=loudness,
         )
         items.append(seg_item("metadata.json", json.dumps(document, indent=2).encode()))
         # internal artefacts: the ffmpeg log and the timeline frames
@@ -280,7 +289,16 @@ async def _transcode_and_publish(
         )
         await _put_all(storage, items)
         await ctx.progress(95)
-        published = await _publish(ctx, settings, segment_id, duration, document, out, renditions)
+        published = await _publish(
+            ctx,
+            settings,
+            segment_id,
+            duration,
+            document,
+            out,
+            renditions,
+            _loudness_record(loudness),
+        )
         if published:
             poster = await _write_poster(
                 ctx, settings, storage, scene_id, segment_id, out.thumbnail_large
@@ -301,6 +319,30 @@ async def _transcode_and_publish(
         )
 
 
+async def _loudness_plan(settings: Settings, source: Path, info: MediaInfo) -> Plan:
+    """Loudness matching's decision for this clip: measured first (an audio-only pass)
+    unless it is off or the clip has no audio."""
+    measured = None
+    if settings.loudness_target is not None and info.has_audio:
+        measured = await ffmpeg.measure_loudness(source, info)
+    return plan_loudness(
+        measured,
+        target=settings.loudness_target,
+        max_gain=settings.loudness_max_gain,
+        has_audio=info.has_audio,
+    )
+
+
+def _loudness_record(plan: Plan) -> catalog.Loudness:
+    m = plan.measured
+    return catalog.Loudness(
+        mode=plan.mode,
+        input_loudness=m.integrated if m else None,
+        input_true_peak=m.true_peak if m else None,
+        gain=plan.gain if plan.mode in ("linear", "dynamic") else None,
+    )
+
+
 async def _publish(
     ctx: JobContext,
     settings: Settings,
@@ -309,6 +351,7 @@ async def _publish(
     document: dict[str, Any],
     out: ffmpeg.TranscodeOutput,
     renditions: list[playlists.Rendition],
+    loudness: catalog.Loudness,
 ) -> bool:
     """One transaction fenced by the job's lease: the segment published (ready,
     renditions, scene version) and the job completed, or nothing."""
@@ -336,6 +379,7 @@ async def _publish(
             metadata=stored,
             renditions=renditions,
             webhooks=settings.webhook_urls,
+            loudness=loudness,
         )
         if version is None:
             return False

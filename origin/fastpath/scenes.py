@@ -1,6 +1,6 @@
 """What the fast path answers: a stitched scene document (`/v/{sceneId}/master.m3u8`,
-`/{profile}.m3u8`, `/storyboard.vtt`) whose scene version and bytes are already in the
-read caches, admitted by the same signing guard and answered by the same
+`/{profile}.m3u8`, `/storyboard.vtt`, `/chapters.vtt`) whose scene version and bytes are
+already in the read caches, admitted by the same signing guard and answered by the same
 `document_answer` as the app's `scene_document` handler. Anything else is None, and
 the app answers it (and fills the caches)."""
 

@@ -24,7 +24,7 @@ _DOCUMENTS = ("master.m3u8", "storyboard.vtt")
 _ASSET_FIELDS = {"X-Content-Type-Options": "nosniff"}
 
 
-async def _segment_ready(request: web.Request, scene_id: str, segment_id: str) -> bool:
+async def segment_ready(request: web.Request, scene_id: str, segment_id: str) -> bool:
     caches = request.app[keys.READ_CACHES]
     ready = caches.ready.get((scene_id, segment_id))
     if ready is None:
@@ -81,9 +81,15 @@ async def _segment_document(
 
 async def segment_file(request: web.Request) -> web.StreamResponse:
     """GET/HEAD `/v/{sceneId}/{segmentId}/{file}`."""
-    scene_id = request.match_info["scene_id"]
-    segment_id = request.match_info["segment_id"]
-    name = request.match_info["file"]
+    info = request.match_info
+    return await serve_segment_file(request, info["scene_id"], info["segment_id"], info["file"])
+
+
+async def serve_segment_file(
+    request: web.Request, scene_id: str, segment_id: str, name: str
+) -> web.StreamResponse:
+    """A ready segment's own file `name`: a document built from its rows, or the stored
+    object."""
     # validate before anything reaches the database or storage
     if not (
         layout.is_id(scene_id, "scn")
@@ -91,7 +97,7 @@ async def segment_file(request: web.Request) -> web.StreamResponse:
         and layout.is_segment_file(name)
     ):
         raise not_found("no such file")
-    if not await _segment_ready(request, scene_id, segment_id):
+    if not await segment_ready(request, scene_id, segment_id):
         raise not_found("no such file: the segment is not published")
     if _is_document(name):
         return await _segment_document(request, scene_id, segment_id, name)

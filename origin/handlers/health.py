@@ -8,6 +8,7 @@ from aiohttp import web
 
 from origin import cdn, keys, metrics, outbox, queue
 from origin.handlers.scenes import SCENE_DOCUMENT_ROUTE
+from origin.handlers.stills import STILLS
 from origin.http.auth import SIGNING
 
 
@@ -58,6 +59,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     except Exception:  # the scrape still shows what the process knows
         counts = ages = invalidations = None
     signing = app[SIGNING].stats
+    thumbnails = app[STILLS].stills
     body = metrics.exposition(
         [
             *metrics.http_families(
@@ -70,6 +72,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
             *metrics.job_families(counts, ages, queue.JOB_KINDS, queue.STATUSES),
             *metrics.invalidation_families(invalidations),
             *metrics.delivery_families(deliveries),
+            *thumbnails.stats.families(thumbnails.cache.size),
         ]
     )
     return web.Response(

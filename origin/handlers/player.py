@@ -3,7 +3,7 @@
 package by the package build, see setup.py; never committed).
 
 With signing on, the page mints an authorisation for its viewer (like the scene
-playlist JSON does for the app): the master and storyboard URLs are signed, and the
+playlist JSON does for the app): the master, storyboard and chapters URLs are signed, and the
 scene JSON the page reads is handed over inline as a `data:` URL (its URLs signed too),
 so the page needs no bearer token and player.js is the same in every mode."""
 
@@ -51,6 +51,9 @@ def player_config(
         ),
         "storyboardUrl": grant.apply(
             layout.cdn_url(cdn_base, layout.cdn_path(scene_id, name="storyboard.vtt"))
+        ),
+        "chaptersUrl": grant.apply(
+            layout.cdn_url(cdn_base, layout.cdn_path(scene_id, name="chapters.vtt"))
         ),
         "playlistUrl": playlist_url,
     }

@@ -1,7 +1,8 @@
 """The stitched scene, built from Postgres alone: `/v/{sceneId}/master.m3u8`,
-`/{profile}.m3u8` and `/storyboard.vtt` (built once per scene version, served from
-memory), and the scene JSON of seed §5.1 (`GET /api/v1/scenes/{sceneId}/playlist`),
-where viewers' authorisations are minted when signing is on."""
+`/{profile}.m3u8`, `/storyboard.vtt` and `/chapters.vtt` (built once per scene version,
+served from memory), and the scene JSON of seed §5.1
+(`GET /api/v1/scenes/{sceneId}/playlist`), where viewers' authorisations are minted when
+signing is on."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from origin import catalog, keys, layout, playlists, signing
+from origin.chapters import chapter_title, chapters_vtt
 from origin.errors import not_found
 from origin.handlers.documents import M3U8, VTT, document_response
 from origin.handlers.signed import iso_time, mint_scene_grant, viewer_ip
@@ -18,9 +20,11 @@ from origin.http.auth import require_token
 from origin.scenecache import Built
 
 SCENE_DOCUMENT_ROUTE = "/v/{scene_id}/{name}"
+# besides the stitched variants, `{profile}.m3u8`
+SCENE_DOCUMENTS = ("master.m3u8", "storyboard.vtt", "chapters.vtt")
 
 
-async def _scene_version(request: web.Request, scene_id: str) -> int:
+async def scene_version(request: web.Request, scene_id: str) -> int:
     caches = request.app[keys.READ_CACHES]
     version = caches.versions.get(scene_id)
     if version is None:
@@ -36,7 +40,7 @@ async def _scene_version(request: web.Request, scene_id: str) -> int:
 async def require_live_scene(request: web.Request, scene_id: str) -> int:
     """The live scene's version (from the read caches), or ApiError 404: for routes
     that serve a scene's objects without reading its rows (assets)."""
-    return await _scene_version(request, scene_id)
+    return await scene_version(request, scene_id)
 
 
 def _scene_uri_for(request: web.Request, scene_id: str) -> Callable[[str], str]:
@@ -48,7 +52,8 @@ def _scene_uri_for(request: web.Request, scene_id: str) -> Callable[[str], str]:
 
 
 def build_scene_document(view: catalog.SceneView, name: str, uri_for: Callable[[str], str]) -> str:
-    """The text of `master.m3u8`, `{profile}.m3u8` or `storyboard.vtt` for a scene.
+    """The text of `master.m3u8`, `{profile}.m3u8`, `storyboard.vtt` or `chapters.vtt`
+    for a scene.
     Raises ApiError 404 when the scene has nothing to play or no such variant."""
     with catalog.cyclic_gc_paused():
         return _scene_document_text(view, name, uri_for)
@@ -63,6 +68,9 @@ def _scene_document_text(view: catalog.SceneView, name: str, uri_for: Callable[[
         return playlists.stitched_master(clips, profiles, uri_for=uri_for)
     if name == "storyboard.vtt":
         return playlists.stitched_storyboard_vtt(clips, uri_for=uri_for)
+    if name == "chapters.vtt":
+        titles = [chapter_title(c.sequence, c.contributor.username) for c in view.clips]
+        return chapters_vtt(clips, titles)
     profile = name.removesuffix(".m3u8")
     if profile not in profiles:
         raise not_found(f"scene {view.scene.id} has no variant {profile}")
@@ -78,21 +86,22 @@ def _common_profiles(clips: list[playlists.Clip]) -> list[str]:
 
 
 def is_scene_file(name: str) -> bool:
-    return name in ("master.m3u8", "storyboard.vtt") or (
+    return name in SCENE_DOCUMENTS or (
         name.endswith(".m3u8") and layout.is_profile(name.removesuffix(".m3u8"))
     )
 
 
 async def scene_document(request: web.Request) -> web.StreamResponse:
-    """GET/HEAD `/v/{sceneId}/master.m3u8`, `/{profile}.m3u8`, `/storyboard.vtt`: built
-    from Postgres alone, once per (scene version, file), served from memory."""
+    """GET/HEAD `/v/{sceneId}/master.m3u8`, `/{profile}.m3u8`, `/storyboard.vtt`,
+    `/chapters.vtt`: built from Postgres alone, once per (scene version, file), served
+    from memory."""
     scene_id = request.match_info["scene_id"]
     name = request.match_info["name"]
     if not layout.is_id(scene_id, "scn"):
         raise not_found("no such scene")
     if not is_scene_file(name):
         raise not_found("no such scene file")
-    version = await _scene_version(request, scene_id)
+    version = await scene_version(request, scene_id)
     caches = request.app[keys.READ_CACHES]
     cache_key = (scene_id, version, name)
     built = caches.playlists.get(cache_key)
@@ -149,6 +158,7 @@ def scene_playlist_json(
         "updatedAt": view.scene.updated_at.isoformat().replace("+00:00", "Z"),
         "hlsUrl": url(None, "master.m3u8"),
         "storyboardUrl": url(None, "storyboard.vtt"),
+        "chaptersUrl": url(None, "chapters.vtt"),
     }
     if grant.expires is not None:
         body["expiresAt"] = iso_time(grant.expires)

@@ -112,3 +112,14 @@ ORDER BY r.profile;
 -- clips added at once get consecutive sequences and none lands in a scene being
 -- deleted (origin/lifecycle.py locks the same row to delete it).
 SELECT id FROM scenes WHERE id = $1 AND deleted_at IS NULL FOR UPDATE;
+
+-- name: set_rendition_loudness
+-- Loudness matching (migration 0005): what the transcode measured and applied, the same
+-- for every rendition of the segment; in the publishing transaction.
+UPDATE renditions SET loudness_mode = $2, input_loudness = $3, input_true_peak = $4,
+       loudness_gain = $5
+WHERE segment_id = $1;
+
+-- name: rendition_loudness
+SELECT profile, loudness_mode, input_loudness, input_true_peak, loudness_gain
+FROM renditions WHERE segment_id = $1 ORDER BY profile;

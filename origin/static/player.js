@@ -1,6 +1,8 @@
 // StoryForge scene player: plays the stitched scene with hls.js, names the
 // contributor of the clip on screen, offers a quality selector and storyboard
-// previews while scrubbing. State is exposed on window.sf for tests.
+// previews while scrubbing, and loads the scene's chapters (one per clip) as a
+// <track kind="chapters">, marking each clip's start and name on the timeline.
+// State is exposed on window.sf for tests.
 "use strict";
 (function () {
   const cfg = JSON.parse(document.getElementById("cfg").textContent);
@@ -10,7 +12,8 @@
   const scrub = document.getElementById("scrub");
   const preview = document.getElementById("preview");
   const errorBox = document.getElementById("error");
-  const sf = (window.sf = { events: [], fatal: null, ccSeen: [], scene: null, cues: [] });
+  const chapterBar = document.getElementById("chapters");
+  const sf = (window.sf = { events: [], fatal: null, ccSeen: [], scene: null, cues: [], chapters: [] });
   document.getElementById("title").textContent = cfg.title;
 
   function log(kind, data) { sf.events.push(Object.assign({ kind: kind, t: video.currentTime }, data)); }
@@ -26,12 +29,6 @@
 
   fetch(cfg.playlistUrl).then((r) => r.json()).then((scene) => {
     sf.scene = scene;
-    for (const seg of scene.segments) {
-      const mark = document.createElement("div");
-      mark.className = "mark";
-      mark.style.left = (100 * seg.startTime / scene.totalDuration) + "%";
-      scrub.appendChild(mark);
-    }
     showContributor(scene.segments[0]);
   });
 
@@ -47,6 +44,41 @@
       });
     }
   });
+
+  // Chapters: the browser parses the WebVTT; "hidden" loads the cues without showing them.
+  const track = document.createElement("track");
+  track.kind = "chapters";
+  track.label = "Clips";
+  track.srclang = "en";
+  track.src = cfg.chaptersUrl;
+  track.default = true;
+  video.crossOrigin = "anonymous";  // the chapters may come from the CDN's origin
+  video.appendChild(track);
+  track.track.mode = "hidden";
+  track.addEventListener("load", () => {
+    const cues = Array.from(track.track.cues || []);
+    const total = cues.length ? cues[cues.length - 1].endTime : 0;
+    // getCueAsHTML() decodes the cue text's character references (&amp; etc.)
+    sf.chapters = cues.map((c) => ({
+      start: c.startTime, end: c.endTime, text: c.getCueAsHTML().textContent,
+    }));
+    for (const c of sf.chapters) {
+      const left = total ? (100 * c.start / total) + "%" : "0";
+      const mark = document.createElement("div");
+      mark.className = "mark";
+      mark.style.left = left;
+      scrub.appendChild(mark);
+      const label = document.createElement("div");
+      label.className = "chapter";
+      label.style.left = left;
+      label.style.width = total ? (100 * (c.end - c.start) / total) + "%" : "auto";
+      label.textContent = c.text;
+      label.title = c.text;
+      label.addEventListener("click", () => { video.currentTime = c.start; });
+      chapterBar.appendChild(label);
+    }
+  });
+  track.addEventListener("error", () => log("chapters", { error: true }));
 
   function timeAtPointer(ev) {
     const rect = scrub.getBoundingClientRect();

@@ -50,11 +50,15 @@ def make_clip(
     rotate: int | None = None,
     audio_delay: float = 0.0,
     extra: list[str] | None = None,
+    picture: str = "testsrc2",
+    tone: str | None = None,
 ) -> Path:
     """Write a clip of a moving test picture (+ a 440 Hz tone) and return its path.
 
     `rotate` stores display-rotation metadata like a phone does (coded picture unchanged);
-    `audio_delay` starts the audio later than the video.
+    `audio_delay` starts the audio later than the video. `picture` is the lavfi video
+    source (testsrc2, testsrc, ...); `tone` appends audio filters to the tone (e.g.
+    `tremolo=f=4:d=0.7,volume=-9dB` for a quiet speech-like level).
     """
     out = Path(path)
     cmd = [
@@ -66,7 +70,7 @@ def make_clip(
         "-f",
         "lavfi",
         "-i",
-        f"testsrc2=size={width}x{height}:rate={fps}:duration={duration}",
+        f"{picture}=size={width}x{height}:rate={fps}:duration={duration}",
     ]
     if audio is not None:
         rate, layout = _AUDIO_LAYOUT[audio]
@@ -75,7 +79,7 @@ def make_clip(
             "lavfi",
             "-i",
             f"sine=frequency=440:sample_rate={rate}:duration={duration - audio_delay},"
-            f"aformat=channel_layouts={layout}",
+            f"aformat=channel_layouts={layout}" + (f",{tone}" if tone else ""),
         ]
         if audio_delay:
             cmd += [

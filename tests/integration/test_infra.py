@@ -598,9 +598,12 @@ def test_origin_reads_media_and_writes_only_uploads_and_api_assets(tf):
     assert layout.avatar_key("usr_0123456789abcdef").startswith("avatars/")
     assert layout.topic_icon_key("top_0123456789abcdef").startswith("topics/")
     assert layout.reference_prefix(SCENE) == f"scenes/{SCENE}/reference/"
-    for action in ("s3:PutObject", "s3:PutObjectTagging", "s3:DeleteObject"):
-        assert origin[action] == {"internal/jobs/*"} | api_assets, action
+    assert origin["s3:DeleteObject"] == {"internal/jobs/*"} | api_assets
     assert origin["s3:AbortMultipartUpload"] == {"internal/jobs/*"}
+    # and the thumbnails it grabs at a moment (origin/stills.py), never published media
+    stills = {"videos/*/*/stills/*"}
+    for action in ("s3:PutObject", "s3:PutObjectTagging"):
+        assert origin[action] == {"internal/jobs/*"} | api_assets | stills, action
     assert not [a for a in origin if a.startswith("cloudfront:")]
     # upload (PutObject, then HeadObject) and cleanup (ListObjectsV2, DeleteObjects)
     for action in ("s3:PutObject", "s3:PutObjectTagging", "s3:GetObject", "s3:DeleteObject"):

@@ -9,32 +9,13 @@ import os
 import time
 
 from aiohttp.test_utils import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from origin import db, queue, signing
 from origin.app import create_app
+from tests.helpers.metrics import requests, scrape
 from tests.helpers.scenes import published_scene
 from tests.helpers.servers import OriginTestServer
 from tests.helpers.wire import TO_AIOHTTP, Wire, get
-
-
-async def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    r = await client.get("/metrics")
-    assert r.status == 200
-    assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    samples = {}
-    for family in text_string_to_metric_families(await r.text()):
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return samples
-
-
-def requests(samples, route: str, status: int, by: str) -> float:
-    key = (
-        "storyforge_http_requests_total",
-        (("answered_by", by), ("route", route), ("status", str(status))),
-    )
-    return samples.get(key, 0.0)
 
 
 async def test_metrics_follow_requests_and_jobs(settings):

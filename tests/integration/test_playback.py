@@ -253,6 +253,7 @@ async def test_scene_playlist_json_matches_seed_5_1(client, backend_settings):
         "updatedAt",
         "hlsUrl",
         "storyboardUrl",
+        "chaptersUrl",
     }
     assert body["sceneId"] == scene and body["title"] == "Chapter One"
     assert body["segmentCount"] == 2 and body["totalDuration"] == 8.0
@@ -272,6 +273,7 @@ async def test_scene_playlist_json_matches_seed_5_1(client, backend_settings):
     assert first["thumbnailUrl"] == f"/v/{scene}/{a}/thumbnail.jpg"
     assert set(first["contributor"]) == {"id", "username"}
     assert body["hlsUrl"] == f"/v/{scene}/master.m3u8"
+    assert body["chaptersUrl"] == f"/v/{scene}/chapters.vtt"
     assert body["updatedAt"].endswith("Z")
 
 

@@ -216,7 +216,7 @@ async def test_the_token_reaches_every_child_and_each_answers_200(origin_client,
     fields = dict(parse_qsl(query))
     assert list(fields) == ["exp", "kid", "sig"] and fields["kid"] == "k2026"
     assert body["expiresAt"].endswith("Z")
-    urls = [body["hlsUrl"], body["storyboardUrl"]]
+    urls = [body["hlsUrl"], body["storyboardUrl"], body["chaptersUrl"]]
     for s in body["segments"]:
         urls += [s["hlsUrl"], s["thumbnailUrl"]]
     assert all(_token_of(u) == query for u in urls)
@@ -300,6 +300,7 @@ async def test_player_page_is_signed(origin_client, signed_scene):
     query = _token_of(cfg["masterUrl"])
     assert cfg["masterUrl"] == f"/v/{scene}/master.m3u8?{query}"
     assert cfg["storyboardUrl"] == f"/v/{scene}/storyboard.vtt?{query}"
+    assert cfg["chaptersUrl"] == f"/v/{scene}/chapters.vtt?{query}"
     prefix = "data:application/json;base64,"
     assert cfg["playlistUrl"].startswith(prefix)
     inline = json.loads(base64.b64decode(cfg["playlistUrl"][len(prefix) :]))

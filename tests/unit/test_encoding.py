@@ -15,6 +15,7 @@ from workers.encoding import (
     Rung,
     filter_graph,
     fit_filter,
+    loudness_command,
     media_segments,
     parse_progress,
     parse_progress_lines,
@@ -27,6 +28,7 @@ from workers.encoding import (
     transcode_command,
 )
 from workers.h264 import level_name, variant_codecs
+from workers.loudness import Measurement, Plan, plan
 from workers.probe import BadInput, MediaInfo
 
 # ----------------------------------------------------------------- fixtures
@@ -500,13 +502,15 @@ def test_read_back_commands_open_only_the_local_segment() -> None:
         "ffprobe",
         "-v",
         "error",
-        "-protocol_whitelist",
-        "file",
-        "-f",
-        "mpegts",
         "-print_format",
         "json",
         "-show_streams",
+        "-protocol_whitelist",
+        "file",
+        "-format_whitelist",
+        "mpegts",
+        "-f",
+        "mpegts",
         "-i",
         "file:/work/out/720p_0001.ts",
     ]
@@ -517,6 +521,8 @@ def test_read_back_commands_open_only_the_local_segment() -> None:
         "error",
         "-protocol_whitelist",
         "file",
+        "-format_whitelist",
+        "mpegts",
         "-f",
         "mpegts",
         "-i",
@@ -531,3 +537,63 @@ def test_read_back_commands_open_only_the_local_segment() -> None:
         "h264",
         "pipe:1",
     ]
+
+
+# ------------------------------------------------------------ loudness matching
+
+
+def test_measurement_command_measures_what_the_transcode_normalises() -> None:
+    mono = info(duration=6.5, audio_sample_rate=44100, audio_channels=1)
+    cmd = loudness_command("/in/upload", mono)
+    assert cmd == [
+        "ffmpeg",
+        "-nostdin",
+        "-hide_banner",
+        "-nostats",
+        "-loglevel",
+        "info",
+        "-protocol_whitelist",
+        "file",
+        "-format_whitelist",
+        "mov,matroska,mpegts,avi",
+        "-f",
+        "mov",
+        "-i",
+        "file:/in/upload",
+        "-map",
+        "0:1",
+        "-vn",
+        "-sn",
+        "-dn",
+        "-af",
+        "channelmap=map=0-FL|0-FR:channel_layout=stereo,aresample=48000:async=1:first_pts=0,"
+        "aformat=sample_fmts=fltp:sample_rates=48000:channel_layouts=stereo,atrim=end=6.5,"
+        "ebur128=peak=true:framelog=verbose",
+        "-f",
+        "null",
+        "-",
+    ]
+    # the transcode's audio starts with the very same chain, then the gain, then padding
+    measured = Measurement(-30.0, -20.0, 3.0, -40.0)
+    p = plan(measured, target=-16.0, max_gain=20.0, has_audio=True)
+    graph = filter_graph(
+        mono, DEFAULT_LADDER, fps=Fraction(30), thumb_at=2.0, frame_interval=10.0, loudness=p
+    )
+    audio = next(part for part in graph.split(";") if part.startswith("[0:1]"))
+    measured_chain = cmd[cmd.index("-af") + 1].split(",atrim=")[0]
+    assert audio == (
+        f"[0:1]{measured_chain},volume=volume=14.00dB:precision=float,apad,atrim=end=6.5,"
+        "asplit=2[a0][a1]"
+    )
+    # no gain without a plan (LOUDNESS_TARGET=off) or without audio
+    plain = filter_graph(mono, DEFAULT_LADDER, fps=Fraction(30), thumb_at=2.0, frame_interval=10)
+    assert "volume" not in plain and "loudnorm" not in plain
+    silent = filter_graph(
+        info(duration=6.5, has_audio=False, audio_stream=None, audio_channels=None),
+        DEFAULT_LADDER,
+        fps=Fraction(30),
+        thumb_at=2.0,
+        frame_interval=10.0,
+        loudness=Plan("no_audio", target=-16.0),
+    )
+    assert "anullsrc=r=48000:cl=stereo,atrim=end=6.5,asplit=2[a0][a1]" in silent

@@ -150,3 +150,38 @@ def test_upload_and_webhook_settings():
 def test_upload_and_webhook_refusals(env, variable):
     with pytest.raises(ConfigError, match=variable):
         Settings.from_env(env)
+
+
+def test_loudness_and_thumbnail_settings():
+    d = Settings.from_env({})
+    assert (d.loudness_target, d.loudness_max_gain) == (-16.0, 20.0)
+    assert (d.thumbnail_concurrency, d.thumbnail_cache_mb) == (2, 64)
+    s = Settings.from_env(
+        {
+            "LOUDNESS_TARGET": "-23",
+            "LOUDNESS_MAX_GAIN": "12.5",
+            "THUMBNAIL_CONCURRENCY": "4",
+            "THUMBNAIL_CACHE_MB": "0",
+        }
+    )
+    assert (s.loudness_target, s.loudness_max_gain) == (-23.0, 12.5)
+    assert (s.thumbnail_concurrency, s.thumbnail_cache_mb) == (4, 0)
+    assert Settings.from_env({"LOUDNESS_TARGET": " OFF "}).loudness_target is None
+
+
+@pytest.mark.parametrize(
+    "env,name",
+    [
+        ({"LOUDNESS_TARGET": "loud"}, "LOUDNESS_TARGET"),
+        ({"LOUDNESS_TARGET": "-80"}, "LOUDNESS_TARGET"),
+        ({"LOUDNESS_TARGET": "0"}, "LOUDNESS_TARGET"),
+        ({"LOUDNESS_MAX_GAIN": "-1"}, "LOUDNESS_MAX_GAIN"),
+        ({"LOUDNESS_MAX_GAIN": "inf"}, "LOUDNESS_MAX_GAIN"),
+        ({"THUMBNAIL_CONCURRENCY": "0"}, "THUMBNAIL_CONCURRENCY"),
+        ({"THUMBNAIL_CACHE_MB": "-5"}, "THUMBNAIL_CACHE_MB"),
+    ],
+)
+def test_loudness_and_thumbnail_errors_name_the_variable(env, name):
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env(env)
+    assert str(err.value).startswith(name + ":")
