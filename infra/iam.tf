@@ -117,6 +117,8 @@ data "aws_iam_policy_document" "origin_task" {
       "${aws_s3_bucket.assets.arn}/topics/*",
       "${aws_s3_bucket.assets.arn}/scenes/*/reference/*",
     ]
+  }
+
   # Thumbnails at a moment, kept for every origin process (put() reads them back).
   statement {
     sid       = "WriteStills"
