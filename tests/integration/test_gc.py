@@ -72,7 +72,7 @@ async def test_gc_lists_then_removes_only_old_objects_without_rows(settings, poo
         (videos, layout.segment_key(gone_scene, gone_seg, "720p_0001.ts")),
         (videos, layout.segment_key(gone_scene, gone_seg, "720p_0002.ts")),
         (videos, layout.segment_key(scene, gone_seg, "master.m3u8")),  # clip row gone
-        (exports, layout.export_key(gone_scene, "720p")),
+        (exports, layout.export_key(gone_scene, layout.new_id("exp"), "full_720p.mp4")),
         (assets, layout.poster_key(gone_scene)),
         (assets, layout.avatar_key(gone_user)),
         (internal, layout.upload_key(gone_job)),
