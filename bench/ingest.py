@@ -41,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -318,10 +318,46 @@ def compare(
     return timing, quality
 
 
-def loudness_cost(source: Path, rounds: int, scratch: Path, wait: bool) -> dict[str, Any]:
+async def _measure_only(source: Path) -> float:
+    info = await sf_ffmpeg.probe(source, BENCH_LIMITS)
+    started = time.perf_counter()
+    await sf_ffmpeg.measure_loudness(source, info)
+    return time.perf_counter() - started
+
+
+def measurement_alone(source: Path, times: int = 5) -> dict[str, Any]:
+    """The measurement pass by itself, `times` times: wall and CPU seconds (children)."""
+    walls, cpus = [], []
+    for _ in range(times):
+        cpu = _cpu()
+        walls.append(asyncio.run(_measure_only(source)))
+        cpus.append(_cpu() - cpu)
+    return {
+        "median_seconds": round(_median(walls), 3),
+        "median_cpu_seconds": round(_median(cpus), 3),
+        "seconds": [round(w, 3) for w in walls],
+        "cpu_seconds": [round(c, 3) for c in cpus],
+    }
+
+
+def loudness_cost(
+    source: Path,
+    rounds: int,
+    scratch: Path,
+    wait: bool,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Issue 16: our ingest with loudness matching (the measurement pass plus the gain in
     the one pass) beside the same ingest with LOUDNESS_TARGET=off, alternating which goes
-    first, `rounds` times each; the ratio of the medians (target <= 1.05)."""
+    first, `rounds` times each; the ratio of the medians (target <= 1.05). Also the
+    measurement pass by itself, whose CPU seconds barely depend on what else the machine
+    runs. `progress` gets the runs so far after each one."""
+    alone = measurement_alone(source)
+    print(
+        f"measurement pass alone: {alone['median_seconds']:.2f} s wall, "
+        f"{alone['median_cpu_seconds']:.2f} s CPU (median of 5)",
+        flush=True,
+    )
     runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
     for rnd, mode in alternating(rounds, "off", "on"):
         quiet = benchutil.wait_quiet(timeout=1200 if wait else 0, log=wait)
@@ -344,14 +380,21 @@ def loudness_cost(source: Path, rounds: int, scratch: Path, wait: bool) -> dict[
                 "others_during": mon.summary(),
             }
         )
+        if progress is not None:
+            progress({"measurement_alone": alone, "runs": runs})
     med = {m: _median([r["seconds"] for r in rs]) for m, rs in runs.items()}
+    cpu = {m: _median([r["cpu_seconds"] for r in rs]) for m, rs in runs.items()}
     measurement = _median([r["steps"]["loudness_measurement"] for r in runs["on"]])
     return {
         "source": source.name,
         "rounds": rounds,
         "median_seconds": {k: round(v, 3) for k, v in med.items()},
+        "median_cpu_seconds": {k: round(v, 2) for k, v in cpu.items()},
         "median_measurement_seconds": round(measurement, 3),
         "ratio_on_over_off": round(med["on"] / med["off"], 4),
+        "cpu_ratio_on_over_off": round(cpu["on"] / cpu["off"], 4),
+        "measurement_alone": alone,
+        "measurement_cpu_share_of_off": round(alone["median_cpu_seconds"] / cpu["off"], 4),
         "measurement_share_of_off": round(measurement / med["off"], 4),
         "target_ratio": 1.05,
         "runs": runs,
@@ -360,17 +403,29 @@ def loudness_cost(source: Path, rounds: int, scratch: Path, wait: bool) -> dict[
 
 def loudness_report(cost: dict[str, Any]) -> str:
     med = cost["median_seconds"]
+    cpu = cost["median_cpu_seconds"]
     rows = [
-        ["LOUDNESS_TARGET=off", f"{med['off']:.1f}", "-", "1.000x"],
+        ["LOUDNESS_TARGET=off", f"{med['off']:.1f}", f"{cpu['off']:.1f}", "-", "1.000x", "1.000x"],
         [
             "loudness matching (default)",
             f"{med['on']:.1f}",
+            f"{cpu['on']:.1f}",
             f"{cost['median_measurement_seconds']:.2f}",
             f"{cost['ratio_on_over_off']:.3f}x",
+            f"{cost['cpu_ratio_on_over_off']:.3f}x",
         ],
     ]
-    head = f"\nLoudness matching on {cost['source']} (median of {cost['rounds']} runs each)\n"
-    table = benchutil.table(["ingest", "wall s", "measurement s", "on/off (<=1.05)"], rows)
+    alone = cost["measurement_alone"]
+    head = (
+        f"\nLoudness matching on {cost['source']} (median of {cost['rounds']} runs each); "
+        f"the measurement pass alone: {alone['median_seconds']:.2f} s, "
+        f"{alone['median_cpu_seconds']:.2f} CPU s = "
+        f"{100 * cost['measurement_cpu_share_of_off']:.1f}% of the ingest's CPU\n"
+    )
+    table = benchutil.table(
+        ["ingest", "wall s", "cpu s", "measurement s", "on/off wall (<=1.05)", "on/off cpu"],
+        rows,
+    )
     return head + table
 
 
@@ -541,11 +596,17 @@ def main_loudness(a: argparse.Namespace) -> int:
     clip = make_clip(20 if a.quick else 60)
     wait = not a.no_wait
     info["wait"] = benchutil.wait_quiet(timeout=1200 if wait else 0, log=wait)
+    name = "ingest-loudness-quick" if a.quick else "ingest-loudness"
+
+    def partial(so_far: dict[str, Any]) -> None:  # a run killed midway keeps its figures
+        benchutil.write_result(
+            name, {"benchmark": "ingest-loudness", "partial": so_far, "machine": info}
+        )
+
     with tempfile.TemporaryDirectory(prefix="sf-bench-loudness-") as tmp:
-        cost = loudness_cost(clip, max(2, a.rounds), Path(tmp), wait)
+        cost = loudness_cost(clip, max(2, a.rounds), Path(tmp), wait, partial)
     result = {"benchmark": "ingest-loudness", "quick": a.quick, "machine": info, "loudness": cost}
     print(loudness_report(cost))
-    name = "ingest-loudness-quick" if a.quick else "ingest-loudness"
     path = benchutil.write_result(name, result)
     print(f"\nwrote {path.relative_to(benchutil.ROOT)}")
     return 0
