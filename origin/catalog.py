@@ -67,6 +67,24 @@ class Loudness:
 
 
 @dataclass(frozen=True)
+class RefineTarget:
+    """A clip as its `refine` job sees it: refinable while ready in a live scene."""
+
+    id: str
+    scene_id: str
+    sequence: int
+    status: str
+    generation: int
+    duration: float | None
+    metadata: dict[str, Any]
+    scene_live: bool
+
+    @property
+    def refinable(self) -> bool:
+        return self.status == "ready" and self.scene_live
+
+
+@dataclass(frozen=True)
 class SceneClip:
     """A ready segment of a scene as the stitcher and the playlist JSON see it."""
 
@@ -194,38 +212,95 @@ async def publish_segment(
     )
     if row is None:
         return None
-    await conn.executemany(
-        db.q("insert_rendition"),
-        [
-            (
-                segment_id,
-                r.profile,
-                r.width,
-                r.height,
-                r.frame_rate,
-                r.codecs,
-                r.bandwidth_peak,
-                r.bandwidth_average,
-                list(r.durations),
-                list(r.sizes),
-            )
-            for r in renditions
-        ],
-    )
+    await conn.executemany(db.q("insert_rendition"), _rendition_rows(segment_id, renditions))
     if loudness is not None:
-        await conn.execute(
-            db.q("set_rendition_loudness"),
-            segment_id,
-            loudness.mode,
-            loudness.input_loudness,
-            loudness.input_true_peak,
-            loudness.gain,
-        )
+        await _set_loudness(conn, segment_id, loudness)
     version: int = await conn.fetchval(db.q("bump_scene_version"), row["scene_id"])
     data = {"segmentId": segment_id, "sceneId": row["scene_id"], "sequence": row["sequence"]}
     data |= {"contributorId": row["contributor_id"], "duration": round(duration, 3)}
     await outbox.emit(conn, webhooks, "segment.ready", scene_id=row["scene_id"], data=data)
     return version
+
+
+async def refine_target(conn: asyncpg.Connection, segment_id: str) -> RefineTarget | None:
+    row = await conn.fetchrow(db.q("get_segment_for_refine"), segment_id)
+    if row is None:
+        return None
+    meta = row["metadata"]
+    return RefineTarget(
+        row["id"],
+        row["scene_id"],
+        row["sequence"],
+        row["status"],
+        row["generation"],
+        row["duration"],
+        json.loads(meta) if isinstance(meta, str) else dict(meta or {}),
+        row["scene_live"],
+    )
+
+
+async def publish_generation(
+    conn: asyncpg.Connection,
+    segment_id: str,
+    generation: int,
+    *,
+    renditions: Sequence[Rendition],
+    metadata: Mapping[str, Any],
+    loudness: Loudness | None = None,
+) -> int | None:
+    """Publish a refined generation of a ready clip (issue 17): its renditions rows
+    replaced by `renditions` (encoded as `generation`, the one after the current), the
+    segment `final`, `metadata` merged into its own, the scene's version bumped so
+    every stitched document moves on. Runs in the caller's transaction, which must hold
+    the refine job's lease fence and complete the job.
+
+    Returns the scene's new version, or None (nothing written) when the clip is no
+    longer ready in a live scene or is not at the generation before `generation`.
+    """
+    if not conn.is_in_transaction():
+        raise RuntimeError("publish_generation must run inside the transaction holding the fence")
+    if any(r.generation != generation for r in renditions) or not renditions:
+        raise ValueError(f"every rendition must be of generation {generation}")
+    scene_id = await conn.fetchval(
+        db.q("mark_segment_refined"), segment_id, generation, json.dumps(dict(metadata))
+    )
+    if scene_id is None:
+        return None
+    await conn.execute(db.q("delete_renditions"), segment_id)
+    await conn.executemany(db.q("insert_rendition"), _rendition_rows(segment_id, renditions))
+    if loudness is not None:
+        await _set_loudness(conn, segment_id, loudness)
+    version: int = await conn.fetchval(db.q("bump_scene_version"), scene_id)
+    return version
+
+
+def _rendition_rows(segment_id: str, renditions: Sequence[Rendition]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            segment_id,
+            r.profile,
+            r.width,
+            r.height,
+            r.frame_rate,
+            r.codecs,
+            r.bandwidth_peak,
+            r.bandwidth_average,
+            list(r.durations),
+            list(r.sizes),
+        )
+        for r in renditions
+    ]
+
+
+async def _set_loudness(conn: asyncpg.Connection, segment_id: str, loudness: Loudness) -> None:
+    await conn.execute(
+        db.q("set_rendition_loudness"),
+        segment_id,
+        loudness.mode,
+        loudness.input_loudness,
+        loudness.input_true_peak,
+        loudness.gain,
+    )
 
 
 async def rendition_loudness(conn: asyncpg.Connection, segment_id: str) -> dict[str, Loudness]:
@@ -314,13 +389,17 @@ def _clips_of(rows: list[asyncpg.Record]) -> list[SceneClip]:
             sizes=tuple(row["sizes"]),
             bandwidth_peak=row["bandwidth_peak"],
             bandwidth_average=row["bandwidth_average"],
+            generation=row["generation"],
         )
     flush()
     return out
 
 
-async def ready_segment_exists(conn: asyncpg.Connection, scene_id: str, segment_id: str) -> bool:
-    return await conn.fetchval(db.q("ready_segment_exists"), segment_id, scene_id) is not None
+async def ready_segment_generation(conn: asyncpg.Connection, scene_id: str, segment_id: str) -> int:
+    """The current generation of a segment whose own files are served (ready, or
+    removed in its grace period, in a live scene); 0 when there is none."""
+    generation = await conn.fetchval(db.q("ready_segment_generation"), segment_id, scene_id)
+    return int(generation or 0)
 
 
 async def live_scene_version(conn: asyncpg.Connection, scene_id: str) -> int | None:

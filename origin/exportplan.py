@@ -282,7 +282,7 @@ def plan_export(clips: Sequence[SourceClip], quality: str, moment: Moment | None
                 parts.append(_copy(clip, run))
                 run = []
             r = clip.rendition
-            name = layout.media_segment_name(r.profile, j + 1)
+            name = layout.media_segment_name(r.profile, j + 1, r.generation)
             cut = Cut(a - (at - n), b - (at - n))
             duration = float((b - a) / clip.fps)
             parts.append(
@@ -312,7 +312,7 @@ def _copy(clip: SourceClip, indexes: list[int]) -> Part:
     return Part(
         clip.segment_id,
         clip.sequence,
-        tuple(layout.media_segment_name(r.profile, j + 1) for j in indexes),
+        tuple(layout.media_segment_name(r.profile, j + 1, r.generation) for j in indexes),
         tuple(r.sizes[j] for j in indexes),
         clip.fps,
         sum(r.durations[j] for j in indexes),

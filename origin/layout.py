@@ -22,9 +22,10 @@ _ID_RE = re.compile(r"^(" + "|".join(ID_PREFIXES) + r")_[0-9a-z]{12,32}$")
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lowercase
 PROFILE_RE = re.compile(r"^[0-9]{3,4}p$")
 
-# The files a ready segment may have in the videos bucket.
+# The files a ready segment may have in the videos bucket; media segments of a
+# refined generation carry it (`media_segment_name`).
 _SEGMENT_FILE_RE = re.compile(
-    r"^(?:master\.m3u8|[0-9]{3,4}p\.m3u8|[0-9]{3,4}p_[0-9]{4,6}\.ts|thumbnail\.jpg"
+    r"^(?:master\.m3u8|[0-9]{3,4}p\.m3u8|[0-9]{3,4}p(?:_g[0-9]{1,4})?_[0-9]{4,6}\.ts|thumbnail\.jpg"
     r"|thumbnail_large\.jpg|storyboard(?:_[0-9]{1,3})?\.jpg|storyboard\.vtt|source\.mp4"
     r"|metadata\.json)$"
 )
@@ -111,7 +112,7 @@ def segment_key(scene_id: str, segment_id: str, name: str) -> str:
     return f"{scene_id}/{segment_id}/{name}"
 
 
-_STILL_NAME_RE = re.compile(r"^[0-9]{3,4}p_f[0-9]{6,9}_w[0-9]{2,4}\.jpg$")
+_STILL_NAME_RE = re.compile(r"^[0-9]{3,4}p(?:_g[0-9]{1,4})?_f[0-9]{6,9}_w[0-9]{2,4}\.jpg$")
 
 
 def still_key(scene_id: str, segment_id: str, name: str) -> str:
@@ -122,9 +123,19 @@ def still_key(scene_id: str, segment_id: str, name: str) -> str:
     return f"{scene_id}/{segment_id}/stills/{name}"
 
 
-def media_segment_name(profile: str, index: int) -> str:
-    """`720p_0001.ts`: 1-based, four digits (more past 9999)."""
-    return f"{profile}_{index:04d}.ts"
+def generation_stem(profile: str, generation: int = 1) -> str:
+    """What a rendition's media segment names start with: `720p_` for the first
+    generation (the seed's names), `720p_g2_` for the second, and so on. Segment files
+    are immutable: a refined generation never reuses a key a player may hold."""
+    if generation < 1:
+        raise ValueError(f"generation {generation} must be >= 1")
+    return f"{profile}_" if generation == 1 else f"{profile}_g{generation}_"
+
+
+def media_segment_name(profile: str, index: int, generation: int = 1) -> str:
+    """`720p_0001.ts` (`720p_g2_0001.ts` in generation 2): 1-based, four digits (more
+    past 9999)."""
+    return f"{generation_stem(profile, generation)}{index:04d}.ts"
 
 
 def scene_prefix(scene_id: str) -> str:

@@ -10,9 +10,9 @@ see at once notifies origin.changes.CHANNEL in that transaction.
 - Deleting a scene hides it (every read wants `deleted_at IS NULL`), cancels its
   jobs and queues one `delete_scene` job (deduplicated per scene).
 - Removing a ready clip marks it `removed` (out of the stitched scene, version
-  bumped, its sequence free) and queues `remove_segment`, which refreshes the poster
-  and invalidates the scene's documents at once and deletes the clip's objects after
-  the grace period; a processing or failed clip has its job cancelled and its row
+  bumped, its sequence free), cancels its refinement and queues `remove_segment`,
+  which refreshes the poster and invalidates the scene's documents at once and
+  deletes the clip's objects after the grace period; a processing or failed clip has its job cancelled and its row
   deleted at once, and its objects go with its `remove_segment` job right away.
 
 The job side waits until no cancelled worker may still write under the scene or
@@ -102,6 +102,8 @@ async def remove_segment(
         scene_id, status = row["scene_id"], row["status"]
         removed_at = row["removed_at"]
         if status == "ready":
+            # its refinement (issue 17) never publishes: cancelled with the clip
+            await queue.cancel(conn, segment_id=segment_id, reason="the clip was removed")
             removed_at = await conn.fetchval(db.q("segment_unpublish"), segment_id, CHANNEL)
         elif status != "removed":  # never played: gone at once
             await queue.cancel(conn, segment_id=segment_id, reason="the clip was removed")

@@ -84,21 +84,26 @@ class Moment:
     frame_in_segment: int  # frames to decode past the segment's first (an IDR)
     width: int  # of the answer
     source_width: int  # of the rendition it is decoded from
+    generation: int = 1  # of the rendition (a refined one has other media segments)
 
     @property
     def media_name(self) -> str:
         """The `.ts` file to decode, in the segment's folder."""
-        return layout.media_segment_name(self.profile, self.segment_number)
+        return layout.media_segment_name(self.profile, self.segment_number, self.generation)
 
     @property
     def still_name(self) -> str:
-        """The answer's file name in the segment's `stills/` folder."""
-        return f"{self.profile}_f{self.frame:06d}_w{self.width}.jpg"
+        """The answer's file name in the segment's `stills/` folder (its generation's:
+        a refined rendition shows the frame better)."""
+        stem = layout.generation_stem(self.profile, self.generation)
+        return f"{stem}f{self.frame:06d}_w{self.width}.jpg"
 
     @property
     def etag(self) -> str:
-        """Strong validator: the same (segment, rendition, frame, width) is the same JPEG."""
-        return f'"{self.segment_id}-{self.profile}-{self.frame}-{self.width}"'
+        """Strong validator: the same (segment, rendition and its generation, frame,
+        width) is the same JPEG."""
+        gen = f"g{self.generation}-" if self.generation > 1 else ""
+        return f'"{self.segment_id}-{self.profile}-{gen}{self.frame}-{self.width}"'
 
 
 def pick_rendition(clip: Clip, width: int) -> Rendition:
@@ -145,6 +150,7 @@ def locate_in_clip(clip: Clip, micros: int, width: int) -> Moment:
         frame_in_segment=frame - starts[number - 1],
         width=width,
         source_width=rendition.width,
+        generation=rendition.generation,
     )
 
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from types import MappingProxyType
 
+from origin.layout import generation_stem
+
 __all__ = [
     "HLS_VERSION",
     "Clip",
@@ -79,6 +81,9 @@ class Rendition:
     sizes: tuple[int, ...]
     bandwidth_peak: int
     bandwidth_average: int
+    # Which encoding of the clip (1: the fast ladder; a refinement publishes the next
+    # one under new media segment names, origin/layout.py `generation_stem`).
+    generation: int = 1
     # Derived: ``durations`` in whole milliseconds as printed in EXTINF.
     durations_ms: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
@@ -95,6 +100,8 @@ class Rendition:
             raise ValueError(f"rendition {self.profile}: invalid CODECS {self.codecs!r}")
         if self.bandwidth_peak < 0 or self.bandwidth_average < 0:
             raise ValueError(f"rendition {self.profile}: bandwidth must not be negative")
+        if self.generation < 1:
+            raise ValueError(f"rendition {self.profile}: generation must be >= 1")
         # Rows may hand over lists (asyncpg arrays) or Decimals: store plain tuples.
         object.__setattr__(self, "durations", tuple(map(float, self.durations)))
         object.__setattr__(self, "sizes", tuple(map(int, self.sizes)))
@@ -413,7 +420,7 @@ def clip_media_playlist(
 ) -> str:
     """A clip's own media playlist (``{profile}.m3u8``), segment URIs
     ``uri_for("{profile}_{NNNN}.ts")`` numbered from 0001 (relative to the playlist
-    by default).
+    by default; ``{profile}_g{N}_{NNNN}.ts`` from generation 2 on).
 
     ``target`` defaults to this rendition's own ceil(max EXTINF); pass
     ``target_duration`` over all of the clip's renditions when they could differ,
@@ -423,7 +430,7 @@ def clip_media_playlist(
         target = target_duration([rendition.durations])
     _check_target(target, rendition.durations_ms, f"rendition {rendition.profile}")
     lines = _media_header(target)
-    stem = f"{rendition.profile}_"
+    stem = generation_stem(rendition.profile, rendition.generation)
     for n, d in enumerate(rendition.durations, 1):
         lines.append(f"#EXTINF:{_fmt3(d)},")  # RFC 8216 §4.3.2.1
         lines.append(uri_for(f"{stem}{n:04d}.ts"))
@@ -530,7 +537,8 @@ def stitched_media(
     clips: Sequence[Clip], profile: str, *, target: int, uri_for: Callable[[str], str]
 ) -> str:
     """The scene media playlist of one profile: every clip's segments in order, URI
-    ``uri_for("{segment_id}/{profile}_{NNNN}.ts")``, ``#EXT-X-DISCONTINUITY`` at
+    ``uri_for("{segment_id}/{profile}_{NNNN}.ts")`` (in the clip's generation),
+    ``#EXT-X-DISCONTINUITY`` at
     every clip boundary. ``target`` must be ``scene_target_duration(clips)`` so all
     variants agree (RFC 8216 §6.2.4); a target some EXTINF would exceed raises.
 
@@ -554,7 +562,7 @@ def stitched_media(
             # first segment; no EXT-X-DISCONTINUITY-SEQUENCE needed as it starts at 0
             # (RFC 8216 §4.3.3.3).
             append("#EXT-X-DISCONTINUITY")
-        stem = f"{clip.segment_id}/{profile}_"
+        stem = f"{clip.segment_id}/{generation_stem(profile, rendition.generation)}"
         for n, d in enumerate(rendition.durations, 1):
             line = extinf.get(d)
             if line is None:

@@ -40,8 +40,9 @@ from origin.db import DatabaseError, q
 
 #: Kinds the jobs table accepts (its CHECK constraint): `transcode`, `delete_scene`,
 #: `remove_segment`, `webhook` (one event to one endpoint) and `expire_upload`
-#: (removing an abandoned upload's parts) and `export` (a scene or a moment of it as one
-#: MP4) have handlers (workers/main.py). A new kind comes with a migration widening the
+#: (removing an abandoned upload's parts), `export` (a scene or a moment of it as one
+#: MP4) and `refine` (a published clip re-encoded at the quality settings) have
+#: handlers (workers/main.py). A new kind comes with a migration widening the
 #: constraint.
 JOB_KINDS: tuple[str, ...] = (
     "transcode",
@@ -50,7 +51,12 @@ JOB_KINDS: tuple[str, ...] = (
     "remove_segment",
     "webhook",
     "expire_upload",
+    "refine",
 )
+#: Claim order (migration 0007): the highest priority first, then the oldest due. A
+#: refinement only improves what already plays, so it waits for every other kind.
+PRIORITIES: Mapping[str, int] = {"refine": 0}
+DEFAULT_PRIORITY = 100
 STATUSES = ("queued", "running", "succeeded", "failed", "dead", "cancelled")
 IN_FLIGHT = ("queued", "running")
 MAX_ERROR_CHARS = 4000  # longer messages (ffmpeg's stderr tail, say) are cut
@@ -97,6 +103,7 @@ class Job:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    priority: int = DEFAULT_PRIORITY
 
     @property
     def in_flight(self) -> bool:
@@ -129,6 +136,7 @@ class Job:
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             finished_at=row["finished_at"],
+            priority=row.get("priority", DEFAULT_PRIORITY),
         )
 
 
@@ -185,7 +193,7 @@ async def enqueue(
     delay: float = 0.0,
 ) -> Job:
     """Queue a job and return it; works inside the caller's transaction. It is due
-    `delay` seconds from now.
+    `delay` seconds from now, at its kind's priority (`PRIORITIES`).
 
     With `dedupe_key`, when a queued or running job already holds the key that job
     is returned instead (whatever its kind); a finished job does not block a new one.
@@ -215,6 +223,7 @@ async def enqueue(
                 segment_id,
                 NOTIFY_CHANNEL,
                 float(delay),
+                PRIORITIES.get(kind, DEFAULT_PRIORITY),
             )
             if row is not None:
                 return Job.from_row(row)
@@ -231,7 +240,8 @@ async def claim(
     worker: str,
     lease_seconds: float,
 ) -> Job | None:
-    """Take the oldest due queued job of `kinds` (None: any), leased to `worker`.
+    """Take the due queued job of `kinds` (None: any) with the highest priority,
+    the oldest first among equals, leased to `worker`.
 
     One autocommitted statement (`FOR UPDATE SKIP LOCKED`): concurrent claimers
     never get the same job. Returns None when nothing is due.

@@ -89,9 +89,9 @@ class Built:
 class ReadCaches:
     playlists: LRU[Built]
     versions: LRU[int]  # scene id -> version (-1: no live scene)
-    ready: LRU[bool]  # (scene id, segment id) -> ready and live
-    # videos-bucket key -> a per-segment playlist / storyboard VTT read from storage
-    # once and kept as a signing template (those files are immutable once published)
+    ready: LRU[int]  # (scene id, segment id) -> its generation when served, else 0
+    # (segment id, generation, file name) -> a per-segment playlist / storyboard VTT
+    # built from its rows once and kept as a signing template
     segment_docs: LRU[Built]
 
 

@@ -31,6 +31,49 @@ class ConfigError(ValueError):
 
 STORAGE_KINDS = ("local", "s3")
 SIGNING_MODES = ("none", "cloudfront", "hmac")
+X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+)
+
+
+@dataclass(frozen=True)
+class LadderRung:
+    """One rung of the ladder as configured (LADDER): profile name (`720p`: it names
+    the files and the renditions row), exact frame, video and audio bit rates (bits/s).
+    Both stages encode it at these rates, so a refined rendition replaces a fast one
+    bit for bit of budget."""
+
+    name: str
+    width: int
+    height: int
+    video_bitrate: int
+    audio_bitrate: int = 128_000
+
+
+DEFAULT_LADDER: tuple[LadderRung, ...] = (
+    LadderRung("720p", 1280, 720, 1_500_000),
+    LadderRung("1080p", 1920, 1080, 4_000_000),
+)
+
+
+@dataclass(frozen=True)
+class StagePresets:
+    """The x264 preset of one encoding stage (FAST_PRESET, REFINE_PRESET): a default
+    and per-rung exceptions."""
+
+    default: str
+    rungs: tuple[tuple[str, str], ...] = ()
+
+    def of(self, rung: str) -> str:
+        return dict(self.rungs).get(rung, self.default)
 
 
 @dataclass(frozen=True)
@@ -101,6 +144,12 @@ class Settings:
     # Thumbnails at any moment (origin/stills.py).
     thumbnail_concurrency: int = 2
     thumbnail_cache_mb: int = 64
+    # Two stages per clip (issue 17, README "Encoding"): the fast ladder published first,
+    # then a `refine` job re-encodes it at the quality preset (REFINE=off: one stage).
+    ladder: tuple[LadderRung, ...] = DEFAULT_LADDER
+    fast_preset: StagePresets = StagePresets("veryfast")
+    refine: bool = True
+    refine_preset: StagePresets = StagePresets("medium")
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -125,6 +174,14 @@ class Settings:
             raise ConfigError("ORIGIN_SECRET_HEADER: required when ORIGIN_SECRET is set")
         if self.webhook_urls and not self.webhook_secret:
             raise ConfigError("WEBHOOK_SECRET: required when WEBHOOK_URLS is set (whsec_...)")
+        names = {r.name for r in self.ladder}
+        for var, presets in (
+            ("FAST_PRESET", self.fast_preset),
+            ("REFINE_PRESET", self.refine_preset),
+        ):
+            unknown = sorted({rung for rung, _ in presets.rungs} - names)
+            if unknown:
+                raise ConfigError(f"{var}: {', '.join(unknown)} is not a rung of LADDER")
 
     @property
     def invalidate_query_variants(self) -> bool:
@@ -242,6 +299,10 @@ class Settings:
                 e, "THUMBNAIL_CONCURRENCY", d.thumbnail_concurrency, 1, 64
             ),
             "thumbnail_cache_mb": _int(e, "THUMBNAIL_CACHE_MB", d.thumbnail_cache_mb, 0, 65536),
+            "ladder": _ladder(e, "LADDER", d.ladder),
+            "fast_preset": _presets(e, "FAST_PRESET", d.fast_preset),
+            "refine": _choice(e, "REFINE", "on", ("on", "off")) == "on",
+            "refine_preset": _presets(e, "REFINE_PRESET", d.refine_preset),
         }
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
@@ -299,6 +360,62 @@ def _loudness_target(e: Mapping[str, str], name: str, default: float | None) -> 
     if _str(e, name, "").lower() == "off":
         return None
     return _float(e, name, -16.0 if default is None else default, -70.0, -5.0)
+
+
+_RUNG_RE = re.compile(
+    r"^([0-9]{3,4}p):([0-9]{2,5})x([0-9]{2,5}):([0-9]+)([km]?)(?:/([0-9]+)([km]?))?$"
+)
+_UNIT = {"": 1, "k": 1000, "m": 1_000_000}
+
+
+def _ladder(
+    e: Mapping[str, str], name: str, default: tuple[LadderRung, ...]
+) -> tuple[LadderRung, ...]:
+    """`720p:1280x720:1500k,1080p:1920x1080:4000k`: profile, frame (even sides), video
+    bit rate and optionally `/audio` bit rate (default 128k), lowest rung first."""
+    raw = _str(e, name, "")
+    if not raw:
+        return default
+    rungs: list[LadderRung] = []
+    for item in (p.strip().lower() for p in raw.split(",")):
+        m = _RUNG_RE.fullmatch(item)
+        if m is None:
+            raise ConfigError(
+                f"{name}: {item!r} is not profile:WIDTHxHEIGHT:bitrate[/audio] (720p:1280x720:1500k)"
+            )
+        width, height = int(m[2]), int(m[3])
+        video = int(m[4]) * _UNIT[m[5]]
+        audio = int(m[6]) * _UNIT[m[7]] if m[6] else 128_000
+        if width % 2 or height % 2:
+            raise ConfigError(f"{name}: {item!r}: width and height must be even")
+        if not (100_000 <= video <= 100_000_000 and 32_000 <= audio <= 512_000):
+            raise ConfigError(f"{name}: {item!r}: video 100k-100m, audio 32k-512k bits/s")
+        rungs.append(LadderRung(m[1], width, height, video, audio))
+    if len({r.name for r in rungs}) != len(rungs):
+        raise ConfigError(f"{name}: a profile appears twice")
+    return tuple(sorted(rungs, key=lambda r: (r.width * r.height, r.video_bitrate)))
+
+
+def _presets(e: Mapping[str, str], name: str, default: StagePresets) -> StagePresets:
+    """`medium` or `medium,1080p=slow`: the stage's x264 preset, then per-rung ones."""
+    raw = _str(e, name, "")
+    if not raw:
+        return default
+    base = default.default
+    rungs: list[tuple[str, str]] = []
+    for item in (p.strip().lower() for p in raw.split(",")):
+        rung, sep, preset = item.rpartition("=")
+        if preset not in X264_PRESETS:
+            raise ConfigError(
+                f"{name}: {preset!r} is not an x264 preset ({', '.join(X264_PRESETS)})"
+            )
+        if not sep:
+            base = preset
+        elif re.fullmatch(r"[0-9]{3,4}p", rung):
+            rungs.append((rung, preset))
+        else:
+            raise ConfigError(f"{name}: {rung!r} is not a rung profile (720p)")
+    return StagePresets(base, tuple(rungs))
 
 
 def _list(e: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:

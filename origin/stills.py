@@ -107,7 +107,7 @@ class Stills:
     async def jpeg(self, scene_id: str, moment: Moment) -> bytes:
         """The JPEG of `moment` (a frame of a ready segment of `scene_id`). Raises
         `Busy` or `GrabFailed`."""
-        key = (moment.segment_id, moment.profile, moment.frame, moment.width)
+        key = (moment.segment_id, moment.profile, moment.generation, moment.frame, moment.width)
         body = self.cache.get(key)
         if body is not None:
             self.stats.answers["memory"] += 1

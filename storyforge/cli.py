@@ -73,11 +73,11 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser(
         "worker",
-        help="run a job worker (delete_scene, expire_upload, export, remove_segment, "
+        help="run a job worker (delete_scene, expire_upload, export, refine, remove_segment, "
         "transcode, webhook jobs)",
         description="Claim the jobs this version runs (delete_scene, expire_upload, export, "
-        "remove_segment, transcode, webhook) from the database and run them; jobs of other "
-        "kinds stay queued. SIGTERM stops claiming and lets running jobs finish within the "
+        "refine, remove_segment, transcode, webhook) from the database and run them, the "
+        "highest priority first (refine last); jobs of other kinds stay queued. SIGTERM stops claiming and lets running jobs finish within the "
         "grace period, then hands the rest back.",
     )
     worker.add_argument(

@@ -133,6 +133,9 @@ def settings(pg_dsn, tmp_path, fast_path):
         fast_path=fast_path,
         cdn_invalidation_window=0.5,
         webhook_allow_private=True,
+        # one stage: a refinement re-encodes every clip at `medium`; the tests of
+        # issue 17 (test_refine) turn it on
+        refine=False,
     )
 
 
@@ -147,6 +150,16 @@ async def origin_client(settings):
     async with TestClient(OriginTestServer(create_app(settings))) as client:
         client.headers_auth = {"Authorization": f"Bearer {API_TOKEN}"}
         yield client
+
+
+@pytest.fixture
+async def pool(settings):
+    """A connection pool on the test database (modules may define their own)."""
+    from origin import db
+
+    p = await db.connect_pool(settings.database_url, size=4)
+    yield p
+    await p.close()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from pathlib import Path
 import m3u8
 
 from origin.ffargs import PROTOCOL_WHITELIST, input_url, mpegts_input
+from origin.settings import LadderRung, StagePresets
 from workers.h264 import Profile, codecs_string, fps_fraction, h264_level, level_name, output_fps
 from workers.loudness import Plan
 from workers.probe import FORMAT_WHITELIST, MediaInfo, clock_seconds, finite_float
@@ -67,6 +68,16 @@ DEFAULT_LADDER: tuple[Rung, ...] = (
     Rung("720p", 1280, 720, 1_500_000),
     Rung("1080p", 1920, 1080, 4_000_000),
 )
+
+
+def ladder_of(rungs: Iterable[LadderRung]) -> tuple[Rung, ...]:
+    """The ladder as configured (LADDER, origin/settings.py) as encoder rungs."""
+    return tuple(Rung(r.name, r.width, r.height, r.video_bitrate, r.audio_bitrate) for r in rungs)
+
+
+def stage_presets(ladder: Sequence[Rung], presets: StagePresets) -> dict[str, str]:
+    """The x264 preset of every rung in one stage (FAST_PRESET, REFINE_PRESET)."""
+    return {r.name: presets.of(r.name) for r in ladder}
 
 
 def rung_level(rung: Rung, fps: float) -> int:
@@ -166,10 +177,12 @@ def filter_graph(
     thumb_at: float,
     frame_interval: float,
     loudness: Plan | None = None,
+    stills: bool = True,
 ) -> str:
     """The ``-filter_complex`` graph: one decode, split to every rung, thumbs and frames.
 
-    Labels out: ``[v{i}]``/``[a{i}]`` per rung, ``[thumb]``, ``[thumbl]``, ``[tl]``.
+    Labels out: ``[v{i}]``/``[a{i}]`` per rung, ``[thumb]``, ``[thumbl]``, ``[tl]`` (the
+    last three only with `stills`; a refinement re-encodes the renditions alone).
     Video starts at 0 (first frame repeated if the source starts late) and ends at the
     probed duration; audio is padded/trimmed to the same span, so every rendition
     covers the same time range and a stitched scene has no jagged clip ends. The
@@ -180,16 +193,20 @@ def filter_graph(
     pre = ["yadif=mode=send_frame:deint=interlaced"] if info.interlaced else []
     pre += [f"fps=fps={fps.numerator}/{fps.denominator}:start_time=0", f"trim=end={end}"]
     labels = "".join(f"[s{i}]" for i in range(n))
-    parts = [f"[0:{info.video_stream}]{','.join(pre)},split={n + 2}{labels}[sthumb][stl]"]
+    split = f"split={n + 2}{labels}[sthumb][stl]" if stills else f"split={n}{labels}"
+    parts = [f"[0:{info.video_stream}]{','.join(pre)},{split}"]
     for i, rung in enumerate(ladder):
         parts.append(f"[s{i}]{fit_filter(rung.width, rung.height)},format=yuv420p[v{i}]")
-    tw, th = THUMBNAIL_SIZE
-    lw, lh = THUMBNAIL_LARGE_SIZE
-    parts.append(f"[sthumb]select='gte(t,{_num(thumb_at)})*eq(selected_n,0)',split=2[th0][th1]")
-    parts.append(f"[th0]{fit_filter(tw, th)}[thumb]")
-    parts.append(f"[th1]{fit_filter(lw, lh)}[thumbl]")
-    fw, fh = TIMELINE_TILE
-    parts.append(f"[stl]select='gte(t,selected_n*{_num(frame_interval)})',{fit_filter(fw, fh)}[tl]")
+    if stills:
+        tw, th = THUMBNAIL_SIZE
+        lw, lh = THUMBNAIL_LARGE_SIZE
+        parts.append(f"[sthumb]select='gte(t,{_num(thumb_at)})*eq(selected_n,0)',split=2[th0][th1]")
+        parts.append(f"[th0]{fit_filter(tw, th)}[thumb]")
+        parts.append(f"[th1]{fit_filter(lw, lh)}[thumbl]")
+        fw, fh = TIMELINE_TILE
+        parts.append(
+            f"[stl]select='gte(t,selected_n*{_num(frame_interval)})',{fit_filter(fw, fh)}[tl]"
+        )
 
     if info.has_audio:
         gain = loudness.filters() if loudness is not None else []
@@ -227,8 +244,12 @@ def transcode_command(
     preset: str = "veryfast",
     progress: str = "pipe:1",
     loudness: Plan | None = None,
+    presets: Mapping[str, str] | None = None,
+    stills: bool = True,
 ) -> list[str]:
-    """ONE ffmpeg run: every rendition (HLS, flat in workdir), both thumbnails, timeline frames.
+    """ONE ffmpeg run: every rendition (HLS, flat in workdir), both thumbnails, timeline
+    frames (without `stills`: the renditions alone, as a refinement writes them).
+    Each rung is encoded at its preset in `presets` (by rung name), else `preset`.
 
     Keyframes are forced by time (``n_forced * segment_seconds``) on identical frames in
     every rung, GOPs are closed and scene-cut keyframes are off, so every rendition has
@@ -267,8 +288,10 @@ def transcode_command(
             thumb_at=at,
             frame_interval=frame_interval,
             loudness=loudness,
+            stills=stills,
         ),
     ]
+    rung_preset = presets or {}
     for i, rung in enumerate(ladder):
         cmd += [
             "-map",
@@ -279,7 +302,7 @@ def transcode_command(
             "-1",
             "-map_chapters",
             "-1",
-            *video_encoder_args(rung, fps, gop=gop, preset=preset),
+            *video_encoder_args(rung, fps, gop=gop, preset=rung_preset.get(rung.name, preset)),
             "-force_key_frames",
             f"expr:gte(t,n_forced*{seg})",
             *audio_encoder_args(rung),
@@ -299,6 +322,8 @@ def transcode_command(
             str(out / segment_pattern(rung)),
             str(out / playlist_name(rung)),
         ]
+    if not stills:
+        return cmd
     for label, name in (("thumb", THUMBNAIL), ("thumbl", THUMBNAIL_LARGE)):
         cmd += [
             "-map",

@@ -16,9 +16,10 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from origin import procs
 from origin.procs import Completed
@@ -369,42 +370,24 @@ async def _read_rendition(workdir: Path, rung: Rung, timeout: float) -> Renditio
     )
 
 
-async def transcode(
+async def _encode(
     source: str | os.PathLike[str],
-    workdir: str | os.PathLike[str],
+    out: Path,
     info: MediaInfo,
-    ladder: Sequence[Rung] = DEFAULT_LADDER,
+    ladder: Sequence[Rung],
     *,
-    on_progress: ProgressCallback | None = None,
-    timeout: float = 3600.0,
-    segment_seconds: float = 4,
-    frame_interval: float = 10.0,
-    preset: str = "veryfast",
-    progress_interval: float = 1.0,
-    probe_timeout: float = 60.0,
-    loudness: Plan | None = None,
-) -> TranscodeOutput:
-    """One ffmpeg run -> every rendition, thumbnails, timeline frames; then the storyboard.
-    The `loudness` plan (from `measure_loudness`) sets the audio's gain.
-
-    `on_progress(percent)` is awaited at most every `progress_interval` s and once with
-    100 at the end; an exception from it stops ffmpeg and propagates. Cancellation and
-    `timeout` kill ffmpeg's process group. Raises `TranscodeFailed` (retryable) or
-    `BadInput` (the upload's fault).
-    """
-    out = Path(workdir)
+    on_progress: ProgressCallback | None,
+    timeout: float,
+    progress_interval: float,
+    probe_timeout: float,
+    stills: bool,
+    command_args: Mapping[str, Any],
+) -> list[RenditionOutput]:
+    """Run the transcode command into `out` and read every rendition back: aligned
+    (the same segment durations in every rung) and as long as the upload declares."""
     out.mkdir(parents=True, exist_ok=True)
     _clean_outputs(out, ladder)
-    cmd = encoding.transcode_command(
-        source,
-        out,
-        info,
-        ladder,
-        segment_seconds=segment_seconds,
-        frame_interval=frame_interval,
-        preset=preset,
-        loudness=loudness,
-    )
+    cmd = encoding.transcode_command(source, out, info, ladder, stills=stills, **command_args)
     log = _BoundedLog()
     log_path = out / encoding.TRANSCODE_LOG
     started = time.monotonic()
@@ -445,6 +428,92 @@ async def transcode(
             f"the video ends early (truncated or damaged upload): decoded {written:.1f} s "
             f"of the {info.duration:.1f} s it declares"
         )
+    return list(renditions)
+
+
+async def encode_renditions(
+    source: str | os.PathLike[str],
+    workdir: str | os.PathLike[str],
+    info: MediaInfo,
+    ladder: Sequence[Rung],
+    *,
+    presets: Mapping[str, str],
+    loudness: Plan | None,
+    on_progress: ProgressCallback | None = None,
+    timeout: float = 3600.0,
+    segment_seconds: float = 4,
+    progress_interval: float = 1.0,
+    probe_timeout: float = 60.0,
+) -> tuple[RenditionOutput, ...]:
+    """The renditions alone, as `transcode` writes them (the same filter graph,
+    segmentation, keyframes, audio and loudness gain) at each rung's preset in
+    `presets`: what a refinement publishes in place of the fast ladder."""
+    renditions = await _encode(
+        source,
+        Path(workdir),
+        info,
+        ladder,
+        on_progress=on_progress,
+        timeout=timeout,
+        progress_interval=progress_interval,
+        probe_timeout=probe_timeout,
+        stills=False,
+        command_args={
+            "segment_seconds": segment_seconds,
+            "presets": presets,
+            "loudness": loudness,
+        },
+    )
+    if on_progress is not None:
+        await on_progress(100.0)
+    return tuple(renditions)
+
+
+async def transcode(
+    source: str | os.PathLike[str],
+    workdir: str | os.PathLike[str],
+    info: MediaInfo,
+    ladder: Sequence[Rung] = DEFAULT_LADDER,
+    *,
+    on_progress: ProgressCallback | None = None,
+    timeout: float = 3600.0,
+    segment_seconds: float = 4,
+    frame_interval: float = 10.0,
+    preset: str = "veryfast",
+    presets: Mapping[str, str] | None = None,
+    progress_interval: float = 1.0,
+    probe_timeout: float = 60.0,
+    loudness: Plan | None = None,
+) -> TranscodeOutput:
+    """One ffmpeg run -> every rendition, thumbnails, timeline frames; then the storyboard.
+    The `loudness` plan (from `measure_loudness`) sets the audio's gain; `presets` the
+    x264 preset of each rung (by name, else `preset`).
+
+    `on_progress(percent)` is awaited at most every `progress_interval` s and once with
+    100 at the end; an exception from it stops ffmpeg and propagates. Cancellation and
+    `timeout` kill ffmpeg's process group. Raises `TranscodeFailed` (retryable) or
+    `BadInput` (the upload's fault).
+    """
+    out = Path(workdir)
+    renditions = await _encode(
+        source,
+        out,
+        info,
+        ladder,
+        on_progress=on_progress,
+        timeout=timeout,
+        progress_interval=progress_interval,
+        probe_timeout=probe_timeout,
+        stills=True,
+        command_args={
+            "segment_seconds": segment_seconds,
+            "frame_interval": frame_interval,
+            "preset": preset,
+            "presets": presets,
+            "loudness": loudness,
+        },
+    )
+    written = renditions[0].duration
     thumbs = (out / encoding.THUMBNAIL, out / encoding.THUMBNAIL_LARGE)
     for t in thumbs:
         if not t.is_file() or t.stat().st_size == 0:
@@ -471,6 +540,6 @@ async def transcode(
         storyboard_sheets=sheets,
         storyboard_cues=tuple(cues),
         storyboard_vtt=vtt,
-        log=log_path,
+        log=out / encoding.TRANSCODE_LOG,
         duration=written,
     )

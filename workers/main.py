@@ -13,7 +13,7 @@ from origin import db
 from origin.cdn import Invalidations, NoInvalidator, open_invalidations
 from origin.settings import Settings
 from origin.storage import open_configured_storage
-from workers import expire, export, lifecycle, transcode, webhook
+from workers import expire, export, lifecycle, refine, transcode, webhook
 from workers.metrics import JobStats, metrics_server
 from workers.worker import Handler, run_worker
 
@@ -32,6 +32,7 @@ def handlers(
         "webhook": webhook.make_handler(settings),
         "expire_upload": expire.make_handler(settings, storage),
         "export": export.make_handler(settings, storage),
+        "refine": refine.make_handler(settings, storage, invalidations),
     }
 
 

@@ -5,8 +5,10 @@ unless LOUDNESS_TARGET=off), run the one ffmpeg pass, upload every output under
 `{sceneId}/{segmentId}/` (the keys are deterministic, so a retry overwrites only its own
 unpublished objects), then publish in one transaction fenced by the job's lease: segment
 ready, renditions written (with the loudness record), scene version bumped, job
-complete. Nothing is visible to players before that commit. Then the poster (when this is the scene's first clip) and a
-CDN invalidation of the scene's stitched documents, coalesced per scene (origin/cdn.py).
+complete, and (unless REFINE=off) a low-priority `refine` job queued to re-encode the
+clip at the quality settings (workers/refine.py). Nothing is visible to players before
+that commit. Then the poster (when this is the scene's first clip) and a CDN
+invalidation of the scene's stitched documents, coalesced per scene (origin/cdn.py).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import asyncio
 import json
 import logging
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from origin.cdn import Invalidations
 from origin.settings import Settings
 from origin.storage import ObjectNotFound, Storage
 from workers import ffmpeg
-from workers.encoding import DEFAULT_LADDER
+from workers.encoding import ladder_of, stage_presets
 from workers.loudness import Plan
 from workers.loudness import plan as plan_loudness
 from workers.probe import BadInput, Limits, MediaInfo
@@ -35,12 +37,15 @@ log = logging.getLogger("storyforge.transcode")
 UPLOAD_CONCURRENCY = 8
 
 
-def clip_renditions(out: ffmpeg.TranscodeOutput) -> tuple[list[playlists.Rendition], int]:
-    """Renditions with measured bandwidths (RFC 8216 §4.3.4.2), and the clip's target
-    duration shared by all of them (§6.2.4)."""
-    target = playlists.target_duration(r.durations for r in out.renditions)
+def clip_renditions(
+    out: ffmpeg.TranscodeOutput | Sequence[ffmpeg.RenditionOutput], generation: int = 1
+) -> tuple[list[playlists.Rendition], int]:
+    """Renditions (of `generation`) with measured bandwidths (RFC 8216 §4.3.4.2), and
+    the clip's target duration shared by all of them (§6.2.4)."""
+    outputs = out.renditions if isinstance(out, ffmpeg.TranscodeOutput) else out
+    target = playlists.target_duration(r.durations for r in outputs)
     result = []
-    for r in out.renditions:
+    for r in outputs:
         result.append(
             playlists.Rendition(
                 profile=r.name,
@@ -52,6 +57,7 @@ def clip_renditions(out: ffmpeg.TranscodeOutput) -> tuple[list[playlists.Renditi
                 sizes=r.sizes,
                 bandwidth_peak=playlists.peak_bandwidth(r.durations, r.sizes, target),
                 bandwidth_average=playlists.average_bandwidth(r.durations, r.sizes),
+                generation=generation,
             )
         )
     return result, target
@@ -102,7 +108,7 @@ def metadata_document(
     }
 
 
-async def _download(storage: Storage, bucket: str, key: str, dest: Path) -> int:
+async def download(storage: Storage, bucket: str, key: str, dest: Path) -> int:
     try:
         obj = await storage.get(bucket, key)
     except ObjectNotFound:
@@ -116,7 +122,7 @@ async def _download(storage: Storage, bucket: str, key: str, dest: Path) -> int:
     return size
 
 
-async def _put_all(
+async def put_all(
     storage: Storage, items: list[tuple[str, str, Path | bytes, str, str, str]]
 ) -> None:
     """Upload (bucket, key, body, content type, cache control, tag) with bounded
@@ -134,14 +140,19 @@ async def _put_all(
     await asyncio.gather(*(one(*item) for item in items))
 
 
-def make_handler(
-    settings: Settings, storage: Storage, invalidations: Invalidations
-) -> Callable[[JobContext], Awaitable[None]]:
-    limits = Limits(
+def upload_limits(settings: Settings) -> Limits:
+    """What an upload may be (MAX_CLIP_SECONDS, MAX_UPLOAD_BYTES, MAX_PIXEL_RATE)."""
+    return Limits(
         max_duration=settings.max_clip_seconds,
         max_bytes=settings.max_upload_bytes,
         max_pixel_rate=settings.max_pixel_rate,
     )
+
+
+def make_handler(
+    settings: Settings, storage: Storage, invalidations: Invalidations
+) -> Callable[[JobContext], Awaitable[None]]:
+    limits = upload_limits(settings)
 
     async def handle(ctx: JobContext) -> None:
         await transcode_job(ctx, settings, storage, limits, invalidations)
@@ -207,21 +218,23 @@ async def _transcode_and_publish(
     with tempfile.TemporaryDirectory(prefix=f"storyforge-{job.id}-") as tmp:
         work = Path(tmp)
         source = work / "upload"
-        source_size = await _download(storage, internal, layout.upload_key(job.id), source)
+        source_size = await download(storage, internal, layout.upload_key(job.id), source)
         if source_size == 0:
             raise BadInput("the upload is empty")
         info = await ffmpeg.probe(source, limits)
-        loudness = await _loudness_plan(settings, source, info)
+        loudness = await loudness_plan(settings, source, info)
         await ctx.progress(2)
 
         async def on_progress(pct: float) -> None:
             await ctx.progress(2 + pct * 0.88)
 
+        ladder = ladder_of(settings.ladder)
         out = await ffmpeg.transcode(
             source,
             work / "out",
             info,
-            DEFAULT_LADDER,
+            ladder,
+            presets=stage_presets(ladder, settings.fast_preset),
             on_progress=on_progress,
             frame_interval=settings.timeline_interval,
             loudness=loudness,
@@ -287,7 +300,7 @@ async def _transcode_and_publish(
             )
             for f in out.frames
         )
-        await _put_all(storage, items)
+        await put_all(storage, items)
         await ctx.progress(95)
         published = await _publish(
             ctx,
@@ -297,7 +310,7 @@ async def _transcode_and_publish(
             document,
             out,
             renditions,
-            _loudness_record(loudness),
+            loudness_record(loudness),
         )
         if published:
             poster = await _write_poster(
@@ -319,7 +332,7 @@ async def _transcode_and_publish(
         )
 
 
-async def _loudness_plan(settings: Settings, source: Path, info: MediaInfo) -> Plan:
+async def loudness_plan(settings: Settings, source: Path, info: MediaInfo) -> Plan:
     """Loudness matching's decision for this clip: measured first (an audio-only pass)
     unless it is off or the clip has no audio."""
     measured = None
@@ -333,7 +346,7 @@ async def _loudness_plan(settings: Settings, source: Path, info: MediaInfo) -> P
     )
 
 
-def _loudness_record(plan: Plan) -> catalog.Loudness:
+def loudness_record(plan: Plan) -> catalog.Loudness:
     m = plan.measured
     return catalog.Loudness(
         mode=plan.mode,
@@ -383,8 +396,27 @@ async def _publish(
         )
         if version is None:
             return False
+        if settings.refine:
+            await enqueue_refine(conn, settings, ctx.job.scene_id, segment_id)
         await queue.complete(conn, ctx.job.id, ctx.lease_token)
     return True
+
+
+async def enqueue_refine(
+    conn: queue.Conn, settings: Settings, scene_id: str | None, segment_id: str
+) -> None:
+    """Queue the clip's refinement (issue 17), in the publishing transaction: it runs
+    below every other kind (`queue.PRIORITIES`), and a clip removal or scene deletion
+    cancels it like any job of the clip."""
+    await queue.enqueue(
+        conn,
+        "refine",
+        {"segment_id": segment_id, "generation": 2},
+        dedupe_key=f"refine:{segment_id}",
+        scene_id=scene_id,
+        segment_id=segment_id,
+        max_attempts=settings.job_max_attempts,
+    )
 
 
 async def _write_poster(

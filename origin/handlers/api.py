@@ -197,6 +197,9 @@ async def segment_status(request: web.Request) -> web.Response:
     if status == "ready":
         path = layout.cdn_path(row["scene_id"], row["id"], "master.m3u8")
         body["hlsUrl"] = layout.cdn_url(settings.cdn_base_url, path)
+        # issue 17: playable as the fast ladder, then `final` once refined
+        body["quality"] = row["quality"]
+        body["generation"] = row["generation"]
     return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 

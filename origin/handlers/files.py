@@ -24,14 +24,17 @@ _DOCUMENTS = ("master.m3u8", "storyboard.vtt")
 _ASSET_FIELDS = {"X-Content-Type-Options": "nosniff"}
 
 
-async def segment_ready(request: web.Request, scene_id: str, segment_id: str) -> bool:
+async def segment_ready(request: web.Request, scene_id: str, segment_id: str) -> int:
+    """The generation of the segment's renditions when its own files are served, else
+    0 (false). Cached for the readiness TTL: what is built from its rows is keyed by it,
+    so a refined generation (issue 17) is answered within that TTL."""
     caches = request.app[keys.READ_CACHES]
-    ready = caches.ready.get((scene_id, segment_id))
-    if ready is None:
+    generation = caches.ready.get((scene_id, segment_id))
+    if generation is None:
         async with request.app[keys.POOL].acquire() as conn:
-            ready = await catalog.ready_segment_exists(conn, scene_id, segment_id)
-        caches.ready.put((scene_id, segment_id), ready)
-    return ready
+            generation = await catalog.ready_segment_generation(conn, scene_id, segment_id)
+        caches.ready.put((scene_id, segment_id), generation)
+    return generation
 
 
 def _is_document(name: str) -> bool:
@@ -56,12 +59,13 @@ def segment_document_text(clip: playlists.Clip, name: str, uri_for: Callable[[st
 
 
 async def _segment_document(
-    request: web.Request, scene_id: str, segment_id: str, name: str
+    request: web.Request, scene_id: str, segment_id: str, name: str, generation: int
 ) -> web.Response:
-    """A segment's playlist or storyboard VTT, built from its rows once (a ready
-    segment's rows never change) and kept; a template when signing is on."""
+    """A segment's playlist or storyboard VTT, built from its rows once per generation
+    (a ready segment's rows change only when a refinement publishes the next one) and
+    kept; a template when signing is on."""
     caches = request.app[keys.READ_CACHES]
-    cache_key = (segment_id, name)
+    cache_key = (segment_id, generation, name)
     built = caches.segment_docs.get(cache_key)
     if built is None:
         async with request.app[keys.POOL].acquire() as conn:
@@ -97,10 +101,11 @@ async def serve_segment_file(
         and layout.is_segment_file(name)
     ):
         raise not_found("no such file")
-    if not await segment_ready(request, scene_id, segment_id):
+    generation = await segment_ready(request, scene_id, segment_id)
+    if not generation:
         raise not_found("no such file: the segment is not published")
     if _is_document(name):
-        return await _segment_document(request, scene_id, segment_id, name)
+        return await _segment_document(request, scene_id, segment_id, name, generation)
     meta = layout.file_meta(name)
     return await serve_object(
         request,

@@ -37,7 +37,7 @@ SEGMENT_THUMBNAIL_ROUTE = "/v/{scene_id}/{segment_id}/thumbnail.jpg"
 class StillsState:
     stills: Stills
     scenes: LRU[tuple[Clip, ...]]  # (scene id, version) -> its ready clips, in order
-    segments: LRU[Clip]  # (scene id, segment id) -> a ready clip (its rows never change)
+    segments: LRU[Clip]  # (scene id, segment id, generation) -> a ready clip
 
 
 STILLS = web.AppKey("stills", StillsState)
@@ -105,17 +105,18 @@ async def segment_thumbnail(request: web.Request) -> web.StreamResponse:
     if not (layout.is_id(scene_id, "scn") and layout.is_id(segment_id, "seg")):
         raise not_found("no such file")
     micros, width = _moment_query(request)
-    if not await segment_ready(request, scene_id, segment_id):
+    generation = await segment_ready(request, scene_id, segment_id)
+    if not generation:
         raise not_found("no such file: the segment is not published")
     state = request.app[STILLS]
-    clip = state.segments.get((scene_id, segment_id))
+    clip = state.segments.get((scene_id, segment_id, generation))
     if clip is None:
         async with request.app[keys.POOL].acquire() as conn:
             clip = await catalog.segment_clip(conn, scene_id, segment_id)
         if clip is None:
             request.app[keys.READ_CACHES].ready.discard((scene_id, segment_id))
             raise not_found("no such file: the segment is not published")
-        state.segments.put((scene_id, segment_id), clip)
+        state.segments.put((scene_id, segment_id, generation), clip)
     try:
         moment = moments.locate_in_clip(clip, micros, width)
     except moments.OutsideTimeline as exc:

@@ -25,7 +25,7 @@ RETURNING id, scene_id, sequence, contributor_id, status;
 
 -- name: get_segment_status
 SELECT s.id, s.scene_id, s.sequence, s.contributor_id, s.status, s.duration, s.error,
-       s.created_at, s.ready_at, j.id AS job_id, j.status AS job_status, j.progress,
+       s.created_at, s.ready_at, s.quality, s.generation, j.id AS job_id, j.status AS job_status, j.progress,
        j.attempts, j.last_error
 FROM segments s
 LEFT JOIN LATERAL (
@@ -71,7 +71,7 @@ ORDER BY sequence LIMIT 1;
 -- name: scene_clips
 -- Everything the stitcher needs, in one round trip: ready clips in sequence order
 -- with their renditions and contributors ($2: include the storyboard cues).
-SELECT s.id, s.sequence, s.duration,
+SELECT s.id, s.sequence, s.duration, s.generation,
        CASE WHEN $2 THEN s.metadata -> 'storyboard' END AS storyboard,
        u.id AS contributor_id, u.username,
        r.profile, r.width, r.height, r.frame_rate, r.codecs, r.bandwidth_peak,
@@ -82,10 +82,11 @@ JOIN renditions r ON r.segment_id = s.id
 WHERE s.scene_id = $1 AND s.status = 'ready'
 ORDER BY s.sequence, r.profile;
 
--- name: ready_segment_exists
+-- name: ready_segment_generation
 -- A clip removed from its scene ('removed') keeps serving its own files until its
--- grace period ends, for players holding the previous stitched playlist.
-SELECT 1 FROM segments s JOIN scenes sc ON sc.id = s.scene_id
+-- grace period ends, for players holding the previous stitched playlist. Its current
+-- generation keys what is built from its rows (a refinement changes them).
+SELECT s.generation FROM segments s JOIN scenes sc ON sc.id = s.scene_id
 WHERE s.id = $1 AND s.scene_id = $2 AND s.status IN ('ready', 'removed')
   AND sc.deleted_at IS NULL;
 
@@ -96,7 +97,7 @@ SELECT version FROM scenes WHERE id = $1 AND deleted_at IS NULL;
 -- One ready (or removed, in its grace period) segment of a live scene with its
 -- renditions and storyboard cues: what its own playlists and storyboard VTT are
 -- built from.
-SELECT s.id, s.sequence, s.duration, s.metadata -> 'storyboard' AS storyboard,
+SELECT s.id, s.sequence, s.duration, s.generation, s.metadata -> 'storyboard' AS storyboard,
        u.id AS contributor_id, u.username,
        r.profile, r.width, r.height, r.frame_rate, r.codecs, r.bandwidth_peak,
        r.bandwidth_average, r.durations, r.sizes
@@ -123,3 +124,25 @@ WHERE segment_id = $1;
 -- name: rendition_loudness
 SELECT profile, loudness_mode, input_loudness, input_true_peak, loudness_gain
 FROM renditions WHERE segment_id = $1 ORDER BY profile;
+
+-- name: get_segment_for_refine
+-- What a `refine` job needs of its clip (issue 17): still ready in a live scene, at
+-- which generation, and the transcode's metadata (loudness record, storyboard).
+SELECT s.id, s.scene_id, s.sequence, s.status, s.generation, s.duration, s.metadata,
+       (sc.deleted_at IS NULL) AS scene_live
+FROM segments s JOIN scenes sc ON sc.id = s.scene_id
+WHERE s.id = $1;
+
+-- name: mark_segment_refined
+-- Publishing a refined generation ($2, the one after the current), only while the clip
+-- is ready in a live scene: run in the transaction that holds the refine job's lease
+-- fence, which a clip removal or a scene deletion cancels first. $3: metadata merged.
+UPDATE segments s SET generation = $2, quality = 'final',
+       metadata = s.metadata || ($3::text)::jsonb
+FROM scenes sc
+WHERE s.id = $1 AND s.status = 'ready' AND s.generation = $2 - 1
+  AND sc.id = s.scene_id AND sc.deleted_at IS NULL
+RETURNING s.scene_id;
+
+-- name: delete_renditions
+DELETE FROM renditions WHERE segment_id = $1;

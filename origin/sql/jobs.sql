@@ -9,13 +9,14 @@
 -- name: job_enqueue
 -- $1 id, $2 kind, $3 payload (JSON text), $4 max_attempts, $5 dedupe_key,
 -- $6 scene_id, $7 segment_id, $8 the notification channel, $9 seconds before it is
--- due. No row back: a queued/running job holds $5. A new job notifies $8 (payload:
--- its kind), delivered when the caller's transaction commits.
+-- due, $10 its priority (higher first). No row back: a queued/running job holds $5.
+-- A new job notifies $8 (payload: its kind), delivered when the caller's transaction
+-- commits.
 WITH job AS (
     INSERT INTO jobs (id, kind, payload, max_attempts, dedupe_key, scene_id, segment_id,
-                      run_after)
+                      run_after, priority)
     VALUES ($1, $2, ($3::text)::jsonb, $4, $5, $6, $7,
-            now() + make_interval(secs => $9::float8))
+            now() + make_interval(secs => $9::float8), $10)
     ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running')
     DO NOTHING
     RETURNING *)
@@ -31,6 +32,8 @@ SELECT *
 -- name: job_claim
 -- $1 lease_token, $2 lease seconds, $3 worker name, $4 kinds (NULL: any kind).
 -- One statement, run in autocommit: the lease is committed before any work starts.
+-- The highest priority first (migration 0007: a `refine` waits for everything else),
+-- then the oldest due.
 UPDATE jobs
    SET status = 'running',
        lease_token = $1,
@@ -45,7 +48,7 @@ UPDATE jobs
          WHERE status = 'queued'
            AND run_after <= now()
            AND ($4::text[] IS NULL OR kind = ANY ($4::text[]))
-         ORDER BY run_after, created_at
+         ORDER BY priority DESC, run_after, created_at
          LIMIT 1
            FOR UPDATE SKIP LOCKED)
 RETURNING *;
@@ -285,6 +288,13 @@ UPDATE jobs
        run_after = now() + make_interval(secs => $3::float8),
        payload = payload || ($4::text)::jsonb,
        progress = 0,
+       lease_token = NULL,
+       lease_expires_at = NULL,
+       updated_at = now()
+ WHERE id = $1
+   AND lease_token = $2
+   AND status = 'running'
+RETURNING *;
 
 -- name: job_bury
 -- $3 error: the job gives up for good with attempts left (a webhook past its retry

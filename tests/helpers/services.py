@@ -88,6 +88,7 @@ def worker_process(settings, **env: str) -> subprocess.Popen[bytes]:
         "JOB_LEASE_SECONDS": "3",
         "LOG_FORMAT": "text",
         "WORKER_METRICS_PORT": str(free_port()),  # workers side by side: a port each
+        "REFINE": "off",  # one stage, as the `settings` fixture (tests turn it on)
         **env,
     }
     return subprocess.Popen(
