@@ -31,7 +31,7 @@ from origin.exportplan import BadRequest, Moment, Part, Plan
 from origin.settings import Settings
 from origin.storage import ObjectNotFound, Storage
 from workers import exportcmd, ffmpeg
-from workers.encoding import DEFAULT_LADDER, Rung
+from workers.encoding import Rung, ladder_of
 from workers.probe import ffprobe_command
 from workers.tsjoin import JoinError, TsJoiner, first_video_pts
 from workers.worker import JobContext, PermanentError
@@ -176,8 +176,8 @@ async def _give_up(
         await exports.fail(conn, export_id, why, webhooks=settings.webhook_urls)
 
 
-def _rung(quality: str) -> Rung:
-    for rung in DEFAULT_LADDER:
+def _rung(quality: str, settings: Settings) -> Rung:
+    for rung in ladder_of(settings.ladder):
         if rung.name == quality:
             return rung
     raise PermanentError(f"no encoder settings for {quality}: not a rung of this worker's ladder")
@@ -316,7 +316,9 @@ async def _compile(
                 stdin.write(joiner.begin(part.fps))
                 current = part
             if part.cut is not None:
-                data = bytearray(await _cut(part, _rung(plan.quality), data, work, journal))
+                data = bytearray(
+                    await _cut(part, _rung(plan.quality, settings), data, work, journal)
+                )
             stdin.write(joiner.feed(data))  # on the loop: ~2 ms per 720p segment
             await stdin.drain()
             done += fetch.size
