@@ -7,9 +7,9 @@ import pytest
 
 from origin import layout, moments, playlists
 from origin.settings import DEFAULT_LADDER, ConfigError, LadderRung, Settings, StagePresets
+from tests.unit.test_encoding import info as upload_info
 from workers import refine
 from workers.encoding import ladder_of, stage_presets, transcode_command
-from workers.probe import MediaInfo
 
 
 def test_defaults_are_the_seeds_ladder_fast_then_medium():
@@ -124,18 +124,7 @@ def test_refined_renditions_must_line_up_with_the_published_ones():
 
 
 def test_the_refinement_runs_the_transcode_command_without_the_stills():
-    info = MediaInfo(
-        duration=6.0,
-        width=1920,
-        height=1080,
-        fps=30.0,
-        has_audio=True,
-        audio_sample_rate=48000,
-        audio_channels=2,
-        video_codec="h264",
-        format_name="mov,mp4,m4a,3gp,3g2,mj2",
-        audio_stream=1,
-    )
+    info = upload_info(duration=6.0)
     ladder = ladder_of(DEFAULT_LADDER)
     presets = {"720p": "medium", "1080p": "slow"}
     full = transcode_command("in.mp4", "/w", info, ladder)
