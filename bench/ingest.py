@@ -23,10 +23,16 @@ In one run, on this machine:
    beside the same ingest with ``LOUDNESS_TARGET=off``, alternating, ``--rounds`` times
    each (at least 2); the ratio of the medians (target <= 1.05).
 
+5. Two stages (issue 17), ``--refine``: the final generation's SSIM and bytes beside the
+   seed's pipeline at preset medium on four kinds of source, time to playable and to
+   final, a new upload's time to playable while a refinement runs
+   (`bench/refinebench.py`).
+
 Usage: ``.venv/bin/python bench/ingest.py [--quick] [--rounds N] [--no-wait]
-[--loudness-only]``. ``--quick`` uses 20 s / 10-20-40 s clips to check that everything
-works. Writes ``bench/results/ingest.json`` (``ingest-quick.json`` with ``--quick``;
-``ingest-loudness.json`` with ``--loudness-only``).
+[--loudness-only | --refine]``. ``--quick`` uses 20 s / 10-20-40 s clips (8 s with
+``--refine``) to check that everything works. Writes ``bench/results/ingest.json``
+(``ingest-quick.json`` with ``--quick``; ``ingest-loudness.json`` with
+``--loudness-only``; ``ingest-refine.json`` with ``--refine``).
 """
 
 from __future__ import annotations
@@ -65,11 +71,13 @@ BENCH_LIMITS = Limits(max_duration=3600.0)
 # ----------------------------------------------------------------------- clips
 
 
-def make_clip(seconds: int) -> Path:
-    """A 1080p30 H.264 + AAC stereo MP4 of `seconds`, made once and kept in bench/out."""
+def make_clip(seconds: int, name: str = "testsrc2", video: str | None = None) -> Path:
+    """A 1080p30 H.264 + AAC stereo MP4 of `seconds` from the lavfi `video` source
+    (default testsrc2), made once and kept in bench/out."""
     clips = benchutil.OUT / "clips"
     clips.mkdir(parents=True, exist_ok=True)
-    path = clips / f"testsrc2_1080p{SOURCE_FPS}_{seconds}s_{SOURCE_BITRATE}.mp4"
+    path = clips / f"{name}_1080p{SOURCE_FPS}_{seconds}s_{SOURCE_BITRATE}.mp4"
+    video = video or f"testsrc2=size=1920x1080:rate={SOURCE_FPS}"
     if path.exists():
         return path
     tmp = path.with_suffix(".part.mp4")
@@ -84,7 +92,7 @@ def make_clip(seconds: int) -> Path:
         "-f",
         "lavfi",
         "-i",
-        f"testsrc2=size=1920x1080:rate={SOURCE_FPS}:duration={seconds}",
+        f"{video},trim=duration={seconds}",
         "-f",
         "lavfi",
         "-i",
@@ -541,9 +549,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the cost of loudness matching (issue 16): ingest with it on and off",
     )
+    p.add_argument(
+        "--refine",
+        action="store_true",
+        help="only the two stages (issue 17): final vs the seed at medium, time to playable",
+    )
     a = p.parse_args(argv)
     if a.loudness_only:
         return main_loudness(a)
+    if a.refine:
+        return main_refine(a)
 
     compare_s = 20 if a.quick else 60
     lin_s = [10, 20, 40] if a.quick else [60, 300, 600]
@@ -608,6 +623,16 @@ def main_loudness(a: argparse.Namespace) -> int:
     result = {"benchmark": "ingest-loudness", "quick": a.quick, "machine": info, "loudness": cost}
     print(loudness_report(cost))
     path = benchutil.write_result(name, result)
+    print(f"\nwrote {path.relative_to(benchutil.ROOT)}")
+    return 0
+
+
+def main_refine(a: argparse.Namespace) -> int:
+    import refinebench  # it reads this module's clips and SSIM
+
+    result = refinebench.run(a.quick, not a.no_wait)
+    print(refinebench.report(result))
+    path = benchutil.write_result("ingest-refine-quick" if a.quick else "ingest-refine", result)
     print(f"\nwrote {path.relative_to(benchutil.ROOT)}")
     return 0
 

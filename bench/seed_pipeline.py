@@ -184,8 +184,11 @@ def encoder_args(rung: Rung, fps: float, *, preset: str = PRESET) -> list[str]:
     ]
 
 
-def variant_command(source: str, output_dir: str, rung: Rung, fps: float) -> list[str]:
-    """Seed ``HLSBuilder._transcode_variant``: one ffmpeg run for one rendition."""
+def variant_command(
+    source: str, output_dir: str, rung: Rung, fps: float, *, preset: str = PRESET
+) -> list[str]:
+    """Seed ``HLSBuilder._transcode_variant``: one ffmpeg run for one rendition (at
+    `preset`: the seed's own is `medium`, bench/ingest.py --refine)."""
     playlist_path = os.path.join(output_dir, f"{rung.name}.m3u8")
     segment_pattern = os.path.join(output_dir, f"{rung.name}_%04d.ts")
     return [
@@ -194,7 +197,7 @@ def variant_command(source: str, output_dir: str, rung: Rung, fps: float) -> lis
         source,
         "-vf",
         f"scale={rung.width}:{rung.height}",
-        *encoder_args(rung, fps),
+        *encoder_args(rung, fps, preset=preset),
         "-hls_time",
         f"{SEGMENT_SECONDS:g}",
         "-hls_playlist_type",

@@ -382,12 +382,15 @@ async def _encode(
     probe_timeout: float,
     stills: bool,
     command_args: Mapping[str, Any],
+    niceness: int = 0,
 ) -> list[RenditionOutput]:
     """Run the transcode command into `out` and read every rendition back: aligned
     (the same segment durations in every rung) and as long as the upload declares."""
     out.mkdir(parents=True, exist_ok=True)
     _clean_outputs(out, ladder)
     cmd = encoding.transcode_command(source, out, info, ladder, stills=stills, **command_args)
+    if niceness:  # below every other process of the host (coreutils `nice`)
+        cmd = ["nice", "-n", str(niceness), *cmd]
     log = _BoundedLog()
     log_path = out / encoding.TRANSCODE_LOG
     started = time.monotonic()
@@ -439,6 +442,7 @@ async def encode_renditions(
     *,
     presets: Mapping[str, str],
     loudness: Plan | None,
+    niceness: int = 0,
     on_progress: ProgressCallback | None = None,
     timeout: float = 3600.0,
     segment_seconds: float = 4,
@@ -447,7 +451,8 @@ async def encode_renditions(
 ) -> tuple[RenditionOutput, ...]:
     """The renditions alone, as `transcode` writes them (the same filter graph,
     segmentation, keyframes, audio and loudness gain) at each rung's preset in
-    `presets`: what a refinement publishes in place of the fast ladder."""
+    `presets`: what a refinement publishes in place of the fast ladder. `niceness`
+    (0-19) lowers ffmpeg's CPU priority, so transcodes on the same host go first."""
     renditions = await _encode(
         source,
         Path(workdir),
@@ -463,6 +468,7 @@ async def encode_renditions(
             "presets": presets,
             "loudness": loudness,
         },
+        niceness=niceness,
     )
     if on_progress is not None:
         await on_progress(100.0)

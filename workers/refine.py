@@ -5,10 +5,10 @@ The transcode publishes the fast ladder (FAST_PRESET) so a clip plays within sec
 then queues this job, which every other kind outranks (`origin.queue.PRIORITIES`). It
 downloads the clip's stored `source.mp4`, probes it, measures its loudness again (the
 same measurement, so the same gain) and runs the transcode's own command without the
-stills (`workers.ffmpeg.encode_renditions`): the same filter graph, segmentation,
-keyframes, audio and loudness treatment at REFINE_PRESET, so each refined rendition is
-a drop-in replacement, which is checked (same profiles, same segment durations)
-before anything is written. Its media segments go under new keys
+stills (`workers.ffmpeg.encode_renditions`, at the lowest CPU priority): the same
+filter graph, segmentation, keyframes, audio and loudness treatment at REFINE_PRESET,
+so each refined rendition is a drop-in replacement, which is checked (same profiles,
+same segment durations) before anything is written. Its media segments go under new keys
 (`origin.layout.media_segment_name` with the generation), then one transaction fenced
 by the job's lease replaces the renditions rows, marks the clip `final` and bumps the
 scene's version (`catalog.publish_generation`); stitched playlists, storyboards and
@@ -54,6 +54,9 @@ log = logging.getLogger("storyforge.refine")
 # progress: source fetched and probed, encoded (to ENCODED), uploaded, published
 FETCHED, ENCODED, UPLOADED = 3.0, 90.0, 97.0
 ALIGN_TOLERANCE = 0.0015  # s: EXTINFs of two encodings of one clip agree to the ms
+# The refinement's ffmpeg runs at the lowest CPU priority: a transcode (a new upload
+# becoming playable) on the same host takes the cores first.
+NICENESS = 19
 
 
 def make_handler(settings: Settings, storage: Storage, invalidations: Invalidations) -> Handler:
@@ -184,6 +187,7 @@ async def _encode_and_publish(
             ladder,
             presets=stage_presets(ladder, settings.refine_preset),
             loudness=loudness,
+            niceness=NICENESS,
             on_progress=on_progress,
         )
         renditions, _ = clip_renditions(outputs, generation)

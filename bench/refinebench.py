@@ -1,0 +1,281 @@
+"""`bench/ingest.py --refine` (issue 17): the two stages against the seed's pipeline.
+
+On four lavfi sources (noisy testsrc2, a mandelbrot zoom, a smooth gradient, a static
+card; 1080p30 with a tone, encoded once like a phone's upload):
+
+1. Quality per bit. Every rung of the final generation (the product's refinement:
+   ``workers.ffmpeg.encode_renditions`` at REFINE_PRESET, after the same probe and
+   loudness plan as the transcode) beside the seed's pipeline as the seed writes it
+   (one ffmpeg run per rendition, preset ``medium``, `bench/seed_pipeline.py`) at the
+   same bit rates: SSIM All against the source scaled to the rung (target: final >=
+   seed - 0.002) and bytes (target: within 3%). The fast generation's SSIM is listed too.
+2. Time to playable of the noisy clip (probe, loudness measurement and the one-pass
+   transcode at FAST_PRESET: what stands between an upload and its publish; target
+   <= 0.7x the clip's length) and time to final (the refinement after it, at the
+   refine job's niceness).
+3. Two uploads in a row, A then B (the noisy clip twice): B's time to playable alone,
+   and while A's refinement runs beside it on the same cores (two worker slots; the
+   refinement at the refine job's niceness). With one worker slot the claim order
+   (``origin.queue.PRIORITIES``) runs B's transcode before A's refinement, so B waits
+   for A's transcode only, as with REFINE=off: that figure is derived from the
+   measured stage times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import benchutil
+import seed_pipeline
+from ingest import SOURCE_FPS, _cpu, make_clip, ssim
+
+from origin import queue
+from origin.settings import Settings
+from workers import ffmpeg as sf_ffmpeg
+from workers.encoding import ladder_of, media_segments, stage_presets
+from workers.loudness import plan as loudness_plan
+from workers.probe import Limits
+from workers.refine import NICENESS
+
+SIZE = "1920x1080"
+SOURCES: dict[str, str] = {
+    "noisy_testsrc2": f"testsrc2=size={SIZE}:rate={SOURCE_FPS},noise=alls=24:allf=t+u",
+    "mandelbrot_zoom": f"mandelbrot=size={SIZE}:rate={SOURCE_FPS}",
+    "smooth_gradient": f"gradients=size={SIZE}:rate={SOURCE_FPS}:speed=0.01",
+    "static_card": f"smptehdbars=size={SIZE}:rate={SOURCE_FPS}",
+}
+SEED_PRESET = "medium"  # the seed's pipeline as the seed writes it
+LIMITS = Limits(max_duration=3600.0)
+
+
+async def _plan(source: Path, settings: Settings) -> tuple[Any, Any]:
+    info = await sf_ffmpeg.probe(source, LIMITS)
+    measured = await sf_ffmpeg.measure_loudness(source, info)
+    plan = loudness_plan(
+        measured,
+        target=settings.loudness_target,
+        max_gain=settings.loudness_max_gain,
+        has_audio=info.has_audio,
+    )
+    return info, plan
+
+
+async def fast_stage(source: Path, workdir: Path, settings: Settings) -> dict[str, Any]:
+    """What the transcode job does before its upload and publish, timed."""
+    started = time.perf_counter()
+    info, plan = await _plan(source, settings)
+    ladder = ladder_of(settings.ladder)
+    out = await sf_ffmpeg.transcode(
+        source,
+        workdir,
+        info,
+        ladder,
+        presets=stage_presets(ladder, settings.fast_preset),
+        frame_interval=settings.timeline_interval,
+        loudness=plan,
+    )
+    return {
+        "seconds": time.perf_counter() - started,
+        "playlists": {r.name: r.playlist for r in out.renditions},
+        "bytes": {r.name: sum(r.sizes) for r in out.renditions},
+        "durations": {r.name: list(r.durations) for r in out.renditions},
+    }
+
+
+async def final_stage(
+    source: Path, workdir: Path, settings: Settings, niceness: int = NICENESS
+) -> dict[str, Any]:
+    """What the refine job does before its upload and publish, timed."""
+    started = time.perf_counter()
+    info, plan = await _plan(source, settings)
+    ladder = ladder_of(settings.ladder)
+    outputs = await sf_ffmpeg.encode_renditions(
+        source,
+        workdir,
+        info,
+        ladder,
+        presets=stage_presets(ladder, settings.refine_preset),
+        loudness=plan,
+        niceness=niceness,
+    )
+    return {
+        "seconds": time.perf_counter() - started,
+        "playlists": {r.name: r.playlist for r in outputs},
+        "bytes": {r.name: sum(r.sizes) for r in outputs},
+        "durations": {r.name: list(r.durations) for r in outputs},
+    }
+
+
+def seed_stage(source: Path, workdir: Path, settings: Settings) -> dict[str, Any]:
+    """The seed's renditions, one ffmpeg run each at `medium`, at our bit rates."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    playlists, sizes = {}, {}
+    for rung in ladder_of(settings.ladder):
+        cmd = seed_pipeline.variant_command(
+            str(source), str(workdir), rung, float(SOURCE_FPS), preset=SEED_PRESET
+        )
+        subprocess.run(cmd, check=True, capture_output=True, stdin=subprocess.DEVNULL)
+        playlist = workdir / f"{rung.name}.m3u8"
+        _, uris = media_segments(playlist.read_text())
+        playlists[rung.name] = playlist
+        sizes[rung.name] = sum((workdir / u).stat().st_size for u in uris)
+    return {"seconds": time.perf_counter() - started, "playlists": playlists, "bytes": sizes}
+
+
+def quality(name: str, seconds: int, settings: Settings, scratch: Path) -> dict[str, Any]:
+    source = make_clip(seconds, name, SOURCES[name])
+    work = scratch / name
+    print(f"{name}: fast ...", end=" ", flush=True)
+    fast = asyncio.run(fast_stage(source, work / "fast", settings))
+    print(f"{fast['seconds']:.1f} s; final ...", end=" ", flush=True)
+    final = asyncio.run(final_stage(source, work / "final", settings))
+    print(f"{final['seconds']:.1f} s; seed medium ...", end=" ", flush=True)
+    seed = seed_stage(source, work / "seed", settings)
+    print(f"{seed['seconds']:.1f} s", flush=True)
+    rungs: dict[str, Any] = {}
+    for rung in ladder_of(settings.ladder):
+        row: dict[str, Any] = {}
+        for who, run in (("fast", fast), ("final", final), ("seed", seed)):
+            row[who] = ssim(run["playlists"][rung.name], source, rung.width, rung.height)["all"]
+        row["final_minus_seed"] = round(row["final"] - row["seed"], 5)
+        row["ssim_ok"] = row["final_minus_seed"] >= -0.002
+        row["bytes"] = {w: r["bytes"][rung.name] for w, r in (("final", final), ("seed", seed))}
+        row["bytes_ratio"] = round(row["bytes"]["final"] / row["bytes"]["seed"], 4)
+        row["bytes_ok"] = abs(row["bytes_ratio"] - 1) <= 0.03
+        row["drop_in"] = fast["durations"][rung.name] == final["durations"][rung.name]
+        rungs[rung.name] = row
+        print(
+            f"  {rung.name}: SSIM fast {row['fast']:.5f} final {row['final']:.5f} "
+            f"seed {row['seed']:.5f}; bytes final/seed {row['bytes_ratio']:.3f}",
+            flush=True,
+        )
+    shutil.rmtree(work, ignore_errors=True)
+    return {
+        "clip_seconds": seconds,
+        "fast_seconds": round(fast["seconds"], 3),
+        "final_seconds": round(final["seconds"], 3),
+        "seed_seconds": round(seed["seconds"], 3),
+        "rungs": rungs,
+    }
+
+
+async def _beside(source: Path, scratch: Path, settings: Settings) -> dict[str, float]:
+    """B's fast stage while A's refinement runs (two worker slots)."""
+    refining = asyncio.create_task(final_stage(source, scratch / "a_final", settings))
+    await asyncio.sleep(1.0)  # A's refinement has started its ffmpeg
+    started = time.perf_counter()
+    b = await fast_stage(source, scratch / "b_fast", settings)
+    b_playable = time.perf_counter() - started
+    a = await refining
+    return {"b_playable": b["seconds"], "b_wall": b_playable, "a_final": a["seconds"]}
+
+
+def timing(seconds: int, settings: Settings, scratch: Path, wait: bool) -> dict[str, Any]:
+    source = make_clip(seconds, "noisy_testsrc2", SOURCES["noisy_testsrc2"])
+    benchutil.wait_quiet(timeout=1200 if wait else 0, log=wait)
+    with benchutil.Monitor() as mon:
+        cpu = _cpu()
+        a_fast = asyncio.run(fast_stage(source, scratch / "a_fast", settings))
+        a_final = asyncio.run(final_stage(source, scratch / "a_final", settings))
+        cpu = _cpu() - cpu
+    print(
+        f"timing: playable {a_fast['seconds']:.1f} s ({a_fast['seconds'] / seconds:.2f}x), "
+        f"final after {a_fast['seconds'] + a_final['seconds']:.1f} s",
+        flush=True,
+    )
+    b_alone = asyncio.run(fast_stage(source, scratch / "b_alone", settings))["seconds"]
+    with benchutil.Monitor() as mon2:
+        beside = asyncio.run(_beside(source, scratch, settings))
+    print(
+        f"two uploads: B playable alone {b_alone:.1f} s, beside A's refinement "
+        f"{beside['b_playable']:.1f} s",
+        flush=True,
+    )
+    shutil.rmtree(scratch, ignore_errors=True)
+    order = sorted(["transcode", "refine"], key=lambda k: -queue.PRIORITIES.get(k, 100))
+    return {
+        "clip_seconds": seconds,
+        "time_to_playable": round(a_fast["seconds"], 3),
+        "playable_over_length": round(a_fast["seconds"] / seconds, 3),
+        "target_playable_over_length": 0.7,
+        "refine_seconds": round(a_final["seconds"], 3),
+        "time_to_final": round(a_fast["seconds"] + a_final["seconds"], 3),
+        "cpu_seconds_both_stages": round(cpu, 2),
+        "others_during": mon.summary(),
+        "two_uploads": {
+            "b_playable_alone": round(b_alone, 3),
+            "b_playable_beside_a_refining_two_slots": round(beside["b_playable"], 3),
+            "ratio_beside_over_alone": round(beside["b_playable"] / b_alone, 3),
+            "a_refine_seconds_beside_b": round(beside["a_final"], 3),
+            "one_slot_claim_order_after_a_transcode": order,
+            "b_playable_one_slot_derived": round(a_fast["seconds"] + b_alone, 3),
+            "others_during": mon2.summary(),
+        },
+        "disturbed": mon.disturbed or mon2.disturbed,
+    }
+
+
+def run(quick: bool, wait: bool) -> dict[str, Any]:
+    settings = Settings.from_env({})
+    seconds = 8 if quick else 30
+    scratch = Path(benchutil.OUT) / "refine-scratch"
+    shutil.rmtree(scratch, ignore_errors=True)
+    benchutil.wait_quiet(timeout=1200 if wait else 0, log=wait)
+    with benchutil.Monitor() as mon:
+        sources = {name: quality(name, seconds, settings, scratch) for name in SOURCES}
+    return {
+        "benchmark": "ingest-refine",
+        "quick": quick,
+        "machine": benchutil.machine(),
+        "presets": {
+            "fast": settings.fast_preset.default,
+            "final": settings.refine_preset.default,
+            "seed": SEED_PRESET,
+            "refine_niceness": NICENESS,
+        },
+        "quality": sources,
+        "quality_others_during": mon.summary(),
+        "timing": timing(seconds, settings, scratch, wait),
+    }
+
+
+def report(result: dict[str, Any]) -> str:
+    rows = []
+    for name, q in result["quality"].items():
+        for rung, r in q["rungs"].items():
+            rows.append(
+                [
+                    name,
+                    rung,
+                    f"{r['fast']:.5f}",
+                    f"{r['final']:.5f}",
+                    f"{r['seed']:.5f}",
+                    f"{r['final_minus_seed']:+.5f}",
+                    f"{r['bytes_ratio']:.3f}",
+                    "ok" if r["ssim_ok"] and r["bytes_ok"] and r["drop_in"] else "MISS",
+                ]
+            )
+    t = result["timing"]
+    two = t["two_uploads"]
+    head = ["source", "rung", "fast", "final", "seed medium", "final-seed", "bytes f/s", ""]
+    return "\n".join(
+        [
+            "\nSSIM All against the source, and bytes, at equal bit rates\n",
+            benchutil.table(head, rows),
+            f"\n{t['clip_seconds']} s 1080p30 noisy clip: playable after "
+            f"{t['time_to_playable']:.1f} s ({t['playable_over_length']:.2f}x its length, "
+            f"target <= 0.7x), final after {t['time_to_final']:.1f} s",
+            f"two uploads in a row: B playable after {two['b_playable_alone']:.1f} s alone, "
+            f"{two['b_playable_beside_a_refining_two_slots']:.1f} s beside A's refinement "
+            f"({two['ratio_beside_over_alone']:.2f}x); one slot (claim order "
+            f"{' before '.join(two['one_slot_claim_order_after_a_transcode'])}): "
+            f"{two['b_playable_one_slot_derived']:.1f} s after A's upload, as with REFINE=off"
+            + (" [DISTURBED]" if t["disturbed"] else ""),
+        ]
+    )
