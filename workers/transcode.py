@@ -397,13 +397,13 @@ async def _publish(
         if version is None:
             return False
         if settings.refine:
-            await enqueue_refine(conn, settings, ctx.job.scene_id, segment_id)
+            await enqueue_refine(conn, settings, str(document["sceneId"]), segment_id)
         await queue.complete(conn, ctx.job.id, ctx.lease_token)
     return True
 
 
 async def enqueue_refine(
-    conn: queue.Conn, settings: Settings, scene_id: str | None, segment_id: str
+    conn: queue.Conn, settings: Settings, scene_id: str, segment_id: str
 ) -> None:
     """Queue the clip's refinement (issue 17), in the publishing transaction: it runs
     below every other kind (`queue.PRIORITIES`), and a clip removal or scene deletion
