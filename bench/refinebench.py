@@ -27,6 +27,7 @@ import asyncio
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,26 +66,26 @@ async def _plan(source: Path, settings: Settings) -> tuple[Any, Any]:
     return info, plan
 
 
+def _figures(started: float, renditions: Sequence[sf_ffmpeg.RenditionOutput]) -> dict[str, Any]:
+    return {
+        "seconds": time.perf_counter() - started,
+        "playlists": {r.name: r.playlist for r in renditions},
+        "bytes": {r.name: sum(r.sizes) for r in renditions},
+        "durations": {r.name: list(r.durations) for r in renditions},
+    }
+
+
 async def fast_stage(source: Path, workdir: Path, settings: Settings) -> dict[str, Any]:
     """What the transcode job does before its upload and publish, timed."""
     started = time.perf_counter()
     info, plan = await _plan(source, settings)
     ladder = ladder_of(settings.ladder)
+    presets = stage_presets(ladder, settings.fast_preset)
+    interval = settings.timeline_interval
     out = await sf_ffmpeg.transcode(
-        source,
-        workdir,
-        info,
-        ladder,
-        presets=stage_presets(ladder, settings.fast_preset),
-        frame_interval=settings.timeline_interval,
-        loudness=plan,
+        source, workdir, info, ladder, presets=presets, frame_interval=interval, loudness=plan
     )
-    return {
-        "seconds": time.perf_counter() - started,
-        "playlists": {r.name: r.playlist for r in out.renditions},
-        "bytes": {r.name: sum(r.sizes) for r in out.renditions},
-        "durations": {r.name: list(r.durations) for r in out.renditions},
-    }
+    return _figures(started, out.renditions)
 
 
 async def final_stage(
@@ -94,21 +95,11 @@ async def final_stage(
     started = time.perf_counter()
     info, plan = await _plan(source, settings)
     ladder = ladder_of(settings.ladder)
+    presets = stage_presets(ladder, settings.refine_preset)
     outputs = await sf_ffmpeg.encode_renditions(
-        source,
-        workdir,
-        info,
-        ladder,
-        presets=stage_presets(ladder, settings.refine_preset),
-        loudness=plan,
-        niceness=niceness,
+        source, workdir, info, ladder, presets=presets, loudness=plan, niceness=niceness
     )
-    return {
-        "seconds": time.perf_counter() - started,
-        "playlists": {r.name: r.playlist for r in outputs},
-        "bytes": {r.name: sum(r.sizes) for r in outputs},
-        "durations": {r.name: list(r.durations) for r in outputs},
-    }
+    return _figures(started, outputs)
 
 
 def seed_stage(source: Path, workdir: Path, settings: Settings) -> dict[str, Any]:
