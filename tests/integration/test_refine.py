@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FF
 H = {"Authorization": AUTH}
 # a small ladder keeps the encodes cheap; the stages differ as in production
 LADDER = (LadderRung("180p", 320, 180, 300_000), LadderRung("360p", 640, 360, 800_000))
-GRACE = 25.0  # s: the fast generation outlives the refinement this long
+GRACE = 30.0  # s: the fast generation outlives the refinement this long
 
 
 @pytest.fixture(scope="module")
