@@ -23,7 +23,8 @@ locals {
   # Job kinds the workers handle (workers/main.py handlers()); their queued counts drive
   # worker scale-out. A kind no worker handles stays queued forever and must not keep
   # the service at its maximum, so this is not "every kind in the jobs table".
-  worker_job_kinds = ["transcode", "delete_scene", "remove_segment", "webhook", "expire_upload", "export"]
+  # `refine` too: a backlog of refinements (issue 17) is worth workers, bytes cost more.
+  worker_job_kinds = ["transcode", "delete_scene", "remove_segment", "webhook", "expire_upload", "export", "refine"]
 
   bucket_environment = {
     STORAGE         = "s3"

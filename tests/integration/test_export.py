@@ -72,6 +72,7 @@ def env(pg_dsn, tmp_path_factory) -> Settings:
         log_format="text",
         job_lease_seconds=10.0,
         timeline_interval=2.0,
+        refine=False,  # one stage (issue 17's tests turn it on)
     )
 
 

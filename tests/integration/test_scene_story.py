@@ -119,6 +119,7 @@ async def story(pg_dsn, tmp_path_factory) -> AsyncIterator[Story]:
         log_format="text",
         timeline_interval=2.0,
         thumbnail_concurrency=CONCURRENCY,
+        refine=False,  # one stage (issue 17's tests turn it on)
     )
     sources = {
         name: make_clip(
