@@ -189,10 +189,21 @@ async def write_part(writer: PartWriter, body: Body) -> UploadedPart:
             data = await asyncio.to_thread(Path(body).read_bytes)  # type: ignore[arg-type]
             await asyncio.to_thread(writer.write, data)
         else:
+            # a request body arrives in pieces of a few KiB to 1 MiB: gather them into
+            # CHUNK_SIZE blocks, so a thread hop and the part lock cost once per block
+            buf = bytearray()
             async for chunk in body:  # type: ignore[union-attr]
                 if not isinstance(chunk, (bytes, bytearray, memoryview)):
                     raise TypeError(f"stream yielded {type(chunk).__name__}, expected bytes")
-                await asyncio.to_thread(writer.write, chunk)
+                if not buf and len(chunk) >= CHUNK_SIZE:
+                    await asyncio.to_thread(writer.write, chunk)
+                    continue
+                buf += chunk
+                if len(buf) >= CHUNK_SIZE:
+                    await asyncio.to_thread(writer.write, buf)
+                    buf = bytearray()
+            if buf:
+                await asyncio.to_thread(writer.write, buf)
         return await asyncio.to_thread(writer.finish)
     except BaseException:
         await asyncio.to_thread(writer.discard)
