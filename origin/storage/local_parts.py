@@ -36,6 +36,7 @@ from origin.storage.base import (
     StorageError,
     UploadedPart,
     _body_kind,
+    gathered,
 )
 
 UPLOADS_DIR = ".uploads"
@@ -189,21 +190,8 @@ async def write_part(writer: PartWriter, body: Body) -> UploadedPart:
             data = await asyncio.to_thread(Path(body).read_bytes)  # type: ignore[arg-type]
             await asyncio.to_thread(writer.write, data)
         else:
-            # a request body arrives in pieces of a few KiB to 1 MiB: gather them into
-            # CHUNK_SIZE blocks, so a thread hop and the part lock cost once per block
-            buf = bytearray()
-            async for chunk in body:  # type: ignore[union-attr]
-                if not isinstance(chunk, (bytes, bytearray, memoryview)):
-                    raise TypeError(f"stream yielded {type(chunk).__name__}, expected bytes")
-                if not buf and len(chunk) >= CHUNK_SIZE:
-                    await asyncio.to_thread(writer.write, chunk)
-                    continue
-                buf += chunk
-                if len(buf) >= CHUNK_SIZE:
-                    await asyncio.to_thread(writer.write, buf)
-                    buf = bytearray()
-            if buf:
-                await asyncio.to_thread(writer.write, buf)
+            async for block in gathered(body):  # type: ignore[arg-type]
+                await asyncio.to_thread(writer.write, block)
         return await asyncio.to_thread(writer.finish)
     except BaseException:
         await asyncio.to_thread(writer.discard)
