@@ -90,6 +90,26 @@ def fresh_db(pg_cluster) -> Iterator[str]:
         asyncio.run(run(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
+@pytest.fixture
+async def fresh_pool(fresh_db):
+    """A pool on a migrated database of the test's own (`fresh_db`): no other test's
+    jobs can be claimed by the test's or the other way round."""
+    import asyncpg
+
+    from origin import db
+
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        await db.migrate(conn)
+    finally:
+        await conn.close()
+    pool = await db.connect_pool(fresh_db, size=12)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
 # Modules whose tests talk HTTP to an origin: each of their tests that uses the
 # `settings` fixture runs twice, with the fast path on and off (FAST_PATH).
 BOTH_PATHS = {

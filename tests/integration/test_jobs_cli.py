@@ -1,0 +1,200 @@
+"""`storyforge jobs list|show|retry|cancel` as an operator runs it (a subprocess on
+DATABASE_URL), on a database of its own (`fresh_db`, migrated here): the table and
+JSON, the refusals and exit statuses, and a running job cancelled under its worker,
+whose fenced publish then fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import asyncpg
+import pytest
+
+from origin import catalog, db, exports, intake, layout, outbox, queue
+from storyforge.jobs import CANCEL_REASON
+
+STORYFORGE = [sys.executable, "-m", "storyforge.cli", "jobs"]
+
+
+@pytest.fixture
+def pool(fresh_pool: asyncpg.Pool) -> asyncpg.Pool:
+    return fresh_pool
+
+
+def jobs(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*STORYFORGE, *args],
+        env={**os.environ, "DATABASE_URL": dsn, "LOG_FORMAT": "text"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+async def clip_job(pool: asyncpg.Pool) -> tuple[str, str, str]:
+    """A scene, a processing clip and its queued transcode job, as an upload makes them."""
+    async with pool.acquire() as conn:
+        user = await catalog.create_user(conn, "op-" + uuid.uuid4().hex[:8])
+        scene = await catalog.create_scene(conn, "Operators")
+        segment, job = layout.new_id("seg"), layout.new_id("job")
+        async with conn.transaction():
+            await intake.segment_and_transcode(
+                conn,
+                scene_id=scene.id,
+                segment_id=segment,
+                job_id=job,
+                sequence=None,
+                contributor=user.id,
+                max_attempts=3,
+            )
+    return scene.id, segment, job
+
+
+async def test_list_show_and_refusals(fresh_db, pool):
+    scene, segment, job_id = await clip_job(pool)
+    other = await queue.enqueue(pool, "expire_upload", {"upload_id": "upl_000000000000"})
+
+    table = jobs(fresh_db, "list")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == [
+        "id",
+        "kind",
+        "status",
+        "attempts",
+        "scene",
+        "updated",
+        "last",
+        "error",
+    ]
+    assert [ln.split()[0] for ln in lines[1:]] == [other.id, job_id]  # newest first
+    assert lines[2].split()[1:5] == ["transcode", "queued", "0/3", scene]
+
+    listed = jobs(fresh_db, "list", "--kind", "transcode", "--scene", scene, "--json")
+    assert listed.returncode == 0, listed.stderr
+    (only,) = json.loads(listed.stdout)
+    assert only["id"] == job_id and only["segment_id"] == segment and only["status"] == "queued"
+    assert only["payload"]["upload_key"] == layout.upload_key(job_id)
+    assert json.loads(jobs(fresh_db, "list", "--status", "dead", "--json").stdout) == []
+
+    # a failed attempt, then the job shown whole
+    claimed = await queue.claim(pool, ["transcode"], worker="op-test", lease_seconds=30)
+    assert claimed is not None and claimed.id == job_id
+    await queue.fail_permanent(
+        pool, job_id, str(claimed.lease_token), "not a video container (hls)"
+    )
+    async with pool.acquire() as conn:
+        await catalog.fail_segment(conn, segment, "not a video container (hls)", webhooks=())
+    shown = jobs(fresh_db, "show", job_id)
+    assert shown.returncode == 0, shown.stderr
+    fields = dict(ln.split(None, 1) for ln in shown.stdout.splitlines() if ln[:1] != " ")
+    assert fields["kind"] == "transcode" and fields["status"] == "failed"
+    assert fields["attempts"] == "1 of 3" and fields["lease"] == "none"
+    assert fields["last"] == "error  not a video container (hls)"
+    assert fields["clip"] == "failed: not a video container (hls)"
+    assert "attempt 1 at " in shown.stdout and shown.stdout.count("not a video container") == 3
+    as_json = json.loads(jobs(fresh_db, "show", job_id, "--json").stdout)
+    assert as_json["errors"][0]["error"] == "not a video container (hls)"
+    assert as_json["subject"] == {
+        "segment_status": "failed",
+        "segment_error": as_json["last_error"],
+    }
+
+    # refusals: one line on stderr, exit status 1; bad arguments: argparse's 2
+    for args, why in [
+        (("show", "job_000000000000"), "no job job_000000000000"),
+        (("retry", other.id), f"job {other.id} is queued: only failed or dead jobs are retried"),
+        (("cancel", "job_000000000000"), "no job job_000000000000"),
+    ]:
+        out = jobs(fresh_db, *args)
+        assert (out.returncode, out.stderr.strip()) == (1, f"storyforge jobs: {why}"), out
+    bad = jobs(fresh_db, "show", "../etc/passwd")
+    assert bad.returncode == 2 and "not a job id: '../etc/passwd'" in bad.stderr
+    down = jobs("postgresql://127.0.0.1:9/none", "list")
+    assert down.returncode == 2
+    assert down.stderr.startswith("storyforge: cannot connect to the database"), down.stderr
+
+    # retry: queued again with attempts reset, the clip processing again
+    again = jobs(fresh_db, "retry", job_id)
+    assert again.returncode == 0, again.stderr
+    job = await queue.get_job(pool, job_id)
+    assert job is not None and (job.status, job.attempts, job.finished_at) == ("queued", 0, None)
+    assert len(job.errors) == 1  # kept
+    assert (await catalog.segment_status(pool, segment) or {})["status"] == "processing"
+
+
+async def test_cancel_running_job_fences_its_worker_out(fresh_db, pool):
+    _scene, segment, job_id = await clip_job(pool)
+    claimed = await queue.claim(pool, ["transcode"], worker="op-test", lease_seconds=30)
+    assert claimed is not None and claimed.id == job_id and claimed.lease_token
+    token = claimed.lease_token
+
+    out = jobs(fresh_db, "cancel", job_id)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"{job_id} (transcode) cancelled"
+    job = await queue.get_job(pool, job_id)
+    assert job is not None and job.status == "cancelled"
+    assert job.last_error == "cancelled by an operator (storyforge jobs cancel)"
+    assert job.lease_token == token  # kept until the worker lets go: holders() sees it
+    clip = await catalog.segment_status(pool, segment) or {}
+    assert (clip["status"], clip["error"]) == ("failed", job.last_error)
+    # the worker's writes are fenced out: no heartbeat, no publish, no completion
+    assert not await queue.heartbeat(pool, job_id, token, lease_seconds=30)
+    async with pool.acquire() as conn, conn.transaction():
+        with pytest.raises(queue.LeaseLost):
+            await queue.lock_lease(conn, job_id, token)
+    with pytest.raises(queue.LeaseLost):
+        await queue.complete(pool, job_id, token)
+    assert await queue.let_go(pool, job_id, token)
+
+    # a cancelled job is final: neither cancelled again nor retried
+    for action in ("cancel", "retry"):
+        refused = jobs(fresh_db, action, job_id)
+        assert refused.returncode == 1 and f"job {job_id} is cancelled" in refused.stderr
+
+
+async def test_cancel_and_retry_keep_exports_and_deliveries_consistent(fresh_db, pool):
+    scene, _segment, _job = await clip_job(pool)
+    async with pool.acquire() as conn:
+        export_job = await queue.enqueue(conn, "export", {"scene_id": scene}, scene_id=scene)
+        export_id = layout.new_id("exp")
+        await conn.fetchrow(
+            db.q("export_insert"), export_id, scene, "720p", 1, export_job.id, None, None
+        )
+        async with conn.transaction():
+            await outbox.emit(
+                conn, ["http://127.0.0.1:9/a"], "scene.deleted", scene_id=scene, data={}
+            )
+            await outbox.emit(
+                conn, ["http://127.0.0.1:9/a"], "scene.deleted", scene_id=scene, data={}
+            )
+    (first_hook,) = json.loads(jobs(fresh_db, "list", "--kind", "webhook", "--json").stdout)
+
+    # a queued webhook job cancelled: its delivery is dead and the next one gets a job
+    assert jobs(fresh_db, "cancel", first_hook["id"]).returncode == 0
+    hooks = json.loads(jobs(fresh_db, "list", "--kind", "webhook", "--json").stdout)
+    assert sorted(h["status"] for h in hooks) == ["cancelled", "queued"]
+    shown = json.loads(jobs(fresh_db, "show", first_hook["id"], "--json").stdout)
+    assert shown["subject"]["delivery_status"] == "dead"
+
+    # an export that failed: retried, it is processing again; cancelled, failed again
+    claimed = await queue.claim(pool, ["export"], worker="op-test", lease_seconds=30)
+    assert claimed is not None and claimed.id == export_job.id and claimed.lease_token
+    await queue.fail_permanent(pool, claimed.id, claimed.lease_token, "the scene has no clip")
+    async with pool.acquire() as conn:
+        await exports.fail(conn, export_id, "the scene has no clip", webhooks=())
+    assert jobs(fresh_db, "retry", export_job.id).returncode == 0
+    assert await pool.fetchval("SELECT status FROM exports WHERE id = $1", export_id) == (
+        "processing"
+    )
+    assert jobs(fresh_db, "cancel", export_job.id).returncode == 0
+    row = await pool.fetchrow("SELECT status, error FROM exports WHERE id = $1", export_id)
+    assert (row["status"], row["error"]) == ("failed", CANCEL_REASON)
+    # a dead webhook delivery is not re-sent by hand; a delete_scene job is not cancelled
+    deleting = await queue.enqueue(pool, "delete_scene", {"scene_id": scene}, scene_id=scene)
+    refused = jobs(fresh_db, "cancel", deleting.id)
+    assert refused.returncode == 1 and "deletes a scene" in refused.stderr
