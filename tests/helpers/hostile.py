@@ -74,6 +74,20 @@ def _zero_frame_durations(data: bytes) -> bytes:
     return data[: at + 4] + struct.pack(">I", 0) + data[at + 8 :]
 
 
+def _declared(work: Path, width: int, height: int) -> bytes:
+    """64x64 Motion-JPEG frames in MOV whose headers (each frame's SOF0 and the sample
+    description) declare `width`x`height`: the size is a lie told before any decoding."""
+    data = bytearray(ffmpeg(work / "mjpeg.mov", *_picture(), "-c:v", "mjpeg", "-q:v", "5"))
+    at = 0
+    while (at := data.find(b"\xff\xc0", at)) >= 0:  # SOF0: length, precision, height, width
+        if data[at + 4] == 8:
+            data[at + 5 : at + 9] = struct.pack(">HH", height, width)
+        at += 2
+    entry = data.index(b"jpeg") + 4 + 6 + 2 + 2 + 2 + 4 + 4 + 4  # visual sample entry
+    data[entry : entry + 4] = struct.pack(">HH", width, height)
+    return bytes(data)
+
+
 def _many_streams(work: Path) -> bytes:
     inputs: list[str] = []
     maps: list[str] = []
@@ -161,6 +175,8 @@ MAKERS: dict[str, _Maker] = {
     "too-wide": lambda w, b: ffmpeg(
         w / "wide.mp4", *_picture(size="16384x16", rate="1", duration="2"), *_X264
     ),
+    "declared-8000x8000": lambda w, b: _declared(w, 8000, 8000),
+    "declared-16384x16384": lambda w, b: _declared(w, 16384, 16384),
     "tiny-picture": lambda w, b: ffmpeg(w / "tiny.mp4", *_picture(size="8x8"), *_X264),
     "pixel-rate": lambda w, b: ffmpeg(
         w / "fast.mp4", *_picture(size="1280x720", rate="600", duration="0.1"), *_X264

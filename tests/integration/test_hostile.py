@@ -99,6 +99,8 @@ UPLOADS: dict[str, Refused | Failed | Ready] = {
     "two-hour-stream": Failed(r"^duration 7200\.0 s exceeds the maximum 600 s$"),
     "too-short": Failed(r"^duration 0\.0 s is below the minimum 0\.1 s$"),
     "too-wide": Failed(r"^picture 16384x16 exceeds the maximum 7680x4320$"),
+    "declared-8000x8000": Failed(r"^picture 8000x8000 exceeds the maximum 7680x4320$"),
+    "declared-16384x16384": Failed(r"^could not read the picture size$"),
     "tiny-picture": Failed(r"^picture 8x8 is too small$"),
     "pixel-rate": Failed(r"^1280x720 at 600 fps is 553 million pixels per second, above"),
     "rotation-45": Failed(r"^display rotation of 45 degrees is not a multiple of 90"),
