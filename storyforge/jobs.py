@@ -3,10 +3,11 @@ changed through the named queries of `origin/sql/operator.sql` and `origin/queue
 
 Retrying and cancelling keep what the job works for consistent, in the transaction
 that changes the job (job row locked first, as a publish does): a retried transcode's
-clip is `processing` again and a retried export's row likewise; a cancelled transcode
-fails its clip, a cancelled export its export (each with its event), and a cancelled
-webhook job's delivery is dead so the scene's next one goes out. A running job is
-cancelled with its lease kept, so its worker's fenced publish fails (origin/queue.py).
+clip is `processing` again (refused when its upload is no longer kept), a retried
+export's row likewise; a cancelled transcode fails its clip, a cancelled export its
+export (each with its event), and a cancelled webhook job's delivery is dead so the
+scene's next one goes out. A running job is cancelled with its lease kept, so its
+worker's fenced publish fails (origin/queue.py).
 
 Exit status: 0 done, 1 refused or no such job (the reason on stderr), 2 start-up
 error (configuration, database unreachable).
@@ -18,15 +19,17 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import asyncpg
 
 from origin import catalog, db, exports, layout, outbox, queue
 from origin.settings import Settings
+from origin.storage import ObjectNotFound, open_configured_storage
 
 EXIT_REFUSED = 1
 CANCEL_REASON = "cancelled by an operator (storyforge jobs cancel)"
@@ -94,7 +97,9 @@ def add_parser(sub: Any) -> None:
         description="A failed or dead job is queued now with a fresh attempt budget (its "
         "errors kept); its clip or export is processing again. Refused for queued, "
         "running, succeeded and cancelled jobs, for webhook deliveries (later events of "
-        "the scene went out after it) and while another job in flight holds its dedupe key.",
+        "the scene went out after it), for a transcode whose upload is no longer kept "
+        "(storage as configured: STORAGE, ...) and while another job in flight holds its "
+        "dedupe key.",
     )
     retry.add_argument("job_id", type=_job_id, metavar="ID")
     cancel = actions.add_parser(
@@ -236,13 +241,18 @@ async def _locked(conn: asyncpg.Connection, job_id: str) -> queue.Job:
     return queue.Job.from_row(row)
 
 
-async def retry(conn: asyncpg.Connection, job_id: str) -> queue.Job:
-    """Queue a failed or dead job again (see the module docstring); Refused: why not."""
+async def retry(
+    conn: asyncpg.Connection, job_id: str, upload_exists: Callable[[str], Awaitable[bool]]
+) -> queue.Job:
+    """Queue a failed or dead job again (see the module docstring); Refused: why not
+    (a transcode whose upload is gone among the reasons)."""
     async with conn.transaction():
         job = await _locked(conn, job_id)
         why = retry_refusal(job)
         if why:
             raise Refused(why)
+        if job.kind == "transcode" and not await upload_exists(layout.upload_key(job.id)):
+            raise Refused(f"job {job_id}: the clip's upload is no longer kept; upload it again")
         requeued = await queue.requeue(conn, job_id)
         if requeued is None:
             raise Refused(
@@ -279,6 +289,18 @@ async def cancel(conn: asyncpg.Connection, job_id: str, settings: Settings) -> q
     return queue.Job.from_row(row)
 
 
+async def _stored(settings: Settings, key: str) -> bool:
+    """Is `key` in the internal bucket (a transcode's kept upload)?"""
+    storage = await open_configured_storage(settings)
+    try:
+        await storage.head(settings.internal_bucket, key)
+    except ObjectNotFound:
+        return False
+    finally:
+        await storage.aclose()
+    return True
+
+
 async def _run(settings: Settings, args: argparse.Namespace) -> int:
     pool = await db.connect_pool(settings.database_url, size=1)
     try:
@@ -303,7 +325,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
                 )
                 return 0
             if args.action == "retry":
-                job = await retry(conn, args.job_id)
+                job = await retry(conn, args.job_id, partial(_stored, settings))
                 print(f"{job.id} ({job.kind}) queued again: {job.max_attempts} attempts")
                 return 0
             job = await cancel(conn, args.job_id, settings)

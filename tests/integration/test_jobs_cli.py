@@ -10,11 +10,14 @@ import os
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from origin import catalog, db, exports, intake, layout, outbox, queue
+from origin.settings import Settings
+from origin.storage import open_configured_storage
 from storyforge.jobs import CANCEL_REASON
 
 STORYFORGE = [sys.executable, "-m", "storyforge.cli", "jobs"]
@@ -25,10 +28,13 @@ def pool(fresh_pool: asyncpg.Pool) -> asyncpg.Pool:
     return fresh_pool
 
 
-def jobs(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+def jobs(dsn: str, *args: str, storage: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {"DATABASE_URL": dsn, "LOG_FORMAT": "text"}
+    if storage is not None:
+        env |= {"STORAGE": "local", "STORAGE_ROOT": str(storage)}
     return subprocess.run(
         [*STORYFORGE, *args],
-        env={**os.environ, "DATABASE_URL": dsn, "LOG_FORMAT": "text"},
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=30,
@@ -54,7 +60,7 @@ async def clip_job(pool: asyncpg.Pool) -> tuple[str, str, str]:
     return scene.id, segment, job
 
 
-async def test_list_show_and_refusals(fresh_db, pool):
+async def test_list_show_and_refusals(fresh_db, pool, tmp_path):
     scene, segment, job_id = await clip_job(pool)
     other = await queue.enqueue(pool, "expire_upload", {"upload_id": "upl_000000000000"})
 
@@ -118,8 +124,27 @@ async def test_list_show_and_refusals(fresh_db, pool):
     assert down.returncode == 2
     assert down.stderr.startswith("storyforge: cannot connect to the database"), down.stderr
 
-    # retry: queued again with attempts reset, the clip processing again
-    again = jobs(fresh_db, "retry", job_id)
+    # retry: refused while the clip's upload is not kept; then queued again with
+    # attempts reset, the clip processing again
+    root = tmp_path / "storage"
+    gone = jobs(fresh_db, "retry", job_id, storage=root)
+    assert gone.returncode == 1
+    assert gone.stderr.strip().endswith("the clip's upload is no longer kept; upload it again")
+    settings = Settings.from_env({}, database_url=fresh_db, storage_root=root)
+    storage = await open_configured_storage(settings)
+    try:
+        await storage.ensure_buckets(settings.buckets)
+        await storage.put(
+            settings.internal_bucket,
+            layout.upload_key(job_id),
+            b"clip",
+            content_type="video/mp4",
+            cache_control="no-store",
+            tags={"type": "internal"},
+        )
+    finally:
+        await storage.aclose()
+    again = jobs(fresh_db, "retry", job_id, storage=root)
     assert again.returncode == 0, again.stderr
     job = await queue.get_job(pool, job_id)
     assert job is not None and (job.status, job.attempts, job.finished_at) == ("queued", 0, None)
