@@ -5,8 +5,9 @@ hang (every exchange is bounded), never a connection out of the box, never a ser
 path in an answer.
 
 One origin per path, one worker and a loopback listener (the bait crafted playlists
-point at) run for the whole module on an event loop of their own in a thread, so a
-case costs its own exchange only."""
+point at) run for the whole module on an event loop of their own in a thread, on a
+database of the module's own (the worker claims only this module's jobs), so a case
+costs its own exchange only."""
 
 from __future__ import annotations
 
@@ -351,12 +352,12 @@ async def _start(stack: Stack, root: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(pg_dsn, tmp_path_factory) -> Iterator[Stack]:
+def stack(module_db, tmp_path_factory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("hostile")
     secret = make_clip(root / "secret.mp4", width=64, height=64, duration=1, audio=None)
     settings = Settings.from_env(
         {},
-        database_url=pg_dsn,
+        database_url=module_db,
         storage_root=root / "storage",
         api_tokens=(API_TOKEN,),
         log_format="text",

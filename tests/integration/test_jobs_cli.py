@@ -1,10 +1,13 @@
-"""`storyforge jobs list|show|retry|cancel` as an operator runs it (a subprocess on
-DATABASE_URL), on a database of its own (`fresh_db`, migrated here): the table and
+"""`storyforge jobs list|show|retry|cancel` as an operator runs it (a process on
+DATABASE_URL for the table, the exit statuses and a cancel; the rest in this process), on a database of its own (`fresh_db`, migrated here): the table and
 JSON, the refusals and exit statuses, and a running job cancelled under its worker,
 whose fenced publish then fails."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -18,6 +21,8 @@ import pytest
 from origin import catalog, db, exports, intake, layout, outbox, queue
 from origin.settings import Settings
 from origin.storage import open_configured_storage
+from storyforge import cli
+from storyforge import jobs as storyforge_jobs
 from storyforge.jobs import CANCEL_REASON
 
 STORYFORGE = [sys.executable, "-m", "storyforge.cli", "jobs"]
@@ -28,17 +33,39 @@ def pool(fresh_pool: asyncpg.Pool) -> asyncpg.Pool:
     return fresh_pool
 
 
-def jobs(dsn: str, *args: str, storage: Path | None = None) -> subprocess.CompletedProcess[str]:
+def _env(dsn: str, storage: Path | None) -> dict[str, str]:
     env = {"DATABASE_URL": dsn, "LOG_FORMAT": "text"}
     if storage is not None:
         env |= {"STORAGE": "local", "STORAGE_ROOT": str(storage)}
+    return env
+
+
+def command(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`storyforge jobs ARGS` as an operator runs it: a process of its own."""
     return subprocess.run(
         [*STORYFORGE, *args],
-        env={**os.environ, **env},
+        env={**os.environ, **_env(dsn, None)},
         capture_output=True,
         text=True,
         timeout=30,
     )
+
+
+async def jobs(
+    dsn: str, *args: str, storage: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The same in this process (a process start costs seconds on a busy machine):
+    the command's own parser and `storyforge.jobs.run`, as `main` calls them."""
+    settings = Settings.from_env(_env(dsn, storage))
+    parsed = cli._parser().parse_args(["jobs", *args])
+    out, err = io.StringIO(), io.StringIO()
+
+    def call() -> int:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            return storyforge_jobs.run(settings, parsed)
+
+    code = await asyncio.to_thread(call)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 async def clip_job(pool: asyncpg.Pool) -> tuple[str, str, str]:
@@ -64,7 +91,7 @@ async def test_list_show_and_refusals(fresh_db, pool, tmp_path):
     scene, segment, job_id = await clip_job(pool)
     other = await queue.enqueue(pool, "expire_upload", {"upload_id": "upl_000000000000"})
 
-    table = jobs(fresh_db, "list")
+    table = command(fresh_db, "list")
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
     assert lines[0].split() == [
@@ -80,12 +107,12 @@ async def test_list_show_and_refusals(fresh_db, pool, tmp_path):
     assert [ln.split()[0] for ln in lines[1:]] == [other.id, job_id]  # newest first
     assert lines[2].split()[1:5] == ["transcode", "queued", "0/3", scene]
 
-    listed = jobs(fresh_db, "list", "--kind", "transcode", "--scene", scene, "--json")
+    listed = await jobs(fresh_db, "list", "--kind", "transcode", "--scene", scene, "--json")
     assert listed.returncode == 0, listed.stderr
     (only,) = json.loads(listed.stdout)
     assert only["id"] == job_id and only["segment_id"] == segment and only["status"] == "queued"
     assert only["payload"]["upload_key"] == layout.upload_key(job_id)
-    assert json.loads(jobs(fresh_db, "list", "--status", "dead", "--json").stdout) == []
+    assert json.loads((await jobs(fresh_db, "list", "--status", "dead", "--json")).stdout) == []
 
     # a failed attempt, then the job shown whole
     claimed = await queue.claim(pool, ["transcode"], worker="op-test", lease_seconds=30)
@@ -95,7 +122,7 @@ async def test_list_show_and_refusals(fresh_db, pool, tmp_path):
     )
     async with pool.acquire() as conn:
         await catalog.fail_segment(conn, segment, "not a video container (hls)", webhooks=())
-    shown = jobs(fresh_db, "show", job_id)
+    shown = await jobs(fresh_db, "show", job_id)
     assert shown.returncode == 0, shown.stderr
     fields = dict(ln.split(None, 1) for ln in shown.stdout.splitlines() if ln[:1] != " ")
     assert fields["kind"] == "transcode" and fields["status"] == "failed"
@@ -103,7 +130,7 @@ async def test_list_show_and_refusals(fresh_db, pool, tmp_path):
     assert fields["last"] == "error  not a video container (hls)"
     assert fields["clip"] == "failed: not a video container (hls)"
     assert "attempt 1 at " in shown.stdout and shown.stdout.count("not a video container") == 3
-    as_json = json.loads(jobs(fresh_db, "show", job_id, "--json").stdout)
+    as_json = json.loads((await jobs(fresh_db, "show", job_id, "--json")).stdout)
     assert as_json["errors"][0]["error"] == "not a video container (hls)"
     assert as_json["subject"] == {
         "segment_status": "failed",
@@ -116,18 +143,18 @@ async def test_list_show_and_refusals(fresh_db, pool, tmp_path):
         (("retry", other.id), f"job {other.id} is queued: only failed or dead jobs are retried"),
         (("cancel", "job_000000000000"), "no job job_000000000000"),
     ]:
-        out = jobs(fresh_db, *args)
+        out = await jobs(fresh_db, *args)
         assert (out.returncode, out.stderr.strip()) == (1, f"storyforge jobs: {why}"), out
-    bad = jobs(fresh_db, "show", "../etc/passwd")
+    bad = command(fresh_db, "show", "../etc/passwd")
     assert bad.returncode == 2 and "not a job id: '../etc/passwd'" in bad.stderr
-    down = jobs("postgresql://127.0.0.1:9/none", "list")
+    down = command("postgresql://127.0.0.1:9/none", "list")
     assert down.returncode == 2
     assert down.stderr.startswith("storyforge: cannot connect to the database"), down.stderr
 
     # retry: refused while the clip's upload is not kept; then queued again with
     # attempts reset, the clip processing again
     root = tmp_path / "storage"
-    gone = jobs(fresh_db, "retry", job_id, storage=root)
+    gone = await jobs(fresh_db, "retry", job_id, storage=root)
     assert gone.returncode == 1
     assert gone.stderr.strip().endswith("the clip's upload is no longer kept; upload it again")
     settings = Settings.from_env({}, database_url=fresh_db, storage_root=root)
@@ -144,7 +171,7 @@ async def test_list_show_and_refusals(fresh_db, pool, tmp_path):
         )
     finally:
         await storage.aclose()
-    again = jobs(fresh_db, "retry", job_id, storage=root)
+    again = await jobs(fresh_db, "retry", job_id, storage=root)
     assert again.returncode == 0, again.stderr
     job = await queue.get_job(pool, job_id)
     assert job is not None and (job.status, job.attempts, job.finished_at) == ("queued", 0, None)
@@ -158,7 +185,7 @@ async def test_cancel_running_job_fences_its_worker_out(fresh_db, pool):
     assert claimed is not None and claimed.id == job_id and claimed.lease_token
     token = claimed.lease_token
 
-    out = jobs(fresh_db, "cancel", job_id)
+    out = command(fresh_db, "cancel", job_id)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"{job_id} (transcode) cancelled"
     job = await queue.get_job(pool, job_id)
@@ -178,7 +205,7 @@ async def test_cancel_running_job_fences_its_worker_out(fresh_db, pool):
 
     # a cancelled job is final: neither cancelled again nor retried
     for action in ("cancel", "retry"):
-        refused = jobs(fresh_db, action, job_id)
+        refused = await jobs(fresh_db, action, job_id)
         assert refused.returncode == 1 and f"job {job_id} is cancelled" in refused.stderr
 
 
@@ -197,13 +224,13 @@ async def test_cancel_and_retry_keep_exports_and_deliveries_consistent(fresh_db,
             await outbox.emit(
                 conn, ["http://127.0.0.1:9/a"], "scene.deleted", scene_id=scene, data={}
             )
-    (first_hook,) = json.loads(jobs(fresh_db, "list", "--kind", "webhook", "--json").stdout)
+    (first_hook,) = json.loads((await jobs(fresh_db, "list", "--kind", "webhook", "--json")).stdout)
 
     # a queued webhook job cancelled: its delivery is dead and the next one gets a job
-    assert jobs(fresh_db, "cancel", first_hook["id"]).returncode == 0
-    hooks = json.loads(jobs(fresh_db, "list", "--kind", "webhook", "--json").stdout)
+    assert (await jobs(fresh_db, "cancel", first_hook["id"])).returncode == 0
+    hooks = json.loads((await jobs(fresh_db, "list", "--kind", "webhook", "--json")).stdout)
     assert sorted(h["status"] for h in hooks) == ["cancelled", "queued"]
-    shown = json.loads(jobs(fresh_db, "show", first_hook["id"], "--json").stdout)
+    shown = json.loads((await jobs(fresh_db, "show", first_hook["id"], "--json")).stdout)
     assert shown["subject"]["delivery_status"] == "dead"
 
     # an export that failed: retried, it is processing again; cancelled, failed again
@@ -212,14 +239,14 @@ async def test_cancel_and_retry_keep_exports_and_deliveries_consistent(fresh_db,
     await queue.fail_permanent(pool, claimed.id, claimed.lease_token, "the scene has no clip")
     async with pool.acquire() as conn:
         await exports.fail(conn, export_id, "the scene has no clip", webhooks=())
-    assert jobs(fresh_db, "retry", export_job.id).returncode == 0
+    assert (await jobs(fresh_db, "retry", export_job.id)).returncode == 0
     assert await pool.fetchval("SELECT status FROM exports WHERE id = $1", export_id) == (
         "processing"
     )
-    assert jobs(fresh_db, "cancel", export_job.id).returncode == 0
+    assert (await jobs(fresh_db, "cancel", export_job.id)).returncode == 0
     row = await pool.fetchrow("SELECT status, error FROM exports WHERE id = $1", export_id)
     assert (row["status"], row["error"]) == ("failed", CANCEL_REASON)
     # a dead webhook delivery is not re-sent by hand; a delete_scene job is not cancelled
     deleting = await queue.enqueue(pool, "delete_scene", {"scene_id": scene}, scene_id=scene)
-    refused = jobs(fresh_db, "cancel", deleting.id)
+    refused = await jobs(fresh_db, "cancel", deleting.id)
     assert refused.returncode == 1 and "deletes a scene" in refused.stderr
