@@ -135,13 +135,20 @@ JSON = "Content-Type: application/json"
 
 
 def api(path: str, body: str, *, auth: bool = True) -> str:
-    """A JSON POST to the API, bearer token and Content-Length right."""
+    """A JSON POST to the API with the bearer token; `body` holds no placeholder (its
+    Content-Length is counted here)."""
     headers = [AUTH] if auth else []
     length = f"Content-Length: {len(body.encode())}"
     return req(f"POST {path} HTTP/1.1", *headers, JSON, length, body=body)
 
 
-REQUESTS: dict[str, tuple[str, int]] = {
+CLOSE = "Connection: close"
+# a request hidden in a body (no placeholders: lengths are counted before they are filled)
+SMUGGLED = "GET /healthz HTTP/1.1\r\nHost: origin.test\r\n\r\n"
+
+#: name -> (bytes sent, the status of the first answer) or (bytes sent, the statuses of
+#: every answer until the server closes: a pipelined conversation).
+REQUESTS: dict[str, tuple[str, int | tuple[int, ...]]] = {
     # baselines: the same connection and placeholders answer 200
     "baseline-master": (req(f"GET {M}?{{tok}} HTTP/1.1"), 200),
     "baseline-ts": (req(f"GET {TS}?{{tok}} HTTP/1.1"), 200),
@@ -188,6 +195,33 @@ REQUESTS: dict[str, tuple[str, int]] = {
         req("POST /api/v1/scenes HTTP/1.1", AUTH, JSON, "Transfer-Encoding: chunked")
         + "zz\r\n{}\r\n0\r\n\r\n",
         400,
+    ),
+    # pipelined: a body that holds a request is a body, not a request
+    "body-holds-a-request": (
+        api("/api/v1/scenes", SMUGGLED, auth=False) + req(f"GET {M}?{{tok}} HTTP/1.1", CLOSE),
+        (401, 200),
+    ),
+    "cl-te-pipelined": (
+        req(f"POST {M}?{{tok}} HTTP/1.1", "Content-Length: 5", "Transfer-Encoding: chunked")
+        + "0\r\n\r\n"
+        + SMUGGLED,
+        (400,),
+    ),
+    "te-cl-pipelined": (
+        req(f"POST {M}?{{tok}} HTTP/1.1", "Transfer-Encoding: chunked", "Content-Length: 50")
+        + "0\r\n\r\n"
+        + SMUGGLED,
+        (400,),
+    ),
+    "duplicate-cl-pipelined": (
+        req(f"POST {M}?{{tok}} HTTP/1.1", "Content-Length: 0", "Content-Length: 60") + SMUGGLED,
+        (400,),
+    ),
+    "three-pipelined": (
+        req(f"GET {M}?{{tok}} HTTP/1.1")
+        + req(f"GET {TS}?{{tok}} HTTP/1.1", "Range: bytes=0-3")
+        + req(f"GET {M} HTTP/1.1", CLOSE),
+        (200, 206, 403),
     ),
     "obs-fold": (req(f"GET {M}?{{tok}} HTTP/1.1", "X-Note: one", " folded"), 400),
     "bare-lf": (f"GET {M}?{{tok}} HTTP/1.1\nHost: origin.test\n\n", 400),
@@ -387,32 +421,66 @@ def stack(module_db, tmp_path_factory) -> Iterator[Stack]:
         loop.close()
 
 
-def exchange(port: int, template: str, stack: Stack) -> tuple[int, bytes]:
-    """Send one crafted request on a fresh connection; (status, body) of the answer,
-    (0, b"") when the connection closed without one."""
-    for name, value in stack.fields.items():
-        template = template.replace("{" + name + "}", value)
-    raw = template.encode("latin-1")
-    with socket.create_connection(("127.0.0.1", port), timeout=EXCHANGE_SECONDS) as sock:
-        sock.sendall(raw)
-        data = b""
+def _answers(sock: socket.socket) -> Iterator[tuple[int, bytes]]:
+    """(status, body) of each answer on the connection until the server closes it."""
+    data = b""
+    while True:
         while b"\r\n\r\n" not in data:
             chunk = sock.recv(65536)
             if not chunk:
-                return (0, b"")
+                return
             data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), rest
+        head, _, data = data.partition(b"\r\n\r\n")
+        fields = dict(
+            (k.strip().lower(), v.strip())
+            for k, _, v in (ln.partition(b":") for ln in head.split(b"\r\n")[1:])
+        )
+        if b"content-length" in fields:
+            end = int(fields[b"content-length"])
+        elif fields.get(b"transfer-encoding") == b"chunked":
+            while b"0\r\n\r\n" not in data:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            end = data.find(b"0\r\n\r\n") + 5
+        else:
+            end = len(data)
+        while len(data) < end:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        yield int(head.split(b" ", 2)[1]), data[:end]
+        data = data[end:]
+
+
+def exchange(port: int, template: str, stack: Stack, *, every: bool = False) -> list[int]:
+    """Send crafted bytes on a fresh connection; the status of the first answer, or with
+    `every` of each answer until the server closes ([] when none came). Every answer
+    is checked for server paths and tracebacks."""
+    for name, value in stack.fields.items():
+        template = template.replace("{" + name + "}", value)
+    statuses = []
+    root = str(stack.settings.storage_root).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=EXCHANGE_SECONDS) as sock:
+        sock.sendall(template.encode("latin-1"))
+        for status, answer in _answers(sock):
+            assert root not in answer and b"Traceback" not in answer, answer[:300]
+            statuses.append(status)
+            if not every:
+                break
+    return statuses
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "plain"])
 @pytest.mark.parametrize("name", list(REQUESTS))
 def test_hostile_request(stack, name, fast):
     template, expected = REQUESTS[name]
-    status, rest = exchange(stack.ports[fast], template, stack)
-    assert status == expected, (name, status, rest[:300])
-    root = str(stack.settings.storage_root)
-    assert root.encode() not in rest and b"Traceback" not in rest
+    if isinstance(expected, int):
+        assert exchange(stack.ports[fast], template, stack) == [expected], name
+    else:  # the whole conversation: no request smuggled in, none lost
+        assert exchange(stack.ports[fast], template, stack, every=True) == list(expected), name
 
 
 # --------------------------------------------------------------------------- upload runs
