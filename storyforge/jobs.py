@@ -129,8 +129,14 @@ def job_json(job: queue.Job, subject: Mapping[str, Any] | None = None) -> dict[s
     return out
 
 
+def printable(text: str) -> str:
+    """`text` safe for a terminal: control characters (an error may quote bytes of an
+    upload, escape sequences included) shown as `?`, line ends kept."""
+    return "".join(c if c.isprintable() or c == "\n" else "?" for c in text)
+
+
 def _one_line(text: str | None, width: int) -> str:
-    flat = " ".join((text or "").split())
+    flat = printable(" ".join((text or "").split()))
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
@@ -176,13 +182,12 @@ def describe(job: queue.Job, subject: Mapping[str, Any]) -> str:
         ("due", _when(job.run_after)),
         ("updated", _when(job.updated_at)),
         ("finished", _when(job.finished_at) or "-"),
-        ("last error", job.last_error or "-"),
+        ("last error", printable(job.last_error or "-")),
     ]
     if subject.get("segment_status"):
         seg = subject["segment_status"]
-        fields.append(
-            ("clip", f"{seg}: {subject['segment_error']}" if subject.get("segment_error") else seg)
-        )
+        error = subject.get("segment_error")
+        fields.append(("clip", f"{seg}: {printable(error)}" if error else seg))
     if subject.get("export_id"):
         fields.append(("export", f"{subject['export_id']} {subject['export_status']}"))
     if subject.get("delivery_endpoint"):
@@ -191,10 +196,10 @@ def describe(job: queue.Job, subject: Mapping[str, Any]) -> str:
         )
     width = max(len(name) for name, _ in fields)
     lines = [f"{name.ljust(width)}  {value}" for name, value in fields]
-    lines.append("payload".ljust(width) + "  " + json.dumps(job.payload, sort_keys=True))
+    lines.append("payload".ljust(width) + "  " + json.dumps(job.payload, sort_keys=True))  # ASCII
     lines.append(f"errors ({len(job.errors)}):")
     for e in job.errors:
-        lines.append(f"  attempt {e.get('attempt')} at {e.get('at')}: {e.get('error')}")
+        lines.append(printable(f"  attempt {e.get('attempt')} at {e.get('at')}: {e.get('error')}"))
     return "\n".join(lines)
 
 

@@ -120,6 +120,12 @@ async def test_list_show_and_refusals(fresh_db, pool, tmp_path):
     await queue.fail_permanent(
         pool, job_id, str(claimed.lease_token), "not a video container (hls)"
     )
+    await pool.execute(  # an error quoting an upload's bytes: a terminal escape sequence
+        "UPDATE jobs SET errors = errors || jsonb_build_array(jsonb_build_object("
+        "'attempt', 0, 'at', 'then', 'error', $2::text)) WHERE id = $1",
+        job_id,
+        "bad name \x1b]0;owned\x07",
+    )
     async with pool.acquire() as conn:
         await catalog.fail_segment(conn, segment, "not a video container (hls)", webhooks=())
     shown = await jobs(fresh_db, "show", job_id)
@@ -130,8 +136,10 @@ async def test_list_show_and_refusals(fresh_db, pool, tmp_path):
     assert fields["last"] == "error  not a video container (hls)"
     assert fields["clip"] == "failed: not a video container (hls)"
     assert "attempt 1 at " in shown.stdout and shown.stdout.count("not a video container") == 3
+    assert "attempt 0 at then: bad name ?]0;owned?" in shown.stdout and "\x1b" not in shown.stdout
     as_json = json.loads((await jobs(fresh_db, "show", job_id, "--json")).stdout)
     assert as_json["errors"][0]["error"] == "not a video container (hls)"
+    assert as_json["errors"][1]["error"] == "bad name \x1b]0;owned\x07"  # JSON escapes it
     assert as_json["subject"] == {
         "segment_status": "failed",
         "segment_error": as_json["last_error"],
@@ -175,7 +183,7 @@ async def test_list_show_and_refusals(fresh_db, pool, tmp_path):
     assert again.returncode == 0, again.stderr
     job = await queue.get_job(pool, job_id)
     assert job is not None and (job.status, job.attempts, job.finished_at) == ("queued", 0, None)
-    assert len(job.errors) == 1  # kept
+    assert len(job.errors) == 2  # kept
     assert (await catalog.segment_status(pool, segment) or {})["status"] == "processing"
 
 
