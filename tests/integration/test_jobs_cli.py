@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from origin.storage import open_configured_storage
 from storyforge import cli
 from storyforge import jobs as storyforge_jobs
 from storyforge.jobs import CANCEL_REASON
+from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
 
 STORYFORGE = [sys.executable, "-m", "storyforge.cli", "jobs"]
 
@@ -258,3 +261,49 @@ async def test_cancel_and_retry_keep_exports_and_deliveries_consistent(fresh_db,
     deleting = await queue.enqueue(pool, "delete_scene", {"scene_id": scene}, scene_id=scene)
     refused = await jobs(fresh_db, "cancel", deleting.id)
     assert refused.returncode == 1 and "deletes a scene" in refused.stderr
+
+
+@pytest.fixture
+def settings(settings, fresh_db):
+    """The module's workers (run_workers) on the test's own database."""
+    return dataclasses.replace(settings, database_url=fresh_db)
+
+
+@pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)
+async def test_cancel_stops_a_real_transcode_before_it_publishes(
+    fresh_db, pool, settings, run_workers, tmp_path
+):
+    scene, segment, job_id = await clip_job(pool)
+    # long enough that its transcode cannot finish before the cancel lands; killed early
+    clip = make_clip(tmp_path / "long.mp4", width=320, height=180, fps=15, duration=30)
+    storage = await open_configured_storage(settings)
+    try:
+        await storage.ensure_buckets(settings.buckets)
+        await storage.put(
+            settings.internal_bucket,
+            layout.upload_key(job_id),
+            clip.read_bytes(),
+            content_type="video/mp4",
+            cache_control="no-store",
+            tags={"type": "internal"},
+        )
+    finally:
+        await storage.aclose()
+    run_workers()
+    deadline = time.monotonic() + 60
+    while (job := await queue.get_job(pool, job_id)) and job.progress <= 2:  # ffmpeg runs
+        assert job.status in ("queued", "running") and time.monotonic() < deadline, job
+        await asyncio.sleep(0.1)
+
+    assert (await jobs(fresh_db, "cancel", job_id)).returncode == 0
+    while (job := await queue.get_job(pool, job_id)) and job.lease_token is not None:
+        assert time.monotonic() < deadline, "the worker never let go of its cancelled job"
+        await asyncio.sleep(0.1)  # it does once its handler (and ffmpeg) stopped
+    assert job is not None and (job.status, job.progress < 100) == ("cancelled", True)
+    state = await catalog.segment_status(pool, segment) or {}
+    assert (state["status"], state["error"]) == ("failed", CANCEL_REASON)
+    assert (
+        await pool.fetchval("SELECT count(*) FROM renditions WHERE segment_id = $1", segment) == 0
+    )
+    published = settings.storage_root / settings.videos_bucket / scene / segment
+    assert not published.exists() or not any(published.iterdir())
