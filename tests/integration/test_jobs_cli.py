@@ -90,6 +90,23 @@ async def clip_job(pool: asyncpg.Pool) -> tuple[str, str, str]:
     return scene.id, segment, job
 
 
+async def keep_upload(settings: Settings, job_id: str, data: bytes) -> None:
+    """Store a transcode's upload where the upload API keeps it."""
+    storage = await open_configured_storage(settings)
+    try:
+        await storage.ensure_buckets(settings.buckets)
+        await storage.put(
+            settings.internal_bucket,
+            layout.upload_key(job_id),
+            data,
+            content_type="video/mp4",
+            cache_control="no-store",
+            tags={"type": "internal"},
+        )
+    finally:
+        await storage.aclose()
+
+
 async def test_list_show_and_refusals(fresh_db, pool, tmp_path):
     scene, segment, job_id = await clip_job(pool)
     other = await queue.enqueue(pool, "expire_upload", {"upload_id": "upl_000000000000"})
@@ -168,20 +185,9 @@ async def test_list_show_and_refusals(fresh_db, pool, tmp_path):
     gone = await jobs(fresh_db, "retry", job_id, storage=root)
     assert gone.returncode == 1
     assert gone.stderr.strip().endswith("the clip's upload is no longer kept; upload it again")
-    settings = Settings.from_env({}, database_url=fresh_db, storage_root=root)
-    storage = await open_configured_storage(settings)
-    try:
-        await storage.ensure_buckets(settings.buckets)
-        await storage.put(
-            settings.internal_bucket,
-            layout.upload_key(job_id),
-            b"clip",
-            content_type="video/mp4",
-            cache_control="no-store",
-            tags={"type": "internal"},
-        )
-    finally:
-        await storage.aclose()
+    await keep_upload(
+        Settings.from_env({}, database_url=fresh_db, storage_root=root), job_id, b"clip"
+    )
     again = await jobs(fresh_db, "retry", job_id, storage=root)
     assert again.returncode == 0, again.stderr
     job = await queue.get_job(pool, job_id)
@@ -276,19 +282,7 @@ async def test_cancel_stops_a_real_transcode_before_it_publishes(
     scene, segment, job_id = await clip_job(pool)
     # long enough that its transcode cannot finish before the cancel lands; killed early
     clip = make_clip(tmp_path / "long.mp4", width=320, height=180, fps=15, duration=30)
-    storage = await open_configured_storage(settings)
-    try:
-        await storage.ensure_buckets(settings.buckets)
-        await storage.put(
-            settings.internal_bucket,
-            layout.upload_key(job_id),
-            clip.read_bytes(),
-            content_type="video/mp4",
-            cache_control="no-store",
-            tags={"type": "internal"},
-        )
-    finally:
-        await storage.aclose()
+    await keep_upload(settings, job_id, clip.read_bytes())
     run_workers()
     deadline = time.monotonic() + 60
     while (job := await queue.get_job(pool, job_id)) and job.progress <= 2:  # ffmpeg runs
