@@ -333,11 +333,14 @@ def invalidation_families(
     ]
 
 
-def delivery_families(deliveries: Mapping[str, int] | None) -> list[Metric]:
-    """Webhook deliveries by status, read from Postgres (None: not read)."""
+def delivery_families(
+    deliveries: Mapping[str, int] | None, oldest_pending: float | None = None
+) -> list[Metric]:
+    """Webhook deliveries by status and the age of the oldest undelivered event, read
+    from Postgres (None: not read)."""
     if deliveries is None:
         return []
-    return [
+    families = [
         family(
             GaugeMetricFamily,
             "storyforge_webhook_deliveries",
@@ -347,6 +350,17 @@ def delivery_families(deliveries: Mapping[str, int] | None) -> list[Metric]:
             (((k,), n) for k, n in sorted(deliveries.items())),
         )
     ]
+    if oldest_pending is not None:
+        families.append(
+            family(
+                GaugeMetricFamily,
+                "storyforge_webhook_oldest_pending_seconds",
+                "Age of the oldest event with a delivery still waiting or queued (0: none)",
+                [],
+                [((), oldest_pending)],
+            )
+        )
+    return families
 
 
 def process_family() -> Metric:

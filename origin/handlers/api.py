@@ -23,6 +23,8 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         body = await request.json()
     except ValueError:
         raise bad_request("the body is not valid JSON") from None
+    except RecursionError:  # json's decoder gives up on deep nesting this way
+        raise bad_request("the body's JSON is nested too deeply") from None
     if not isinstance(body, dict):
         raise bad_request("the body must be a JSON object")
     return body
@@ -33,6 +35,8 @@ def _text_field(body: dict[str, Any], name: str, max_len: int) -> str:
     if not isinstance(value, str) or not value.strip():
         raise bad_request(f"'{name}' must be a non-empty string")
     value = value.strip()
+    if "\x00" in value:  # PostgreSQL text cannot hold it
+        raise bad_request(f"'{name}' must not contain NUL characters")
     if len(value) > max_len:
         raise bad_request(f"'{name}' is longer than {max_len} characters")
     return value
