@@ -102,6 +102,7 @@ BOTH_PATHS = {
     "test_signed",
     "test_assets",
     "test_chapters",
+    "test_bounds",
 }
 
 
