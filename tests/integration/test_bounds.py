@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -263,6 +264,29 @@ async def test_100_continue_only_after_the_checks(client, bounded):
         assert status == 202, body
     finally:
         conn.close()
+
+
+async def test_error_texts_carry_no_server_paths(client, bounded):
+    """The unauthenticated segment status shows a failed clip's error without the
+    server's paths, whatever shape the tool or storage gave them."""
+    scene, (user,) = await new_scene(client)
+    seg = await publish(bounded, scene, user, 1, [4.0], ready=False)
+    error = (
+        "not a readable video file: file:/tmp/storyforge-job_1/source.mp4: Invalid data; "
+        "concat:/var/lib/sf/a.ts|/var/lib/sf/b.ts; reading "
+        f"{bounded.storage_root}/storyforge-internal/jobs/job_1/raw_output.mp4: [Errno 5]"
+    )
+    pool = await asyncpg.connect(bounded.database_url)
+    try:
+        await pool.execute(
+            "UPDATE segments SET status = 'failed', error = $2 WHERE id = $1", seg, error
+        )
+    finally:
+        await pool.close()
+    r = await client.get(f"/api/v1/segments/{seg}")  # no token
+    body = await r.read()
+    assert r.status == 200 and b"Invalid data" in body and b"raw_output.mp4" in body
+    no_server_paths(body, bounded.storage_root)
 
 
 async def _slow_download(port: int, path: str, size: int, started: asyncio.Event) -> int:
