@@ -63,9 +63,10 @@ class HeadClock:
     connection opened or after an answer was sent, stops at the next answer, and when
     it runs out while aiohttp still waits for a head (the bytes so far are not one),
     `expire` is called. While a request is being handled it does nothing: its body
-    has its own timeout."""
+    has its own timeout. One timer per connection, moved only when it fires (answers
+    on a busy keep-alive connection schedule nothing)."""
 
-    __slots__ = ("_inner", "_seconds", "_expire", "_loop", "_handle")
+    __slots__ = ("_inner", "_seconds", "_expire", "_loop", "_handle", "_started")
 
     def __init__(self, inner: RequestHandler, seconds: float, expire: Callable[[], None]) -> None:
         self._inner = inner
@@ -73,21 +74,32 @@ class HeadClock:
         self._expire = expire
         self._loop = asyncio.get_event_loop()
         self._handle: asyncio.TimerHandle | None = None
+        self._started: float | None = None
 
     def data(self) -> None:
-        if self._handle is None:
-            self._handle = self._loop.call_later(self._seconds, self._fire)
+        if self._started is None:
+            self._started = self._loop.time()
+            if self._handle is None:
+                self._handle = self._loop.call_at(self._started + self._seconds, self._fire)
 
     def answered(self) -> None:
-        self.stop()
+        self._started = None
 
     def stop(self) -> None:
+        self._started = None
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
 
     def _fire(self) -> None:
         self._handle = None
+        if self._started is None:
+            return
+        due = self._started + self._seconds
+        if self._loop.time() < due:
+            self._handle = self._loop.call_at(due, self._fire)
+            return
+        self._started = None
         if waiting_for_head(self._inner):
             self._expire()
 
