@@ -36,12 +36,9 @@ def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
         "lingering_time": LINGER_SECONDS,
         **kwargs,
     }
-    settings = app[keys.SETTINGS]
-    if settings.fast_path:
+    if app[keys.SETTINGS].fast_path:
         return FastPathRunner(app, warm_scene_documents, **options)
-    return BoundedRunner(
-        app, header_timeout=settings.header_timeout, stats=app[keys.HTTP_STATS], **options
-    )
+    return BoundedRunner(app, **options)
 
 
 async def drain(runner: web.AppRunner, grace: float) -> None:

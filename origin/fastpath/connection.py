@@ -393,7 +393,8 @@ class FastPathConnection(asyncio.Protocol):
         return True
 
     def _head_expired(self) -> None:
-        expire_head(self._transport, self._options.header_timeout, self._options.stats)
+        options = self._options
+        expire_head(self._transport, options.header_timeout, options.stats, options.access_log)
 
     def _hand_over(self, buf: bytes) -> None:
         self._handed_over = True

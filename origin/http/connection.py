@@ -25,6 +25,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.web_protocol import RequestHandler
 
+from origin import keys
 from origin.metrics import HttpStats
 
 log = logging.getLogger("storyforge.origin")
@@ -104,24 +105,31 @@ class HeadClock:
             self._expire()
 
 
-def expire_head(transport: asyncio.Transport | None, seconds: float, stats: HttpStats) -> None:
-    """Answer 408 to a head that took too long and close the connection."""
+def expire_head(
+    transport: asyncio.Transport | None, seconds: float, stats: HttpStats, access_log: str
+) -> None:
+    """Answer 408 to a head that took too long and close the connection; counted as
+    a 408 of no route, logged unless ACCESS_LOG=off."""
     if transport is None or transport.is_closing():
         return
     answer = timeout_answer(seconds)
     transport.write(answer)
     transport.close()
     stats.answered("unmatched", 408, seconds, len(answer))
-    log.info("request head not complete within %g s: 408, connection closed", seconds)
+    if access_log != "off":
+        log.info("request head not complete within %g s: 408, connection closed", seconds)
 
 
 class BoundedConnection(asyncio.Protocol):
     """aiohttp's protocol object for one connection, with the header timeout."""
 
-    def __init__(self, inner: RequestHandler, seconds: float, stats: HttpStats) -> None:
+    def __init__(
+        self, inner: RequestHandler, seconds: float, stats: HttpStats, access_log: str
+    ) -> None:
         self._inner = inner
         self._seconds = seconds
         self._stats = stats
+        self._access_log = access_log
         self._transport: asyncio.Transport | None = None
         self._clock = HeadClock(inner, seconds, self._expired)
 
@@ -152,7 +160,7 @@ class BoundedConnection(asyncio.Protocol):
         self._clock.answered()
 
     def _expired(self) -> None:
-        expire_head(self._transport, self._seconds, self._stats)
+        expire_head(self._transport, self._seconds, self._stats, self._access_log)
 
 
 def observing(access_log: type[AbstractAccessLogger]) -> type[AbstractAccessLogger]:
@@ -198,25 +206,24 @@ class WrappingServer:
 
 
 class BoundedRunner(web.AppRunner):
-    """The plain AppRunner whose connections have the header timeout."""
+    """The plain AppRunner whose connections have the header timeout (the app's
+    HEADER_TIMEOUT; a 408 is counted in its HTTP_STATS)."""
 
     def __init__(
         self,
         app: web.Application,
         *,
-        header_timeout: float,
-        stats: HttpStats,
         access_log_class: type[AbstractAccessLogger],
         **kwargs: Any,
     ) -> None:
         super().__init__(app, access_log_class=observing(access_log_class), **kwargs)
-        self._header_timeout = header_timeout
-        self._stats = stats
 
     async def _make_server(self) -> web.Server:  # BaseRunner's hook for the server
         server = await super()._make_server()
-        seconds, stats = self._header_timeout, self._stats
-        return cast(
-            web.Server,
-            WrappingServer(server, lambda inner: BoundedConnection(inner, seconds, stats)),
-        )
+        settings, stats = self.app[keys.SETTINGS], self.app[keys.HTTP_STATS]
+        seconds, mode = settings.header_timeout, settings.access_log
+
+        def wrap(inner: RequestHandler) -> asyncio.Protocol:
+            return BoundedConnection(inner, seconds, stats, mode)
+
+        return cast(web.Server, WrappingServer(server, wrap))
