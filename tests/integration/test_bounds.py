@@ -8,6 +8,7 @@ two, on loopback."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import logging
 import os
@@ -180,6 +181,42 @@ async def test_stalled_and_trickling_bodies_get_408_and_leave_nothing(client, bo
     samples = await scrape(client)
     assert requests(samples, ROUTE, 408, "app") == 2
     assert requests(samples, ROUTE, 500, "app") == 0
+
+
+async def test_stalled_tus_patch_gets_408_and_keeps_what_arrived(client, bounded):
+    """A tus PATCH cut by the idle timeout is like one cut by the client: the bytes
+    that arrived count (Upload-Offset), the client resumes from there."""
+    scene, (user,) = await new_scene(client)
+    meta = ",".join(
+        f"{k} {base64.b64encode(v.encode()).decode()}"
+        for k, v in {"sceneId": scene, "contributor": user, "filetype": "video/mp4"}.items()
+    )
+    r = await client.post(
+        "/api/v1/uploads",
+        headers={
+            **client.headers_auth,
+            "Tus-Resumable": "1.0.0",
+            "Upload-Length": "1000",
+            "Upload-Metadata": meta,
+        },
+    )
+    assert r.status == 201, await r.text()
+    location = r.headers["Location"]
+    conn = await Conn.open(client.port)
+    try:
+        head = (
+            f"PATCH {location} HTTP/1.1\r\nHost: origin.test\r\nTus-Resumable: 1.0.0\r\n"
+            "Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
+            "Content-Length: 1000\r\n\r\n"
+        )
+        await conn.send(head.encode() + b"abc")
+        status, headers, body = await conn.answer(timeout=TIMEOUT + 3)
+        assert status == 408, body
+        assert headers["upload-offset"] == "3" and headers["tus-resumable"] == "1.0.0"
+    finally:
+        conn.close()
+    r = await client.head(location, headers={"Tus-Resumable": "1.0.0"})
+    assert r.status == 200 and r.headers["Upload-Offset"] == "3"
 
 
 async def test_upload_cap_refuses_before_the_body(client, bounded):
