@@ -45,7 +45,8 @@ async def drain(runner: web.AppRunner, grace: float) -> None:
     """Stop gracefully: stop accepting connections and uploads (503), let the requests
     in flight (uploads being received, downloads being sent) finish within `grace`
     seconds, every answer meanwhile closing its connection; then cut what is left
-    (a body still arriving is answered 503, drain.py) and log each."""
+    (a body still arriving is answered 503, drain.py), log each, and close every
+    connection."""
     app = runner.app
     draining = app[DRAINING]
     draining.stopping = True
@@ -58,6 +59,11 @@ async def drain(runner: web.AppRunner, grace: float) -> None:
         for line in draining.cut():
             log.warning("cut by shutdown after %g s: %s", grace, line)
         await draining.wait(CUT_SECONDS)
+    # every answer owed has been sent or cut: idle connections and aiohttp's lingering
+    # reads after early answers need not hold up the exit
+    if runner.server is not None:
+        for conn in list(runner.server.connections):
+            conn.force_close()
     log.info("stopped")
 
 

@@ -270,6 +270,7 @@ class FastPathConnection(asyncio.Protocol):
         self._last_data = 0.0
         self._idle_handle: asyncio.TimerHandle | None = None
         self._clock = HeadClock(inner, options.header_timeout, self._head_expired)
+        self._timed_out = False
 
     # asyncio.Protocol
 
@@ -305,6 +306,8 @@ class FastPathConnection(asyncio.Protocol):
             self._process()
 
     def data_received(self, data: bytes) -> None:
+        if self._timed_out:
+            return  # the rest of a head that came too late
         self._last_data = self._loop.time()
         self._clock.data()
         if self._handed_over:
@@ -393,6 +396,7 @@ class FastPathConnection(asyncio.Protocol):
         return True
 
     def _head_expired(self) -> None:
+        self._timed_out = True
         options = self._options
         expire_head(self._transport, options.header_timeout, options.stats, options.access_log)
 

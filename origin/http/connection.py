@@ -29,6 +29,7 @@ from origin import keys
 from origin.metrics import HttpStats
 
 log = logging.getLogger("storyforge.origin")
+LINGER_SECONDS = 1.0  # a late head's connection stays half-closed this long
 
 
 def waiting_for_head(inner: RequestHandler) -> bool:
@@ -109,12 +110,19 @@ def expire_head(
     transport: asyncio.Transport | None, seconds: float, stats: HttpStats, access_log: str
 ) -> None:
     """Answer 408 to a head that took too long and close the connection; counted as
-    a 408 of no route, logged unless ACCESS_LOG=off."""
+    a 408 of no route, logged unless ACCESS_LOG=off. The connection is half-closed
+    first and closed LINGER_SECONDS later (RFC 9112 §9.6): a client still sending
+    would otherwise get a reset that can destroy the 408 before it is read. The
+    caller drops what arrives meanwhile."""
     if transport is None or transport.is_closing():
         return
     answer = timeout_answer(seconds)
     transport.write(answer)
-    transport.close()
+    if transport.can_write_eof():
+        transport.write_eof()
+        asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
+    else:
+        transport.close()
     stats.answered("unmatched", 408, seconds, len(answer))
     if access_log != "off":
         log.info("request head not complete within %g s: 408, connection closed", seconds)
@@ -132,6 +140,7 @@ class BoundedConnection(asyncio.Protocol):
         self._access_log = access_log
         self._transport: asyncio.Transport | None = None
         self._clock = HeadClock(inner, seconds, self._expired)
+        self._timed_out = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
@@ -143,6 +152,8 @@ class BoundedConnection(asyncio.Protocol):
         self._inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._timed_out:
+            return  # the rest of a head that came too late
         self._clock.data()
         self._inner.data_received(data)
 
@@ -160,6 +171,7 @@ class BoundedConnection(asyncio.Protocol):
         self._clock.answered()
 
     def _expired(self) -> None:
+        self._timed_out = True
         expire_head(self._transport, self._seconds, self._stats, self._access_log)
 
 
