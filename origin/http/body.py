@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 from aiohttp import web
 
-from origin.errors import ApiError
+from origin.errors import ApiError, error_response
 
 RETRY_AFTER_SECONDS = 5  # what a refused upload is told to wait
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -87,13 +87,19 @@ class UploadSlots:
 UPLOAD_SLOTS: web.AppKey[UploadSlots] = web.AppKey("upload_slots", UploadSlots)
 
 
-async def defer_continue(request: web.Request) -> None:
+async def defer_continue(request: web.Request) -> web.Response | None:
     """A route's `expect_handler`: unlike aiohttp's default it sends nothing when the
     request arrives (`send_continue` does, once the handler's checks passed); an
-    expectation other than 100-continue is refused (417, RFC 9110 §10.1.1)."""
+    expectation other than 100-continue is refused (417, RFC 9110 §10.1.1). aiohttp
+    calls it before the middlewares, so a refusal is an answer, not an exception."""
     expect = request.headers.get("Expect", "")
     if request.version >= (1, 1) and expect.lower() != "100-continue":
-        raise ApiError(417, "expectation_failed", f"unknown expectation: {expect[:64]!r}")
+        response = error_response(
+            417, "expectation_failed", f"unknown expectation: {expect[:64]!r}"
+        )
+        response.force_close()  # the body, if any, was not read
+        return response
+    return None
 
 
 async def send_continue(request: web.Request) -> None:

@@ -281,6 +281,7 @@ async def test_100_continue_only_after_the_checks(client, bounded):
         (upload_head(scene, user, 1000, expect).replace(b"video/mp4", b"image/png"), 415),
         (upload_head(scene, user, bounded.max_upload_bytes + 1, expect), 413),
         (upload_head(scene, "usr_" + "0" * 22, 1000, expect), 404),
+        (upload_head(scene, user, 1000, "Expect: something-else"), 417),
         (  # a tus creation-with-upload: the same rule
             b"POST /api/v1/uploads HTTP/1.1\r\nHost: origin.test\r\nTus-Resumable: 1.0.0\r\n"
             b"Upload-Length: 1000\r\nContent-Type: application/offset+octet-stream\r\n"
