@@ -51,16 +51,18 @@ def observe(
 
 class HttpStats:
     """What the app's answers add up to: requests by (route, status, answered_by),
-    latency series by (route, answered_by), bytes sent by answered_by, and how many
-    requests the app is handling right now."""
+    latency series by (route, answered_by), bytes sent by answered_by, how many
+    requests the app is handling right now, and requests whose client went away before
+    their answer (by route; not among the answered requests)."""
 
-    __slots__ = ("requests", "latencies", "bytes_sent", "in_flight")
+    __slots__ = ("requests", "latencies", "bytes_sent", "in_flight", "client_closed")
 
     def __init__(self) -> None:
         self.requests: RequestCounts = Counter()
         self.latencies: dict[tuple[str, str], list[float]] = {}
         self.bytes_sent: Counter[str] = Counter()
         self.in_flight = 0
+        self.client_closed: Counter[str] = Counter()
 
     def answered(self, route: str, status: int, seconds: float, sent: int) -> None:
         self.requests[(route, status, "app")] += 1
@@ -217,6 +219,14 @@ def http_families(stats: HttpStats, fast: FastPathAnswers, fast_route: str) -> l
             "Requests the app is handling now",
             [],
             [((), stats.in_flight)],
+        ),
+        family(
+            CounterMetricFamily,
+            "storyforge_client_closed",
+            "Requests whose client closed the connection before the answer (mid-upload, "
+            "say), by route template; not counted in storyforge_http_requests",
+            ["route"],
+            (((route,), n) for route, n in sorted(stats.client_closed.items())),
         ),
     ]
 

@@ -143,6 +143,7 @@ BOTH_PATHS = {
     "test_signed",
     "test_assets",
     "test_chapters",
+    "test_bounds",
 }
 
 
