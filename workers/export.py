@@ -3,9 +3,10 @@ scene's published HLS renditions of one quality (never from the uploads).
 
 The media segments are fetched through the Storage protocol in order, a few at a time
 (`EXPORT_FETCH_CONCURRENCY`), and streamed through the TS joiner (`workers.tsjoin`)
-into one ffmpeg that stream-copies them into the MP4 (`workers.exportcmd`): memory
-holds a bounded number of segments whatever the scene's length, and disk only the
-MP4 being written. A moment's edge GOPs are re-encoded with the rendition's own
+into one ffmpeg that stream-copies them into a fragmented MP4 (`workers.exportcmd`),
+which `workers.mp4flat` rewrites as the progressive, moov-first MP4: memory holds a
+bounded number of segments and the sample tables whatever the scene's length, and
+disk the MP4 (twice, while it is rewritten). A moment's edge GOPs are re-encoded with the rendition's own
 encoder settings; everything between them is copied. Progress goes to the job's
 heartbeat. The MP4 and `export_manifest.json` go to the exports bucket under the
 export's own prefix, then one transaction fenced by the job's lease marks the export
@@ -30,7 +31,7 @@ from origin import catalog, exportplan, exports, layout, queue
 from origin.exportplan import BadRequest, Moment, Part, Plan
 from origin.settings import Settings
 from origin.storage import ObjectNotFound, Storage
-from workers import exportcmd, ffmpeg
+from workers import exportcmd, ffmpeg, mp4flat
 from workers.encoding import DEFAULT_LADDER, Rung
 from workers.probe import ffprobe_command
 from workers.tsjoin import JoinError, TsJoiner, first_video_pts
@@ -298,7 +299,8 @@ async def _compile(
 ) -> float:
     """Fetch, join and remux; returns the MP4's duration as ffprobe measures it."""
     joiner = TsJoiner(dts_grid=exportcmd.dts_grid(plan.max_fps))
-    cmd = exportcmd.remux_command(mp4, level=plan.level, max_fps=plan.max_fps)
+    fragmented = work / "fragmented.mp4"
+    cmd = exportcmd.remux_command(fragmented, level=plan.level, max_fps=plan.max_fps)
     journal.append("$ " + " ".join(cmd))
     fetcher = Prefetcher(
         storage, settings.videos_bucket, scene_id, plan, settings.export_fetch_concurrency
@@ -332,6 +334,15 @@ async def _compile(
     if result.returncode != 0:
         tail = result.stderr.strip().splitlines()[-1:] or ["no output"]
         raise ExportFailed(f"ffmpeg exited with {result.returncode}: {tail[0][:300]}")
+    try:  # in a thread: a few seconds of copying for a long scene
+        flat = await asyncio.to_thread(mp4flat.flatten, fragmented, mp4)
+    except mp4flat.Mp4FlatError as exc:
+        raise ExportFailed(
+            f"ffmpeg's fragmented MP4 could not be made progressive: {exc}"
+        ) from None
+    finally:
+        fragmented.unlink(missing_ok=True)
+    journal.append(f"# progressive: {flat}")
     return await _check(mp4, plan, journal)
 
 
