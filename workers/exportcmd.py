@@ -1,12 +1,13 @@
 """The export job's ffmpeg commands: the remux of the joined MPEG-TS stream (stdin)
 into a fragmented MP4 and the re-encode of a cut GOP with its rendition's own encoder
-settings. Pure: `workers.export` runs them (then `workers.mp4flat`, and reads the MP4
-back with `workers.probe.ffprobe_command`).
+settings, and the rewrite of the fragmented MP4 as a progressive one
+(`workers.mp4flat`). Pure: `workers.export` runs them.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from fractions import Fraction
 
 from origin.exportplan import Cut
@@ -90,6 +91,13 @@ def remux_command(output: str | os.PathLike[str], *, level: int, max_fps: Fracti
         "mp4",
         input_url(output),
     ]
+
+
+def flatten_command(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> list[str]:
+    """The fragmented MP4 rewritten as a progressive one by `workers.mp4flat`, in a
+    process of its own: its sample tables (a few MB for a long scene) never weigh on
+    the worker. It prints what the written MP4 declares as one JSON line."""
+    return [sys.executable, "-m", "workers.mp4flat", os.fspath(source), os.fspath(target)]
 
 
 def cut_command(

@@ -20,16 +20,21 @@ is one track run of the input. The edit lists come from the fragmented `moov` (f
 sample group (§10.1, roll distance -1) that ffmpeg's progressive muxer writes.
 
 `flatten` is the thin file layer; `Fragments` and `progressive_header` are pure.
+`describe` reads back what a written MP4 declares (top-level boxes, tracks, codecs,
+durations) from its `moov` alone. The export job runs both in a child process
+(`python -m workers.mp4flat FRAGMENTED OUT`, printing one JSON line), so the tables
+never weigh on the worker: ffprobe, which would index every sample too, is not needed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import sys
 from array import array
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -408,52 +413,50 @@ def _edits(elst: bytes, track: Track, movie_scale: int) -> tuple[bytes, int]:
     ), total
 
 
-def _stbl(stbl: bytes, track: Track, chunk_offsets: array, wide: bool) -> bytes:  # type: ignore[type-arg]
+Pieces = list[bytes]  # a box as the byte strings it is made of, written one after another
+
+
+def _boxed(kind: bytes, pieces: Pieces) -> Pieces:
+    """A box around `pieces`, without copying them: a long table stays one string."""
+    return [struct.pack(">I4s", 8 + sum(map(len, pieces)), kind), *pieces]
+
+
+def _full_boxed(kind: bytes, version: int, flags: int, pieces: Pieces) -> Pieces:
+    return _boxed(kind, [struct.pack(">I", version << 24 | flags), *pieces])
+
+
+def _stbl(stbl: bytes, track: Track, chunk_offsets: array, wide: bool) -> Pieces:  # type: ignore[type-arg]
     n = track.count
-    parts = [box(b"stsd", child(stbl, b"stsd"))]
-    parts.append(
-        full_box(
-            b"stts",
-            0,
-            0,
-            struct.pack(">I", len(track.stts_counts)),
-            _interleave(track.stts_counts, track.stts_deltas),
-        )
-    )
+    runs = struct.pack(">I", len(track.stts_counts))
+    pieces = [box(b"stsd", child(stbl, b"stsd"))]
+    pieces += _full_boxed(b"stts", 0, 0, [runs, _interleave(track.stts_counts, track.stts_deltas)])
     if len(track.sync) < n:
-        parts.append(
-            full_box(b"stss", 0, 0, struct.pack(">I", len(track.sync)), _table(track.sync))
+        pieces += _full_boxed(
+            b"stss", 0, 0, [struct.pack(">I", len(track.sync)), _table(track.sync)]
         )
     if any(track.ctts_offsets):
-        negative = min(track.ctts_offsets) < 0
-        parts.append(
-            full_box(
-                b"ctts",
-                1 if negative else 0,
-                0,
-                struct.pack(">I", len(track.ctts_counts)),
-                _interleave(track.ctts_counts, track.ctts_offsets),
-            )
+        version = 1 if min(track.ctts_offsets) < 0 else 0
+        table = _interleave(track.ctts_counts, track.ctts_offsets)
+        pieces += _full_boxed(
+            b"ctts", version, 0, [struct.pack(">I", len(track.ctts_counts)), table]
         )
     stsc = array("I", [v for row in track.stsc for v in row])
-    parts.append(full_box(b"stsc", 0, 0, struct.pack(">I", len(track.stsc)), _table(stsc)))
-    if n and all(s == track.sizes[0] for s in track.sizes):
-        parts.append(full_box(b"stsz", 0, 0, struct.pack(">II", track.sizes[0], n)))
+    pieces += _full_boxed(b"stsc", 0, 0, [struct.pack(">I", len(track.stsc)), _table(stsc)])
+    if n and min(track.sizes) == max(track.sizes):
+        pieces.append(full_box(b"stsz", 0, 0, struct.pack(">II", track.sizes[0], n)))
     else:
-        parts.append(full_box(b"stsz", 0, 0, struct.pack(">II", 0, n), _table(track.sizes)))
+        pieces += _full_boxed(b"stsz", 0, 0, [struct.pack(">II", 0, n), _table(track.sizes)])
+    count = struct.pack(">I", len(chunk_offsets))
     if wide:
-        parts.append(
-            full_box(b"co64", 0, 0, struct.pack(">I", len(chunk_offsets)), _table(chunk_offsets))
-        )
+        pieces += _full_boxed(b"co64", 0, 0, [count, _table(chunk_offsets)])
     else:
-        narrow = array("I", chunk_offsets)
-        parts.append(full_box(b"stco", 0, 0, struct.pack(">I", len(narrow)), _table(narrow)))
+        pieces += _full_boxed(b"stco", 0, 0, [count, _table(array("I", chunk_offsets))])
     if track.entry == b"mp4a" and n:
         # AAC decodes a sample with the one before it: roll distance -1 (§10.1.1.2),
         # as ffmpeg's progressive muxer writes it
-        parts.append(full_box(b"sgpd", 1, 0, b"roll", struct.pack(">IIh", 2, 1, -1)))
-        parts.append(full_box(b"sbgp", 0, 0, b"roll", struct.pack(">III", 1, n, 1)))
-    return box(b"stbl", *parts)
+        pieces.append(full_box(b"sgpd", 1, 0, b"roll", struct.pack(">IIh", 2, 1, -1)))
+        pieces.append(full_box(b"sbgp", 0, 0, b"roll", struct.pack(">III", 1, n, 1)))
+    return _boxed(b"stbl", pieces)
 
 
 def _ftyp(tracks: list[Track]) -> bytes:
@@ -463,22 +466,25 @@ def _ftyp(tracks: list[Track]) -> bytes:
 
 @dataclass(frozen=True)
 class Layout:
-    """Where each input range goes in the output, and the output's header."""
+    """The output's header and where its sample bytes come from."""
 
-    header: bytes  # ftyp + moov + the mdat box header
+    header: Pieces  # ftyp + moov + the mdat box header
     ranges: list[tuple[int, int]]  # (source offset, length), file order, merged
     mdat_payload: int  # bytes after the header
+
+    @property
+    def header_size(self) -> int:
+        return sum(map(len, self.header))
 
 
 def progressive_header(fragments: Fragments) -> Layout:
     """ftyp + moov + mdat header of the progressive file, the sample bytes to follow
     being the fragments' chunks in file order."""
-    order = sorted(fragments.ranges)
     payload = 0
     placed: dict[int, int] = {}
     merged: list[tuple[int, int]] = []
     previous_end = -1
-    for source, length in order:
+    for source, length in sorted(fragments.ranges):
         if source < previous_end:
             raise Mp4FlatError(f"two track runs share the bytes at {source}")
         placed[source] = payload
@@ -488,86 +494,97 @@ def progressive_header(fragments: Fragments) -> Layout:
         else:
             merged.append((source, length))
         previous_end = source + length
-    tracks = list(fragments.tracks.values())
-    ftyp = _ftyp(tracks)
+    ftyp = _ftyp(list(fragments.tracks.values()))
     mdat_head = 16 if payload + 8 > _MAX32 else 8
-    moov = _moov(fragments, placed, 0, wide=False)
-    wide = len(ftyp) + len(moov) + mdat_head + payload > _MAX32
-    moov = _moov(fragments, placed, 0, wide)
-    base = len(ftyp) + len(moov) + mdat_head
-    moov = _moov(fragments, placed, base, wide)
+    # the moov's size depends only on stco vs co64; its offsets on its size
+    size = sum(map(len, _moov(fragments, placed, 0, wide=False)))
+    wide = len(ftyp) + size + mdat_head + payload > _MAX32
+    if wide:
+        size = sum(map(len, _moov(fragments, placed, 0, wide)))
+    moov = _moov(fragments, placed, len(ftyp) + size + mdat_head, wide)
     if mdat_head == 16:
         head = struct.pack(">I4sQ", 1, b"mdat", payload + 16)
     else:
         head = struct.pack(">I4s", payload + 8, b"mdat")
-    return Layout(ftyp + moov + head, merged, payload)
+    return Layout([ftyp, *moov, head], merged, payload)
 
 
-def _moov(fragments: Fragments, placed: dict[int, int], base: int, wide: bool) -> bytes:
-    movie_scale = 0
-    parts: list[bytes] = []
-    track_durations: dict[int, int] = {}
+def _moov(fragments: Fragments, placed: dict[int, int], base: int, wide: bool) -> Pieces:
     boxes = children(fragments.moov)
+    mvhd = next((p for k, p in boxes if k == b"mvhd"), None)
+    if mvhd is None:
+        raise Mp4FlatError("the moov has no mvhd")
+    version, _, body = _full(mvhd)
+    (movie_scale,) = struct.unpack_from(">I", body, 16 if version == 1 else 8)
+    if not movie_scale:
+        raise Mp4FlatError("the mvhd's timescale is 0")
+    traks: list[Pieces] = []
+    longest = 0
+    for kind, payload in boxes:
+        if kind == b"trak":
+            trak, duration = _trak(payload, fragments, placed, base, wide, movie_scale)
+            traks.append(trak)
+            longest = max(longest, duration)
+    pieces: Pieces = []
     for kind, payload in boxes:
         if kind == b"mvhd":
-            version, _, body = _full(payload)
-            (movie_scale,) = struct.unpack_from(">I", body, 16 if version == 1 else 8)
-    if not movie_scale:
-        raise Mp4FlatError("no mvhd timescale")
-    for kind, payload in boxes:
-        if kind == b"mvex":
-            continue  # the samples are in the moov now
-        if kind != b"trak":
-            parts.append(box(kind, payload))
-            continue
-        tkhd = child(payload, b"tkhd")
-        version, _, body = _full(tkhd)
-        (tid,) = struct.unpack_from(">I", body, 16 if version == 1 else 8)
-        track = fragments.tracks[tid]
-        offsets = array("Q", (base + placed[s] for s in track.chunk_sources))
-        duration = _ceil_scale(
-            track.presentation_end - (track.min_cts or 0), movie_scale, track.timescale
-        )
-        trak: list[bytes] = []
-        for k, p in children(payload):
-            if k == b"edts":
-                edits = []
-                for ek, ep in children(p):
-                    if ek == b"elst":
-                        elst, duration = _edits(ep, track, movie_scale)
-                        edits.append(elst)
-                    else:
-                        edits.append(box(ek, ep))
-                trak.append(box(b"edts", *edits))
-            elif k == b"mdia":
-                trak.append(_mdia(p, track, offsets, wide))
-            else:
-                trak.append(box(k, p))
-        track_durations[tid] = duration
-        tkhd_box = box(b"tkhd", set_duration(tkhd, 16, 24, duration))
-        parts.append(box(b"trak", tkhd_box, *(b for b in trak if b[4:8] != b"tkhd")))
-    longest = max(track_durations.values(), default=0)
-    out = []
-    for part in parts:
-        if part[4:8] == b"mvhd":
-            part = box(b"mvhd", set_duration(part[8:], 12, 20, longest))
-        out.append(part)
-    return box(b"moov", *out)
+            pieces.append(box(b"mvhd", set_duration(payload, 12, 20, longest)))
+        elif kind == b"trak":
+            pieces += traks.pop(0)
+        elif kind != b"mvex":  # the samples are in the moov now
+            pieces.append(box(kind, payload))
+    return _boxed(b"moov", pieces)
 
 
-def _mdia(mdia: bytes, track: Track, offsets: array, wide: bool) -> bytes:  # type: ignore[type-arg]
-    parts = []
+def _trak(
+    trak: bytes,
+    fragments: Fragments,
+    placed: dict[int, int],
+    base: int,
+    wide: bool,
+    movie_scale: int,
+) -> tuple[Pieces, int]:
+    """A track's box and its duration (movie timescale)."""
+    tkhd = child(trak, b"tkhd")
+    version, _, body = _full(tkhd)
+    track = fragments.tracks[struct.unpack_from(">I", body, 16 if version == 1 else 8)[0]]
+    offsets = array("Q", (base + placed[s] for s in track.chunk_sources))
+    span = track.presentation_end - (track.min_cts or 0)
+    duration = _ceil_scale(span, movie_scale, track.timescale)
+    pieces: Pieces = []
+    for kind, payload in children(trak):
+        if kind == b"edts":
+            edits = []
+            for k, p in children(payload):
+                if k == b"elst":
+                    elst, duration = _edits(p, track, movie_scale)
+                    edits.append(elst)
+                else:
+                    edits.append(box(k, p))
+            pieces.append(box(b"edts", *edits))
+        elif kind == b"mdia":
+            pieces += _mdia(payload, track, offsets, wide)
+        elif kind != b"tkhd":
+            pieces.append(box(kind, payload))
+    return _boxed(b"trak", [box(b"tkhd", set_duration(tkhd, 16, 24, duration)), *pieces]), duration
+
+
+def _mdia(mdia: bytes, track: Track, offsets: array, wide: bool) -> Pieces:  # type: ignore[type-arg]
+    pieces: Pieces = []
     for kind, payload in children(mdia):
         if kind == b"mdhd":
-            parts.append(box(b"mdhd", set_duration(payload, 12, 20, track.media_duration)))
+            pieces.append(box(b"mdhd", set_duration(payload, 12, 20, track.media_duration)))
         elif kind == b"minf":
-            inner = []
+            inner: Pieces = []
             for k, p in children(payload):
-                inner.append(_stbl(p, track, offsets, wide) if k == b"stbl" else box(k, p))
-            parts.append(box(b"minf", *inner))
+                if k == b"stbl":
+                    inner += _stbl(p, track, offsets, wide)
+                else:
+                    inner.append(box(k, p))
+            pieces += _boxed(b"minf", inner)
         else:
-            parts.append(box(kind, payload))
-    return box(b"mdia", *parts)
+            pieces.append(box(kind, payload))
+    return _boxed(b"mdia", pieces)
 
 
 # ------------------------------------------------------------------- the files
@@ -649,15 +666,148 @@ def flatten(source: Path, target: Path) -> Flattened:
                 raise Mp4FlatError(f"samples at {source_at} run past the end of the file")
         layout = progressive_header(fragments)
         with open(target, "wb") as out:
-            out.write(layout.header)
+            out.writelines(layout.header)
             out.flush()
-            at = len(layout.header)
+            at = layout.header_size
             for source_at, length in layout.ranges:
                 _copy(f.fileno(), out.fileno(), source_at, length, at)
                 at += length
     return Flattened(
         moofs,
         {t.track_id: t.count for t in fragments.tracks.values()},
-        len(layout.header),
+        layout.header_size,
         layout.mdat_payload,
     )
+
+
+# ------------------------------------------------------------ what it declares
+
+
+@dataclass(frozen=True)
+class TrackFacts:
+    handler: str  # "vide", "soun", ...
+    codec: str  # "h264", "aac", or the sample entry's type
+    duration: float  # seconds of presentation (tkhd; the edit list's when there is one)
+    samples: int
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What an MP4 declares: its top-level boxes in file order, its duration (mvhd)
+    and its tracks."""
+
+    boxes: list[str]
+    duration: float
+    tracks: list[TrackFacts]
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> Facts:
+        tracks = data["tracks"]
+        assert isinstance(tracks, list)
+        return cls(
+            boxes=list(data["boxes"]),  # type: ignore[call-overload]
+            duration=float(data["duration"]),  # type: ignore[arg-type]
+            tracks=[TrackFacts(**t) for t in tracks],
+        )
+
+
+def _descriptor(data: bytes, pos: int) -> tuple[int, int, int]:
+    """(tag, payload start, payload end) of an MPEG-4 descriptor (ISO/IEC 14496-1
+    §8.3.3: the size in 7-bit groups, the top bit saying another follows)."""
+    tag, pos, size = data[pos], pos + 1, 0
+    for _ in range(4):
+        byte = data[pos]
+        pos += 1
+        size = size << 7 | byte & 0x7F
+        if not byte & 0x80:
+            break
+    return tag, pos, pos + size
+
+
+def _audio_object_type(mp4a: bytes) -> int | None:
+    """objectTypeIndication of an `mp4a` sample entry's `esds` (0x40: MPEG-4 audio,
+    AAC; ISO/IEC 14496-1 §7.2.6.5-6), or None."""
+    try:
+        esds = child(mp4a[28:], b"esds")  # after the AudioSampleEntry fields (§12.2.3)
+        tag, at, _ = _descriptor(esds, 4)
+        if tag != 0x03:  # ES_Descriptor
+            return None
+        flags = esds[at + 2]
+        at += 3 + (2 if flags & 0x80 else 0) + (2 if flags & 0x20 else 0)
+        if flags & 0x40:
+            at += 1 + esds[at]
+        tag, at, _ = _descriptor(esds, at)
+        return esds[at] if tag == 0x04 else None  # DecoderConfigDescriptor
+    except (IndexError, Mp4FlatError):
+        return None
+
+
+def _codec(stsd: bytes) -> str:
+    entries = list(iter_boxes(stsd, 8))
+    if not entries:
+        return ""
+    kind, at, end = entries[0]
+    if kind in (b"avc1", b"avc3"):
+        return "h264"
+    if kind == b"mp4a" and _audio_object_type(stsd[at:end]) == 0x40:
+        return "aac"
+    return kind.decode("latin-1")
+
+
+def describe(path: Path) -> Facts:
+    """What the MP4 at `path` declares, read from its top-level boxes and `moov`."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        boxes, moov = [], None
+        for kind, _, at, end in _top_level(f, size):
+            boxes.append(kind.decode("latin-1"))
+            if kind == b"moov":
+                f.seek(at)
+                moov = f.read(end - at)
+    if moov is None:
+        raise Mp4FlatError("no moov box: not an MP4")
+    version, _, body = _full(child(moov, b"mvhd"))
+    scale, duration = struct.unpack_from(
+        ">IQ" if version == 1 else ">II", body, 16 if version else 8
+    )
+    if not scale:
+        raise Mp4FlatError("the mvhd's timescale is 0")
+    tracks = []
+    for kind, trak in children(moov):
+        if kind != b"trak":
+            continue
+        version, _, body = _full(child(trak, b"tkhd"))
+        (length,) = struct.unpack_from(">Q" if version == 1 else ">I", body, 24 if version else 16)
+        mdia = child(trak, b"mdia")
+        stbl = child(child(mdia, b"minf"), b"stbl")
+        (samples,) = struct.unpack_from(">I", child(stbl, b"stsz"), 8)
+        tracks.append(
+            TrackFacts(
+                handler=child(mdia, b"hdlr")[8:12].decode("latin-1"),
+                codec=_codec(child(stbl, b"stsd")),
+                duration=length / scale,
+                samples=samples,
+            )
+        )
+    return Facts(boxes, duration / scale, tracks)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m workers.mp4flat FRAGMENTED OUT`: flatten, then describe OUT as one
+    JSON line {"flattened", "facts"}; a refusal on stderr, exit status 1."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2:
+        print("usage: python -m workers.mp4flat FRAGMENTED.mp4 OUT.mp4", file=sys.stderr)
+        return 2
+    try:
+        flat = flatten(Path(args[0]), Path(args[1]))
+        facts = describe(Path(args[1]))
+    except (Mp4FlatError, OSError) as exc:
+        print(f"mp4flat: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"flattened": str(flat), "facts": asdict(facts)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

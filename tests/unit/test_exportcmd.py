@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from fractions import Fraction
 
 import pytest
@@ -151,3 +152,13 @@ def test_cut_command_takes_the_level_of_the_clips_rate():
         "/a", "/b", rung=RUNG_720, fps=Fraction(50), cut=Cut(0, 10), first_pts=0
     )
     assert cmd[cmd.index("-level:v") + 1] == "3.2"  # 720p50 needs 3.2 (H.264 Table A-1)
+
+
+def test_flatten_command_runs_mp4flat_with_this_interpreter():
+    assert exportcmd.flatten_command("/w/fragmented.mp4", "/w/full_720p.mp4") == [
+        sys.executable,
+        "-m",
+        "workers.mp4flat",
+        "/w/fragmented.mp4",
+        "/w/full_720p.mp4",
+    ]

@@ -5,13 +5,15 @@ sample tables are the bytes they must be, and anything else is refused readably.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import struct
 from pathlib import Path
 
 import pytest
 
 from workers import mp4flat
-from workers.mp4flat import Mp4FlatError, flatten
+from workers.mp4flat import Facts, Mp4FlatError, TrackFacts, describe, flatten
 
 VIDEO = [b"V" * 10, b"v" * 4, b"w" * 5]  # first fragment: I, P, B
 VIDEO2 = [b"X" * 7, b"x" * 2]
@@ -29,11 +31,23 @@ def fb(kind: bytes, version: int, flags: int, *parts: bytes) -> bytes:
     return bx(kind, struct.pack(">I", version << 24 | flags), *parts)
 
 
+# an AAC sample entry as ffmpeg writes it: AudioSampleEntry fields, then an esds whose
+# descriptor sizes take four bytes each (ISO/IEC 14496-1 §8.3.3); objectType 0x40
+ESDS = fb(
+    b"esds",
+    0,
+    0,
+    b"\x03\x80\x80\x80\x16\x00\x02\x00",  # ES_Descriptor, ES_ID 2, no flags
+    b"\x04\x80\x80\x80\x0e\x40\x15" + bytes(12),  # DecoderConfigDescriptor: AAC
+)
+ENTRIES = {b"avc1": [bytes(8)], b"mp4a": [bytes(28), ESDS]}
+
+
 def trak(tid: int, scale: int, handler: bytes, entry: bytes, media_time: int) -> bytes:
     empty = [fb(k, 0, 0, struct.pack(">I", 0)) for k in (b"stts", b"stsc", b"stco")]
     stbl = bx(
         b"stbl",
-        fb(b"stsd", 0, 0, struct.pack(">I", 1), bx(entry, bytes(8))),
+        fb(b"stsd", 0, 0, struct.pack(">I", 1), bx(entry, *ENTRIES[entry])),
         *empty[:2],
         fb(b"stsz", 0, 0, struct.pack(">II", 0, 0)),
         empty[2],
@@ -258,3 +272,33 @@ def test_refuses_what_it_cannot_rewrite(tmp_path, make, reason):
     src.write_bytes(make())
     with pytest.raises(Mp4FlatError, match=reason):
         flatten(src, tmp_path / "out.mp4")
+
+
+def test_describe_reads_what_the_written_file_declares(flat, tmp_path):
+    path = tmp_path / "flat.mp4"
+    assert path.read_bytes() == flat
+    facts = describe(path)
+    assert facts == Facts(
+        boxes=["ftyp", "moov", "mdat"],
+        duration=0.124,
+        tracks=[TrackFacts("vide", "h264", 0.124, 5), TrackFacts("soun", "aac", 0.043, 3)],
+    )
+    assert Facts.from_json(json.loads(json.dumps(dataclasses.asdict(facts)))) == facts
+    # an mp4a entry without an esds is not called AAC
+    other = flat.replace(b"esds", b"esdz")
+    path.write_bytes(other)
+    assert [t.codec for t in describe(path).tracks] == ["h264", "mp4a"]
+
+
+def test_main_prints_one_json_line_or_refuses_readably(tmp_path, capsys):
+    src, dst = tmp_path / "frag.mp4", tmp_path / "flat.mp4"
+    src.write_bytes(fragmented())
+    assert mp4flat.main([str(src), str(dst)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["flattened"].startswith("2 fragments (track 1: 5, track 2: 3 samples)")
+    assert report["facts"]["boxes"] == ["ftyp", "moov", "mdat"]
+    assert mp4flat.main([str(dst), str(tmp_path / "again.mp4")]) == 1  # not fragmented
+    assert capsys.readouterr().err == "mp4flat: track 1 has no trex: not a fragmented MP4\n"
+    assert mp4flat.main([str(tmp_path / "missing.mp4"), str(dst)]) == 1
+    assert "No such file" in capsys.readouterr().err
+    assert mp4flat.main([]) == 2
