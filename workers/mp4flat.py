@@ -3,12 +3,12 @@
 browser plays it before the download ends.
 
 ffmpeg's own `+faststart` keeps every sample's index entry in memory until the end of
-the file (~80 bytes a frame: 40 MB more for a 200-clip scene); its fragmented muxer
+the file (~80 bytes a frame: 38 MB more for a 200-clip scene); its fragmented muxer
 forgets each fragment once written. This rewrite reads the fragments once, in file
-order, and keeps only the sample tables, in compact arrays (about 10 bytes a sample,
+order, and keeps only the sample tables, in compact arrays (about 11 bytes a sample,
 run-length where the boxes are), then writes the `moov` and copies the sample bytes
-in file order, range by range, in the kernel (`copy_file_range`): memory is the finished
-`moov`, whatever the file's length.
+in file order, range by range, in the kernel (`copy_file_range`): memory holds the
+tables and the finished `moov` (4 MB for 200 clips), never the media.
 
 Box layouts follow ISO/IEC 14496-12 (ISOBMFF, 2015): track fragments §8.8 (`trex`
 §8.8.3, `tfhd` §8.8.7, `trun` §8.8.8, `tfdt` §8.8.12) in; sample tables §8.6-8.7
@@ -38,7 +38,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-CONTAINERS = frozenset({b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"mvex"})
 _MAX32 = 0xFFFFFFFF
 _NON_SYNC = 0x00010000  # sample_is_non_sync_sample in sample flags (§8.8.3.1)
 _COPY_STEP = 64 << 20  # bytes per copy_file_range / sendfile call
@@ -330,6 +329,8 @@ class Fragments:
         for trun in runs:
             version, tflags, t = _full(trun)
             (count,) = struct.unpack_from(">I", t)
+            if not count:
+                continue  # a chunk holds at least one sample (§8.7.4)
             pos = 4
             if tflags & _DATA_OFFSET:
                 (rel,) = struct.unpack_from(">i", t, pos)
@@ -343,7 +344,7 @@ class Fragments:
             width = 4 * len(names)
             if pos + width * count > len(t):
                 raise Mp4FlatError(f"a trun of track {tid} is shorter than its sample count")
-            # each row with a constant last column, which absent fields point at
+            # the fields present, column by column; the absent from the tfhd/trex defaults
             table = array("I", t[pos : pos + width * count])
             if sys.byteorder == "little":
                 table.byteswap()
@@ -358,7 +359,7 @@ class Fragments:
             ]
             if fields[3] >= 0 and version:
                 columns[3] = array("i", columns[3].tobytes())
-            if first is not None and count:
+            if first is not None:
                 columns[2][0] = first
             samples = list(zip(*columns, strict=True))
             length = track.add_run(start, samples, description)
@@ -804,6 +805,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         facts = describe(Path(args[1]))
     except (Mp4FlatError, OSError) as exc:
         print(f"mp4flat: {exc}", file=sys.stderr)
+        return 1
+    except (struct.error, IndexError, KeyError) as exc:  # a box shorter than its fields
+        print(f"mp4flat: malformed MP4 ({exc!r})", file=sys.stderr)
         return 1
     print(json.dumps({"flattened": str(flat), "facts": asdict(facts)}))
     return 0

@@ -301,4 +301,8 @@ def test_main_prints_one_json_line_or_refuses_readably(tmp_path, capsys):
     assert capsys.readouterr().err == "mp4flat: track 1 has no trex: not a fragmented MP4\n"
     assert mp4flat.main([str(tmp_path / "missing.mp4"), str(dst)]) == 1
     assert "No such file" in capsys.readouterr().err
+    short = tmp_path / "short.mp4"  # a tkhd shorter than its fields
+    short.write_bytes(bx(b"ftyp", b"isom") + bx(b"moov", bx(b"trak", bx(b"tkhd", b"\x00"))))
+    assert mp4flat.main([str(short), str(dst)]) == 1
+    assert capsys.readouterr().err.startswith("mp4flat: malformed MP4 (error(")
     assert mp4flat.main([]) == 2
