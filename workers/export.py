@@ -4,10 +4,11 @@ scene's published HLS renditions of one quality (never from the uploads).
 The media segments are fetched through the Storage protocol in order, a few at a time
 (`EXPORT_FETCH_CONCURRENCY`), and streamed through the TS joiner (`workers.tsjoin`)
 into one ffmpeg that stream-copies them into a fragmented MP4 (`workers.exportcmd`),
-which `workers.mp4flat` rewrites as the progressive, moov-first MP4: memory holds a
-bounded number of segments and the sample tables whatever the scene's length, and
-disk the MP4 (twice, while it is rewritten). A moment's edge GOPs are re-encoded with the rendition's own
-encoder settings; everything between them is copied. Progress goes to the job's
+which `workers.mp4flat`, in a child process, rewrites as the progressive, moov-first
+MP4 and describes for the final check: the worker's memory holds a bounded number of
+segments whatever the scene's length, and disk the MP4 (twice while it is rewritten).
+A moment's edge GOPs are re-encoded with the rendition's own encoder settings;
+everything between them is copied. Progress goes to the job's
 heartbeat. The MP4 and `export_manifest.json` go to the exports bucket under the
 export's own prefix, then one transaction fenced by the job's lease marks the export
 ready and completes the job. Temporary files go with the job's directory, on success
