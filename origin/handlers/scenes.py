@@ -6,15 +6,16 @@ signing is on."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 from aiohttp import hdrs, web
 
 from origin import catalog, keys, layout, playlists, signing
 from origin.chapters import chapter_title, chapters_vtt
 from origin.errors import not_found
-from origin.handlers.documents import M3U8, VTT, document_response
+from origin.handlers.documents import M3U8, VTT, document_response, revalidated
 from origin.handlers.signed import iso_time, mint_scene_grant, viewer_ip
 from origin.http.auth import require_token
 from origin.scenecache import Built
@@ -28,13 +29,18 @@ async def scene_version(request: web.Request, scene_id: str) -> int:
     caches = request.app[keys.READ_CACHES]
     version = caches.versions.get(scene_id)
     if version is None:
-        async with request.app[keys.POOL].acquire() as conn:
-            found = await catalog.live_scene_version(conn, scene_id)
-        version = -1 if found is None else found
-        caches.versions.put(scene_id, version)
+        version = await revalidated(request, caches.versions, scene_id, _live_version(scene_id))
     if version < 0:
         raise not_found(f"no such scene: {scene_id}")
     return version
+
+
+def _live_version(scene_id: str) -> Callable[[asyncpg.Connection], Awaitable[int]]:
+    async def read(conn: asyncpg.Connection) -> int:
+        found = await catalog.live_scene_version(conn, scene_id)
+        return -1 if found is None else found
+
+    return read
 
 
 async def require_live_scene(request: web.Request, scene_id: str) -> int:
