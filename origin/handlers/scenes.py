@@ -124,6 +124,8 @@ async def scene_document(request: web.Request) -> web.StreamResponse:
         # the version read with the rows is the one the document reflects
         built = Built(text.encode(), f'"{scene_id}-{view.scene.version}"')
         caches.playlists.put((scene_id, view.scene.version, name), built)
+        for c in view.clips:  # what the document lists is ready (answered if Postgres goes)
+            caches.ready.put((scene_id, c.clip.segment_id), True)
     content_type = VTT if name.endswith(".vtt") else M3U8
     return document_response(request, built, content_type, layout.SCENE_PLAYLIST_CACHE)
 

@@ -1,7 +1,8 @@
 """Playback survives its dependencies going away (issue 14, Build 1). Postgres (a private
 cluster, so the shared one keeps serving other tests) is stopped under a request loop:
-warm stitched playlists, storyboard, chapters, per-segment playlists and `.ts` keep
-answering 200 with the same bytes from the read caches; routes that need the database
+warm stitched playlists, storyboard, chapters, per-segment playlists and `.ts` (also
+of a clip only ever listed in a served playlist) keep answering 200 with the same bytes
+from the read caches; routes that need the database
 answer 503 with `Retry-After`; nothing answers 500; the outage is logged once, shown in
 /metrics and /readyz, and ends without a restart (a deletion then takes effect within a
 second). moto's S3 (a private server) stopped: file routes answer 503, an upload fails
@@ -29,7 +30,7 @@ from aiohttp.test_utils import TestClient
 
 from origin.app import create_app
 from tests.helpers.metrics import scrape
-from tests.helpers.scenes import AUTH, publish, scene_with_users
+from tests.helpers.scenes import AUTH, TS_BYTES, publish, scene_with_users
 from tests.helpers.servers import OriginTestServer
 from tests.helpers.services import free_port, migrated_cluster, on_moto, wait_port
 
@@ -85,11 +86,13 @@ async def test_postgres_outage_playback_continues(settings, private_cluster, cap
     async with two_origins(settings) as clients:
         api = clients[0]
         scene, (user,) = await scene_with_users(api)
-        segments = [await publish(settings, scene, user, i + 1, [4.0, 2.5]) for i in range(2)]
+        segments = [await publish(settings, scene, user, i + 1, [4.0, 2.5]) for i in range(3)]
         cold, _ = await scene_with_users(api)  # a scene no origin has served yet
         await publish(settings, cold, user, 1, [4.0])
-        urls = _urls(scene, segments)
-        before = {}
+        urls = _urls(scene, segments[:2])
+        # a clip whose own files were never asked for: the stitched playlists list it
+        listed = f"/v/{scene}/{segments[2]}/720p_0002.ts"
+        before = {listed: TS_BYTES}
         for client in clients:
             for url in urls:
                 status, (_, body) = await _get(client, url)
@@ -101,7 +104,7 @@ async def test_postgres_outage_playback_continues(settings, private_cluster, cap
         started = time.monotonic()
         while time.monotonic() - started < OUTAGE_SECONDS:
             for client in clients:
-                for url in urls:
+                for url in [*urls, listed]:
                     for method in ("GET", "HEAD"):
                         status, (_, body) = await _get(client, url, method)
                         statuses["warm", status] += 1
