@@ -12,11 +12,12 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
+from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolAcquireContext
@@ -128,6 +129,9 @@ class _GuardedAcquire:
             raise self._reach.unavailable() from exc
         self._reach.succeeded()
         return conn
+
+    def __await__(self) -> Generator[Any, None, asyncpg.Connection]:
+        return self.__aenter__().__await__()  # `await pool.acquire()`: release it yourself
 
     async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         await self._inner.__aexit__(None, None, None)
