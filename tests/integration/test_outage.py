@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -116,6 +117,11 @@ async def test_postgres_outage_playback_continues(settings, private_cluster, cap
                     ("GET", f"/api/v1/scenes/{scene}/playlist", {}),
                     ("POST", "/api/v1/scenes", {"json": {"title": "x"}}),
                     ("DELETE", f"/api/v1/segments/{segments[1]}", {}),
+                    (
+                        "POST",
+                        f"/api/v1/scenes/{scene}/segments?contributor={user}",
+                        {"data": b"\x00" * 4096},
+                    ),
                 ]
                 for method, url, kw in db_only:
                     status, answer = await _get(client, url, method, headers=api.headers_auth, **kw)
@@ -221,7 +227,13 @@ async def test_storage_outage_file_routes_503(settings, private_moto, tmp_path, 
             else:  # built from rows, kept in memory
                 assert status == 200, (url, status)
         assert _is_503(*uploaded, "storage_unavailable"), uploaded
-        # nothing half-published: the scene still has its one clip, no job was queued
+        # nothing half-published: the scene still has its one clip and no other row
         status, (_, body) = await _get(api, f"/api/v1/scenes/{scene}/playlist")
         assert status == 200 and body.count(b'"sequence"') == 1, body
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            rows = await conn.fetchval("SELECT count(*) FROM segments WHERE scene_id = $1", scene)
+        finally:
+            await conn.close()
+        assert rows == 1
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
