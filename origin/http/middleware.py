@@ -17,7 +17,7 @@ from origin.errors import ApiError, error_response
 from origin.http.fields import REQUEST_ID, cors_preflight
 from origin.logs import new_request_id, request_id
 from origin.queue import QueueUnavailable
-from origin.storage import ObjectNotFound, RangeNotSatisfiable, StorageError
+from origin.storage import BadGateway, ObjectNotFound, RangeNotSatisfiable, StorageError
 
 log = logging.getLogger("storyforge.origin")
 
@@ -87,6 +87,13 @@ async def unavailable(request: web.Request, handler: Handler) -> web.StreamRespo
         ) from exc
     except (ObjectNotFound, RangeNotSatisfiable):
         raise
+    except BadGateway as exc:
+        raise ApiError(
+            502,
+            "bad_gateway",
+            "the storage answered with an error; try again shortly",
+            {"Retry-After": RETRY_AFTER_SECONDS},
+        ) from exc
     except StorageError as exc:  # the access log has the 503s
         raise ApiError(
             503,

@@ -6,7 +6,8 @@ from the read caches; routes that need the database
 answer 503 with `Retry-After`; nothing answers 500; the outage is logged once, shown in
 /metrics and /readyz, and ends without a restart (a deletion then takes effect within a
 second). moto's S3 (a private server) stopped: file routes answer 503, an upload fails
-readably and publishes nothing, playlists still answer from memory.
+readably and publishes nothing, playlists still answer from memory; something answering
+errors on S3's port instead: 502.
 
 Each outage is shared by two origins at once, the fast path on and off (the two paths
 of tests/conftest.py BOTH_PATHS), so each dependency is stopped only once."""
@@ -27,6 +28,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from origin.app import create_app
@@ -166,6 +168,24 @@ async def test_postgres_outage_playback_continues(settings, private_cluster, cap
     assert set(statuses) == {("warm", 200), ("db-only", 503)}, statuses
 
 
+@asynccontextmanager
+async def garbage_server(port: int) -> AsyncIterator[None]:
+    """An HTTP server on `port` answering every request 500 with a body that is not XML."""
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(status=500, text="<<< not S3 >>>")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture
 def private_moto() -> Iterator[tuple[int, list[subprocess.Popen[bytes]]]]:
     """moto's S3 server of this test's own (so it can be stopped), on a fixed port."""
@@ -207,6 +227,7 @@ async def test_storage_outage_file_routes_503(settings, private_moto, tmp_path, 
 
         procs[0].terminate()
         procs[0].wait(10)
+        media = [u for u in urls if u.endswith(".ts")]
         # each refused read takes botocore's retries (seconds): all at once
         checks = [(client, url) for client in clients for url in [*urls, "/readyz"]]
         upload = _get(
@@ -219,7 +240,7 @@ async def test_storage_outage_file_routes_503(settings, private_moto, tmp_path, 
         )
         *answers, uploaded = await asyncio.gather(*(_get(c, u) for c, u in checks), upload)
         for (_, url), (status, answer) in zip(checks, answers, strict=True):
-            if url.endswith(".ts"):
+            if url in media:
                 assert _is_503(status, answer, "storage_unavailable"), (url, status, answer)
             elif url == "/readyz":
                 body = answer[1]
@@ -236,4 +257,10 @@ async def test_storage_outage_file_routes_503(settings, private_moto, tmp_path, 
         finally:
             await conn.close()
         assert rows == 1
+
+        # something else answers on S3's port, with errors: 502, still no 500
+        async with garbage_server(port):
+            answers = await asyncio.gather(*(_get(c, media[0]) for c in clients))
+        for status, answer in answers:
+            assert status == 502 and answer[0].get("Retry-After", "").isdigit(), (status, answer)
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
