@@ -193,13 +193,10 @@ async def connect_pool(
                 dsn,
                 connection_class=asyncpg.Connection,
                 record_class=asyncpg.Record,
-                init_size=1,
-                max_queries=50_000,
+                max_queries=50_000,  # create_pool's defaults (asyncpg >= 0.29)
                 loop=None,
-                connect=None,
                 setup=None,
                 init=None,
-                reset=None,
                 max_inactive_connection_lifetime=300.0,
                 **options,
             )
