@@ -80,6 +80,10 @@ class Reachability:
     def reachable(self) -> bool:
         return self.down_since is None
 
+    def waiting(self) -> bool:
+        """Down, and the next connection attempt is not due yet (no side effect)."""
+        return self.down_since is not None and self._clock() < self._next_probe
+
     def may_try(self) -> bool:
         if self.down_since is None:
             return True

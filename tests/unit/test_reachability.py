@@ -39,15 +39,16 @@ def test_outage_logged_once_at_each_end_and_probed_once_per_interval(caplog):
     for _ in range(3):
         r.failed(ConnectionRefusedError(111, "refused"))
     assert not r.reachable and r.outages == 1
-    assert not r.may_try()  # within the probe interval: told at once
+    assert r.waiting() and not r.may_try()  # within the probe interval: told at once
     now[0] = 101.0
+    assert not r.waiting()  # a probe is due
     assert r.may_try()  # one probe ...
     assert not r.may_try()  # ... and only one
     assert "ConnectionRefusedError" in str(r.unavailable())
     now[0] = 104.0
     r.succeeded()
     r.succeeded()
-    assert r.reachable and r.may_try()
+    assert r.reachable and r.may_try() and not r.waiting()
     messages = [rec.getMessage() for rec in caplog.records]
     assert len(messages) == 2, messages
     assert messages[0].startswith("database unreachable")
