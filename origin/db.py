@@ -8,6 +8,7 @@ log line when one starts and one when it ends, at most one connection attempt pe
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -58,6 +59,9 @@ def is_connection_error(exc: BaseException, *, connecting: bool = False) -> bool
         return True
     if isinstance(exc, asyncpg.InterfaceError):
         return "closed" in str(exc) or "closing" in str(exc)
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        # a connection handed out between the server's FATAL at shutdown and its EOF
+        return "another operation" in str(exc)
     return connecting and isinstance(exc, OSError | TimeoutError)
 
 
@@ -138,8 +142,15 @@ class _GuardedAcquire:
         return self.__aenter__().__await__()  # `await pool.acquire()`: release it yourself
 
     async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        conn = self._inner.connection
+        lost = exc is not None and is_connection_error(exc)
+        if conn is not None and (lost or isinstance(exc, asyncio.CancelledError)):
+            # lost, or cancelled (a timeout, say) perhaps mid-statement: asyncpg would
+            # wait for the server to confirm the cancel before reuse, which a hung server
+            # never does; a closed connection is released at once and replaced later
+            conn.terminate()
         await self._inner.__aexit__(None, None, None)
-        if exc is not None and is_connection_error(exc):  # lost in the middle of the block
+        if lost:  # in the middle of the block
             raise Unavailable(f"the database connection was lost ({exc})") from exc
 
 

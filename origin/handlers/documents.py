@@ -7,6 +7,7 @@ readiness) and answers the last known value while Postgres is unreachable."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TypeVar
 
@@ -19,6 +20,8 @@ from origin.http.auth import AUTH_QUERY
 from origin.scenecache import LRU, Built
 
 V = TypeVar("V")
+# a hung database (not refusing, not answering) delays an answer the caches have by this
+REVALIDATE_SECONDS = 2.0
 
 M3U8 = "application/vnd.apple.mpegurl"
 VTT = "text/vtt; charset=utf-8"
@@ -61,15 +64,18 @@ async def revalidated(
     key: Hashable,
     read: Callable[[asyncpg.Connection], Awaitable[V]],
 ) -> V:
-    """`read` from Postgres and kept in `cache`; while Postgres is unreachable, what
-    `cache` last knew of `key` within `STALE_IF_DB_DOWN` (else db.Unavailable: 503)."""
+    """`read` from Postgres and kept in `cache`; while Postgres is unreachable, or
+    takes over REVALIDATE_SECONDS to answer where `cache` has something to answer with,
+    what `cache` last knew of `key` within `STALE_IF_DB_DOWN` (else db.Unavailable: 503)."""
+    caches = request.app[keys.READ_CACHES]
+    bound = REVALIDATE_SECONDS if cache.stale(key, caches.stale_seconds) is not None else None
     try:
-        async with request.app[keys.POOL].acquire() as conn:
+        async with asyncio.timeout(bound), request.app[keys.POOL].acquire() as conn:
             value = await read(conn)
-    except db.Unavailable:
-        known = request.app[keys.READ_CACHES].last_known(cache, key)
+    except (db.Unavailable, TimeoutError) as exc:
+        known = caches.last_known(cache, key)
         if known is None:
-            raise
+            raise db.Unavailable(f"no answer from the database ({exc})") from exc
         return known
     cache.put(key, value)
     return value

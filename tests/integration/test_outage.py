@@ -1,5 +1,6 @@
 """Playback survives its dependencies going away (issue 14, Build 1). Postgres (a private
 cluster, so the shared one keeps serving other tests) is stopped under a request loop:
+first hung (SIGSTOP: answers wait at most the revalidation bound), then stopped:
 warm stitched playlists, storyboard, chapters, per-segment playlists and `.ts` (also
 of a clip only ever listed in a served playlist) keep answering 200 with the same bytes
 from the read caches; routes that need the database
@@ -18,6 +19,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -32,10 +34,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from origin.app import create_app
+from origin.handlers.documents import REVALIDATE_SECONDS
 from tests.helpers.metrics import requests, scrape
 from tests.helpers.scenes import AUTH, TS_BYTES, publish, scene_with_users
 from tests.helpers.servers import OriginTestServer
-from tests.helpers.services import free_port, migrated_cluster, on_moto, wait_port
+from tests.helpers.services import child_pids, free_port, migrated_cluster, on_moto, wait_port
 
 OUTAGE_SECONDS = 4.0  # several times the caches' 1 s TTL and the 1 s probe interval
 SCENE_FILES = ("master.m3u8", "720p.m3u8", "1080p.m3u8", "storyboard.vtt", "chapters.vtt")
@@ -47,6 +50,12 @@ def private_cluster() -> Iterator[Any]:
     """A PostgreSQL cluster of this module's own: stopping it disturbs no other test."""
     with migrated_cluster("storyforge-outage-") as cluster:
         yield cluster
+
+
+def _postgres_pids(cluster: Any) -> list[int]:
+    """The cluster's postmaster and its children (read from /proc)."""
+    master = int((cluster.datadir / "postmaster.pid").read_text().split()[0])
+    return [master, *child_pids(master)]
 
 
 @asynccontextmanager
@@ -101,6 +110,24 @@ async def test_postgres_outage_playback_continues(settings, private_cluster, cap
                 status, (_, body) = await _get(client, url)
                 assert status == 200, url
                 before[url] = body
+
+        # hung, not stopped (every server process SIGSTOPped): an answer the caches
+        # have waits REVALIDATE_SECONDS at most, not asyncpg's minute
+        await asyncio.sleep(1.1)  # versions and readiness expired: each is re-read
+        pids = _postgres_pids(private_cluster)
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            hung = time.monotonic()
+            answers = await asyncio.gather(
+                *(_get(c, u) for c in clients for u in (urls[0], urls[-1], listed))
+            )
+            waited = time.monotonic() - hung
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        assert [status for status, _ in answers] == [200] * len(answers)
+        assert waited < REVALIDATE_SECONDS + 1.5, waited
 
         route = "/v/{scene_id}/{name}"
         fast_before = requests(await scrape(clients[0]), route, 200, "fast_path")

@@ -19,6 +19,11 @@ from origin.db import Reachability, is_connection_error
         (asyncpg.AdminShutdownError("terminating connection"), False, True),
         (asyncpg.TooManyConnectionsError("too many clients"), True, True),
         (asyncpg.InterfaceError("connection is closed"), False, True),
+        (
+            asyncpg.exceptions.InternalClientError("another operation (2) is in progress"),
+            False,
+            True,
+        ),
         (ConnectionRefusedError(111, "Connect call failed"), True, True),
         (TimeoutError(), True, True),
         (ConnectionRefusedError(111, "refused"), False, False),  # in a block: not ours
