@@ -27,7 +27,7 @@ from origin.handlers import (
     uploads,
 )
 from origin.handlers import assets as asset_api
-from origin.http import auth, fields, middleware
+from origin.http import auth, body, drain, fields, middleware
 from origin.metrics import FastPathAnswers, HttpStats
 from origin.scenecache import forget_scene, new_read_caches
 from origin.settings import Settings
@@ -92,6 +92,8 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[keys.HTTP_STATS] = HttpStats()
     app[keys.FAST_PATH_ANSWERS] = FastPathAnswers()
+    app[drain.DRAINING] = drain.Draining()
+    app[body.UPLOAD_SLOTS] = body.UploadSlots(settings.max_concurrent_uploads)
     app[asset_api.PROCESSOR] = assets.Processor(settings.asset_limits())
     app.on_response_prepare.append(fields.stamp)
     app.cleanup_ctx.append(_pool_ctx)

@@ -104,6 +104,10 @@ class Settings:
     # Thumbnails at any moment (origin/stills.py).
     thumbnail_concurrency: int = 2
     thumbnail_cache_mb: int = 64
+    # Bounds on what a client may hold (origin/http/connection.py, origin/http/body.py).
+    header_timeout: float = 10.0
+    body_idle_timeout: float = 30.0
+    max_concurrent_uploads: int = 32
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -246,6 +250,11 @@ class Settings:
                 e, "THUMBNAIL_CONCURRENCY", d.thumbnail_concurrency, 1, 64
             ),
             "thumbnail_cache_mb": _int(e, "THUMBNAIL_CACHE_MB", d.thumbnail_cache_mb, 0, 65536),
+            "header_timeout": _float(e, "HEADER_TIMEOUT", d.header_timeout, 0.1, 3600.0),
+            "body_idle_timeout": _float(e, "BODY_IDLE_TIMEOUT", d.body_idle_timeout, 0.1, 3600.0),
+            "max_concurrent_uploads": _int(
+                e, "MAX_CONCURRENT_UPLOADS", d.max_concurrent_uploads, 1, 10_000
+            ),
         }
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
