@@ -300,7 +300,8 @@ def outage_families(reachable: bool, outages: int, stale_answers: int) -> list[M
         family(
             CounterMetricFamily,
             "storyforge_read_cache_stale_answers",
-            "Versions and readiness answered from stale caches while Postgres was unreachable",
+            "Read-cache entries (versions, readiness, scene JSON rows) answered stale "
+            "while Postgres was unreachable",
             [],
             [((), stale_answers)],
         ),

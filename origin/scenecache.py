@@ -1,5 +1,6 @@
 """In-process caches of the read path: built stitched playlists keyed by
-(scene, version, file), per-segment playlists as signing templates (signing on),
+(scene, version, file), per-segment playlists as signing templates (signing on), the
+last scene JSON rows read (for outages only),
 and short-lived answers to "what version is this scene at"
 and "is this segment ready", so a warm request touches neither Postgres nor storage.
 
@@ -20,7 +21,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from origin.catalog import SceneView
 
 V = TypeVar("V")
 
@@ -114,6 +118,9 @@ class ReadCaches:
     # videos-bucket key -> a per-segment playlist / storyboard VTT read from storage
     # once and kept as a signing template (those files are immutable once published)
     segment_docs: LRU[Built]
+    # scene id -> the rows of the scene JSON (None: no live scene), read every time and
+    # kept only to answer while Postgres is unreachable
+    views: LRU[SceneView | None]
     # how old a version or readiness may be when answered while Postgres is down
     stale_seconds: float = 0.0
     stale_answers: int = 0  # answers made from such stale entries (for /metrics)
@@ -139,6 +146,7 @@ def new_read_caches(
         versions=LRU(max(1024, entries), ttl=version_ttl, clock=clock, keep=keep),
         ready=LRU(max(4096, entries * 4), ttl=version_ttl, clock=clock, keep=keep),
         segment_docs=LRU(entries),
+        views=LRU(min(entries, 256), ttl=0.0, clock=clock, keep=stale_seconds),
         stale_seconds=stale_seconds,
     )
 
@@ -150,7 +158,9 @@ def forget_scene(caches: ReadCaches, scene_id: str | None) -> None:
     if scene_id is None:
         caches.versions.clear()
         caches.ready.clear()
+        caches.views.clear()
         return
     caches.versions.discard(scene_id)
+    caches.views.discard(scene_id)
     caches.ready.discard_where(lambda key: isinstance(key, tuple) and key[0] == scene_id)
     caches.playlists.discard_where(lambda key: isinstance(key, tuple) and key[0] == scene_id)

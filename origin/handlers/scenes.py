@@ -176,15 +176,19 @@ def scene_playlist_json(
 async def scene_playlist(request: web.Request) -> web.Response:
     """GET /api/v1/scenes/{sceneId}/playlist. With signing on this is where viewers'
     authorisations are minted, so it takes the bearer token (401 without); the app
-    may pass `viewerIp` to bind them to its viewer's address (when binding is on)."""
+    may pass `viewerIp` to bind them to its viewer's address (when binding is on).
+    While Postgres is unreachable, the rows last read (within STALE_IF_DB_DOWN)."""
     scene_id = request.match_info["scene_id"]
     signed = request.app[keys.SETTINGS].signing != "none"
     if signed:
         require_token(request)
     if not layout.is_id(scene_id, "scn"):
         raise not_found("no such scene")
-    async with request.app[keys.POOL].acquire() as conn:
-        view = await catalog.scene_view(conn, scene_id)
+    caches = request.app[keys.READ_CACHES]
+    # read every time; the last one read answers while Postgres is unreachable
+    view = await revalidated(
+        request, caches.views, scene_id, lambda conn: catalog.scene_view(conn, scene_id)
+    )
     if view is None:
         raise not_found(f"no such scene: {scene_id}")
     grant = mint_scene_grant(request, scene_id, viewer_ip(request)) if signed else signing.NO_GRANT

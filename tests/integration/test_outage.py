@@ -1,9 +1,9 @@
 """Playback survives its dependencies going away (issue 14, Build 1). Postgres (a private
 cluster, so the shared one keeps serving other tests) is stopped under a request loop:
 first hung (SIGSTOP: answers wait at most the revalidation bound), then stopped:
-warm stitched playlists, storyboard, chapters, per-segment playlists and `.ts` (also
-of a clip only ever listed in a served playlist) keep answering 200 with the same bytes
-from the read caches; routes that need the database
+warm stitched playlists, storyboard, chapters, per-segment playlists, `.ts` (also of a
+clip only ever listed in a served playlist) and the scene JSON keep answering 200 with
+the same bytes from the read caches; routes that need the database
 answer 503 with `Retry-After`; nothing answers 500; the outage is logged once, shown in
 /metrics and /readyz, and ends without a restart (a deletion then takes effect within a
 second). moto's S3 (a private server) stopped: file routes answer 503, an upload fails
@@ -77,8 +77,11 @@ async def _get(client: TestClient, path: str, method: str = "GET", **kw: Any) ->
 
 
 def _urls(scene: str, segments: list[str]) -> list[str]:
-    return [f"/v/{scene}/{name}" for name in SCENE_FILES] + [
-        f"/v/{scene}/{seg}/{name}" for seg in segments for name in SEGMENT_FILES
+    """Scene documents, the segments' own files and the scene JSON."""
+    return [
+        *(f"/v/{scene}/{name}" for name in SCENE_FILES),
+        *(f"/v/{scene}/{seg}/{name}" for seg in segments for name in SEGMENT_FILES),
+        f"/api/v1/scenes/{scene}/playlist",
     ]
 
 
@@ -147,7 +150,7 @@ async def test_postgres_outage_playback_continues(settings, private_cluster, cap
                 db_only = [
                     ("GET", f"/v/{cold}/master.m3u8", {}),
                     ("GET", f"/api/v1/segments/{segments[0]}", {}),
-                    ("GET", f"/api/v1/scenes/{scene}/playlist", {}),
+                    ("GET", f"/api/v1/scenes/{cold}/playlist", {}),
                     ("POST", "/api/v1/scenes", {"json": {"title": "x"}}),
                     ("DELETE", f"/api/v1/segments/{segments[1]}", {}),
                     (

@@ -54,10 +54,16 @@ def test_a_deletion_forgets_stale_entries_too():
     caches = new_read_caches(16, clock=lambda: now[0], stale_seconds=600.0)
     caches.versions.put("scn_a", 4)
     caches.ready.put(("scn_a", "seg_1"), True)
+    caches.views.put("scn_a", None)  # any value: only its presence matters here
+    caches.views.put("scn_b", None)
     now[0] = 5.0
+    assert caches.views.stale("scn_a", 600.0) is None and len(caches.views) == 2
     forget_scene(caches, "scn_a")
     assert caches.last_known(caches.versions, "scn_a") is None
     assert caches.last_known(caches.ready, ("scn_a", "seg_1")) is None
+    assert len(caches.views) == 1
+    forget_scene(caches, None)
+    assert len(caches.views) == 0
 
 
 def test_without_staleness_expired_entries_are_dropped():
