@@ -3,7 +3,8 @@ playlists, storyboard VTTs): the conditional answer to a cached document, with t
 viewer's authorisation filled into its URIs when signing is on. Used by the scene
 and segment handlers and by the fast path, so both paths answer alike. `revalidated`
 re-reads what the read caches keep for a short time (a scene's version, a segment's
-readiness) and answers the last known value while Postgres is unreachable."""
+readiness, the scene JSON's rows) and answers the last known value while Postgres is
+unreachable or hung."""
 
 from __future__ import annotations
 
