@@ -36,7 +36,9 @@ from origin.storage import Storage, open_configured_storage
 
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    pool: asyncpg.Pool = await db.connect_pool(settings.database_url, size=settings.db_pool_size)
+    pool: asyncpg.Pool = await db.connect_pool(
+        settings.database_url, size=settings.db_pool_size, reachability=app[keys.DB_REACHABILITY]
+    )
     app[keys.POOL] = pool
     yield
     await pool.close()
@@ -76,6 +78,7 @@ def create_app(settings: Settings) -> web.Application:
         middleware.request_ids,
         middleware.in_flight,
         middleware.json_errors,
+        middleware.unavailable,
         middleware.preflight,
     ]
     if signing_state.guarded:
@@ -83,7 +86,10 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=1024**2)
     app[keys.SETTINGS] = settings
     app[auth.SIGNING] = signing_state
-    app[keys.READ_CACHES] = new_read_caches(settings.playlist_cache_entries)
+    app[keys.DB_REACHABILITY] = db.Reachability()
+    app[keys.READ_CACHES] = new_read_caches(
+        settings.playlist_cache_entries, stale_seconds=settings.stale_if_db_down
+    )
     app[keys.HTTP_STATS] = HttpStats()
     app[keys.FAST_PATH_ANSWERS] = FastPathAnswers()
     app[drain.DRAINING] = drain.Draining()

@@ -279,6 +279,35 @@ def cache_families(caches: ReadCaches) -> list[Metric]:
     ]
 
 
+def outage_families(reachable: bool, outages: int, stale_answers: int) -> list[Metric]:
+    """Whether this process reached Postgres last time it tried, how many outages it
+    has seen begin, and how many answers the read path made from stale caches."""
+    return [
+        family(
+            GaugeMetricFamily,
+            "storyforge_database_reachable",
+            "1 when the origin's last connection attempt to Postgres worked, else 0",
+            [],
+            [((), 1 if reachable else 0)],
+        ),
+        family(
+            CounterMetricFamily,
+            "storyforge_database_outages",
+            "Database outages this process has seen begin",
+            [],
+            [((), outages)],
+        ),
+        family(
+            CounterMetricFamily,
+            "storyforge_read_cache_stale_answers",
+            "Read-cache entries (versions, readiness, scene JSON rows) answered stale "
+            "while Postgres was unreachable",
+            [],
+            [((), stale_answers)],
+        ),
+    ]
+
+
 def job_families(
     counts: Mapping[tuple[str, str], int] | None,
     oldest_due: Mapping[str, float] | None,

@@ -60,6 +60,9 @@ class Settings:
     worker_metrics_port: int = 9101
     db_pool_size: int = 10
     playlist_cache_entries: int = 4096
+    # how long the read path keeps answering from what it last read from Postgres
+    # while Postgres is unreachable (seconds; 0: never)
+    stale_if_db_down: float = 600.0
     job_lease_seconds: float = 60.0
     job_max_attempts: int = 5
     timeline_interval: float = 10.0
@@ -197,6 +200,7 @@ class Settings:
             "playlist_cache_entries": _int(
                 e, "PLAYLIST_CACHE_ENTRIES", d.playlist_cache_entries, 1
             ),
+            "stale_if_db_down": _float(e, "STALE_IF_DB_DOWN", d.stale_if_db_down, 0.0),
             "job_lease_seconds": _float(e, "JOB_LEASE_SECONDS", d.job_lease_seconds, 1.0),
             "job_max_attempts": _int(e, "JOB_MAX_ATTEMPTS", d.job_max_attempts, 1, 100),
             "timeline_interval": _float(e, "TIMELINE_INTERVAL", d.timeline_interval, 0.5),

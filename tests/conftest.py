@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.scenes import API_TOKEN
-from tests.helpers.services import free_port, wait_port
+from tests.helpers.services import free_port, migrated_cluster, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,23 +41,8 @@ def moto_endpoint() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[object]:
     """A throwaway PostgreSQL cluster for the whole run (fsync off), migrated once."""
-    import asyncio
-    import shutil
-    import tempfile
-
-    from origin import db
-    from storyforge.dev.cluster import open_cluster
-
-    base = Path(tempfile.mkdtemp(prefix="storyforge-pg-"))
-    cluster = open_cluster(base / "data")
-    cluster.init()
-    cluster.start(fast=True)
-    try:
-        asyncio.run(db.migrate_dsn(cluster.dsn))
+    with migrated_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

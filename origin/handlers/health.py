@@ -71,6 +71,11 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
                 {"verified": signing.verified, "denied": signing.denied}, signing.reasons
             ),
             *metrics.cache_families(app[keys.READ_CACHES]),
+            *metrics.outage_families(
+                app[keys.DB_REACHABILITY].reachable,
+                app[keys.DB_REACHABILITY].outages,
+                app[keys.READ_CACHES].stale_answers,
+            ),
             *metrics.job_families(counts, ages, queue.JOB_KINDS, queue.STATUSES),
             *metrics.invalidation_families(invalidations),
             *metrics.delivery_families(deliveries, pending),

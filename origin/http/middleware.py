@@ -15,13 +15,15 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from origin import keys
+from origin import db, keys
 from origin.errors import ApiError, error_response
 from origin.http.access import CLIENT_CLOSED, route_of
 from origin.http.body import ClientClosed
 from origin.http.drain import DRAINING
 from origin.http.fields import REQUEST_ID, cors_preflight
 from origin.logs import new_request_id, request_id
+from origin.queue import QueueUnavailable
+from origin.storage import BadGateway, ObjectNotFound, RangeNotSatisfiable, StorageError
 
 log = logging.getLogger("storyforge.origin")
 
@@ -106,6 +108,42 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(
             500, "internal", f"internal error (request id {request.get(REQUEST_ID, '-')})"
         )
+
+
+# RFC 9110 §10.2.3: how long a client should wait before asking again after a 503
+RETRY_AFTER_SECONDS = "2"
+
+
+@web.middleware
+async def unavailable(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A dependency out of reach is the server's temporary condition, not a bug: 503
+    with `Retry-After` (RFC 9110 §15.6.4), no traceback. The outage itself is logged
+    once where it is noticed (db.Reachability), not per request."""
+    try:
+        return await handler(request)
+    except (db.Unavailable, QueueUnavailable) as exc:
+        raise ApiError(
+            503,
+            "database_unavailable",
+            "the database is unreachable; try again shortly",
+            {"Retry-After": RETRY_AFTER_SECONDS},
+        ) from exc
+    except (ObjectNotFound, RangeNotSatisfiable):
+        raise
+    except BadGateway as exc:
+        raise ApiError(
+            502,
+            "bad_gateway",
+            "the storage answered with an error; try again shortly",
+            {"Retry-After": RETRY_AFTER_SECONDS},
+        ) from exc
+    except StorageError as exc:  # the access log has the 503s
+        raise ApiError(
+            503,
+            "storage_unavailable",
+            "the storage is unreachable; try again shortly",
+            {"Retry-After": RETRY_AFTER_SECONDS},
+        ) from exc
 
 
 @web.middleware

@@ -52,6 +52,11 @@ class StorageError(Exception):
     """A storage operation failed (unreachable backend, denied, disk full, ...)."""
 
 
+class BadGateway(StorageError):
+    """The storage answered, but with a server error or something unreadable (a proxy
+    answers 502 for it, RFC 9110 §15.6.3), not with the object or a refusal."""
+
+
 class ObjectNotFound(StorageError):
     """The object (or its bucket) does not exist."""
 
