@@ -158,6 +158,11 @@ class Clip:
         object.__setattr__(self, "renditions", MappingProxyType(dict(self.renditions)))
         object.__setattr__(self, "storyboard", tuple(self.storyboard))
 
+    @property
+    def generation(self) -> int:
+        """The generation of the clip's renditions (one publish writes them all)."""
+        return max((r.generation for r in self.renditions.values()), default=1)
+
 
 # ------------------------------------------------------------------ number helpers
 

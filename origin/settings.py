@@ -103,6 +103,9 @@ class Settings:
     worker_metrics_port: int = 9101
     db_pool_size: int = 10
     playlist_cache_entries: int = 4096
+    # how long the read path keeps answering from what it last read from Postgres
+    # while Postgres is unreachable (seconds; 0: never)
+    stale_if_db_down: float = 600.0
     job_lease_seconds: float = 60.0
     job_max_attempts: int = 5
     timeline_interval: float = 10.0
@@ -144,6 +147,10 @@ class Settings:
     # Thumbnails at any moment (origin/stills.py).
     thumbnail_concurrency: int = 2
     thumbnail_cache_mb: int = 64
+    # Bounds on what a client may hold (origin/http/connection.py, origin/http/body.py).
+    header_timeout: float = 10.0
+    body_idle_timeout: float = 30.0
+    max_concurrent_uploads: int = 32
     # Two stages per clip (issue 17, README "Encoding"): the fast ladder published first,
     # then a `refine` job re-encodes it at the quality preset (REFINE=off: one stage).
     ladder: tuple[LadderRung, ...] = DEFAULT_LADDER
@@ -250,6 +257,7 @@ class Settings:
             "playlist_cache_entries": _int(
                 e, "PLAYLIST_CACHE_ENTRIES", d.playlist_cache_entries, 1
             ),
+            "stale_if_db_down": _float(e, "STALE_IF_DB_DOWN", d.stale_if_db_down, 0.0),
             "job_lease_seconds": _float(e, "JOB_LEASE_SECONDS", d.job_lease_seconds, 1.0),
             "job_max_attempts": _int(e, "JOB_MAX_ATTEMPTS", d.job_max_attempts, 1, 100),
             "timeline_interval": _float(e, "TIMELINE_INTERVAL", d.timeline_interval, 0.5),
@@ -299,6 +307,11 @@ class Settings:
                 e, "THUMBNAIL_CONCURRENCY", d.thumbnail_concurrency, 1, 64
             ),
             "thumbnail_cache_mb": _int(e, "THUMBNAIL_CACHE_MB", d.thumbnail_cache_mb, 0, 65536),
+            "header_timeout": _float(e, "HEADER_TIMEOUT", d.header_timeout, 0.1, 3600.0),
+            "body_idle_timeout": _float(e, "BODY_IDLE_TIMEOUT", d.body_idle_timeout, 0.1, 3600.0),
+            "max_concurrent_uploads": _int(
+                e, "MAX_CONCURRENT_UPLOADS", d.max_concurrent_uploads, 1, 10_000
+            ),
             "ladder": _ladder(e, "LADDER", d.ladder),
             "fast_preset": _presets(e, "FAST_PRESET", d.fast_preset),
             "refine": _choice(e, "REFINE", "on", ("on", "off")) == "on",
