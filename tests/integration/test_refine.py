@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient
 
 from origin import layout, queue
 from origin.app import create_app
+from origin.cdn import open_invalidations
 from origin.settings import LadderRung, StagePresets
 from origin.storage import open_configured_storage
 from tests.helpers.browser import CHROMIUM, NO_CHROMIUM_REASON, Browser, open_player, play_to_end
@@ -58,8 +59,10 @@ def refining(settings):
 async def kinds(refining, pool):
     """`kinds(*names)`: a worker running only those job kinds, in a block."""
     storage = await open_configured_storage(refining)
-    every = handlers(refining, storage)
+    invalidations = await open_invalidations(refining, pool)
+    every = handlers(refining, storage, invalidations)
     yield lambda *names: workers(pool, {k: every[k] for k in names})
+    await invalidations.aclose()
     await storage.aclose()
 
 
