@@ -145,6 +145,19 @@ def error_text(message: str) -> str:
     return message
 
 
+def unavailable(exc: BaseException) -> bool:
+    """Is `exc` the database being out of reach (connection lost, server restarting or
+    full, pool closing), which waiting and trying again can cure, rather than a refusal?
+    SQLSTATE classes 08 (connection), 53 (resources), 57 (operator intervention)."""
+    if isinstance(exc, QueueUnavailable):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        return (getattr(exc, "sqlstate", None) or "")[:2] in ("08", "53", "57")
+    if isinstance(exc, asyncpg.InterfaceError):
+        return "closed" in str(exc) or "closing" in str(exc)
+    return isinstance(exc, OSError | TimeoutError)
+
+
 @contextmanager
 def _converted(action: str) -> Iterator[None]:
     """Turn asyncpg / socket errors into ours at this boundary."""
@@ -152,17 +165,10 @@ def _converted(action: str) -> Iterator[None]:
         yield
     except (LeaseLost, QueueError):
         raise
-    except asyncpg.PostgresError as exc:
-        state = getattr(exc, "sqlstate", None) or ""
-        if state[:2] in ("08", "53", "57"):
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        if unavailable(exc):
             raise QueueUnavailable(f"job queue unavailable ({action}): {exc}") from exc
         raise QueueError(f"job queue error ({action}): {exc}") from exc
-    except asyncpg.InterfaceError as exc:
-        if "closed" in str(exc) or "closing" in str(exc):
-            raise QueueUnavailable(f"job queue unavailable ({action}): {exc}") from exc
-        raise QueueError(f"job queue error ({action}): {exc}") from exc
-    except (OSError, TimeoutError) as exc:
-        raise QueueUnavailable(f"job queue unavailable ({action}): {exc}") from exc
 
 
 def _require_autocommit(conn: Conn, action: str) -> None:
@@ -454,6 +460,13 @@ async def requeue(conn: Conn, job_id: str) -> Job | None:
         except asyncpg.UniqueViolationError:
             return None
     return Job.from_row(row) if row is not None else None
+
+
+async def unheld(conn: Conn, job_ids: Sequence[str]) -> set[str]:
+    """Those of `job_ids` that are jobs of this database with no live lease: no worker
+    is working on them (or writing in their temporary directories)."""
+    with _converted("find unheld jobs"):
+        return {r["id"] for r in await conn.fetch(q("job_unheld"), list(job_ids))}
 
 
 def _uuid(token: str | uuid.UUID) -> uuid.UUID:

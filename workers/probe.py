@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from origin.ffargs import input_url, probe_command
+from origin.ffargs import input_url, probe_command, untrusted_input
 
 
 class BadInput(Exception):
@@ -301,6 +301,53 @@ def validate_probe(probe: Mapping[str, Any], limits: Limits | None = None) -> Me
         video_stream=_int(video.get("index")) or 0,
         audio_stream=_int(audio.get("index")) if audio else None,
     )
+
+
+def first_frame_command(path: str | os.PathLike[str], info: MediaInfo) -> list[str]:
+    """ffprobe decoding the first packet of the video stream (and flushing the decoder)
+    of a validated upload: the size of its first picture, as JSON."""
+    return [
+        "ffprobe",
+        "-v",
+        "error",
+        "-hide_banner",
+        *untrusted_input(DEMUXERS),
+        "-f",
+        info.demuxer,
+        "-select_streams",
+        str(info.video_stream),
+        "-read_intervals",
+        "%+#1",
+        "-show_entries",
+        "frame=width,height",
+        "-print_format",
+        "json",
+        "-i",
+        input_url(path),
+    ]
+
+
+def check_first_frame(frames: Mapping[str, Any], info: MediaInfo, stderr: str = "") -> None:
+    """The first decoded picture must have the size the stream declares (what the
+    limits were checked against and the transcode is built for): a stream declaring
+    7680x4320 over 64x64 of data, or data that decodes to no picture at all, is refused."""
+    declared = f"{info.coded_width}x{info.coded_height}"
+    first = next((f for f in frames.get("frames") or () if isinstance(f, Mapping)), None)
+    if first is None:
+        why = _error_lines(stderr)
+        detail = f": {why[-1][:200]}" if why else ""
+        raise BadInput(f"no picture could be decoded at the declared size {declared}{detail}")
+    width, height = _int(first.get("width")) or 0, _int(first.get("height")) or 0
+    if (width, height) != (info.coded_width, info.coded_height):
+        raise BadInput(
+            f"the stream declares a {declared} picture but its first picture is "
+            f"{width}x{height}: damaged or crafted"
+        )
+
+
+def _error_lines(stderr: str) -> list[str]:
+    """ffmpeg's error lines without their ``[codec @ 0x...]`` prefixes."""
+    return [_PROBE_ERROR_PREFIX.sub("", ln.strip()) for ln in stderr.splitlines() if ln.strip()]
 
 
 _PROBE_ERROR_PREFIX = re.compile(r"^\[([^\]@]+?) @ 0x[0-9a-f]+\]\s*")

@@ -224,6 +224,7 @@ async def _transcode_and_publish(
             DEFAULT_LADDER,
             on_progress=on_progress,
             frame_interval=settings.timeline_interval,
+            stall_seconds=settings.ffmpeg_stall_seconds,
             loudness=loudness,
         )
         renditions, target = clip_renditions(out)
@@ -289,15 +290,18 @@ async def _transcode_and_publish(
         )
         await _put_all(storage, items)
         await ctx.progress(95)
-        published = await _publish(
-            ctx,
-            settings,
-            segment_id,
-            duration,
-            document,
-            out,
-            renditions,
-            _loudness_record(loudness),
+        published = await ctx.retrying(  # until it commits or the lease ends
+            lambda: _publish(
+                ctx,
+                settings,
+                segment_id,
+                duration,
+                document,
+                out,
+                renditions,
+                _loudness_record(loudness),
+            ),
+            "publish",
         )
         if published:
             poster = await _write_poster(

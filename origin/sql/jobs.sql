@@ -285,6 +285,13 @@ UPDATE jobs
        run_after = now() + make_interval(secs => $3::float8),
        payload = payload || ($4::text)::jsonb,
        progress = 0,
+       lease_token = NULL,
+       lease_expires_at = NULL,
+       updated_at = now()
+ WHERE id = $1
+   AND lease_token = $2
+   AND status = 'running'
+RETURNING *;
 
 -- name: job_bury
 -- $3 error: the job gives up for good with attempts left (a webhook past its retry
@@ -302,3 +309,12 @@ UPDATE jobs
    AND lease_token = $2
    AND status = 'running'
 RETURNING *;
+
+-- name: job_unheld
+-- Of the job ids $1, those of this database that no worker may still be working on:
+-- no lease, or an expired one. A worker removes their temporary directories (ids of
+-- other databases sharing the machine's temporary directory are not returned).
+SELECT id
+  FROM jobs
+ WHERE id = ANY ($1::text[])
+   AND (lease_token IS NULL OR lease_expires_at <= now());

@@ -15,7 +15,9 @@ from workers.probe import (
     BadInput,
     Limits,
     MediaInfo,
+    check_first_frame,
     ffprobe_command,
+    first_frame_command,
     input_url,
     probe_failure_reason,
     validate_probe,
@@ -395,3 +397,54 @@ def test_the_pixel_rate_is_bounded() -> None:
     assert validate_probe(probe_json(four_k60, audio_stream())).width == 3840
     with pytest.raises(BadInput, match="pixels per second"):
         validate_probe(probe_json(four_k60, audio_stream()), Limits(max_pixel_rate=1e8))
+
+
+# ------------------------------------------------------- first decoded picture
+
+
+def _declared(width: int, height: int, stream: int = 0) -> MediaInfo:
+    return validate_probe(
+        probe_json(video_stream(width=width, height=height, index=stream)),
+        Limits(max_pixel_rate=1e12),
+    )
+
+
+def test_first_frame_command_decodes_one_packet_of_the_video_stream_only() -> None:
+    info = _declared(1920, 1080, stream=1)
+    cmd = first_frame_command("/up/load.mp4", info)
+    assert cmd[cmd.index("-protocol_whitelist") + 1] == "file"
+    assert cmd[cmd.index("-f") + 1] == "mov"  # the demuxer the probe found, forced
+    assert cmd[cmd.index("-select_streams") + 1] == "1"
+    assert cmd[cmd.index("-read_intervals") + 1] == "%+#1"
+    assert cmd[-2:] == ["-i", "file:/up/load.mp4"]
+
+
+@pytest.mark.parametrize(
+    ("frames", "stderr", "reason"),
+    [
+        ({"frames": [{"width": 1920, "height": 1080}]}, "", None),
+        (
+            {"frames": [{"width": 64, "height": 64}]},
+            "",
+            "the stream declares a 1920x1080 picture but its first picture is 64x64: "
+            "damaged or crafted",
+        ),
+        (
+            {"frames": []},
+            "[rawvideo @ 0x55d1] Invalid buffer size, packet size 6144 < expected frame_size 3110400\n",
+            "no picture could be decoded at the declared size 1920x1080: Invalid buffer size, "
+            "packet size 6144 < expected frame_size 3110400",
+        ),
+        ({}, "", "no picture could be decoded at the declared size 1920x1080"),
+    ],
+)
+def test_first_picture_must_have_the_declared_size(
+    frames: dict[str, Any], stderr: str, reason: str | None
+) -> None:
+    info = _declared(1920, 1080)
+    if reason is None:
+        check_first_frame(frames, info, stderr)
+        return
+    with pytest.raises(BadInput) as raised:
+        check_first_frame(frames, info, stderr)
+    assert raised.value.reason == reason
