@@ -148,13 +148,17 @@ def error_text(message: str) -> str:
 def unavailable(exc: BaseException) -> bool:
     """Is `exc` the database being out of reach (connection lost, server restarting or
     full, pool closing), which waiting and trying again can cure, rather than a refusal?
-    SQLSTATE classes 08 (connection), 53 (resources), 57 (operator intervention)."""
+    SQLSTATE classes 08 (connection), 53 (resources), 57 (operator intervention); a
+    connection cut in the middle of a statement can also leave asyncpg's protocol in a
+    state it refuses to leave ("cannot switch to state"; the pool drops that connection)."""
     if isinstance(exc, QueueUnavailable):
         return True
     if isinstance(exc, asyncpg.PostgresError):
         return (getattr(exc, "sqlstate", None) or "")[:2] in ("08", "53", "57")
     if isinstance(exc, asyncpg.InterfaceError):
         return "closed" in str(exc) or "closing" in str(exc)
+    if isinstance(exc, asyncpg.InternalClientError):
+        return "cannot switch to state" in str(exc)
     return isinstance(exc, OSError | TimeoutError)
 
 
@@ -165,7 +169,13 @@ def _converted(action: str) -> Iterator[None]:
         yield
     except (LeaseLost, QueueError):
         raise
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+    except (
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+        OSError,
+        TimeoutError,
+    ) as exc:
         if unavailable(exc):
             raise QueueUnavailable(f"job queue unavailable ({action}): {exc}") from exc
         raise QueueError(f"job queue error ({action}): {exc}") from exc

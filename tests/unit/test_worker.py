@@ -34,6 +34,12 @@ def test_workdir_names_name_their_job() -> None:
         (asyncpg.InterfaceError("connection is closed"), True),
         (ConnectionRefusedError(111, "Connection refused"), True),
         (TimeoutError(), True),
+        (
+            asyncpg.InternalClientError(
+                "cannot switch to state 15; another operation (2) is in progress"
+            ),
+            True,
+        ),
         (queue.QueueUnavailable("job queue unavailable (claim)"), True),
         (asyncpg.exceptions.UniqueViolationError("duplicate key"), False),
         (asyncpg.exceptions.UndefinedTableError("relation does not exist"), False),
