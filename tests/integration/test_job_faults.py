@@ -187,11 +187,13 @@ async def test_a_worker_killed_in_each_job_kind_is_finished_once_by_another(
                 # finished exactly once: one publish, its files exactly the playlists'
                 storage = client.server.app[keys.STORAGE]
                 names = sorted(
-                    o.key.rsplit("/", 1)[1]
-                    async for o in storage.list(
-                        s.videos_bucket, layout.segment_prefix(scene, seg) + "/"
-                    )
-                    if o.key.endswith(".ts")
+                    [
+                        o.key.rsplit("/", 1)[1]
+                        async for o in storage.list(
+                            s.videos_bucket, layout.segment_prefix(scene, seg)
+                        )
+                        if o.key.endswith(".ts")
+                    ]
                 )
                 r = await client.get(f"/v/{scene}/{seg}/720p.m3u8")
                 segments = (await r.text()).count("#EXTINF")
@@ -200,7 +202,7 @@ async def test_a_worker_killed_in_each_job_kind_is_finished_once_by_another(
                 )
                 ready = await pool.fetchval(
                     "SELECT count(*) FROM webhook_events WHERE type = 'segment.ready' "
-                    "AND data->>'segmentId' = $1",
+                    "AND payload->'data'->>'segmentId' = $1",
                     seg,
                 )
                 assert ready == 1
