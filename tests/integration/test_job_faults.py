@@ -1,6 +1,6 @@
 """Jobs under faults (issue 14): a worker SIGKILLed in the middle of every kind of job
-that can be caught running (transcode, export, delete_scene, remove_segment, webhook)
-is finished exactly once by another worker, with no ffmpeg left behind and its
+(transcode, export, delete_scene, remove_segment, webhook, expire_upload) is finished
+exactly once by another worker, with no ffmpeg left behind and its
 temporary directory removed; a database restart while jobs end records their real
 outcome (not "lease expired"); a storm of killed connections during a transcode does
 not stop it; an ffmpeg whose input stalls is killed by the stall timeout; a stream
@@ -9,6 +9,7 @@ declaring 7680x4320 over 64x64 of data is refused. Only loopback is contacted.""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import os
@@ -41,6 +42,9 @@ from workers.worker import JobContext, run_worker
 pytestmark = pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)
 
 TMP = Path(tempfile.gettempdir())
+# statements waiting for a lock the backend $1 holds (asked from another connection: a
+# transaction sees pg_stat_activity as it was when it first looked)
+BLOCKED_BY = "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))"
 
 
 async def until(check: Callable[[], Awaitable[object]], timeout: float, what: str) -> object:
@@ -136,6 +140,10 @@ async def test_a_worker_killed_in_each_job_kind_is_finished_once_by_another(
             scene, (user,) = await new_scene(client)
             up = await upload(client, scene, user, clip)
             seg, transcode_job = up["segmentId"], up["jobId"]
+            # a tus upload past its expiry, whose row the test keeps locked: its
+            # expire_upload job waits on the lock (running)
+            expire_job, locker = await expired_upload(client, pool, scene, user)
+            locker_pid = locker.get_server_pid()
 
             first = worker_process(s, "--concurrency", "6", **env)
             try:
@@ -143,12 +151,18 @@ async def test_a_worker_killed_in_each_job_kind_is_finished_once_by_another(
                 async def all_in_flight() -> bool:
                     rows = await pool.fetch(
                         "SELECT id, status, progress FROM jobs WHERE id = ANY($1)",
-                        [delete_job, remove_job, transcode_job],
+                        [delete_job, remove_job, transcode_job, expire_job],
                     )
                     state = {r["id"]: (r["status"], r["progress"]) for r in rows}
-                    return bool(cut) and all(
-                        st == "running" and pct >= (10 if j == transcode_job else 1)
-                        for j, (st, pct) in state.items()
+                    waiting = await pool.fetchval(BLOCKED_BY, locker_pid)
+                    progressed = {transcode_job: 10, delete_job: 1, remove_job: 1, expire_job: 0}
+                    return (
+                        bool(cut)
+                        and waiting > 0
+                        and all(
+                            st == "running" and pct >= progressed[j]
+                            for j, (st, pct) in state.items()
+                        )
                     )
 
                 await until(all_in_flight, 90, "every job in flight")
@@ -164,12 +178,20 @@ async def test_a_worker_killed_in_each_job_kind_is_finished_once_by_another(
             release.set()
             for job in held:  # the holders stop writing
                 assert await queue.let_go(pool, job.id, job.lease_token or "")
+            # the dead worker's statement waiting on the lock ends, as Postgres would end
+            # it on finding its client gone (TCP keepalive), then the lock is released
+            await pool.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE $1 = ANY (pg_blocking_pids(pid))",
+                locker_pid,
+            )
+            await locker.close()
 
             second = worker_process(s, "--concurrency", "6", **env)
             try:
                 done = await wait_done(client, seg, timeout=120)
                 assert done["status"] == "ready", done
-                for job_id in (delete_job, remove_job, transcode_job):
+                for job_id in (delete_job, remove_job, transcode_job, expire_job):
                     await until(
                         lambda j=job_id: _status_is(pool, j, "succeeded"), 60, f"{job_id} done"
                     )
@@ -177,7 +199,7 @@ async def test_a_worker_killed_in_each_job_kind_is_finished_once_by_another(
                     "SELECT job_id FROM webhook_deliveries WHERE event_id = $1", cut[0]
                 )
                 await until(lambda: _status_is(pool, hook_job, "succeeded"), 60, "delivered")
-                for job_id in (delete_job, remove_job, transcode_job, hook_job):
+                for job_id in (delete_job, remove_job, transcode_job, hook_job, expire_job):
                     row = await pool.fetchrow(
                         "SELECT attempts, errors FROM jobs WHERE id=$1", job_id
                     )
@@ -212,6 +234,14 @@ async def test_a_worker_killed_in_each_job_kind_is_finished_once_by_another(
                 )
                 assert gone == 0
                 assert receiver.processed.keys() >= {cut[0]}  # the cut delivery, once more
+                assert (
+                    await pool.fetchval(
+                        "SELECT u.status FROM uploads u JOIN jobs j "
+                        "ON j.dedupe_key = 'expire_upload:' || u.id WHERE j.id = $1",
+                        expire_job,
+                    )
+                    == "expired"
+                )
 
                 # export: the second worker is killed while it joins a long scene
                 long_scene, _ = await scene_of_copies(s, scene, [seg] * 24, user)
@@ -251,6 +281,37 @@ async def test_a_worker_killed_in_each_job_kind_is_finished_once_by_another(
             stored = sorted([o.key async for o in storage.list(s.exports_bucket, long_scene + "/")])
             assert stored == [prefix + "export_manifest.json", prefix + "full_1080p.mp4"]
             assert not workdirs(export_job)
+
+
+async def expired_upload(
+    client: TestClient, pool: asyncpg.Pool, scene: str, user: str
+) -> tuple[str, asyncpg.Connection]:
+    """A tus upload made due for expiry now, and a connection holding its row locked
+    (in an open transaction): its expire_upload job id and that connection."""
+    meta = ",".join(
+        f"{k} {base64.b64encode(v.encode()).decode()}"
+        for k, v in {"sceneId": scene, "contributor": user, "filename": "clip.mp4"}.items()
+    )
+    r = await client.post(
+        "/api/v1/uploads",
+        headers={
+            **client.headers_auth,
+            "Tus-Resumable": "1.0.0",
+            "Upload-Length": "1000",
+            "Upload-Metadata": meta,
+        },
+    )
+    assert r.status == 201, await r.text()
+    upload_id = r.headers["Location"].rsplit("/", 1)[1]
+    await pool.execute("UPDATE uploads SET expires_at = now() WHERE id = $1", upload_id)
+    job_id = await pool.fetchval(
+        "UPDATE jobs SET run_after = now() WHERE dedupe_key = $1 RETURNING id",
+        f"expire_upload:{upload_id}",
+    )
+    locker = await asyncpg.connect(client.server.app[keys.SETTINGS].database_url)
+    await locker.execute("BEGIN")
+    await locker.execute("SELECT 1 FROM uploads WHERE id = $1 FOR UPDATE", upload_id)
+    return job_id, locker
 
 
 async def _status_is(pool: asyncpg.Pool, job_id: str, status: str) -> bool:
