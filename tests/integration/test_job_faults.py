@@ -37,7 +37,7 @@ from tests.helpers.services import child_pids, free_port, processes_mentioning, 
 from tests.helpers.webhooks import SECRET, Receiver
 from tests.helpers.workers import running_workers
 from workers import ffmpeg
-from workers.worker import JobContext, run_worker
+from workers.worker import JobContext, run_worker, sweep_workdirs
 
 pytestmark = pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)
 
@@ -382,6 +382,7 @@ async def test_a_database_restart_while_jobs_end_records_their_real_outcome(
         assert b.last_error == "ValueError: the handler's own error", b.errors
         stop.set()
         await asyncio.wait_for(worker, 30)
+        await pool.execute("DELETE FROM jobs WHERE id = ANY($1)", [ok.id, bad.id])
     finally:
         stop.set()
         await pool.close()
@@ -491,3 +492,30 @@ async def test_a_stream_declaring_8k_over_64x64_of_data_is_refused(
     )
     storage = client.server.app[keys.STORAGE]
     assert [o async for o in storage.list(settings.videos_bucket, f"{scene}/")] == []
+
+
+async def test_only_directories_of_this_databases_unheld_jobs_are_swept(pg_dsn, tmp_path) -> None:
+    pool = await db.connect_pool(pg_dsn, size=2)
+    try:
+        held = await queue.enqueue(pool, "webhook", {})
+        claimed = await queue.claim(pool, ["webhook"], worker="alive", lease_seconds=60)
+        assert claimed is not None and claimed.id == held.id
+        free = await queue.enqueue(pool, "webhook", {}, delay=3600)  # queued, no lease
+        unknown = layout.new_id("job")  # another installation's job sharing the directory
+        dirs = {
+            job_id: tmp_path / f"storyforge-{job_id}-k2x_9q1a"
+            for job_id in (held.id, free.id, unknown)
+        }
+        for path in dirs.values():
+            (path / "out").mkdir(parents=True)
+            (path / "out" / "720p_0001.ts").write_bytes(b"\0" * 188)
+        (tmp_path / "storyforge-voice-x1y2z3").mkdir()
+        swept = await sweep_workdirs(pool, "sweeper", tmp_path)
+        assert swept == [dirs[free.id]]
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            [dirs[held.id].name, dirs[unknown].name, "storyforge-voice-x1y2z3"]
+        )
+        # no later test's worker may run these jobs of no real handler
+        await pool.execute("DELETE FROM jobs WHERE id = ANY($1)", [held.id, free.id])
+    finally:
+        await pool.close()
