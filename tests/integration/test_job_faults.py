@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -63,6 +63,25 @@ def workdirs(job_id: str) -> list[Path]:
 def kill(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
+
+
+@contextlib.contextmanager
+def worker(settings, *args: str, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`storyforge worker` in its own process, SIGKILLed at the end if still running."""
+    proc = worker_process(settings, *args, **env)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            kill(proc)
+
+
+async def kill_mid_job(proc: subprocess.Popen[bytes], job_id: str) -> None:
+    """SIGKILL the worker running `job_id`: no cleanup code of its runs; its ffmpeg
+    children (named after the job's working directory) die with it."""
+    kill(proc)
+    await asyncio.sleep(0.3)
+    assert not processes_mentioning(f"storyforge-{job_id}"), "ffmpeg outlived its worker"
 
 
 @contextlib.asynccontextmanager
@@ -145,8 +164,7 @@ async def test_a_worker_killed_in_each_job_kind_is_finished_once_by_another(
             expire_job, locker = await expired_upload(client, pool, scene, user)
             locker_pid = locker.get_server_pid()
 
-            first = worker_process(s, "--concurrency", "6", **env)
-            try:
+            with worker(s, "--concurrency", "6", **env) as first:
 
                 async def all_in_flight() -> bool:
                     rows = await pool.fetch(
@@ -168,12 +186,7 @@ async def test_a_worker_killed_in_each_job_kind_is_finished_once_by_another(
                 await until(all_in_flight, 90, "every job in flight")
                 assert any("ffmpeg" in cmd for cmd in child_pids(first.pid).values())
                 assert workdirs(transcode_job), "the transcode has a working directory"
-                kill(first)
-            finally:
-                if first.poll() is None:
-                    kill(first)
-            await asyncio.sleep(0.3)
-            assert not processes_mentioning(f"storyforge-{transcode_job}"), "ffmpeg outlived it"
+                await kill_mid_job(first, transcode_job)
             assert workdirs(transcode_job), "a SIGKILLed worker cleans nothing up"
             release.set()
             for job in held:  # the holders stop writing
@@ -187,8 +200,7 @@ async def test_a_worker_killed_in_each_job_kind_is_finished_once_by_another(
             )
             await locker.close()
 
-            second = worker_process(s, "--concurrency", "6", **env)
-            try:
+            with worker(s, "--concurrency", "6", **env) as second:
                 done = await wait_done(client, seg, timeout=120)
                 assert done["status"] == "ready", done
                 for job_id in (delete_job, remove_job, transcode_job, expire_job):
@@ -262,18 +274,10 @@ async def test_a_worker_killed_in_each_job_kind_is_finished_once_by_another(
                     return row["status"] == "running" and row["progress"] >= 10
 
                 await until(exporting, 60, "exporting")
-                kill(second)
-            finally:
-                if second.poll() is None:
-                    kill(second)
-            await asyncio.sleep(0.3)
-            assert not processes_mentioning(f"storyforge-{export_job}"), "ffmpeg outlived it"
-            third = worker_process(s, **env)
-            try:
+                await kill_mid_job(second, export_job)
+            assert workdirs(export_job), "the killed export left its directory"
+            with worker(s, **env):
                 exported = await wait_export(client, started["exportId"], timeout=120)
-            finally:
-                third.send_signal(signal.SIGTERM)
-                third.wait(30)
             assert exported["status"] == "ready", exported
             row = await pool.fetchrow("SELECT status, attempts FROM jobs WHERE id=$1", export_job)
             assert (row["status"], row["attempts"]) == ("succeeded", 2)
