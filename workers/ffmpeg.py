@@ -196,12 +196,13 @@ async def probe(
         raise BadInput("not a readable video file: ffprobe output unreadable") from None
     info = validate_probe(data, limits)
     # the first decoded picture must have the declared size (workers.probe.check_first_frame)
-    done = await _ffprobe(first_frame_command(path, info), path, timeout)
     try:
-        frames = json.loads(done.stdout)
-    except ValueError:
-        frames = {}
-    check_first_frame(frames, info, done.stderr)
+        done = await run_capture(first_frame_command(path, info), timeout=timeout)
+    except TimeoutError:
+        raise TranscodeFailed(f"ffmpeg did not decode a picture within {timeout:g} s") from None
+    if done.returncode < 0:
+        raise TranscodeFailed(f"ffmpeg killed by signal {-done.returncode}", done.stderr[-2000:])
+    check_first_frame(done.stderr, info)
     return info
 
 

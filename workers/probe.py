@@ -304,50 +304,63 @@ def validate_probe(probe: Mapping[str, Any], limits: Limits | None = None) -> Me
 
 
 def first_frame_command(path: str | os.PathLike[str], info: MediaInfo) -> list[str]:
-    """ffprobe decoding the first packet of the video stream (and flushing the decoder)
-    of a validated upload: the size of its first picture, as JSON."""
+    """ffmpeg decoding the first picture of a validated upload's video stream and
+    describing it (``showinfo`` at log level info), then stopping. Only key frames are
+    decoded (``-skip_frame nokey``): a capture that starts in the middle of a GOP still
+    shows its first whole picture, and an all-intra stream costs one decode."""
     return [
-        "ffprobe",
-        "-v",
-        "error",
+        "ffmpeg",
+        "-nostdin",
         "-hide_banner",
+        "-nostats",
+        "-loglevel",
+        "info",
         *untrusted_input(DEMUXERS),
         "-f",
         info.demuxer,
-        "-select_streams",
-        str(info.video_stream),
-        "-read_intervals",
-        "%+#1",
-        "-show_entries",
-        "frame=width,height",
-        "-print_format",
-        "json",
+        "-skip_frame",
+        "nokey",
+        "-noautorotate",  # the coded picture, as ffprobe declares it (not turned upright)
         "-i",
         input_url(path),
+        "-map",
+        f"0:{info.video_stream}",
+        "-frames:v",
+        "1",
+        "-vf",
+        "showinfo",
+        "-f",
+        "null",
+        "-",
     ]
 
 
-def check_first_frame(frames: Mapping[str, Any], info: MediaInfo, stderr: str = "") -> None:
-    """The first decoded picture must have the size the stream declares (what the
-    limits were checked against and the transcode is built for): a stream declaring
-    7680x4320 over 64x64 of data, or data that decodes to no picture at all, is refused."""
+_SHOWINFO = re.compile(r"^\[Parsed_showinfo_\d+ @ [^\]]*\]\s+n:\s*\d+ .*?\bs:(\d+)x(\d+)\b")
+
+
+def check_first_frame(stderr: str, info: MediaInfo) -> None:
+    """The first decoded picture (`first_frame_command`'s log) must have the size the
+    stream declares (what the limits were checked against and the transcode is built
+    for): a stream declaring 7680x4320 over 64x64 of data, or data that decodes to no
+    picture at all, is refused."""
     declared = f"{info.coded_width}x{info.coded_height}"
-    first = next((f for f in frames.get("frames") or () if isinstance(f, Mapping)), None)
+    lines = stderr.splitlines()
+    first = next((m for m in map(_SHOWINFO.match, lines) if m), None)
     if first is None:
-        why = _error_lines(stderr)
+        # the decoder's own complaint, the last one (no path: those lines name the codec)
+        why = [
+            _PROBE_ERROR_PREFIX.sub("", ln).strip()
+            for ln in lines
+            if _PROBE_ERROR_PREFIX.match(ln) and "showinfo" not in ln
+        ]
         detail = f": {why[-1][:200]}" if why else ""
         raise BadInput(f"no picture could be decoded at the declared size {declared}{detail}")
-    width, height = _int(first.get("width")) or 0, _int(first.get("height")) or 0
+    width, height = int(first.group(1)), int(first.group(2))
     if (width, height) != (info.coded_width, info.coded_height):
         raise BadInput(
             f"the stream declares a {declared} picture but its first picture is "
             f"{width}x{height}: damaged or crafted"
         )
-
-
-def _error_lines(stderr: str) -> list[str]:
-    """ffmpeg's error lines without their ``[codec @ 0x...]`` prefixes."""
-    return [_PROBE_ERROR_PREFIX.sub("", ln.strip()) for ln in stderr.splitlines() if ln.strip()]
 
 
 _PROBE_ERROR_PREFIX = re.compile(r"^\[([^\]@]+?) @ 0x[0-9a-f]+\]\s*")

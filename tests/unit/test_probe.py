@@ -409,42 +409,55 @@ def _declared(width: int, height: int, stream: int = 0) -> MediaInfo:
     )
 
 
-def test_first_frame_command_decodes_one_packet_of_the_video_stream_only() -> None:
+def test_first_frame_command_decodes_one_key_frame_of_the_video_stream_only() -> None:
     info = _declared(1920, 1080, stream=1)
     cmd = first_frame_command("/up/load.mp4", info)
     assert cmd[cmd.index("-protocol_whitelist") + 1] == "file"
     assert cmd[cmd.index("-f") + 1] == "mov"  # the demuxer the probe found, forced
-    assert cmd[cmd.index("-select_streams") + 1] == "1"
-    assert cmd[cmd.index("-read_intervals") + 1] == "%+#1"
-    assert cmd[-2:] == ["-i", "file:/up/load.mp4"]
+    # input options before -i: key frames only; output: the first picture, described
+    assert cmd.index("-skip_frame") < cmd.index("-i") and "nokey" in cmd
+    assert cmd[cmd.index("-i") + 1] == "file:/up/load.mp4"
+    assert cmd[cmd.index("-map") + 1] == "0:1"
+    assert cmd[cmd.index("-frames:v") + 1] == "1"
+    assert cmd[-4:] == ["showinfo", "-f", "null", "-"]
+
+
+SHOWINFO = (
+    "[Parsed_showinfo_0 @ 0x55beb722b200] n:   0 pts:      0 pts_time:0       pos:       48 "
+    "fmt:yuv420p sar:1/1 s:{} i:P iskey:1 type:I checksum:EAD758B5\n"
+)
 
 
 @pytest.mark.parametrize(
-    ("frames", "stderr", "reason"),
+    ("stderr", "reason"),
     [
-        ({"frames": [{"width": 1920, "height": 1080}]}, "", None),
+        (SHOWINFO.format("1920x1080"), None),
+        # a capture starting mid-GOP: errors before its first key frame, then the picture
         (
-            {"frames": [{"width": 64, "height": 64}]},
-            "",
+            "[h264 @ 0x5642] non-existing PPS 0 referenced\n"
+            "[h264 @ 0x5642] decode_slice_header error\n" + SHOWINFO.format("1920x1080"),
+            None,
+        ),
+        (
+            SHOWINFO.format("64x64"),
             "the stream declares a 1920x1080 picture but its first picture is 64x64: "
             "damaged or crafted",
         ),
         (
-            {"frames": []},
-            "[rawvideo @ 0x55d1] Invalid buffer size, packet size 6144 < expected frame_size 3110400\n",
+            "Input #0, avi, from 'file:/srv/tmp/storyforge-job_x/upload':\n"
+            "[rawvideo @ 0x55d1] Invalid buffer size, packet size 6144 < expected frame_size "
+            "3110400\nError while decoding stream #0:0: Invalid argument\n",
             "no picture could be decoded at the declared size 1920x1080: Invalid buffer size, "
             "packet size 6144 < expected frame_size 3110400",
         ),
-        ({}, "", "no picture could be decoded at the declared size 1920x1080"),
+        ("", "no picture could be decoded at the declared size 1920x1080"),
     ],
 )
-def test_first_picture_must_have_the_declared_size(
-    frames: dict[str, Any], stderr: str, reason: str | None
-) -> None:
+def test_first_picture_must_have_the_declared_size(stderr: str, reason: str | None) -> None:
     info = _declared(1920, 1080)
     if reason is None:
-        check_first_frame(frames, info, stderr)
+        check_first_frame(stderr, info)
         return
     with pytest.raises(BadInput) as raised:
-        check_first_frame(frames, info, stderr)
+        check_first_frame(stderr, info)
     assert raised.value.reason == reason
