@@ -523,3 +523,17 @@ async def test_only_directories_of_this_databases_unheld_jobs_are_swept(pg_dsn, 
         await pool.execute("DELETE FROM jobs WHERE id = ANY($1)", [held.id, free.id])
     finally:
         await pool.close()
+
+
+async def test_a_capture_starting_mid_gop_passes_the_picture_check(tmp_path) -> None:
+    """The first-picture check decodes key frames only: a recording cut in the middle of
+    a GOP (no SPS/PPS before its first key frame) is accepted, as the transcode takes it."""
+    whole = make_clip(
+        tmp_path / "gop.ts", width=320, height=240, duration=6, container="ts",
+        extra=["-g", "90", "-bf", "2"],
+    )  # fmt: skip
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.ts"
+    cut.write_bytes(data[188 * (len(data) // 188 // 4) :])  # from a quarter in, packet-aligned
+    info = await ffmpeg.probe(cut)
+    assert (info.coded_width, info.coded_height) == (320, 240)
