@@ -168,6 +168,34 @@ async def create_scene(conn: Any, n_clips: int, users: list[str], rng: random.Ra
     return scene.id
 
 
+async def store_segment_files(
+    storage_root: Path, scene: str, files: list[tuple[str, str, bytes]]
+) -> list[Path | None]:
+    """Store (segment id, file name, bytes) of `scene` in LocalStorage at `storage_root`
+    (buckets created), as the transcoder does; returns the files' paths."""
+    storage = await open_storage("local", root=storage_root)
+    paths: list[Path | None] = []
+    try:
+        await storage.ensure_buckets(
+            [VIDEOS, "storyforge-assets", "storyforge-exports", "storyforge-internal"]
+        )
+        for seg, name, body in files:
+            meta = layout.file_meta(name)
+            key = layout.segment_key(scene, seg, name)
+            await storage.put(
+                VIDEOS,
+                key,
+                body,
+                content_type=meta.content_type,
+                cache_control=meta.cache_control,
+                tags={"type": meta.tag},
+            )
+            paths.append(await storage.local_path(VIDEOS, key))
+    finally:
+        await storage.aclose()
+    return paths
+
+
 async def populate(dsn: str, storage_root: Path) -> dict[str, Any]:
     rng = random.Random(4)
     conn = await asyncpg.connect(dsn)
@@ -181,25 +209,10 @@ async def populate(dsn: str, storage_root: Path) -> dict[str, Any]:
         await conn.execute("ANALYZE")
     finally:
         await conn.close()
-    storage = await open_storage("local", root=storage_root)
-    try:
-        await storage.ensure_buckets(
-            [VIDEOS, "storyforge-assets", "storyforge-exports", "storyforge-internal"]
-        )
-        name = layout.media_segment_name("720p", 1)
-        meta = layout.file_meta(name)
-        key = layout.segment_key(scene, first_seg, name)
-        await storage.put(
-            VIDEOS,
-            key,
-            os.urandom(TS_SIZE),
-            content_type=meta.content_type,
-            cache_control=meta.cache_control,
-            tags={"type": meta.tag},
-        )
-        ts_path = await storage.local_path(VIDEOS, key)
-    finally:
-        await storage.aclose()
+    name = layout.media_segment_name("720p", 1)
+    (ts_path,) = await store_segment_files(
+        storage_root, scene, [(first_seg, name, os.urandom(TS_SIZE))]
+    )
     return {"scene": scene, "segment": first_seg, "ts_path": ts_path, "build_scenes": build_scenes}
 
 
@@ -327,6 +340,15 @@ def start_nginx(
     )
     proc.port = port  # type: ignore[attr-defined]
     return proc
+
+
+def start_cluster(tmp: Path) -> Cluster:
+    """A private PostgreSQL cluster under `tmp/pg`, started (fsync off) and migrated."""
+    cluster = open_cluster(tmp / "pg")
+    cluster.init()
+    cluster.start(fast=True)
+    asyncio.run(db.migrate_dsn(cluster.dsn))
+    return cluster
 
 
 def _postmaster(cluster: Cluster) -> set[int]:
@@ -762,10 +784,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster = None
     origin = plain = nginx = None
     try:
-        cluster = open_cluster(tmp / "pg")
-        cluster.init()
-        cluster.start(fast=True)
-        asyncio.run(db.migrate_dsn(cluster.dsn))
+        cluster = start_cluster(tmp)
         storage_root = tmp / "storage"
         print("creating scenes ...", flush=True)
         data = asyncio.run(populate(cluster.dsn, storage_root))

@@ -27,7 +27,7 @@ from origin.handlers import (
     uploads,
 )
 from origin.handlers import assets as asset_api
-from origin.http import auth, fields, middleware
+from origin.http import auth, body, drain, fields, middleware
 from origin.metrics import FastPathAnswers, HttpStats
 from origin.scenecache import forget_scene, new_read_caches
 from origin.settings import Settings
@@ -36,7 +36,9 @@ from origin.storage import Storage, open_configured_storage
 
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    pool: asyncpg.Pool = await db.connect_pool(settings.database_url, size=settings.db_pool_size)
+    pool: asyncpg.Pool = await db.connect_pool(
+        settings.database_url, size=settings.db_pool_size, reachability=app[keys.DB_REACHABILITY]
+    )
     app[keys.POOL] = pool
     yield
     await pool.close()
@@ -76,6 +78,7 @@ def create_app(settings: Settings) -> web.Application:
         middleware.request_ids,
         middleware.in_flight,
         middleware.json_errors,
+        middleware.unavailable,
         middleware.preflight,
     ]
     if signing_state.guarded:
@@ -83,9 +86,14 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=1024**2)
     app[keys.SETTINGS] = settings
     app[auth.SIGNING] = signing_state
-    app[keys.READ_CACHES] = new_read_caches(settings.playlist_cache_entries)
+    app[keys.DB_REACHABILITY] = db.Reachability()
+    app[keys.READ_CACHES] = new_read_caches(
+        settings.playlist_cache_entries, stale_seconds=settings.stale_if_db_down
+    )
     app[keys.HTTP_STATS] = HttpStats()
     app[keys.FAST_PATH_ANSWERS] = FastPathAnswers()
+    app[drain.DRAINING] = drain.Draining()
+    app[body.UPLOAD_SLOTS] = body.UploadSlots(settings.max_concurrent_uploads)
     app[asset_api.PROCESSOR] = assets.Processor(settings.asset_limits())
     app.on_response_prepare.append(fields.stamp)
     app.cleanup_ctx.append(_pool_ctx)

@@ -7,9 +7,11 @@ import re
 
 from aiohttp import web
 
-# an absolute filesystem path (optionally a file: URL): two or more components
+# an absolute filesystem path (optionally a file: URL, or after another protocol
+# prefix such as ffmpeg's `concat:`): two or more components; a URL's `//host/path`
+# never matches (its path follows the host name)
 _PATH = re.compile(
-    r"(?:\bfile:|(?<![\w.:/~]))/(?:[^\s/'\"`:;,()\[\]<>]+/)+([^\s/'\"`:;,()\[\]<>]*)"
+    r"(?:\bfile:|(?<![\w./~]))/(?:[^\s/'\"`:;,|()\[\]<>]+/)+([^\s/'\"`:;,|()\[\]<>]*)"
 )
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 from aiohttp import web
 
+from origin.db import Reachability
 from origin.metrics import FastPathAnswers, HttpStats
 from origin.scenecache import ReadCaches
 from origin.settings import Settings
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
+# whether the pool reached Postgres last time (outages logged once, /metrics, /readyz)
+DB_REACHABILITY = web.AppKey("db_reachability", Reachability)
 STORAGE: web.AppKey[Storage] = web.AppKey("storage")
 READ_CACHES = web.AppKey("read_caches", ReadCaches)
 # what the app's answers add up to, read by /metrics

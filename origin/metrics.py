@@ -51,16 +51,18 @@ def observe(
 
 class HttpStats:
     """What the app's answers add up to: requests by (route, status, answered_by),
-    latency series by (route, answered_by), bytes sent by answered_by, and how many
-    requests the app is handling right now."""
+    latency series by (route, answered_by), bytes sent by answered_by, how many
+    requests the app is handling right now, and requests whose client went away before
+    their answer (by route; not among the answered requests)."""
 
-    __slots__ = ("requests", "latencies", "bytes_sent", "in_flight")
+    __slots__ = ("requests", "latencies", "bytes_sent", "in_flight", "client_closed")
 
     def __init__(self) -> None:
         self.requests: RequestCounts = Counter()
         self.latencies: dict[tuple[str, str], list[float]] = {}
         self.bytes_sent: Counter[str] = Counter()
         self.in_flight = 0
+        self.client_closed: Counter[str] = Counter()
 
     def answered(self, route: str, status: int, seconds: float, sent: int) -> None:
         self.requests[(route, status, "app")] += 1
@@ -218,6 +220,14 @@ def http_families(stats: HttpStats, fast: FastPathAnswers, fast_route: str) -> l
             [],
             [((), stats.in_flight)],
         ),
+        family(
+            CounterMetricFamily,
+            "storyforge_client_closed",
+            "Requests whose client closed the connection before the answer (mid-upload, "
+            "say), by route template; not counted in storyforge_http_requests",
+            ["route"],
+            (((route,), n) for route, n in sorted(stats.client_closed.items())),
+        ),
     ]
 
 
@@ -265,6 +275,35 @@ def cache_families(caches: ReadCaches) -> list[Metric]:
                 for name, lru in named.items()
                 for result, n in (("hit", lru.hits), ("miss", lru.misses))
             ],
+        ),
+    ]
+
+
+def outage_families(reachable: bool, outages: int, stale_answers: int) -> list[Metric]:
+    """Whether this process reached Postgres last time it tried, how many outages it
+    has seen begin, and how many answers the read path made from stale caches."""
+    return [
+        family(
+            GaugeMetricFamily,
+            "storyforge_database_reachable",
+            "1 when the origin's last connection attempt to Postgres worked, else 0",
+            [],
+            [((), 1 if reachable else 0)],
+        ),
+        family(
+            CounterMetricFamily,
+            "storyforge_database_outages",
+            "Database outages this process has seen begin",
+            [],
+            [((), outages)],
+        ),
+        family(
+            CounterMetricFamily,
+            "storyforge_read_cache_stale_answers",
+            "Read-cache entries (versions, readiness, scene JSON rows) answered stale "
+            "while Postgres was unreachable",
+            [],
+            [((), stale_answers)],
         ),
     ]
 
@@ -333,11 +372,14 @@ def invalidation_families(
     ]
 
 
-def delivery_families(deliveries: Mapping[str, int] | None) -> list[Metric]:
-    """Webhook deliveries by status, read from Postgres (None: not read)."""
+def delivery_families(
+    deliveries: Mapping[str, int] | None, oldest_pending: float | None = None
+) -> list[Metric]:
+    """Webhook deliveries by status and the age of the oldest undelivered event, read
+    from Postgres (None: not read)."""
     if deliveries is None:
         return []
-    return [
+    families = [
         family(
             GaugeMetricFamily,
             "storyforge_webhook_deliveries",
@@ -347,6 +389,17 @@ def delivery_families(deliveries: Mapping[str, int] | None) -> list[Metric]:
             (((k,), n) for k, n in sorted(deliveries.items())),
         )
     ]
+    if oldest_pending is not None:
+        families.append(
+            family(
+                GaugeMetricFamily,
+                "storyforge_webhook_oldest_pending_seconds",
+                "Age of the oldest event with a delivery still waiting or queued (0: none)",
+                [],
+                [((), oldest_pending)],
+            )
+        )
+    return families
 
 
 def process_family() -> Metric:

@@ -142,3 +142,9 @@ async def finish_delivery(conn: asyncpg.Connection, delivery: Delivery, *, deliv
 async def delivery_counts(conn: queue.Conn) -> dict[str, int]:
     """status -> deliveries, for /metrics."""
     return {r["status"]: r["n"] for r in await conn.fetch(db.q("outbox_delivery_counts"))}
+
+
+async def oldest_pending(conn: queue.Conn) -> float:
+    """Seconds the oldest undelivered event (a delivery waiting or queued) has waited,
+    0 when none, for /metrics."""
+    return max(0.0, float(await conn.fetchval(db.q("outbox_oldest_pending"))))

@@ -36,7 +36,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from origin import layout
-from origin.db import DatabaseError, q
+from origin.db import DatabaseError, Unavailable, is_connection_error, q
 
 #: Kinds the jobs table accepts (its CHECK constraint): `transcode`, `delete_scene`,
 #: `remove_segment`, `webhook` (one event to one endpoint) and `expire_upload`
@@ -146,20 +146,14 @@ def error_text(message: str) -> str:
 
 
 def unavailable(exc: BaseException) -> bool:
-    """Is `exc` the database being out of reach (connection lost, server restarting or
-    full, pool closing), which waiting and trying again can cure, rather than a refusal?
-    SQLSTATE classes 08 (connection), 53 (resources), 57 (operator intervention); a
-    connection cut in the middle of a statement can also leave asyncpg's protocol in a
-    state it refuses to leave ("cannot switch to state"; the pool drops that connection)."""
-    if isinstance(exc, QueueUnavailable):
+    """Is `exc` the database being out of reach (connection lost or refused, server
+    restarting, `db.is_connection_error`), or short of resources (SQLSTATE class 53),
+    which waiting and trying again can cure, rather than a refusal of the statement?"""
+    if isinstance(exc, QueueUnavailable | Unavailable):
         return True
-    if isinstance(exc, asyncpg.PostgresError):
-        return (getattr(exc, "sqlstate", None) or "")[:2] in ("08", "53", "57")
-    if isinstance(exc, asyncpg.InterfaceError):
-        return "closed" in str(exc) or "closing" in str(exc)
-    if isinstance(exc, asyncpg.InternalClientError):
-        return "cannot switch to state" in str(exc)
-    return isinstance(exc, OSError | TimeoutError)
+    if is_connection_error(exc, connecting=True):
+        return True
+    return isinstance(exc, asyncpg.PostgresError) and (exc.sqlstate or "")[:2] == "53"
 
 
 @contextmanager

@@ -1,6 +1,7 @@
 """Running the origin app: the runner (`FAST_PATH=on`: the fast path's runner,
-origin/fastpath/; off: aiohttp's plain `AppRunner`, both with the access-log hook of
-origin/http/access.py) and `serve`, which listens until SIGINT/SIGTERM."""
+origin/fastpath/; off: the plain `AppRunner` with the header timeout of
+origin/http/connection.py, both with the access-log hook of origin/http/access.py)
+and `serve`, which listens until SIGINT/SIGTERM and then stops gracefully."""
 
 from __future__ import annotations
 
@@ -13,10 +14,16 @@ from aiohttp import web
 
 from origin import keys
 from origin.fastpath import FastPathRunner
+from origin.fastpath.connection import KEEPALIVE_SECONDS
 from origin.fastpath.scenes import warm_scene_documents
 from origin.http.access import access_log_class
+from origin.http.body import UPLOAD_SLOTS
+from origin.http.connection import BoundedRunner
+from origin.http.drain import DRAINING
 
 log = logging.getLogger("storyforge.origin")
+CUT_SECONDS = 2.0  # after the grace period: for the 503s of cut uploads to go out
+LINGER_SECONDS = 2.0  # unread body bytes drained after an early answer (aiohttp: 10)
 
 
 def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
@@ -25,20 +32,48 @@ def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
     options: dict[str, Any] = {
         "access_log_class": access_log_class(app),
         "access_log": log,
+        "keepalive_timeout": KEEPALIVE_SECONDS,
+        "lingering_time": LINGER_SECONDS,
         **kwargs,
     }
     if app[keys.SETTINGS].fast_path:
         return FastPathRunner(app, warm_scene_documents, **options)
-    return web.AppRunner(app, **options)
+    return BoundedRunner(app, **options)
+
+
+async def drain(runner: web.AppRunner, grace: float) -> None:
+    """Stop gracefully: stop accepting connections and uploads (503), let the requests
+    in flight (uploads being received, downloads being sent) finish within `grace`
+    seconds, every answer meanwhile closing its connection; then cut what is left
+    (a body still arriving is answered 503, drain.py), log each, and close every
+    connection."""
+    app = runner.app
+    draining = app[DRAINING]
+    draining.stopping = True
+    app[UPLOAD_SLOTS].closed = True
+    for site in list(runner.sites):
+        await site.stop()  # the listening socket only; connections stay
+    if draining.live:
+        log.info("stopping: %d requests in flight get %g s", len(draining.live), grace)
+    if not await draining.wait(grace):
+        for line in draining.cut():
+            log.warning("cut by shutdown after %g s: %s", grace, line)
+        await draining.wait(CUT_SECONDS)
+    # every answer owed has been sent or cut: idle connections and aiohttp's lingering
+    # reads after early answers need not hold up the exit
+    if runner.server is not None:
+        for conn in list(runner.server.connections):
+            conn.force_close()
+    log.info("stopped")
 
 
 async def serve(
     app: web.Application, host: str, port: int, *, grace: float = 30.0, reuse_port: bool = False
 ) -> None:
-    """Serve `app` on host:port until SIGINT or SIGTERM, then shut down gracefully:
-    stop accepting, let answers in progress finish within `grace` seconds, then
-    close resources. `reuse_port`: bind with SO_REUSEPORT (several processes, one port)."""
-    runner = make_runner(app, shutdown_timeout=grace)
+    """Serve `app` on host:port until SIGINT or SIGTERM, then stop gracefully (`drain`)
+    and close resources. `reuse_port`: bind with SO_REUSEPORT (several processes, one
+    port)."""
+    runner = make_runner(app, shutdown_timeout=CUT_SECONDS)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
@@ -47,5 +82,6 @@ async def serve(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        await drain(runner, grace)
     finally:
         await runner.cleanup()

@@ -60,6 +60,9 @@ class Settings:
     worker_metrics_port: int = 9101
     db_pool_size: int = 10
     playlist_cache_entries: int = 4096
+    # how long the read path keeps answering from what it last read from Postgres
+    # while Postgres is unreachable (seconds; 0: never)
+    stale_if_db_down: float = 600.0
     job_lease_seconds: float = 60.0
     job_max_attempts: int = 5
     ffmpeg_stall_seconds: float = 120.0  # a transcode making no progress this long is killed
@@ -102,6 +105,10 @@ class Settings:
     # Thumbnails at any moment (origin/stills.py).
     thumbnail_concurrency: int = 2
     thumbnail_cache_mb: int = 64
+    # Bounds on what a client may hold (origin/http/connection.py, origin/http/body.py).
+    header_timeout: float = 10.0
+    body_idle_timeout: float = 30.0
+    max_concurrent_uploads: int = 32
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -194,6 +201,7 @@ class Settings:
             "playlist_cache_entries": _int(
                 e, "PLAYLIST_CACHE_ENTRIES", d.playlist_cache_entries, 1
             ),
+            "stale_if_db_down": _float(e, "STALE_IF_DB_DOWN", d.stale_if_db_down, 0.0),
             "job_lease_seconds": _float(e, "JOB_LEASE_SECONDS", d.job_lease_seconds, 1.0),
             "job_max_attempts": _int(e, "JOB_MAX_ATTEMPTS", d.job_max_attempts, 1, 100),
             "ffmpeg_stall_seconds": _float(
@@ -246,6 +254,11 @@ class Settings:
                 e, "THUMBNAIL_CONCURRENCY", d.thumbnail_concurrency, 1, 64
             ),
             "thumbnail_cache_mb": _int(e, "THUMBNAIL_CACHE_MB", d.thumbnail_cache_mb, 0, 65536),
+            "header_timeout": _float(e, "HEADER_TIMEOUT", d.header_timeout, 0.1, 3600.0),
+            "body_idle_timeout": _float(e, "BODY_IDLE_TIMEOUT", d.body_idle_timeout, 0.1, 3600.0),
+            "max_concurrent_uploads": _int(
+                e, "MAX_CONCURRENT_UPLOADS", d.max_concurrent_uploads, 1, 10_000
+            ),
         }
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]

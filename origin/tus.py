@@ -58,7 +58,7 @@ def parse_int(name: str, value: str | None) -> int:
 def parse_metadata(value: str | None) -> dict[str, str]:
     """Upload-Metadata (Creation §Upload-Metadata): comma-separated `key base64value`
     pairs, unique keys without spaces or commas, values Base64 (may be empty). Values
-    must be UTF-8 text here. 400 on anything else."""
+    must be UTF-8 text without NUL here. 400 on anything else."""
     if value is None or not value.strip():
         return {}
     if len(value) > MAX_METADATA_CHARS:
@@ -76,6 +76,8 @@ def parse_metadata(value: str | None) -> dict[str, str]:
             raise TusError(
                 400, "bad_request", f"Upload-Metadata value of {key!r} is not Base64 UTF-8"
             ) from None
+        if "\x00" in out[key]:  # kept in PostgreSQL text, which cannot hold it
+            raise TusError(400, "bad_request", f"Upload-Metadata value of {key!r} contains NUL")
     return out
 
 

@@ -1,4 +1,4 @@
-"""The `storyforge` command: dev (embedded stack), serve, worker, migrate, gc.
+"""The `storyforge` command: dev (embedded stack), serve, worker, migrate, gc, jobs.
 
 Start-up failures (bad configuration, unreachable database or storage, missing
 PostgreSQL binaries) print one line naming the problem and exit with status 2.
@@ -119,6 +119,10 @@ def _parser() -> argparse.ArgumentParser:
         help="hours since an orphan's newest object was written (default: 24; an upload "
         "lands before its row is committed, so keep it above your longest request)",
     )
+
+    from storyforge import jobs
+
+    jobs.add_parser(sub)
     return p
 
 
@@ -149,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _worker(settings, args.concurrency, args.grace)
         if args.command == "gc":
             return _gc(settings, apply=args.apply, min_age_hours=args.min_age)
+        if args.command == "jobs":
+            return _jobs(settings, args)
     except ConfigError as exc:
         print(f"storyforge: configuration error: {exc}", file=sys.stderr)
         return EXIT_STARTUP
@@ -258,6 +264,15 @@ def _worker(settings, concurrency: int, grace: float) -> int:
             f"(WORKER_METRICS_PORT; 0 turns it off): {exc}"
         ) from exc
     return 0
+
+
+def _jobs(settings, args: argparse.Namespace) -> int:
+    from storyforge import jobs
+
+    try:
+        return jobs.run(settings, args)
+    except _startup_errors() as exc:
+        raise StartupError(str(exc)) from exc
 
 
 def _gc(settings, *, apply: bool, min_age_hours: float) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.scenes import API_TOKEN
-from tests.helpers.services import free_port, wait_port
+from tests.helpers.services import free_port, migrated_cluster, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,23 +41,8 @@ def moto_endpoint() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[object]:
     """A throwaway PostgreSQL cluster for the whole run (fsync off), migrated once."""
-    import asyncio
-    import shutil
-    import tempfile
-
-    from origin import db
-    from storyforge.dev.cluster import open_cluster
-
-    base = Path(tempfile.mkdtemp(prefix="storyforge-pg-"))
-    cluster = open_cluster(base / "data")
-    cluster.init()
-    cluster.start(fast=True)
-    try:
-        asyncio.run(db.migrate_dsn(cluster.dsn))
+    with migrated_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -65,16 +51,19 @@ def pg_dsn(pg_cluster) -> str:
     return pg_cluster.dsn
 
 
-@pytest.fixture
-def fresh_db(pg_cluster) -> Iterator[str]:
-    """An empty, unmigrated database of its own for a test; dropped afterwards."""
+@contextlib.contextmanager
+def _database(pg_cluster, *, migrated: bool) -> Iterator[str]:
+    """A database of its own on the test cluster (its DSN), dropped afterwards."""
     import asyncio
     import uuid
 
     import asyncpg
 
+    from origin import db
+
     name = "t_" + uuid.uuid4().hex[:12]
     admin = pg_cluster.dsn.rsplit("/", 1)[0] + "/postgres"
+    dsn = pg_cluster.dsn.rsplit("/", 1)[0] + "/" + name
 
     async def run(sql: str) -> None:
         conn = await asyncpg.connect(admin)
@@ -85,9 +74,46 @@ def fresh_db(pg_cluster) -> Iterator[str]:
 
     asyncio.run(run(f"CREATE DATABASE {name}"))
     try:
-        yield pg_cluster.dsn.rsplit("/", 1)[0] + "/" + name
+        if migrated:
+            asyncio.run(db.migrate_dsn(dsn))
+        yield dsn
     finally:
         asyncio.run(run(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture
+def fresh_db(pg_cluster) -> Iterator[str]:
+    """An empty, unmigrated database of its own for a test; dropped afterwards."""
+    with _database(pg_cluster, migrated=False) as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="module")
+def module_db(pg_cluster) -> Iterator[str]:
+    """A migrated database of the test module's own, for a module whose workers must
+    claim its jobs only; dropped afterwards."""
+    with _database(pg_cluster, migrated=True) as dsn:
+        yield dsn
+
+
+@pytest.fixture
+async def fresh_pool(fresh_db):
+    """A pool on a migrated database of the test's own (`fresh_db`): no other test's
+    jobs can be claimed by the test's or the other way round."""
+    import asyncpg
+
+    from origin import db
+
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        await db.migrate(conn)
+    finally:
+        await conn.close()
+    pool = await db.connect_pool(fresh_db, size=12)
+    try:
+        yield pool
+    finally:
+        await pool.close()
 
 
 # Modules whose tests talk HTTP to an origin: each of their tests that uses the
@@ -102,6 +128,7 @@ BOTH_PATHS = {
     "test_signed",
     "test_assets",
     "test_chapters",
+    "test_bounds",
 }
 
 

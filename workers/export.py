@@ -3,10 +3,12 @@ scene's published HLS renditions of one quality (never from the uploads).
 
 The media segments are fetched through the Storage protocol in order, a few at a time
 (`EXPORT_FETCH_CONCURRENCY`), and streamed through the TS joiner (`workers.tsjoin`)
-into one ffmpeg that stream-copies them into the MP4 (`workers.exportcmd`): memory
-holds a bounded number of segments whatever the scene's length, and disk only the
-MP4 being written. A moment's edge GOPs are re-encoded with the rendition's own
-encoder settings; everything between them is copied. Progress goes to the job's
+into one ffmpeg that stream-copies them into a fragmented MP4 (`workers.exportcmd`),
+which `workers.mp4flat`, in a child process, rewrites as the progressive, moov-first
+MP4 and describes for the final check: the worker's memory holds a bounded number of
+segments whatever the scene's length, and disk the MP4 (twice while it is rewritten).
+A moment's edge GOPs are re-encoded with the rendition's own encoder settings;
+everything between them is copied. Progress goes to the job's
 heartbeat. The MP4 and `export_manifest.json` go to the exports bucket under the
 export's own prefix, then one transaction fenced by the job's lease marks the export
 ready and completes the job. Temporary files go with the job's directory, on success
@@ -30,9 +32,8 @@ from origin import catalog, exportplan, exports, layout, queue
 from origin.exportplan import BadRequest, Moment, Part, Plan
 from origin.settings import Settings
 from origin.storage import ObjectNotFound, Storage
-from workers import exportcmd, ffmpeg
+from workers import exportcmd, ffmpeg, mp4flat
 from workers.encoding import DEFAULT_LADDER, Rung
-from workers.probe import ffprobe_command
 from workers.tsjoin import JoinError, TsJoiner, first_video_pts
 from workers.worker import JobContext, PermanentError
 
@@ -40,8 +41,8 @@ log = logging.getLogger("storyforge.export")
 
 FETCH_PROGRESS = 90.0  # percent of the job spent fetching and joining; then checks, upload
 CUT_TIMEOUT = 300.0
-PROBE_TIMEOUT = 60.0
-DURATION_TOLERANCE = 0.1  # seconds between the plan and the MP4 ffprobe measures
+FLATTEN_TIMEOUT = 300.0  # plus a tenth of the scene's duration
+DURATION_TOLERANCE = 0.1  # seconds between the plan and the MP4 written
 
 
 class ExportFailed(Exception):
@@ -301,9 +302,10 @@ async def _compile(
     work: Path,
     journal: list[str],
 ) -> float:
-    """Fetch, join and remux; returns the MP4's duration as ffprobe measures it."""
+    """Fetch, join, remux and make progressive; returns the MP4's duration."""
     joiner = TsJoiner(dts_grid=exportcmd.dts_grid(plan.max_fps))
-    cmd = exportcmd.remux_command(mp4, level=plan.level, max_fps=plan.max_fps)
+    fragmented = work / "fragmented.mp4"
+    cmd = exportcmd.remux_command(fragmented, level=plan.level, max_fps=plan.max_fps)
     journal.append("$ " + " ".join(cmd))
     fetcher = Prefetcher(
         storage, settings.videos_bucket, scene_id, plan, settings.export_fetch_concurrency
@@ -337,7 +339,19 @@ async def _compile(
     if result.returncode != 0:
         tail = result.stderr.strip().splitlines()[-1:] or ["no output"]
         raise ExportFailed(f"ffmpeg exited with {result.returncode}: {tail[0][:300]}")
-    return await _check(mp4, plan, journal)
+    flatten = exportcmd.flatten_command(fragmented, mp4)
+    journal.append("$ " + " ".join(flatten))
+    try:
+        done = await ffmpeg.run_capture(flatten, timeout=FLATTEN_TIMEOUT + plan.duration / 10)
+    except TimeoutError:
+        raise ExportFailed("rewriting the MP4 as a progressive one did not finish") from None
+    finally:
+        fragmented.unlink(missing_ok=True)
+    if done.returncode != 0:
+        raise ExportFailed(f"the MP4 could not be made progressive: {done.stderr.strip()[-300:]}")
+    report = json.loads(done.stdout)
+    journal.append(f"# progressive: {report['flattened']}")
+    return _check(mp4flat.Facts.from_json(report["facts"]), plan, journal)
 
 
 async def _cut(part: Part, rung: Rung, data: bytearray, work: Path, journal: list[str]) -> bytes:
@@ -366,22 +380,24 @@ async def _cut(part: Part, rung: Rung, data: bytearray, work: Path, journal: lis
     return cut
 
 
-async def _check(mp4: Path, plan: Plan, journal: list[str]) -> float:
-    """The written MP4 holds one H.264 and one AAC stream and lasts what the plan says."""
-    done = await ffmpeg.run_capture(ffprobe_command(mp4), timeout=PROBE_TIMEOUT)
-    if done.returncode != 0:
-        raise ExportFailed(f"the written MP4 does not probe: {done.stderr.strip()[-300:]}")
-    info = json.loads(done.stdout)
-    codecs = sorted(s.get("codec_name", "?") for s in info.get("streams", []))
-    duration = float(info.get("format", {}).get("duration") or 0.0)
-    journal.append(f"# probe: {codecs}, {duration:.3f} s (plan {plan.duration:.3f} s)")
+def _check(facts: mp4flat.Facts, plan: Plan, journal: list[str]) -> float:
+    """The written MP4 is progressive (`moov` before `mdat`), holds one H.264 and one
+    AAC stream and lasts what the plan says. Read from its `moov` (`workers.mp4flat`):
+    ffprobe would index every sample, and grow with the scene."""
+    codecs = sorted(t.codec for t in facts.tracks)
+    journal.append(
+        f"# written: {' '.join(facts.boxes)}; {codecs}, {facts.duration:.3f} s "
+        f"(plan {plan.duration:.3f} s)"
+    )
+    if facts.boxes[:3] != ["ftyp", "moov", "mdat"]:
+        raise ExportFailed(f"the written MP4 is not progressive: {facts.boxes}")
     if codecs != ["aac", "h264"]:
         raise ExportFailed(f"the written MP4 holds {codecs}, not one H.264 and one AAC stream")
-    if abs(duration - plan.duration) > DURATION_TOLERANCE:
+    if abs(facts.duration - plan.duration) > DURATION_TOLERANCE:
         raise ExportFailed(
-            f"the written MP4 lasts {duration:.3f} s, the scene {plan.duration:.3f} s"
+            f"the written MP4 lasts {facts.duration:.3f} s, the scene {plan.duration:.3f} s"
         )
-    return duration
+    return facts.duration
 
 
 async def _put_log(storage: Storage, settings: Settings, job_id: str, journal: list[str]) -> None:

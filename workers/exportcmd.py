@@ -1,12 +1,13 @@
 """The export job's ffmpeg commands: the remux of the joined MPEG-TS stream (stdin)
-into the MP4 and the re-encode of a cut GOP with its rendition's own encoder settings.
-Pure: `workers.export` runs them (and reads the MP4 back with
-`workers.probe.ffprobe_command`).
+into a fragmented MP4 and the re-encode of a cut GOP with its rendition's own encoder
+settings, and the rewrite of the fragmented MP4 as a progressive one
+(`workers.mp4flat`). Pure: `workers.export` runs them.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from fractions import Fraction
 
 from origin.exportplan import Cut
@@ -41,11 +42,19 @@ def h264_metadata(level: int, max_fps: Fraction) -> str:
     )
 
 
+#: A fragment per video keyframe (one per media segment), written as it completes; the
+#: `moov` written once the first fragment is in (`delay_moov`), so it holds the edit
+#: lists of the timeline's origin. `workers.mp4flat` turns the file progressive.
+FRAGMENTED = "+frag_keyframe+empty_moov+default_base_moof+delay_moov"
+
+
 def remux_command(output: str | os.PathLike[str], *, level: int, max_fps: Fraction) -> list[str]:
-    """ffmpeg reading the joined MPEG-TS on stdin and writing the MP4: stream copy,
-    AAC to MP4 form (ffmpeg inserts `aac_adtstoasc`), the timeline's origin at 0 so
-    the video starts at 0 and the AAC priming frame becomes the audio edit list's
-    skip, `moov` before `mdat` (+faststart)."""
+    """ffmpeg reading the joined MPEG-TS on stdin and writing a fragmented MP4: stream
+    copy, AAC to MP4 form (`aac_adtstoasc`), the timeline's origin at 0 so the video
+    starts at 0 and the AAC priming frame becomes the audio edit list's skip. Fragmented,
+    not `+faststart`: ffmpeg's progressive muxer keeps every sample's index entry in
+    memory to the end (~80 bytes a frame), its fragmented one forgets each fragment once
+    written; `workers.mp4flat` then writes the progressive, moov-first MP4."""
     return [
         "ffmpeg",
         *_QUIET,
@@ -63,6 +72,8 @@ def remux_command(output: str | os.PathLike[str], *, level: int, max_fps: Fracti
         "copy",
         "-bsf:v",
         h264_metadata(level, max_fps),
+        "-bsf:a",
+        "aac_adtstoasc",
         "-copyts",
         "-output_ts_offset",
         f"-{BASE // CLOCK}",
@@ -75,11 +86,18 @@ def remux_command(output: str | os.PathLike[str], *, level: int, max_fps: Fracti
         "-tag:v",
         "avc1",
         "-movflags",
-        "+faststart",
+        FRAGMENTED,
         "-f",
         "mp4",
         input_url(output),
     ]
+
+
+def flatten_command(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> list[str]:
+    """The fragmented MP4 rewritten as a progressive one by `workers.mp4flat`, in a
+    process of its own: its sample tables (a few MB for a long scene) never weigh on
+    the worker. It prints what the written MP4 declares as one JSON line."""
+    return [sys.executable, "-m", "workers.mp4flat", os.fspath(source), os.fspath(target)]
 
 
 def cut_command(

@@ -15,7 +15,9 @@ The app knows nothing of this. The connection learns that aiohttp has sent an an
 through aiohttp's documented access-logger hook (`FastPathRunner` wraps the app's
 access-log class); it keeps aiohttp's idle timer from closing a connection that only
 the fast path has been answering (`RequestHandler.keep_alive`) and keeps its own idle
-timer for that case. Both hooks into aiohttp are checked by
+timer for that case. A head that does not arrive whole within `HEADER_TIMEOUT` gets
+408, as on the plain path (origin/http/connection.py's `HeadClock`). Both hooks into
+aiohttp are checked by
 tests/unit/test_fastpath_hooks.py against the aiohttp version pyproject pins.
 """
 
@@ -37,9 +39,10 @@ from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.web_protocol import RequestHandler
 
 from origin import keys
+from origin.http.connection import HeadClock, WrappingServer, expire_head
 from origin.http.fields import answer_fields
 from origin.logs import log_request, new_request_id
-from origin.metrics import FastPathAnswers
+from origin.metrics import FastPathAnswers, HttpStats
 
 log = logging.getLogger("storyforge.origin")
 
@@ -238,6 +241,8 @@ class Options:
     access_log: str  # ACCESS_LOG mode
     keepalive: float
     date: _HttpDate
+    header_timeout: float
+    stats: HttpStats  # the app's: a 408 for a late head is counted there
 
 
 # --- the connection -----------------------------------------------------------------
@@ -264,6 +269,8 @@ class FastPathConnection(asyncio.Protocol):
         self._read_paused = False
         self._last_data = 0.0
         self._idle_handle: asyncio.TimerHandle | None = None
+        self._clock = HeadClock(inner, options.header_timeout, self._head_expired)
+        self._timed_out = False
 
     # asyncio.Protocol
 
@@ -277,6 +284,7 @@ class FastPathConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_idle_timer()
+        self._clock.stop()
         self._transport = None
         self._buf = b""
         self._inner.connection_lost(exc)
@@ -298,7 +306,10 @@ class FastPathConnection(asyncio.Protocol):
             self._process()
 
     def data_received(self, data: bytes) -> None:
+        if self._timed_out:
+            return  # the rest of a head that came too late
         self._last_data = self._loop.time()
+        self._clock.data()
         if self._handed_over:
             self._inner.data_received(data)
             return
@@ -311,6 +322,7 @@ class FastPathConnection(asyncio.Protocol):
         """aiohttp has written the whole answer to one request passed to it. After
         an answer that ends the connection (an error, `Connection: close`), aiohttp
         closes it soon: nothing more may be answered here before that."""
+        self._clock.answered()
         if self._owed:
             self._owed -= 1
         if not keep_alive:
@@ -377,10 +389,16 @@ class FastPathConnection(asyncio.Protocol):
         options.counts.count(status, seconds, 0 if head.method == "HEAD" else len(body))
         # aiohttp saw no request: its idle timer must not close the connection now
         self._inner.keep_alive(True)
+        self._clock.answered()
         self._arm_idle_timer()
         if self._log_all:
             log_request(log, rid, head.method, path, status, seconds)
         return True
+
+    def _head_expired(self) -> None:
+        self._timed_out = True
+        options = self._options
+        expire_head(self._transport, options.header_timeout, options.stats, options.access_log)
 
     def _hand_over(self, buf: bytes) -> None:
         self._handed_over = True
@@ -417,30 +435,12 @@ class FastPathConnection(asyncio.Protocol):
 # --- wiring into aiohttp's runner ---------------------------------------------------
 
 
-class _FastPathServer:
-    """aiohttp's low-level server (it tracks connections and shuts them down) whose
-    protocol factory wraps each of its protocol objects in a FastPathConnection."""
+class _FastPathServer(WrappingServer):
+    """aiohttp's low-level server whose protocol objects are wrapped in
+    FastPathConnections."""
 
     def __init__(self, server: web.Server, options: Options) -> None:
-        self._server = server
-        self._options = options
-
-    def __call__(self) -> FastPathConnection:
-        return FastPathConnection(self._server(), self._options)
-
-    @property
-    def connections(self) -> list[RequestHandler]:
-        return self._server.connections
-
-    @property
-    def requests_count(self) -> int:
-        return self._server.requests_count
-
-    def pre_shutdown(self) -> None:
-        self._server.pre_shutdown()
-
-    async def shutdown(self, timeout: float | None = None) -> None:
-        await self._server.shutdown(timeout)
+        super().__init__(server, lambda inner: FastPathConnection(inner, options))
 
 
 def _observing(access_log: type[AbstractAccessLogger]) -> type[AbstractAccessLogger]:
@@ -495,5 +495,7 @@ class FastPathRunner(web.AppRunner):
             access_log=app[keys.SETTINGS].access_log,
             keepalive=self._keepalive,
             date=_HttpDate(),
+            header_timeout=app[keys.SETTINGS].header_timeout,
+            stats=app[keys.HTTP_STATS],
         )
         return cast(web.Server, _FastPathServer(server, options))

@@ -1,6 +1,7 @@
 """What the fast path answers: a stitched scene document (`/v/{sceneId}/master.m3u8`,
 `/{profile}.m3u8`, `/storyboard.vtt`, `/chapters.vtt`) whose scene version and bytes are
-already in the read caches, admitted by the same signing guard and answered by the same
+already in the read caches (while Postgres is unreachable, the last known version, as
+the app answers), admitted by the same signing guard and answered by the same
 `document_answer` as the app's `scene_document` handler. Anything else is None, and
 the app answers it (and fills the caches)."""
 
@@ -21,6 +22,7 @@ def warm_scene_documents(app: web.Application) -> WarmAnswer:
     """The fast path's answers for `app` (called once the app has started)."""
     settings = app[keys.SETTINGS]
     caches = app[keys.READ_CACHES]
+    reach = app[keys.DB_REACHABILITY]
     state = app[SIGNING]
     secret_field = state.origin_secret_header.lower()
     signing_on = settings.signing != "none"
@@ -35,6 +37,8 @@ def warm_scene_documents(app: web.Application) -> WarmAnswer:
         if not (layout.is_id(scene_id, "scn") and is_scene_file(name)):
             return None
         version = caches.versions.get(scene_id)
+        if version is None and reach.waiting():  # as the app would: the last known
+            version = caches.last_known(caches.versions, scene_id)
         if version is None or version < 0:
             return None
         built = caches.playlists.get((scene_id, version, name))

@@ -11,6 +11,7 @@ from aiohttp import web
 from origin import catalog, intake, keys, layout
 from origin.errors import ApiError, bad_request, not_found, without_paths
 from origin.http.auth import require_token
+from origin.http.body import UPLOAD_SLOTS, chunks, defer_continue
 
 log = logging.getLogger("storyforge.api")
 UPLOAD_CHUNK = 256 * 1024
@@ -23,6 +24,8 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         body = await request.json()
     except ValueError:
         raise bad_request("the body is not valid JSON") from None
+    except RecursionError:  # json's decoder gives up on deep nesting this way
+        raise bad_request("the body's JSON is nested too deeply") from None
     if not isinstance(body, dict):
         raise bad_request("the body must be a JSON object")
     return body
@@ -33,6 +36,8 @@ def _text_field(body: dict[str, Any], name: str, max_len: int) -> str:
     if not isinstance(value, str) or not value.strip():
         raise bad_request(f"'{name}' must be a non-empty string")
     value = value.strip()
+    if "\x00" in value:  # PostgreSQL text cannot hold it
+        raise bad_request(f"'{name}' must not contain NUL characters")
     if len(value) > max_len:
         raise bad_request(f"'{name}' is longer than {max_len} characters")
     return value
@@ -66,7 +71,9 @@ async def create_scene(request: web.Request) -> web.Response:
 
 async def upload_segment(request: web.Request) -> web.Response:
     """Stream a clip into the internal bucket, then create the segment and its
-    transcode job in one transaction (202). The body is never held in memory."""
+    transcode job in one transaction (202). The body is never held in memory, and is
+    read only once the token, query, type and size checks passed and an upload slot
+    was free (origin/http/body.py: 100 Continue, idle timeout, 503 past the cap)."""
     require_token(request)
     settings = request.app[keys.SETTINGS]
     scene_id = _path_id(request, "scene_id", "scn")
@@ -92,7 +99,14 @@ async def upload_segment(request: web.Request) -> web.Response:
         )
     if length == 0:
         raise bad_request("the upload is empty", "empty_upload")
+    with request.app[UPLOAD_SLOTS].take():
+        return await _receive(request, scene_id, contributor, sequence)
 
+
+async def _receive(
+    request: web.Request, scene_id: str, contributor: str, sequence: int | None
+) -> web.Response:
+    settings = request.app[keys.SETTINGS]
     pool = request.app[keys.POOL]
     async with pool.acquire() as conn:
         missing = await intake.missing_target(conn, scene_id, contributor)
@@ -107,7 +121,7 @@ async def upload_segment(request: web.Request) -> web.Response:
 
     async def body() -> AsyncIterator[bytes]:
         nonlocal received
-        async for chunk in request.content.iter_chunked(UPLOAD_CHUNK):
+        async for chunk in chunks(request, UPLOAD_CHUNK, settings.body_idle_timeout):
             received += len(chunk)
             if received > settings.max_upload_bytes:
                 raise _TooLarge()
@@ -203,5 +217,7 @@ async def segment_status(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/users", create_user)
     app.router.add_post("/api/v1/scenes", create_scene)
-    app.router.add_post("/api/v1/scenes/{scene_id}/segments", upload_segment)
+    app.router.add_post(
+        "/api/v1/scenes/{scene_id}/segments", upload_segment, expect_handler=defer_continue
+    )
     app.router.add_get("/api/v1/segments/{segment_id}", segment_status)

@@ -1,16 +1,28 @@
 """Documents built from Postgres and served from memory (stitched and per-segment
 playlists, storyboard VTTs): the conditional answer to a cached document, with the
 viewer's authorisation filled into its URIs when signing is on. Used by the scene
-and segment handlers and by the fast path, so both paths answer alike."""
+and segment handlers and by the fast path, so both paths answer alike. `revalidated`
+re-reads what the read caches keep for a short time (a scene's version, a segment's
+readiness, the scene JSON's rows) and answers the last known value while Postgres is
+unreachable or hung."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable
+from typing import TypeVar
+
+import asyncpg
 from aiohttp import hdrs, web
 
-from origin import keys, signing
+from origin import db, keys, signing
 from origin.conditional import none_match
 from origin.http.auth import AUTH_QUERY
-from origin.scenecache import Built
+from origin.scenecache import LRU, Built
+
+V = TypeVar("V")
+# a hung database (not refusing, not answering) delays an answer the caches have by this
+REVALIDATE_SECONDS = 2.0
 
 M3U8 = "application/vnd.apple.mpegurl"
 VTT = "text/vtt; charset=utf-8"
@@ -45,3 +57,26 @@ def document_response(
         built, content_type, cache_control, request.headers.get(hdrs.IF_NONE_MATCH), auth
     )
     return web.Response(status=status, headers=fields, body=body if status == 200 else None)
+
+
+async def revalidated(
+    request: web.Request,
+    cache: LRU[V],
+    key: Hashable,
+    read: Callable[[asyncpg.Connection], Awaitable[V]],
+) -> V:
+    """`read` from Postgres and kept in `cache`; while Postgres is unreachable, or
+    takes over REVALIDATE_SECONDS to answer where `cache` has something to answer with,
+    what `cache` last knew of `key` within `STALE_IF_DB_DOWN` (else db.Unavailable: 503)."""
+    caches = request.app[keys.READ_CACHES]
+    bound = REVALIDATE_SECONDS if cache.stale(key, caches.stale_seconds) is not None else None
+    try:
+        async with asyncio.timeout(bound), request.app[keys.POOL].acquire() as conn:
+            value = await read(conn)
+    except (db.Unavailable, TimeoutError) as exc:
+        known = caches.last_known(cache, key)
+        if known is None:
+            raise db.Unavailable(f"no answer from the database ({exc})") from exc
+        return known
+    cache.put(key, value)
+    return value

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from origin import catalog, exportplan, exports, keys, layout, signing
-from origin.errors import ApiError, bad_request, not_found
+from origin.errors import ApiError, bad_request, not_found, without_paths
 from origin.exportplan import BadRequest
 from origin.handlers.api import _json_body
 from origin.handlers.objects import serve_object
@@ -153,7 +153,7 @@ async def export_status(request: web.Request) -> web.Response:
         "createdAt": _iso(export.ready_at),
         "size": export.size,
         "duration": export.duration,
-        "error": found.error,
+        "error": without_paths(found.error) if found.error else None,
     }
     if status == "ready":
         body.update(_export_url(request, export))

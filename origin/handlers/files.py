@@ -13,7 +13,7 @@ from aiohttp import web
 
 from origin import catalog, keys, layout, playlists, signing
 from origin.errors import ApiError, not_found
-from origin.handlers.documents import document_response
+from origin.handlers.documents import document_response, revalidated
 from origin.handlers.objects import serve_object
 from origin.handlers.scenes import require_live_scene
 from origin.http.auth import AUTH_QUERY, SIGNING
@@ -28,9 +28,12 @@ async def segment_ready(request: web.Request, scene_id: str, segment_id: str) ->
     caches = request.app[keys.READ_CACHES]
     ready = caches.ready.get((scene_id, segment_id))
     if ready is None:
-        async with request.app[keys.POOL].acquire() as conn:
-            ready = await catalog.ready_segment_exists(conn, scene_id, segment_id)
-        caches.ready.put((scene_id, segment_id), ready)
+        ready = await revalidated(
+            request,
+            caches.ready,
+            (scene_id, segment_id),
+            lambda conn: catalog.ready_segment_exists(conn, scene_id, segment_id),
+        )
     return ready
 
 

@@ -49,6 +49,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     ages: dict[str, float] | None = None
     invalidations: dict[tuple[str, str], tuple[int, int]] | None = None
     deliveries: dict[str, int] | None = None
+    pending: float | None = None
     try:
         async with asyncio.timeout(2):
             async with app[keys.POOL].acquire() as conn:
@@ -56,6 +57,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
                 ages = await queue.oldest_due(conn)
                 invalidations = await cdn.request_counts(conn)
                 deliveries = await outbox.delivery_counts(conn)
+                pending = await outbox.oldest_pending(conn)
     except Exception:  # the scrape still shows what the process knows
         counts = ages = invalidations = None
     signing = app[SIGNING].stats
@@ -69,9 +71,14 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
                 {"verified": signing.verified, "denied": signing.denied}, signing.reasons
             ),
             *metrics.cache_families(app[keys.READ_CACHES]),
+            *metrics.outage_families(
+                app[keys.DB_REACHABILITY].reachable,
+                app[keys.DB_REACHABILITY].outages,
+                app[keys.READ_CACHES].stale_answers,
+            ),
             *metrics.job_families(counts, ages, queue.JOB_KINDS, queue.STATUSES),
             *metrics.invalidation_families(invalidations),
-            *metrics.delivery_families(deliveries),
+            *metrics.delivery_families(deliveries, pending),
             *thumbnails.stats.families(thumbnails.cache.size),
         ]
     )

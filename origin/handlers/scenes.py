@@ -6,15 +6,16 @@ signing is on."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 from aiohttp import hdrs, web
 
 from origin import catalog, keys, layout, playlists, signing
 from origin.chapters import chapter_title, chapters_vtt
 from origin.errors import not_found
-from origin.handlers.documents import M3U8, VTT, document_response
+from origin.handlers.documents import M3U8, VTT, document_response, revalidated
 from origin.handlers.signed import iso_time, mint_scene_grant, viewer_ip
 from origin.http.auth import require_token
 from origin.scenecache import Built
@@ -28,13 +29,18 @@ async def scene_version(request: web.Request, scene_id: str) -> int:
     caches = request.app[keys.READ_CACHES]
     version = caches.versions.get(scene_id)
     if version is None:
-        async with request.app[keys.POOL].acquire() as conn:
-            found = await catalog.live_scene_version(conn, scene_id)
-        version = -1 if found is None else found
-        caches.versions.put(scene_id, version)
+        version = await revalidated(request, caches.versions, scene_id, _live_version(scene_id))
     if version < 0:
         raise not_found(f"no such scene: {scene_id}")
     return version
+
+
+def _live_version(scene_id: str) -> Callable[[asyncpg.Connection], Awaitable[int]]:
+    async def read(conn: asyncpg.Connection) -> int:
+        found = await catalog.live_scene_version(conn, scene_id)
+        return -1 if found is None else found
+
+    return read
 
 
 async def require_live_scene(request: web.Request, scene_id: str) -> int:
@@ -118,6 +124,8 @@ async def scene_document(request: web.Request) -> web.StreamResponse:
         # the version read with the rows is the one the document reflects
         built = Built(text.encode(), f'"{scene_id}-{view.scene.version}"')
         caches.playlists.put((scene_id, view.scene.version, name), built)
+        for c in view.clips:  # what the document lists is ready (answered if Postgres goes)
+            caches.ready.put((scene_id, c.clip.segment_id), True)
     content_type = VTT if name.endswith(".vtt") else M3U8
     return document_response(request, built, content_type, layout.SCENE_PLAYLIST_CACHE)
 
@@ -168,15 +176,19 @@ def scene_playlist_json(
 async def scene_playlist(request: web.Request) -> web.Response:
     """GET /api/v1/scenes/{sceneId}/playlist. With signing on this is where viewers'
     authorisations are minted, so it takes the bearer token (401 without); the app
-    may pass `viewerIp` to bind them to its viewer's address (when binding is on)."""
+    may pass `viewerIp` to bind them to its viewer's address (when binding is on).
+    While Postgres is unreachable, the rows last read (within STALE_IF_DB_DOWN)."""
     scene_id = request.match_info["scene_id"]
     signed = request.app[keys.SETTINGS].signing != "none"
     if signed:
         require_token(request)
     if not layout.is_id(scene_id, "scn"):
         raise not_found("no such scene")
-    async with request.app[keys.POOL].acquire() as conn:
-        view = await catalog.scene_view(conn, scene_id)
+    caches = request.app[keys.READ_CACHES]
+    # read every time; the last one read answers while Postgres is unreachable
+    view = await revalidated(
+        request, caches.views, scene_id, lambda conn: catalog.scene_view(conn, scene_id)
+    )
     if view is None:
         raise not_found(f"no such scene: {scene_id}")
     grant = mint_scene_grant(request, scene_id, viewer_ip(request)) if signed else signing.NO_GRANT

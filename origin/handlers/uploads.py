@@ -2,26 +2,28 @@
 protocol, origin/uploads.py the state and bytes): OPTIONS discovery, POST creation
 (bearer token; creation-with-upload), HEAD, PATCH, DELETE (termination), and
 X-HTTP-Method-Override. The upload URL is the capability: HEAD, PATCH and DELETE
-need no token. Every answer, errors included, carries Tus-Resumable."""
+need no token. Every answer, errors included, carries Tus-Resumable. Bodies are read
+within origin/http/body.py's bounds (upload slots, 100 Continue after the checks, idle
+timeout); a body cut short by the client or the timeout keeps what arrived."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
 
-import aiohttp
 from aiohttp import web
 
 from origin import intake, keys, layout, tus, uploads
 from origin.errors import ApiError
 from origin.http.auth import require_token
+from origin.http.body import UPLOAD_SLOTS, BodyTimeout, ClientClosed, chunks, defer_continue
 from origin.tus import TusError
 
 log = logging.getLogger("storyforge.uploads")
 BODY_CHUNK = 1024 * 1024  # bytes read (and written) at a time
 UPLOADS_PATH = "/api/v1/uploads"
-# a client that goes away mid-body: what arrived is kept (tus §PATCH)
-_DISCONNECTS = (ConnectionError, aiohttp.ClientPayloadError)
+# a body that ends early (client gone, idle timeout): what arrived is kept (tus §PATCH)
+_CUT_SHORT = (ClientClosed, BodyTimeout)
 
 
 def _location(upload: uploads.Upload) -> dict[str, str]:
@@ -118,7 +120,8 @@ async def create(request: web.Request) -> web.Response:
         upload = await uploads.create(pool, storage, request.app[keys.SETTINGS], new)
         headers = {"Location": f"{UPLOADS_PATH}/{upload.id}"}
         if with_body:
-            upload = await _store(request, upload.id, 0, checksum)
+            with request.app[UPLOAD_SLOTS].take():
+                upload = await _store(request, upload.id, 0, checksum)
             headers["Upload-Offset"] = str(upload.received)
     except TusError as exc:
         raise _refused(exc) from None
@@ -132,7 +135,8 @@ async def _store(
     request: web.Request, upload_id: str, offset: int, checksum: tus.Checksum | None
 ) -> uploads.Upload:
     """Take the upload's lease at `offset`, store the body, finish the upload when its
-    last byte came; the lease is released whatever happens."""
+    last byte came; the lease is released whatever happens. A body cut short is
+    committed as far as it came, then its cause is raised (client gone, 408)."""
     app = request.app
     settings, pool, storage = app[keys.SETTINGS], app[keys.POOL], app[keys.STORAGE]
     taken = await uploads.Lease.take(pool, upload_id, settings.upload_lock_seconds, offset=offset)
@@ -146,12 +150,22 @@ async def _store(
                 413, "too_large", f"the body goes past Upload-Length ({left} bytes left)"
             )
 
-        async def chunks() -> AsyncIterator[bytes]:
-            async for chunk in request.content.iter_chunked(BODY_CHUNK):
-                yield chunk
+        cut: list[Exception] = []
 
-        body = uploads.Body(chunks(), left, lease, checksum, _DISCONNECTS)
+        async def read() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in chunks(request, BODY_CHUNK, settings.body_idle_timeout):
+                    yield chunk
+            except _CUT_SHORT as exc:
+                cut.append(exc)
+                raise
+
+        body = uploads.Body(read(), left, lease, checksum, _CUT_SHORT)
         upload = await uploads.write(storage, settings, lease, upload, body)
+        if cut:
+            if isinstance(cut[0], ApiError):
+                cut[0].headers |= tus.answer_fields() | {"Upload-Offset": str(upload.received)}
+            raise cut[0]
         if upload.whole:
             upload = await uploads.finish(pool, storage, settings, lease, upload)
         return upload
@@ -214,7 +228,8 @@ async def patch(request: web.Request) -> web.Response:
             raise TusError(415, "unsupported_media_type", f"PATCH bodies must be {tus.OFFSET_TYPE}")
         offset = tus.parse_int("Upload-Offset", request.headers.get("Upload-Offset"))
         checksum = tus.parse_checksum(request.headers.get("Upload-Checksum"))
-        upload = await _store(request, _upload_id(request), offset, checksum)
+        with request.app[UPLOAD_SLOTS].take():
+            upload = await _store(request, _upload_id(request), offset, checksum)
     except TusError as exc:
         raise _refused(exc) from None
     expires = upload.expires_at if upload.status == "open" else None
@@ -257,10 +272,10 @@ async def overridden(request: web.Request) -> web.StreamResponse:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_route("OPTIONS", UPLOADS_PATH, options)
-    app.router.add_post(UPLOADS_PATH, create)
+    app.router.add_post(UPLOADS_PATH, create, expect_handler=defer_continue)
     item = f"{UPLOADS_PATH}/{{upload_id}}"
     app.router.add_route("OPTIONS", item, options)
     app.router.add_route("HEAD", item, head)
-    app.router.add_route("PATCH", item, patch)
+    app.router.add_route("PATCH", item, patch, expect_handler=defer_continue)
     app.router.add_route("DELETE", item, delete)
-    app.router.add_post(item, overridden)
+    app.router.add_post(item, overridden, expect_handler=defer_continue)

@@ -3,7 +3,8 @@ been sent completely. Both hang on aiohttp's documented access-logger hook
 (`AppRunner(access_log_class=...)`, `aiohttp.abc.AbstractAccessLogger`), which
 aiohttp calls after the last byte of each answer it makes, so a log line's duration
 covers sending the body too. The fast path logs and counts its own answers with the
-same `log_request` and counters (origin/fastpath/)."""
+same `log_request` and counters (origin/fastpath/). A request whose client went away
+before its answer was logged and counted by the middleware already (CLIENT_CLOSED)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from origin import keys
+from origin.http.drain import DRAINING
 from origin.http.fields import REQUEST_ID
 from origin.logs import log_request
 
 log = logging.getLogger("storyforge.origin")
 SLOW_SECONDS = 1.0  # ACCESS_LOG=errors also logs answers slower than this
+CLIENT_CLOSED = web.RequestKey("client_closed", bool)
 
 
 def route_of(request: web.BaseRequest) -> str:
@@ -42,9 +45,13 @@ def access_log_class(app: web.Application) -> type[AbstractAccessLogger]:
     connection with its own arguments, so the app's settings are bound here)."""
     mode = app[keys.SETTINGS].access_log
     stats = app[keys.HTTP_STATS]
+    draining = app[DRAINING]
 
     class AccessLog(AbstractAccessLogger):
         def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+            draining.end(request)
+            if request.get(CLIENT_CLOSED):
+                return
             status = response.status
             stats.answered(route_of(request), status, time, response.body_length)
             if should_log(mode, status, time):

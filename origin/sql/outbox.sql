@@ -52,6 +52,14 @@ WHERE event_id = $1 AND endpoint = $2 AND status = 'waiting';
 -- For /metrics: deliveries by status.
 SELECT status, count(*)::int AS n FROM webhook_deliveries GROUP BY status;
 
+-- name: outbox_oldest_pending
+-- For /metrics: seconds since the event of the oldest delivery not yet delivered or
+-- dead (waiting or queued) was written; 0 when none is (the partial index of
+-- unfinished deliveries keeps this cheap however many have been delivered).
+SELECT coalesce(extract(epoch FROM now() - min(e.created_at)), 0)::float8
+FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id
+WHERE d.status IN ('waiting', 'queued');
+
 -- name: outbox_scene_events
 SELECT id, type, seq, payload::text AS payload, created_at
 FROM webhook_events WHERE scene_id = $1 ORDER BY seq;

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from origin.storage.base import (
     CHUNK_SIZE,
+    BadGateway,
     DeleteResult,
     NoSuchUpload,
     ObjectInfo,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHUNK_SIZE",
+    "BadGateway",
     "DeleteResult",
     "LocalStorage",
     "NoSuchUpload",

@@ -52,6 +52,11 @@ class StorageError(Exception):
     """A storage operation failed (unreachable backend, denied, disk full, ...)."""
 
 
+class BadGateway(StorageError):
+    """The storage answered, but with a server error or something unreadable (a proxy
+    answers 502 for it, RFC 9110 §15.6.3), not with the object or a refusal."""
+
+
 class ObjectNotFound(StorageError):
     """The object (or its bucket) does not exist."""
 
@@ -497,6 +502,27 @@ def _check_parts(upload_id: str, parts: Sequence[UploadedPart]) -> None:
     numbers = [p.number for p in parts]
     if numbers != sorted(set(numbers)):
         raise ValueError("parts must be listed in ascending order, each number once")
+
+
+async def gathered(
+    body: AsyncIterable[bytes], size: int = CHUNK_SIZE
+) -> AsyncIterator[bytes | bytearray]:
+    """The bytes of a streamed body in blocks of at least `size` (the last one may be
+    shorter): a request body arrives in pieces of a few KiB to 1 MiB, and a writer
+    that hops to a thread per block pays that hop once per block, not per piece."""
+    buf = bytearray()
+    async for chunk in body:
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise TypeError(f"stream yielded {type(chunk).__name__}, expected bytes")
+        if not buf and len(chunk) >= size:
+            yield chunk  # type: ignore[misc]
+            continue
+        buf += chunk
+        if len(buf) >= size:
+            yield buf
+            buf = bytearray()
+    if buf:
+        yield buf
 
 
 def _body_kind(body: object) -> str:

@@ -43,6 +43,7 @@ from origin.storage.base import (
     _check_parts,
     _delete_with_retries,
     _validate_put_args,
+    gathered,
     multipart_etag,
     validate_bucket,
     validate_key,
@@ -328,20 +329,8 @@ class LocalStorage(Storage):
     ) -> ObjectInfo:
         writer = await asyncio.to_thread(self._open_writer, bucket, key)
         try:
-            buf = bytearray()
-            async for chunk in body:
-                if not isinstance(chunk, (bytes, bytearray, memoryview)):
-                    raise TypeError(f"stream yielded {type(chunk).__name__}, expected bytes")
-                if not buf and len(chunk) >= CHUNK_SIZE:
-                    await asyncio.to_thread(writer.write, chunk)
-                    continue
-                buf += chunk
-                if len(buf) >= CHUNK_SIZE:
-                    await asyncio.to_thread(writer.write, buf)
-                    buf.clear()
-            if buf:
-                await asyncio.to_thread(writer.write, buf)
-            del buf
+            async for block in gathered(body):
+                await asyncio.to_thread(writer.write, block)
         except BaseException:
             await asyncio.to_thread(writer.discard)
             raise

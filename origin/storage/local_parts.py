@@ -36,6 +36,7 @@ from origin.storage.base import (
     StorageError,
     UploadedPart,
     _body_kind,
+    gathered,
 )
 
 UPLOADS_DIR = ".uploads"
@@ -189,10 +190,8 @@ async def write_part(writer: PartWriter, body: Body) -> UploadedPart:
             data = await asyncio.to_thread(Path(body).read_bytes)  # type: ignore[arg-type]
             await asyncio.to_thread(writer.write, data)
         else:
-            async for chunk in body:  # type: ignore[union-attr]
-                if not isinstance(chunk, (bytes, bytearray, memoryview)):
-                    raise TypeError(f"stream yielded {type(chunk).__name__}, expected bytes")
-                await asyncio.to_thread(writer.write, chunk)
+            async for block in gathered(body):  # type: ignore[arg-type]
+                await asyncio.to_thread(writer.write, block)
         return await asyncio.to_thread(writer.finish)
     except BaseException:
         await asyncio.to_thread(writer.discard)

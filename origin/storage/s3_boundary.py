@@ -12,9 +12,17 @@ from typing import Any
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 
 from origin.conditional import byte_range, entity_tags, http_date, if_range_validator, is_entity_tag
-from origin.storage.base import CHUNK_SIZE, NoSuchUpload, ObjectNotFound, StorageError, Unsent
+from origin.storage.base import (
+    CHUNK_SIZE,
+    BadGateway,
+    NoSuchUpload,
+    ObjectNotFound,
+    StorageError,
+    Unsent,
+)
 
 
 def quote_etag(etag: str) -> str:
@@ -57,7 +65,11 @@ def s3_errors(
             code in ("NoSuchKey", "NoSuchBucket", "NotFound", "404") or status == 404
         ):
             raise ObjectNotFound(f"{where} not found ({detail})") from exc
+        if status is not None and status >= 500 and status != 503:  # 503: S3's SlowDown
+            raise BadGateway(f"S3 {op} {where} failed: {detail}") from exc
         raise StorageError(f"S3 {op} {where} failed: {detail}") from exc
+    except ResponseParserError as exc:
+        raise BadGateway(f"S3 {op} {where}: unreadable answer: {exc}") from exc
     except (BotoCoreError, aiohttp.ClientError) as exc:
         raise StorageError(f"S3 {op} {where} failed: {exc}") from exc
 

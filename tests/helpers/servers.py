@@ -1,7 +1,8 @@
 """The origin under test as `storyforge serve` runs it: aiohttp's TestServer on the
 origin's own runner (origin/server.py), so with `FAST_PATH` on every request reaches
 the app through a FastPathConnection and warm scene documents are answered there,
-and with it off the plain AppRunner answers everything."""
+and with it off the plain AppRunner answers everything. Unlike aiohttp's TestServer,
+handlers are not cancelled when their client goes away (neither are they in `serve`)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ class OriginTestServer(TestServer):
             self._runner_options["keepalive_timeout"] = keepalive_timeout
 
     async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        # as `storyforge serve`: a client that goes away does not cancel its handler
+        kwargs.pop("handler_cancellation", None)
         if self._warm_answer is not None:
             return FastPathRunner(
                 self.app,

@@ -5,23 +5,48 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from storyforge.dev.cluster import free_port
+from storyforge.dev.cluster import Cluster, free_port, open_cluster
 
 __all__ = [
     "child_pids",
     "free_port",
+    "migrated_cluster",
     "on_moto",
     "processes_mentioning",
     "wait_port",
     "worker_process",
 ]
+
+
+@contextmanager
+def migrated_cluster(prefix: str = "storyforge-pg-") -> Iterator[Cluster]:
+    """A throwaway PostgreSQL cluster (fsync off) in a temporary directory, migrated;
+    stopped and removed afterwards."""
+    import asyncio
+
+    from origin import db
+
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    cluster = open_cluster(base / "data")
+    cluster.init()
+    cluster.start(fast=True)
+    try:
+        asyncio.run(db.migrate_dsn(cluster.dsn))
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def wait_port(port: int, timeout: float = 30.0) -> None:

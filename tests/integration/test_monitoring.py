@@ -5,6 +5,7 @@ unit tests; the rules and the Grafana dashboard name only metrics we expose."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import shutil
@@ -17,7 +18,9 @@ import yaml
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from origin import layout, outbox
 from origin.app import create_app
+from storyforge import jobs
 from tests.helpers.servers import OriginTestServer
 from tests.helpers.services import free_port
 from workers.metrics import JobStats, metrics_server
@@ -128,3 +131,30 @@ async def test_prometheus_scrapes_an_origin_and_a_worker(settings, tmp_path):
         finally:
             server.terminate()
             await server.wait()
+
+
+def _sample(text: str, name: str) -> float:
+    return next(float(x.split()[-1]) for x in text.splitlines() if x.startswith(name + " "))
+
+
+async def test_webhook_backlog_age_is_exposed(settings, fresh_db, fresh_pool):
+    """storyforge_webhook_oldest_pending_seconds (StoryforgeWebhookBacklog): the age of
+    the oldest event still waiting for its delivery, 0 once none is."""
+    s = dataclasses.replace(settings, database_url=fresh_db)
+    hook = ["http://127.0.0.1:9/hook"]
+    async with fresh_pool.acquire() as conn, conn.transaction():
+        event = await outbox.emit(
+            conn, hook, "scene.deleted", scene_id=layout.new_id("scn"), data={}
+        )
+    await fresh_pool.execute(
+        "UPDATE webhook_events SET created_at = now() - interval '1 hour' WHERE id = $1", event
+    )
+    async with TestClient(OriginTestServer(create_app(s))) as origin:
+        text = await (await origin.get("/metrics")).text()
+        assert 3600 <= _sample(text, "storyforge_webhook_oldest_pending_seconds") < 3660
+        assert _sample(text, 'storyforge_webhook_deliveries{status="queued"}') == 1
+        (job_id,) = [r["id"] for r in await fresh_pool.fetch("SELECT id FROM jobs")]
+        async with fresh_pool.acquire() as conn:
+            await jobs.cancel(conn, job_id, s)  # the delivery is dead: nothing pending
+        text = await (await origin.get("/metrics")).text()
+        assert _sample(text, "storyforge_webhook_oldest_pending_seconds") == 0

@@ -1,6 +1,6 @@
 """The job queue and the worker loop against a real PostgreSQL.
 
-Each test gets a database of its own (`fresh_db`, migrated here), so no other
+Each test gets a database of its own (`fresh_pool`), so no other
 test's jobs can be claimed by ours or the other way round.
 """
 
@@ -10,29 +10,20 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
 
-from origin import db, queue
+from origin import queue
 from origin.backoff import backoff_seconds
 from origin.queue import Job, LeaseLost, QueueUnavailable
 from workers.worker import JobContext, PermanentError, run_worker
 
 
 @pytest.fixture
-async def pool(fresh_db: str) -> AsyncIterator[asyncpg.Pool]:
-    conn = await asyncpg.connect(fresh_db)
-    try:
-        await db.migrate(conn)
-    finally:
-        await conn.close()
-    p = await db.connect_pool(fresh_db, size=12)
-    try:
-        yield p
-    finally:
-        await p.close()
+def pool(fresh_pool: asyncpg.Pool) -> asyncpg.Pool:
+    return fresh_pool
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:

@@ -19,8 +19,11 @@ from origin.errors import without_paths
         ("cannot open '/srv/storage/storyforge-internal/jobs/j/raw'", "cannot open 'raw'"),
         ("(/home/u/.storyforge/a/b.mp4)", "(b.mp4)"),
         ("directory /tmp/x/ is gone", "directory (path) is gone"),
+        ("concat:/var/lib/sf/a.ts|/var/lib/sf/b.ts: bad", "concat:a.ts|b.ts: bad"),
+        ('path="/etc/storyforge/key.pem"', 'path="key.pem"'),
         # left alone: URLs, ratios, a lone root-level name, ids
         ("see https://cdn.example/v/scn_1/a.m3u8", "see https://cdn.example/v/scn_1/a.m3u8"),
+        ("s3://storyforge-internal/jobs/j/raw", "s3://storyforge-internal/jobs/j/raw"),
         ("aspect 16/9, sar 1/1", "aspect 16/9, sar 1/1"),
         ("a /single component", "a /single component"),
         ("[mov,mp4 @ 0x55d] moov atom not found", "[mov,mp4 @ 0x55d] moov atom not found"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from fractions import Fraction
 
 import pytest
@@ -53,6 +54,8 @@ def test_remux_command():
         "copy",
         "-bsf:v",
         "h264_metadata=level=3.1:tick_rate=60/1:fixed_frame_rate_flag=0",
+        "-bsf:a",
+        "aac_adtstoasc",
         "-copyts",
         "-output_ts_offset",
         "-10",
@@ -65,7 +68,7 @@ def test_remux_command():
         "-tag:v",
         "avc1",
         "-movflags",
-        "+faststart",
+        "+frag_keyframe+empty_moov+default_base_moof+delay_moov",
         "-f",
         "mp4",
         "file:/tmp/x/full_720p.mp4",
@@ -149,3 +152,13 @@ def test_cut_command_takes_the_level_of_the_clips_rate():
         "/a", "/b", rung=RUNG_720, fps=Fraction(50), cut=Cut(0, 10), first_pts=0
     )
     assert cmd[cmd.index("-level:v") + 1] == "3.2"  # 720p50 needs 3.2 (H.264 Table A-1)
+
+
+def test_flatten_command_runs_mp4flat_with_this_interpreter():
+    assert exportcmd.flatten_command("/w/fragmented.mp4", "/w/full_720p.mp4") == [
+        sys.executable,
+        "-m",
+        "workers.mp4flat",
+        "/w/fragmented.mp4",
+        "/w/full_720p.mp4",
+    ]

@@ -52,7 +52,7 @@ def test_access_logger_runs_after_each_answer():
 
 async def test_a_runner_serves_fast_path_connections():
     from origin import keys
-    from origin.metrics import FastPathAnswers
+    from origin.metrics import FastPathAnswers, HttpStats
     from origin.settings import Settings
 
     app = web.Application()
@@ -64,6 +64,7 @@ async def test_a_runner_serves_fast_path_connections():
     runner = FastPathRunner(app, lambda app: lambda *a: None, access_log_class=Quiet)
     app[keys.SETTINGS] = Settings()
     app[keys.FAST_PATH_ANSWERS] = FastPathAnswers()
+    app[keys.HTTP_STATS] = HttpStats()
     await runner.setup()
     try:
         assert isinstance(runner.server, _FastPathServer)
@@ -75,3 +76,16 @@ async def test_a_runner_serves_fast_path_connections():
             )
     finally:
         await runner.cleanup()
+
+
+def test_request_handler_waits_for_a_head_on_its_waiter():
+    """origin/http/connection.py's header timeout reads `_waiter` (pending: aiohttp
+    waits for the next request's head) on both paths."""
+    assert "_waiter" in RequestHandler.__slots__
+    start = inspect.getsource(RequestHandler.start)
+    assert "self._waiter = loop.create_future()" in start and "await self._waiter" in start, (
+        f"aiohttp {aiohttp.__version__}: RequestHandler no longer waits for a request head "
+        f"on `_waiter`; the header timeout (HEADER_TIMEOUT) cannot tell a slow head from "
+        f"a request being handled. {PIN}"
+    )
+    assert "lingering_time" in inspect.signature(RequestHandler.__init__).parameters

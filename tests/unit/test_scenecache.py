@@ -31,3 +31,46 @@ def test_readiness_lives_no_longer_than_a_version():
     now[0] = 1.01
     assert caches.ready.get(("scn_a", "seg_1")) is None
     assert caches.versions.get("scn_a") is None
+
+
+def test_expired_entries_answer_while_the_database_is_down_within_the_bound():
+    now = [0.0]
+    caches = new_read_caches(16, clock=lambda: now[0], stale_seconds=600.0)
+    caches.versions.put("scn_a", 4)
+    caches.ready.put(("scn_a", "seg_1"), False)  # a known "no" is an answer too
+    now[0] = 30.0
+    assert caches.versions.get("scn_a") is None  # expired: re-read when possible
+    assert caches.last_known(caches.versions, "scn_a") == 4
+    assert caches.last_known(caches.ready, ("scn_a", "seg_1")) is False
+    assert caches.last_known(caches.versions, "scn_b") is None  # never seen
+    assert caches.stale_answers == 2
+    now[0] = 600.5
+    assert caches.last_known(caches.versions, "scn_a") is None  # older than the bound
+    assert caches.stale_answers == 2
+
+
+def test_a_deletion_forgets_stale_entries_too():
+    now = [0.0]
+    caches = new_read_caches(16, clock=lambda: now[0], stale_seconds=600.0)
+    caches.versions.put("scn_a", 4)
+    caches.ready.put(("scn_a", "seg_1"), True)
+    caches.views.put("scn_a", None)  # any value: only its presence matters here
+    caches.views.put("scn_b", None)
+    now[0] = 5.0
+    assert caches.views.stale("scn_a", 600.0) is None and len(caches.views) == 2
+    forget_scene(caches, "scn_a")
+    assert caches.last_known(caches.versions, "scn_a") is None
+    assert caches.last_known(caches.ready, ("scn_a", "seg_1")) is None
+    assert len(caches.views) == 1
+    forget_scene(caches, None)
+    assert len(caches.views) == 0
+
+
+def test_without_staleness_expired_entries_are_dropped():
+    now = [0.0]
+    caches = new_read_caches(16, clock=lambda: now[0])
+    caches.versions.put("scn_a", 4)
+    now[0] = 1.5
+    assert caches.versions.get("scn_a") is None
+    assert len(caches.versions) == 0
+    assert caches.last_known(caches.versions, "scn_a") is None

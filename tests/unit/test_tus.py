@@ -69,6 +69,7 @@ def test_metadata_round_trip_and_refusals():
         "a !!!",  # not base64
         f"a {b64('x')},",  # an empty pair
         "a,b " + base64.b64encode(bytes([255])).decode(),  # not UTF-8
+        f"filename {b64('a' + chr(0) + 'b.mp4')}",  # NUL: PostgreSQL text cannot hold it
         "k" * 5000,
     ]:
         with pytest.raises(TusError) as err:
