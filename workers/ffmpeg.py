@@ -35,7 +35,6 @@ from workers.probe import (
     MediaInfo,
     check_first_frame,
     ffprobe_command,
-    first_frame_command,
     parse_rate,
     probe_failure_reason,
     validate_probe,
@@ -197,7 +196,7 @@ async def probe(
     info = validate_probe(data, limits)
     # the first decoded picture must have the declared size (workers.probe.check_first_frame)
     try:
-        done = await run_capture(first_frame_command(path, info), timeout=timeout)
+        done = await run_capture(encoding.first_frame_command(path, info), timeout=timeout)
     except TimeoutError:
         raise TranscodeFailed(f"ffmpeg did not decode a picture within {timeout:g} s") from None
     if done.returncode < 0:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from origin.ffargs import input_url, probe_command, untrusted_input
+from origin.ffargs import input_url, probe_command
 
 
 class BadInput(Exception):
@@ -303,43 +303,11 @@ def validate_probe(probe: Mapping[str, Any], limits: Limits | None = None) -> Me
     )
 
 
-def first_frame_command(path: str | os.PathLike[str], info: MediaInfo) -> list[str]:
-    """ffmpeg decoding the first picture of a validated upload's video stream and
-    describing it (``showinfo`` at log level info), then stopping. Only key frames are
-    decoded (``-skip_frame nokey``): a capture that starts in the middle of a GOP still
-    shows its first whole picture, and an all-intra stream costs one decode."""
-    return [
-        "ffmpeg",
-        "-nostdin",
-        "-hide_banner",
-        "-nostats",
-        "-loglevel",
-        "info",
-        *untrusted_input(DEMUXERS),
-        "-f",
-        info.demuxer,
-        "-skip_frame",
-        "nokey",
-        "-noautorotate",  # the coded picture, as ffprobe declares it (not turned upright)
-        "-i",
-        input_url(path),
-        "-map",
-        f"0:{info.video_stream}",
-        "-frames:v",
-        "1",
-        "-vf",
-        "showinfo",
-        "-f",
-        "null",
-        "-",
-    ]
-
-
 _SHOWINFO = re.compile(r"^\[Parsed_showinfo_\d+ @ [^\]]*\]\s+n:\s*\d+ .*?\bs:(\d+)x(\d+)\b")
 
 
 def check_first_frame(stderr: str, info: MediaInfo) -> None:
-    """The first decoded picture (`first_frame_command`'s log) must have the size the
+    """The first decoded picture (`workers.encoding.first_frame_command`'s log) must have the size the
     stream declares (what the limits were checked against and the transcode is built
     for): a stream declaring 7680x4320 over 64x64 of data, or data that decodes to no
     picture at all, is refused."""

@@ -9,7 +9,6 @@ declaring 7680x4320 over 64x64 of data is refused. Only loopback is contacted.""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import os
@@ -31,7 +30,7 @@ from origin import db, keys, layout, queue
 from origin.app import create_app
 from tests.helpers.clips import FFMPEG, HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
 from tests.helpers.exports import scene_of_copies, wait_export
-from tests.helpers.scenes import API_TOKEN, new_scene, upload, wait_done
+from tests.helpers.scenes import API_TOKEN, new_scene, tus_create, upload, wait_done
 from tests.helpers.servers import OriginTestServer
 from tests.helpers.services import child_pids, free_port, processes_mentioning, worker_process
 from tests.helpers.webhooks import SECRET, Receiver
@@ -292,21 +291,8 @@ async def expired_upload(
 ) -> tuple[str, asyncpg.Connection]:
     """A tus upload made due for expiry now, and a connection holding its row locked
     (in an open transaction): its expire_upload job id and that connection."""
-    meta = ",".join(
-        f"{k} {base64.b64encode(v.encode()).decode()}"
-        for k, v in {"sceneId": scene, "contributor": user, "filename": "clip.mp4"}.items()
-    )
-    r = await client.post(
-        "/api/v1/uploads",
-        headers={
-            **client.headers_auth,
-            "Tus-Resumable": "1.0.0",
-            "Upload-Length": "1000",
-            "Upload-Metadata": meta,
-        },
-    )
-    assert r.status == 201, await r.text()
-    upload_id = r.headers["Location"].rsplit("/", 1)[1]
+    url = await tus_create(client, scene, user, 1000, filename="clip.mp4")
+    upload_id = url.rsplit("/", 1)[1]
     await pool.execute("UPDATE uploads SET expires_at = now() WHERE id = $1", upload_id)
     job_id = await pool.fetchval(
         "UPDATE jobs SET run_after = now() WHERE dedupe_key = $1 RETURNING id",

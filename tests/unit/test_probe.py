@@ -10,14 +10,13 @@ from typing import Any
 
 import pytest
 
-from workers.encoding import DEFAULT_LADDER, filter_graph
+from workers.encoding import DEFAULT_LADDER, filter_graph, first_frame_command
 from workers.probe import (
     BadInput,
     Limits,
     MediaInfo,
     check_first_frame,
     ffprobe_command,
-    first_frame_command,
     input_url,
     probe_failure_reason,
     validate_probe,
