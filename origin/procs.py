@@ -13,6 +13,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 
 _PR_SET_PDEATHSIG = 1
 MAX_CAPTURE = 16 * 1024 * 1024
@@ -25,13 +26,24 @@ class Completed:
     stderr: str
 
 
+@cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up once in the parent: the child between fork and exec
+    only calls it (a dlopen there could wait forever on a lock another thread of the
+    parent held at the fork)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    return prctl
+
+
 def _child_setup(parent: int) -> Callable[[], None]:
     """preexec_fn: SIGKILL this child when its parent dies (Linux), even by SIGKILL."""
+    prctl = _prctl()
 
     def setup() -> None:
-        if sys.platform.startswith("linux"):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             if os.getppid() != parent:  # the parent died before prctl took effect
                 os._exit(1)
 

@@ -36,7 +36,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from origin import layout
-from origin.db import DatabaseError, q
+from origin.db import DatabaseError, Unavailable, is_connection_error, q
 
 #: Kinds the jobs table accepts (its CHECK constraint): `transcode`, `delete_scene`,
 #: `remove_segment`, `webhook` (one event to one endpoint) and `expire_upload`
@@ -153,6 +153,17 @@ def error_text(message: str) -> str:
     return message
 
 
+def unavailable(exc: BaseException) -> bool:
+    """Is `exc` the database being out of reach (connection lost or refused, server
+    restarting, `db.is_connection_error`), or short of resources (SQLSTATE class 53),
+    which waiting and trying again can cure, rather than a refusal of the statement?"""
+    if isinstance(exc, QueueUnavailable | Unavailable):
+        return True
+    if is_connection_error(exc, connecting=True):
+        return True
+    return isinstance(exc, asyncpg.PostgresError) and (exc.sqlstate or "")[:2] == "53"
+
+
 @contextmanager
 def _converted(action: str) -> Iterator[None]:
     """Turn asyncpg / socket errors into ours at this boundary."""
@@ -160,17 +171,16 @@ def _converted(action: str) -> Iterator[None]:
         yield
     except (LeaseLost, QueueError):
         raise
-    except asyncpg.PostgresError as exc:
-        state = getattr(exc, "sqlstate", None) or ""
-        if state[:2] in ("08", "53", "57"):
+    except (
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+        OSError,
+        TimeoutError,
+    ) as exc:
+        if unavailable(exc):
             raise QueueUnavailable(f"job queue unavailable ({action}): {exc}") from exc
         raise QueueError(f"job queue error ({action}): {exc}") from exc
-    except asyncpg.InterfaceError as exc:
-        if "closed" in str(exc) or "closing" in str(exc):
-            raise QueueUnavailable(f"job queue unavailable ({action}): {exc}") from exc
-        raise QueueError(f"job queue error ({action}): {exc}") from exc
-    except (OSError, TimeoutError) as exc:
-        raise QueueUnavailable(f"job queue unavailable ({action}): {exc}") from exc
 
 
 def _require_autocommit(conn: Conn, action: str) -> None:
@@ -464,6 +474,13 @@ async def requeue(conn: Conn, job_id: str) -> Job | None:
         except asyncpg.UniqueViolationError:
             return None
     return Job.from_row(row) if row is not None else None
+
+
+async def unheld(conn: Conn, job_ids: Sequence[str]) -> set[str]:
+    """Those of `job_ids` that are jobs of this database with no live lease: no worker
+    is working on them (or writing in their temporary directories)."""
+    with _converted("find unheld jobs"):
+        return {r["id"] for r in await conn.fetch(q("job_unheld"), list(job_ids))}
 
 
 def _uuid(token: str | uuid.UUID) -> uuid.UUID:

@@ -108,6 +108,7 @@ class Settings:
     stale_if_db_down: float = 600.0
     job_lease_seconds: float = 60.0
     job_max_attempts: int = 5
+    ffmpeg_stall_seconds: float = 120.0  # a transcode making no progress this long is killed
     timeline_interval: float = 10.0
     signing: str = "none"
     # Signed URLs (README "Signed URLs"). Secrets stay out of repr().
@@ -260,6 +261,9 @@ class Settings:
             "stale_if_db_down": _float(e, "STALE_IF_DB_DOWN", d.stale_if_db_down, 0.0),
             "job_lease_seconds": _float(e, "JOB_LEASE_SECONDS", d.job_lease_seconds, 1.0),
             "job_max_attempts": _int(e, "JOB_MAX_ATTEMPTS", d.job_max_attempts, 1, 100),
+            "ffmpeg_stall_seconds": _float(
+                e, "FFMPEG_STALL_SECONDS", d.ffmpeg_stall_seconds, 0.1, 86400.0
+            ),
             "timeline_interval": _float(e, "TIMELINE_INTERVAL", d.timeline_interval, 0.5),
             "signing": _choice(e, "SIGNING", d.signing, SIGNING_MODES),
             "signed_url_ttl": _int(e, "SIGNED_URL_TTL", d.signed_url_ttl, 60, 31_536_000),

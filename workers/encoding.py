@@ -218,6 +218,34 @@ def filter_graph(
     return ";".join(parts)
 
 
+#: ffmpeg for a run whose answer is in its log at the info level (no banner, no stats).
+_FFMPEG_INFO_LOG = ("ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-loglevel", "info")
+
+
+def first_frame_command(source: str | os.PathLike[str], info: MediaInfo) -> list[str]:
+    """ffmpeg decoding the first picture of a validated upload's video stream and
+    describing it (``showinfo``; `workers.probe.check_first_frame` reads its log), then
+    stopping. Only key frames are decoded (``-skip_frame nokey``): a capture that starts
+    in the middle of a GOP still shows its first whole picture, and an all-intra stream
+    costs one decode. ``-noautorotate``: the coded picture, as ffprobe declares it."""
+    return [
+        *_FFMPEG_INFO_LOG,
+        "-skip_frame",
+        "nokey",
+        "-noautorotate",
+        *upload_input(source, info),
+        "-map",
+        f"0:{info.video_stream}",
+        "-frames:v",
+        "1",
+        "-vf",
+        "showinfo",
+        "-f",
+        "null",
+        "-",
+    ]
+
+
 def upload_input(source: str | os.PathLike[str], info: MediaInfo) -> list[str]:
     """Input options and ``-i`` for a validated upload (origin/ffargs.py): local file,
     the four real video demuxers allowed, the one ffprobe found forced."""
@@ -406,12 +434,7 @@ def loudness_command(source: str | os.PathLike[str], info: MediaInfo) -> list[st
     to stderr at the info log level (per-frame lines only at verbose)."""
     chain = [*audio_chain(info), f"atrim=end={_num(info.duration)}"]
     return [
-        "ffmpeg",
-        "-nostdin",
-        "-hide_banner",
-        "-nostats",
-        "-loglevel",
-        "info",
+        *_FFMPEG_INFO_LOG,
         *upload_input(source, info),
         "-map",
         f"0:{audio_input(info)}",

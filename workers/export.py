@@ -258,19 +258,24 @@ async def _export(
         )
     await ctx.progress(99)
     speed = plan.duration / max(time.monotonic() - started, 1e-3)
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        await ctx.fence(conn)
-        published = await exports.publish(
-            conn,
-            export_id,
-            size=size,
-            duration=duration,
-            kind=plan.kind,
-            speed=speed,
-            webhooks=settings.webhook_urls,
-        )
-        if published:
-            await queue.complete(conn, job.id, ctx.lease_token)
+
+    async def publish() -> bool:
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            await ctx.fence(conn)
+            published = await exports.publish(
+                conn,
+                export_id,
+                size=size,
+                duration=duration,
+                kind=plan.kind,
+                speed=speed,
+                webhooks=settings.webhook_urls,
+            )
+            if published:
+                await queue.complete(conn, job.id, ctx.lease_token)
+        return published
+
+    published = await ctx.retrying(publish, "publish")  # until it commits or the lease ends
     log.info(
         "export published" if published else "export was already published",
         extra={"sf_export": export_id, "sf_scene": scene_id, "sf_duration": duration},

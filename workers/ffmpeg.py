@@ -34,6 +34,7 @@ from workers.probe import (
     BadInput,
     Limits,
     MediaInfo,
+    check_first_frame,
     ffprobe_command,
     parse_rate,
     probe_failure_reason,
@@ -44,6 +45,7 @@ from workers.storyboard import STORYBOARD_VTT, StoryboardCue, build_storyboard, 
 __all__ = [
     "Completed",
     "RenditionOutput",
+    "Stalled",
     "TranscodeFailed",
     "TranscodeOutput",
     "measure_loudness",
@@ -187,19 +189,35 @@ async def probe(
         raise BadInput(
             f"file is {size / 1e6:.0f} MB, above the limit of {limits.max_bytes / 1e6:.0f} MB"
         )
+    done = await _ffprobe(ffprobe_command(path), path, timeout)
     try:
-        done = await run_capture(ffprobe_command(path), timeout=timeout)
+        data = json.loads(done.stdout)
+    except ValueError:
+        raise BadInput("not a readable video file: ffprobe output unreadable") from None
+    info = validate_probe(data, limits)
+    # the first decoded picture must have the declared size (workers.probe.check_first_frame)
+    try:
+        done = await run_capture(encoding.first_frame_command(path, info), timeout=timeout)
+    except TimeoutError:
+        raise TranscodeFailed(f"ffmpeg did not decode a picture within {timeout:g} s") from None
+    if done.returncode < 0:
+        raise TranscodeFailed(f"ffmpeg killed by signal {-done.returncode}", done.stderr[-2000:])
+    check_first_frame(done.stderr, info)
+    return info
+
+
+async def _ffprobe(cmd: Sequence[str], path: str | os.PathLike[str], timeout: float) -> Completed:
+    """Run an ffprobe of the upload: `BadInput` when it refuses the file, `TranscodeFailed`
+    when it was killed or did not finish in time."""
+    try:
+        done = await run_capture(cmd, timeout=timeout)
     except TimeoutError:
         raise TranscodeFailed(f"ffprobe did not finish within {timeout:g} s") from None
     if done.returncode < 0:
         raise TranscodeFailed(f"ffprobe killed by signal {-done.returncode}", done.stderr[-2000:])
     if done.returncode != 0:
         raise BadInput(probe_failure_reason(done.stderr, path))
-    try:
-        data = json.loads(done.stdout)
-    except ValueError:
-        raise BadInput("not a readable video file: ffprobe output unreadable") from None
-    return validate_probe(data, limits)
+    return done
 
 
 # ------------------------------------------------------------------ loudness
@@ -270,6 +288,20 @@ def _clean_outputs(workdir: Path, ladder: Sequence[Rung]) -> None:
         p.unlink(missing_ok=True)
 
 
+#: The fields of an ffmpeg ``-progress`` block that advance while it works: frames
+#: encoded, output time, bytes written. A block repeating them is no progress.
+PROGRESS_FIELDS = ("frame", "out_time_us", "out_time_ms", "out_time", "total_size")
+
+
+def progress_mark(block: Mapping[str, str]) -> tuple[str, ...]:
+    """What must change between two progress blocks for ffmpeg to have made progress."""
+    return tuple(block.get(k, "") for k in PROGRESS_FIELDS)
+
+
+class Stalled(TranscodeFailed):
+    """ffmpeg made no progress for the stall timeout and was killed (retryable)."""
+
+
 async def _run_transcode(
     cmd: Sequence[str],
     *,
@@ -277,17 +309,29 @@ async def _run_transcode(
     on_progress: ProgressCallback | None,
     progress_interval: float,
     timeout: float,
+    stall_seconds: float,
     log: _BoundedLog,
 ) -> int:
+    """Run the transcode; kill it after `timeout` (TimeoutError) or when its progress
+    (`progress_mark`) does not advance for `stall_seconds` (`Stalled`): an input that
+    stops delivering data, a filter that hangs."""
     proc = await _spawn(cmd, stdout=asyncio.subprocess.PIPE)
+    loop = asyncio.get_running_loop()
+    stall = asyncio.timeout(stall_seconds)
 
     async def pump_progress() -> None:
         assert proc.stdout is not None
         parser = encoding.ProgressParser()
         last = 0.0
+        mark: tuple[str, ...] | None = None
         async for line in _lines(proc.stdout):
             block = parser.feed(line)
-            if block is None or on_progress is None or block.get("progress") == "end":
+            if block is None:
+                continue
+            if progress_mark(block) != mark:
+                mark = progress_mark(block)
+                stall.reschedule(loop.time() + stall_seconds)
+            if on_progress is None or block.get("progress") == "end":
                 continue
             now = time.monotonic()
             if now - last >= progress_interval:
@@ -298,9 +342,18 @@ async def _run_transcode(
     progress_task = asyncio.create_task(pump_progress())
     try:
         async with asyncio.timeout(timeout):
-            await progress_task
-            await stderr_task
-            return await proc.wait()
+            try:
+                async with stall:
+                    await progress_task  # stdout ends when ffmpeg exits
+                await stderr_task
+                return await proc.wait()
+            except TimeoutError:
+                if stall.expired():
+                    raise Stalled(
+                        f"ffmpeg made no progress for {stall_seconds:g} s (input stalled?)",
+                        "\n".join(log.last()),
+                    ) from None
+                raise
     except BaseException:
         await _kill(proc)
         for task in (progress_task, stderr_task):
@@ -378,6 +431,7 @@ async def _encode(
     *,
     on_progress: ProgressCallback | None,
     timeout: float,
+    stall_seconds: float,
     progress_interval: float,
     probe_timeout: float,
     stills: bool,
@@ -385,7 +439,9 @@ async def _encode(
     niceness: int = 0,
 ) -> list[RenditionOutput]:
     """Run the transcode command into `out` and read every rendition back: aligned
-    (the same segment durations in every rung) and as long as the upload declares."""
+    (the same segment durations in every rung) and as long as the upload declares.
+    Cancellation, `timeout` and `stall_seconds` without progress kill ffmpeg's process
+    group (`Stalled` after a stall)."""
     out.mkdir(parents=True, exist_ok=True)
     _clean_outputs(out, ladder)
     cmd = encoding.transcode_command(source, out, info, ladder, stills=stills, **command_args)
@@ -402,6 +458,7 @@ async def _encode(
             on_progress=on_progress,
             progress_interval=progress_interval,
             timeout=timeout,
+            stall_seconds=stall_seconds,
             log=log,
         )
     except TimeoutError:
@@ -445,6 +502,7 @@ async def encode_renditions(
     niceness: int = 0,
     on_progress: ProgressCallback | None = None,
     timeout: float = 3600.0,
+    stall_seconds: float = 120.0,
     segment_seconds: float = 4,
     progress_interval: float = 1.0,
     probe_timeout: float = 60.0,
@@ -460,6 +518,7 @@ async def encode_renditions(
         ladder,
         on_progress=on_progress,
         timeout=timeout,
+        stall_seconds=stall_seconds,
         progress_interval=progress_interval,
         probe_timeout=probe_timeout,
         stills=False,
@@ -483,6 +542,7 @@ async def transcode(
     *,
     on_progress: ProgressCallback | None = None,
     timeout: float = 3600.0,
+    stall_seconds: float = 120.0,
     segment_seconds: float = 4,
     frame_interval: float = 10.0,
     preset: str = "veryfast",
@@ -496,9 +556,10 @@ async def transcode(
     x264 preset of each rung (by name, else `preset`).
 
     `on_progress(percent)` is awaited at most every `progress_interval` s and once with
-    100 at the end; an exception from it stops ffmpeg and propagates. Cancellation and
-    `timeout` kill ffmpeg's process group. Raises `TranscodeFailed` (retryable) or
-    `BadInput` (the upload's fault).
+    100 at the end; an exception from it stops ffmpeg and propagates. Cancellation,
+    `timeout` and `stall_seconds` without progress kill ffmpeg's process group. Raises
+    `TranscodeFailed` (retryable; `Stalled` after a stall) or `BadInput` (the upload's
+    fault).
     """
     out = Path(workdir)
     renditions = await _encode(
@@ -508,6 +569,7 @@ async def transcode(
         ladder,
         on_progress=on_progress,
         timeout=timeout,
+        stall_seconds=stall_seconds,
         progress_interval=progress_interval,
         probe_timeout=probe_timeout,
         stills=True,

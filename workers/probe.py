@@ -303,6 +303,34 @@ def validate_probe(probe: Mapping[str, Any], limits: Limits | None = None) -> Me
     )
 
 
+_SHOWINFO = re.compile(r"^\[Parsed_showinfo_\d+ @ [^\]]*\]\s+n:\s*\d+ .*?\bs:(\d+)x(\d+)\b")
+
+
+def check_first_frame(stderr: str, info: MediaInfo) -> None:
+    """The first decoded picture (`workers.encoding.first_frame_command`'s log) must have the size the
+    stream declares (what the limits were checked against and the transcode is built
+    for): a stream declaring 7680x4320 over 64x64 of data, or data that decodes to no
+    picture at all, is refused."""
+    declared = f"{info.coded_width}x{info.coded_height}"
+    lines = stderr.splitlines()
+    first = next((m for m in map(_SHOWINFO.match, lines) if m), None)
+    if first is None:
+        # the decoder's own complaint, the last one (no path: those lines name the codec)
+        why = [
+            _PROBE_ERROR_PREFIX.sub("", ln).strip()
+            for ln in lines
+            if _PROBE_ERROR_PREFIX.match(ln) and "showinfo" not in ln
+        ]
+        detail = f": {why[-1][:200]}" if why else ""
+        raise BadInput(f"no picture could be decoded at the declared size {declared}{detail}")
+    width, height = int(first.group(1)), int(first.group(2))
+    if (width, height) != (info.coded_width, info.coded_height):
+        raise BadInput(
+            f"the stream declares a {declared} picture but its first picture is "
+            f"{width}x{height}: damaged or crafted"
+        )
+
+
 _PROBE_ERROR_PREFIX = re.compile(r"^\[([^\]@]+?) @ 0x[0-9a-f]+\]\s*")
 
 

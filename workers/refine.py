@@ -189,6 +189,7 @@ async def _encode_and_publish(
             loudness=loudness,
             niceness=NICENESS,
             on_progress=on_progress,
+            stall_seconds=settings.ffmpeg_stall_seconds,
         )
         renditions, _ = clip_renditions(outputs, generation)
         why = mismatch(list(published.renditions.values()), renditions)
@@ -211,16 +212,20 @@ async def _encode_and_publish(
                 **{r.profile: sum(r.sizes) for r in renditions},
             },
         }
-        async with ctx.pool.acquire() as conn, conn.transaction():
-            await ctx.fence(conn)
-            version = await catalog.publish_generation(
-                conn,
-                segment_id,
-                generation,
-                renditions=renditions,
-                metadata=metadata,
-                loudness=loudness_record(loudness),
-            )
+
+        async def publish() -> int | None:
+            async with ctx.pool.acquire() as conn, conn.transaction():
+                await ctx.fence(conn)
+                return await catalog.publish_generation(
+                    conn,
+                    segment_id,
+                    generation,
+                    renditions=renditions,
+                    metadata=metadata,
+                    loudness=loudness_record(loudness),
+                )
+
+        version = await ctx.retrying(publish, "publish")  # until it commits or the lease ends
     if version is None:  # removed meanwhile: its objects go with the clip
         raise PermanentError("the clip was removed or its scene deleted before it was refined")
     await _write_metadata(storage, settings, scene_id, segment_id, target, metadata)

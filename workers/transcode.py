@@ -237,6 +237,7 @@ async def _transcode_and_publish(
             presets=stage_presets(ladder, settings.fast_preset),
             on_progress=on_progress,
             frame_interval=settings.timeline_interval,
+            stall_seconds=settings.ffmpeg_stall_seconds,
             loudness=loudness,
         )
         renditions, target = clip_renditions(out)
@@ -302,15 +303,18 @@ async def _transcode_and_publish(
         )
         await put_all(storage, items)
         await ctx.progress(95)
-        published = await _publish(
-            ctx,
-            settings,
-            segment_id,
-            duration,
-            document,
-            out,
-            renditions,
-            loudness_record(loudness),
+        published = await ctx.retrying(  # until it commits or the lease ends
+            lambda: _publish(
+                ctx,
+                settings,
+                segment_id,
+                duration,
+                document,
+                out,
+                renditions,
+                loudness_record(loudness),
+            ),
+            "publish",
         )
         if published:
             poster = await _write_poster(

@@ -11,6 +11,7 @@ again after `origin.backoff.backoff_seconds`; until then the loop only polls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -113,4 +114,6 @@ async def _listen_until_lost(
                 if not still:
                     raise QueueUnavailable("the connection stopped listening")
     finally:
-        conn.remove_termination_listener(on_lost)
+        # a connection cut while it listened has been detached from its pool proxy already
+        with contextlib.suppress(asyncpg.InterfaceError):
+            conn.remove_termination_listener(on_lost)

@@ -8,7 +8,15 @@
 - Success -> `complete`; `PermanentError` -> `fail_permanent` (no retry); `Deferred`
   -> `defer` (queued again later, the attempt not counted); any other exception ->
   `retry_or_dead` with exponential backoff and full jitter.
-  Status writes are shielded, so a cancellation during shutdown cannot lose them.
+  Status writes are shielded, so a cancellation during shutdown cannot lose them, and
+  retried while the database is out of reach (`JobContext.retrying`: connection lost,
+  server restarting; the pool reconnects) until they commit or the lease ends, so a
+  database blip records the job's real outcome, not "lease expired". Handlers publish
+  through `retrying` too.
+- Temporary directories (`storyforge-{jobId}-*`, made by the handlers) of this
+  database's jobs that no live worker holds are removed when a worker starts, with
+  every re-queueing of expired leases, and when a job is claimed again: a SIGKILLed
+  worker runs no cleanup. (Its ffmpeg children die with it: origin/procs.py.)
 - A job cancelled while it runs (its scene deleted, its clip removed) loses its
   lease like any other: once its handler has stopped, the worker `let_go`es of it,
   which tells the deleting job that nothing writes under the scene any more.
@@ -26,9 +34,13 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
+import shutil
+import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -46,6 +58,12 @@ T = TypeVar("T")
 PROGRESS_MIN_INTERVAL = 1.0  # seconds between progress writes from JobContext.progress
 CANCEL_WAIT_SECONDS = 10.0  # how long a cancelled handler gets to clean up (kill ffmpeg)
 MAX_UNAVAILABLE_SLEEP = 30.0  # cap of the wait between claims while the database is down
+RETRY_BASE = 0.25  # first wait of a write retried while the database is out of reach
+RETRY_CAP = 5.0  # longest wait between two tries of such a write
+LEASE_MARGIN = 1.0  # seconds before the lease ends when a retried write gives up
+#: The temporary directory of a job's handler: `tempfile.TemporaryDirectory(prefix=
+#: f"storyforge-{job.id}-")` (workers/transcode.py, workers/export.py).
+WORKDIR = re.compile(r"^storyforge-(job_[a-z0-9]{12,32})-[a-z0-9_]+$")
 
 
 class PermanentError(Exception):
@@ -83,6 +101,16 @@ class JobContext:
     _written: float | None = field(default=None, repr=False)
     _last_write: float = field(default=float("-inf"), repr=False)
     _lease_lost: bool = field(default=False, repr=False)
+    # monotonic time our lease ends, as far as we know (claim or last heartbeat)
+    _lease_until: float = field(default=0.0, repr=False)
+
+    def __post_init__(self) -> None:
+        self._lease_until = time.monotonic() + self.lease_seconds
+
+    @property
+    def lease_left(self) -> float:
+        """Seconds until our lease ends unless a heartbeat extends it."""
+        return self._lease_until - time.monotonic()
 
     @property
     def lease_token(self) -> str:
@@ -121,6 +149,35 @@ class JobContext:
         if self._lease_lost:
             raise LeaseLost(self.job.id, "progress")
 
+    async def retrying(self, write: Callable[[], Awaitable[T]], what: str) -> T:
+        """`write()` (a status write, a publishing transaction), tried again with backoff
+        while the database is out of reach (`queue.unavailable`: the pool reconnects on
+        the next try) until it commits or the lease is about to end; then, or on any
+        other error, the error is raised. `write` must be safe to repeat: a fenced
+        transaction is (it commits once, or raises LeaseLost)."""
+        attempt = 0
+        while True:
+            try:
+                return await write()
+            except Exception as exc:
+                attempt += 1
+                if not queue.unavailable(exc):
+                    raise
+                delay = backoff_seconds(attempt, RETRY_BASE, RETRY_CAP)
+                if self.lease_left - delay < LEASE_MARGIN:
+                    raise
+                log.warning(
+                    "job %s (%s): %s: database out of reach, try %d again in %.2fs: %s",
+                    self.job.id,
+                    self.job.kind,
+                    what,
+                    attempt + 1,
+                    delay,
+                    exc,
+                    extra=_extra(self.job, self.worker),
+                )
+                await asyncio.sleep(delay)
+
     async def fence(self, conn: Conn) -> None:
         """In the caller's transaction (e.g. the one that publishes a segment), lock
         this job's row if it is still ours; raises LeaseLost otherwise."""
@@ -128,6 +185,7 @@ class JobContext:
 
     async def _beat(self) -> bool:
         pct = self._progress
+        sent = time.monotonic()
         owned = await queue.heartbeat(
             self.pool,
             self.job.id,
@@ -137,6 +195,7 @@ class JobContext:
         )
         if owned:
             self._written = pct
+            self._lease_until = sent + self.lease_seconds
         else:
             self._lease_lost = True
         return owned
@@ -159,6 +218,57 @@ async def _shielded(coro: Coroutine[Any, Any, T]) -> T:
         with contextlib.suppress(Exception):
             await task
         raise
+
+
+def workdir_jobs(names: Iterable[str]) -> dict[str, str]:
+    """Job temporary directory name -> its job id, for the names that are one."""
+    found = {}
+    for name in names:
+        m = WORKDIR.match(name)
+        if m:
+            found[name] = m.group(1)
+    return found
+
+
+def _remove_dirs(paths: list[Path]) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+async def sweep_workdirs(pool: asyncpg.Pool, name: str, root: Path | None = None) -> list[Path]:
+    """Remove the temporary directories under `root` (the system's temporary directory)
+    of this database's jobs that no worker holds (their worker was SIGKILLed, or the
+    machine restarted). Returns them."""
+    base = Path(root or tempfile.gettempdir())
+    try:
+        entries = await asyncio.to_thread(lambda: [p.name for p in base.iterdir() if p.is_dir()])
+    except OSError as exc:
+        log.warning("worker %s: cannot list %s: %s", name, base, exc)
+        return []
+    dirs = workdir_jobs(entries)
+    if not dirs:
+        return []
+    free = await queue.unheld(pool, sorted(set(dirs.values())))
+    stale = [base / d for d, job_id in sorted(dirs.items()) if job_id in free]
+    await asyncio.to_thread(_remove_dirs, stale)
+    for path in stale:
+        log.info("worker %s: removed %s (its job is held by no worker)", name, path)
+    return stale
+
+
+async def _remove_earlier_workdirs(job: Job, name: str) -> None:
+    """We hold `job` now: a directory of an earlier attempt of it is nobody's."""
+    base = Path(tempfile.gettempdir())
+    try:
+        entries = await asyncio.to_thread(
+            lambda: [p for p in base.glob(f"storyforge-{job.id}-*") if p.is_dir()]
+        )
+    except OSError:
+        return
+    stale = [p for p in entries if WORKDIR.match(p.name)]
+    await asyncio.to_thread(_remove_dirs, stale)
+    for path in stale:
+        log.info("job %s (%s): removed %s of an earlier attempt", job.id, job.kind, path)
 
 
 @dataclass
@@ -230,6 +340,10 @@ async def run_worker(
         lease_seconds,
         extra={"worker": name},
     )
+    try:
+        await sweep_workdirs(pool, name)
+    except QueueError as exc:
+        log.warning("worker %s: temporary directories not swept: %s", name, exc)
     reaper = asyncio.create_task(_reaper(pool, name, reap_interval, stop), name=f"reaper {name}")
     due = asyncio.Event()  # set when a job of our kinds may have become due
     listener = (
@@ -310,10 +424,12 @@ async def _acquire_or_stop(slots: asyncio.Semaphore, stop: asyncio.Event) -> boo
 
 
 async def _reaper(pool: asyncpg.Pool, name: str, interval: float, stop: asyncio.Event) -> None:
-    """Re-queue jobs whose lease expired (their worker died), every `interval`."""
+    """Re-queue jobs whose lease expired (their worker died) and remove temporary
+    directories no worker holds (a dead worker's on this machine), every `interval`."""
     while not stop.is_set():
         try:
             await _reap(pool, name)
+            await sweep_workdirs(pool, name)
         except QueueError as exc:
             log.warning("worker %s: re-queueing expired leases failed: %s", name, exc)
         await wait_any(interval, stop)
@@ -385,6 +501,7 @@ async def _run_job(pool: asyncpg.Pool, handler: Handler, job: Job, opts: _Option
         extra=_extra(job, name),
     )
     started = time.monotonic()
+    await _remove_earlier_workdirs(job, name)
     opts.stats.running += 1
     running_job(opts.stats, job.kind)  # this task's context: the handler's runs count here
 
@@ -473,16 +590,26 @@ async def _record_outcome(
     else:
         exc = work.exception()
     try:
-        if exc is None:
+        # A LeaseLost from a publish whose commit went through though its connection was
+        # lost before the answer came back: its retry found the job finished by us.
+        finished = await _finished_by_us(ctx) if isinstance(exc, LeaseLost) else None
+        if exc is None or finished is not None:
             outcome = "succeeded"
             try:
-                await _shielded(queue.complete(pool, job.id, ctx.lease_token))
+                if finished is not None:
+                    outcome = finished.status
+                else:
+                    await _shielded(
+                        ctx.retrying(
+                            lambda: queue.complete(pool, job.id, ctx.lease_token), "complete"
+                        )
+                    )
             except LeaseLost:
                 # The handler may have recorded the job's outcome itself in its own
                 # fenced transaction (a publish completes it, a webhook that gives up
                 # buries it); otherwise the job was taken from us.
-                current = await queue.get_job(pool, job.id)
-                if current is None or current.status not in ("succeeded", "failed", "dead"):
+                current = await _finished_by_us(ctx)
+                if current is None:
                     raise
                 outcome = current.status
             log.info(
@@ -504,8 +631,18 @@ async def _record_outcome(
             await _let_go(ctx)
         elif isinstance(exc, Deferred):
             outcome = "deferred"
+            deferred = exc
             await _shielded(
-                queue.defer(pool, job.id, ctx.lease_token, delay=exc.delay, payload=exc.payload)
+                ctx.retrying(
+                    lambda: queue.defer(
+                        pool,
+                        job.id,
+                        ctx.lease_token,
+                        delay=deferred.delay,
+                        payload=deferred.payload,
+                    ),
+                    "defer",
+                )
             )
             log.info(
                 "job %s (%s): continues in %.1fs: %s",
@@ -518,7 +655,11 @@ async def _record_outcome(
         elif isinstance(exc, PermanentError):
             outcome = "failed"
             reason = str(exc) or type(exc).__name__
-            await _shielded(queue.fail_permanent(pool, job.id, ctx.lease_token, reason))
+            await _shielded(
+                ctx.retrying(
+                    lambda: queue.fail_permanent(pool, job.id, ctx.lease_token, reason), "fail"
+                )
+            )
             log.error(
                 "job %s (%s): failed permanently: %s",
                 job.id,
@@ -533,7 +674,12 @@ async def _record_outcome(
             else:
                 delay = backoff_seconds(job.attempts, opts.backoff_base, opts.backoff_cap, opts.rng)
             after = await _shielded(
-                queue.retry_or_dead(pool, job.id, ctx.lease_token, message, backoff=delay)
+                ctx.retrying(
+                    lambda: queue.retry_or_dead(
+                        pool, job.id, ctx.lease_token, message, backoff=delay
+                    ),
+                    "record the error",
+                )
             )
             outcome = "dead" if after.status == "dead" else "retried"
             if after.status == "dead":
@@ -576,6 +722,19 @@ async def _record_outcome(
             extra=_extra(job, name, outcome="unrecorded", seconds=elapsed),
         )
     return outcome
+
+
+async def _finished_by_us(ctx: JobContext) -> Job | None:
+    """The job, if it is finished (succeeded, failed, dead) and we were the last to
+    claim it: its outcome was committed by a write of ours (a handler's publish, or
+    a status write whose answer was lost with its connection)."""
+    try:
+        current = await ctx.retrying(lambda: queue.get_job(ctx.pool, ctx.job.id), "read back")
+    except QueueError:
+        return None
+    if current is None or current.status not in ("succeeded", "failed", "dead"):
+        return None
+    return current if current.worker == ctx.worker else None
 
 
 async def _let_go(ctx: JobContext) -> None:

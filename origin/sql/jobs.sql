@@ -312,3 +312,12 @@ UPDATE jobs
    AND lease_token = $2
    AND status = 'running'
 RETURNING *;
+
+-- name: job_unheld
+-- Of the job ids $1, those of this database that no worker may still be working on:
+-- no lease, or an expired one. A worker removes their temporary directories (ids of
+-- other databases sharing the machine's temporary directory are not returned).
+SELECT id
+  FROM jobs
+ WHERE id = ANY ($1::text[])
+   AND (lease_token IS NULL OR lease_expires_at <= now());

@@ -4,6 +4,7 @@ directly through the database and storage as the transcoder would (no ffmpeg).""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import time
@@ -125,6 +126,25 @@ async def upload(client, scene, user, path: Path, ctype="video/mp4", **params) -
     )
     assert r.status == 202, await r.text()
     return await r.json()
+
+
+async def tus_create(client, scene, user, length: int, **metadata: str) -> str:
+    """A tus upload of `length` bytes for a clip of `scene` by `user` (POST
+    /api/v1/uploads, `metadata` added to Upload-Metadata); its URL."""
+    values = {"sceneId": scene, "contributor": user, **metadata}
+    r = await client.post(
+        "/api/v1/uploads",
+        headers={
+            **client.headers_auth,
+            "Tus-Resumable": "1.0.0",
+            "Upload-Length": str(length),
+            "Upload-Metadata": ",".join(
+                f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in values.items()
+            ),
+        },
+    )
+    assert r.status == 201, await r.text()
+    return r.headers["Location"]
 
 
 async def wait_done(client, segment_id: str, timeout: float = 180) -> dict:

@@ -102,9 +102,10 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
-def worker_process(settings, **env: str) -> subprocess.Popen[bytes]:
-    """`storyforge worker` as its own process on `settings`' database and LocalStorage,
-    with a 3 s lease (a killed worker's job is taken over quickly) and `env` on top."""
+def worker_process(settings, *args: str, **env: str) -> subprocess.Popen[bytes]:
+    """`storyforge worker [args]` as its own process on `settings`' database and
+    LocalStorage, with a 3 s lease (a killed worker's job is taken over quickly) and
+    `env` on top."""
     environ = {
         **os.environ,
         "DATABASE_URL": settings.database_url,
@@ -117,7 +118,7 @@ def worker_process(settings, **env: str) -> subprocess.Popen[bytes]:
         **env,
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "storyforge.cli", "worker"],
+        [sys.executable, "-m", "storyforge.cli", "worker", *args],
         env=environ,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

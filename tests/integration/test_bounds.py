@@ -8,7 +8,6 @@ two, on loopback."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import logging
 import os
@@ -27,7 +26,7 @@ from origin import layout
 from origin.app import create_app
 from origin.storage import open_configured_storage
 from tests.helpers.metrics import requests, scrape
-from tests.helpers.scenes import API_TOKEN, new_scene, publish
+from tests.helpers.scenes import API_TOKEN, new_scene, publish, tus_create
 from tests.helpers.servers import OriginTestServer
 from tests.helpers.services import free_port, wait_port
 
@@ -187,21 +186,7 @@ async def test_stalled_tus_patch_gets_408_and_keeps_what_arrived(client, bounded
     """A tus PATCH cut by the idle timeout is like one cut by the client: the bytes
     that arrived count (Upload-Offset), the client resumes from there."""
     scene, (user,) = await new_scene(client)
-    meta = ",".join(
-        f"{k} {base64.b64encode(v.encode()).decode()}"
-        for k, v in {"sceneId": scene, "contributor": user, "filetype": "video/mp4"}.items()
-    )
-    r = await client.post(
-        "/api/v1/uploads",
-        headers={
-            **client.headers_auth,
-            "Tus-Resumable": "1.0.0",
-            "Upload-Length": "1000",
-            "Upload-Metadata": meta,
-        },
-    )
-    assert r.status == 201, await r.text()
-    location = r.headers["Location"]
+    location = await tus_create(client, scene, user, 1000, filetype="video/mp4")
     conn = await Conn.open(client.port)
     try:
         head = (

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from workers.encoding import DEFAULT_LADDER
-from workers.ffmpeg import TranscodeFailed, _BoundedLog, _failure, _read_rendition
+from workers.encoding import DEFAULT_LADDER, parse_progress_lines
+from workers.ffmpeg import TranscodeFailed, _BoundedLog, _failure, _read_rendition, progress_mark
 from workers.probe import BadInput
 
 
@@ -91,3 +91,20 @@ def test_unfinished_rendition_playlist_is_a_transcode_failure(tmp_path: Path) ->
     (tmp_path / "720p.m3u8").write_text(text)
     with pytest.raises(TranscodeFailed, match=r"^720p.m3u8: no #EXT-X-ENDLIST"):
         asyncio.run(_read_rendition(tmp_path, DEFAULT_LADDER[0], timeout=5))
+
+
+def test_progress_marks_change_only_when_ffmpeg_advances() -> None:
+    blocks = parse_progress_lines(
+        [
+            *("frame=0", "out_time_us=N/A", "total_size=N/A", "progress=continue"),
+            *("frame=12", "out_time_us=400000", "total_size=48", "progress=continue"),
+            # the same figures again: ffmpeg reports, but reads nothing new (input stalled)
+            *("frame=12", "out_time_us=400000", "total_size=48", "progress=continue"),
+            # a muxer writing its trailer: bytes advance, frames do not
+            *("frame=12", "out_time_us=400000", "total_size=1024", "progress=end"),
+        ]
+    )
+    marks = [progress_mark(b) for b in blocks]
+    assert marks[0] != marks[1]
+    assert marks[1] == marks[2]
+    assert marks[2] != marks[3]

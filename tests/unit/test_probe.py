@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from workers.encoding import DEFAULT_LADDER, filter_graph
+from workers.encoding import DEFAULT_LADDER, filter_graph, first_frame_command
 from workers.probe import (
     BadInput,
     Limits,
     MediaInfo,
+    check_first_frame,
     ffprobe_command,
     input_url,
     probe_failure_reason,
@@ -395,3 +396,67 @@ def test_the_pixel_rate_is_bounded() -> None:
     assert validate_probe(probe_json(four_k60, audio_stream())).width == 3840
     with pytest.raises(BadInput, match="pixels per second"):
         validate_probe(probe_json(four_k60, audio_stream()), Limits(max_pixel_rate=1e8))
+
+
+# ------------------------------------------------------- first decoded picture
+
+
+def _declared(width: int, height: int, stream: int = 0) -> MediaInfo:
+    return validate_probe(
+        probe_json(video_stream(width=width, height=height, index=stream)),
+        Limits(max_pixel_rate=1e12),
+    )
+
+
+def test_first_frame_command_decodes_one_key_frame_of_the_video_stream_only() -> None:
+    info = _declared(1920, 1080, stream=1)
+    cmd = first_frame_command("/up/load.mp4", info)
+    assert cmd[cmd.index("-protocol_whitelist") + 1] == "file"
+    assert cmd[cmd.index("-f") + 1] == "mov"  # the demuxer the probe found, forced
+    # input options before -i: key frames only; output: the first picture, described
+    assert cmd.index("-skip_frame") < cmd.index("-i") and "nokey" in cmd
+    assert cmd[cmd.index("-i") + 1] == "file:/up/load.mp4"
+    assert cmd[cmd.index("-map") + 1] == "0:1"
+    assert cmd[cmd.index("-frames:v") + 1] == "1"
+    assert cmd[-4:] == ["showinfo", "-f", "null", "-"]
+
+
+SHOWINFO = (
+    "[Parsed_showinfo_0 @ 0x55beb722b200] n:   0 pts:      0 pts_time:0       pos:       48 "
+    "fmt:yuv420p sar:1/1 s:{} i:P iskey:1 type:I checksum:EAD758B5\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("stderr", "reason"),
+    [
+        (SHOWINFO.format("1920x1080"), None),
+        # a capture starting mid-GOP: errors before its first key frame, then the picture
+        (
+            "[h264 @ 0x5642] non-existing PPS 0 referenced\n"
+            "[h264 @ 0x5642] decode_slice_header error\n" + SHOWINFO.format("1920x1080"),
+            None,
+        ),
+        (
+            SHOWINFO.format("64x64"),
+            "the stream declares a 1920x1080 picture but its first picture is 64x64: "
+            "damaged or crafted",
+        ),
+        (
+            "Input #0, avi, from 'file:/srv/tmp/storyforge-job_x/upload':\n"
+            "[rawvideo @ 0x55d1] Invalid buffer size, packet size 6144 < expected frame_size "
+            "3110400\nError while decoding stream #0:0: Invalid argument\n",
+            "no picture could be decoded at the declared size 1920x1080: Invalid buffer size, "
+            "packet size 6144 < expected frame_size 3110400",
+        ),
+        ("", "no picture could be decoded at the declared size 1920x1080"),
+    ],
+)
+def test_first_picture_must_have_the_declared_size(stderr: str, reason: str | None) -> None:
+    info = _declared(1920, 1080)
+    if reason is None:
+        check_first_frame(stderr, info)
+        return
+    with pytest.raises(BadInput) as raised:
+        check_first_frame(stderr, info)
+    assert raised.value.reason == reason
