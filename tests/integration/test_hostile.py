@@ -78,7 +78,9 @@ UPLOADS: dict[str, Refused | Failed | Ready] = {
     "text": Refused(415),  # sent as text/plain (CONTENT_TYPES)
     "mp4-head-only": Failed(NOT_READABLE + r".*moov atom not found"),
     "truncated-moov": Failed(NOT_READABLE),
-    "moov-without-mdat": Failed(r"^no picture could be decoded at the declared size 64x64: .*partial file"),
+    "moov-without-mdat": Failed(
+        r"^no picture could be decoded at the declared size 64x64: .*partial file"
+    ),
     "mpegts-garbage": Failed(NOT_READABLE),
     "png": Failed(r"^a still image \(png_pipe\), not a video$"),
     "jpeg": Failed(r"^a still image \(jpeg_pipe\), not a video$"),
