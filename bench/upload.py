@@ -35,7 +35,7 @@ from typing import Any
 
 import aiohttp
 import benchutil
-from wake import TOKEN, _readyz, _scene, cluster_pids  # the same cluster, origin and token
+from wake import TOKEN, _readyz, _scene  # the same cluster, origin and token
 
 from origin import db
 from storyforge.dev.cluster import free_port, open_cluster
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         base = f"http://127.0.0.1:{port}"
         print(f"{a.rounds} x {a.mib} MiB each way on {a.storage} ...", flush=True)
-        with benchutil.Monitor(extra_pids=cluster_pids(cluster)) as monitor:
+        with benchutil.Monitor(extra_pids=benchutil.cluster_pids(cluster)) as monitor:
             results = asyncio.run(measure(base, path, a.rounds))
         results["monitor"] = monitor.summary()
         results["disturbed"] = monitor.disturbed

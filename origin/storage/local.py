@@ -102,6 +102,9 @@ class _AtomicFile:
         self.file.write(data)
         if self.md5 is not None:
             self.md5.update(data)
+        if len(data) >= CHUNK_SIZE:  # a block, not a trickle: let the disk start on it
+            self.file.flush()
+            local_parts.start_writeback(self.file.fileno(), self.size, len(data))
         self.size += len(data)
 
     def copy_from(self, src: IO[bytes]) -> None:
