@@ -3,9 +3,11 @@ processes they leave."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +26,7 @@ __all__ = [
     "migrated_cluster",
     "on_moto",
     "processes_mentioning",
+    "stop_mid_job",
     "wait_port",
     "worker_process",
 ]
@@ -100,6 +103,42 @@ def processes_mentioning(text: str) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def bytes_read(pid: int) -> int:
+    """What process `pid` has read so far (`rchar` of /proc/PID/io); 0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("rchar:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+async def stop_mid_job(
+    worker: subprocess.Popen[bytes], job_id: str, fed: int, timeout: float = 120.0
+) -> None:
+    """Run `worker` in 20 ms slices (SIGCONT, then SIGSTOP) until a child process of job
+    `job_id` (ffmpeg, named after the job's working directory) has read `fed` bytes, and
+    leave the worker stopped there: a point in the middle of the job however fast this
+    machine runs it. The worker's lease runs on meanwhile; SIGKILL or SIGCONT it soon."""
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if any(bytes_read(pid) >= fed for pid in processes_mentioning(f"storyforge-{job_id}")):
+                return
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"job {job_id}'s children never read {fed} bytes (worker exit {worker.poll()})"
+                )
+            worker.send_signal(signal.SIGCONT)
+            await asyncio.sleep(0.02)
+            worker.send_signal(signal.SIGSTOP)
+    except BaseException:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGCONT)
+        raise
 
 
 def worker_process(settings, *args: str, **env: str) -> subprocess.Popen[bytes]:

@@ -18,7 +18,6 @@ import json
 import math
 import signal
 import subprocess
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -51,7 +50,7 @@ from tests.helpers.exports import (
 )
 from tests.helpers.scenes import API_TOKEN
 from tests.helpers.servers import OriginTestServer
-from tests.helpers.services import processes_mentioning, worker_process
+from tests.helpers.services import processes_mentioning, stop_mid_job, worker_process
 from workers import exportcmd, mp4flat
 from workers.tsjoin import TsJoiner
 
@@ -544,19 +543,17 @@ async def test_worker_killed_mid_export_is_finished_by_another(origin_client, se
     scene, _ = await copies(settings, base, *([0, 1, 2] * 12))
     status, started = await post_export(client, scene, quality="1080p")
     assert status == 202
+    scene_bytes = sum(
+        p.stat().st_size
+        for p in (settings.storage_root / settings.videos_bucket / scene).rglob("1080p_*.ts")
+    )
     first = worker_process(settings, EXPORT_FETCH_CONCURRENCY="1")
     try:
-        deadline = time.monotonic() + 120
-        body: dict = {}
-        while time.monotonic() < deadline:
-            r = await client.get(
-                f"/api/v1/exports/{started['exportId']}", headers=client.headers_auth
-            )
-            body = await r.json()
-            if body["progress"] >= 10 or body["status"] != "processing":
-                break
-            await asyncio.sleep(0.05)
-        assert body["status"] == "processing" and body["progress"] >= 10, body
+        # stopped once its ffmpeg has been fed a tenth of the scene: mid-export
+        await stop_mid_job(first, started["jobId"], fed=scene_bytes // 10)
+        r = await client.get(f"/api/v1/exports/{started['exportId']}", headers=client.headers_auth)
+        body = await r.json()
+        assert body["status"] == "processing" and body["progress"] < 100, body
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         await asyncio.sleep(0.5)
