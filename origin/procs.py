@@ -1,7 +1,7 @@
 """Child processes of ours (ffprobe and ffmpeg, in the workers and in the origin's frame
-grabs): each in its own process group, killed with the process that started it (Linux
-``PR_SET_PDEATHSIG``, even when that process is SIGKILLed), killed on timeout or
-cancellation, its output captured up to a bound."""
+grabs): each in its own session and process group, killed with the process that started
+it (Linux ``PR_SET_PDEATHSIG``, even when that process is SIGKILLed), killed on timeout
+or cancellation, its output captured up to a bound, optionally at a lower CPU priority."""
 
 from __future__ import annotations
 
@@ -37,31 +37,53 @@ def _prctl() -> Callable[..., int] | None:
     return prctl
 
 
-def _child_setup(parent: int) -> Callable[[], None]:
-    """preexec_fn: SIGKILL this child when its parent dies (Linux), even by SIGKILL."""
+def _child_setup(parent: int, niceness: int) -> Callable[[], None]:
+    """preexec_fn: SIGKILL this child when its parent dies (Linux), even by SIGKILL;
+    lower its priority by `niceness` (see `spawn`)."""
     prctl = _prctl()
+    autogroup = str(niceness).encode()
 
     def setup() -> None:
         if prctl is not None:
             prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             if os.getppid() != parent:  # the parent died before prctl took effect
                 os._exit(1)
+        if niceness:
+            os.nice(niceness)
+            # Best effort (no such file without CONFIG_SCHED_AUTOGROUP; the kernel may
+            # refuse with EAGAIN, at most one change per 100 ms host-wide).
+            with contextlib.suppress(OSError):
+                fd = os.open("/proc/self/autogroup", os.O_WRONLY)
+                try:
+                    os.write(fd, autogroup)
+                finally:
+                    os.close(fd)
 
     return setup
 
 
 async def spawn(
-    cmd: Sequence[str], *, stdout: int, stdin: int = asyncio.subprocess.DEVNULL
+    cmd: Sequence[str],
+    *,
+    stdout: int,
+    stdin: int = asyncio.subprocess.DEVNULL,
+    niceness: int = 0,
 ) -> asyncio.subprocess.Process:
-    """Start `cmd` (stdin /dev/null unless given, stderr piped) in a process group of
-    its own."""
+    """Start `cmd` (stdin /dev/null unless given, stderr piped) in a session and process
+    group of its own, `niceness` (0-19) below normal CPU priority.
+
+    A new session is also a new scheduler autogroup on Linux hosts that have them
+    (``kernel.sched_autogroup_enabled``, tasks in the root cpu cgroup): autogroups share
+    the CPU equally whatever the nice values of their tasks, so a niced ffmpeg alone in
+    its session would still take half of the CPU from a transcode in another session.
+    Its autogroup gets the same nice value (sched(7), "The autogroup feature")."""
     return await asyncio.create_subprocess_exec(
         *cmd,
         stdin=stdin,
         stdout=stdout,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,  # own process group: killpg reaches every child
-        preexec_fn=_child_setup(os.getpid()),
+        preexec_fn=_child_setup(os.getpid(), niceness),
     )
 
 

@@ -311,11 +311,12 @@ async def _run_transcode(
     timeout: float,
     stall_seconds: float,
     log: _BoundedLog,
+    niceness: int = 0,
 ) -> int:
     """Run the transcode; kill it after `timeout` (TimeoutError) or when its progress
     (`progress_mark`) does not advance for `stall_seconds` (`Stalled`): an input that
     stops delivering data, a filter that hangs."""
-    proc = await _spawn(cmd, stdout=asyncio.subprocess.PIPE)
+    proc = await _spawn(cmd, stdout=asyncio.subprocess.PIPE, niceness=niceness)
     loop = asyncio.get_running_loop()
     stall = asyncio.timeout(stall_seconds)
 
@@ -445,8 +446,6 @@ async def _encode(
     out.mkdir(parents=True, exist_ok=True)
     _clean_outputs(out, ladder)
     cmd = encoding.transcode_command(source, out, info, ladder, stills=stills, **command_args)
-    if niceness:  # below every other process of the host (coreutils `nice`)
-        cmd = ["nice", "-n", str(niceness), *cmd]
     log = _BoundedLog()
     log_path = out / encoding.TRANSCODE_LOG
     started = time.monotonic()
@@ -460,6 +459,7 @@ async def _encode(
             timeout=timeout,
             stall_seconds=stall_seconds,
             log=log,
+            niceness=niceness,
         )
     except TimeoutError:
         raise TranscodeFailed(
@@ -467,7 +467,8 @@ async def _encode(
         ) from None
     finally:
         jobstats.tool_ran(time.monotonic() - started)
-        header = f"$ {' '.join(cmd)}\n# exit {rc} after {time.monotonic() - started:.1f} s\n"
+        nice = f"# niceness {niceness}\n" if niceness else ""
+        header = f"$ {' '.join(cmd)}\n{nice}# exit {rc} after {time.monotonic() - started:.1f} s\n"
         with contextlib.suppress(OSError):
             log_path.write_text(header + log.text())
     if rc != 0:
