@@ -76,6 +76,13 @@ class StagePresets:
         return dict(self.rungs).get(rung, self.default)
 
 
+ONE_STAGE_PRESET = StagePresets("veryfast")
+"""FAST_PRESET's default with REFINE=off: that ladder is the only one a clip gets. With
+REFINE=on it is `ultrafast`, what makes a 30 s noisy 1080p30 upload playable within
+0.7x its length on 2 cores (`veryfast`: 1.2x); the refinement replaces it within
+minutes (bench/README.md, "Two stages")."""
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = "postgresql://localhost/storyforge"
@@ -155,7 +162,7 @@ class Settings:
     # Two stages per clip (issue 17, README "Encoding"): the fast ladder published first,
     # then a `refine` job re-encodes it at the quality preset (REFINE=off: one stage).
     ladder: tuple[LadderRung, ...] = DEFAULT_LADDER
-    fast_preset: StagePresets = StagePresets("veryfast")
+    fast_preset: StagePresets = StagePresets("ultrafast")  # ONE_STAGE_PRESET with REFINE=off
     refine: bool = True
     refine_preset: StagePresets = StagePresets("medium")
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -230,6 +237,7 @@ class Settings:
         """Build settings from `env` (default os.environ); `overrides` win over both."""
         e = os.environ if env is None else env
         d = cls()
+        refine = _choice(e, "REFINE", "on", ("on", "off")) == "on"
         values: dict[str, object] = {
             "database_url": _str(e, "DATABASE_URL", d.database_url),
             "storage": _choice(e, "STORAGE", d.storage, STORAGE_KINDS),
@@ -317,8 +325,10 @@ class Settings:
                 e, "MAX_CONCURRENT_UPLOADS", d.max_concurrent_uploads, 1, 10_000
             ),
             "ladder": _ladder(e, "LADDER", d.ladder),
-            "fast_preset": _presets(e, "FAST_PRESET", d.fast_preset),
-            "refine": _choice(e, "REFINE", "on", ("on", "off")) == "on",
+            "refine": refine,
+            "fast_preset": _presets(
+                e, "FAST_PRESET", d.fast_preset if refine else ONE_STAGE_PRESET
+            ),
             "refine_preset": _presets(e, "REFINE_PRESET", d.refine_preset),
         }
         values.update(overrides)
