@@ -139,8 +139,15 @@ async def retry_segment(
     job = await queue.latest(conn, segment_id, "transcode")
     if status["status"] == "ready":
         raise NotRetryable("the clip is published; remove it and upload again to replace it")
-    if job is None or job.status not in ("failed", "dead"):
+    if job is None or job.status in ("queued", "running"):
         raise NotRetryable("the clip's transcode has not failed (it is queued or running)")
+    if job.status == "cancelled":
+        raise NotRetryable(
+            f"the clip's transcode was cancelled ({job.last_error or 'no reason given'}); "
+            "upload the clip again"
+        )
+    if job.status != "failed" and job.status != "dead":
+        raise NotRetryable(f"the clip's transcode is {job.status}; it cannot be queued again")
     if not await upload_exists(layout.upload_key(job.id)):
         raise NotRetryable("the clip's upload is no longer kept; upload it again")
     async with conn.transaction():

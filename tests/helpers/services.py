@@ -117,16 +117,25 @@ def bytes_read(pid: int) -> int:
 
 
 async def stop_mid_job(
-    worker: subprocess.Popen[bytes], job_id: str, fed: int, timeout: float = 120.0
+    worker: subprocess.Popen[bytes],
+    job_id: str,
+    fed: int,
+    *,
+    tool: str = "",
+    timeout: float = 120.0,
 ) -> None:
     """Run `worker` in 20 ms slices (SIGCONT, then SIGSTOP) until a child process of job
-    `job_id` (ffmpeg, named after the job's working directory) has read `fed` bytes, and
-    leave the worker stopped there: a point in the middle of the job however fast this
-    machine runs it. The worker's lease runs on meanwhile; SIGKILL or SIGCONT it soon."""
+    `job_id` (ffmpeg, named after the job's working directory; with `tool`, one whose
+    command line also holds it) has read `fed` bytes, and leave the worker stopped
+    there: a point in the middle of the job however fast this machine runs it. The
+    worker's lease runs on meanwhile; SIGKILL or SIGCONT it soon."""
     deadline = time.monotonic() + timeout
     try:
         while True:
-            if any(bytes_read(pid) >= fed for pid in processes_mentioning(f"storyforge-{job_id}")):
+            children = processes_mentioning(f"storyforge-{job_id}")
+            if tool:
+                children = [pid for pid in children if pid in processes_mentioning(tool)]
+            if any(bytes_read(pid) >= fed for pid in children):
                 return
             if worker.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(

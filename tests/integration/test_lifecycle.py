@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from origin import db, layout, queue
 from origin.app import create_app
 from origin.storage import open_configured_storage
+from storyforge import jobs
 from tests.helpers.jobs import keys_under, scene_objects, wait_job
 from tests.helpers.scenes import AUTH, TS_BYTES, new_scene, publish, published_scene, upload
 from tests.helpers.servers import OriginTestServer
@@ -322,6 +323,28 @@ async def test_unpublished_clips_free_their_sequence_and_failed_ones_are_retried
     seg = await publish(settings, scene, user, 2, [4.0])
     r = await client.post(f"/api/v1/segments/{seg}/retry", headers=H)
     assert r.status == 409
+
+
+async def test_a_clip_in_flight_or_cancelled_by_an_operator_is_not_retried(
+    origin_client, settings, pool
+):
+    client = origin_client
+    scene, (user,) = await new_scene(client)
+    queued = await upload(client, scene, user, _bad_clip())
+    retry = f"/api/v1/segments/{queued['segmentId']}/retry"
+    r = await client.post(retry, headers=H)
+    assert r.status == 409
+    assert "has not failed (it is queued or running)" in (await r.json())["error"]["message"]
+    async with pool.acquire() as conn:
+        await jobs.cancel(conn, queued["jobId"], settings)
+    status = await (await client.get(f"/api/v1/segments/{queued['segmentId']}")).json()
+    assert status["status"] == "failed" and status["error"] == jobs.CANCEL_REASON
+    r = await client.post(retry, headers=H)
+    assert r.status == 409
+    assert (await r.json())["error"]["message"] == (
+        f"the clip's transcode was cancelled ({jobs.CANCEL_REASON}); upload the clip again"
+    )
+    assert (await queue.get_job(pool, queued["jobId"])).status == "cancelled"
 
 
 async def test_concurrent_uploads_without_sequence_get_consecutive_ones(origin_client):

@@ -11,7 +11,9 @@ import asyncio
 import dataclasses
 import json
 import re
+import tempfile
 import time
+from pathlib import Path
 
 import m3u8
 import pytest
@@ -27,6 +29,7 @@ from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
 from tests.helpers.jobs import keys_under, wait_job, workers
 from tests.helpers.scenes import AUTH, new_scene, upload, wait_done
 from tests.helpers.servers import OriginTestServer
+from tests.helpers.services import stop_mid_job, worker_process
 from workers.main import handlers
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)]
@@ -225,3 +228,66 @@ async def test_a_removed_clips_refinement_never_publishes(refining, pool, kinds,
             assert await keys_under(storage, removing.videos_bucket, f"{scene}/{seg}/") == []
         finally:
             await storage.aclose()
+
+
+async def test_a_worker_killed_mid_refinement_is_finished_once_by_another(
+    refining, pool, kinds, tmp_path
+):
+    """SIGKILLed while its ffmpeg encodes: nothing is published, the lease runs out, a
+    second worker refines the clip again and publishes generation 2 once."""
+    grace = 2.0
+    quick = dataclasses.replace(refining, segment_removal_grace=grace)
+    env = {
+        "REFINE": "on",
+        "LADDER": ",".join(f"{r.name}:{r.width}x{r.height}:{r.video_bitrate}" for r in LADDER),
+        "FAST_PRESET": "veryfast",
+        "REFINE_PRESET": "medium",
+        "SEGMENT_REMOVAL_GRACE": str(grace),
+    }
+    longer = make_clip(tmp_path / "longer.mp4", width=1280, height=720, duration=8)
+    async with TestClient(OriginTestServer(create_app(quick))) as client:
+        client.headers_auth = H
+        scene, (user,) = await new_scene(client)
+        seg = (await upload(client, scene, user, longer))["segmentId"]
+        async with kinds("transcode"):
+            assert (await wait_done(client, seg, timeout=120))["quality"] == "fast"
+        job = await refine_job(pool, seg)
+        first = worker_process(quick, **env)
+        try:
+            # stopped once the encoding ffmpeg has read a third of the source
+            fed = longer.stat().st_size // 3
+            await stop_mid_job(first, job.id, fed=fed, tool="libx264")
+            job = await queue.get_job(pool, job.id)
+            assert (job.status, job.attempts) == ("running", 1), job
+            first.kill()
+            first.wait(10)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        status = await (await client.get(f"/api/v1/segments/{seg}")).json()
+        assert (status["quality"], status["generation"]) == ("fast", 1)
+        second = worker_process(quick, **env)
+        try:
+            await wait_final(client, [seg], timeout=120)
+            job = await wait_job(pool, job.id, ("succeeded",), timeout=60)
+        finally:
+            second.terminate()
+            second.wait(30)
+        assert job.attempts == 2 and "lease expired" in (job.errors[0]["error"]), job.errors
+        clip_text = await (await client.get(f"/v/{scene}/{seg}/360p.m3u8")).text()
+        listed = _uris(clip_text)
+        assert listed and all(u.startswith("360p_g2_") for u in listed), clip_text
+    storage = await open_configured_storage(quick)
+    try:
+        names = [
+            k.rsplit("/", 1)[1]
+            for k in await keys_under(
+                storage, quick.videos_bucket, layout.segment_prefix(scene, seg)
+            )
+        ]
+    finally:
+        await storage.aclose()
+    # generation 2 once (no third), exactly the segments its playlists list
+    assert sorted(n for n in names if n.startswith("360p") and n.endswith(".ts")) == listed
+    assert not [n for n in names if "_g3_" in n], names
+    assert not list(Path(tempfile.gettempdir()).glob(f"storyforge-{job.id}-*"))
