@@ -268,6 +268,31 @@ async def _write_metadata(
     )
 
 
+async def _write_playlists(
+    storage: Storage,
+    settings: Settings,
+    scene_id: str,
+    segment_id: str,
+    renditions: Sequence[playlists.Rendition],
+) -> None:
+    """`{profile}.m3u8` and `master.m3u8` of the clip, as the transcode stores them."""
+    target = playlists.target_duration(r.durations for r in renditions)
+    documents = {
+        f"{r.profile}.m3u8": playlists.clip_media_playlist(r, target=target) for r in renditions
+    }
+    documents["master.m3u8"] = playlists.clip_master_playlist(renditions)
+    for name, text in documents.items():
+        meta = layout.file_meta(name)
+        await storage.put(
+            settings.videos_bucket,
+            layout.segment_key(scene_id, segment_id, name),
+            text.encode(),
+            content_type=meta.content_type,
+            cache_control=meta.cache_control,
+            tags={"type": meta.tag},
+        )
+
+
 async def _purge_previous(
     ctx: JobContext,
     settings: Settings,
@@ -285,7 +310,12 @@ async def _purge_previous(
     if clip is None:
         return  # removed meanwhile: its remove_segment job deletes every object
     videos = settings.videos_bucket
-    keys = old_generation_keys(scene_id, segment_id, list(clip.renditions.values()), generation)
+    renditions = list(clip.renditions.values())
+    if all(r.generation == generation for r in renditions):
+        # the stored copies of the clip's playlists (the seed's layout; the origin builds
+        # them from Postgres) name the new generation before the old one's segments go
+        await _write_playlists(storage, settings, scene_id, segment_id, renditions)
+    keys = old_generation_keys(scene_id, segment_id, renditions, generation)
     for key in keys:
         await storage.delete(videos, key)
     await storage.delete_prefix(videos, layout.segment_prefix(scene_id, segment_id) + "stills/")

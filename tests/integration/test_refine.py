@@ -279,6 +279,9 @@ async def test_a_worker_killed_mid_refinement_is_finished_once_by_another(
         assert listed and all(u.startswith("360p_g2_") for u in listed), clip_text
     storage = await open_configured_storage(quick)
     try:
+        key = layout.segment_key(scene, seg, "360p.m3u8")
+        async with await storage.get(quick.videos_bucket, key) as obj:
+            stored_playlist = (await obj.read()).decode()
         names = [
             k.rsplit("/", 1)[1]
             for k in await keys_under(
@@ -289,5 +292,7 @@ async def test_a_worker_killed_mid_refinement_is_finished_once_by_another(
         await storage.aclose()
     # generation 2 once (no third), exactly the segments its playlists list
     assert sorted(n for n in names if n.startswith("360p") and n.endswith(".ts")) == listed
+    # the stored copy of the clip's playlist (the seed's layout) names them too
+    assert _uris(stored_playlist) == listed
     assert not [n for n in names if "_g3_" in n], names
     assert not list(Path(tempfile.gettempdir()).glob(f"storyforge-{job.id}-*"))
