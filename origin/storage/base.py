@@ -525,6 +525,21 @@ async def gathered(
         yield buf
 
 
+async def write_all_but_last(
+    body: AsyncIterable[bytes], write: Callable[[bytes | bytearray], object]
+) -> bytes | bytearray | None:
+    """Write the `gathered` blocks of a streamed body with `write` in a thread, each
+    once the next one is there, and return the last one (None: an empty body): the
+    caller writes it in the same thread hop that ends the file, one hop fewer per body
+    (under load each hop waits for a time slice)."""
+    held: bytes | bytearray | None = None
+    async for block in gathered(body):
+        if held is not None:
+            await asyncio.to_thread(write, held)
+        held = block
+    return held
+
+
 def _body_kind(body: object) -> str:
     if isinstance(body, (bytes, bytearray, memoryview)):
         return "bytes"

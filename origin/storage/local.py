@@ -43,11 +43,11 @@ from origin.storage.base import (
     _check_parts,
     _delete_with_retries,
     _validate_put_args,
-    gathered,
     multipart_etag,
     validate_bucket,
     validate_key,
     validate_prefix,
+    write_all_but_last,
 )
 
 _P = ParamSpec("_P")
@@ -332,12 +332,16 @@ class LocalStorage(Storage):
     ) -> ObjectInfo:
         writer = await asyncio.to_thread(self._open_writer, bucket, key)
         try:
-            async for block in gathered(body):
-                await asyncio.to_thread(writer.write, block)
+            last = await write_all_but_last(body, writer.write)
         except BaseException:
             await asyncio.to_thread(writer.discard)
             raise
-        return await asyncio.to_thread(self._write_sync, bucket, key, None, writer, meta)
+
+        def fill(w: _AtomicFile) -> None:
+            if last:
+                w.write(last)
+
+        return await asyncio.to_thread(self._write_sync, bucket, key, fill, writer, meta)
 
     # -- multipart uploads (local_parts.py)
 
@@ -369,8 +373,7 @@ class LocalStorage(Storage):
         validate_key(key)
         _check_part(upload_id, number)
         directory = local_parts.staging_dir(self._root, bucket, upload_id)
-        await self._run(local_parts.manifest, directory, key)
-        writer = await self._run(local_parts.PartWriter, directory, number)
+        writer = await self._run(local_parts.PartWriter.open, directory, key, number)
         return await local_parts.write_part(writer, body)
 
     async def complete_multipart(

@@ -38,7 +38,7 @@ from origin.storage.base import (
     StorageError,
     UploadedPart,
     _body_kind,
-    gathered,
+    write_all_but_last,
 )
 
 UPLOADS_DIR = ".uploads"
@@ -175,7 +175,18 @@ class PartWriter:
         finally:
             fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
 
-    def finish(self) -> UploadedPart:
+    @classmethod
+    def open(cls, directory: Path, key: str, number: int) -> PartWriter:
+        """A writer for part ``number`` of the upload of ``key`` (one thread hop for the
+        check and the registration: under load each hop waits for a time slice)."""
+        manifest(directory, key)
+        return cls(directory, number)
+
+    def finish(self, last: bytes | bytearray | memoryview | None = None) -> UploadedPart:
+        """Write ``last`` (the body's last block, in the same thread hop), make the part
+        durable and register it as stored."""
+        if last:
+            self.write(last)
         os.fsync(self.fd)
         self._close()
         digest = self.md5.hexdigest()
@@ -218,8 +229,8 @@ async def write_part(writer: PartWriter, body: Body) -> UploadedPart:
             data = await asyncio.to_thread(Path(body).read_bytes)  # type: ignore[arg-type]
             await asyncio.to_thread(writer.write, data)
         else:
-            async for block in gathered(body):  # type: ignore[arg-type]
-                await asyncio.to_thread(writer.write, block)
+            last = await write_all_but_last(body, writer.write)  # type: ignore[arg-type]
+            return await asyncio.to_thread(writer.finish, last)
         return await asyncio.to_thread(writer.finish)
     except BaseException:
         await asyncio.to_thread(writer.discard)
