@@ -78,9 +78,11 @@ class StagePresets:
 
 ONE_STAGE_PRESET = StagePresets("veryfast")
 """FAST_PRESET's default with REFINE=off: that ladder is the only one a clip gets. With
-REFINE=on it is `ultrafast`, what makes a 30 s noisy 1080p30 upload playable within
-0.7x its length on 2 cores (`veryfast`: 1.2x); the refinement replaces it within
-minutes (bench/README.md, "Two stages")."""
+REFINE=on it is `superfast`, chosen for time to playable (the refinement replaces that
+ladder within minutes). Not `ultrafast`: its H.264 parameter sets (CAVLC, no 8x8
+transform, no weighted prediction) differ from those of the export's re-encoded cuts
+(`workers.exportcmd.CUT_PRESET`), and an exported MP4 holds one set (bench/README.md,
+"Two stages")."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,7 @@ class Settings:
     # Two stages per clip (issue 17, README "Encoding"): the fast ladder published first,
     # then a `refine` job re-encodes it at the quality preset (REFINE=off: one stage).
     ladder: tuple[LadderRung, ...] = DEFAULT_LADDER
-    fast_preset: StagePresets = StagePresets("ultrafast")  # ONE_STAGE_PRESET with REFINE=off
+    fast_preset: StagePresets = StagePresets("superfast")  # ONE_STAGE_PRESET with REFINE=off
     refine: bool = True
     refine_preset: StagePresets = StagePresets("medium")
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -237,7 +239,7 @@ class Settings:
         """Build settings from `env` (default os.environ); `overrides` win over both."""
         e = os.environ if env is None else env
         d = cls()
-        refine = _choice(e, "REFINE", "on", ("on", "off")) == "on"
+        refine = overrides.get("refine", _choice(e, "REFINE", "on", ("on", "off")) == "on")
         values: dict[str, object] = {
             "database_url": _str(e, "DATABASE_URL", d.database_url),
             "storage": _choice(e, "STORAGE", d.storage, STORAGE_KINDS),

@@ -263,12 +263,19 @@ async def test_worker_killed_mid_transcode_is_finished_by_another(
     second = worker_process(settings, TIMELINE_INTERVAL="2", WORKER_METRICS_PORT=str(metrics_port))
     try:
         done = await wait_done(client, seg, timeout=240)
-        # the worker's own /metrics counts the job it finished and its ffmpeg time
+        # the worker's own /metrics counts the job it finished and its ffmpeg time (once
+        # the job is recorded finished, just after the publish the status shows)
+        succeeded = 'storyforge_worker_jobs_total{kind="transcode",outcome="succeeded"} 1.0'
         async with aiohttp.ClientSession() as http:
             url = f"http://127.0.0.1:{metrics_port}/metrics"
-            async with http.get(url) as r:
-                text = await r.text()
-        assert 'storyforge_worker_jobs_total{kind="transcode",outcome="succeeded"} 1.0' in text
+            deadline = time.monotonic() + 30
+            while True:
+                async with http.get(url) as r:
+                    text = await r.text()
+                if succeeded in text or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+        assert succeeded in text, text
         seconds = re.search(r'storyforge_worker_tool_seconds_total\{kind="transcode"\} (\S+)', text)
         assert seconds is not None and float(seconds.group(1)) > 1.0, text
         assert 'storyforge_worker_job_duration_seconds_count{kind="transcode"} 1.0' in text

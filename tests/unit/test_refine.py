@@ -21,11 +21,12 @@ def test_defaults_are_the_seeds_ladder_fast_then_medium():
     ]
     assert (s.refine, s.fast_preset.of("1080p"), s.refine_preset.of("720p")) == (
         True,
-        "ultrafast",  # replaced within minutes: playable first
+        "superfast",  # replaced within minutes: playable first
         "medium",
     )
     one_stage = Settings.from_env({"REFINE": "off"})  # the only ladder: today's preset
     assert (one_stage.refine, one_stage.fast_preset) == (False, StagePresets("veryfast"))
+    assert Settings.from_env({}, refine=False).fast_preset == StagePresets("veryfast")
     assert Settings.from_env({"FAST_PRESET": "superfast"}).fast_preset == StagePresets("superfast")
 
 
