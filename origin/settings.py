@@ -78,11 +78,9 @@ class StagePresets:
 
 ONE_STAGE_PRESET = StagePresets("veryfast")
 """FAST_PRESET's default with REFINE=off: that ladder is the only one a clip gets. With
-REFINE=on it is `superfast`, chosen for time to playable (the refinement replaces that
-ladder within minutes). Not `ultrafast`: its H.264 parameter sets (CAVLC, no 8x8
-transform, no weighted prediction) differ from those of the export's re-encoded cuts
-(`workers.exportcmd.CUT_PRESET`), and an exported MP4 holds one set (bench/README.md,
-"Two stages")."""
+REFINE=on it is `ultrafast` (with the header features of the other presets,
+`workers.encoding.ULTRAFAST_HEADERS`), chosen for time to playable: the refinement
+replaces that ladder within minutes (bench/README.md, "Two stages")."""
 
 
 @dataclass(frozen=True)
@@ -164,7 +162,7 @@ class Settings:
     # Two stages per clip (issue 17, README "Encoding"): the fast ladder published first,
     # then a `refine` job re-encodes it at the quality preset (REFINE=off: one stage).
     ladder: tuple[LadderRung, ...] = DEFAULT_LADDER
-    fast_preset: StagePresets = StagePresets("superfast")  # ONE_STAGE_PRESET with REFINE=off
+    fast_preset: StagePresets = StagePresets("ultrafast")  # ONE_STAGE_PRESET with REFINE=off
     refine: bool = True
     refine_preset: StagePresets = StagePresets("medium")
     extra: Mapping[str, str] = field(default_factory=dict)

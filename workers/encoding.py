@@ -390,10 +390,23 @@ def transcode_command(
     return cmd
 
 
+#: x264 options `ultrafast` turns off that every other preset has on: CABAC, weighted
+#: prediction, B-frames in a pyramid (and the 8x8 transform on High-profile rungs).
+#: With them an `ultrafast` clip has the parameter sets and frame structure of the
+#: export's re-encoded cuts (`veryfast`), which an export joins it with (one `avc1`
+#: sample entry; decode order kept across clips by workers.tsjoin); the speed stays in
+#: its motion search, partitions and the rest.
+ULTRAFAST_HEADERS = "cabac=1:weightp=1:weightb=1:bframes=3:b-adapt=1:b-pyramid=normal"
+
+
 def video_encoder_args(rung: Rung, fps: float, *, gop: int, preset: str) -> list[str]:
     """libx264 settings of a rung: explicit profile and level (from the frame rate),
     capped VBV, a fixed GOP of `gop` frames, closed, no scene-cut keyframes. The
     transcode and the export's re-encoded cuts share them."""
+    headers = []
+    if preset == "ultrafast":
+        high = ":8x8dct=1" if rung.profile == "high" else ""  # (not in Main profile)
+        headers = ["-x264-params", ULTRAFAST_HEADERS + high]
     return [
         "-c:v",
         "libx264",
@@ -419,6 +432,7 @@ def video_encoder_args(rung: Rung, fps: float, *, gop: int, preset: str) -> list
         "+cgop",
         "-forced-idr",
         "1",
+        *headers,
     ]
 
 

@@ -21,7 +21,7 @@ def test_defaults_are_the_seeds_ladder_fast_then_medium():
     ]
     assert (s.refine, s.fast_preset.of("1080p"), s.refine_preset.of("720p")) == (
         True,
-        "superfast",  # replaced within minutes: playable first
+        "ultrafast",  # replaced within minutes: playable first
         "medium",
     )
     one_stage = Settings.from_env({"REFINE": "off"})  # the only ladder: today's preset
