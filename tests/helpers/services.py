@@ -92,13 +92,16 @@ def on_moto(settings: Any, endpoint: str, **changes: Any) -> Any:
     )
 
 
-def processes_mentioning(text: str) -> list[int]:
-    """PIDs whose command line contains `text` (read from /proc, no procps needed)."""
+def processes_mentioning(text: str, *also: str) -> list[int]:
+    """PIDs whose command line contains `text` (and each of `also`; read from /proc,
+    no procps needed)."""
     found = []
+    wanted = [t.encode() for t in (text, *also) if t]
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if text.encode() in (entry / "cmdline").read_bytes():
+                cmdline = (entry / "cmdline").read_bytes()
+                if all(w in cmdline for w in wanted):
                     found.append(int(entry.name))
             except OSError:
                 continue
@@ -132,9 +135,7 @@ async def stop_mid_job(
     deadline = time.monotonic() + timeout
     try:
         while True:
-            children = processes_mentioning(f"storyforge-{job_id}")
-            if tool:
-                children = [pid for pid in children if pid in processes_mentioning(tool)]
+            children = processes_mentioning(f"storyforge-{job_id}", tool)
             if any(bytes_read(pid) >= fed for pid in children):
                 return
             if worker.poll() is not None or time.monotonic() > deadline:

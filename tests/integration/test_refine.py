@@ -80,6 +80,16 @@ async def refine_job(pool, segment_id: str) -> queue.Job:
     return job
 
 
+async def fast_clip(client, pool, kinds, clip) -> tuple[str, str, queue.Job]:
+    """A new scene with `clip` published as the fast ladder; its queued refine job."""
+    client.headers_auth = H
+    scene, (user,) = await new_scene(client)
+    seg = (await upload(client, scene, user, clip))["segmentId"]
+    async with kinds("transcode"):
+        assert (await wait_done(client, seg, timeout=120))["quality"] == "fast"
+    return scene, seg, await refine_job(pool, seg)
+
+
 async def test_a_refinement_waits_for_every_other_kind(settings, pool):
     """Claim order: the highest priority first, whatever was queued earlier."""
     mine = [
@@ -194,12 +204,7 @@ async def test_a_removed_clips_refinement_never_publishes(refining, pool, kinds,
     removing = dataclasses.replace(refining, segment_removal_grace=1.0)
     longer = make_clip(tmp_path / "longer.mp4", width=1280, height=720, duration=12)
     async with TestClient(OriginTestServer(create_app(removing))) as client:
-        client.headers_auth = H
-        scene, (user,) = await new_scene(client)
-        seg = (await upload(client, scene, user, longer))["segmentId"]
-        async with kinds("transcode"):
-            assert (await wait_done(client, seg, timeout=120))["quality"] == "fast"
-        job = await refine_job(pool, seg)
+        scene, seg, job = await fast_clip(client, pool, kinds, longer)
         async with kinds("refine", "remove_segment"):
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
@@ -246,12 +251,7 @@ async def test_a_worker_killed_mid_refinement_is_finished_once_by_another(
     }
     longer = make_clip(tmp_path / "longer.mp4", width=1280, height=720, duration=8)
     async with TestClient(OriginTestServer(create_app(quick))) as client:
-        client.headers_auth = H
-        scene, (user,) = await new_scene(client)
-        seg = (await upload(client, scene, user, longer))["segmentId"]
-        async with kinds("transcode"):
-            assert (await wait_done(client, seg, timeout=120))["quality"] == "fast"
-        job = await refine_job(pool, seg)
+        scene, seg, job = await fast_clip(client, pool, kinds, longer)
         first = worker_process(quick, **env)
         try:
             # stopped once the encoding ffmpeg has read a third of the source
