@@ -179,7 +179,7 @@ class _Pending:
 
 class Invalidations:
     """What callers ask to invalidate, coalesced per scene and sent in the
-    background by one task (started on first use, in the running loop)."""
+    background by one task, running in the caller's loop while anything is pending."""
 
     def __init__(
         self,
@@ -240,8 +240,7 @@ class Invalidations:
                     await self._flush(list(self._pending))
                 return
             if not self._pending:
-                await self._wake.wait()
-                continue
+                return  # idle: `_add` starts the next task, none outlives its work
             now = self._clock()
             due = min(p.due for p in self._pending.values())
             if due > now:
@@ -304,7 +303,7 @@ class Invalidations:
         self._closing = True
         self._wake.set()
         try:
-            if self._task is None and self._pending:
+            if (self._task is None or self._task.done()) and self._pending:
                 self._task = asyncio.create_task(self._run(), name="cdn invalidations")
             if self._task is not None:
                 try:

@@ -13,8 +13,6 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +24,7 @@ from origin.storage import Storage, open_configured_storage
 from tests.helpers.clips import FFMPEG, FFPROBE, make_clip
 from tests.helpers.scenes import AUTH, new_scene, upload, wait_done
 from tests.helpers.servers import OriginTestServer
-from workers.main import handlers
-from workers.worker import run_worker
+from tests.helpers.workers import running_workers
 
 
 async def transcoded_scene(settings, clips: list[dict[str, Any]], workdir: Path) -> dict[str, Any]:
@@ -40,37 +37,11 @@ async def transcoded_scene(settings, clips: list[dict[str, Any]], workdir: Path)
         for i, spec in enumerate(clips, start=1):
             path = make_clip(workdir / f"clip{i}.mp4", **spec)
             segments.append((await upload(client, scene, user, path, sequence=i))["segmentId"])
-        async with workers_running(settings, concurrency=2):
+        async with running_workers(settings, concurrency=2, lease_seconds=30):
             for seg in segments:
                 done = await wait_done(client, seg, timeout=600)
                 assert done["status"] == "ready", done
     return {"scene": scene, "user": user, "segments": segments}
-
-
-@asynccontextmanager
-async def workers_running(settings, *, concurrency: int = 1) -> AsyncIterator[None]:
-    """The real job loop and handlers for `settings`, running while the block runs."""
-    pool = await db.connect_pool(settings.database_url, size=concurrency + 3)
-    storage = await open_configured_storage(settings)
-    stop = asyncio.Event()
-    worker = asyncio.create_task(
-        run_worker(
-            pool,
-            handlers(settings, storage),
-            concurrency=concurrency,
-            lease_seconds=30,
-            poll_interval=0.2,
-            stop=stop,
-            name="test-helper-worker",
-        )
-    )
-    try:
-        yield
-    finally:
-        stop.set()
-        await worker
-        await storage.aclose()
-        await pool.close()
 
 
 async def new_scene_row(settings, title: str = "The Signal") -> str:

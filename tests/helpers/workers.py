@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from origin import db
+from origin.cdn import open_invalidations
 from origin.settings import Settings
 from origin.storage import open_configured_storage
 from workers.main import handlers
@@ -16,27 +17,37 @@ from workers.worker import run_worker
 
 @asynccontextmanager
 async def running_workers(
-    settings: Settings, *, concurrency: int = 1, lease_seconds: float = 10.0
+    settings: Settings,
+    *,
+    concurrency: int = 1,
+    lease_seconds: float = 10.0,
+    name: str = "test-worker",
 ) -> AsyncIterator[None]:
+    """Workers for `settings` while the block runs; at its end they finish their jobs
+    (5 s grace) and what they invalidate is sent."""
     pool = await db.connect_pool(settings.database_url, size=concurrency + 3)
     storage = await open_configured_storage(settings)
+    invalidations = await open_invalidations(settings, pool)
     stop = asyncio.Event()
     task = asyncio.create_task(
         run_worker(
             pool,
-            handlers(settings, storage),
+            handlers(settings, storage, invalidations),
             concurrency=concurrency,
             lease_seconds=lease_seconds,
             poll_interval=0.2,
             grace_seconds=5,
             stop=stop,
-            name="test-worker",
+            name=name,
         )
     )
     try:
         yield
     finally:
         stop.set()
-        await asyncio.wait_for(task, 30)
-        await storage.aclose()
-        await pool.close()
+        try:
+            await asyncio.wait_for(task, 60)
+        finally:
+            await invalidations.aclose()
+            await storage.aclose()
+            await pool.close()

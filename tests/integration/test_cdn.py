@@ -99,3 +99,24 @@ async def test_a_refused_invalidation_fails_at_once_and_is_counted(cf_settings, 
     assert time.monotonic() - started < 5  # not retried: CloudFront said no
     after = (await cdn.request_counts(pool))[("cloudfront", "failed")]
     assert (after[0] - before[0], after[1] - before[1]) == (2, 2)
+
+
+async def test_nothing_keeps_running_once_everything_is_sent():
+    """An `Invalidations` left unclosed (e.g. a handler's default) holds no task
+    between requests: none is pending when its loop ends."""
+    invalidations = cdn.Invalidations(cdn.NoInvalidator(), window=0.2)
+
+    def running() -> list[str]:
+        return [t.get_name() for t in asyncio.all_tasks() if t.get_name() == "cdn invalidations"]
+
+    await invalidations.invalidate("scn_f", ["/v/scn_ffffffffffff/master.m3u8"])
+    await asyncio.sleep(0)
+    assert running() == []
+    started = time.monotonic()
+    await invalidations.invalidate("scn_f", ["/v/scn_ffffffffffff/720p.m3u8"])  # in the window
+    assert time.monotonic() - started >= 0.15
+    invalidations.request("scn_g", ["/v/scn_gggggggggggg/*"])
+    assert running() == ["cdn invalidations"]
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert running() == []

@@ -46,11 +46,11 @@ from tests.helpers.exports import (
     top_level_boxes,
     transcoded_scene,
     wait_export,
-    workers_running,
 )
 from tests.helpers.scenes import API_TOKEN
 from tests.helpers.servers import OriginTestServer
 from tests.helpers.services import processes_mentioning, stop_mid_job, worker_process
+from tests.helpers.workers import running_workers
 from workers import exportcmd, mp4flat
 from workers.tsjoin import TsJoiner
 
@@ -605,7 +605,7 @@ async def test_export_on_s3_and_signed_urls(settings, run_workers, base, moto_en
         client.headers_auth = {"Authorization": f"Bearer {API_TOKEN}"}
         status, started = await post_export(client, scene, quality="720p")
         assert status == 202
-        async with workers_running(s3):
+        async with running_workers(s3, lease_seconds=30):
             done = await wait_export(client, started["exportId"])
         assert done["status"] == "ready", done
         url = done["url"]

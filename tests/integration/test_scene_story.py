@@ -42,8 +42,7 @@ from tests.helpers.measure import concat_segments, frame_at, loudness, ssim
 from tests.helpers.metrics import scrape
 from tests.helpers.scenes import API_TOKEN, new_scene, upload, wait_done
 from tests.helpers.servers import OriginTestServer
-from workers.main import handlers
-from workers.worker import run_worker
+from tests.helpers.workers import running_workers
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)]
 
@@ -81,30 +80,10 @@ async def _ingest(settings: Settings, client: TestClient, scene: str, uploads) -
         (await upload(client, scene, user, path, sequence=i))["segmentId"]
         for i, (path, user) in enumerate(uploads, start=1)
     ]
-    pool = await db.connect_pool(settings.database_url, size=4)
-    storage = await open_configured_storage(settings)
-    stop = asyncio.Event()
-    worker = asyncio.create_task(
-        run_worker(
-            pool,
-            handlers(settings, storage),
-            concurrency=2,
-            lease_seconds=30,
-            poll_interval=0.2,
-            grace_seconds=5,
-            stop=stop,
-            name=f"story-{scene}",
-        )
-    )
-    try:
+    async with running_workers(settings, concurrency=2, lease_seconds=30, name=f"story-{scene}"):
         for seg in segments:
             status = await wait_done(client, seg, timeout=300)
             assert status["status"] == "ready", status
-    finally:
-        stop.set()
-        await asyncio.wait_for(worker, 60)
-        await storage.aclose()
-        await pool.close()
     return segments
 
 
