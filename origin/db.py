@@ -189,6 +189,15 @@ def q(name: str) -> str:
     return queries()[name]
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A released connection needs no reset query: nothing here leaves session state
+    behind (no SET, no session advisory lock but `migrate`'s, which unlocks; LISTEN
+    undone by its owner, `queue.listening`), and asyncpg itself still rolls back an
+    open transaction and drops listener callbacks. Its default reset (`SELECT
+    pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`) would cost a round
+    trip on every release, that is on every `pool.fetch*`."""
+
+
 async def connect_pool(
     dsn: str,
     *,
@@ -199,7 +208,13 @@ async def connect_pool(
     """Open a pool, converting driver/OS errors into one readable DatabaseError. With
     `reachability` (the origin), an `OutagePool`: connection failures later on raise
     `Unavailable` and are recorded there."""
-    options = {"min_size": 1, "max_size": size, "timeout": connect_timeout, "command_timeout": 60}
+    options: dict[str, Any] = {
+        "min_size": 1,
+        "max_size": size,
+        "timeout": connect_timeout,
+        "command_timeout": 60,
+        "reset": _keep_session,
+    }
     try:
         if reachability is None:
             pool = await asyncpg.create_pool(dsn, **options)
