@@ -526,17 +526,25 @@ async def gathered(
 
 
 async def write_all_but_last(
-    body: AsyncIterable[bytes], write: Callable[[bytes | bytearray], object]
+    body: AsyncIterable[bytes],
+    write: Callable[[bytes | bytearray], object],
+    ready: Awaitable[object] | None = None,
 ) -> bytes | bytearray | None:
     """Write the `gathered` blocks of a streamed body with `write` in a thread, each
     once the next one is there, and return the last one (None: an empty body): the
     caller writes it in the same thread hop that ends the file, one hop fewer per body
-    (under load each hop waits for a time slice)."""
+    (under load each hop waits for a time slice). `ready` (the file being opened
+    meanwhile, say) is awaited before the first write."""
     held: bytes | bytearray | None = None
     async for block in gathered(body):
         if held is not None:
+            if ready is not None:
+                await ready
+                ready = None
             await asyncio.to_thread(write, held)
         held = block
+    if ready is not None:
+        await ready
     return held
 
 

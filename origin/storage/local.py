@@ -373,8 +373,7 @@ class LocalStorage(Storage):
         validate_key(key)
         _check_part(upload_id, number)
         directory = local_parts.staging_dir(self._root, bucket, upload_id)
-        writer = await self._run(local_parts.PartWriter.open, directory, key, number)
-        return await local_parts.write_part(writer, body)
+        return await local_parts.write_part(local_parts.PartWriter(directory, key, number), body)
 
     async def complete_multipart(
         self, bucket: str, key: str, upload_id: str, parts: Sequence[UploadedPart]

@@ -129,14 +129,32 @@ def _save_index(directory: Path, index: Mapping[str, Any]) -> None:
 
 
 class PartWriter:
-    """A part being written into ``data`` at its place, hashed as it goes."""
+    """A part being written into ``data`` at its place, hashed as it goes. Nothing is
+    on disk until `open` (in a thread, while the body's first blocks arrive)."""
 
-    def __init__(self, directory: Path, number: int) -> None:
+    def __init__(self, directory: Path, key: str, number: int) -> None:
         self.directory = directory
+        self.key = key
         self.number = number
         self.token = secrets.token_hex(8)
         self.md5 = hashlib.md5(usedforsecurity=False)
         self.size = 0
+        self.start = 0
+        self.fd = self.lock_fd = -1
+
+    def open(self) -> None:
+        """Check that the upload of ``key`` exists, take the part's place in ``data``
+        (registered as being written) and open the files: one thread hop."""
+        manifest(self.directory, self.key)
+        try:
+            self._register()
+            self.fd = os.open(self.directory / _DATA, os.O_RDWR | os.O_CREAT, 0o600)
+            self.lock_fd = os.open(self.directory / _LOCK, os.O_RDWR)
+        except OSError as exc:
+            raise StorageError(f"{self.directory}: {exc}") from exc
+
+    def _register(self) -> None:
+        directory, number = self.directory, self.number
         with _locked(directory):
             index = _index(directory)
             later = [int(n) for n, p in index.items() if int(n) > number]
@@ -156,8 +174,6 @@ class PartWriter:
             self.start = max(ends, default=0)
             index[str(number)] = {"start": self.start, "state": "writing", "token": self.token}
             _save_index(directory, index)
-        self.fd = os.open(directory / _DATA, os.O_RDWR | os.O_CREAT, 0o600)
-        self.lock_fd = os.open(directory / _LOCK, os.O_RDWR)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
@@ -174,13 +190,6 @@ class PartWriter:
             start_writeback(self.fd, begin, self.start + self.size - begin)
         finally:
             fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
-
-    @classmethod
-    def open(cls, directory: Path, key: str, number: int) -> PartWriter:
-        """A writer for part ``number`` of the upload of ``key`` (one thread hop for the
-        check and the registration: under load each hop waits for a time slice)."""
-        manifest(directory, key)
-        return cls(directory, number)
 
     def finish(self, last: bytes | bytearray | memoryview | None = None) -> UploadedPart:
         """Write ``last`` (the body's last block, in the same thread hop), make the part
@@ -219,20 +228,26 @@ class PartWriter:
 
 
 async def write_part(writer: PartWriter, body: Body) -> UploadedPart:
-    """Write ``body`` through ``writer`` off the event loop; the part is dropped from
-    the index on failure."""
+    """Open ``writer`` and write ``body`` through it off the event loop (a streamed
+    body's first blocks are read while it opens); the part is dropped from the index
+    on failure."""
+    opening = asyncio.ensure_future(asyncio.to_thread(writer.open))
     try:
         kind = _body_kind(body)
         if kind == "bytes":
+            await opening
             await asyncio.to_thread(writer.write, body)  # type: ignore[arg-type]
         elif kind == "path":
             data = await asyncio.to_thread(Path(body).read_bytes)  # type: ignore[arg-type]
+            await opening
             await asyncio.to_thread(writer.write, data)
         else:
-            last = await write_all_but_last(body, writer.write)  # type: ignore[arg-type]
+            last = await write_all_but_last(body, writer.write, opening)  # type: ignore[arg-type]
             return await asyncio.to_thread(writer.finish, last)
         return await asyncio.to_thread(writer.finish)
     except BaseException:
+        with contextlib.suppress(BaseException):
+            await opening  # (registered or not: discard after it, never before)
         await asyncio.to_thread(writer.discard)
         raise
 
