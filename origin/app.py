@@ -32,6 +32,7 @@ from origin.metrics import FastPathAnswers, HttpStats
 from origin.scenecache import forget_scene, new_read_caches
 from origin.settings import Settings
 from origin.storage import Storage, open_configured_storage
+from origin.uploads import ParkedLeases
 
 
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -94,6 +95,7 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.FAST_PATH_ANSWERS] = FastPathAnswers()
     app[drain.DRAINING] = drain.Draining()
     app[body.UPLOAD_SLOTS] = body.UploadSlots(settings.max_concurrent_uploads)
+    app[uploads.PARKED] = ParkedLeases(settings.upload_lock_seconds)
     app[asset_api.PROCESSOR] = assets.Processor(settings.asset_limits())
     app.on_response_prepare.append(fields.stamp)
     app.cleanup_ctx.append(_pool_ctx)

@@ -9,7 +9,11 @@ finds it held gets 409). A lease rather than a row lock held in an open transact
 a phone can take minutes over one PATCH, and a transaction per request in flight
 would pin a pooled connection for as long. A holder that dies lets its lease expire
 (`UPLOAD_LOCK_SECONDS`); part numbers are allocated in the row, so a part stored
-late by a request that lost its lease is never listed.
+late by a request that lost its lease is never listed. A PATCH that ends with bytes
+still to come parks its lease (`ParkedLeases`): expired, so any request anywhere
+may take it, but the next PATCH at that offset reaching the same process (a tus
+client's next chunk on its connection) writes without a claim; its commit is fenced
+by the token like any other write.
 
 Storage with a minimum part size (S3: 5 MiB) gets parts cut at multiples of the
 upload's part size; bytes past the last whole part are kept as `pending` objects in
@@ -29,6 +33,7 @@ import logging
 import secrets
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -197,7 +202,14 @@ class Lease:
     """A request's exclusive right to write one upload (see the module docstring)."""
 
     def __init__(
-        self, pool: asyncpg.Pool, upload_id: str, token: uuid.UUID, seconds: float, part: int
+        self,
+        pool: asyncpg.Pool,
+        upload_id: str,
+        token: uuid.UUID,
+        seconds: float,
+        part: int,
+        *,
+        parked: bool = False,
     ):
         self.pool = pool
         self.upload_id = upload_id
@@ -206,6 +218,8 @@ class Lease:
         self._renewed = time.monotonic()
         self._next_part: int | None = part  # allocated when the lease was taken
         self.released = False
+        self.parked = parked  # taken from ParkedLeases: unconfirmed until a fenced write
+        self.parked_part: int | None = None  # set when `commit` parks it
 
     @classmethod
     async def take(
@@ -216,9 +230,16 @@ class Lease:
         *,
         offset: int | None,
         expired_too: bool = False,
+        parked: ParkedLeases | None = None,
     ) -> tuple[Lease, Upload] | None:
         """The lease and the upload as it is now, or None when the upload is not open,
-        has expired, is held by another request, or is not at `offset`."""
+        has expired, is held by another request, or is not at `offset`. A lease this
+        process parked at `offset` is taken without a round trip."""
+        if parked is not None and offset is not None:
+            found = parked.take(upload_id, offset)
+            if found is not None:
+                token, upload, part = found
+                return cls(pool, upload_id, token, seconds, part, parked=True), upload
         token = uuid.uuid4()
         row = await pool.fetchrow(
             db.q("upload_claim"), upload_id, token, float(seconds), offset, expired_too
@@ -245,18 +266,30 @@ class Lease:
         row = await self._fenced("upload_allocate_part", float(self.seconds))
         return int(row["number"])
 
-    async def commit(self, upload: Upload, *, release: bool = False) -> Upload:
-        """Record what is stored; with `release`, let go of the lease in the same write."""
+    async def commit(self, upload: Upload, *, park: bool = False) -> Upload:
+        """Record what is stored; with `park`, park the lease in the same write (the
+        request's last one): `parked_part` is the part number kept for its next holder."""
         row = await self._fenced(
             "upload_commit",
             upload.received,
             _parts_json(upload.parts),
             _pending_json(upload.pending),
             float(self.seconds),
-            release,
+            "park" if park else "hold",
         )
-        self.released = release
+        self.parked = False  # a fenced write confirmed it
+        if park:
+            self.released = True
+            self.parked_part = int(row["next_part"]) - 1
         return Upload.from_row(row)
+
+    async def held(self) -> bool:
+        """Whether the lease is still this request's (one fenced write)."""
+        try:
+            await self._fenced("upload_renew", float(self.seconds))
+        except LeaseLost:
+            return False
+        return True
 
     async def end(self, conn: queue.Conn, status: str, error: str | None = None) -> Upload:
         row = await conn.fetchrow(db.q("upload_end"), self.upload_id, self.token, status, error)
@@ -270,6 +303,48 @@ class Lease:
             return
         with contextlib.suppress(Exception):
             await self.pool.execute(db.q("upload_release"), self.upload_id, self.token)
+
+
+class ParkedLeases:
+    """The leases this process parked (`Lease.commit(park=True)`), by upload: the token,
+    the upload as committed, and the part number allocated for the next request. Kept
+    for `seconds` at most, `limit` at most (the oldest go first): an entry is a shortcut,
+    never the truth, and a stale one only costs its request a refused fenced write."""
+
+    def __init__(self, seconds: float, limit: int = 1024) -> None:
+        self._seconds = seconds
+        self._limit = limit
+        self._entries: OrderedDict[str, tuple[float, uuid.UUID, Upload, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def put(self, lease: Lease, upload: Upload) -> None:
+        if lease.parked_part is None or upload.status != "open" or upload.whole:
+            return
+        self._entries.pop(upload.id, None)
+        self._entries[upload.id] = (time.monotonic(), lease.token, upload, lease.parked_part)
+        while len(self._entries) > self._limit:
+            self._entries.popitem(last=False)
+
+    def take(self, upload_id: str, offset: int) -> tuple[uuid.UUID, Upload, int] | None:
+        """The parked lease of `upload_id` if it is at `offset`, fresh, and the upload is
+        not about to expire (the claim checks expiry in the database: this checks it
+        with a minute to spare)."""
+        entry = self._entries.pop(upload_id, None)
+        if entry is None:
+            return None
+        parked_at, token, upload, part = entry
+        if (
+            upload.received != offset
+            or time.monotonic() - parked_at > self._seconds
+            or upload.expires_at.timestamp() - time.time() < 60
+        ):
+            return None
+        return token, upload, part
+
+    def forget(self, upload_id: str) -> None:
+        self._entries.pop(upload_id, None)
 
 
 async def refusal(pool: asyncpg.Pool, upload_id: str, offset: int | None) -> TusError:
@@ -355,7 +430,7 @@ async def write(
         if body.interrupted:
             return before
         raise TusError(460, "checksum_mismatch", "the body does not match its Upload-Checksum")
-    return await lease.commit(upload, release=not upload.whole)
+    return await lease.commit(upload, park=not upload.whole)
 
 
 async def _write_blocks(

@@ -17,9 +17,11 @@ from origin import intake, keys, layout, tus, uploads
 from origin.errors import ApiError
 from origin.http.auth import require_token
 from origin.http.body import UPLOAD_SLOTS, BodyTimeout, ClientClosed, chunks, defer_continue
+from origin.storage import StorageError
 from origin.tus import TusError
 
 log = logging.getLogger("storyforge.uploads")
+PARKED: web.AppKey[uploads.ParkedLeases] = web.AppKey("parked_leases", uploads.ParkedLeases)
 BODY_CHUNK = 1024 * 1024  # bytes read (and written) at a time
 UPLOADS_PATH = "/api/v1/uploads"
 # a body that ends early (client gone, idle timeout): what arrived is kept (tus §PATCH)
@@ -139,7 +141,10 @@ async def _store(
     committed as far as it came, then its cause is raised (client gone, 408)."""
     app = request.app
     settings, pool, storage = app[keys.SETTINGS], app[keys.POOL], app[keys.STORAGE]
-    taken = await uploads.Lease.take(pool, upload_id, settings.upload_lock_seconds, offset=offset)
+    parked = app[PARKED]
+    taken = await uploads.Lease.take(
+        pool, upload_id, settings.upload_lock_seconds, offset=offset, parked=parked
+    )
     if taken is None:
         raise await uploads.refusal(pool, upload_id, offset)
     lease, upload = taken
@@ -168,8 +173,16 @@ async def _store(
             raise cut[0]
         if upload.whole:
             upload = await uploads.finish(pool, storage, settings, lease, upload)
+        else:
+            parked.put(lease, upload)
         return upload
-    except uploads.LeaseLost:
+    except (uploads.LeaseLost, StorageError) as exc:
+        if lease.parked and not await lease.held():
+            # the parked lease was not this request's any more: the upload moved on
+            # (another request, termination, expiry) while its bytes were stored
+            raise await uploads.refusal(pool, upload_id, offset) from None
+        if isinstance(exc, StorageError):
+            raise
         raise TusError(
             409, "locked", "this request lost the upload to another one; retry"
         ) from None
@@ -251,6 +264,7 @@ async def delete(request: web.Request) -> web.Response:
         if taken is None:
             raise await uploads.refusal(pool, upload_id, None)
         lease, upload = taken
+        app[PARKED].forget(upload_id)
         try:
             upload = await lease.end(pool, "terminated")
         finally:

@@ -39,15 +39,18 @@ UPDATE uploads
 RETURNING next_part - 1 AS number;
 
 -- name: upload_commit
--- $3 received, $4 parts (JSON), $5 pending (JSON), $6 lease seconds, $7 true to
--- release the lease with the same write (the request's last one)
+-- $3 received, $4 parts (JSON), $5 pending (JSON), $6 lease seconds, $7 what becomes
+-- of the lease with the same write: 'hold' (renewed), or 'park' (the request's last
+-- write): the token stays but the lease expires at once, so any request may take
+-- it, and the next part number is allocated for the next request of the process
+-- that parked it, which then needs no claim (origin/uploads.py, `ParkedLeases`)
 UPDATE uploads
    SET received = $3,
        parts = ($4::text)::jsonb,
        pending = ($5::text)::jsonb,
-       lock_token = CASE WHEN $7::bool THEN NULL ELSE lock_token END,
-       lock_expires_at = CASE WHEN $7::bool THEN NULL
+       lock_expires_at = CASE WHEN $7::text = 'park' THEN now()
                               ELSE now() + make_interval(secs => $6::float8) END,
+       next_part = next_part + CASE WHEN $7::text = 'park' THEN 1 ELSE 0 END,
        updated_at = now()
  WHERE id = $1 AND lock_token = $2 AND status = 'open'
 RETURNING *;

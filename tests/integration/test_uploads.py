@@ -9,6 +9,7 @@ import asyncio
 import base64
 import dataclasses
 import hashlib
+import json
 import os
 
 import asyncpg
@@ -83,6 +84,19 @@ async def keys_of(settings, upload_url: str, job_id: str | None = None) -> list[
     if job_id:
         found += [k for k in await internal_keys(settings) if job_id in k]
     return found
+
+
+async def leased(settings, upload_url: str) -> bool:
+    """Whether a request holds the upload's lease now (a parked one is free to take)."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        return await conn.fetchval(
+            "SELECT lock_token IS NOT NULL AND lock_expires_at > now() FROM uploads"
+            " WHERE id = $1",
+            upload_url.rsplit("/", 1)[1],
+        )
+    finally:
+        await conn.close()
 
 
 async def row(settings, upload_url: str):
@@ -232,7 +246,7 @@ async def test_refusals_leave_nothing(client, tus_settings):
     r = await patch(client, url, 0, b"abc", **{"Upload-Checksum": f"sha1 {good}"})
     assert r.status == 204 and r.headers["Upload-Offset"] == "3"
     record = await row(tus_settings, url)
-    assert record["received"] == 3 and record["lock_token"] is None
+    assert record["received"] == 3 and not await leased(tus_settings, url)
 
     # termination: 204, then the upload is gone and so are its bytes
     r = await client.delete(url, headers=TUS)
@@ -305,7 +319,7 @@ async def test_one_writer_at_a_time_and_any_origin_takes_over(client, tus_settin
 
     first = asyncio.create_task(patch(client, url, 0, slow_body()))
     for _ in range(100):
-        if (await row(tus_settings, url))["lock_token"] is not None:
+        if await leased(tus_settings, url):
             break
         await asyncio.sleep(0.05)
     second = await patch(client, url, 0, b"c" * 10)
@@ -317,6 +331,58 @@ async def test_one_writer_at_a_time_and_any_origin_takes_over(client, tus_settin
     async with TestClient(OriginTestServer(create_app(tus_settings))) as other:
         r = await patch(other, url, 2000, b"d" * (2 * MiB - 2000))
         assert r.status == 204 and "Location" in r.headers
+
+
+async def test_a_parked_lease_shortcuts_the_next_patch_and_never_outlives_a_takeover(
+    client, tus_settings
+):
+    """A PATCH that leaves bytes to come parks its lease: the process's next PATCH at
+    that offset writes without a claim (its part numbers follow on: one allocated per
+    PATCH, not two), any other origin takes the upload at once, and a parked lease the
+    upload has moved past is refused with the protocol's answer, leaving the bytes
+    intact."""
+    scene, (user,) = await new_scene(client)
+    data = os.urandom(5 * MiB + 777)
+    url = await create(client, scene, user, len(data))
+    cuts = [0, 1 * MiB, 2 * MiB, 3 * MiB]
+    for start, end in zip(cuts, cuts[1:], strict=False):
+        r = await patch(client, url, start, data[start:end])
+        assert r.status == 204, await r.text()
+    parked = await row(tus_settings, url)
+    assert parked["lock_token"] is not None  # parked: still named, but free to take
+    assert not await leased(tus_settings, url)
+    if tus_settings.storage == "local":  # one part per PATCH: numbers 1, 2, 3 (S3: buffered)
+        assert [p["n"] for p in json.loads(parked["parts"])] == [1, 2, 3]
+    assert parked["next_part"] == 5  # 1 claimed, 2 and 3 shortcut, 4 kept for the next
+
+    async with TestClient(OriginTestServer(create_app(tus_settings))) as other:
+        r = await patch(other, url, 3 * MiB, data[3 * MiB : 4 * MiB])  # taken at once
+        assert r.status == 204 and r.headers["Upload-Offset"] == str(4 * MiB)
+    # the first origin's parked lease is at 3 MiB: the upload moved on without it
+    r = await patch(client, url, 3 * MiB, data[3 * MiB : 4 * MiB])
+    assert r.status == 409, await r.text()
+    assert "is not the upload's offset" in (await r.json())["error"]["message"]
+    assert (await client.head(url, headers=TUS)).headers["Upload-Offset"] == str(4 * MiB)
+    r = await patch(client, url, 4 * MiB, data[4 * MiB :])
+    assert r.status == 204 and "Location" in r.headers, await r.text()
+    status = await (await client.get(r.headers["Location"])).json()
+    storage = await open_configured_storage(tus_settings)
+    try:
+        obj = await storage.get(
+            tus_settings.internal_bucket, f"jobs/{status['jobId']}/raw_output.mp4"
+        )
+        assert hashlib.sha256(await obj.read()).digest() == hashlib.sha256(data).digest()
+    finally:
+        await storage.aclose()
+
+    # terminated elsewhere while parked here: 404, nothing stored
+    url = await create(client, scene, user, 2 * MiB)
+    assert (await patch(client, url, 0, b"a" * MiB)).status == 204
+    async with TestClient(OriginTestServer(create_app(tus_settings))) as other:
+        assert (await other.delete(url, headers=TUS)).status == 204
+    r = await patch(client, url, MiB, b"b" * MiB)
+    assert r.status == 404, await r.text()
+    assert await keys_of(tus_settings, url) == []
 
 
 async def test_expired_upload_is_410_and_removed(tus_settings):
