@@ -8,7 +8,9 @@ alternating which goes first, ``--rounds`` times each:
 
 - ``raw``: ``POST /api/v1/scenes/{id}/segments``, the file streamed as one body;
 - ``tus``: ``POST /api/v1/uploads`` then one ``PATCH`` per 5 MiB chunk (what
-  tus-js-client does with ``chunkSize: 5 MiB``), one connection, until the final 204.
+  tus-js-client does with ``chunkSize: 5 MiB``), one connection, until the final 204;
+  each chunk is read whole, then handed to the socket in the pieces the raw POST's
+  file goes in (256 KiB, see `pieces`).
 
 Each time runs from the first byte sent to the answer that makes the upload a segment
 and a job (202, or the last 204). The figure is the ratio of median throughputs
@@ -30,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +44,23 @@ from origin import db
 from storyforge.dev.cluster import free_port, open_cluster
 
 CHUNK = 5 * 1024 * 1024
+PIECE = 256 * 1024  # what aiohttp's file payload reads and sends at a time (the raw POST)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
+
+
+async def pieces(chunk: bytes) -> AsyncIterator[memoryview]:
+    """A chunk handed to the socket in the pieces the raw POST's file goes in (aiohttp's
+    file payload: 256 KiB). Given the 5 MiB `bytes` itself, aiohttp on Python < 3.12.9
+    joins it to the request head first (`b"".join`: a 5 MiB copy, and the socket's
+    buffer copies the rest again): about 3 ms of client time per PATCH before the
+    server sees a byte, which the raw POST's streamed body never pays."""
+    view = memoryview(chunk)
+    for at in range(0, len(view), PIECE):
+        yield view[at : at + PIECE]
 
 
 async def raw(
@@ -86,11 +101,12 @@ async def tus(
             chunk = f.read(CHUNK)
             async with session.patch(
                 url,
-                data=chunk,
+                data=pieces(chunk),
                 headers={
                     **tus_fields,
                     "Upload-Offset": str(offset),
                     "Content-Type": "application/offset+octet-stream",
+                    "Content-Length": str(len(chunk)),
                 },
             ) as r:
                 assert r.status == 204, await r.text()
