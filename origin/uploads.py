@@ -34,7 +34,7 @@ import secrets
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -311,19 +311,19 @@ class ParkedLeases:
     for `seconds` at most, `limit` at most (the oldest go first): an entry is a shortcut,
     never the truth, and a stale one only costs its request a refused fenced write."""
 
-    def __init__(self, seconds: float, limit: int = 1024) -> None:
+    def __init__(
+        self, seconds: float, limit: int = 1024, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._seconds = seconds
         self._limit = limit
+        self._clock = clock
         self._entries: OrderedDict[str, tuple[float, uuid.UUID, Upload, int]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
     def put(self, lease: Lease, upload: Upload) -> None:
         if lease.parked_part is None or upload.status != "open" or upload.whole:
             return
         self._entries.pop(upload.id, None)
-        self._entries[upload.id] = (time.monotonic(), lease.token, upload, lease.parked_part)
+        self._entries[upload.id] = (self._clock(), lease.token, upload, lease.parked_part)
         while len(self._entries) > self._limit:
             self._entries.popitem(last=False)
 
@@ -337,7 +337,7 @@ class ParkedLeases:
         parked_at, token, upload, part = entry
         if (
             upload.received != offset
-            or time.monotonic() - parked_at > self._seconds
+            or self._clock() - parked_at > self._seconds
             or upload.expires_at.timestamp() - time.time() < 60
         ):
             return None
