@@ -91,8 +91,7 @@ async def leased(settings, upload_url: str) -> bool:
     conn = await asyncpg.connect(settings.database_url)
     try:
         return await conn.fetchval(
-            "SELECT lock_token IS NOT NULL AND lock_expires_at > now() FROM uploads"
-            " WHERE id = $1",
+            "SELECT lock_token IS NOT NULL AND lock_expires_at > now() FROM uploads WHERE id = $1",
             upload_url.rsplit("/", 1)[1],
         )
     finally:
