@@ -260,7 +260,15 @@ async def test_worker_killed_mid_transcode_is_finished_by_another(
     finally:
         if first.poll() is None:
             first.kill()
-    second = worker_process(settings, TIMELINE_INTERVAL="2", WORKER_METRICS_PORT=str(metrics_port))
+    # the killed worker's 3 s lease lets this one take the job over quickly; its own
+    # lease is longer, so a loaded machine's late renewal cannot hand the job to its
+    # second slot midway (a CI run saw "lease_lost" and a third attempt)
+    second = worker_process(
+        settings,
+        TIMELINE_INTERVAL="2",
+        WORKER_METRICS_PORT=str(metrics_port),
+        JOB_LEASE_SECONDS="30",
+    )
     try:
         done = await wait_done(client, seg, timeout=240)
         # the worker's own /metrics counts the job it finished and its ffmpeg time (once
