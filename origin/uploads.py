@@ -209,7 +209,7 @@ class Lease:
         seconds: float,
         part: int,
         *,
-        parked: bool = False,
+        unconfirmed: bool = False,
     ):
         self.pool = pool
         self.upload_id = upload_id
@@ -218,7 +218,7 @@ class Lease:
         self._renewed = time.monotonic()
         self._next_part: int | None = part  # allocated when the lease was taken
         self.released = False
-        self.parked = parked  # taken from ParkedLeases: unconfirmed until a fenced write
+        self.unconfirmed = unconfirmed  # from ParkedLeases: not ours until a fenced write
         self.parked_part: int | None = None  # set when `commit` parks it
 
     @classmethod
@@ -239,7 +239,7 @@ class Lease:
             found = parked.take(upload_id, offset)
             if found is not None:
                 token, upload, part = found
-                return cls(pool, upload_id, token, seconds, part, parked=True), upload
+                return cls(pool, upload_id, token, seconds, part, unconfirmed=True), upload
         token = uuid.uuid4()
         row = await pool.fetchrow(
             db.q("upload_claim"), upload_id, token, float(seconds), offset, expired_too
@@ -277,7 +277,7 @@ class Lease:
             float(self.seconds),
             "park" if park else "hold",
         )
-        self.parked = False  # a fenced write confirmed it
+        self.unconfirmed = False  # a fenced write confirmed it
         if park:
             self.released = True
             self.parked_part = int(row["next_part"]) - 1

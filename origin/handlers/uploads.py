@@ -177,7 +177,7 @@ async def _store(
             parked.put(lease, upload)
         return upload
     except (uploads.LeaseLost, StorageError) as exc:
-        if lease.parked and not await lease.held():
+        if lease.unconfirmed and not await lease.held():
             # the parked lease was not this request's any more: the upload moved on
             # (another request, termination, expiry) while its bytes were stored
             raise await uploads.refusal(pool, upload_id, offset) from None
