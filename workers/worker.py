@@ -4,7 +4,9 @@
   held while a handler runs.
 - Each running job has a heartbeat task extending its lease every lease/3 seconds
   and recording progress; when the heartbeat finds the lease lost, the handler is
-  cancelled and the worker writes nothing more for that job.
+  cancelled and the worker writes nothing more for that job. A handler that records
+  its job's outcome in its own fenced transaction (a publish completes the job) has
+  not lost it: the heartbeat stops and the handler finishes what follows the commit.
 - Success -> `complete`; `PermanentError` -> `fail_permanent` (no retry); `Deferred`
   -> `defer` (queued again later, the attempt not counted); any other exception ->
   `retry_or_dead` with exponential backoff and full jitter.
@@ -101,6 +103,8 @@ class JobContext:
     _written: float | None = field(default=None, repr=False)
     _last_write: float = field(default=float("-inf"), repr=False)
     _lease_lost: bool = field(default=False, repr=False)
+    # the job's outcome is recorded, by a fenced write of this handler's
+    _settled: bool = field(default=False, repr=False)
     # monotonic time our lease ends, as far as we know (claim or last heartbeat)
     _lease_until: float = field(default=0.0, repr=False)
 
@@ -130,6 +134,8 @@ class JobContext:
         latest value. Raises LeaseLost when the job is no longer ours."""
         if self._lease_lost:
             raise LeaseLost(self.job.id, "progress")
+        if self._settled:
+            return
         self._progress = min(max(float(pct), 0.0), 100.0)
         now = time.monotonic()
         if now - self._last_write < PROGRESS_MIN_INTERVAL and self._progress < 100.0:
@@ -196,6 +202,12 @@ class JobContext:
         if owned:
             self._written = pct
             self._lease_until = sent + self.lease_seconds
+        elif await _finished_by_us(self) is not None:
+            # No longer running because this handler's own fenced transaction recorded
+            # the outcome (a publish completes the job): nothing is lost, and nothing
+            # is left to extend. The handler carries on with what follows the commit.
+            self._settled = True
+            owned = True
         else:
             self._lease_lost = True
         return owned
@@ -478,6 +490,8 @@ async def _heartbeat(ctx: JobContext, work: asyncio.Task[None], name: str) -> No
                 extra=_extra(ctx.job, name),
             )
             continue
+        if ctx._settled:
+            return
         if not owned:
             log.warning(
                 "job %s (%s): lease lost, cancelling the handler",

@@ -496,6 +496,35 @@ async def test_handler_publishing_in_a_fenced_transaction(pool) -> None:
     assert other.status == "running" and other.errors == []
 
 
+async def test_heartbeats_after_a_handler_completed_its_job_cancel_nothing(pool, caplog) -> None:
+    """A transcode completes its job in its publishing transaction, then writes the
+    scene's poster: heartbeats in between must not take that for a lost lease (they
+    did: the poster was lost, once in a while, with "lease lost" logged)."""
+    job = await queue.enqueue(pool, "transcode", {})
+    after_commit: list[str] = []
+
+    async def publish_then_tidy(ctx: JobContext) -> None:
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            await ctx.fence(conn)
+            await queue.complete(conn, ctx.job_id, ctx.lease_token)
+        await asyncio.sleep(0.7)  # several heartbeats (every 0.2 s) after the commit
+        await ctx.progress(100)  # records nothing, raises nothing
+        after_commit.append("poster written")
+
+    stop, task = start_worker(pool, {"transcode": publish_then_tidy}, lease_seconds=0.6)
+    try:
+        await eventually(lambda: job_status(pool, job.id, "succeeded"))
+        await eventually(lambda: asyncio.sleep(0, bool(after_commit)))
+        await asyncio.sleep(0.2)
+    finally:
+        stop.set()
+        await task
+    assert after_commit == ["poster written"]
+    done = await get(pool, job.id)
+    assert done.status == "succeeded" and done.errors == []
+    assert not [r for r in caplog.records if "lease lost" in r.getMessage()]
+
+
 # --- waking on new work (LISTEN/NOTIFY) -------------------------------------------
 
 
