@@ -40,9 +40,9 @@ from origin import queue
 from origin.settings import Settings
 from workers import ffmpeg as sf_ffmpeg
 from workers.encoding import ladder_of, media_segments, stage_presets
-from workers.loudness import plan as loudness_plan
 from workers.probe import Limits
 from workers.refine import NICENESS
+from workers.transcode import preflight
 
 SIZE = "1920x1080"
 SOURCES: dict[str, str] = {
@@ -56,15 +56,9 @@ LIMITS = Limits(max_duration=3600.0)
 
 
 async def _plan(source: Path, settings: Settings) -> tuple[Any, Any]:
-    info = await sf_ffmpeg.probe(source, LIMITS)
-    measured = await sf_ffmpeg.measure_loudness(source, info)
-    plan = loudness_plan(
-        measured,
-        target=settings.loudness_target,
-        max_gain=settings.loudness_max_gain,
-        has_audio=info.has_audio,
-    )
-    return info, plan
+    """What both jobs do first: probe, and the loudness measurement beside its picture
+    check (`workers.transcode.preflight`)."""
+    return await preflight(settings, source, LIMITS)
 
 
 def _figures(started: float, renditions: Sequence[sf_ffmpeg.RenditionOutput]) -> dict[str, Any]:

@@ -181,8 +181,10 @@ def filter_graph(
 ) -> str:
     """The ``-filter_complex`` graph: one decode, split to every rung, thumbs and frames.
 
-    Labels out: ``[v{i}]``/``[a{i}]`` per rung, ``[thumb]``, ``[thumbl]``, ``[tl]`` (the
-    last three only with `stills`; a refinement re-encodes the renditions alone).
+    Labels out: ``[v{i}]`` per rung, ``[a{j}]`` per audio bit rate (`audio_bitrates`:
+    one AAC encode each, shared by the rungs at that rate), ``[thumb]``, ``[thumbl]``,
+    ``[tl]`` (the last three only with `stills`; a refinement re-encodes the renditions
+    alone). A rung whose frame the picture already is (`fills_exactly`) is not scaled.
     Video starts at 0 (first frame repeated if the source starts late) and ends at the
     probed duration; audio is padded/trimmed to the same span, so every rendition
     covers the same time range and a stitched scene has no jagged clip ends. The
@@ -196,7 +198,9 @@ def filter_graph(
     split = f"split={n + 2}{labels}[sthumb][stl]" if stills else f"split={n}{labels}"
     parts = [f"[0:{info.video_stream}]{','.join(pre)},{split}"]
     for i, rung in enumerate(ladder):
-        parts.append(f"[s{i}]{fit_filter(rung.width, rung.height)},format=yuv420p[v{i}]")
+        # pad would copy every frame (split's frames are shared, so not writable)
+        fit = "setsar=1" if fills_exactly(info, rung) else fit_filter(rung.width, rung.height)
+        parts.append(f"[s{i}]{fit},format=yuv420p[v{i}]")
     if stills:
         tw, th = THUMBNAIL_SIZE
         lw, lh = THUMBNAIL_LARGE_SIZE
@@ -214,8 +218,21 @@ def filter_graph(
         audio = f"[0:{audio_input(info)}]" + ",".join(chain)
     else:
         audio = f"anullsrc=r=48000:cl=stereo,atrim=end={end}"
-    parts.append(audio + f",asplit={n}" + "".join(f"[a{i}]" for i in range(n)))
+    k = len(audio_bitrates(ladder))
+    parts.append(audio + f",asplit={k}" + "".join(f"[a{j}]" for j in range(k)))
     return ";".join(parts)
+
+
+def fills_exactly(info: MediaInfo, rung: Rung) -> bool:
+    """The decoded picture (after the rotation ffmpeg applies) already is the rung's
+    frame: the same size, square pixels. `fit_filter` would change nothing in it."""
+    return (info.width, info.height) == (rung.width, rung.height) and info.sar == (1, 1)
+
+
+def audio_bitrates(ladder: Sequence[Rung]) -> tuple[int, ...]:
+    """The ladder's distinct audio bit rates, in rung order: the transcode runs one AAC
+    encoder for each and muxes its packets into every rung at that rate."""
+    return tuple(dict.fromkeys(r.audio_bitrate for r in ladder))
 
 
 #: ffmpeg for a run whose answer is in its log at the info level (no banner, no stats).
@@ -319,37 +336,38 @@ def transcode_command(
             stills=stills,
         ),
     ]
+    # One output, ffmpeg's tee muxer, holds every rung's video and one AAC stream per
+    # audio bit rate; each HLS muxer behind it takes its rung and that rung's audio. So
+    # the audio is encoded once, not once per rung (ffmpeg 5.1 encodes audio on its main
+    # thread, beside the filter graph: 1.2 CPU-s per 30 s stereo at 128 kbit/s).
     rung_preset = presets or {}
+    rates = audio_bitrates(ladder)
+    cmd += [arg for i in range(len(ladder)) for arg in ("-map", f"[v{i}]")]
+    cmd += [arg for j in range(len(rates)) for arg in ("-map", f"[a{j}]")]
+    cmd += ["-map_metadata", "-1", "-map_chapters", "-1"]
     for i, rung in enumerate(ladder):
-        cmd += [
-            "-map",
-            f"[v{i}]",
-            "-map",
-            f"[a{i}]",
-            "-map_metadata",
-            "-1",
-            "-map_chapters",
-            "-1",
-            *video_encoder_args(rung, fps, gop=gop, preset=rung_preset.get(rung.name, preset)),
-            "-force_key_frames",
-            f"expr:gte(t,n_forced*{seg})",
-            *audio_encoder_args(rung),
-            "-f",
-            "hls",
-            "-hls_time",
-            seg,
-            "-hls_playlist_type",
-            "vod",
-            "-hls_flags",
-            "independent_segments",
-            "-hls_segment_type",
-            "mpegts",
-            "-start_number",
-            "1",
-            "-hls_segment_filename",
-            str(out / segment_pattern(rung)),
+        video = video_encoder_args(rung, fps, gop=gop, preset=rung_preset.get(rung.name, preset))
+        keyframes = ["-force_key_frames", f"expr:gte(t,n_forced*{seg})"]
+        cmd += stream_options([*video, *keyframes], f"v:{i}")
+    for j, rate in enumerate(rates):
+        cmd += stream_options(audio_encoder_args(rate), f"a:{j}")
+    slaves = [
+        tee_slave(
+            {
+                "select": f"v:{i},a:{rates.index(rung.audio_bitrate)}",
+                "f": "hls",
+                "hls_time": seg,
+                "hls_playlist_type": "vod",
+                "hls_flags": "independent_segments",
+                "hls_segment_type": "mpegts",
+                "start_number": "1",
+                "hls_segment_filename": str(out / segment_pattern(rung)),
+            },
             str(out / playlist_name(rung)),
-        ]
+        )
+        for i, rung in enumerate(ladder)
+    ]
+    cmd += ["-f", "tee", "|".join(slaves)]
     if not stills:
         return cmd
     for label, name in (("thumb", THUMBNAIL), ("thumbl", THUMBNAIL_LARGE)):
@@ -436,9 +454,42 @@ def video_encoder_args(rung: Rung, fps: float, *, gop: int, preset: str) -> list
     ]
 
 
-def audio_encoder_args(rung: Rung) -> list[str]:
-    """AAC-LC, 48 kHz stereo at the rung's bit rate (every clip's audio layout)."""
-    return ["-c:a", "aac", "-b:a", str(rung.audio_bitrate), "-ar", "48000", "-ac", "2"]
+def audio_encoder_args(bitrate: int) -> list[str]:
+    """AAC-LC, 48 kHz stereo at `bitrate` bits/s (every clip's audio layout)."""
+    return ["-c:a", "aac", "-b:a", str(bitrate), "-ar", "48000", "-ac", "2"]
+
+
+def stream_options(args: Sequence[str], stream: str) -> list[str]:
+    """Encoder options (name, value pairs) for one output stream: ``-b:v 1M`` becomes
+    ``-b:v:1 1M`` and ``-preset fast`` ``-preset:v:1 fast`` for `stream` ``v:1``."""
+    kind = stream.partition(":")[0]
+    out: list[str] = []
+    for name, value in zip(args[::2], args[1::2], strict=True):
+        base, _, spec = name.partition(":")
+        if spec not in ("", kind):
+            raise ValueError(f"{name} is not an option of a {kind} stream")
+        out += [f"{base}:{stream}", value]
+    return out
+
+
+#: What libavutil's av_get_token stops at or unquotes at each level of a tee muxer's
+#: output name (libavformat/tee.c): the list of outputs splits at '|', then an
+#: output's "[key=value:...]" options split at ':' and end at ']'.
+_TEE_OUTPUT_SPECIALS = "\\'|"
+_TEE_OPTION_SPECIALS = "\\':]"
+
+
+def _escaped(text: str, specials: str) -> str:
+    """`text` with a backslash before each of `specials` and each blank (av_get_token
+    would strip blanks at either end)."""
+    return "".join("\\" + c if c in specials or c in " \t\r\n" else c for c in text)
+
+
+def tee_slave(options: Mapping[str, str], target: str) -> str:
+    """One output of ffmpeg's tee muxer, ``[key=value:...]target``, escaped so that any
+    value and target (paths included) come through both levels of unescaping intact."""
+    body = ":".join(f"{k}={_escaped(v, _TEE_OPTION_SPECIALS)}" for k, v in options.items())
+    return _escaped(f"[{body}]{target}", _TEE_OUTPUT_SPECIALS)
 
 
 def loudness_command(source: str | os.PathLike[str], info: MediaInfo) -> list[str]:

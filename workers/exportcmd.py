@@ -140,7 +140,7 @@ def cut_command(
         "-map_metadata",
         "-1",
         *video_encoder_args(rung, float(fps), gop=cut.end - cut.first, preset=CUT_PRESET),
-        *audio_encoder_args(rung),
+        *audio_encoder_args(rung.audio_bitrate),
         "-f",
         "mpegts",
         input_url(output),

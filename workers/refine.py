@@ -42,8 +42,8 @@ from workers.probe import BadInput, Limits
 from workers.transcode import (
     clip_renditions,
     download,
-    loudness_plan,
     loudness_record,
+    preflight,
     put_all,
     upload_limits,
 )
@@ -171,8 +171,7 @@ async def _encode_and_publish(
             storage, videos, layout.segment_key(scene_id, segment_id, "source.mp4"), source
         )
         try:
-            info = await ffmpeg.probe(source, limits)
-            loudness = await loudness_plan(settings, source, info)
+            info, loudness = await preflight(settings, source, limits)
         except BadInput as exc:  # it was published from this very file
             raise PermanentError(f"the stored source cannot be refined: {exc.reason}") from None
         await ctx.progress(FETCHED)

@@ -221,8 +221,7 @@ async def _transcode_and_publish(
         source_size = await download(storage, internal, layout.upload_key(job.id), source)
         if source_size == 0:
             raise BadInput("the upload is empty")
-        info = await ffmpeg.probe(source, limits)
-        loudness = await loudness_plan(settings, source, info)
+        info, loudness = await preflight(settings, source, limits)
         await ctx.progress(2)
 
         async def on_progress(pct: float) -> None:
@@ -336,13 +335,14 @@ async def _transcode_and_publish(
         )
 
 
-async def loudness_plan(settings: Settings, source: Path, info: MediaInfo) -> Plan:
-    """Loudness matching's decision for this clip: measured first (an audio-only pass)
-    unless it is off or the clip has no audio."""
-    measured = None
-    if settings.loudness_target is not None and info.has_audio:
-        measured = await ffmpeg.measure_loudness(source, info)
-    return plan_loudness(
+async def preflight(settings: Settings, source: Path, limits: Limits) -> tuple[MediaInfo, Plan]:
+    """The upload probed and validated, and loudness matching's decision for it: measured
+    first (an audio-only pass, beside the probe's picture check) unless it is off or the
+    clip has no audio."""
+    info, measured = await ffmpeg.probe_and_measure(
+        source, limits, loudness=settings.loudness_target is not None
+    )
+    return info, plan_loudness(
         measured,
         target=settings.loudness_target,
         max_gain=settings.loudness_max_gain,

@@ -156,7 +156,8 @@ def result(request: pytest.FixtureRequest, clips: Path) -> Result:
     case: Case = request.param
     ext = case.clip.get("container", "mp4")
     src = make_clip(clips / f"{case.id}.{ext}", **case.clip)
-    work = clips / f"{case.id}_out"
+    # every character ffmpeg's tee muxer unescapes, in the directory it writes to
+    work = clips / f"{case.id} out|i:s'[h]e\\re "
     progress: list[float] = []
 
     async def on_progress(pct: float) -> None:
@@ -210,10 +211,10 @@ def test_one_ffmpeg_run_wrote_everything(result: Result) -> None:
     run = runs[0]
     assert Path(run[0]).name == "ffmpeg"
     work = out.log.parent
-    outputs = [f"{r.name}.m3u8" for r in DEFAULT_LADDER] + ["thumbnail.jpg", "thumbnail_large.jpg"]
-    assert {str(work / name) for name in outputs} | {
-        str(work / "frames" / "frame_%04d.jpg")
-    } <= set(run)
+    outputs = ["thumbnail.jpg", "thumbnail_large.jpg", "frames/frame_%04d.jpg"]
+    assert {str(work / name) for name in outputs} <= set(run)
+    # the renditions: one output, the tee muxer, and an HLS muxer behind it per rung
+    assert run[run.index("tee") + 1].count("f=hls") == len(DEFAULT_LADDER)
     # the other processes only read back what it wrote (one segment per rendition)
     others = [argv for argv in result.spawned if argv is not run]
     assert others and all(any(a.startswith(f"file:{work}/") for a in argv) for argv in others)

@@ -13,6 +13,8 @@ from origin.playlists import Rendition, clip_media_playlist, target_duration
 from workers.encoding import (
     DEFAULT_LADDER,
     Rung,
+    audio_bitrates,
+    fills_exactly,
     filter_graph,
     fit_filter,
     loudness_command,
@@ -23,6 +25,8 @@ from workers.encoding import (
     segment_name,
     segment_sps_command,
     segment_streams_command,
+    stream_options,
+    tee_slave,
     thumbnail_time,
     timeline_times,
     transcode_command,
@@ -62,7 +66,8 @@ def output_args(cmd: list[str], output: str) -> list[str]:
     outputs = [
         i
         for i, a in enumerate(cmd[:end])
-        if a.startswith("/work/out/") and cmd[i - 1] not in ("-hls_segment_filename",)
+        if (a.startswith("/work/out/") and cmd[i - 1] != "-hls_segment_filename")
+        or cmd[i - 1] == "tee"
     ]
     begin = outputs[-1] + 1 if outputs else cmd.index("-filter_complex") + 2
     return cmd[begin:end]
@@ -127,14 +132,60 @@ def test_filter_graph_expected_string() -> None:
     assert parts == [
         "[0:0]fps=fps=30/1:start_time=0,trim=end=9,split=4[s0][s1][sthumb][stl]",
         f"[s0]{FIT_720},format=yuv420p[v0]",
-        f"[s1]{fit_filter(1920, 1080)},format=yuv420p[v1]",
+        "[s1]setsar=1,format=yuv420p[v1]",  # the picture is the 1080p frame already
         "[sthumb]select='gte(t,2)*eq(selected_n,0)',split=2[th0][th1]",
         f"[th0]{fit_filter(640, 360)}[thumb]",
         f"[th1]{FIT_720}[thumbl]",
         f"[stl]select='gte(t,selected_n*10)',{fit_filter(160, 90)}[tl]",
         "[0:1]aresample=48000:async=1:first_pts=0,"
         "aformat=sample_fmts=fltp:sample_rates=48000:channel_layouts=stereo,apad,atrim=end=9,"
-        "asplit=2[a0][a1]",
+        "asplit=1[a0]",  # both rungs at 128 kbit/s: one AAC encode
+    ]
+
+
+@pytest.mark.parametrize(
+    ("over", "fits"),
+    [
+        ({}, (False, True)),
+        ({"width": 1280, "height": 720}, (True, False)),
+        ({"sar": (4, 3), "width": 1920, "coded_width": 1440}, (False, False)),
+        ({"width": 1080, "height": 1920, "rotation": 90}, (False, False)),
+        ({"width": 1920, "height": 1088}, (False, False)),
+    ],
+)
+def test_a_rung_the_picture_already_fills_is_not_scaled(
+    over: dict[str, Any], fits: tuple[bool, bool]
+) -> None:
+    src = info(**over)
+    assert tuple(fills_exactly(src, rung) for rung in DEFAULT_LADDER) == fits
+    graph = filter_graph(src, DEFAULT_LADDER, fps=Fraction(30), thumb_at=2, frame_interval=10)
+    for i, (rung, fit) in enumerate(zip(DEFAULT_LADDER, fits, strict=True)):
+        chain = fit_filter(rung.width, rung.height)
+        expected = "setsar=1" if fit else chain
+        assert f"[s{i}]{expected},format=yuv420p[v{i}]" in graph.split(";")
+
+
+def test_one_audio_encode_per_audio_bit_rate() -> None:
+    ladder = (
+        Rung("360p", 640, 360, 600_000, 64_000),
+        *DEFAULT_LADDER,
+        Rung("1440p", 2560, 1440, 9_000_000, 192_000),
+    )
+    assert audio_bitrates(ladder) == (64_000, 128_000, 192_000)
+    graph = filter_graph(info(), ladder, fps=Fraction(30), thumb_at=2, frame_interval=10)
+    assert graph.endswith(",asplit=3[a0][a1][a2]")
+    cmd = transcode_command("/in.mp4", "/work/out", info(), ladder)
+    maps = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-map"][:7]
+    assert maps == ["[v0]", "[v1]", "[v2]", "[v3]", "[a0]", "[a1]", "[a2]"]
+    assert [opt(cmd, f"-b:a:{j}") for j in range(3)] == ["64000", "128000", "192000"]
+    assert "-b:a:3" not in cmd and "-c:a" not in cmd
+    # each HLS output takes its rung's video and the audio at its rung's rate
+    slaves = opt(cmd, "tee").split("|")
+    assert [slave.split(":f=hls:")[0] for slave in slaves] == [
+        "[select=v\\\\:0,a\\\\:0",
+        "[select=v\\\\:1,a\\\\:1",
+        "[select=v\\\\:2,a\\\\:1",
+        "[select=v\\\\:3,a\\\\:2",
     ]
 
 
@@ -146,7 +197,7 @@ def test_filter_graph_variants() -> None:
         thumb_at=0.4,
         frame_interval=5,
     )
-    assert silent.split(";")[-1] == "anullsrc=r=48000:cl=stereo,atrim=end=9,asplit=2[a0][a1]"
+    assert silent.split(";")[-1] == "anullsrc=r=48000:cl=stereo,atrim=end=9,asplit=1[a0]"
     assert "[0:a" not in silent
     assert "select='gte(t,0.4)*eq(selected_n,0)'" in silent
     assert "select='gte(t,selected_n*5)'" in silent
@@ -199,81 +250,76 @@ def test_transcode_command_one_run() -> None:
         info(), DEFAULT_LADDER, fps=Fraction(30), thumb_at=2.0, frame_interval=10.0
     )
     outputs = [a for a in cmd if a.startswith("/work/out/") and not a.endswith(".ts")]
+    assert opt(cmd, "-f", cmd.index("-filter_complex")) == "tee"  # both renditions
     assert outputs == [
-        "/work/out/720p.m3u8",
-        "/work/out/1080p.m3u8",
         "/work/out/thumbnail.jpg",
         "/work/out/thumbnail_large.jpg",
         "/work/out/frames/frame_%04d.jpg",
     ]
 
 
+def test_stream_options() -> None:
+    args = ["-c:v", "libx264", "-preset", "fast", "-b:v", "1000000", "-x264-params", "a=1:b=2"]
+    assert stream_options(args, "v:1") == [
+        *("-c:v:1", "libx264", "-preset:v:1", "fast"),
+        *("-b:v:1", "1000000", "-x264-params:v:1", "a=1:b=2"),
+    ]
+    assert stream_options(["-c:a", "aac", "-ar", "48000"], "a:0") == [
+        *("-c:a:0", "aac", "-ar:a:0", "48000"),
+    ]
+    with pytest.raises(ValueError):
+        stream_options(["-b:a", "128000"], "v:0")
+    with pytest.raises(ValueError):
+        stream_options(["-c:v"], "v:0")
+
+
+def test_tee_slave_escapes_for_both_levels() -> None:
+    assert tee_slave({"select": "v:0,a:0", "f": "hls"}, "/o/a.m3u8") == (
+        "[select=v\\\\:0,a\\\\:0:f=hls]/o/a.m3u8"
+    )
+    # a value: its specials escaped for the options, then everything again for the list
+    assert tee_slave({"x": " a'b:c]d|e\\"}, "/o/a.m3u8") == (
+        "[x=\\\\\\ a\\\\\\'b\\\\:c\\\\]d\\|e\\\\\\\\]/o/a.m3u8"
+    )
+    # the target only through the list's level
+    assert tee_slave({}, "/o w/a'|b].m3u8") == "[]/o\\ w/a\\'\\|b].m3u8"
+    # (tests/integration/test_transcode.py writes through ffmpeg into such a directory)
+
+
 def test_transcode_command_rendition_options() -> None:
     cmd = transcode_command("/in.mp4", "/work/out", info(), DEFAULT_LADDER)
-    r720 = output_args(cmd, "/work/out/720p.m3u8")
-    assert r720 == [
-        "-map",
-        "[v0]",
-        "-map",
-        "[a0]",
-        "-map_metadata",
-        "-1",
-        "-map_chapters",
-        "-1",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-profile:v",
-        "main",
-        "-level:v",
-        "3.1",
-        "-b:v",
-        "1500000",
-        "-maxrate",
-        "2250000",
-        "-bufsize",
-        "3000000",
-        "-g",
-        "120",
-        "-keyint_min",
-        "120",
-        "-sc_threshold",
-        "0",
-        "-flags",
-        "+cgop",
-        "-forced-idr",
-        "1",
-        "-force_key_frames",
-        "expr:gte(t,n_forced*4)",
-        "-c:a",
-        "aac",
-        "-b:a",
-        "128000",
-        "-ar",
-        "48000",
-        "-ac",
-        "2",
+    renditions = cmd[cmd.index("-filter_complex") + 2 : cmd.index("/work/out/thumbnail.jpg") - 14]
+    x264 = {
+        "main": ("main", "3.1", "1500000", "2250000", "3000000"),
+        "high": ("high", "4.0", "4000000", "6000000", "8000000"),
+    }
+
+    def video(i: int, profile: str) -> list[str]:
+        name, level, rate, maxrate, bufsize = x264[profile]
+        return [
+            *(f"-c:v:{i}", "libx264", f"-preset:v:{i}", "veryfast"),
+            *(f"-profile:v:{i}", name, f"-level:v:{i}", level),
+            *(f"-b:v:{i}", rate, f"-maxrate:v:{i}", maxrate, f"-bufsize:v:{i}", bufsize),
+            *(f"-g:v:{i}", "120", f"-keyint_min:v:{i}", "120", f"-sc_threshold:v:{i}", "0"),
+            *(f"-flags:v:{i}", "+cgop", f"-forced-idr:v:{i}", "1"),
+            *(f"-force_key_frames:v:{i}", "expr:gte(t,n_forced*4)"),
+        ]
+
+    hls = (
+        ":f=hls:hls_time=4:hls_playlist_type=vod:hls_flags=independent_segments"
+        ":hls_segment_type=mpegts:start_number=1:hls_segment_filename=/work/out/"
+    )
+    assert renditions == [
+        *("-map", "[v0]", "-map", "[v1]", "-map", "[a0]"),
+        *("-map_metadata", "-1", "-map_chapters", "-1"),
+        *video(0, "main"),
+        *video(1, "high"),
+        *("-c:a:0", "aac", "-b:a:0", "128000", "-ar:a:0", "48000", "-ac:a:0", "2"),
         "-f",
-        "hls",
-        "-hls_time",
-        "4",
-        "-hls_playlist_type",
-        "vod",
-        "-hls_flags",
-        "independent_segments",
-        "-hls_segment_type",
-        "mpegts",
-        "-start_number",
-        "1",
-        "-hls_segment_filename",
-        "/work/out/720p_%04d.ts",
+        "tee",
+        f"[select=v\\\\:0,a\\\\:0{hls}720p_%04d.ts]/work/out/720p.m3u8"
+        f"|[select=v\\\\:1,a\\\\:0{hls}1080p_%04d.ts]/work/out/1080p.m3u8",
     ]
-    r1080 = output_args(cmd, "/work/out/1080p.m3u8")
-    assert opt(r1080, "-profile:v") == "high" and opt(r1080, "-level:v") == "4.0"
-    assert opt(r1080, "-map") == "[v1]" and opt(r1080, "-b:v") == "4000000"
-    assert opt(r1080, "-maxrate") == "6000000" and opt(r1080, "-bufsize") == "8000000"
-    assert opt(r1080, "-hls_segment_filename") == "/work/out/1080p_%04d.ts"
     thumb = output_args(cmd, "/work/out/thumbnail.jpg")
     assert thumb == [
         "-map",
@@ -310,9 +356,9 @@ def test_transcode_command_levels_follow_output_fps(
     fps: float, gop: int, levels: tuple[str, str]
 ) -> None:
     cmd = transcode_command("/in.mp4", "/work/out", info(fps=fps), DEFAULT_LADDER)
-    assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "-level:v"] == list(levels)
-    assert {cmd[i + 1] for i, a in enumerate(cmd) if a == "-g"} == {str(gop)}
-    assert {cmd[i + 1] for i, a in enumerate(cmd) if a == "-keyint_min"} == {str(gop)}
+    assert [opt(cmd, "-level:v:0"), opt(cmd, "-level:v:1")] == list(levels)
+    assert {opt(cmd, "-g:v:0"), opt(cmd, "-g:v:1")} == {str(gop)}
+    assert {opt(cmd, "-keyint_min:v:0"), opt(cmd, "-keyint_min:v:1")} == {str(gop)}
 
 
 def test_transcode_command_containers_and_options() -> None:
@@ -329,10 +375,9 @@ def test_transcode_command_containers_and_options() -> None:
     )
     assert opt(mkv, "-f") == "matroska"
     assert opt(mkv, "-progress") == "pipe:3"
-    assert (
-        opt(mkv, "-hls_time") == "6" and opt(mkv, "-force_key_frames") == "expr:gte(t,n_forced*6)"
-    )
-    assert opt(mkv, "-preset") == "fast" and opt(mkv, "-g") == "180"
+    assert ":hls_time=6:" in opt(mkv, "tee")
+    assert opt(mkv, "-force_key_frames:v:1") == "expr:gte(t,n_forced*6)"
+    assert opt(mkv, "-preset:v:1") == "fast" and opt(mkv, "-g:v:1") == "180"
     assert "select='gte(t,1.5)*eq(selected_n,0)'" in opt(mkv, "-filter_complex")
     assert "select='gte(t,selected_n*2)'" in opt(mkv, "-filter_complex")
     with pytest.raises(BadInput):
@@ -583,7 +628,7 @@ def test_measurement_command_measures_what_the_transcode_normalises() -> None:
     measured_chain = cmd[cmd.index("-af") + 1].split(",atrim=")[0]
     assert audio == (
         f"[0:1]{measured_chain},volume=volume=14.00dB:precision=float,apad,atrim=end=6.5,"
-        "asplit=2[a0][a1]"
+        "asplit=1[a0]"
     )
     # no gain without a plan (LOUDNESS_TARGET=off) or without audio
     plain = filter_graph(mono, DEFAULT_LADDER, fps=Fraction(30), thumb_at=2.0, frame_interval=10)
@@ -596,4 +641,4 @@ def test_measurement_command_measures_what_the_transcode_normalises() -> None:
         frame_interval=10.0,
         loudness=Plan("no_audio", target=-16.0),
     )
-    assert "anullsrc=r=48000:cl=stereo,atrim=end=6.5,asplit=2[a0][a1]" in silent
+    assert "anullsrc=r=48000:cl=stereo,atrim=end=6.5,asplit=1[a0]" in silent
