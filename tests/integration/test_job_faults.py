@@ -456,12 +456,18 @@ async def test_an_ffmpeg_whose_input_stalls_is_killed_by_the_stall_timeout(tmp_p
     feeder.join(5)
 
 
-def crafted_picture(path: Path) -> Path:
+def crafted_picture(path: Path, audio_seconds: float = 0) -> Path:
     """Raw 64x64 pictures in an AVI whose headers declare 7680x4320 (at 2 fps: within
-    the pixel-rate limit, so only the decoded picture can tell)."""
+    the pixel-rate limit, so only the decoded picture can tell); with `audio_seconds`
+    of a tone after them."""
+    audio = (
+        ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={audio_seconds}",
+         "-c:a", "pcm_s16le"]
+        if audio_seconds else []
+    )  # fmt: skip
     subprocess.run(
         [FFMPEG or "ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi",
-         "-i", "testsrc2=size=64x64:rate=2:duration=3", "-c:v", "rawvideo",
+         "-i", "testsrc2=size=64x64:rate=2:duration=3", *audio, "-c:v", "rawvideo",
          "-pix_fmt", "yuv420p", "-f", "avi", str(path)],
         check=True,
         timeout=60,
@@ -490,6 +496,25 @@ async def test_a_stream_declaring_8k_over_64x64_of_data_is_refused(
     )
     storage = client.server.app[keys.STORAGE]
     assert [o async for o in storage.list(settings.videos_bucket, f"{scene}/")] == []
+
+
+async def test_the_loudness_measured_beside_the_picture_check_stops_when_it_refuses(
+    tmp_path,
+) -> None:
+    """The transcode's preflight measures the loudness while the first picture is
+    checked; a refused picture is the verdict, and the measurement does not run on."""
+    crafted = crafted_picture(tmp_path / "8k_with_sound.avi", audio_seconds=600)
+    started = time.monotonic()
+    with pytest.raises(ffmpeg.BadInput, match="^no picture could be decoded at the declared"):
+        await ffmpeg.probe_and_measure(crafted, loudness=True)
+    assert time.monotonic() - started < 10
+    assert not processes_mentioning(str(crafted)), "the measurement was stopped"
+    # an upload that passes: the same answers as probe, then the measurement
+    clip = make_clip(tmp_path / "ok.mp4", width=320, height=240, duration=3)
+    info, measured = await ffmpeg.probe_and_measure(clip, loudness=True)
+    assert info == await ffmpeg.probe(clip)
+    assert measured == await ffmpeg.measure_loudness(clip, info)
+    assert await ffmpeg.probe_and_measure(clip, loudness=False) == (info, None)
 
 
 async def test_only_directories_of_this_databases_unheld_jobs_are_swept(pg_dsn, tmp_path) -> None:
