@@ -541,7 +541,13 @@ def report(timing: dict[str, Any], quality: dict[str, Any], lin: dict[str, Any] 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="short clips, for a smoke test")
-    p.add_argument("--rounds", type=int, default=2, help="runs of each pipeline (default 2)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="runs of each pipeline (default 2; with --refine: rounds of the two-uploads "
+        "timing, default 3)",
+    )
     p.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
     p.add_argument("--no-linearity", action="store_true", help="skip the 1/5/10 min clips")
     p.add_argument(
@@ -569,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     info["wait"] = benchutil.wait_quiet(timeout=1200 if wait else 0, log=wait)
     with tempfile.TemporaryDirectory(prefix="sf-bench-ingest-") as tmp:
         scratch = Path(tmp)
-        timing, quality = compare(clip, a.rounds, scratch, wait)
+        timing, quality = compare(clip, a.rounds or 2, scratch, wait)
         shutil.rmtree(scratch / "ours_0", ignore_errors=True)
         shutil.rmtree(scratch / "seed_0", ignore_errors=True)
         lin = linearity(lin_clips, scratch, wait) if lin_clips else None
@@ -619,7 +625,7 @@ def main_loudness(a: argparse.Namespace) -> int:
         )
 
     with tempfile.TemporaryDirectory(prefix="sf-bench-loudness-") as tmp:
-        cost = loudness_cost(clip, max(2, a.rounds), Path(tmp), wait, partial)
+        cost = loudness_cost(clip, max(2, a.rounds or 2), Path(tmp), wait, partial)
     result = {"benchmark": "ingest-loudness", "quick": a.quick, "machine": info, "loudness": cost}
     print(loudness_report(cost))
     path = benchutil.write_result(name, result)
@@ -630,7 +636,7 @@ def main_loudness(a: argparse.Namespace) -> int:
 def main_refine(a: argparse.Namespace) -> int:
     import refinebench  # it reads this module's clips and SSIM
 
-    result = refinebench.run(a.quick, not a.no_wait)
+    result = refinebench.run(a.quick, not a.no_wait, rounds=a.rounds or 3)
     print(refinebench.report(result))
     path = benchutil.write_result("ingest-refine-quick" if a.quick else "ingest-refine", result)
     print(f"\nwrote {path.relative_to(benchutil.ROOT)}")

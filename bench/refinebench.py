@@ -226,7 +226,7 @@ def timing(
     }
 
 
-def run(quick: bool, wait: bool) -> dict[str, Any]:
+def run(quick: bool, wait: bool, rounds: int = 3) -> dict[str, Any]:
     settings = Settings.from_env({})
     seconds = 8 if quick else 30
     scratch = Path(benchutil.OUT) / "refine-scratch"
@@ -246,7 +246,7 @@ def run(quick: bool, wait: bool) -> dict[str, Any]:
         },
         "quality": sources,
         "quality_others_during": mon.summary(),
-        "timing": timing(seconds, settings, scratch, wait),
+        "timing": timing(seconds, settings, scratch, wait, rounds),
     }
 
 

@@ -22,6 +22,7 @@ from workers.encoding import (
     parse_progress,
     parse_progress_lines,
     rung_codecs,
+    rung_scaler,
     segment_name,
     segment_sps_command,
     segment_streams_command,
@@ -163,6 +164,30 @@ def test_a_rung_the_picture_already_fills_is_not_scaled(
         chain = fit_filter(rung.width, rung.height)
         expected = "setsar=1" if fit else chain
         assert f"[s{i}]{expected},format=yuv420p[v{i}]" in graph.split(";")
+
+
+def test_a_rung_at_ultrafast_is_scaled_bilinear() -> None:
+    assert (rung_scaler("ultrafast"), rung_scaler("veryfast"), rung_scaler("")) == (
+        "bilinear",
+        "bicubic",
+        "bicubic",
+    )
+    assert fit_filter(1280, 720, "bilinear") == FIT_720.replace(
+        "scale=w=", "scale=flags=bilinear:w="
+    )
+    src = info(width=3840, height=2160)  # both rungs scaled
+    fast = transcode_command("/in.mp4", "/o", src, DEFAULT_LADDER, preset="ultrafast")
+    mixed = transcode_command(
+        "/in.mp4", "/o", src, DEFAULT_LADDER, preset="medium", presets={"720p": "ultrafast"}
+    )
+    for cmd, scalers in ((fast, ("bilinear", "bilinear")), (mixed, ("bilinear", "bicubic"))):
+        parts = opt(cmd, "-filter_complex").split(";")
+        for i, (rung, scaler) in enumerate(zip(DEFAULT_LADDER, scalers, strict=True)):
+            assert (
+                f"[s{i}]{fit_filter(rung.width, rung.height, scaler)},format=yuv420p[v{i}]" in parts
+            )
+        # the stills keep the default
+        assert f"[th0]{fit_filter(640, 360)}[thumb]" in parts
 
 
 def test_one_audio_encode_per_audio_bit_rate() -> None:
