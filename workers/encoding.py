@@ -378,6 +378,10 @@ def transcode_command(
                 "hls_segment_type": "mpegts",
                 "start_number": "1",
                 "hls_segment_filename": str(out / segment_pattern(rung)),
+                # ffmpeg's -muxdelay default, which only reaches the outputs it opens
+                # itself: without it the MPEG-TS muxer puts every AAC frame in a PES
+                # of its own (+1.5% bytes on a 720p rendition)
+                "max_delay": str(MUX_MAX_DELAY_US),
             },
             str(out / playlist_name(rung)),
         )
@@ -487,6 +491,10 @@ def stream_options(args: Sequence[str], stream: str) -> list[str]:
         out += [f"{base}:{stream}", value]
     return out
 
+
+#: The MPEG-TS muxer's longest wait before it writes what it holds of a stream (µs):
+#: audio frames are packed into PES packets of up to this much (ffmpeg's -muxdelay).
+MUX_MAX_DELAY_US = 700_000
 
 #: What libavutil's av_get_token stops at or unquotes at each level of a tee muxer's
 #: output name (libavformat/tee.c): the list of outputs splits at '|', then an

@@ -334,6 +334,7 @@ def test_transcode_command_rendition_options() -> None:
         ":f=hls:hls_time=4:hls_playlist_type=vod:hls_flags=independent_segments"
         ":hls_segment_type=mpegts:start_number=1:hls_segment_filename=/work/out/"
     )
+    mux = ":max_delay=700000"
     assert renditions == [
         *("-map", "[v0]", "-map", "[v1]", "-map", "[a0]"),
         *("-map_metadata", "-1", "-map_chapters", "-1"),
@@ -342,8 +343,8 @@ def test_transcode_command_rendition_options() -> None:
         *("-c:a:0", "aac", "-b:a:0", "128000", "-ar:a:0", "48000", "-ac:a:0", "2"),
         "-f",
         "tee",
-        f"[select=v\\\\:0,a\\\\:0{hls}720p_%04d.ts]/work/out/720p.m3u8"
-        f"|[select=v\\\\:1,a\\\\:0{hls}1080p_%04d.ts]/work/out/1080p.m3u8",
+        f"[select=v\\\\:0,a\\\\:0{hls}720p_%04d.ts{mux}]/work/out/720p.m3u8"
+        f"|[select=v\\\\:1,a\\\\:0{hls}1080p_%04d.ts{mux}]/work/out/1080p.m3u8",
     ]
     thumb = output_args(cmd, "/work/out/thumbnail.jpg")
     assert thumb == [
