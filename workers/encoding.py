@@ -232,9 +232,10 @@ def filter_graph(
 
 def rung_scaler(preset: str) -> str:
     """The scaling algorithm of a rung encoded at x264 `preset`: bilinear at
-    `ultrafast` (the first of two stages, chosen for speed: 0.7 CPU-s less than bicubic
-    per 30 s of 1080p30 to 720p, on ffmpeg's main thread; that rendition's SSIM was the
-    same, 0.9637 against 0.9634, bench/README.md), bicubic at every other."""
+    `ultrafast` (the first of two stages, chosen for speed and replaced within minutes:
+    0.7 CPU-s less than bicubic per 30 s of 1080p30 to 720p, on ffmpeg's main thread;
+    that rendition's SSIM moved by -0.002 to +0.003 with the source, bench/README.md),
+    bicubic at every other."""
     return "bilinear" if preset == "ultrafast" else "bicubic"
 
 
