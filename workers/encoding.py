@@ -329,6 +329,7 @@ def transcode_command(
     gop = max(1, round(segment_seconds * fps))
     at = thumbnail_time(info.duration) if thumb_at is None else thumb_at
     seg = _num(segment_seconds)
+    rung_presets = {r.name: (presets or {}).get(r.name, preset) for r in ladder}
 
     cmd = [
         "ffmpeg",
@@ -350,20 +351,19 @@ def transcode_command(
             frame_interval=frame_interval,
             loudness=loudness,
             stills=stills,
-            presets={r.name: (presets or {}).get(r.name, preset) for r in ladder},
+            presets=rung_presets,
         ),
     ]
     # One output, ffmpeg's tee muxer, holds every rung's video and one AAC stream per
     # audio bit rate; each HLS muxer behind it takes its rung and that rung's audio. So
     # the audio is encoded once, not once per rung (ffmpeg 5.1 encodes audio on its main
     # thread, beside the filter graph: 1.2 CPU-s per 30 s stereo at 128 kbit/s).
-    rung_preset = presets or {}
     rates = audio_bitrates(ladder)
     cmd += [arg for i in range(len(ladder)) for arg in ("-map", f"[v{i}]")]
     cmd += [arg for j in range(len(rates)) for arg in ("-map", f"[a{j}]")]
     cmd += ["-map_metadata", "-1", "-map_chapters", "-1"]
     for i, rung in enumerate(ladder):
-        video = video_encoder_args(rung, fps, gop=gop, preset=rung_preset.get(rung.name, preset))
+        video = video_encoder_args(rung, fps, gop=gop, preset=rung_presets[rung.name])
         keyframes = ["-force_key_frames", f"expr:gte(t,n_forced*{seg})"]
         cmd += stream_options([*video, *keyframes], f"v:{i}")
     for j, rate in enumerate(rates):

@@ -181,8 +181,7 @@ async def probe(
     path: str | os.PathLike[str], limits: Limits | None = None, *, timeout: float = 60.0
 ) -> MediaInfo:
     """ffprobe an upload and validate it; `BadInput` (readable `.reason`) if unusable."""
-    info = await _probe_streams(path, limits or Limits(), timeout)
-    await _check_picture(path, info, timeout)
+    info, _ = await probe_and_measure(path, limits, loudness=False, timeout=timeout)
     return info
 
 
