@@ -25,6 +25,8 @@ RUN npm ci --omit=dev --no-audit --no-fund
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
+COPY core/ core/
+COPY migrations/ migrations/
 COPY storyforge/ storyforge/
 COPY origin/ origin/
 COPY workers/ workers/

@@ -2,7 +2,7 @@
 
 `build_py` (run by `pip wheel .`, `pip install .` and `pip install -e .`) first copies
 the npm package's build, `node_modules/hls.js/dist/hls.min.js`, and its LICENSE into
-`origin/static/vendor/hls.js/` (git-ignored, never committed), where package data picks
+`origin/playback/static/vendor/hls.js/` (git-ignored, never committed), where package data picks
 them up. Run `npm ci` first (scripts/setup does): without hls.js the build stops.
 Everything else about the distribution is in pyproject.toml.
 """
@@ -17,7 +17,7 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 NPM_PACKAGE = ROOT / "node_modules" / "hls.js"
-VENDOR_DIR = ROOT / "origin" / "static" / "vendor" / "hls.js"
+VENDOR_DIR = ROOT / "origin" / "playback" / "static" / "vendor" / "hls.js"
 VENDORED = {"dist/hls.min.js": "hls.min.js", "LICENSE": "LICENSE"}  # npm path -> ours
 
 

@@ -3,7 +3,7 @@
 In one run, on this machine: a private PostgreSQL cluster (storyforge.dev.cluster) and
 LocalStorage in a scratch directory. One 30 s 720p clip per frame rate (24, 25, 30 and
 50 fps; lavfi testsrc2 + sine at 1280x720) goes through the product's transcode once
-(`workers.ffmpeg.transcode`, the 720p rung; kept in bench/out/export-sources/). Each
+(`workers.media.ffmpeg.transcode`, the 720p rung; kept in bench/out/export-sources/). Each
 is then published again and again as different segments of one scene
 (`catalog.publish_segment`, objects copied through the Storage protocol), the rates
 cycling, so joins between clips of different frame rates and H.264 levels are the rule.
@@ -11,7 +11,7 @@ cycling, so joins between clips of different frame rates and H.264 levels are th
 - **Ours.** `exports.start_export` queues the `export` job; a separate process runs the
   product's job loop with the product's export handler (on uvloop, like `storyforge
   worker`) until that job is done: fetch through LocalStorage, join, remux to a
-  fragmented MP4, rewrite it progressive (`workers.mp4flat`, a child process), check,
+  fragmented MP4, rewrite it progressive (`workers.media.mp4flat`, a child process), check,
   upload to the exports bucket, publish. Timed: the handler, from its start to its
   return. Peak RSS: `getrusage` of that process (`RUSAGE_SELF`, imports included) and
   of its children (`RUSAGE_CHILDREN`: the largest child it ran, ffmpeg or mp4flat);
@@ -49,13 +49,13 @@ from typing import Any
 
 import benchutil
 
-from origin import catalog, db, exportplan, exports, layout, playlists
-from origin.settings import Settings
-from origin.storage import open_configured_storage
+from core import catalog, db, exportplan, exports, layout, playlists
+from core.settings import Settings
+from core.storage import open_configured_storage
 from storyforge.dev.cluster import open_cluster
-from workers import ffmpeg as sf_ffmpeg
-from workers.encoding import DEFAULT_LADDER
-from workers.transcode import clip_renditions
+from workers.jobs.transcode import clip_renditions
+from workers.media import ffmpeg as sf_ffmpeg
+from workers.media.encoding import DEFAULT_LADDER
 
 RATES = (24, 25, 30, 50)
 SECONDS = 30
@@ -159,8 +159,8 @@ def job_main(dsn: str, root: str) -> int:
     """The job process: the product's job loop and export handler for one job."""
     import uvloop
 
-    from workers import export
-    from workers.worker import run_worker
+    from workers.jobs import export
+    from workers.runtime.loop import run_worker
 
     settings = Settings.from_env({}, database_url=dsn, storage_root=Path(root))
     timing: dict[str, float] = {}

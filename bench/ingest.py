@@ -4,7 +4,7 @@ In one run, on this machine:
 
 1. Pipelines. A 60 s 1080p30 clip with audio (lavfi testsrc2 + sine, encoded once with
    libx264 at 8 Mbit/s, like a phone's) goes through
-   - ours: ``workers.ffmpeg.probe`` + ``measure_loudness`` + ``transcode`` (the product
+   - ours: ``workers.media.ffmpeg.probe`` + ``measure_loudness`` + ``transcode`` (the product
      code: the audio-only loudness measurement, then one ffmpeg run for both renditions,
      both thumbnails and the timeline frames, then the read-back of the outputs and the
      Pillow storyboard), and
@@ -54,12 +54,12 @@ from typing import Any
 import benchutil
 import seed_pipeline
 
-from origin.settings import Settings
-from workers import ffmpeg as sf_ffmpeg
-from workers.encoding import DEFAULT_LADDER, media_segments
-from workers.h264 import fps_fraction, output_fps
-from workers.loudness import plan as loudness_plan
-from workers.probe import Limits
+from core.settings import Settings
+from workers.media import ffmpeg as sf_ffmpeg
+from workers.media.encoding import DEFAULT_LADDER, media_segments
+from workers.media.h264 import fps_fraction, output_fps
+from workers.media.loudness import plan as loudness_plan
+from workers.media.probe import Limits
 
 SOURCE_BITRATE = "8M"  # a phone's 1080p30 H.264 is 8-17 Mbit/s
 SOURCE_FPS = 30

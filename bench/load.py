@@ -49,7 +49,7 @@ import asyncpg
 import benchutil
 from serve import create_scene, start_cluster, start_origin, stop, store_segment_files
 
-from origin import catalog, layout
+from core import catalog, layout
 from storyforge.dev.cluster import Cluster
 
 BUFFER_AHEAD = 30.0  # hls.js maxBufferLength (s)

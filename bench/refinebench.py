@@ -4,7 +4,7 @@ On four lavfi sources (noisy testsrc2, a mandelbrot zoom, a smooth gradient, a s
 card; 1080p30 with a tone, encoded once like a phone's upload):
 
 1. Quality per bit. Every rung of the final generation (the product's refinement:
-   ``workers.ffmpeg.encode_renditions`` at REFINE_PRESET, after the same probe and
+   ``workers.media.ffmpeg.encode_renditions`` at REFINE_PRESET, after the same probe and
    loudness plan as the transcode) beside the seed's pipeline as the seed writes it
    (one ffmpeg run per rendition, preset ``medium``, `bench/seed_pipeline.py`) at the
    same bit rates: SSIM All against the source scaled to the rung (target: final >=
@@ -16,7 +16,7 @@ card; 1080p30 with a tone, encoded once like a phone's upload):
 3. Two uploads in a row, A then B (the noisy clip twice): B's time to playable alone,
    and while A's refinement runs beside it on the same cores (two worker slots; the
    refinement at the refine job's niceness). With one worker slot the claim order
-   (``origin.queue.PRIORITIES``) runs B's transcode before A's refinement, so B waits
+   (``core.queue.PRIORITIES``) runs B's transcode before A's refinement, so B waits
    for A's transcode only, as with REFINE=off: that figure is derived from the
    measured stage times.
 """
@@ -36,13 +36,13 @@ import benchutil
 import seed_pipeline
 from ingest import SOURCE_FPS, _cpu, make_clip, ssim
 
-from origin import queue
-from origin.settings import Settings
-from workers import ffmpeg as sf_ffmpeg
-from workers.encoding import ladder_of, media_segments, stage_presets
-from workers.probe import Limits
-from workers.refine import NICENESS
-from workers.transcode import preflight
+from core import queue
+from core.settings import Settings
+from workers.jobs.refine import NICENESS
+from workers.jobs.transcode import preflight
+from workers.media import ffmpeg as sf_ffmpeg
+from workers.media.encoding import ladder_of, media_segments, stage_presets
+from workers.media.probe import Limits
 
 SIZE = "1920x1080"
 SOURCES: dict[str, str] = {
@@ -57,7 +57,7 @@ LIMITS = Limits(max_duration=3600.0)
 
 async def _plan(source: Path, settings: Settings) -> tuple[Any, Any]:
     """What both jobs do first: probe, and the loudness measurement beside its picture
-    check (`workers.transcode.preflight`)."""
+    check (`workers.jobs.transcode.preflight`)."""
     return await preflight(settings, source, LIMITS)
 
 

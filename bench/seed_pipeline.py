@@ -10,8 +10,8 @@ with ``subprocess.run``, as in the seed.
 
 What is NOT the seed's: the encoder settings. So that the benchmark compares pipelines
 and not encoder settings, every run uses exactly the x264/AAC settings of our
-transcoder (`workers.encoding.transcode_command`): the same preset (the default of
-`workers.ffmpeg.transcode`), profile and level, bitrate, maxrate (1.5x), bufsize (2x),
+transcoder (`workers.media.encoding.transcode_command`): the same preset (the default of
+`workers.media.ffmpeg.transcode`), profile and level, bitrate, maxrate (1.5x), bufsize (2x),
 the same keyframe cadence (IDR every `hls_time` seconds, closed GOPs, no scene-cut
 keyframes: without it the seed's 4 s segments come out 8.3 s long, x264's default GOP),
 the same ``-hls_time``, 8-bit 4:2:0 output, and AAC-LC 128 kbit/s 48 kHz stereo.
@@ -31,11 +31,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workers import encoding
-from workers import ffmpeg as sf_ffmpeg
-from workers.encoding import DEFAULT_LADDER, Rung
-from workers.h264 import fps_fraction, level_name, output_fps
-from workers.probe import parse_rate
+from workers.media import encoding
+from workers.media import ffmpeg as sf_ffmpeg
+from workers.media.encoding import DEFAULT_LADDER, Rung
+from workers.media.h264 import fps_fraction, level_name, output_fps
+from workers.media.probe import parse_rate
 
 #: Our transcoder's defaults, read from the product code.
 _TRANSCODE_DEFAULTS = inspect.signature(sf_ffmpeg.transcode).parameters

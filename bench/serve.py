@@ -56,9 +56,9 @@ from typing import Any
 import asyncpg
 import benchutil
 
-from origin import catalog, db, layout, playlists
-from origin.handlers import scenes as scene_handlers
-from origin.storage import open_storage
+from core import catalog, db, layout, playlists
+from core.storage import open_storage
+from origin.playback import routes as scene_handlers
 from storyforge.dev.cluster import Cluster, free_port, open_cluster
 
 SCENE_CLIPS = 50
@@ -794,7 +794,7 @@ def main(argv: list[str] | None = None) -> int:
         signing_env: dict[str, str] = {}
         token_query = ""
         if a.signing == "hmac":
-            from origin import signing
+            from core import signing
 
             signing_env = {"SIGNING": "hmac", "HMAC_KEYS": f"bench:{os.urandom(24).hex()}"}
             key = signing.parse_hmac_keys(signing_env["HMAC_KEYS"])[0]

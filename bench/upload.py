@@ -40,7 +40,7 @@ import aiohttp
 import benchutil
 from wake import TOKEN, _readyz, _scene  # the same cluster, origin and token
 
-from origin import db
+from core import db
 from storyforge.dev.cluster import free_port, open_cluster
 
 CHUNK = 5 * 1024 * 1024

@@ -2,7 +2,7 @@
 
 In one run, on this machine: a private PostgreSQL cluster (storyforge.dev.cluster), the origin
 as ``storyforge serve`` (LocalStorage) and a worker process running the product's job
-loop (``workers.worker.run_worker``, on uvloop like ``storyforge worker``) with the
+loop (``workers.runtime.loop.run_worker``, on uvloop like ``storyforge worker``) with the
 default poll interval. Its ``transcode`` handler only notes the moment it is called
 (``time.monotonic()``, one clock for every process on Linux) and returns: what is
 measured is how long a queued job waits for an idle worker, not ffmpeg.
@@ -42,7 +42,7 @@ from typing import Any
 import aiohttp
 import benchutil
 
-from origin import db
+from core import db
 from storyforge.dev.cluster import free_port, open_cluster
 
 TOKEN = "bench-" + secrets.token_hex(12)
@@ -58,7 +58,7 @@ def worker_main(mode: str) -> int:
     """The worker process: the product's job loop with a handler that reports starts."""
     import uvloop
 
-    from workers.worker import JobContext, run_worker
+    from workers.runtime.loop import JobContext, run_worker
 
     async def started(ctx: JobContext) -> None:
         print(f"started {ctx.job_id} {time.monotonic():.6f}", flush=True)
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.worker:
         return worker_main(a.worker)
 
-    from workers.worker import run_worker
+    from workers.runtime.loop import run_worker
 
     poll_interval = inspect.signature(run_worker).parameters["poll_interval"].default
     quiet = benchutil.wait_quiet(timeout=0 if a.no_wait else 600)

@@ -11,7 +11,7 @@ locals {
   cdn_base_url = "https://${var.cdn_aliases[0]}"
 
   # The query parameters each SIGNING mode puts on media URLs (README "Signed URLs";
-  # origin/signing.py). tests/integration/test_infra.py compares these with the code.
+  # core/signing.py). tests/integration/test_infra.py compares these with the code.
   signing_query_strings = {
     none       = []
     cloudfront = ["Policy", "Signature", "Key-Pair-Id"]
@@ -30,9 +30,9 @@ locals {
   media_key_query    = var.signing_mode == "hmac" ? local.signing_query : []
 
   # One cache policy per file kind. Each TTL is the max-age of the Cache-Control the
-  # origin sends for that kind (origin/layout.py); default = max so CloudFront never
+  # origin sends for that kind (core/layout.py); default = max so CloudFront never
   # keeps a file longer than the origin says, min = 0 so `private`/`no-store` answers
-  # are not cached. tests/integration/test_infra.py compares them with origin.layout.
+  # are not cached. tests/integration/test_infra.py compares them with core.layout.
   cache_policies = {
     # 720p_0001.ts: layout.IMMUTABLE
     segment_media = { ttl = 31536000, query = local.media_key_query, compress = false, comment = "HLS media segments (.ts): immutable" }

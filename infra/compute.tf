@@ -20,7 +20,7 @@ locals {
     migrate = ["migrate"]
   }
 
-  # Job kinds the workers handle (workers/main.py handlers()); their queued counts drive
+  # Job kinds the workers handle (workers/runtime/main.py handlers()); their queued counts drive
   # worker scale-out. A kind no worker handles stays queued forever and must not keep
   # the service at its maximum, so this is not "every kind in the jobs table".
   # `refine` too: a backlog of refinements (issue 17) is worth workers, bytes cost more.

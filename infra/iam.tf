@@ -14,7 +14,7 @@
 #   CreateBucket, ListBuckets                         not granted: terraform creates the
 #                                                     buckets, and the code calls these only
 #                                                     when HeadBucket says a bucket is missing
-#   CreateInvalidation (origin/cdn.py, run by the     cloudfront:CreateInvalidation, workers only
+#   CreateInvalidation (core/cdn.py, run by the     cloudfront:CreateInvalidation, workers only
 #   jobs that publish, remove clips, delete scenes)
 
 locals {
@@ -81,8 +81,8 @@ resource "aws_iam_role_policy" "execution" {
 # ---------------------------------------------------------------------------- origin task role
 # Reads media of the videos, assets and exports buckets; writes uploads (and removes
 # rejected ones) under internal/jobs/, the assets the API writes (avatars, topic
-# icons, scene references: origin/assets.py) and the thumbnails it grabs at a moment
-# under videos/{scene}/{segment}/stills/ (origin/stills.py). Never writes or deletes
+# icons, scene references: origin/assets/service.py) and the thumbnails it grabs at a moment
+# under videos/{scene}/{segment}/stills/ (origin/playback/stills.py). Never writes or deletes
 # published media.
 
 data "aws_iam_policy_document" "origin_task" {

@@ -2,7 +2,7 @@
 #
 # Keys carry no bucket prefix (videos: {sceneId}/{segmentId}/..., internal: jobs/...),
 # so lifecycle rules select objects by the `type` tag every object is written with
-# (origin/layout.py: source, hls, thumbnail, export, internal) or by bucket. The seed's
+# (core/layout.py: source, hls, thumbnail, export, internal) or by bucket. The seed's
 # §9.1 filtered on videos/, exports/ and internal/ prefixes that exist in no bucket.
 
 resource "aws_s3_bucket" "videos" {

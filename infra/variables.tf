@@ -24,7 +24,7 @@ variable "image" {
 }
 
 # ---------------------------------------------------------------------------- buckets
-# Defaults are the origin's own defaults (origin/settings.py); bucket names are global,
+# Defaults are the origin's own defaults (core/settings.py); bucket names are global,
 # so a real deployment sets its own. The task definitions pass them as VIDEOS_BUCKET etc.
 
 variable "videos_bucket" {

@@ -1,5 +1,5 @@
 """Running the origin app: the runner (`FAST_PATH=on`: the fast path's runner,
-origin/fastpath/; off: the plain `AppRunner` with the header timeout of
+origin/http/fastpath.py; off: the plain `AppRunner` with the header timeout of
 origin/http/connection.py, both with the access-log hook of origin/http/access.py)
 and `serve`, which listens until SIGINT/SIGTERM and then stops gracefully."""
 
@@ -13,13 +13,10 @@ from typing import Any
 from aiohttp import web
 
 from origin import keys
-from origin.fastpath import FastPathRunner
-from origin.fastpath.connection import KEEPALIVE_SECONDS
-from origin.fastpath.scenes import warm_scene_documents
 from origin.http.access import access_log_class
-from origin.http.body import UPLOAD_SLOTS
 from origin.http.connection import BoundedRunner
-from origin.http.drain import DRAINING
+from origin.http.fastpath import KEEPALIVE_SECONDS, FastPathRunner
+from origin.playback.warm import warm_scene_documents
 
 log = logging.getLogger("storyforge.origin")
 CUT_SECONDS = 2.0  # after the grace period: for the 503s of cut uploads to go out
@@ -48,9 +45,9 @@ async def drain(runner: web.AppRunner, grace: float) -> None:
     (a body still arriving is answered 503, drain.py), log each, and close every
     connection."""
     app = runner.app
-    draining = app[DRAINING]
+    draining = app[keys.DRAINING]
     draining.stopping = True
-    app[UPLOAD_SLOTS].closed = True
+    app[keys.UPLOAD_SLOTS].closed = True
     for site in list(runner.sites):
         await site.stop()  # the listening socket only; connections stay
     if draining.live:

@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
         "migrate",
         help="apply pending database migrations",
         description="Apply the pending migrations shipped in the package "
-        "(origin/migrations/NNNN_*.sql) in order, each in a transaction, under an advisory "
+        "(migrations/NNNN_*.sql) in order, each in a transaction, under an advisory "
         "lock. Refuse (exit status 2) if none are found, if an applied file was edited, or if "
         "the database holds migrations this version does not know.",
     )
@@ -128,8 +128,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from origin import logs
-    from origin.settings import ConfigError, Settings
+    from core import logs
+    from core.settings import ConfigError, Settings
 
     try:
         if args.command == "dev":
@@ -165,8 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _startup_errors() -> tuple[type[BaseException], ...]:
-    from origin.db import DatabaseError
-    from origin.storage import StorageError
+    from core.db import DatabaseError
+    from core.storage import StorageError
 
     return (DatabaseError, StorageError)
 
@@ -178,7 +178,7 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 
 def _migrate(settings) -> int:
-    from origin import db
+    from core import db
 
     try:
         with asyncio.Runner(loop_factory=_new_loop) as runner:
@@ -249,7 +249,7 @@ def _serve_processes(n: int, host: str, port: int, grace: float) -> int:
 
 
 def _worker(settings, concurrency: int, grace: float) -> int:
-    from workers.main import run
+    from workers.runtime.main import run
 
     if concurrency < 1:
         raise StartupError("--concurrency must be at least 1")
@@ -278,8 +278,8 @@ def _jobs(settings, args: argparse.Namespace) -> int:
 def _gc(settings, *, apply: bool, min_age_hours: float) -> int:
     from datetime import timedelta
 
-    from origin import db, gc
-    from origin.storage import open_configured_storage
+    from core import db, gc
+    from core.storage import open_configured_storage
 
     if not min_age_hours >= 0:
         raise StartupError(f"--min-age must be >= 0 hours, not {min_age_hours}")

@@ -1,5 +1,5 @@
 """`storyforge jobs list|show|retry|cancel`: the job table for operators, read and
-changed through the named queries of `origin/sql/operator.sql` and `origin/queue.py`.
+changed through the named queries of `core/sql/operator.sql` and `core/queue.py`.
 
 Retrying and cancelling keep what the job works for consistent, in the transaction
 that changes the job (job row locked first, as a publish does): a retried transcode's
@@ -7,7 +7,7 @@ clip is `processing` again (refused when its upload is no longer kept), a retrie
 export's row likewise; a cancelled transcode fails its clip, a cancelled export its
 export (each with its event), and a cancelled webhook job's delivery is dead so the
 scene's next one goes out. A running job is cancelled with its lease kept, so its
-worker's fenced publish fails (origin/queue.py).
+worker's fenced publish fails (core/queue.py).
 
 Exit status: 0 done, 1 refused or no such job (the reason on stderr), 2 start-up
 error (configuration, database unreachable).
@@ -27,9 +27,9 @@ from typing import Any
 
 import asyncpg
 
-from origin import catalog, db, exports, layout, outbox, queue
-from origin.settings import Settings
-from origin.storage import ObjectNotFound, open_configured_storage
+from core import catalog, db, exports, layout, outbox, queue
+from core.settings import Settings
+from core.storage import ObjectNotFound, open_configured_storage
 
 EXIT_REFUSED = 1
 CANCEL_REASON = "cancelled by an operator (storyforge jobs cancel)"

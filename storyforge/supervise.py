@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from origin.backoff import backoff_seconds
+from core.backoff import backoff_seconds
 from storyforge import StartupError
 
 log = logging.getLogger("storyforge.supervise")

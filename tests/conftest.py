@@ -59,7 +59,7 @@ def _database(pg_cluster, *, migrated: bool) -> Iterator[str]:
 
     import asyncpg
 
-    from origin import db
+    from core import db
 
     name = "t_" + uuid.uuid4().hex[:12]
     admin = pg_cluster.dsn.rsplit("/", 1)[0] + "/postgres"
@@ -102,7 +102,7 @@ async def fresh_pool(fresh_db):
     jobs can be claimed by the test's or the other way round."""
     import asyncpg
 
-    from origin import db
+    from core import db
 
     conn = await asyncpg.connect(fresh_db)
     try:
@@ -147,7 +147,7 @@ def fast_path(request) -> bool:
 @pytest.fixture
 def settings(pg_dsn, tmp_path, fast_path):
     """Settings for an origin + workers on the test database and LocalStorage."""
-    from origin.settings import Settings
+    from core.settings import Settings
 
     return Settings.from_env(
         {},
@@ -182,7 +182,7 @@ async def origin_client(settings):
 @pytest.fixture
 async def pool(settings):
     """A connection pool on the test database (modules may define their own)."""
-    from origin import db
+    from core import db
 
     p = await db.connect_pool(settings.database_url, size=4)
     yield p
@@ -195,11 +195,11 @@ async def run_workers(settings):
     stopped at teardown."""
     import asyncio
 
-    from origin import db
-    from origin.cdn import open_invalidations
-    from origin.storage import open_configured_storage
-    from workers.main import handlers
-    from workers.worker import run_worker
+    from core import db
+    from core.cdn import open_invalidations
+    from core.storage import open_configured_storage
+    from workers.runtime.loop import run_worker
+    from workers.runtime.main import handlers
 
     started: list[tuple[asyncio.Task, asyncio.Event]] = []
     pool = await db.connect_pool(settings.database_url, size=6)

@@ -3,7 +3,7 @@ been sent completely. Both hang on aiohttp's documented access-logger hook
 (`AppRunner(access_log_class=...)`, `aiohttp.abc.AbstractAccessLogger`), which
 aiohttp calls after the last byte of each answer it makes, so a log line's duration
 covers sending the body too. The fast path logs and counts its own answers with the
-same `log_request` and counters (origin/fastpath/). A request whose client went away
+same `log_request` and counters (origin/http/fastpath.py). A request whose client went away
 before its answer was logged and counted by the middleware already (CLIENT_CLOSED)."""
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ import logging
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from core.logs import log_request
 from origin import keys
-from origin.http.drain import DRAINING
 from origin.http.fields import REQUEST_ID
-from origin.logs import log_request
 
 log = logging.getLogger("storyforge.origin")
 SLOW_SECONDS = 1.0  # ACCESS_LOG=errors also logs answers slower than this
@@ -45,7 +44,7 @@ def access_log_class(app: web.Application) -> type[AbstractAccessLogger]:
     connection with its own arguments, so the app's settings are bound here)."""
     mode = app[keys.SETTINGS].access_log
     stats = app[keys.HTTP_STATS]
-    draining = app[DRAINING]
+    draining = app[keys.DRAINING]
 
     class AccessLog(AbstractAccessLogger):
         def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:

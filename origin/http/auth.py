@@ -1,8 +1,8 @@
 """Who may do what: the bearer token of the JSON API, and the signing guard that
 checks every `/v/` and `/e/` request, and every request for a scene's references
 under `/a/scenes/{sceneId}/reference/` (origin secret header, HMAC token), before a
-handler runs. The signatures themselves are pure functions in origin/signing.py;
-minting for viewers is in origin/handlers/signed.py."""
+handler runs. The signatures themselves are pure functions in core/signing.py;
+minting for viewers is in origin/playback/cookies.py."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from origin import keys, signing
-from origin.errors import ApiError, error_response
-from origin.scenecache import LRU
-from origin.settings import Settings
+from core import signing
+from core.lru import LRU
+from core.settings import Settings
+from origin import keys
+from origin.http.errors import ApiError, error_response
 
 _SIGNED_PREFIXES = ("/v/", "/e/")
 _SCENE_ASSETS = "/a/scenes/"
@@ -85,7 +86,6 @@ class SigningState:
         return self.config.enabled or bool(self.origin_secret)
 
 
-SIGNING = web.AppKey("signing", SigningState)
 # the query (no "?") that carries the viewer's authorisation into emitted URIs
 AUTH_QUERY = web.RequestKey("sf_auth_query", str)
 
@@ -116,7 +116,7 @@ def admit(
 ) -> str | signing.Denied:
     """The guard's verdict on one `/v/` or `/e/` request (pure but for the state's
     clock): the origin secret header when configured (the CDN adds it), then in hmac
-    mode the viewer's token (origin.signing.verify). Admitted, it is the query that
+    mode the viewer's token (core.signing.verify). Admitted, it is the query that
     carries the viewer's authorisation into the children of what is served: the
     token in hmac mode, the CloudFront policy query CloudFront forwarded, or ""."""
     if state.origin_secret:
@@ -166,7 +166,7 @@ async def signing_guard(
     path = request.path
     if request.method == "OPTIONS" or not is_signed_path(path):
         return await handler(request)
-    state = request.app[SIGNING]
+    state = request.app[keys.SIGNING]
     verdict = admit(
         state,
         path,

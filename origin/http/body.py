@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from origin.errors import ApiError, error_response
+from origin.http.errors import ApiError, bad_request, error_response
 
 RETRY_AFTER_SECONDS = 5  # what a refused upload is told to wait
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -84,9 +85,6 @@ class UploadSlots:
             self.taken -= 1
 
 
-UPLOAD_SLOTS: web.AppKey[UploadSlots] = web.AppKey("upload_slots", UploadSlots)
-
-
 async def defer_continue(request: web.Request) -> web.Response | None:
     """A route's `expect_handler`: unlike aiohttp's default it sends nothing when the
     request arrives (`send_continue` does, once the handler's checks passed); an
@@ -148,3 +146,19 @@ async def chunks(request: web.Request, size: int, idle: float) -> AsyncIterator[
         if not chunk:
             return
         yield chunk
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """A JSON API request's body: one JSON object (415 for another type, 400 when it
+    is not JSON or not an object)."""
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send application/json")
+    try:
+        body = await request.json()
+    except ValueError:
+        raise bad_request("the body is not valid JSON") from None
+    except RecursionError:  # json's decoder gives up on deep nesting this way
+        raise bad_request("the body's JSON is nested too deeply") from None
+    if not isinstance(body, dict):
+        raise bad_request("the body must be a JSON object")
+    return body

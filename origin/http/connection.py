@@ -26,7 +26,7 @@ from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.web_protocol import RequestHandler
 
 from origin import keys
-from origin.metrics import HttpStats
+from origin.http.stats import HttpStats
 
 log = logging.getLogger("storyforge.origin")
 LINGER_SECONDS = 1.0  # a late head's connection stays half-closed this long

@@ -49,6 +49,3 @@ class Draining:
                 what = "answer not finished: connection closed"
             lines.append(f"{request.method} {request.path} ({what})")
         return lines
-
-
-DRAINING: web.AppKey[Draining] = web.AppKey("draining", Draining)

@@ -15,15 +15,15 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from origin import db, keys
-from origin.errors import ApiError, error_response
+from core import db
+from core.logs import new_request_id, request_id
+from core.queue import QueueUnavailable
+from core.storage import BadGateway, ObjectNotFound, RangeNotSatisfiable, StorageError
+from origin import keys
 from origin.http.access import CLIENT_CLOSED, route_of
 from origin.http.body import ClientClosed
-from origin.http.drain import DRAINING
+from origin.http.errors import ApiError, error_response
 from origin.http.fields import REQUEST_ID, cors_preflight
-from origin.logs import new_request_id, request_id
-from origin.queue import QueueUnavailable
-from origin.storage import BadGateway, ObjectNotFound, RangeNotSatisfiable, StorageError
 
 log = logging.getLogger("storyforge.origin")
 
@@ -47,7 +47,7 @@ async def in_flight(request: web.Request, handler: Handler) -> web.StreamRespons
     until their answer is sent (the access log ends them) for a graceful stop; while
     the process stops, every answer closes its connection."""
     stats = request.app[keys.HTTP_STATS]
-    draining = request.app[DRAINING]
+    draining = request.app[keys.DRAINING]
     stats.in_flight += 1
     draining.begin(request)
     try:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from origin import db, logs
+from core import db, logs
 from storyforge import StartupError, supervise
 from storyforge.dev import supervisor
 from storyforge.dev.cluster import ClusterError, free_port, open_cluster

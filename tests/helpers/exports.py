@@ -18,9 +18,9 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from origin import catalog, db, layout
+from core import catalog, db, layout
+from core.storage import Storage, open_configured_storage
 from origin.app import create_app
-from origin.storage import Storage, open_configured_storage
 from tests.helpers.clips import FFMPEG, FFPROBE, make_clip
 from tests.helpers.scenes import AUTH, new_scene, upload, wait_done
 from tests.helpers.servers import OriginTestServer

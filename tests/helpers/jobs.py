@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 
 import asyncpg
 
-from origin import queue
-from origin.storage import Storage
-from workers.worker import Handler, run_worker
+from core import queue
+from core.storage import Storage
+from workers.runtime.loop import Handler, run_worker
 
 
 async def wait_job(

@@ -10,8 +10,8 @@ import os
 import time
 from pathlib import Path
 
-from origin import db, layout
-from origin.storage import open_configured_storage
+from core import db, layout
+from core.storage import open_configured_storage
 
 API_TOKEN = "test-token-0123456789"
 AUTH = f"Bearer {API_TOKEN}"

@@ -12,9 +12,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from origin.fastpath import FastPathRunner
-from origin.fastpath.connection import WarmAnswer
 from origin.http.access import access_log_class
+from origin.http.fastpath import FastPathRunner, WarmAnswer
 from origin.server import make_runner
 
 

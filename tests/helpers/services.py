@@ -38,7 +38,7 @@ def migrated_cluster(prefix: str = "storyforge-pg-") -> Iterator[Cluster]:
     stopped and removed afterwards."""
     import asyncio
 
-    from origin import db
+    from core import db
 
     base = Path(tempfile.mkdtemp(prefix=prefix))
     cluster = open_cluster(base / "data")

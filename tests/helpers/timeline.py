@@ -1,11 +1,11 @@
-"""Clips as the stitcher sees them (origin.playlists.Clip), built from EXTINF lists, for
+"""Clips as the stitcher sees them (core.playlists.Clip), built from EXTINF lists, for
 the unit tests of what is placed on a scene's timeline (chapters, thumbnails)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from origin.playlists import Clip, Rendition
+from core.playlists import Clip, Rendition
 
 LADDER = {"720p": (1280, 720), "1080p": (1920, 1080)}
 

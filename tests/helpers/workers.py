@@ -7,12 +7,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from origin import db
-from origin.cdn import open_invalidations
-from origin.settings import Settings
-from origin.storage import open_configured_storage
-from workers.main import handlers
-from workers.worker import run_worker
+from core import db
+from core.cdn import open_invalidations
+from core.settings import Settings
+from core.storage import open_configured_storage
+from workers.runtime.loop import run_worker
+from workers.runtime.main import handlers
 
 
 @asynccontextmanager

@@ -3,8 +3,8 @@
 import pytest
 from aiohttp.test_utils import TestClient
 
+from core.settings import Settings
 from origin.app import create_app
-from origin.settings import Settings
 from tests.helpers.servers import OriginTestServer
 
 

@@ -23,9 +23,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from PIL import Image
 
-from origin import keys, layout, signing
+from core import layout, signing
+from core.storage import open_configured_storage
+from origin import keys
 from origin.app import create_app
-from origin.storage import open_configured_storage
 from tests.helpers import images
 from tests.helpers.clips import FFPROBE, HAVE_FFMPEG, NO_FFMPEG_REASON, make_wav
 from tests.helpers.scenes import API_TOKEN, AUTH, new_scene

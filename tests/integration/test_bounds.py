@@ -22,9 +22,9 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from origin import layout
+from core import layout
+from core.storage import open_configured_storage
 from origin.app import create_app
-from origin.storage import open_configured_storage
 from tests.helpers.metrics import requests, scrape
 from tests.helpers.scenes import API_TOKEN, new_scene, publish, tus_create
 from tests.helpers.servers import OriginTestServer

@@ -1,4 +1,4 @@
-"""Publishing a segment through `origin.catalog` on a real PostgreSQL: once, inside the
+"""Publishing a segment through `core.catalog` on a real PostgreSQL: once, inside the
 transaction that holds the job's lease fence, or not at all."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from origin import catalog, layout, queue
-from origin.playlists import Rendition
+from core import catalog, layout, queue
+from core.playlists import Rendition
 
 RENDITION = Rendition(
     profile="720p",

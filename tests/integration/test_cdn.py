@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from origin import cdn, db
-from origin.invalidation import MAX_FILE_PATHS
+from core import cdn, db
+from core.invalidation import MAX_FILE_PATHS
 from tests.helpers.cdn import create_distribution, invalidated_paths
 
 

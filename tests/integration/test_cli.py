@@ -42,8 +42,8 @@ def test_help_explains_every_option(command):
 
 
 def test_worker_help_names_the_job_kinds_it_runs():
-    from origin.settings import Settings
-    from workers.main import handlers
+    from core.settings import Settings
+    from workers.runtime.main import handlers
 
     out = run(["--help"])
     found = re.search(r"run a job worker \(([a-z_,\s]+) jobs\)", out.stdout)

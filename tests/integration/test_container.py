@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from origin.settings import Settings
+from core.settings import Settings
 from storyforge.cli import _parser
 from tests.helpers.services import free_port, wait_port
 from tests.helpers.tools import HADOLINT, ROOT, missing_tool_reason

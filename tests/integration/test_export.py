@@ -26,10 +26,11 @@ from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from origin import keys, layout
+from core import layout
+from core.settings import Settings
+from core.signing import parse_hmac_keys
+from origin import keys
 from origin.app import create_app
-from origin.settings import Settings
-from origin.signing import parse_hmac_keys
 from tests.helpers.browser import CHROMIUM, NO_CHROMIUM_REASON, Browser
 from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON
 from tests.helpers.exports import (
@@ -51,8 +52,8 @@ from tests.helpers.scenes import API_TOKEN
 from tests.helpers.servers import OriginTestServer
 from tests.helpers.services import processes_mentioning, stop_mid_job, worker_process
 from tests.helpers.workers import running_workers
-from workers import exportcmd, mp4flat
-from workers.tsjoin import TsJoiner
+from workers.media import exportcmd, mp4flat
+from workers.media.tsjoin import TsJoiner
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)]
 
@@ -236,7 +237,7 @@ async def test_api_refuses_what_it_cannot_export(origin_client, settings, base):
 
 def test_progressive_rewrite_holds_what_ffmpegs_faststart_writes(settings, base, tmp_path):
     """The export's MP4 (ffmpeg's fragmented output, made progressive by
-    workers.mp4flat) against ffmpeg's own +faststart MP4 of the same joined stream of
+    workers.media.mp4flat) against ffmpeg's own +faststart MP4 of the same joined stream of
     the three clips (24, 30, 50 fps): the same packets, edit lists, start and duration."""
     joiner = TsJoiner(dts_grid=exportcmd.dts_grid(Fraction(50)))
     stream = bytearray()

@@ -1,4 +1,4 @@
-"""The fast path on the wire (origin/fastpath/): warm scene documents answered on
+"""The fast path on the wire (origin/http/fastpath.py): warm scene documents answered on
 the connection carry exactly what aiohttp's answer carries; requests the
 connection passes to aiohttp (segment files, API calls with bodies, chunked bodies,
 malformed heads) keep their order on a pipelined connection; a client that does not
@@ -14,10 +14,10 @@ import time
 import pytest
 from aiohttp.test_utils import TestClient
 
-from origin import signing
+from core import signing
+from origin import keys
 from origin.app import create_app
-from origin.fastpath.scenes import warm_scene_documents
-from origin.http.auth import SIGNING
+from origin.playback.warm import warm_scene_documents
 from tests.helpers.scenes import AUTH, TS_BYTES, published_scene
 from tests.helpers.servers import OriginTestServer
 from tests.helpers.wire import TO_AIOHTTP, Wire, get, same_answer
@@ -253,7 +253,7 @@ async def test_signed_warm_answers_are_verified_each_time(settings):
     client, spy = await start(signed)
     try:
         scene, _ = await published_scene(client, signed)
-        state = client.server.app[SIGNING]
+        state = client.server.app[keys.SIGNING]
         token = signing.mint_token(f"/v/{scene}/", int(time.time()) + 600, key)
         path = f"/v/{scene}/720p.m3u8"
         wire = await Wire.open(client)
@@ -282,7 +282,7 @@ async def test_answers_on_the_connection_are_logged_like_aiohttp_ones(settings):
     import io
     import logging
 
-    from origin import logs
+    from core import logs
 
     client, spy = await start(dataclasses.replace(settings, access_log="all"))
     out = io.StringIO()

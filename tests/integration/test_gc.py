@@ -12,8 +12,8 @@ import uuid
 
 import pytest
 
-from origin import catalog, db, layout, queue
-from origin.storage import open_configured_storage
+from core import catalog, db, layout, queue
+from core.storage import open_configured_storage
 from tests.helpers.jobs import keys_under
 
 DAY = 86_400

@@ -27,17 +27,17 @@ from typing import Any
 
 import pytest
 
-from origin import catalog, db, layout, signing
+from core import catalog, db, layout, signing
+from core.cdn import open_invalidations
+from core.settings import Settings
+from core.storage import open_configured_storage
 from origin.app import create_app
-from origin.cdn import open_invalidations
-from origin.settings import Settings
-from origin.storage import open_configured_storage
 from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
 from tests.helpers.hostile import Bait, body
 from tests.helpers.scenes import API_TOKEN, publish
 from tests.helpers.servers import OriginTestServer
-from workers.main import handlers
-from workers.worker import run_worker
+from workers.runtime.loop import run_worker
+from workers.runtime.main import handlers
 
 pytestmark = pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)
 

@@ -2,9 +2,9 @@
 
 `terraform validate` needs the AWS provider, which cannot be downloaded here, so
 infra/ is parsed with python-hcl2 and its decisions are compared with the Python code
-they depend on: bucket names and the secret header with origin.settings, lifecycle
-tags with origin.layout, CloudFront TTLs with the Cache-Control the origin sends,
-signing query strings with origin.signing, IAM grants with the S3/CloudFront calls in
+they depend on: bucket names and the secret header with core.settings, lifecycle
+tags with core.layout, CloudFront TTLs with the Cache-Control the origin sends,
+signing query strings with core.signing, IAM grants with the S3/CloudFront calls in
 origin/ and workers/, task commands with the real argument parser. A change on either
 side that breaks the pairing fails here. checkov and `terraform fmt` run too.
 """
@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from origin import layout, signing
+from core import layout, signing
+from core.settings import Settings
 from origin.http.auth import is_signed_path
-from origin.settings import Settings
 from tests.helpers.tools import (
     CHECKOV,
     HCL2_PYTHON,
@@ -323,7 +323,7 @@ def max_age(cache_control: str) -> int:
 
 def origin_answers() -> Iterator[tuple[str, str, bool]]:
     """(CDN path, the Cache-Control the origin sends for it, is it a file kind with a
-    cache policy of its own), from origin.layout: what the handlers send."""
+    cache policy of its own), from core.layout: what the handlers send."""
     for name in (
         layout.media_segment_name("720p", 1),
         layout.media_segment_name("1080p", 123),
@@ -591,7 +591,7 @@ def test_every_action_the_code_uses_is_granted(tf):
 def test_origin_reads_media_and_writes_only_uploads_and_api_assets(tf):
     origin = grants(tf, "origin_task")
     assert origin["s3:GetObject"] >= {"videos/*", "assets/*", "exports/*"}
-    # the assets the API writes (origin/assets.py), by their key prefixes (origin.layout)
+    # the assets the API writes (origin/assets/service.py), by their key prefixes (core.layout)
     api_assets = {
         "assets/" + prefix for prefix in ("avatars/*", "topics/*", "scenes/*/reference/*")
     }
@@ -600,7 +600,7 @@ def test_origin_reads_media_and_writes_only_uploads_and_api_assets(tf):
     assert layout.reference_prefix(SCENE) == f"scenes/{SCENE}/reference/"
     assert origin["s3:DeleteObject"] == {"internal/jobs/*"} | api_assets
     assert origin["s3:AbortMultipartUpload"] == {"internal/jobs/*"}
-    # and the thumbnails it grabs at a moment (origin/stills.py), never published media
+    # and the thumbnails it grabs at a moment (origin/playback/stills.py), never published media
     stills = {"videos/*/*/stills/*"}
     for action in ("s3:PutObject", "s3:PutObjectTagging"):
         assert origin[action] == {"internal/jobs/*"} | api_assets | stills, action
@@ -742,8 +742,8 @@ def test_one_task_definition_per_command_from_one_image(tf):
 
 def test_origin_scales_on_cpu_and_workers_on_the_queue_gauge(tf):
 
-    from origin import metrics
-    from workers.main import handlers
+    from core import metrics
+    from workers.runtime.main import handlers
 
     policy = tf.resource("aws_appautoscaling_policy", "origin_cpu")
     [conf] = blocks(policy["target_tracking_scaling_policy_configuration"])

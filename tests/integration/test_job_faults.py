@@ -26,7 +26,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from origin import db, keys, layout, queue
+from core import db, layout, queue
+from origin import keys
 from origin.app import create_app
 from tests.helpers.clips import FFMPEG, HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
 from tests.helpers.exports import scene_of_copies, wait_export
@@ -41,8 +42,8 @@ from tests.helpers.services import (
 )
 from tests.helpers.webhooks import SECRET, Receiver
 from tests.helpers.workers import running_workers
-from workers import ffmpeg
-from workers.worker import JobContext, run_worker, sweep_workdirs
+from workers.media import ffmpeg
+from workers.runtime.loop import JobContext, run_worker, sweep_workdirs
 
 pytestmark = pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)
 

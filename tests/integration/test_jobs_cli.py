@@ -20,9 +20,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from origin import catalog, db, exports, intake, layout, outbox, queue
-from origin.settings import Settings
-from origin.storage import open_configured_storage
+from core import catalog, db, exports, intake, layout, outbox, queue
+from core.settings import Settings
+from core.storage import open_configured_storage
 from storyforge import cli
 from storyforge import jobs as storyforge_jobs
 from storyforge.jobs import CANCEL_REASON

@@ -17,9 +17,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from origin import db, layout, queue
+from core import db, layout, queue
+from core.storage import open_configured_storage
 from origin.app import create_app
-from origin.storage import open_configured_storage
 from storyforge import jobs
 from tests.helpers.jobs import keys_under, scene_objects, wait_job
 from tests.helpers.scenes import AUTH, TS_BYTES, new_scene, publish, published_scene, upload

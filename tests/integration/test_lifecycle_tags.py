@@ -8,15 +8,15 @@ import dataclasses
 
 import pytest
 
-from origin import db
-from origin.storage import open_configured_storage
+from core import db
+from core.storage import open_configured_storage
 from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
 from tests.helpers.jobs import keys_under, wait_job
 from tests.helpers.scenes import new_scene, upload, wait_done
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)]
 
-# what each file is, independently of origin.layout's table (infra/storage.tf's rules
+# what each file is, independently of core.layout's table (infra/storage.tf's rules
 # move `source` to Glacier, keep `hls` and `thumbnail`, expire `internal`)
 EXPECTED = {
     ".ts": "hls",

@@ -10,7 +10,7 @@ import time
 
 from aiohttp.test_utils import TestClient
 
-from origin import db, queue, signing
+from core import db, queue, signing
 from origin.app import create_app
 from tests.helpers.metrics import requests, scrape
 from tests.helpers.scenes import published_scene

@@ -8,16 +8,21 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from origin import db
+from core import db
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_migrations_ship_inside_the_package():
-    """Migrations are package data in origin/migrations/ (docs/NOTES.md): a file added
-    under a top-level migrations/ directory would never be applied or shipped."""
-    assert db.MIGRATIONS_DIR == ROOT / "origin" / "migrations"
-    assert not (ROOT / "migrations").exists()
+def test_migrations_are_the_top_level_package():
+    """Migrations live in the top-level migrations/ package (DESIGN.md, Layout), shipped
+    as its package data; no other directory of the tree holds a migration."""
+    assert db.MIGRATIONS_DIR == ROOT / "migrations"
+    stray = [
+        p
+        for p in ROOT.glob("*/**/[0-9][0-9][0-9][0-9]_*.sql")
+        if p.parent != ROOT / "migrations" and ".venv" not in p.parts
+    ]
+    assert stray == []
 
 
 async def test_applies_every_migration_to_an_empty_database(fresh_db):

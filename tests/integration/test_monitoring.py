@@ -18,12 +18,12 @@ import yaml
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from origin import layout, outbox
+from core import layout, outbox
 from origin.app import create_app
 from storyforge import jobs
 from tests.helpers.servers import OriginTestServer
 from tests.helpers.services import free_port
-from workers.metrics import JobStats, metrics_server
+from workers.runtime.metrics import JobStats, metrics_server
 
 MONITORING = Path(__file__).resolve().parents[2] / "infra" / "monitoring"
 PROMETHEUS = shutil.which("prometheus")

@@ -34,7 +34,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from origin.app import create_app
-from origin.handlers.documents import REVALIDATE_SECONDS
+from origin.playback.documents import REVALIDATE_SECONDS
 from tests.helpers.metrics import requests, scrape
 from tests.helpers.scenes import AUTH, TS_BYTES, publish, scene_with_users
 from tests.helpers.servers import OriginTestServer

@@ -11,7 +11,8 @@ import m3u8
 import pytest
 from aiohttp.test_utils import TestClient
 
-from origin import keys, layout
+from core import layout
+from origin import keys
 from origin.app import create_app
 from tests.helpers.s3calls import s3_calls
 from tests.helpers.scenes import TS_BYTES, publish, scene_with_users

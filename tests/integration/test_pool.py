@@ -1,4 +1,4 @@
-"""The connection pool (origin/db.py) against the real server: a released connection
+"""The connection pool (core/db.py) against the real server: a released connection
 goes back without asyncpg's reset query (one round trip per pooled query, not two),
 and still clean: what a holder left open is rolled back."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from origin import db
+from core import db
 
 
 async def test_a_pooled_query_is_one_statement_and_leaves_nothing_open(settings):

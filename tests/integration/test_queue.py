@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import pytest
 
-from origin import queue
-from origin.backoff import backoff_seconds
-from origin.queue import Job, LeaseLost, QueueUnavailable
-from workers.worker import JobContext, PermanentError, run_worker
+from core import queue
+from core.backoff import backoff_seconds
+from core.queue import Job, LeaseLost, QueueUnavailable
+from workers.runtime.loop import JobContext, PermanentError, run_worker
 
 
 @pytest.fixture

@@ -19,18 +19,18 @@ import m3u8
 import pytest
 from aiohttp.test_utils import TestClient
 
-from origin import layout, queue
+from core import layout, queue
+from core.cdn import open_invalidations
+from core.settings import LadderRung, StagePresets
+from core.storage import open_configured_storage
 from origin.app import create_app
-from origin.cdn import open_invalidations
-from origin.settings import LadderRung, StagePresets
-from origin.storage import open_configured_storage
 from tests.helpers.browser import CHROMIUM, NO_CHROMIUM_REASON, Browser, open_player, play_to_end
 from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
 from tests.helpers.jobs import keys_under, wait_job, workers
 from tests.helpers.scenes import AUTH, new_scene, upload, wait_done
 from tests.helpers.servers import OriginTestServer
 from tests.helpers.services import stop_mid_job, worker_process
-from workers.main import handlers
+from workers.runtime.main import handlers
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)]
 H = {"Authorization": AUTH}

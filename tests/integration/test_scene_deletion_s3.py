@@ -18,15 +18,15 @@ import uuid
 import pytest
 from aiohttp.test_utils import TestClient
 
-from origin import catalog, cdn, db, invalidation, layout, queue
+from core import catalog, cdn, db, invalidation, layout, queue
+from core.storage import open_configured_storage
 from origin.app import create_app
-from origin.storage import open_configured_storage
 from tests.helpers.cdn import create_distribution, invalidated_paths, throttled
 from tests.helpers.jobs import scene_objects, wait_job, workers
 from tests.helpers.s3calls import delete_errors
 from tests.helpers.scenes import AUTH
 from tests.helpers.servers import OriginTestServer
-from workers.lifecycle import make_delete_scene
+from workers.jobs.lifecycle import make_delete_scene
 
 PUT_CONCURRENCY = 48
 

@@ -15,9 +15,9 @@ import m3u8
 import pytest
 from aiohttp.test_utils import TestClient
 
-from origin import db, queue
+from core import db, queue
+from core.storage import open_configured_storage
 from origin.app import create_app
-from origin.storage import open_configured_storage
 from tests.helpers.browser import (
     CHROMIUM,
     NO_CHROMIUM_REASON,

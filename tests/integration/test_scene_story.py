@@ -32,10 +32,10 @@ import m3u8
 import pytest
 from aiohttp.test_utils import TestClient
 
-from origin import catalog, db, layout
+from core import catalog, db, layout
+from core.settings import Settings
+from core.storage import open_configured_storage
 from origin.app import create_app
-from origin.settings import Settings
-from origin.storage import open_configured_storage
 from tests.helpers.browser import CHROMIUM, NO_CHROMIUM_REASON, Browser
 from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
 from tests.helpers.measure import concat_segments, frame_at, loudness, ssim
@@ -461,8 +461,8 @@ async def test_transients_fall_back_to_dynamic_mode(tmp_path: Path) -> None:
     """A quiet tone with clicks near full scale: the gain the tone needs would push the
     clicks over the ceiling, so loudnorm's dynamic mode levels it (said so in the plan),
     the stored true peak within the -1.5 dBTP ceiling."""
-    from workers import ffmpeg
-    from workers.loudness import plan
+    from workers.media import ffmpeg
+    from workers.media.loudness import plan
 
     clicks = r"aeval='val(ch)*0.25+if(lt(mod(t\,0.5)\,0.0002)\,0.9\,0)':c=same"
     source = make_clip(tmp_path / "clicks.mp4", width=320, height=180, duration=3, tone=clicks)

@@ -19,10 +19,10 @@ from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from origin import layout, playlists, signing
+from core import layout, playlists, signing
+from core.storage import open_configured_storage
+from origin import keys
 from origin.app import create_app
-from origin.http.auth import SIGNING
-from origin.storage import open_configured_storage
 from tests.helpers.browser import CHROMIUM, NO_CHROMIUM_REASON, Browser
 from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
 from tests.helpers.scenes import (
@@ -115,7 +115,7 @@ def _flip_sig(query: str) -> str:
 
 
 def _stats(client):
-    return client.server.app[SIGNING].stats
+    return client.server.app[keys.SIGNING].stats
 
 
 def _token_of(url: str) -> str:
@@ -251,7 +251,7 @@ async def test_the_token_reaches_every_child_and_each_answers_200(origin_client,
 async def test_expired_token_is_403(origin_client, signed_scene):
     client = origin_client
     scene, (seg, _) = signed_scene
-    state = client.server.app[SIGNING]
+    state = client.server.app[keys.SIGNING]
     now = 1_800_000_000
     state.clock = lambda: now
     body = await (await client.get(f"/api/v1/scenes/{scene}/playlist", headers=AUTH)).json()

@@ -9,8 +9,8 @@ import subprocess
 import pytest
 
 from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON
-from workers.encoding import DEFAULT_LADDER, video_encoder_args
-from workers.exportcmd import CUT_PRESET
+from workers.media.encoding import DEFAULT_LADDER, video_encoder_args
+from workers.media.exportcmd import CUT_PRESET
 
 pytestmark = pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)
 

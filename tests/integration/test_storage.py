@@ -1,4 +1,4 @@
-"""Contract tests for origin.storage: one suite, run against LocalStorage (a temp
+"""Contract tests for core.storage: one suite, run against LocalStorage (a temp
 directory) and S3Storage (moto's S3 server over real HTTP), plus a few tests of what
 only one backend has (multipart details, the directory layout, path containment)."""
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from origin.storage import (
+from core.storage import (
     CHUNK_SIZE,
     DeleteResult,
     LocalStorage,
@@ -35,7 +35,7 @@ from origin.storage import (
     open_s3,
     open_storage,
 )
-from origin.storage.base import _delete_with_retries
+from core.storage.base import _delete_with_retries
 from tests.helpers.s3calls import s3_calls
 
 MiB = 1024 * 1024

@@ -31,11 +31,11 @@ from tests.helpers.clips import (
     make_clip,
     make_png,
 )
-from workers import ffmpeg
-from workers.encoding import DEFAULT_LADDER, Rung, rung_codecs, timeline_times
-from workers.h264 import codecs_string, fps_fraction
-from workers.probe import BadInput, MediaInfo, input_url, parse_rate
-from workers.storyboard import storyboard_vtt, vtt_time
+from workers.media import ffmpeg
+from workers.media.encoding import DEFAULT_LADDER, Rung, rung_codecs, timeline_times
+from workers.media.h264 import codecs_string, fps_fraction
+from workers.media.probe import BadInput, MediaInfo, input_url, parse_rate
+from workers.media.storyboard import storyboard_vtt, vtt_time
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)]
 
@@ -628,7 +628,7 @@ def test_ffmpeg_dies_with_its_worker(tmp_path: Path, slow_clip: Path) -> None:
     work = tmp_path / "orphan"
     script = f"""
 import asyncio, sys
-from workers import ffmpeg
+from workers.media import ffmpeg
 async def main():
     info = await ffmpeg.probe({str(slow_clip)!r})
     async def on_progress(pct):

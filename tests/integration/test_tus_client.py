@@ -22,7 +22,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from origin.storage import open_configured_storage
+from core.storage import open_configured_storage
 from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
 from tests.helpers.scenes import API_TOKEN, AUTH
 from tests.helpers.services import free_port

@@ -16,8 +16,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from core.storage import open_configured_storage
 from origin.app import create_app
-from origin.storage import open_configured_storage
 from tests.helpers.scenes import API_TOKEN, new_scene
 from tests.helpers.servers import OriginTestServer
 from tests.helpers.workers import running_workers

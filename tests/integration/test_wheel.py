@@ -29,7 +29,7 @@ from tests.helpers.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "wheel-test-token-0123456789"
-PACKAGES = ("origin", "workers", "storyforge")
+PACKAGES = ("core", "origin", "workers", "storyforge", "migrations")
 
 
 def _venv(path: Path, *install: str) -> Path:
@@ -69,8 +69,8 @@ def _clean_env(**extra: str) -> dict[str, str]:
 def _where(python: Path, cwd: Path) -> dict[str, str]:
     """Where the installed interpreter finds our packages and their data."""
     code = (
-        "import json, origin, workers, storyforge.dev, origin.db as db, "
-        "origin.handlers.player as p; print(json.dumps({"
+        "import json, origin, workers, storyforge.dev, core.db as db, "
+        "origin.playback.player as p; print(json.dumps({"
         "'origin': origin.__file__, 'workers': workers.__file__, "
         "'dev': storyforge.dev.__file__, 'migrations': str(db.MIGRATIONS_DIR), "
         "'count': str(len(db.load_migrations())), "
@@ -131,20 +131,21 @@ def test_wheel_installs_migrates_and_serves(fresh_db, tmp_path):
     (wheel,) = wheelhouse.glob("*.whl")
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
-        shipped_hlsjs = zf.read("origin/static/vendor/hls.js/hls.min.js")
+        shipped_hlsjs = zf.read("origin/playback/static/vendor/hls.js/hls.min.js")
     assert shipped_hlsjs == (ROOT / "node_modules/hls.js/dist/hls.min.js").read_bytes()
-    # every module of the three packages, subpackages included, and nothing else
+    # every module of the packages, subpackages included, and nothing else
     modules = {f for f in files if f.endswith(".py") and f.split("/")[0] in PACKAGES}
     assert {n for n in names if n.endswith(".py")} == modules
-    migrations = sorted(f for f in files if f.startswith("origin/migrations/"))
+    migrations = sorted(f for f in files if f.startswith("migrations/") and f.endswith(".sql"))
     data = {
         *(
             f
             for f in files
-            if f.startswith(("origin/migrations/", "origin/sql/", "origin/static/"))
+            if f.startswith(("migrations/", "core/sql/", "origin/playback/static/"))
+            and not f.endswith(".py")
         ),
-        "origin/static/vendor/hls.js/hls.min.js",
-        "origin/static/vendor/hls.js/LICENSE",
+        "origin/playback/static/vendor/hls.js/hls.min.js",
+        "origin/playback/static/vendor/hls.js/LICENSE",
     }
     assert {n for n in names if not n.endswith(".py") and ".dist-info/" not in n} == data
 
@@ -221,7 +222,8 @@ def test_editable_install_finds_package_data_in_the_checkout(tmp_path):
     python = _venv(tmp_path / "venv", "-e", str(ROOT))
     where = _where(python, tmp_path)
     assert where["origin"] == str(ROOT / "origin" / "__init__.py")
-    assert where["migrations"] == str(ROOT / "origin" / "migrations")
-    assert where["count"] == str(len(list((ROOT / "origin" / "migrations").glob("*.sql"))))
-    assert where["hls"] == str(ROOT / "origin" / "static" / "vendor" / "hls.js" / "hls.min.js")
+    assert where["migrations"] == str(ROOT / "migrations")
+    assert where["count"] == str(len(list((ROOT / "migrations").glob("*.sql"))))
+    hls = ROOT / "origin" / "playback" / "static" / "vendor" / "hls.js" / "hls.min.js"
+    assert where["hls"] == str(hls)
     assert where["hls_found"] == "True"

@@ -1,4 +1,4 @@
-"""origin.assetrules: sniffing by bytes, pixel limits, stored sizes, the structure
+"""origin.assets.rules: sniffing by bytes, pixel limits, stored sizes, the structure
 checks a polyglot fails, and the targets (kinds, keys, owners) of asset paths."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import zipfile
 
 import pytest
 
-from origin import assetrules
-from origin.assetrules import AVATAR, PORTRAIT, STYLE_FRAME, TOPIC_ICON, AssetLimits, Refused
+from origin.assets import rules
+from origin.assets.rules import AVATAR, PORTRAIT, STYLE_FRAME, TOPIC_ICON, AssetLimits, Refused
 from tests.helpers import images
 
 SCN = "scn_0123456789abcdef"
@@ -34,7 +34,7 @@ def _refused(fn, *args) -> Refused:
     ],
 )
 def test_sniff_accepts_by_magic_bytes(head, fmt):
-    assert assetrules.sniff_image(head) == fmt
+    assert rules.sniff_image(head) == fmt
 
 
 @pytest.mark.parametrize(
@@ -58,7 +58,7 @@ def test_sniff_accepts_by_magic_bytes(head, fmt):
     ],
 )
 def test_sniff_refuses_everything_else_naming_it(head, said):
-    err = _refused(assetrules.sniff_image, head)
+    err = _refused(rules.sniff_image, head)
     assert err.status == 415 and err.code == "unsupported_media_type"
     if said:
         assert err.message.startswith(f"this is {said}"), err.message
@@ -70,13 +70,13 @@ def test_sniff_refuses_everything_else_naming_it(head, said):
 
 def test_pixel_limits():
     limits = AssetLimits(max_pixels=50_000_000, min_side=16)
-    assetrules.check_pixels(8000, 6000, limits)  # 48 MP
-    bomb = _refused(assetrules.check_pixels, 30_000, 30_000, limits)
+    rules.check_pixels(8000, 6000, limits)  # 48 MP
+    bomb = _refused(rules.check_pixels, 30_000, 30_000, limits)
     assert (bomb.status, bomb.code) == (422, "too_many_pixels")
     assert "30000x30000 (900 megapixels)" in bomb.message and "50 megapixels" in bomb.message
-    assert _refused(assetrules.check_pixels, 10_000, 5_001, limits).code == "too_many_pixels"
-    assert _refused(assetrules.check_pixels, 15, 4000, limits).code == "image_too_small"
-    assert _refused(assetrules.check_pixels, 0, 10, limits).code == "damaged_image"
+    assert _refused(rules.check_pixels, 10_000, 5_001, limits).code == "too_many_pixels"
+    assert _refused(rules.check_pixels, 15, 4000, limits).code == "image_too_small"
+    assert _refused(rules.check_pixels, 0, 10, limits).code == "damaged_image"
 
 
 @pytest.mark.parametrize(
@@ -93,14 +93,14 @@ def test_pixel_limits():
     ],
 )
 def test_geometry(rule, size, box, stored):
-    assert assetrules.geometry(rule, *size) == (box, stored)
+    assert rules.geometry(rule, *size) == (box, stored)
 
 
 def test_draft_size_still_covers_the_stored_size():
     # a 48 MP photo: libjpeg may decode at 1/8 (1000x750 >= 683x512)
-    assert assetrules.draft_size(AVATAR, 8000, 6000) == (683, 512)
-    assert assetrules.draft_size(STYLE_FRAME, 8000, 6000) == (2048, 1536)
-    assert assetrules.draft_size(AVATAR, 400, 300) == (400, 300)  # nothing to gain
+    assert rules.draft_size(AVATAR, 8000, 6000) == (683, 512)
+    assert rules.draft_size(STYLE_FRAME, 8000, 6000) == (2048, 1536)
+    assert rules.draft_size(AVATAR, 400, 300) == (400, 300)  # nothing to gain
 
 
 def _zip(name: str = "a.txt", data: bytes = b"hello") -> bytes:
@@ -112,70 +112,68 @@ def _zip(name: str = "a.txt", data: bytes = b"hello") -> bytes:
 
 def test_hidden_archive():
     plain = images.png(64, 64)
-    assert assetrules.hidden_archive(plain) is None
-    assert assetrules.hidden_archive(plain + _zip()) == "a ZIP archive"
-    assert assetrules.hidden_archive(_zip() + plain[:100]) == "a ZIP archive"  # junk after
+    assert rules.hidden_archive(plain) is None
+    assert rules.hidden_archive(plain + _zip()) == "a ZIP archive"
+    assert rules.hidden_archive(_zip() + plain[:100]) == "a ZIP archive"  # junk after
     # an end-of-directory signature that leads nowhere is just bytes
     fake_end = b"PK\x05\x06" + b"\x00" * 8 + struct.pack("<II", 10, 0) + b"\x00\x00"
-    assert assetrules.hidden_archive(plain + fake_end) is None
-    assert assetrules.hidden_archive(b"") is None
+    assert rules.hidden_archive(plain + fake_end) is None
+    assert rules.hidden_archive(b"") is None
 
 
 def test_structure_of_png_and_webp():
     plain = images.png(64, 64)
-    assetrules.check_structure("PNG", plain)
-    err = _refused(assetrules.check_structure, "PNG", plain + b"<script>alert(1)</script>")
+    rules.check_structure("PNG", plain)
+    err = _refused(rules.check_structure, "PNG", plain + b"<script>alert(1)</script>")
     assert (err.status, err.code) == (422, "trailing_data")
     assert err.message.startswith("25 bytes follow the end of the PNG image")
-    assert _refused(assetrules.check_structure, "PNG", plain[:-20]).code == "damaged_image"
-    assert _refused(assetrules.check_structure, "PNG", images.png_zip_polyglot()).code == (
-        "polyglot"
-    )
+    assert _refused(rules.check_structure, "PNG", plain[:-20]).code == "damaged_image"
+    assert _refused(rules.check_structure, "PNG", images.png_zip_polyglot()).code == ("polyglot")
     webp = b"RIFF" + struct.pack("<I", 12) + b"WEBPVP8 \x00\x00\x00\x00"
-    assetrules.check_structure("WEBP", webp)
-    assert _refused(assetrules.check_structure, "WEBP", webp + b"x").code == "trailing_data"
-    assert _refused(assetrules.check_structure, "WEBP", webp[:-2]).code == "damaged_image"
+    rules.check_structure("WEBP", webp)
+    assert _refused(rules.check_structure, "WEBP", webp + b"x").code == "trailing_data"
+    assert _refused(rules.check_structure, "WEBP", webp[:-2]).code == "damaged_image"
     # a JPEG may carry data after its end (MPF gain maps, motion photos): re-encoded anyway
-    assetrules.check_structure("JPEG", images.photo_jpeg(64, 64) + b"MotionPhoto_Data")
+    rules.check_structure("JPEG", images.photo_jpeg(64, 64) + b"MotionPhoto_Data")
     jpeg_zip = images.photo_jpeg(64, 64) + _zip()
-    assert _refused(assetrules.check_structure, "JPEG", jpeg_zip).code == "polyglot"
+    assert _refused(rules.check_structure, "JPEG", jpeg_zip).code == "polyglot"
 
 
 def test_targets():
-    avatar = assetrules.avatar_target("usr_0123456789abcdef")
+    avatar = rules.avatar_target("usr_0123456789abcdef")
     assert (avatar.kind, avatar.key, avatar.rule) == (
         "avatar",
         "avatars/usr_0123456789abcdef.jpg",
         AVATAR,
     )
-    icon = assetrules.topic_icon_target("top_0123456789abcdef")
+    icon = rules.topic_icon_target("top_0123456789abcdef")
     assert (icon.kind, icon.key, icon.rule) == (
         "topic_icon",
         "topics/top_0123456789abcdef/icon.png",
         TOPIC_ICON,
     )
-    portrait = assetrules.reference_target(SCN, f"char_{ENT}_portrait.png")
+    portrait = rules.reference_target(SCN, f"char_{ENT}_portrait.png")
     assert (portrait.kind, portrait.entity_id, portrait.rule, portrait.scene_id) == (
         "portrait",
         ENT,
         PORTRAIT,
         SCN,
     )
-    voice = assetrules.reference_target(SCN, "voice_anchor.wav")
+    voice = rules.reference_target(SCN, "voice_anchor.wav")
     assert (voice.kind, voice.rule, voice.key) == (
         "voice_anchor",
         None,
         f"scenes/{SCN}/reference/voice_anchor.wav",
     )
-    assert assetrules.reference_target(SCN, "style_frame.png").rule == STYLE_FRAME
+    assert rules.reference_target(SCN, "style_frame.png").rule == STYLE_FRAME
     for bad in (
-        lambda: assetrules.avatar_target("bob"),
-        lambda: assetrules.topic_icon_target("space-opera"),
-        lambda: assetrules.topic_icon_target("usr_0123456789abcdef"),
-        lambda: assetrules.reference_target("scn_x", "style_frame.png"),
-        lambda: assetrules.reference_target(SCN, "char_bob_portrait.png"),
-        lambda: assetrules.reference_target(SCN, "style_frame.jpg"),
-        lambda: assetrules.reference_target(SCN, "../poster.jpg"),
+        lambda: rules.avatar_target("bob"),
+        lambda: rules.topic_icon_target("space-opera"),
+        lambda: rules.topic_icon_target("usr_0123456789abcdef"),
+        lambda: rules.reference_target("scn_x", "style_frame.png"),
+        lambda: rules.reference_target(SCN, "char_bob_portrait.png"),
+        lambda: rules.reference_target(SCN, "style_frame.jpg"),
+        lambda: rules.reference_target(SCN, "../poster.jpg"),
     ):
         with pytest.raises(ValueError):
             bad()

@@ -1,4 +1,4 @@
-"""The garbage-collector pause around synchronous scene builds (origin/catalog.py)."""
+"""The garbage-collector pause around synchronous scene builds (core/catalog.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from origin.catalog import cyclic_gc_paused
+from core.catalog import cyclic_gc_paused
 
 
 def test_the_collector_is_paused_inside_and_restored_after():

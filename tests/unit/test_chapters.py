@@ -1,4 +1,4 @@
-"""Contributor chapters (origin/chapters.py): one WebVTT cue per clip at the stitched
+"""Contributor chapters (origin/playback/chapters.py): one WebVTT cue per clip at the stitched
 playlist's clip boundaries, titles escaped so no username can break the file."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import m3u8
 import pytest
 
-from origin.chapters import chapter_title, chapters_vtt, cue_text
-from origin.playlists import scene_target_duration, stitched_media, timeline_ms
+from core.playlists import scene_target_duration, stitched_media, timeline_ms
+from origin.playback.chapters import chapter_title, chapters_vtt, cue_text
 from tests.helpers.timeline import timeline_clip
 
 CLIPS = [

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from origin.conditional import (
+from core.conditional import (
     Decision,
     byte_range,
     decide,

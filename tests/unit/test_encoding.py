@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from origin.playlists import Rendition, clip_media_playlist, target_duration
-from workers.encoding import (
+from core.playlists import Rendition, clip_media_playlist, target_duration
+from workers.media.encoding import (
     DEFAULT_LADDER,
     Rung,
     audio_bitrates,
@@ -32,9 +32,9 @@ from workers.encoding import (
     timeline_times,
     transcode_command,
 )
-from workers.h264 import level_name, variant_codecs
-from workers.loudness import Measurement, Plan, plan
-from workers.probe import BadInput, MediaInfo
+from workers.media.h264 import level_name, variant_codecs
+from workers.media.loudness import Measurement, Plan, plan
+from workers.media.probe import BadInput, MediaInfo
 
 # ----------------------------------------------------------------- fixtures
 

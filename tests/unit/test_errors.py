@@ -2,7 +2,7 @@
 
 import pytest
 
-from origin.errors import without_paths
+from origin.http.errors import without_paths
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,9 @@ from fractions import Fraction
 
 import pytest
 
-from origin.exportplan import Cut
-from workers import exportcmd
-from workers.encoding import DEFAULT_LADDER
+from core.exportplan import Cut
+from workers.media import exportcmd
+from workers.media.encoding import DEFAULT_LADDER
 
 RUNG_720 = DEFAULT_LADDER[0]
 
@@ -158,7 +158,7 @@ def test_flatten_command_runs_mp4flat_with_this_interpreter():
     assert exportcmd.flatten_command("/w/fragmented.mp4", "/w/full_720p.mp4") == [
         sys.executable,
         "-m",
-        "workers.mp4flat",
+        "workers.media.mp4flat",
         "/w/fragmented.mp4",
         "/w/full_720p.mp4",
     ]

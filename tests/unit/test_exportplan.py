@@ -9,8 +9,8 @@ from fractions import Fraction
 
 import pytest
 
-from origin import exportplan
-from origin.exportplan import (
+from core import exportplan
+from core.exportplan import (
     BadRequest,
     Cut,
     Moment,
@@ -24,7 +24,7 @@ from origin.exportplan import (
     plan_export,
     round_moment,
 )
-from origin.playlists import Rendition
+from core.playlists import Rendition
 
 
 def clip(n: int, fps: float, durations: list[float], codecs: str = "avc1.4d401f,mp4a.40.2"):

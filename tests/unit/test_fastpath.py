@@ -1,5 +1,5 @@
 """Request heads, answers and the guard's memory of verified tokens, without sockets
-(origin/fastpath/connection.py, origin/http/auth.py)."""
+(origin/http/fastpath.py, origin/http/auth.py)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from origin import signing
-from origin.fastpath.connection import (
-    Head,
-    answerable,
-    could_become_head,
-    encode_answer,
-    parse_head,
-)
+from core import signing
 from origin.http.auth import SigningState, admit
+from origin.http.fastpath import Head, answerable, could_become_head, encode_answer, parse_head
 
 
 def head(*lines: str) -> bytes:
@@ -100,7 +94,7 @@ def test_not_answerable(lines):
 
 
 def test_the_reader_reads_heads_one_after_another():
-    from origin.fastpath.connection import HeadReader
+    from origin.http.fastpath import HeadReader
 
     reader = HeadReader()
     for i in range(3):

@@ -1,6 +1,6 @@
 """The fast path's hooks into aiohttp, checked against the installed aiohttp: an
 upgrade that removes or changes one fails here, naming it, rather than as wrong
-answers or connections that never close (origin/fastpath/connection.py)."""
+answers or connections that never close (origin/http/fastpath.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_protocol import RequestHandler
 
-from origin.fastpath.connection import FastPathRunner, _FastPathServer
+from origin.http.fastpath import FastPathRunner, _FastPathServer
 
-PIN = "pin aiohttp in pyproject.toml to a version that has it, or port origin/fastpath/"
+PIN = "pin aiohttp in pyproject.toml to a version that has it, or port origin/http/fastpath.py"
 
 
 def test_runner_makes_its_server_through_make_server():
@@ -51,9 +51,9 @@ def test_access_logger_runs_after_each_answer():
 
 
 async def test_a_runner_serves_fast_path_connections():
+    from core.settings import Settings
     from origin import keys
-    from origin.metrics import FastPathAnswers, HttpStats
-    from origin.settings import Settings
+    from origin.http.stats import FastPathAnswers, HttpStats
 
     app = web.Application()
 
@@ -63,7 +63,7 @@ async def test_a_runner_serves_fast_path_connections():
 
     runner = FastPathRunner(app, lambda app: lambda *a: None, access_log_class=Quiet)
     app[keys.SETTINGS] = Settings()
-    app[keys.FAST_PATH_ANSWERS] = FastPathAnswers()
+    app[keys.FAST_PATH_ANSWERS] = FastPathAnswers("/v/{scene_id}/{name}")
     app[keys.HTTP_STATS] = HttpStats()
     await runner.setup()
     try:

@@ -9,9 +9,15 @@ from typing import Any
 
 import pytest
 
-from workers.encoding import DEFAULT_LADDER, parse_progress_lines
-from workers.ffmpeg import TranscodeFailed, _BoundedLog, _failure, _read_rendition, progress_mark
-from workers.probe import BadInput
+from workers.media.encoding import DEFAULT_LADDER, parse_progress_lines
+from workers.media.ffmpeg import (
+    TranscodeFailed,
+    _BoundedLog,
+    _failure,
+    _read_rendition,
+    progress_mark,
+)
+from workers.media.probe import BadInput
 
 
 def _log(*lines: str) -> Any:

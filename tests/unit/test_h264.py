@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import pytest
 
-from workers.h264 import (
+from workers.media.h264 import (
     Profile,
     codecs_from_sps,
     codecs_string,

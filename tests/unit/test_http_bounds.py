@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from origin.errors import ApiError
 from origin.http.body import ShuttingDown, UploadSlots
 from origin.http.connection import timeout_answer
+from origin.http.errors import ApiError
 
 
 def test_upload_slots_refuse_past_the_cap_and_when_closed():

@@ -1,4 +1,4 @@
-"""origin.imaging: what an uploaded image becomes (size, orientation, colour, alpha,
+"""origin.assets.imaging: what an uploaded image becomes (size, orientation, colour, alpha,
 first frame, no metadata at all), and the hostile images it refuses before decoding a
 pixel."""
 
@@ -11,8 +11,8 @@ import time
 import pytest
 from PIL import Image, ImageCms
 
-from origin import imaging
-from origin.assetrules import AVATAR, PORTRAIT, STYLE_FRAME, TOPIC_ICON, AssetLimits, Refused
+from origin.assets import imaging
+from origin.assets.rules import AVATAR, PORTRAIT, STYLE_FRAME, TOPIC_ICON, AssetLimits, Refused
 from tests.helpers import images
 
 LIMITS = AssetLimits(max_pixels=50_000_000)

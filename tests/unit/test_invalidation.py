@@ -1,4 +1,4 @@
-"""origin/invalidation.py: the CDN paths a scene's changes make stale, and how paths
+"""core/invalidation.py: the CDN paths a scene's changes make stale, and how paths
 are cut into CloudFront requests within its limits."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from origin import invalidation as inv
+from core import invalidation as inv
 
 
 def test_paths_of_each_change():

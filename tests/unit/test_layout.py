@@ -1,8 +1,8 @@
-"""Keys, ID validation and per-file HTTP metadata (origin/layout.py)."""
+"""Keys, ID validation and per-file HTTP metadata (core/layout.py)."""
 
 import pytest
 
-from origin import layout
+from core import layout
 
 SCN = "scn_0123456789abcdef"
 SEG = "seg_abcdefghjkmnpqrs"

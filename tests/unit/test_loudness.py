@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.loudness import Measurement, Plan, parse_ebur128_summary, plan
+from workers.media.loudness import Measurement, Plan, parse_ebur128_summary, plan
 
 # What ffmpeg 5.1's ebur128 prints at the info level (the real text of a run).
 SUMMARY = """\

@@ -1,4 +1,4 @@
-"""A thumbnail at any moment, pure parts (origin/moments.py): the query checked, the
+"""A thumbnail at any moment, pure parts (origin/playback/moments.py): the query checked, the
 moment placed on the scene's or the clip's timeline (clip, rendition, `.ts`, frame),
 the frame-grab command and the names it is kept under."""
 
@@ -9,8 +9,8 @@ from fractions import Fraction
 
 import pytest
 
-from origin import layout
-from origin.moments import (
+from core import layout
+from origin.playback.moments import (
     BadMoment,
     Moment,
     OutsideTimeline,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from workers import mp4flat
-from workers.mp4flat import Facts, Mp4FlatError, TrackFacts, describe, flatten
+from workers.media import mp4flat
+from workers.media.mp4flat import Facts, Mp4FlatError, TrackFacts, describe, flatten
 
 VIDEO = [b"V" * 10, b"v" * 4, b"w" * 5]  # first fragment: I, P, B
 VIDEO2 = [b"X" * 7, b"x" * 2]

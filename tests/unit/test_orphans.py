@@ -1,10 +1,10 @@
-"""origin/orphans.py: the row each stored object needs, read from its key."""
+"""core/orphans.py: the row each stored object needs, read from its key."""
 
 from __future__ import annotations
 
 import pytest
 
-from origin.orphans import Owner, is_orphan, owner
+from core.orphans import Owner, is_orphan, owner
 
 S, G, U, J = "scn_aaaaaaaaaaaa", "seg_bbbbbbbbbbbb", "usr_cccccccccccc", "job_dddddddddddd"
 

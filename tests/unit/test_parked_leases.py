@@ -8,7 +8,7 @@ import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from origin.uploads import Lease, ParkedLeases, Upload
+from core.uploads import Lease, ParkedLeases, Upload
 
 
 def _upload(upload_id: str, received: int = 100, *, expires_in: float = 3600) -> Upload:

@@ -1,4 +1,4 @@
-"""Expected-string tests for origin.playlists (globocom/m3u8 style), with the m3u8
+"""Expected-string tests for core.playlists (globocom/m3u8 style), with the m3u8
 library as an independent parser oracle."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import dataclasses
 import m3u8
 import pytest
 
-from origin.playlists import (
+from core.playlists import (
     Clip,
     Rendition,
     StoryboardCue,

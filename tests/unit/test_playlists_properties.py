@@ -1,4 +1,4 @@
-"""Property tests for origin.playlists: random stitched scenes keep the HLS rules of
+"""Property tests for core.playlists: random stitched scenes keep the HLS rules of
 HLS-RULES.md, and peak_bandwidth agrees with a brute-force reading of RFC 8216 §4.1."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import m3u8
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from origin.playlists import (
+from core.playlists import (
     Clip,
     Rendition,
     average_bandwidth,

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from workers.encoding import DEFAULT_LADDER, filter_graph, first_frame_command
-from workers.probe import (
+from workers.media.encoding import DEFAULT_LADDER, filter_graph, first_frame_command
+from workers.media.probe import (
     BadInput,
     Limits,
     MediaInfo,

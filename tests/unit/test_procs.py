@@ -7,7 +7,7 @@ import asyncio
 import os
 import sys
 
-from origin import procs
+from core import procs
 
 REPORT = (
     "import os, pathlib; "

@@ -1,4 +1,4 @@
-"""origin/db.py: what counts as "the database is unreachable", and outages tracked
+"""core/db.py: what counts as "the database is unreachable", and outages tracked
 with one log line at each end and one connection attempt per probe interval."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import logging
 import asyncpg
 import pytest
 
-from origin.db import Reachability, is_connection_error
+from core.db import Reachability, is_connection_error
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from origin import layout, moments, playlists
-from origin.settings import DEFAULT_LADDER, ConfigError, LadderRung, Settings, StagePresets
+from core import layout, playlists
+from core.settings import DEFAULT_LADDER, ConfigError, LadderRung, Settings, StagePresets
+from origin.playback import moments
 from tests.unit.test_encoding import info as upload_info
-from workers import refine
-from workers.encoding import ladder_of, stage_presets, transcode_command
+from workers.jobs import refine
+from workers.media.encoding import ladder_of, stage_presets, transcode_command
 
 
 def test_defaults_are_the_seeds_ladder_fast_then_medium():

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from origin.storage.s3_boundary import get_object_args
+from core.storage.s3_boundary import get_object_args
 
 ETAG = '"abc"'
 AT = "Sat, 31 Jan 2026 10:00:00 GMT"

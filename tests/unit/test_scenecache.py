@@ -1,8 +1,8 @@
-"""origin/scenecache.py: forgetting a scene drops exactly what the caches know of it."""
+"""origin/playback/caches.py: forgetting a scene drops exactly what the caches know of it."""
 
 from __future__ import annotations
 
-from origin.scenecache import Built, forget_scene, new_read_caches
+from origin.playback.caches import Built, forget_scene, new_read_caches
 
 
 def test_forget_scene_drops_only_that_scene():

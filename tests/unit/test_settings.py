@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from origin.settings import ConfigError, Settings
+from core.settings import ConfigError, Settings
 
 
 def test_defaults():

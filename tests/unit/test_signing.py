@@ -1,4 +1,4 @@
-"""origin.signing: CloudFront URLs, policies and cookies byte-identical to botocore's
+"""core.signing: CloudFront URLs, policies and cookies byte-identical to botocore's
 CloudFrontSigner (the oracle); HMAC origin tokens (every field tampered, other scene,
 expiry to the second with an injected clock, unknown and rotated keys, malformed
 input); URI templates; and the signing settings."""
@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from origin import playlists, signing
-from origin.settings import ConfigError, Settings
+from core import playlists, signing
+from core.settings import ConfigError, Settings
 
 KP = "K2JCJMDEHXQW5F"
 CDN = "https://cdn.storyforge.io"

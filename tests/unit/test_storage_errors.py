@@ -1,4 +1,4 @@
-"""origin/storage/s3_boundary.py `s3_errors`: how a failed S3 call reaches the read path:
+"""core/storage/s3_boundary.py `s3_errors`: how a failed S3 call reaches the read path:
 unreachable -> StorageError (503), a server error or an unreadable answer -> BadGateway
 (502), S3's own 503 SlowDown -> StorageError (503: try again), missing -> ObjectNotFound."""
 
@@ -8,8 +8,8 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.parsers import ResponseParserError
 
-from origin.storage import BadGateway, ObjectNotFound, StorageError
-from origin.storage.s3_boundary import s3_errors
+from core.storage import BadGateway, ObjectNotFound, StorageError
+from core.storage.s3_boundary import s3_errors
 
 
 def _client_error(status: int, code: str) -> ClientError:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from workers.storyboard import (
+from workers.media.storyboard import (
     StoryboardCue,
     build_storyboard,
     storyboard_cues,

@@ -8,8 +8,8 @@ from fractions import Fraction
 
 import pytest
 
-from workers import tsjoin
-from workers.tsjoin import (
+from workers.media import tsjoin
+from workers.media.tsjoin import (
     AUDIO_PID,
     BASE,
     PACKET,

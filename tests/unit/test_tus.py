@@ -1,4 +1,4 @@
-"""origin/tus.py: the tus 1.0.0 fields and decisions, against expected values."""
+"""core/tus.py: the tus 1.0.0 fields and decisions, against expected values."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from origin import tus
-from origin.tus import TusError
+from core import tus
+from core.tus import TusError
 
 MiB = 1024 * 1024
 

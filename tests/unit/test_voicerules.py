@@ -1,13 +1,13 @@
-"""origin.voicerules: the voice anchor's sniffing, ffprobe/ffmpeg argument lists (the
-same input whitelists as clips, origin/ffargs.py), probe validation and failure
+"""origin.assets.voice: the voice anchor's sniffing, ffprobe/ffmpeg argument lists (the
+same input whitelists as clips, core/ffargs.py), probe validation and failure
 reasons."""
 
 from __future__ import annotations
 
 import pytest
 
-from origin import voicerules
-from origin.assetrules import AssetLimits, Refused
+from origin.assets import voice as voicerules
+from origin.assets.rules import AssetLimits, Refused
 from tests.helpers import images
 
 LIMITS = AssetLimits(voice_max_seconds=60.0, voice_min_seconds=0.5)

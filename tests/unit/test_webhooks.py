@@ -1,4 +1,4 @@
-"""origin/webhooks.py: the address policy (metadata, private, link-local and names
+"""core/webhooks.py: the address policy (metadata, private, link-local and names
 resolving to them; no traffic anywhere), the Standard Webhooks signature, answers."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from origin import webhooks
+from core import webhooks
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 

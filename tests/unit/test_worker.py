@@ -1,13 +1,13 @@
 """The job loop's pure parts: which temporary directories are jobs', and which database
-errors are worth waiting out (origin/queue.py's boundary)."""
+errors are worth waiting out (core/queue.py's boundary)."""
 
 from __future__ import annotations
 
 import asyncpg
 import pytest
 
-from origin import queue
-from workers.worker import workdir_jobs
+from core import queue
+from workers.runtime.loop import workdir_jobs
 
 
 def test_workdir_names_name_their_job() -> None:

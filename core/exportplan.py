@@ -1,0 +1,416 @@
+"""What an export is, decided without I/O (seed §8, issue 12): the request checked
+and its moment rounded to frames, the dedupe key, the plan (which media segments of
+the scene's published renditions are stream-copied and which edge GOPs are
+re-encoded), the time estimate, the manifest and the download's file name. Pure.
+
+Times are on the scene timeline the stitched playlists show: clip after clip, each as
+long as the sum of its EXTINF values. Inside a clip, frame *i* is at *i / fps* (the
+transcoder's `fps` filter starts every clip at 0), and every media segment is one
+closed GOP starting with an IDR (DESIGN "Transcode"), so a segment is the unit that
+is either copied whole or cut and re-encoded.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from fractions import Fraction
+from typing import Any, Literal
+from urllib.parse import quote
+
+from core import layout
+from core.playlists import Rendition
+
+Kind = Literal["full", "moment"]
+
+#: Seconds of scene exported per second of work until this installation has measured
+#: its own (README "Exports"); a moment re-encodes up to two GOPs, so it is slower.
+DEFAULT_SPEED: Mapping[Kind, float] = {"full": 30.0, "moment": 3.0}
+SPEED_WEIGHT = 0.3  # weight of the newest job in the running throughput (sql/exports.sql)
+MIN_MOMENT_SECONDS = 1.0
+MAX_EXPORT_SECONDS = 24 * 3600.0  # MPEG-TS clocks wrap after 26.5 h (2^33 / 90 kHz)
+_STANDARD_RATES = tuple(
+    Fraction(n, d)
+    for n, d in ((24000, 1001), (30000, 1001), (60000, 1001), (24, 1), (25, 1), (30, 1))
+    + ((48, 1), (50, 1), (60, 1))
+)
+
+
+class BadRequest(ValueError):
+    """The request cannot be exported as asked (HTTP 400, the message says why)."""
+
+
+# --------------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True)
+class Request:
+    quality: str
+    start: float | None = None
+    end: float | None = None
+
+    @property
+    def kind(self) -> Kind:
+        return "full" if self.start is None else "moment"
+
+
+def parse_request(body: Mapping[str, Any]) -> Request:
+    """`{"quality"[, "start", "end"]}` checked for shape (the scene is not known yet)."""
+    unknown = sorted(set(body) - {"quality", "start", "end"})
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
+    quality = body.get("quality")
+    if not isinstance(quality, str) or not layout.is_profile(quality):
+        raise BadRequest('\'quality\' must be a rendition name such as "720p" or "1080p"')
+    if "start" not in body and "end" not in body:
+        return Request(quality)
+    if "start" not in body or "end" not in body:
+        raise BadRequest("a moment needs both 'start' and 'end' (seconds on the scene timeline)")
+    start, end = _seconds(body["start"], "start"), _seconds(body["end"], "end")
+    if start < 0:
+        raise BadRequest("'start' must be >= 0")
+    if end <= start:
+        raise BadRequest("'end' must be after 'start'")
+    if end - start < MIN_MOMENT_SECONDS:
+        raise BadRequest(f"a moment must last at least {MIN_MOMENT_SECONDS:g} s")
+    return Request(quality, start, end)
+
+
+def _seconds(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadRequest(f"'{name}' must be a number of seconds")
+    seconds = float(value)
+    if not math.isfinite(seconds):
+        raise BadRequest(f"'{name}' must be a finite number of seconds")
+    return seconds
+
+
+# ------------------------------------------------------------------- the scene
+
+
+@dataclass(frozen=True)
+class SourceClip:
+    """One ready clip of the scene, with its rendition of the export's quality."""
+
+    segment_id: str
+    sequence: int
+    contributor_id: str
+    rendition: Rendition
+
+    @property
+    def fps(self) -> Fraction:
+        return frame_rate(self.rendition.frame_rate)
+
+    @property
+    def duration(self) -> float:
+        return sum(self.rendition.durations)
+
+    def segment_frames(self) -> list[int]:
+        """Frames in each media segment (EXTINF x fps, rounded)."""
+        return [round(d * self.fps) for d in self.rendition.durations]
+
+
+def frame_rate(value: float) -> Fraction:
+    """The exact frame rate of a rendition row (stored rounded to 3 decimals):
+    29.97 -> 30000/1001, 25.0 -> 25."""
+    for rate in _STANDARD_RATES:
+        if abs(value - float(rate)) < 0.005:
+            return rate
+    return Fraction(value).limit_denominator(1001)
+
+
+def h264_level(codecs: str) -> int:
+    """level_idc of a CODECS value such as `avc1.4d401f,mp4a.40.2` (RFC 6381): 31."""
+    m = re.match(r"^avc[13]\.[0-9a-fA-F]{4}([0-9a-fA-F]{2})(?:,|$)", codecs)
+    if not m:
+        raise ValueError(f"not an H.264 CODECS value: {codecs!r}")
+    return int(m.group(1), 16)
+
+
+def scene_duration(clips: Sequence[SourceClip]) -> float:
+    return sum(c.duration for c in clips)
+
+
+@dataclass(frozen=True)
+class Moment:
+    """A time range of the scene rounded to frames: `start` is the time of its first
+    frame, `end` the end of its last (seconds, 6 decimals)."""
+
+    start: float
+    end: float
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+def _locate(clips: Sequence[SourceClip], t: float, *, end: bool) -> tuple[int, int, float]:
+    """(clip index, frame index, scene time of that frame boundary) nearest `t`. An end
+    on a clip boundary belongs to the clip before it, a start to the clip after it."""
+    offset = 0.0
+    last = len(clips) - 1
+    for k, clip in enumerate(clips):
+        length = clip.duration
+        inside = t < offset + length if not end else t <= offset + length
+        if inside or k == last:
+            frames = sum(clip.segment_frames())
+            i = min(max(round((t - offset) * clip.fps), 0), frames)
+            if not end and i == frames and k < last:
+                return k + 1, 0, offset + length
+            if end and i == 0 and k > 0:
+                prev = clips[k - 1]
+                n = sum(prev.segment_frames())
+                return k - 1, n, offset - prev.duration + float(n / prev.fps)
+            return k, i, offset + float(i / clip.fps)
+        offset += length
+    raise BadRequest("the scene is empty")
+
+
+def round_moment(clips: Sequence[SourceClip], start: float, end: float) -> Moment:
+    """`start`/`end` (seconds) rounded to the frames of the clips they fall in."""
+    total = scene_duration(clips)
+    if end > total + 0.0005:
+        raise BadRequest(f"'end' is past the end of the scene ({total:.3f} s)")
+    if start >= total:
+        raise BadRequest(f"'start' is past the end of the scene ({total:.3f} s)")
+    _, _, s = _locate(clips, start, end=False)
+    _, _, e = _locate(clips, min(end, total), end=True)
+    if e <= s:
+        raise BadRequest("the moment is empty once rounded to frames")
+    return Moment(round(s, 6), round(e, 6))
+
+
+def dedupe_key(scene_id: str, quality: str, version: int, moment: Moment | None) -> str:
+    """One export job in flight per scene, version, quality and (rounded) range."""
+    key = f"export:{scene_id}:{version}:{quality}"
+    if moment is not None:
+        key += f":{round(moment.start * 1e6)}-{round(moment.end * 1e6)}"
+    return key
+
+
+# ------------------------------------------------------------------------ plan
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Frames [first, end) of one media segment (0 = its IDR), to be re-encoded."""
+
+    first: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Part:
+    """Consecutive media segments of one clip, stream-copied; or (with `cut`) part of
+    one segment, re-encoded with the rendition's own encoder settings."""
+
+    segment_id: str
+    sequence: int
+    files: tuple[str, ...]
+    sizes: tuple[int, ...]
+    fps: Fraction
+    duration: float  # seconds this part adds to the export
+    cut: Cut | None = None
+
+    @property
+    def size(self) -> int:
+        return sum(self.sizes)
+
+
+@dataclass(frozen=True)
+class Plan:
+    quality: str
+    parts: tuple[Part, ...]
+    clips: tuple[SourceClip, ...]  # the clips the export shows, in order
+    level: int  # highest H.264 level_idc among them
+    max_fps: Fraction
+    moment: Moment | None
+
+    @property
+    def duration(self) -> float:
+        return sum(p.duration for p in self.parts)
+
+    @property
+    def size(self) -> int:
+        """Bytes of media segments read (copied or cut)."""
+        return sum(p.size for p in self.parts)
+
+    @property
+    def kind(self) -> Kind:
+        return "full" if self.moment is None else "moment"
+
+    @property
+    def file_name(self) -> str:
+        return layout.export_file_name(self.quality, moment=self.moment is not None)
+
+
+def plan_export(clips: Sequence[SourceClip], quality: str, moment: Moment | None = None) -> Plan:
+    """The parts of an export, in order: whole segments are copied; a segment that a
+    moment's start or end cuts into is re-encoded from the cut on (or up to it)."""
+    if not clips:
+        raise BadRequest("the scene has no ready clip")
+    if moment is None:
+        first_k, first_i, last_k, last_i = 0, 0, len(clips) - 1, None
+    else:
+        first_k, first_i, _ = _locate(clips, moment.start, end=False)
+        last_k, last_i, _ = _locate(clips, moment.end, end=True)
+    parts: list[Part] = []
+    used: list[SourceClip] = []
+    for k in range(first_k, last_k + 1):
+        clip = clips[k]
+        frames = clip.segment_frames()
+        lo = first_i if k == first_k else 0
+        hi = (last_i if last_i is not None else sum(frames)) if k == last_k else sum(frames)
+        if hi <= lo:
+            continue
+        used.append(clip)
+        run: list[int] = []  # segment indexes (0-based) copied whole
+        at = 0
+        for j, n in enumerate(frames):
+            a, b = max(lo, at), min(hi, at + n)
+            at += n
+            if b <= a:
+                continue
+            if a == at - n and b == at:
+                run.append(j)
+                continue
+            if run:
+                parts.append(_copy(clip, run))
+                run = []
+            r = clip.rendition
+            name = layout.media_segment_name(r.profile, j + 1, r.generation)
+            cut = Cut(a - (at - n), b - (at - n))
+            duration = float((b - a) / clip.fps)
+            parts.append(
+                Part(
+                    clip.segment_id, clip.sequence, (name,), (r.sizes[j],), clip.fps, duration, cut
+                )
+            )
+        if run:
+            parts.append(_copy(clip, run))
+    if not parts:
+        raise BadRequest("the moment is empty once rounded to frames")
+    plan = Plan(
+        quality=quality,
+        parts=tuple(parts),
+        clips=tuple(used),
+        level=max(h264_level(c.rendition.codecs) for c in used),
+        max_fps=max(c.fps for c in used),
+        moment=moment,
+    )
+    if plan.duration > MAX_EXPORT_SECONDS:
+        raise BadRequest(f"an export is limited to {MAX_EXPORT_SECONDS / 3600:g} hours")
+    return plan
+
+
+def _copy(clip: SourceClip, indexes: list[int]) -> Part:
+    r = clip.rendition
+    return Part(
+        clip.segment_id,
+        clip.sequence,
+        tuple(layout.media_segment_name(r.profile, j + 1, r.generation) for j in indexes),
+        tuple(r.sizes[j] for j in indexes),
+        clip.fps,
+        sum(r.durations[j] for j in indexes),
+    )
+
+
+# ------------------------------------------------------------------- estimates
+
+
+def estimate_seconds(duration: float, speed: float) -> int:
+    """Seconds an export of `duration` seconds of scene should take at `speed`
+    (seconds of scene per second of work), at least 1."""
+    return max(1, math.ceil(duration / max(speed, 1e-3)))
+
+
+# ---------------------------------------------------------- manifest, file name
+
+
+def manifest(
+    *,
+    scene_id: str,
+    export_id: str,
+    version: int,
+    plan: Plan,
+    created_at: datetime,
+    duration: float,
+    size: int,
+) -> dict[str, Any]:
+    """`export_manifest.json`: what the MP4 holds, clip by clip, and how each part was
+    made (`copy` or `reencode` with its frame range)."""
+    clips: list[dict[str, Any]] = []
+    t = 0.0
+    for clip in plan.clips:
+        shown = sum(p.duration for p in plan.parts if p.segment_id == clip.segment_id)
+        clips.append(
+            {
+                "id": clip.segment_id,
+                "sequence": clip.sequence,
+                "contributorId": clip.contributor_id,
+                "duration": round(clip.duration, 3),
+                "startTime": round(t, 3),
+                "exportedDuration": round(shown, 3),
+            }
+        )
+        t += shown
+    return {
+        "exportId": export_id,
+        "sceneId": scene_id,
+        "sceneVersion": version,
+        "quality": plan.quality,
+        "file": plan.file_name,
+        "start": plan.moment.start if plan.moment else None,
+        "end": plan.moment.end if plan.moment else None,
+        "duration": round(duration, 3),
+        "size": size,
+        "createdAt": created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "segments": clips,
+        "parts": [
+            {
+                "segmentId": p.segment_id,
+                "files": list(p.files),
+                "mode": "copy" if p.cut is None else "reencode",
+                **({"frames": [p.cut.first, p.cut.end]} if p.cut else {}),
+                "duration": round(p.duration, 6),
+            }
+            for p in plan.parts
+        ],
+    }
+
+
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f"\\/:*?<>|;]+')
+
+
+def download_name(title: str, moment: Moment | None = None) -> str:
+    """The file name a download is saved as: the scene title without characters that
+    are unsafe in file names or header values, `.mp4`, and the range for a moment."""
+    name = unicodedata.normalize("NFC", title)
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    name = re.sub(r"\s+", " ", _UNSAFE.sub(" ", name)).strip(" .")[:120].strip(" .")
+    name = name or "scene"
+    if moment is not None:
+        name += f" ({_clock(moment.start)}-{_clock(moment.end)})"
+    return name + ".mp4"
+
+
+def _clock(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 60}m{whole % 60:02d}s"
+
+
+def content_disposition(filename: str) -> str:
+    """`attachment` with an ASCII `filename` and the exact UTF-8 `filename*`
+    (RFC 6266 §4.1, §4.3; RFC 8187). `filename` is a `download_name`."""
+    stem, dot, ext = filename.rpartition(".")
+    folded = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
+    folded = re.sub(r"\s+", " ", folded.replace("\\", "").replace('"', "")).strip(" .")
+    ascii_name = (folded or "scene") + dot + ext
+    value = f'attachment; filename="{ascii_name}"'
+    if ascii_name != filename:
+        value += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    return value

@@ -1,0 +1,200 @@
+"""Scene exports over HTTP (seed §8.2, issue 12): `POST /api/v1/scenes/{sceneId}/export`
+(a ready export of the current version, the one in flight, or a new `export` job),
+`GET /api/v1/exports/{exportId}` (its status), and the files under
+`/e/{sceneId}/{exportId}/` (the MP4, with ranges, conditional GET and
+Content-Disposition, and its manifest). URLs are signed like the scene's media when
+signing is on; the signing guard checks every `/e/` request."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from aiohttp import hdrs, web
+
+from core import catalog, exportplan, exports, layout, signing
+from core.exportplan import BadRequest
+from origin import keys
+from origin.http.auth import require_token
+from origin.http.body import json_body
+from origin.http.errors import ApiError, bad_request, not_found, without_paths
+from origin.http.objects import serve_object
+from origin.playback.cookies import iso_time, viewer_ip
+
+_NO_STORE = {hdrs.CACHE_CONTROL: "no-store"}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def _export_url(request: web.Request, export: exports.Export) -> dict[str, Any]:
+    """`url` of a ready export (signed when signing is on, with `expiresAt`)."""
+    settings = request.app[keys.SETTINGS]
+    path = layout.export_path(export.scene_id, export.id, export.file_name)
+    url = layout.cdn_url(settings.cdn_base_url, path)
+    if settings.signing == "none":
+        return {"url": url}
+    state = request.app[keys.SIGNING]
+    now = state.clock()
+    try:
+        signed = signing.mint_export(
+            state.config, export.scene_id, url, now=now, client_ip=viewer_ip(request)
+        )
+    except ValueError as exc:  # binding on, but the address is unknown
+        raise ApiError(400, "bad_request", f"cannot sign for this client: {exc}") from None
+    return {"url": signed, "expiresAt": iso_time(int(now) + state.config.ttl)}
+
+
+def _range(export: exports.Export) -> dict[str, Any]:
+    m = export.moment
+    return {"start": m.start if m else None, "end": m.end if m else None}
+
+
+def _ready_body(request: web.Request, export: exports.Export) -> dict[str, Any]:
+    return {
+        "status": "ready",
+        "exportId": export.id,
+        **_export_url(request, export),
+        "createdAt": _iso(export.ready_at),
+        "size": export.size,
+        "duration": export.duration,
+        "sceneVersion": export.scene_version,
+        "quality": export.quality,
+        **_range(export),
+    }
+
+
+async def request_export(request: web.Request) -> web.Response:
+    """POST /api/v1/scenes/{sceneId}/export `{"quality"[, "start", "end"]}`."""
+    require_token(request)
+    scene_id = request.match_info["scene_id"]
+    if not layout.is_id(scene_id, "scn"):
+        raise not_found("no such scene: malformed id")
+    try:
+        ask = exportplan.parse_request(await json_body(request))
+    except BadRequest as exc:
+        raise bad_request(str(exc)) from None
+    settings = request.app[keys.SETTINGS]
+    async with request.app[keys.POOL].acquire() as conn:
+        view = await catalog.scene_view(conn, scene_id)
+        if view is None:
+            raise not_found(f"no such scene: {scene_id}")
+        if not view.clips:
+            raise not_found(f"scene {scene_id} has no ready clip to export yet")
+        try:
+            clips = exports.source_clips(view, ask.quality)
+            moment = None
+            if ask.start is not None and ask.end is not None:
+                moment = exportplan.round_moment(clips, ask.start, ask.end)
+            plan = exportplan.plan_export(clips, ask.quality, moment)
+        except BadRequest as exc:
+            raise bad_request(str(exc)) from None
+        version = view.scene.version
+        ready = await exports.find_ready(
+            conn, scene_id, ask.quality, version, moment, max_age=settings.export_max_age
+        )
+        if ready is not None:
+            return web.json_response(_ready_body(request, ready), headers=_NO_STORE)
+        export, job = await exports.start_export(
+            conn,
+            scene_id,
+            ask.quality,
+            version,
+            moment,
+            dedupe_key=exportplan.dedupe_key(scene_id, ask.quality, version, moment),
+            max_attempts=settings.job_max_attempts,
+        )
+        speed = (await exports.speeds(conn))[plan.kind]
+    estimate = exportplan.estimate_seconds(plan.duration * (1 - job.progress / 100), speed)
+    status_url = f"/api/v1/exports/{export.id}"
+    return web.json_response(
+        {
+            "status": "processing",
+            "exportId": export.id,
+            "jobId": job.id,
+            "progress": int(job.progress),
+            "estimatedTime": estimate,
+            "statusUrl": status_url,
+            "sceneVersion": version,
+            "quality": ask.quality,
+            **_range(export),
+        },
+        status=202,
+        headers={**_NO_STORE, hdrs.LOCATION: status_url},
+    )
+
+
+async def export_status(request: web.Request) -> web.Response:
+    """GET /api/v1/exports/{exportId}: status, progress 0-100, the URL once ready, the
+    reason once failed; `current` says whether it still shows the scene as it is."""
+    require_token(request)
+    export_id = request.match_info["export_id"]
+    if not layout.is_id(export_id, "exp"):
+        raise not_found("no such export: malformed id")
+    async with request.app[keys.POOL].acquire() as conn:
+        found = await exports.status(conn, export_id)
+    if found is None or not found.scene_live:
+        raise not_found(f"no such export: {export_id}")
+    export, status = found.export, found.status
+    progress = {"ready": 100, "processing": min(int(found.job_progress), 99)}.get(
+        status, int(found.job_progress)
+    )
+    body: dict[str, Any] = {
+        "exportId": export.id,
+        "sceneId": export.scene_id,
+        "status": status,
+        "progress": progress,
+        "jobId": export.job_id,
+        "quality": export.quality,
+        "sceneVersion": export.scene_version,
+        "current": found.current,
+        **_range(export),
+        "requestedAt": _iso(export.created_at),
+        "createdAt": _iso(export.ready_at),
+        "size": export.size,
+        "duration": export.duration,
+        "error": without_paths(found.error) if found.error else None,
+    }
+    if status == "ready":
+        body.update(_export_url(request, export))
+    return web.json_response(body, headers=_NO_STORE)
+
+
+async def export_file(request: web.Request) -> web.StreamResponse:
+    """GET/HEAD `/e/{sceneId}/{exportId}/{file}`: a ready export's MP4 (as a download
+    named after the scene) or its manifest, from the exports bucket."""
+    scene_id = request.match_info["scene_id"]
+    export_id = request.match_info["export_id"]
+    name = request.match_info["file"]
+    if not (
+        layout.is_id(scene_id, "scn")
+        and layout.is_id(export_id, "exp")
+        and layout.is_export_file(name)
+    ):
+        raise not_found("no such file")
+    async with request.app[keys.POOL].acquire() as conn:
+        found = await exports.served(conn, scene_id, export_id)
+    mp4 = layout.export_file_name(found.quality, moment=found.moment is not None) if found else None
+    if found is None or name not in (mp4, layout.EXPORT_MANIFEST):
+        raise not_found("no such file")
+    bucket = request.app[keys.SETTINGS].exports_bucket
+    key = layout.export_key(scene_id, export_id, name)
+    if name == layout.EXPORT_MANIFEST:
+        meta = layout.EXPORT_MANIFEST_META
+        return await serve_object(request, bucket, key, meta.content_type, meta.cache_control)
+    filename = exportplan.download_name(found.title, found.moment)
+    return await serve_object(
+        request,
+        bucket,
+        key,
+        layout.EXPORT_META.content_type,
+        layout.EXPORT_META.cache_control,
+        headers={hdrs.CONTENT_DISPOSITION: exportplan.content_disposition(filename)},
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/v1/scenes/{scene_id}/export", request_export)
+    app.router.add_get("/api/v1/exports/{export_id}", export_status)
+    app.router.add_get("/e/{scene_id}/{export_id}/{file}", export_file)

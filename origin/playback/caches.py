@@ -1,0 +1,126 @@
+"""In-process caches of the read path: built stitched playlists keyed by
+(scene, version, file), per-segment playlists as signing templates (signing on), the
+last scene JSON rows read (for outages only),
+and short-lived answers to "what version is this scene at"
+and "is this segment ready", so a warm request touches neither Postgres nor storage.
+
+Scene playlists are rebuilt only when the scene's version changes; the version is
+re-read at most every `version_ttl` seconds (scene playlists are cached downstream
+for a few seconds anyway, see layout.SCENE_PLAYLIST_CACHE), and so is readiness.
+A deleted scene or a removed clip is forgotten at once when its change is notified
+(`forget_scene`, core/listen.py); the TTLs bound it when a notification is lost.
+
+An expired version or readiness is kept `keep` seconds longer: while Postgres cannot be
+reached, the read path answers from it (`ReadCaches.last_known`, `STALE_IF_DB_DOWN`)
+instead of failing. A committed deletion or removal still forgets it at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from core.lru import LRU, V
+from core.metrics import family
+
+if TYPE_CHECKING:
+    from core.catalog import SceneView
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """A built scene document: its bytes and strong validator. With signing on, the
+    bytes are a template whose URIs carry marks (core.signing.render fills in the
+    viewer's query per request), so the document is never rebuilt per viewer."""
+
+    body: bytes
+    etag: str
+
+
+@dataclass
+class ReadCaches:
+    playlists: LRU[Built]
+    versions: LRU[int]  # scene id -> version (-1: no live scene)
+    ready: LRU[int]  # (scene id, segment id) -> its generation when served, else 0
+    # (segment id, generation, file name) -> a per-segment playlist / storyboard VTT
+    # built from its rows once and kept as a signing template
+    segment_docs: LRU[Built]
+    # scene id -> the rows of the scene JSON (None: no live scene), read every time and
+    # kept only to answer while Postgres is unreachable
+    views: LRU[SceneView | None]
+    # how old a version or readiness may be when answered while Postgres is down
+    stale_seconds: float = 0.0
+    stale_answers: int = 0  # answers made from such stale entries (for /metrics)
+
+    def last_known(self, cache: LRU[V], key: Hashable) -> V | None:
+        """What `cache` last knew of `key`, if not older than `stale_seconds`; for
+        answering while the database cannot say (counted in `stale_answers`)."""
+        value = cache.stale(key, self.stale_seconds)
+        if value is not None:
+            self.stale_answers += 1
+        return value
+
+
+def new_read_caches(
+    entries: int,
+    version_ttl: float = 1.0,
+    clock: Callable[[], float] = time.monotonic,
+    stale_seconds: float = 0.0,
+) -> ReadCaches:
+    keep = max(0.0, stale_seconds - version_ttl)
+    return ReadCaches(
+        playlists=LRU(entries),
+        versions=LRU(max(1024, entries), ttl=version_ttl, clock=clock, keep=keep),
+        ready=LRU(max(4096, entries * 4), ttl=version_ttl, clock=clock, keep=keep),
+        segment_docs=LRU(entries),
+        views=LRU(min(entries, 256), ttl=0.0, clock=clock, keep=stale_seconds),
+        stale_seconds=stale_seconds,
+    )
+
+
+def forget_scene(caches: ReadCaches, scene_id: str | None) -> None:
+    """Forget what the caches know of a scene whose clips changed (deleted, a clip
+    removed): its version, its segments' readiness, its built documents. None: of
+    every scene (after notifications may have been missed)."""
+    if scene_id is None:
+        caches.versions.clear()
+        caches.ready.clear()
+        caches.views.clear()
+        return
+    caches.versions.discard(scene_id)
+    caches.views.discard(scene_id)
+    caches.ready.discard_where(lambda key: isinstance(key, tuple) and key[0] == scene_id)
+    caches.playlists.discard_where(lambda key: isinstance(key, tuple) and key[0] == scene_id)
+
+
+def cache_families(caches: ReadCaches) -> list[Metric]:
+    named: dict[str, LRU[Any]] = {
+        "playlists": caches.playlists,
+        "versions": caches.versions,
+        "ready": caches.ready,
+        "segment_docs": caches.segment_docs,
+    }
+    return [
+        family(
+            GaugeMetricFamily,
+            "storyforge_read_cache_entries",
+            "Entries in the read-path caches",
+            ["cache"],
+            (((name,), len(lru)) for name, lru in named.items()),
+        ),
+        family(
+            CounterMetricFamily,
+            "storyforge_read_cache_lookups",
+            "Read-path cache lookups, by cache and result (hit, miss: absent or expired)",
+            ["cache", "result"],
+            [
+                ((name, result), n)
+                for name, lru in named.items()
+                for result, n in (("hit", lru.hits), ("miss", lru.misses))
+            ],
+        ),
+    ]

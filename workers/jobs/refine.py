@@ -1,0 +1,325 @@
+"""The `refine` job (issue 17): a published clip re-encoded at the quality settings and
+published as the next generation of its renditions.
+
+The transcode publishes the fast ladder (FAST_PRESET) so a clip plays within seconds,
+then queues this job, which every other kind outranks (`core.queue.PRIORITIES`). It
+downloads the clip's stored `source.mp4`, probes it, measures its loudness again (the
+same measurement, so the same gain) and runs the transcode's own command without the
+stills (`workers.media.ffmpeg.encode_renditions`, at the lowest CPU priority): the same
+filter graph, segmentation, keyframes, audio and loudness treatment at REFINE_PRESET,
+so each refined rendition is a drop-in replacement, which is checked (same profiles,
+same segment durations) before anything is written. Its media segments go under new keys
+(`core.layout.media_segment_name` with the generation), then one transaction fenced
+by the job's lease replaces the renditions rows, marks the clip `final` and bumps the
+scene's version (`catalog.publish_generation`); stitched playlists, storyboards and
+exports move on with the version, and the CDN's copies of the scene's and the clip's
+documents are invalidated.
+
+The previous generation's media segments stay for SEGMENT_REMOVAL_GRACE (a player that
+loaded the old playlist plays it to the end): the job defers itself that long (like a
+removed clip's `remove_segment`), then deletes them and the clip's cached stills, and
+invalidates them. A clip removed or a scene deleted before that cancels the job (its
+fenced writes fail), and the publish itself wants the clip still ready in a live scene:
+a cancelled refinement never publishes, and what it uploaded goes with the clip.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from core import catalog, invalidation, layout, playlists
+from core.cdn import Invalidations
+from core.settings import Settings
+from core.storage import Storage
+from workers.jobs.transcode import (
+    clip_renditions,
+    download,
+    loudness_record,
+    preflight,
+    put_all,
+    upload_limits,
+)
+from workers.media import ffmpeg
+from workers.media.encoding import ladder_of, stage_presets
+from workers.media.probe import BadInput, Limits
+from workers.runtime.loop import Deferred, Handler, JobContext, PermanentError
+
+log = logging.getLogger("storyforge.refine")
+
+# progress: source fetched and probed, encoded (to ENCODED), uploaded, published
+FETCHED, ENCODED, UPLOADED = 3.0, 90.0, 97.0
+ALIGN_TOLERANCE = 0.0015  # s: EXTINFs of two encodings of one clip agree to the ms
+# The refinement's ffmpeg runs at the lowest CPU priority: a transcode (a new upload
+# becoming playable) on the same host takes the cores first.
+NICENESS = 19
+
+
+def make_handler(settings: Settings, storage: Storage, invalidations: Invalidations) -> Handler:
+    limits = upload_limits(settings)
+
+    async def refine(ctx: JobContext) -> None:
+        await refine_job(ctx, settings, storage, limits, invalidations)
+
+    return refine
+
+
+def mismatch(
+    published: Sequence[playlists.Rendition], refined: Sequence[playlists.Rendition]
+) -> str | None:
+    """Why `refined` cannot replace `published` (other profiles, frames or segment
+    boundaries: a player switching between them would skip or repeat), or None."""
+    old = {r.profile: r for r in published}
+    new = {r.profile: r for r in refined}
+    if set(old) != set(new):
+        return f"profiles {sorted(new)} differ from the published {sorted(old)}"
+    for profile, r in new.items():
+        o = old[profile]
+        if (r.width, r.height) != (o.width, o.height):
+            return (
+                f"{profile}: {r.width}x{r.height} differs from the published {o.width}x{o.height}"
+            )
+        if len(r.durations) != len(o.durations) or any(
+            abs(a - b) > ALIGN_TOLERANCE for a, b in zip(r.durations, o.durations, strict=True)
+        ):
+            return f"{profile}: its segments do not line up with the published ones"
+    return None
+
+
+def old_generation_keys(
+    scene_id: str, segment_id: str, renditions: Sequence[playlists.Rendition], generation: int
+) -> list[str]:
+    """Keys of the media segments of the generation before `generation` (same counts:
+    a refined rendition has the published one's segmentation)."""
+    return [
+        layout.segment_key(
+            scene_id, segment_id, layout.media_segment_name(r.profile, n, generation - 1)
+        )
+        for r in renditions
+        for n in range(1, len(r.durations) + 1)
+    ]
+
+
+def _generation(ctx: JobContext) -> tuple[str, int]:
+    payload = ctx.job.payload
+    segment_id = str(payload.get("segment_id", ""))
+    generation = payload.get("generation")
+    if not layout.is_id(segment_id, "seg") or not isinstance(generation, int) or generation < 2:
+        raise PermanentError("malformed refine job payload")
+    return segment_id, generation
+
+
+async def refine_job(
+    ctx: JobContext,
+    settings: Settings,
+    storage: Storage,
+    limits: Limits,
+    invalidations: Invalidations,
+) -> None:
+    segment_id, generation = _generation(ctx)
+    async with ctx.pool.acquire() as conn:
+        target = await catalog.refine_target(conn, segment_id)
+    if target is None or not target.refinable:
+        raise PermanentError("the clip was removed or its scene deleted: nothing to refine")
+    if target.generation < generation - 1:
+        raise PermanentError(f"generation {generation - 1} of the clip is not published")
+    if target.generation == generation - 1:
+        await _encode_and_publish(ctx, settings, storage, limits, invalidations, target, generation)
+        # players holding the previous generation's playlists finish them first
+        raise Deferred(
+            settings.segment_removal_grace,
+            {"purge_after": time.time() + settings.segment_removal_grace},
+            "the previous generation outlives it a while",
+        )
+    if target.generation > generation:
+        return  # a later refinement took over: its job removes this one's predecessor
+    purge_after = ctx.job.payload.get("purge_after")
+    if not isinstance(purge_after, int | float):  # published, but the deferral was lost
+        purge_after = time.time() + settings.segment_removal_grace
+    left = float(purge_after) - time.time()
+    if left > 0:
+        raise Deferred(
+            left, {"purge_after": purge_after}, "the previous generation outlives it a while"
+        )
+    await _purge_previous(ctx, settings, storage, invalidations, target, generation)
+
+
+async def _encode_and_publish(
+    ctx: JobContext,
+    settings: Settings,
+    storage: Storage,
+    limits: Limits,
+    invalidations: Invalidations,
+    target: catalog.RefineTarget,
+    generation: int,
+) -> None:
+    scene_id, segment_id = target.scene_id, target.id
+    videos = settings.videos_bucket
+    async with ctx.pool.acquire() as conn:
+        published = await catalog.segment_clip(conn, scene_id, segment_id)
+    if published is None:
+        raise PermanentError("the clip was removed or its scene deleted: nothing to refine")
+    ladder = ladder_of(settings.ladder)
+    with tempfile.TemporaryDirectory(prefix=f"storyforge-{ctx.job.id}-") as tmp:
+        work = Path(tmp)
+        source = work / "source"
+        await download(
+            storage, videos, layout.segment_key(scene_id, segment_id, "source.mp4"), source
+        )
+        try:
+            info, loudness = await preflight(settings, source, limits)
+        except BadInput as exc:  # it was published from this very file
+            raise PermanentError(f"the stored source cannot be refined: {exc.reason}") from None
+        await ctx.progress(FETCHED)
+
+        async def on_progress(pct: float) -> None:
+            await ctx.progress(FETCHED + pct * (ENCODED - FETCHED) / 100)
+
+        outputs = await ffmpeg.encode_renditions(
+            source,
+            work / "out",
+            info,
+            ladder,
+            presets=stage_presets(ladder, settings.refine_preset),
+            loudness=loudness,
+            niceness=NICENESS,
+            on_progress=on_progress,
+            stall_seconds=settings.ffmpeg_stall_seconds,
+        )
+        renditions, _ = clip_renditions(outputs, generation)
+        why = mismatch(list(published.renditions.values()), renditions)
+        if why is not None:
+            raise PermanentError(f"the refined renditions are no drop-in replacement: {why}")
+        items: list[tuple[str, str, Path | bytes, str, str, str]] = []
+        for r_out, r in zip(outputs, renditions, strict=True):
+            for n, path in enumerate(r_out.segments, start=1):
+                name = layout.media_segment_name(r.profile, n, generation)
+                meta = layout.file_meta(name)
+                key = layout.segment_key(scene_id, segment_id, name)
+                items.append((videos, key, path, meta.content_type, meta.cache_control, meta.tag))
+        await put_all(storage, items)
+        await ctx.progress(UPLOADED)
+        metadata = {
+            "quality": "final",
+            "generation": generation,
+            "fileSize": {
+                **target.metadata.get("fileSize", {}),
+                **{r.profile: sum(r.sizes) for r in renditions},
+            },
+        }
+
+        async def publish() -> int | None:
+            async with ctx.pool.acquire() as conn, conn.transaction():
+                await ctx.fence(conn)
+                return await catalog.publish_generation(
+                    conn,
+                    segment_id,
+                    generation,
+                    renditions=renditions,
+                    metadata=metadata,
+                    loudness=loudness_record(loudness),
+                )
+
+        version = await ctx.retrying(publish, "publish")  # until it commits or the lease ends
+    if version is None:  # removed meanwhile: its objects go with the clip
+        raise PermanentError("the clip was removed or its scene deleted before it was refined")
+    await _write_metadata(storage, settings, scene_id, segment_id, target, metadata)
+    profiles = [r.profile for r in renditions]
+    # the clip's own and the scene's playlists now name the new generation's segments
+    invalidations.request(
+        scene_id,
+        invalidation.scene_document_paths(
+            scene_id, profiles, query_variants=settings.invalidate_query_variants
+        )
+        + [
+            layout.cdn_path(scene_id, segment_id, name)
+            for name in ("master.m3u8", *(f"{p}.m3u8" for p in profiles))
+        ],
+    )
+    log.info(
+        "segment refined",
+        extra={"sf_segment": segment_id, "sf_scene": scene_id, "sf_generation": generation},
+    )
+
+
+async def _write_metadata(
+    storage: Storage,
+    settings: Settings,
+    scene_id: str,
+    segment_id: str,
+    target: catalog.RefineTarget,
+    changes: dict[str, object],
+) -> None:
+    """`metadata.json` (seed §3.3) again, with the refined sizes and quality."""
+    document = {k: v for k, v in target.metadata.items() if k != "storyboard"} | changes
+    meta = layout.file_meta("metadata.json")
+    await storage.put(
+        settings.videos_bucket,
+        layout.segment_key(scene_id, segment_id, "metadata.json"),
+        json.dumps(document, indent=2).encode(),
+        content_type=meta.content_type,
+        cache_control=meta.cache_control,
+        tags={"type": meta.tag},
+    )
+
+
+async def _write_playlists(
+    storage: Storage,
+    settings: Settings,
+    scene_id: str,
+    segment_id: str,
+    renditions: Sequence[playlists.Rendition],
+) -> None:
+    """`{profile}.m3u8` and `master.m3u8` of the clip, as the transcode stores them."""
+    target = playlists.target_duration(r.durations for r in renditions)
+    documents = {
+        f"{r.profile}.m3u8": playlists.clip_media_playlist(r, target=target) for r in renditions
+    }
+    documents["master.m3u8"] = playlists.clip_master_playlist(renditions)
+    for name, text in documents.items():
+        meta = layout.file_meta(name)
+        await storage.put(
+            settings.videos_bucket,
+            layout.segment_key(scene_id, segment_id, name),
+            text.encode(),
+            content_type=meta.content_type,
+            cache_control=meta.cache_control,
+            tags={"type": meta.tag},
+        )
+
+
+async def _purge_previous(
+    ctx: JobContext,
+    settings: Settings,
+    storage: Storage,
+    invalidations: Invalidations,
+    target: catalog.RefineTarget,
+    generation: int,
+) -> None:
+    """After the grace period: the previous generation's media segments and the clip's
+    stills (grabbed from either generation; grabbed again on demand) deleted, then
+    invalidated; the job completes."""
+    scene_id, segment_id = target.scene_id, target.id
+    async with ctx.pool.acquire() as conn:
+        clip = await catalog.segment_clip(conn, scene_id, segment_id)
+    if clip is None:
+        return  # removed meanwhile: its remove_segment job deletes every object
+    videos = settings.videos_bucket
+    renditions = list(clip.renditions.values())
+    if all(r.generation == generation for r in renditions):
+        # the stored copies of the clip's playlists (the seed's layout; the origin builds
+        # them from Postgres) name the new generation before the old one's segments go
+        await _write_playlists(storage, settings, scene_id, segment_id, renditions)
+    keys = old_generation_keys(scene_id, segment_id, renditions, generation)
+    for key in keys:
+        await storage.delete(videos, key)
+    await storage.delete_prefix(videos, layout.segment_prefix(scene_id, segment_id) + "stills/")
+    # one wildcard per rendition (CloudFront: `*` at the end of a path)
+    stems = {layout.generation_stem(p, generation - 1) for p in clip.renditions}
+    await invalidations.invalidate(
+        scene_id, [layout.cdn_path(scene_id, segment_id, stem) + "*" for stem in sorted(stems)]
+    )

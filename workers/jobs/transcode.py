@@ -1,0 +1,455 @@
+"""The `transcode` job: an uploaded clip becomes a published segment of its scene.
+
+Download the upload, validate it with ffprobe, measure its loudness (an audio-only pass,
+unless LOUDNESS_TARGET=off), run the one ffmpeg pass, upload every output under
+`{sceneId}/{segmentId}/` (the keys are deterministic, so a retry overwrites only its own
+unpublished objects), then publish in one transaction fenced by the job's lease: segment
+ready, renditions written (with the loudness record), scene version bumped, job
+complete, and (unless REFINE=off) a low-priority `refine` job queued to re-encode the
+clip at the quality settings (workers/jobs/refine.py). Nothing is visible to players before
+that commit. Then the poster (when this is the scene's first clip) and a CDN
+invalidation of the scene's stitched documents, coalesced per scene (core/cdn.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import tempfile
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from core import catalog, invalidation, layout, playlists, queue
+from core.cdn import Invalidations
+from core.settings import Settings
+from core.storage import ObjectNotFound, Storage
+from workers.media import ffmpeg
+from workers.media.encoding import ladder_of, stage_presets
+from workers.media.loudness import Plan
+from workers.media.loudness import plan as plan_loudness
+from workers.media.probe import BadInput, Limits, MediaInfo
+from workers.runtime.loop import JobContext, PermanentError
+
+log = logging.getLogger("storyforge.transcode")
+UPLOAD_CONCURRENCY = 8
+
+
+def clip_renditions(
+    out: ffmpeg.TranscodeOutput | Sequence[ffmpeg.RenditionOutput], generation: int = 1
+) -> tuple[list[playlists.Rendition], int]:
+    """Renditions (of `generation`) with measured bandwidths (RFC 8216 §4.3.4.2), and
+    the clip's target duration shared by all of them (§6.2.4)."""
+    outputs = out.renditions if isinstance(out, ffmpeg.TranscodeOutput) else out
+    target = playlists.target_duration(r.durations for r in outputs)
+    result = []
+    for r in outputs:
+        result.append(
+            playlists.Rendition(
+                profile=r.name,
+                width=r.width,
+                height=r.height,
+                frame_rate=r.fps,
+                codecs=r.codecs,
+                durations=r.durations,
+                sizes=r.sizes,
+                bandwidth_peak=playlists.peak_bandwidth(r.durations, r.sizes, target),
+                bandwidth_average=playlists.average_bandwidth(r.durations, r.sizes),
+                generation=generation,
+            )
+        )
+    return result, target
+
+
+def metadata_document(
+    *,
+    scene_id: str,
+    segment_id: str,
+    sequence: int,
+    duration: float,
+    created_at: datetime,
+    renditions: list[playlists.Rendition],
+    source_size: int,
+    other_sizes: int,
+    loudness: Plan | None = None,
+) -> dict[str, Any]:
+    """`metadata.json` as seed §3.3. fileSize.{profile} counts that rendition's .ts
+    bytes; fileSize.total counts every stored file of the segment but metadata.json.
+    `loudness` adds what loudness matching measured and did (workers/media/loudness.py)."""
+    rendition_sizes = {r.profile: sum(r.sizes) for r in renditions}
+    extra = {"loudness": loudness.metadata()} if loudness is not None else {}
+    return {
+        "segmentId": segment_id,
+        "sceneId": scene_id,
+        "sequence": sequence,
+        "duration": round(duration, 3),
+        "createdAt": created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "encoding": {
+            "codec": "h264",
+            "profiles": [r.profile for r in renditions],
+            "audioCodec": "aac",
+        },
+        "files": {
+            "source": "source.mp4",
+            "master": "master.m3u8",
+            "variants": {r.profile: f"{r.profile}.m3u8" for r in renditions},
+            "thumbnail": "thumbnail.jpg",
+            "thumbnailLarge": "thumbnail_large.jpg",
+            "storyboard": "storyboard.vtt",
+        },
+        "fileSize": {
+            "total": source_size + sum(rendition_sizes.values()) + other_sizes,
+            "source": source_size,
+            **rendition_sizes,
+        },
+        **extra,
+    }
+
+
+async def download(storage: Storage, bucket: str, key: str, dest: Path) -> int:
+    try:
+        obj = await storage.get(bucket, key)
+    except ObjectNotFound:
+        raise PermanentError("the uploaded file is missing from storage") from None
+    size = 0
+    with dest.open("wb") as f:
+        async with obj:
+            async for chunk in obj:
+                size += len(chunk)
+                await asyncio.to_thread(f.write, chunk)
+    return size
+
+
+async def put_all(
+    storage: Storage, items: list[tuple[str, str, Path | bytes, str, str, str]]
+) -> None:
+    """Upload (bucket, key, body, content type, cache control, tag) with bounded
+    concurrency."""
+    sem = asyncio.Semaphore(UPLOAD_CONCURRENCY)
+
+    async def one(
+        bucket: str, key: str, body: Path | bytes, ctype: str, cache: str, tag: str
+    ) -> None:
+        async with sem:
+            await storage.put(
+                bucket, key, body, content_type=ctype, cache_control=cache, tags={"type": tag}
+            )
+
+    await asyncio.gather(*(one(*item) for item in items))
+
+
+def upload_limits(settings: Settings) -> Limits:
+    """What an upload may be (MAX_CLIP_SECONDS, MAX_UPLOAD_BYTES, MAX_PIXEL_RATE)."""
+    return Limits(
+        max_duration=settings.max_clip_seconds,
+        max_bytes=settings.max_upload_bytes,
+        max_pixel_rate=settings.max_pixel_rate,
+    )
+
+
+def make_handler(
+    settings: Settings, storage: Storage, invalidations: Invalidations
+) -> Callable[[JobContext], Awaitable[None]]:
+    limits = upload_limits(settings)
+
+    async def handle(ctx: JobContext) -> None:
+        await transcode_job(ctx, settings, storage, limits, invalidations)
+
+    return handle
+
+
+async def _fail_segment(ctx: JobContext, settings: Settings, segment_id: str, reason: str) -> None:
+    async with ctx.pool.acquire() as conn:
+        await catalog.fail_segment(conn, segment_id, reason, webhooks=settings.webhook_urls)
+
+
+async def transcode_job(
+    ctx: JobContext,
+    settings: Settings,
+    storage: Storage,
+    limits: Limits,
+    invalidations: Invalidations,
+) -> None:
+    job = ctx.job
+    segment_id = str(job.payload.get("segment_id", ""))
+    upload_key = str(job.payload.get("upload_key", ""))
+    if not layout.is_id(segment_id, "seg") or upload_key != layout.upload_key(job.id):
+        raise PermanentError("malformed transcode job payload")
+    async with ctx.pool.acquire() as conn:
+        seg = await catalog.segment_for_job(conn, segment_id)
+    if seg is None or not seg.scene_live:
+        raise PermanentError("the segment or its scene no longer exists")
+    if seg.status != "processing":
+        return  # already published (or failed) by an earlier attempt
+    try:
+        await _transcode_and_publish(ctx, settings, storage, limits, seg, invalidations)
+    except BadInput as exc:
+        await _fail_segment(ctx, settings, segment_id, exc.reason)
+        raise PermanentError(exc.reason) from None
+    except PermanentError as exc:
+        await _fail_segment(ctx, settings, segment_id, str(exc))
+        raise
+    except queue.LeaseLost:
+        raise
+    except Exception as exc:
+        if job.attempts >= job.max_attempts:
+            await _fail_segment(
+                ctx,
+                settings,
+                segment_id,
+                f"transcoding failed after {job.attempts} attempts: {exc}",
+            )
+        raise
+
+
+async def _transcode_and_publish(
+    ctx: JobContext,
+    settings: Settings,
+    storage: Storage,
+    limits: Limits,
+    seg: catalog.Segment,
+    invalidations: Invalidations,
+) -> None:
+    job = ctx.job
+    segment_id, scene_id = seg.id, seg.scene_id
+    videos, internal = settings.videos_bucket, settings.internal_bucket
+    with tempfile.TemporaryDirectory(prefix=f"storyforge-{job.id}-") as tmp:
+        work = Path(tmp)
+        source = work / "upload"
+        source_size = await download(storage, internal, layout.upload_key(job.id), source)
+        if source_size == 0:
+            raise BadInput("the upload is empty")
+        info, loudness = await preflight(settings, source, limits)
+        await ctx.progress(2)
+
+        async def on_progress(pct: float) -> None:
+            await ctx.progress(2 + pct * 0.88)
+
+        ladder = ladder_of(settings.ladder)
+        out = await ffmpeg.transcode(
+            source,
+            work / "out",
+            info,
+            ladder,
+            presets=stage_presets(ladder, settings.fast_preset),
+            on_progress=on_progress,
+            frame_interval=settings.timeline_interval,
+            stall_seconds=settings.ffmpeg_stall_seconds,
+            loudness=loudness,
+        )
+        renditions, target = clip_renditions(out)
+        if job.attempts > 1:
+            # an earlier attempt may have left objects: start from a clean prefix
+            await storage.delete_prefix(videos, layout.segment_prefix(scene_id, segment_id))
+
+        def seg_item(name: str, body: Path | bytes) -> tuple[str, str, Path | bytes, str, str, str]:
+            meta = layout.file_meta(name)
+            key = layout.segment_key(scene_id, segment_id, name)
+            return (videos, key, body, meta.content_type, meta.cache_control, meta.tag)
+
+        items = []
+        other_sizes = 0
+        for r_out, r in zip(out.renditions, renditions, strict=True):
+            for path in r_out.segments:
+                items.append(seg_item(path.name, path))
+            text = playlists.clip_media_playlist(r, target=target).encode()
+            items.append(seg_item(f"{r.profile}.m3u8", text))
+            other_sizes += len(text)
+        master = playlists.clip_master_playlist(renditions).encode()
+        vtt = out.storyboard_vtt.read_bytes()
+        extra_files = [out.thumbnail, out.thumbnail_large, *out.storyboard_sheets]
+        items.append(seg_item("master.m3u8", master))
+        items.append(seg_item("storyboard.vtt", vtt))
+        items.extend(seg_item(p.name, p) for p in extra_files)
+        items.append(seg_item("source.mp4", source))
+        other_sizes += len(master) + len(vtt) + sum(p.stat().st_size for p in extra_files)
+        duration = round(sum(renditions[0].durations), 3)
+        document = metadata_document(
+            scene_id=scene_id,
+            segment_id=segment_id,
+            sequence=seg.sequence,
+            duration=duration,
+            created_at=datetime.now(UTC),
+            renditions=renditions,
+            source_size=source_size,
+            other_sizes=other_sizes,
+            loudness=loudness,
+        )
+        items.append(seg_item("metadata.json", json.dumps(document, indent=2).encode()))
+        # internal artefacts: the ffmpeg log and the timeline frames
+        items.append(
+            (
+                internal,
+                layout.job_log_key(job.id),
+                out.log,
+                "text/plain; charset=utf-8",
+                "private, no-store",
+                layout.INTERNAL_TAG,
+            )
+        )
+        items.extend(
+            (
+                internal,
+                layout.job_frame_key(job.id, f.name),
+                f,
+                "image/jpeg",
+                "private, no-store",
+                layout.INTERNAL_TAG,
+            )
+            for f in out.frames
+        )
+        await put_all(storage, items)
+        await ctx.progress(95)
+        published = await ctx.retrying(  # until it commits or the lease ends
+            lambda: _publish(
+                ctx,
+                settings,
+                segment_id,
+                duration,
+                document,
+                out,
+                renditions,
+                loudness_record(loudness),
+            ),
+            "publish",
+        )
+        if published:
+            poster = await _write_poster(
+                ctx, settings, storage, scene_id, segment_id, out.thumbnail_large
+            )
+            # the stitched documents (and the poster) changed: coalesced per scene
+            invalidations.request(
+                scene_id,
+                invalidation.scene_document_paths(
+                    scene_id,
+                    (r.profile for r in renditions),
+                    query_variants=settings.invalidate_query_variants,
+                )
+                + (invalidation.poster_paths(scene_id) if poster else []),
+            )
+        log.info(
+            "segment published" if published else "segment was already published",
+            extra={"sf_segment": segment_id, "sf_scene": scene_id, "sf_duration": duration},
+        )
+
+
+async def preflight(settings: Settings, source: Path, limits: Limits) -> tuple[MediaInfo, Plan]:
+    """The upload probed and validated, and loudness matching's decision for it: measured
+    first (an audio-only pass, beside the probe's picture check) unless it is off or the
+    clip has no audio."""
+    info, measured = await ffmpeg.probe_and_measure(
+        source, limits, loudness=settings.loudness_target is not None
+    )
+    return info, plan_loudness(
+        measured,
+        target=settings.loudness_target,
+        max_gain=settings.loudness_max_gain,
+        has_audio=info.has_audio,
+    )
+
+
+def loudness_record(plan: Plan) -> catalog.Loudness:
+    m = plan.measured
+    return catalog.Loudness(
+        mode=plan.mode,
+        input_loudness=m.integrated if m else None,
+        input_true_peak=m.true_peak if m else None,
+        gain=plan.gain if plan.mode in ("linear", "dynamic") else None,
+    )
+
+
+async def _publish(
+    ctx: JobContext,
+    settings: Settings,
+    segment_id: str,
+    duration: float,
+    document: dict[str, Any],
+    out: ffmpeg.TranscodeOutput,
+    renditions: list[playlists.Rendition],
+    loudness: catalog.Loudness,
+) -> bool:
+    """One transaction fenced by the job's lease: the segment published (ready,
+    renditions, scene version) and the job completed, or nothing."""
+    stored = {
+        **document,
+        "storyboard": [
+            {
+                "start": c.start,
+                "end": c.end,
+                "sheet": c.sheet,
+                "x": c.x,
+                "y": c.y,
+                "w": c.w,
+                "h": c.h,
+            }
+            for c in out.storyboard_cues
+        ],
+    }
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await ctx.fence(conn)
+        version = await catalog.publish_segment(
+            conn,
+            segment_id,
+            duration=duration,
+            metadata=stored,
+            renditions=renditions,
+            webhooks=settings.webhook_urls,
+            loudness=loudness,
+        )
+        if version is None:
+            return False
+        if settings.refine:
+            await enqueue_refine(conn, settings, str(document["sceneId"]), segment_id)
+        await queue.complete(conn, ctx.job.id, ctx.lease_token)
+    return True
+
+
+async def enqueue_refine(
+    conn: queue.Conn, settings: Settings, scene_id: str, segment_id: str
+) -> None:
+    """Queue the clip's refinement (issue 17), in the publishing transaction: it runs
+    below every other kind (`queue.PRIORITIES`), and a clip removal or scene deletion
+    cancels it like any job of the clip."""
+    await queue.enqueue(
+        conn,
+        "refine",
+        {"segment_id": segment_id, "generation": 2},
+        dedupe_key=f"refine:{segment_id}",
+        scene_id=scene_id,
+        segment_id=segment_id,
+        max_attempts=settings.job_max_attempts,
+    )
+
+
+async def _write_poster(
+    ctx: JobContext,
+    settings: Settings,
+    storage: Storage,
+    scene_id: str,
+    segment_id: str,
+    thumbnail_large: Path,
+) -> bool:
+    """The scene poster is the large thumbnail of the scene's first ready clip; True
+    when it was written. A scene deleted meanwhile loses it again (its deleting job
+    may have run before it was written)."""
+    async with ctx.pool.acquire() as conn:
+        first = await catalog.first_ready_segment(conn, scene_id)
+    if first != segment_id:
+        return False
+    meta = layout.asset_meta(layout.poster_key(scene_id))
+    await storage.put(
+        settings.assets_bucket,
+        layout.poster_key(scene_id),
+        thumbnail_large,
+        content_type=meta.content_type,
+        cache_control=meta.cache_control,
+        tags={"type": meta.tag},
+    )
+    async with ctx.pool.acquire() as conn:
+        live = await catalog.get_live_scene(conn, scene_id)
+    if live is None:
+        await storage.delete(settings.assets_bucket, layout.poster_key(scene_id))
+        return False
+    return True

@@ -1,0 +1,147 @@
+"""The export job's ffmpeg commands: the remux of the joined MPEG-TS stream (stdin)
+into a fragmented MP4 and the re-encode of a cut GOP with its rendition's own encoder
+settings, and the rewrite of the fragmented MP4 as a progressive one
+(`workers.media.mp4flat`). Pure: `workers.jobs.export` runs them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from fractions import Fraction
+
+from core.exportplan import Cut
+from workers.media.encoding import Rung, audio_encoder_args, video_encoder_args
+from workers.media.h264 import level_name
+from workers.media.probe import input_url
+from workers.media.tsjoin import BASE, CLOCK
+
+#: x264 preset of re-encoded cuts: the transcoder's default, so a cut looks like the
+#: frames around it.
+CUT_PRESET = "veryfast"
+_QUIET = ("-nostdin", "-hide_banner", "-loglevel", "warning", "-y")
+
+
+def dts_grid(max_fps: Fraction) -> int:
+    """Ticks (90 kHz) of the fastest frame period among the clips: decode timestamps
+    are snapped to it (workers.media.tsjoin), so a tool that guesses a file's frame rate from
+    its first frames (ffmpeg does) sees the fastest rate, not the first clip's."""
+    return max(1, int(CLOCK / max_fps))
+
+
+def h264_metadata(level: int, max_fps: Fraction) -> str:
+    """The `h264_metadata` filter of the remux: every SPS declares the highest level of
+    the clips and a VUI clock of the fastest rate, not a fixed rate (H.264 Annex E.2.1:
+    fixed_frame_rate_flag 0). The clips' SPS then become one, so the MP4's `avc1`
+    sample entry holds the only parameter sets its samples use (ISO/IEC 14496-15
+    §5.3.2)."""
+    tick = max_fps * 2  # time_scale / num_units_in_tick: two field ticks per frame
+    return (
+        f"h264_metadata=level={level_name(level)}"
+        f":tick_rate={tick.numerator}/{tick.denominator}:fixed_frame_rate_flag=0"
+    )
+
+
+#: A fragment per video keyframe (one per media segment), written as it completes; the
+#: `moov` written once the first fragment is in (`delay_moov`), so it holds the edit
+#: lists of the timeline's origin. `workers.media.mp4flat` turns the file progressive.
+FRAGMENTED = "+frag_keyframe+empty_moov+default_base_moof+delay_moov"
+
+
+def remux_command(output: str | os.PathLike[str], *, level: int, max_fps: Fraction) -> list[str]:
+    """ffmpeg reading the joined MPEG-TS on stdin and writing a fragmented MP4: stream
+    copy, AAC to MP4 form (`aac_adtstoasc`), the timeline's origin at 0 so the video
+    starts at 0 and the AAC priming frame becomes the audio edit list's skip. Fragmented,
+    not `+faststart`: ffmpeg's progressive muxer keeps every sample's index entry in
+    memory to the end (~80 bytes a frame), its fragmented one forgets each fragment once
+    written; `workers.media.mp4flat` then writes the progressive, moov-first MP4."""
+    return [
+        "ffmpeg",
+        *_QUIET,
+        "-protocol_whitelist",
+        "pipe",
+        "-f",
+        "mpegts",
+        "-i",
+        "pipe:0",
+        "-map",
+        "0:v:0",
+        "-map",
+        "0:a:0",
+        "-c",
+        "copy",
+        "-bsf:v",
+        h264_metadata(level, max_fps),
+        "-bsf:a",
+        "aac_adtstoasc",
+        "-copyts",
+        "-output_ts_offset",
+        f"-{BASE // CLOCK}",
+        "-max_muxing_queue_size",
+        "4096",
+        "-map_metadata",
+        "-1",
+        "-map_chapters",
+        "-1",
+        "-tag:v",
+        "avc1",
+        "-movflags",
+        FRAGMENTED,
+        "-f",
+        "mp4",
+        input_url(output),
+    ]
+
+
+def flatten_command(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> list[str]:
+    """The fragmented MP4 rewritten as a progressive one by `workers.media.mp4flat`, in a
+    process of its own: its sample tables (a few MB for a long scene) never weigh on
+    the worker. It prints what the written MP4 declares as one JSON line."""
+    return [sys.executable, "-m", "workers.media.mp4flat", os.fspath(source), os.fspath(target)]
+
+
+def cut_command(
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    rung: Rung,
+    fps: Fraction,
+    cut: Cut,
+    first_pts: int,
+) -> list[str]:
+    """Re-encode frames [cut.first, cut.end) of one media segment (its first frame at
+    `first_pts`, 90 kHz) and the audio under them, sample-exact, into MPEG-TS. Video and
+    audio are both moved by the cut's start, so they stay aligned; the encoders are the
+    rendition's (`workers.media.encoding`), one closed GOP."""
+    start = first_pts / CLOCK + cut.first / fps
+    end = first_pts / CLOCK + cut.end / fps
+    graph = (
+        f"[0:v:0]trim=start_frame={cut.first}:end_frame={cut.end},"
+        f"setpts=PTS-{float(start):.6f}/TB[v];"
+        f"[0:a:0]atrim=start={float(start):.6f}:end={float(end):.6f},"
+        f"asetpts=PTS-{float(start):.6f}/TB[a]"
+    )
+    return [
+        "ffmpeg",
+        *_QUIET,
+        "-protocol_whitelist",
+        "file",
+        "-copyts",
+        "-f",
+        "mpegts",
+        "-i",
+        input_url(source),
+        "-filter_complex",
+        graph,
+        "-map",
+        "[v]",
+        "-map",
+        "[a]",
+        "-map_metadata",
+        "-1",
+        *video_encoder_args(rung, float(fps), gop=cut.end - cut.first, preset=CUT_PRESET),
+        *audio_encoder_args(rung.audio_bitrate),
+        "-f",
+        "mpegts",
+        input_url(output),
+    ]
