@@ -22,7 +22,7 @@ In one run, on this machine:
    >= 50% of nginx's requests/s with p99 <= 25 ms; 1 MiB ``.ts`` >= 50% of nginx's bytes/s.
 3. Build (no HTTP). The origin's cold path for a scene variant: ``catalog._clips`` (rows
    to Clip objects, exactly what ``catalog.scene_view`` does with asyncpg records) and
-   ``handlers.scene_handlers.build_scene_document`` (target duration, profiles,
+   ``handlers.scene_documents.build_scene_document`` (target duration, profiles,
    ``playlists.stitched_media``), timed with ``timeit`` (garbage collector on) on real
    asyncpg records of scenes of 10 to 10,000 clips; per-clip time to show linear growth;
    target <= 30 ms for 1,000 clips. The database fetch (``catalog.scene_view`` and the
@@ -58,7 +58,7 @@ import benchutil
 
 from core import catalog, db, layout, playlists
 from core.storage import open_storage
-from origin.playback import routes as scene_handlers
+from origin.playback import scenes as scene_documents
 from storyforge.dev.cluster import Cluster, free_port, open_cluster
 
 SCENE_CLIPS = 50
@@ -516,11 +516,11 @@ async def build_bench(dsn: str, scenes: dict[int, str], quick: bool) -> dict[str
                 return catalog._clips(rows)
 
             def document(view: catalog.SceneView = view0) -> str:
-                return scene_handlers.build_scene_document(view, "720p.m3u8", _uri_for)
+                return scene_documents.build_scene_document(view, "720p.m3u8", _uri_for)
 
             def cold(rows: Any = rows, scene: catalog.Scene = scene) -> str:
                 view = catalog.SceneView(scene, tuple(catalog._clips(rows)))
-                return scene_handlers.build_scene_document(view, "720p.m3u8", _uri_for)
+                return scene_documents.build_scene_document(view, "720p.m3u8", _uri_for)
 
             t = time.perf_counter()
             text = cold()

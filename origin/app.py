@@ -17,19 +17,13 @@ from core import db, listen
 from core.settings import Settings
 from core.storage import Storage, open_configured_storage
 from core.uploads import ParkedLeases
-from origin import health, keys
-from origin.assets import routes as asset_api
-from origin.assets import service
+from origin import assets, exports, health, ingest, keys, lifecycle, playback
 from origin.assets.rules import AssetLimits
-from origin.exports import routes as exports
+from origin.assets.service import Processor
 from origin.http import auth, body, drain, fields, middleware
 from origin.http.stats import FastPathAnswers, HttpStats
-from origin.ingest import routes as api
-from origin.ingest import tus_routes
-from origin.lifecycle import routes as lifecycle
-from origin.playback import cookies, files, player, still_routes
-from origin.playback import routes as scenes
 from origin.playback.caches import forget_scene, new_read_caches
+from origin.playback.stills import stills_state
 
 
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -69,6 +63,13 @@ async def _scene_changes_ctx(app: web.Application) -> AsyncIterator[None]:
         await asyncio.wait_for(task, 10)
 
 
+async def _stills_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Thumbnails at a moment (after storage: they read media from there)."""
+    async with stills_state(app[keys.SETTINGS], app[keys.STORAGE]) as state:
+        app[keys.STILLS] = state
+        yield
+
+
 def create_app(settings: Settings) -> web.Application:
     """Build the origin application for `settings`; resources open on startup."""
     signing_state = auth.signing_state(settings)
@@ -89,27 +90,16 @@ def create_app(settings: Settings) -> web.Application:
         settings.playlist_cache_entries, stale_seconds=settings.stale_if_db_down
     )
     app[keys.HTTP_STATS] = HttpStats()
-    app[keys.FAST_PATH_ANSWERS] = FastPathAnswers(scenes.SCENE_DOCUMENT_ROUTE)
+    app[keys.FAST_PATH_ANSWERS] = FastPathAnswers(playback.routes.SCENE_DOCUMENT_ROUTE)
     app[keys.DRAINING] = drain.Draining()
     app[keys.UPLOAD_SLOTS] = body.UploadSlots(settings.max_concurrent_uploads)
     app[keys.PARKED_LEASES] = ParkedLeases(settings.upload_lock_seconds)
-    app[keys.ASSET_PROCESSOR] = service.Processor(AssetLimits.of(settings))
+    app[keys.ASSET_PROCESSOR] = Processor(AssetLimits.of(settings))
     app.on_response_prepare.append(fields.stamp)
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_scene_changes_ctx)
-    app.cleanup_ctx.append(still_routes.stills_ctx)  # after storage: it reads media from there
-    app.router.add_get("/healthz", health.healthz)
-    app.router.add_get("/readyz", health.readyz)
-    app.router.add_get("/metrics", health.metrics_endpoint)
-    still_routes.add_routes(app)  # before files' and scenes' catch-all routes take its paths
-    api.add_routes(app)
-    files.add_routes(app)
-    scenes.add_routes(app)
-    player.add_routes(app)
-    cookies.add_routes(app)
-    lifecycle.add_routes(app)
-    asset_api.add_routes(app)
-    tus_routes.add_routes(app)
-    exports.add_routes(app)
+    app.cleanup_ctx.append(_stills_ctx)
+    for domain in (health, playback, ingest, exports, assets, lifecycle):
+        domain.add_routes(app)
     return app

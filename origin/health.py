@@ -84,3 +84,9 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
         body=body,
         headers={"Content-Type": metrics.CONTENT_TYPE, "Cache-Control": "no-store"},
     )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from origin.http.drain import Draining
     from origin.http.stats import FastPathAnswers, HttpStats
     from origin.playback.caches import ReadCaches
-    from origin.playback.still_routes import StillsState
+    from origin.playback.stills import StillsState
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)

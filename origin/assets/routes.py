@@ -3,7 +3,8 @@ icon, a scene's references (character portraits, style frame, voice anchor), and
 list of a scene's references with URLs (signed like the scene's media when signing is
 on). Bearer token for all of it; an upload is the raw request body, read up to
 ASSET_MAX_BYTES (413 beyond), and is refused with 415/422 and a reason when it is not
-what its kind must be (origin/assets/rules.py). Serving is `GET /a/{key}` (files.py)."""
+what its kind must be (origin/assets/rules.py). Serving is `GET /a/{key}`, with the
+fields stored with each object (issue 13 §5)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,15 @@ from core import catalog, layout, signing
 from origin import keys
 from origin.assets import service
 from origin.assets.rules import Refused, Target, avatar_target, reference_target, topic_icon_target
-from origin.http.auth import require_token
+from origin.http.auth import AUTH_QUERY, require_token
 from origin.http.errors import ApiError, bad_request, not_found
+from origin.http.objects import serve_object
 from origin.playback.cookies import iso_time, mint_scene_grant, viewer_ip
+from origin.playback.scenes import scene_version
 
 _READ_CHUNK = 64 * 1024
+# what users upload is never sniffed into something else (Fetch, "X-Content-Type-Options")
+_ASSET_FIELDS = {"X-Content-Type-Options": "nosniff"}
 
 
 def _target(request: web.Request) -> Target:
@@ -154,6 +159,34 @@ async def scene_references(request: web.Request) -> web.Response:
     return web.json_response(body, headers={hdrs.CACHE_CONTROL: "private, no-store"})
 
 
+async def asset(request: web.Request) -> web.StreamResponse:
+    """GET/HEAD `/a/{key}` from the assets bucket (avatars, topic icons, posters, scene
+    references), with the Content-Type and Cache-Control stored with each object. A
+    scene reference is answered only once the signing guard has admitted it."""
+    key = request.match_info["key"]
+    if not layout.is_asset_key(key):
+        raise not_found("no such asset")
+    if key.startswith("scenes/"):  # a deleted scene's assets are gone at once
+        await scene_version(request, key.split("/", 2)[1])
+    if (
+        layout.is_reference_key(key)
+        and request.app[keys.SIGNING].guarded
+        and AUTH_QUERY not in request
+    ):
+        raise ApiError(403, "forbidden", "a scene reference needs the scene's authorisation")
+    meta = layout.asset_meta(key)
+    settings = request.app[keys.SETTINGS]
+    return await serve_object(
+        request,
+        settings.assets_bucket,
+        key,
+        meta.content_type,
+        meta.cache_control,
+        stored=True,
+        headers=_ASSET_FIELDS,
+    )
+
+
 def add_routes(app: web.Application) -> None:
     for path in (
         "/api/v1/users/{user_id}/avatar",
@@ -163,3 +196,4 @@ def add_routes(app: web.Application) -> None:
         app.router.add_put(path, put_asset)
         app.router.add_delete(path, delete_asset)
     app.router.add_get("/api/v1/scenes/{scene_id}/references", scene_references)
+    app.router.add_get("/a/{key:.+}", asset)

@@ -1,5 +1,5 @@
 """Minting a viewer's authorisation for a scene (used by the scene JSON and the player
-page) and the CloudFront signed-cookies endpoint. The guard that checks signed
+page) and the CloudFront signed cookies (`GET /api/v1/scenes/{sceneId}/cookies`). The guard that checks signed
 requests is in origin/http/auth.py; the signatures are pure functions in
 core/signing.py."""
 
@@ -12,10 +12,10 @@ from email.utils import format_datetime
 
 from aiohttp import hdrs, web
 
-from core import catalog, layout, signing
+from core import signing
 from origin import keys
-from origin.http.auth import require_token
-from origin.http.errors import ApiError, not_found
+from origin.http.auth import SigningState
+from origin.http.errors import ApiError
 
 
 def viewer_ip(request: web.Request) -> str | None:
@@ -54,23 +54,12 @@ def iso_time(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
 
-async def scene_cookies(request: web.Request) -> web.Response:
-    """GET /api/v1/scenes/{sceneId}/cookies (cloudfront mode): the three CloudFront
-    signed cookies for the scene prefix, as Set-Cookie and in the JSON body."""
-    require_token(request)
-    state = request.app[keys.SIGNING]
-    if state.config.mode != "cloudfront":
-        raise not_found("signed cookies are issued only when keys.SIGNING=cloudfront")
-    scene_id = request.match_info["scene_id"]
-    if not layout.is_id(scene_id, "scn"):
-        raise not_found("no such scene")
-    async with request.app[keys.POOL].acquire() as conn:
-        scene = await catalog.get_live_scene(conn, scene_id)
-    if scene is None:
-        raise not_found(f"no such scene: {scene_id}")
+def cookies_response(state: SigningState, scene_id: str, client_ip: str | None) -> web.Response:
+    """The three CloudFront signed cookies for the scene prefix, as Set-Cookie fields
+    and in the JSON body (`state` in cloudfront mode)."""
     try:
         cookies, expires = signing.scene_cookies(
-            state.config, scene_id, now=state.clock(), client_ip=viewer_ip(request)
+            state.config, scene_id, now=state.clock(), client_ip=client_ip
         )
     except ValueError as exc:
         raise ApiError(400, "bad_request", f"cannot sign for this client: {exc}") from None
@@ -98,7 +87,3 @@ async def scene_cookies(request: web.Request) -> web.Response:
             samesite="None",
         )
     return response
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/api/v1/scenes/{scene_id}/cookies", scene_cookies)

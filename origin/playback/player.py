@@ -13,14 +13,8 @@ import base64
 import json
 from pathlib import Path
 
-from aiohttp import hdrs, web
-
-from core import catalog, layout, signing
-from origin import keys
+from core import layout, signing
 from origin.http.errors import ApiError, not_found
-from origin.http.objects import SendfileResponse
-from origin.playback.cookies import mint_scene_grant
-from origin.playback.routes import scene_playlist_json
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _STATIC = {
@@ -66,36 +60,10 @@ def render_player(config: dict[str, str]) -> str:
     return (STATIC_DIR / "player.html").read_text().replace("{{CONFIG}}", blob)
 
 
-async def player(request: web.Request) -> web.Response:
-    scene_id = request.match_info["scene_id"]
-    if not layout.is_id(scene_id, "scn"):
-        raise not_found("no such scene")
-    settings = request.app[keys.SETTINGS]
-    if settings.signing == "none":
-        async with request.app[keys.POOL].acquire() as conn:
-            scene = await catalog.get_live_scene(conn, scene_id)
-        if scene is None:
-            raise not_found(f"no such scene: {scene_id}")
-        config = player_config(scene_id, scene.title, settings.cdn_base_url)
-        cache = "no-cache"
-    else:
-        async with request.app[keys.POOL].acquire() as conn:
-            view = await catalog.scene_view(conn, scene_id)
-        if view is None:
-            raise not_found(f"no such scene: {scene_id}")
-        grant = mint_scene_grant(request, scene_id, request.remote)
-        scene_json = scene_playlist_json(view, settings.cdn_base_url, grant)
-        config = player_config(scene_id, view.scene.title, settings.cdn_base_url, grant, scene_json)
-        cache = "private, no-store"  # carries a viewer's authorisation
-    return web.Response(
-        text=render_player(config),
-        content_type="text/html",
-        headers={hdrs.CACHE_CONTROL: cache},
-    )
-
-
-async def static(request: web.Request) -> web.StreamResponse:
-    entry = _STATIC.get(request.match_info["name"])
+def static_file(name: str) -> tuple[Path, str]:
+    """The path and Content-Type of the page's static file `name` (404 for another
+    name, 503 when the package build has not copied it in)."""
+    entry = _STATIC.get(name)
     if entry is None:
         raise not_found("no such file")
     path, content_type = entry
@@ -106,11 +74,4 @@ async def static(request: web.Request) -> web.StreamResponse:
             f"{path.name} is missing from {path.parent}: run scripts/setup "
             "(npm ci, then the package build copies it there)",
         )
-    return SendfileResponse(
-        path, headers={hdrs.CONTENT_TYPE: content_type, hdrs.CACHE_CONTROL: "public, max-age=300"}
-    )
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/player/{scene_id}", player)
-    app.router.add_get("/static/{name}", static)
+    return path, content_type

@@ -1,177 +1,153 @@
-"""The stitched scene, built from Postgres alone: `/v/{sceneId}/master.m3u8`,
-`/{profile}.m3u8`, `/storyboard.vtt` and `/chapters.vtt` (built once per scene version,
-served from memory), and the scene JSON of seed §5.1
-(`GET /api/v1/scenes/{sceneId}/playlist`), where viewers' authorisations are minted when
-signing is on."""
+"""Every playback route, in one table: under `/v/{sceneId}/` the stitched scene's
+documents (`master.m3u8`, `{profile}.m3u8`, `storyboard.vtt`, `chapters.vtt`: built from
+Postgres, served from memory) and its thumbnail at a moment; under
+`/v/{sceneId}/{segmentId}/` a ready segment's own files (playlists and storyboard VTT
+built from its rows, media and images from storage) and its thumbnail at a moment;
+the scene JSON of seed §5.1, the CloudFront signed cookies, and the player page with
+its static files. Thin handlers: parse, call origin/playback/scenes.py, stills.py,
+cookies.py or player.py, answer. The fast path (origin/playback/warm.py) answers warm
+scene documents alike."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+import logging
 
-import asyncpg
 from aiohttp import hdrs, web
 
-from core import catalog, layout, playlists, signing
+from core import catalog, layout, signing
+from core.conditional import none_match
 from origin import keys
 from origin.http.auth import require_token
-from origin.http.errors import not_found
-from origin.playback.caches import Built
-from origin.playback.chapters import chapter_title, chapters_vtt
-from origin.playback.cookies import iso_time, mint_scene_grant, viewer_ip
-from origin.playback.documents import M3U8, VTT, document_response, revalidated
+from origin.http.errors import ApiError, bad_request, not_found
+from origin.http.objects import SendfileResponse, serve_object
+from origin.playback import moments, scenes
+from origin.playback.cookies import cookies_response, mint_scene_grant, viewer_ip
+from origin.playback.documents import M3U8, VTT, document_response
+from origin.playback.player import player_config, render_player, static_file
+from origin.playback.stills import Busy, GrabFailed
 
+log = logging.getLogger("storyforge.stills")
+
+# Route templates (the same names label /metrics). aiohttp tries them in this order, so
+# the thumbnails' fixed names come before the catch-alls that would take their paths.
+SCENE_THUMBNAIL_ROUTE = "/v/{scene_id}/thumbnail.jpg"
 SCENE_DOCUMENT_ROUTE = "/v/{scene_id}/{name}"
-# besides the stitched variants, `{profile}.m3u8`
-SCENE_DOCUMENTS = ("master.m3u8", "storyboard.vtt", "chapters.vtt")
-
-
-async def scene_version(request: web.Request, scene_id: str) -> int:
-    caches = request.app[keys.READ_CACHES]
-    version = caches.versions.get(scene_id)
-    if version is None:
-        version = await revalidated(request, caches.versions, scene_id, _live_version(scene_id))
-    if version < 0:
-        raise not_found(f"no such scene: {scene_id}")
-    return version
-
-
-def _live_version(scene_id: str) -> Callable[[asyncpg.Connection], Awaitable[int]]:
-    async def read(conn: asyncpg.Connection) -> int:
-        found = await catalog.live_scene_version(conn, scene_id)
-        return -1 if found is None else found
-
-    return read
-
-
-async def require_live_scene(request: web.Request, scene_id: str) -> int:
-    """The live scene's version (from the read caches), or ApiError 404: for routes
-    that serve a scene's objects without reading its rows (assets)."""
-    return await scene_version(request, scene_id)
-
-
-def _scene_uri_for(request: web.Request, scene_id: str) -> Callable[[str], str]:
-    base = request.app[keys.SETTINGS].cdn_base_url
-    if not base:
-        return lambda rel: rel  # relative to /v/{sceneId}/
-    prefix = f"{base}/v/{scene_id}/"
-    return lambda rel: prefix + rel
-
-
-def build_scene_document(view: catalog.SceneView, name: str, uri_for: Callable[[str], str]) -> str:
-    """The text of `master.m3u8`, `{profile}.m3u8`, `storyboard.vtt` or `chapters.vtt`
-    for a scene.
-    Raises ApiError 404 when the scene has nothing to play or no such variant."""
-    with catalog.cyclic_gc_paused():
-        return _scene_document_text(view, name, uri_for)
-
-
-def _scene_document_text(view: catalog.SceneView, name: str, uri_for: Callable[[str], str]) -> str:
-    clips = [c.clip for c in view.clips]
-    if not clips:
-        raise not_found(f"scene {view.scene.id} has no ready clip yet")
-    profiles = _common_profiles(clips)
-    if name == "master.m3u8":
-        return playlists.stitched_master(clips, profiles, uri_for=uri_for)
-    if name == "storyboard.vtt":
-        return playlists.stitched_storyboard_vtt(clips, uri_for=uri_for)
-    if name == "chapters.vtt":
-        titles = [chapter_title(c.sequence, c.contributor.username) for c in view.clips]
-        return chapters_vtt(clips, titles)
-    profile = name.removesuffix(".m3u8")
-    if profile not in profiles:
-        raise not_found(f"scene {view.scene.id} has no variant {profile}")
-    target = playlists.scene_target_duration(clips)
-    return playlists.stitched_media(clips, profile, target=target, uri_for=uri_for)
-
-
-def _common_profiles(clips: list[playlists.Clip]) -> list[str]:
-    common = set(clips[0].renditions)
-    for clip in clips[1:]:
-        common &= set(clip.renditions)
-    return sorted(common, key=lambda p: clips[0].renditions[p].height)
-
-
-def is_scene_file(name: str) -> bool:
-    return name in SCENE_DOCUMENTS or (
-        name.endswith(".m3u8") and layout.is_profile(name.removesuffix(".m3u8"))
-    )
+SEGMENT_THUMBNAIL_ROUTE = "/v/{scene_id}/{segment_id}/thumbnail.jpg"
+SEGMENT_FILE_ROUTE = "/v/{scene_id}/{segment_id}/{file}"
+JPEG = "image/jpeg"
 
 
 async def scene_document(request: web.Request) -> web.StreamResponse:
     """GET/HEAD `/v/{sceneId}/master.m3u8`, `/{profile}.m3u8`, `/storyboard.vtt`,
-    `/chapters.vtt`: built from Postgres alone, once per (scene version, file), served
-    from memory."""
+    `/chapters.vtt`."""
     scene_id = request.match_info["scene_id"]
     name = request.match_info["name"]
     if not layout.is_id(scene_id, "scn"):
         raise not_found("no such scene")
-    if not is_scene_file(name):
+    if not scenes.is_scene_file(name):
         raise not_found("no such scene file")
-    version = await scene_version(request, scene_id)
-    caches = request.app[keys.READ_CACHES]
-    cache_key = (scene_id, version, name)
-    built = caches.playlists.get(cache_key)
-    if built is None:
-        async with request.app[keys.POOL].acquire() as conn:
-            view = await catalog.scene_view(conn, scene_id, storyboard=name == "storyboard.vtt")
-        if view is None:
-            caches.versions.discard(scene_id)
-            raise not_found(f"no such scene: {scene_id}")
-        uri_for = _scene_uri_for(request, scene_id)
-        if request.app[keys.SETTINGS].signing != "none":
-            uri_for = signing.marking(uri_for)  # a template: filled in per request
-        text = build_scene_document(view, name, uri_for)
-        # the version read with the rows is the one the document reflects
-        built = Built(text.encode(), f'"{scene_id}-{view.scene.version}"')
-        caches.playlists.put((scene_id, view.scene.version, name), built)
-        for c in view.clips:  # what the document lists is ready (answered if Postgres goes)
-            caches.ready.put((scene_id, c.clip.segment_id), c.clip.generation)
+    built = await scenes.scene_document(request, scene_id, name)
     content_type = VTT if name.endswith(".vtt") else M3U8
     return document_response(request, built, content_type, layout.SCENE_PLAYLIST_CACHE)
 
 
-def scene_playlist_json(
-    view: catalog.SceneView, cdn_base: str, grant: signing.Grant = signing.NO_GRANT
-) -> dict[str, Any]:
-    """The scene JSON of seed §5.1; every URL carries `grant` (signing on), and then
-    `expiresAt` says until when."""
-    segments: list[dict[str, Any]] = []
-    start = 0.0
-    scene_id = view.scene.id
+async def segment_file(request: web.Request) -> web.StreamResponse:
+    """GET/HEAD `/v/{sceneId}/{segmentId}/{file}`."""
+    info = request.match_info
+    return await _segment_file(request, info["scene_id"], info["segment_id"], info["file"])
 
-    def url(segment_id: str | None, name: str) -> str:
-        return grant.apply(layout.cdn_url(cdn_base, layout.cdn_path(scene_id, segment_id, name)))
 
-    for sc in view.clips:
-        seg_id = sc.clip.segment_id
-        duration = round(sc.clip.duration, 3)
-        segments.append(
-            {
-                "id": seg_id,
-                "sequence": sc.sequence,
-                "duration": duration,
-                "startTime": round(start, 3),
-                "hlsUrl": url(seg_id, "master.m3u8"),
-                "thumbnailUrl": url(seg_id, "thumbnail.jpg"),
-                "contributor": {"id": sc.contributor.id, "username": sc.contributor.username},
-            }
-        )
-        start += duration
-    body: dict[str, Any] = {
-        "sceneId": scene_id,
-        "title": view.scene.title,
-        "totalDuration": round(start, 3),
-        "segmentCount": len(segments),
-        "segments": segments,
-        "updatedAt": view.scene.updated_at.isoformat().replace("+00:00", "Z"),
-        "hlsUrl": url(None, "master.m3u8"),
-        "storyboardUrl": url(None, "storyboard.vtt"),
-        "chaptersUrl": url(None, "chapters.vtt"),
-    }
-    if grant.expires is not None:
-        body["expiresAt"] = iso_time(grant.expires)
-    return body
+async def _segment_file(
+    request: web.Request, scene_id: str, segment_id: str, name: str
+) -> web.StreamResponse:
+    """A ready segment's own file `name`: a document built from its rows, or the stored
+    object."""
+    # validate before anything reaches the database or storage
+    if not (
+        layout.is_id(scene_id, "scn")
+        and layout.is_id(segment_id, "seg")
+        and layout.is_segment_file(name)
+    ):
+        raise not_found("no such file")
+    generation = await scenes.segment_ready(request, scene_id, segment_id)
+    if not generation:
+        raise not_found("no such file: the segment is not published")
+    meta = layout.file_meta(name)
+    if scenes.is_segment_document(name):
+        built = await scenes.segment_document(request, scene_id, segment_id, name, generation)
+        return document_response(request, built, meta.content_type, meta.cache_control)
+    return await serve_object(
+        request,
+        request.app[keys.SETTINGS].videos_bucket,
+        layout.segment_key(scene_id, segment_id, name),
+        meta.content_type,
+        meta.cache_control,
+    )
+
+
+def _moment_query(request: web.Request) -> tuple[int, int]:
+    try:
+        counts = {name: len(request.query.getall(name, ())) for name in ("time", "width")}
+        return moments.parse_request(request.query, counts)
+    except moments.BadMoment as exc:
+        raise bad_request(str(exc)) from None
+
+
+async def scene_thumbnail(request: web.Request) -> web.StreamResponse:
+    """GET/HEAD `/v/{sceneId}/thumbnail.jpg?time=T[&width=W]`: T on the stitched scene's
+    timeline (origin/playback/moments.py; 400 when malformed, 404 outside it)."""
+    scene_id = request.match_info["scene_id"]
+    if not layout.is_id(scene_id, "scn"):
+        raise not_found("no such scene")
+    micros, width = _moment_query(request)
+    clips = await scenes.scene_clips(request, scene_id)
+    try:
+        moment = moments.locate(clips, micros, width)
+    except moments.OutsideTimeline as exc:
+        raise not_found(str(exc)) from None
+    # which frame a time shows changes with the scene: cached like its playlists
+    return await _thumbnail(request, scene_id, moment, layout.SCENE_PLAYLIST_CACHE)
+
+
+async def segment_thumbnail(request: web.Request) -> web.StreamResponse:
+    """GET/HEAD `/v/{sceneId}/{segmentId}/thumbnail.jpg[?time=T[&width=W]]`: T on the
+    clip's timeline; without `time`, the clip's stored thumbnail."""
+    scene_id = request.match_info["scene_id"]
+    segment_id = request.match_info["segment_id"]
+    if "time" not in request.query:
+        return await _segment_file(request, scene_id, segment_id, "thumbnail.jpg")
+    if not (layout.is_id(scene_id, "scn") and layout.is_id(segment_id, "seg")):
+        raise not_found("no such file")
+    micros, width = _moment_query(request)
+    clip = await scenes.segment_clip(request, scene_id, segment_id)
+    try:
+        moment = moments.locate_in_clip(clip, micros, width)
+    except moments.OutsideTimeline as exc:
+        raise not_found(str(exc)) from None
+    return await _thumbnail(
+        request, scene_id, moment, layout.file_meta("thumbnail.jpg").cache_control
+    )
+
+
+async def _thumbnail(
+    request: web.Request, scene_id: str, moment: moments.Moment, cache_control: str
+) -> web.Response:
+    """The JPEG of `moment` (origin/playback/stills.py); a client holding its ETag gets
+    304 without any frame being grabbed; 503 + Retry-After when the ffmpeg slots are
+    busy."""
+    fields = {hdrs.CONTENT_TYPE: JPEG, hdrs.CACHE_CONTROL: cache_control, hdrs.ETAG: moment.etag}
+    if not none_match(request.headers.get(hdrs.IF_NONE_MATCH), moment.etag):
+        return web.Response(status=304, headers=fields)  # RFC 9110 §13.1.2
+    try:
+        body = await request.app[keys.STILLS].stills.jpeg(scene_id, moment)
+    except Busy as exc:
+        raise ApiError(  # RFC 9110 §15.6.4, §10.2.3
+            503, "busy", str(exc), {hdrs.RETRY_AFTER: str(exc.retry_after)}
+        ) from None
+    except GrabFailed as exc:
+        log.warning("thumbnail of %s failed: %s", moment, exc)
+        raise ApiError(500, "thumbnail_failed", str(exc)) from None
+    return web.Response(body=body, headers=fields)
 
 
 async def scene_playlist(request: web.Request) -> web.Response:
@@ -185,19 +161,72 @@ async def scene_playlist(request: web.Request) -> web.Response:
         require_token(request)
     if not layout.is_id(scene_id, "scn"):
         raise not_found("no such scene")
-    caches = request.app[keys.READ_CACHES]
-    # read every time; the last one read answers while Postgres is unreachable
-    view = await revalidated(
-        request, caches.views, scene_id, lambda conn: catalog.scene_view(conn, scene_id)
-    )
-    if view is None:
-        raise not_found(f"no such scene: {scene_id}")
+    view = await scenes.scene_view(request, scene_id)
     grant = mint_scene_grant(request, scene_id, viewer_ip(request)) if signed else signing.NO_GRANT
-    body = scene_playlist_json(view, request.app[keys.SETTINGS].cdn_base_url, grant)
+    body = scenes.scene_playlist_json(view, request.app[keys.SETTINGS].cdn_base_url, grant)
     cache = "private, no-store" if signed else "no-cache"
     return web.json_response(body, headers={hdrs.CACHE_CONTROL: cache})
 
 
+async def scene_cookies(request: web.Request) -> web.Response:
+    """GET /api/v1/scenes/{sceneId}/cookies (SIGNING=cloudfront): the three CloudFront
+    signed cookies for the scene prefix, as Set-Cookie and in the JSON body."""
+    require_token(request)
+    state = request.app[keys.SIGNING]
+    if state.config.mode != "cloudfront":
+        raise not_found("signed cookies are issued only when SIGNING=cloudfront")
+    scene_id = request.match_info["scene_id"]
+    if not layout.is_id(scene_id, "scn"):
+        raise not_found("no such scene")
+    async with request.app[keys.POOL].acquire() as conn:
+        scene = await catalog.get_live_scene(conn, scene_id)
+    if scene is None:
+        raise not_found(f"no such scene: {scene_id}")
+    return cookies_response(state, scene_id, viewer_ip(request))
+
+
+async def player(request: web.Request) -> web.Response:
+    """GET /player/{sceneId}: the demo player page (with signing on, carrying an
+    authorisation minted for its viewer and the scene JSON inline)."""
+    scene_id = request.match_info["scene_id"]
+    if not layout.is_id(scene_id, "scn"):
+        raise not_found("no such scene")
+    settings = request.app[keys.SETTINGS]
+    if settings.signing == "none":
+        async with request.app[keys.POOL].acquire() as conn:
+            scene = await catalog.get_live_scene(conn, scene_id)
+        if scene is None:
+            raise not_found(f"no such scene: {scene_id}")
+        config = player_config(scene_id, scene.title, settings.cdn_base_url)
+        cache = "no-cache"
+    else:
+        async with request.app[keys.POOL].acquire() as conn:
+            view = await catalog.scene_view(conn, scene_id)
+        if view is None:
+            raise not_found(f"no such scene: {scene_id}")
+        grant = mint_scene_grant(request, scene_id, request.remote)
+        scene_json = scenes.scene_playlist_json(view, settings.cdn_base_url, grant)
+        config = player_config(scene_id, view.scene.title, settings.cdn_base_url, grant, scene_json)
+        cache = "private, no-store"  # carries a viewer's authorisation
+    return web.Response(
+        text=render_player(config), content_type="text/html", headers={hdrs.CACHE_CONTROL: cache}
+    )
+
+
+async def static(request: web.Request) -> web.StreamResponse:
+    """GET /static/{name}: the player page's script and hls.js."""
+    path, content_type = static_file(request.match_info["name"])
+    return SendfileResponse(
+        path, headers={hdrs.CONTENT_TYPE: content_type, hdrs.CACHE_CONTROL: "public, max-age=300"}
+    )
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get(SCENE_THUMBNAIL_ROUTE, scene_thumbnail)
     app.router.add_get(SCENE_DOCUMENT_ROUTE, scene_document)
+    app.router.add_get(SEGMENT_THUMBNAIL_ROUTE, segment_thumbnail)
+    app.router.add_get(SEGMENT_FILE_ROUTE, segment_file)
     app.router.add_get("/api/v1/scenes/{scene_id}/playlist", scene_playlist)
+    app.router.add_get("/api/v1/scenes/{scene_id}/cookies", scene_cookies)
+    app.router.add_get("/player/{scene_id}", player)
+    app.router.add_get("/static/{name}", static)

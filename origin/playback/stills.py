@@ -1,5 +1,5 @@
-"""A thumbnail at any moment, the I/O half (the pure half is origin/playback/moments.py): the JPEG
-of a `Moment` from memory, else from storage (`{sceneId}/{segmentId}/stills/...` in the
+"""A thumbnail at any moment, the I/O half (the pure half is origin/playback/moments.py):
+the JPEG of a `Moment` from memory, else from storage (`{sceneId}/{segmentId}/stills/...` in the
 videos bucket), else grabbed by ffmpeg from the one `.ts` that holds the frame and then
 kept in both, so a second request, in this process or any other, never runs ffmpeg.
 
@@ -21,13 +21,17 @@ import tempfile
 import time
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Hashable
+from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from core import layout
+from core.lru import LRU
 from core.metrics import family
+from core.playlists import Clip
 from core.procs import run_capture
+from core.settings import Settings
 from core.storage import ObjectNotFound, Storage
 from origin.playback.moments import Moment, grab_command
 
@@ -290,3 +294,28 @@ class Stills:
             detail = done.stderr.strip().splitlines()[-1:] or ["no frame written"]
             raise GrabFailed(f"ffmpeg could not grab the frame: {detail[0][:300]}")
         return body
+
+
+@dataclass
+class StillsState:
+    """A process's thumbnails at a moment: the grabber and the clips moments are placed
+    on (origin/playback/scenes.py `scene_clips`, `segment_clip`)."""
+
+    stills: Stills
+    scenes: LRU[tuple[Clip, ...]]  # (scene id, version) -> its ready clips, in order
+    segments: LRU[Clip]  # (scene id, segment id, generation) -> a ready clip
+
+
+@contextlib.asynccontextmanager
+async def stills_state(settings: Settings, storage: Storage) -> AsyncIterator[StillsState]:
+    """The process's thumbnail grabber and its caches, closed on exit."""
+    stills = Stills(
+        storage,
+        settings.videos_bucket,
+        concurrency=settings.thumbnail_concurrency,
+        cache_bytes=settings.thumbnail_cache_mb * 1024 * 1024,
+    )
+    try:
+        yield StillsState(stills, LRU(256), LRU(4096))
+    finally:
+        await stills.close()

@@ -16,7 +16,7 @@ from origin import keys
 from origin.http.auth import admit, count_admitted
 from origin.http.fastpath import Answer, WarmAnswer
 from origin.playback.documents import M3U8, VTT, document_answer
-from origin.playback.routes import is_scene_file
+from origin.playback.scenes import is_scene_file
 
 
 def warm_scene_documents(app: web.Application) -> WarmAnswer:

@@ -49,6 +49,8 @@ DOMAINS = ("assets", "exports", "ingest", "lifecycle", "playback")
 
 
 def rank(module: str) -> float | None:
+    if module.startswith("origin.") and module.removeprefix("origin.") in DOMAINS:
+        return 3.5  # a domain's package: its add_routes, over its route modules
     best: tuple[int, float] | None = None
     for prefix, value in RANKS:
         if module == prefix or module.startswith(prefix + "."):
