@@ -55,11 +55,11 @@ from core.storage import open_configured_storage
 from storyforge.dev.cluster import open_cluster
 from workers.jobs.transcode import clip_renditions
 from workers.media import ffmpeg as sf_ffmpeg
-from workers.media.encoding import DEFAULT_LADDER
+from workers.media.encoding import DEFAULT_RUNGS
 
 RATES = (24, 25, 30, 50)
 SECONDS = 30
-RUNG = DEFAULT_LADDER[0]  # 720p
+RUNG = DEFAULT_RUNGS[0]  # 720p
 SOURCES = benchutil.OUT / "export-sources"
 
 

@@ -124,7 +124,7 @@ async def segment_thumbnail(request: web.Request) -> web.StreamResponse:
 
 
 async def _answer(
-    request: web.Request, scene_id: str, moment: moments.Moment, cache_control: str
+    request: web.Request, scene_id: str, moment: moments.Still, cache_control: str
 ) -> web.Response:
     fields = {hdrs.CONTENT_TYPE: JPEG, hdrs.CACHE_CONTROL: cache_control, hdrs.ETAG: moment.etag}
     if not none_match(request.headers.get(hdrs.IF_NONE_MATCH), moment.etag):

@@ -9,9 +9,9 @@ import pytest
 
 from core.exportplan import Cut
 from workers.media import exportcmd
-from workers.media.encoding import DEFAULT_LADDER
+from workers.media.encoding import DEFAULT_RUNGS
 
-RUNG_720 = DEFAULT_LADDER[0]
+RUNG_720 = DEFAULT_RUNGS[0]
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from core import catalog, exportplan, exports, layout, queue
-from core.exportplan import BadRequest, Moment, Part, Plan
+from core.exportplan import BadRequest, ExportRange, Part, Plan
 from core.settings import Settings
 from core.storage import ObjectNotFound, Storage
 from workers.media import exportcmd, ffmpeg, mp4flat
@@ -126,13 +126,13 @@ def make_handler(settings: Settings, storage: Storage) -> Callable[[JobContext],
     return handle
 
 
-def _moment(payload: dict[str, object]) -> Moment | None:
+def _moment(payload: dict[str, object]) -> ExportRange | None:
     start, end = payload.get("start"), payload.get("end")
     if start is None and end is None:
         return None
     if not isinstance(start, int | float) or not isinstance(end, int | float) or end <= start:
         raise PermanentError("malformed export job payload (moment)")
-    return Moment(float(start), float(end))
+    return ExportRange(float(start), float(end))
 
 
 async def export_job(ctx: JobContext, settings: Settings, storage: Storage) -> None:
@@ -192,7 +192,7 @@ async def _export(
     export_id: str,
     quality: str,
     version: int,
-    moment: Moment | None,
+    moment: ExportRange | None,
 ) -> None:
     started = time.monotonic()
     job = ctx.job
