@@ -56,9 +56,9 @@ import seed_pipeline
 
 from core.settings import Settings
 from workers.media import ffmpeg as sf_ffmpeg
-from workers.media.encoding import DEFAULT_LADDER, media_segments
-from workers.media.h264 import fps_fraction, output_fps
-from workers.media.loudness import plan as loudness_plan
+from workers.media.encoding import DEFAULT_RUNGS, media_segments
+from workers.media.h264 import output_fps
+from workers.media.loudness import plan_gain
 from workers.media.probe import Limits
 
 SOURCE_BITRATE = "8M"  # a phone's 1080p30 H.264 is 8-17 Mbit/s
@@ -148,7 +148,7 @@ async def _ours(source: Path, workdir: Path, loudness: bool = True) -> dict[str,
     info = await sf_ffmpeg.probe(source, BENCH_LIMITS)
     probed = time.perf_counter()
     measured = await sf_ffmpeg.measure_loudness(source, info) if loudness else None
-    plan = loudness_plan(
+    plan = plan_gain(
         measured,
         target=Settings().loudness_target if loudness else None,
         max_gain=Settings().loudness_max_gain,
@@ -274,7 +274,7 @@ def alternating(rounds: int, first: str, second: str) -> Iterator[tuple[int, str
 def compare(
     source: Path, rounds: int, scratch: Path, wait: bool
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    fps = float(fps_fraction(output_fps(SOURCE_FPS)))
+    fps = float(output_fps(SOURCE_FPS))
     runs: dict[str, list[dict[str, Any]]] = {"ours": [], "seed": []}
     kept: dict[str, dict[str, Any]] = {}
     for rnd, who in alternating(rounds, "ours", "seed"):
@@ -299,7 +299,7 @@ def compare(
 
     # quality: every rendition of both pipelines against the source
     quality: dict[str, Any] = {}
-    for rung in DEFAULT_LADDER:
+    for rung in DEFAULT_RUNGS:
         row: dict[str, Any] = {}
         for who in ("ours", "seed"):
             print(f"SSIM {who} {rung.name} ...", end=" ", flush=True)
@@ -596,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
                     "bufsize": r.bufsize,
                     "audio_bitrate": r.audio_bitrate,
                 }
-                for r in DEFAULT_LADDER
+                for r in DEFAULT_RUNGS
             ],
             "source": f"testsrc2+sine 1080p{SOURCE_FPS} libx264 veryfast {SOURCE_BITRATE}, "
             "AAC 192k 48 kHz stereo",

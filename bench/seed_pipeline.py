@@ -33,8 +33,8 @@ from pathlib import Path
 
 from workers.media import encoding
 from workers.media import ffmpeg as sf_ffmpeg
-from workers.media.encoding import DEFAULT_LADDER, Rung
-from workers.media.h264 import fps_fraction, level_name, output_fps
+from workers.media.encoding import DEFAULT_RUNGS, Rung
+from workers.media.h264 import level_name, output_fps
 from workers.media.probe import parse_rate
 
 #: Our transcoder's defaults, read from the product code.
@@ -255,13 +255,13 @@ def _source_fps(source: str) -> float:
         stdin=subprocess.DEVNULL,
     ).stdout
     rate = parse_rate(json.loads(out)["streams"][0]["avg_frame_rate"]) or 30.0
-    return float(fps_fraction(output_fps(rate)))
+    return float(output_fps(rate))
 
 
 def ingest(
     source: str | os.PathLike[str],
     output_dir: str | os.PathLike[str],
-    ladder: tuple[Rung, ...] = DEFAULT_LADDER,
+    ladder: tuple[Rung, ...] = DEFAULT_RUNGS,
     *,
     fps: float | None = None,
 ) -> SeedResult:

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from core import layout
+from core.framerate import exact_rate
 from core.playlists import Rendition
 
 Kind = Literal["full", "moment"]
@@ -33,11 +34,6 @@ DEFAULT_SPEED: Mapping[Kind, float] = {"full": 30.0, "moment": 3.0}
 SPEED_WEIGHT = 0.3  # weight of the newest job in the running throughput (sql/exports.sql)
 MIN_MOMENT_SECONDS = 1.0
 MAX_EXPORT_SECONDS = 24 * 3600.0  # MPEG-TS clocks wrap after 26.5 h (2^33 / 90 kHz)
-_STANDARD_RATES = tuple(
-    Fraction(n, d)
-    for n, d in ((24000, 1001), (30000, 1001), (60000, 1001), (24, 1), (25, 1), (30, 1))
-    + ((48, 1), (50, 1), (60, 1))
-)
 
 
 class BadRequest(ValueError):
@@ -103,7 +99,7 @@ class SourceClip:
 
     @property
     def fps(self) -> Fraction:
-        return frame_rate(self.rendition.frame_rate)
+        return exact_rate(self.rendition.frame_rate)
 
     @property
     def duration(self) -> float:
@@ -112,15 +108,6 @@ class SourceClip:
     def segment_frames(self) -> list[int]:
         """Frames in each media segment (EXTINF x fps, rounded)."""
         return [round(d * self.fps) for d in self.rendition.durations]
-
-
-def frame_rate(value: float) -> Fraction:
-    """The exact frame rate of a rendition row (stored rounded to 3 decimals):
-    29.97 -> 30000/1001, 25.0 -> 25."""
-    for rate in _STANDARD_RATES:
-        if abs(value - float(rate)) < 0.005:
-            return rate
-    return Fraction(value).limit_denominator(1001)
 
 
 def h264_level(codecs: str) -> int:
@@ -136,9 +123,10 @@ def scene_duration(clips: Sequence[SourceClip]) -> float:
 
 
 @dataclass(frozen=True)
-class Moment:
-    """A time range of the scene rounded to frames: `start` is the time of its first
-    frame, `end` the end of its last (seconds, 6 decimals)."""
+class ExportRange:
+    """What a moment export (kind "moment") covers: a time range of the scene rounded
+    to frames, `start` the time of its first frame, `end` the end of its last
+    (seconds, 6 decimals)."""
 
     start: float
     end: float
@@ -170,7 +158,7 @@ def _locate(clips: Sequence[SourceClip], t: float, *, end: bool) -> tuple[int, i
     raise BadRequest("the scene is empty")
 
 
-def round_moment(clips: Sequence[SourceClip], start: float, end: float) -> Moment:
+def round_moment(clips: Sequence[SourceClip], start: float, end: float) -> ExportRange:
     """`start`/`end` (seconds) rounded to the frames of the clips they fall in."""
     total = scene_duration(clips)
     if end > total + 0.0005:
@@ -181,10 +169,10 @@ def round_moment(clips: Sequence[SourceClip], start: float, end: float) -> Momen
     _, _, e = _locate(clips, min(end, total), end=True)
     if e <= s:
         raise BadRequest("the moment is empty once rounded to frames")
-    return Moment(round(s, 6), round(e, 6))
+    return ExportRange(round(s, 6), round(e, 6))
 
 
-def dedupe_key(scene_id: str, quality: str, version: int, moment: Moment | None) -> str:
+def dedupe_key(scene_id: str, quality: str, version: int, moment: ExportRange | None) -> str:
     """One export job in flight per scene, version, quality and (rounded) range."""
     key = f"export:{scene_id}:{version}:{quality}"
     if moment is not None:
@@ -228,7 +216,7 @@ class Plan:
     clips: tuple[SourceClip, ...]  # the clips the export shows, in order
     level: int  # highest H.264 level_idc among them
     max_fps: Fraction
-    moment: Moment | None
+    moment: ExportRange | None
 
     @property
     def duration(self) -> float:
@@ -248,7 +236,9 @@ class Plan:
         return layout.export_file_name(self.quality, moment=self.moment is not None)
 
 
-def plan_export(clips: Sequence[SourceClip], quality: str, moment: Moment | None = None) -> Plan:
+def plan_export(
+    clips: Sequence[SourceClip], quality: str, moment: ExportRange | None = None
+) -> Plan:
     """The parts of an export, in order: whole segments are copied; a segment that a
     moment's start or end cuts into is re-encoded from the cut on (or up to it)."""
     if not clips:
@@ -386,7 +376,7 @@ def manifest(
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f"\\/:*?<>|;]+')
 
 
-def download_name(title: str, moment: Moment | None = None) -> str:
+def download_name(title: str, moment: ExportRange | None = None) -> str:
     """The file name a download is saved as: the scene title without characters that
     are unsafe in file names or header values, `.mp4`, and the range for a moment."""
     name = unicodedata.normalize("NFC", title)

@@ -16,7 +16,7 @@ import asyncpg
 
 from core import db, layout, outbox, queue
 from core.catalog import SceneView
-from core.exportplan import DEFAULT_SPEED, SPEED_WEIGHT, BadRequest, Kind, Moment, SourceClip
+from core.exportplan import DEFAULT_SPEED, SPEED_WEIGHT, BadRequest, ExportRange, Kind, SourceClip
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Export:
     error: str | None
     created_at: datetime
     ready_at: datetime | None
-    moment: Moment | None
+    moment: ExportRange | None
 
     @property
     def file_name(self) -> str:
@@ -53,7 +53,7 @@ class Export:
             error=row["error"],
             created_at=row["created_at"],
             ready_at=row["ready_at"],
-            moment=Moment(start, end) if start is not None else None,
+            moment=ExportRange(start, end) if start is not None else None,
         )
 
 
@@ -95,7 +95,7 @@ class Served:
     id: str
     quality: str
     title: str
-    moment: Moment | None
+    moment: ExportRange | None
 
 
 def source_clips(view: SceneView, quality: str) -> list[SourceClip]:
@@ -122,7 +122,7 @@ async def find_ready(
     scene_id: str,
     quality: str,
     version: int,
-    moment: Moment | None,
+    moment: ExportRange | None,
     *,
     max_age: float,
 ) -> Export | None:
@@ -145,7 +145,7 @@ async def start_export(
     scene_id: str,
     quality: str,
     version: int,
-    moment: Moment | None,
+    moment: ExportRange | None,
     *,
     dedupe_key: str,
     max_attempts: int,
@@ -210,7 +210,10 @@ async def served(conn: asyncpg.Connection, scene_id: str, export_id: str) -> Ser
         return None
     start, end = row["start_s"], row["end_s"]
     return Served(
-        row["id"], row["quality"], row["title"], Moment(start, end) if start is not None else None
+        row["id"],
+        row["quality"],
+        row["title"],
+        ExportRange(start, end) if start is not None else None,
     )
 
 

@@ -116,7 +116,7 @@ _STILL_NAME_RE = re.compile(r"^[0-9]{3,4}p(?:_g[0-9]{1,4})?_f[0-9]{6,9}_w[0-9]{2
 
 
 def still_key(scene_id: str, segment_id: str, name: str) -> str:
-    """Key of a thumbnail grabbed at a moment (origin/playback/moments.py `Moment.still_name`),
+    """Key of a thumbnail grabbed at a moment (origin/playback/moments.py `Still.still_name`),
     kept under the segment's prefix so it goes when the segment's files go."""
     if not _STILL_NAME_RE.fullmatch(name):
         raise ValueError(f"not a still name: {name!r}")

@@ -57,6 +57,8 @@ class LadderRung:
     audio_bitrate: int = 128_000
 
 
+#: The seed's ladder, the default of LADDER: its one definition (the encoder's rungs,
+#: `workers.media.encoding.DEFAULT_RUNGS`, are derived from it).
 DEFAULT_LADDER: tuple[LadderRung, ...] = (
     LadderRung("720p", 1280, 720, 1_500_000),
     LadderRung("1080p", 1920, 1080, 4_000_000),

@@ -25,6 +25,7 @@ from fractions import Fraction
 
 from core import layout
 from core.ffargs import mpegts_input
+from core.framerate import exact_rate
 from core.playlists import Clip, Rendition, timeline_ms
 
 #: The widths a thumbnail may be asked for (a small fixed set keeps the caches small).
@@ -64,17 +65,8 @@ def parse_request(query: Mapping[str, str], values: Mapping[str, int]) -> tuple[
     return micros, int(raw_width)
 
 
-def frame_rate(value: float) -> Fraction:
-    """The exact frame rate of a rendition from its stored value (3 decimals): NTSC
-    rates come back as N*1000/1001 (29.97 -> 30000/1001), others as they are."""
-    ntsc = round(value * 1001 / 1000)
-    if ntsc > 0 and abs(value - ntsc * 1000 / 1001) < 0.0015 and abs(value - round(value)) > 0.01:
-        return Fraction(ntsc * 1000, 1001)
-    return Fraction(value).limit_denominator(1001)
-
-
 @dataclass(frozen=True)
-class Moment:
+class Still:
     """One frame of one clip's rendition, asked for at one width."""
 
     segment_id: str
@@ -114,8 +106,8 @@ def pick_rendition(clip: Clip, width: int) -> Rendition:
     return next((r for r in ordered if r.width >= width), ordered[-1])
 
 
-def locate(clips: Sequence[Clip], micros: int, width: int) -> Moment:
-    """The moment `micros` on a stitched scene's timeline (`clips` in order)."""
+def locate(clips: Sequence[Clip], micros: int, width: int) -> Still:
+    """The still at `micros` on a stitched scene's timeline (`clips` in order)."""
     bounds = [ms * 1000 for ms in timeline_ms(clips)]
     if not clips or not 0 <= micros < bounds[-1]:
         total = bounds[-1] / 1e6 if clips else 0.0
@@ -124,15 +116,15 @@ def locate(clips: Sequence[Clip], micros: int, width: int) -> Moment:
     return locate_in_clip(clips[i], micros - bounds[i], width)
 
 
-def locate_in_clip(clip: Clip, micros: int, width: int) -> Moment:
-    """The moment `micros` after the start of one clip."""
+def locate_in_clip(clip: Clip, micros: int, width: int) -> Still:
+    """The still at `micros` after the start of one clip."""
     rendition = pick_rendition(clip, width)
     length_ms = sum(rendition.durations_ms)
     if not 0 <= micros < length_ms * 1000:
         raise OutsideTimeline(
             f"time {micros / 1e6:g} s is outside the clip (0 to {length_ms / 1000:g} s)"
         )
-    fps = frame_rate(rendition.frame_rate)
+    fps = exact_rate(rendition.frame_rate)
     # frame grid of the segments: where each one starts (an IDR on a frame), and the end
     starts: list[int] = []
     at_ms = 0
@@ -142,7 +134,7 @@ def locate_in_clip(clip: Clip, micros: int, width: int) -> Moment:
     end = max(starts[-1] + 1, round(Fraction(at_ms, 1000) * fps))
     frame = min(math.floor(Fraction(micros, 1_000_000) * fps), end - 1)
     number = bisect_right(starts, frame)  # 1-based: the last segment starting at or before
-    return Moment(
+    return Still(
         segment_id=clip.segment_id,
         profile=rendition.profile,
         segment_number=number,
@@ -154,13 +146,13 @@ def locate_in_clip(clip: Clip, micros: int, width: int) -> Moment:
     )
 
 
-def grab_command(segment: str | os.PathLike[str], moment: Moment) -> list[str]:
-    """ffmpeg: one JPEG on stdout, the moment's frame of the local `.ts` `segment`
+def grab_command(segment: str | os.PathLike[str], still: Still) -> list[str]:
+    """ffmpeg: one JPEG on stdout, the still's frame of the local `.ts` `segment`
     (opened like every input of ours, core/ffargs.py: local file, mpegts only),
     scaled to the asked width (height to match, even)."""
-    filters = [f"select='eq(n,{moment.frame_in_segment})'"]
-    if moment.width != moment.source_width:
-        filters.append(f"scale={moment.width}:-2:flags=bicubic")
+    filters = [f"select='eq(n,{still.frame_in_segment})'"]
+    if still.width != still.source_width:
+        filters.append(f"scale={still.width}:-2:flags=bicubic")
     return [
         "ffmpeg",
         "-nostdin",

@@ -102,11 +102,11 @@ async def scene_thumbnail(request: web.Request) -> web.StreamResponse:
     micros, width = _moment_query(request)
     clips = await scenes.scene_clips(request, scene_id)
     try:
-        moment = moments.locate(clips, micros, width)
+        still = moments.locate(clips, micros, width)
     except moments.OutsideTimeline as exc:
         raise not_found(str(exc)) from None
     # which frame a time shows changes with the scene: cached like its playlists
-    return await _thumbnail(request, scene_id, moment, layout.SCENE_PLAYLIST_CACHE)
+    return await _thumbnail(request, scene_id, still, layout.SCENE_PLAYLIST_CACHE)
 
 
 async def segment_thumbnail(request: web.Request) -> web.StreamResponse:
@@ -121,31 +121,31 @@ async def segment_thumbnail(request: web.Request) -> web.StreamResponse:
     micros, width = _moment_query(request)
     clip = await scenes.segment_clip(request, scene_id, segment_id)
     try:
-        moment = moments.locate_in_clip(clip, micros, width)
+        still = moments.locate_in_clip(clip, micros, width)
     except moments.OutsideTimeline as exc:
         raise not_found(str(exc)) from None
     return await _thumbnail(
-        request, scene_id, moment, layout.file_meta("thumbnail.jpg").cache_control
+        request, scene_id, still, layout.file_meta("thumbnail.jpg").cache_control
     )
 
 
 async def _thumbnail(
-    request: web.Request, scene_id: str, moment: moments.Moment, cache_control: str
+    request: web.Request, scene_id: str, still: moments.Still, cache_control: str
 ) -> web.Response:
-    """The JPEG of `moment` (origin/playback/stills.py); a client holding its ETag gets
+    """The JPEG of `still` (origin/playback/stills.py); a client holding its ETag gets
     304 without any frame being grabbed; 503 + Retry-After when the ffmpeg slots are
     busy."""
-    fields = {hdrs.CONTENT_TYPE: JPEG, hdrs.CACHE_CONTROL: cache_control, hdrs.ETAG: moment.etag}
-    if not none_match(request.headers.get(hdrs.IF_NONE_MATCH), moment.etag):
+    fields = {hdrs.CONTENT_TYPE: JPEG, hdrs.CACHE_CONTROL: cache_control, hdrs.ETAG: still.etag}
+    if not none_match(request.headers.get(hdrs.IF_NONE_MATCH), still.etag):
         return web.Response(status=304, headers=fields)  # RFC 9110 §13.1.2
     try:
-        body = await request.app[keys.STILLS].stills.jpeg(scene_id, moment)
+        body = await request.app[keys.STILLS].stills.jpeg(scene_id, still)
     except Busy as exc:
         raise ApiError(  # RFC 9110 §15.6.4, §10.2.3
             503, "busy", str(exc), {hdrs.RETRY_AFTER: str(exc.retry_after)}
         ) from None
     except GrabFailed as exc:
-        log.warning("thumbnail of %s failed: %s", moment, exc)
+        log.warning("thumbnail of %s failed: %s", still, exc)
         raise ApiError(500, "thumbnail_failed", str(exc)) from None
     return web.Response(body=body, headers=fields)
 

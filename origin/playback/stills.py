@@ -1,5 +1,5 @@
 """A thumbnail at any moment, the I/O half (the pure half is origin/playback/moments.py):
-the JPEG of a `Moment` from memory, else from storage (`{sceneId}/{segmentId}/stills/...` in the
+the JPEG of a `Still` from memory, else from storage (`{sceneId}/{segmentId}/stills/...` in the
 videos bucket), else grabbed by ffmpeg from the one `.ts` that holds the frame and then
 kept in both, so a second request, in this process or any other, never runs ffmpeg.
 
@@ -33,7 +33,7 @@ from core.playlists import Clip
 from core.procs import run_capture
 from core.settings import Settings
 from core.storage import ObjectNotFound, Storage
-from origin.playback.moments import Moment, grab_command
+from origin.playback.moments import Still, grab_command
 
 log = logging.getLogger("storyforge.stills")
 
@@ -157,10 +157,10 @@ class Stills:
         self._run_seconds: float | None = None  # moving average of one grab
         self._in_flight: dict[Hashable, asyncio.Task[bytes]] = {}
 
-    async def jpeg(self, scene_id: str, moment: Moment) -> bytes:
-        """The JPEG of `moment` (a frame of a ready segment of `scene_id`). Raises
+    async def jpeg(self, scene_id: str, still: Still) -> bytes:
+        """The JPEG of `still` (a frame of a ready segment of `scene_id`). Raises
         `Busy` or `GrabFailed`."""
-        key = (moment.segment_id, moment.profile, moment.generation, moment.frame, moment.width)
+        key = (still.segment_id, still.profile, still.generation, still.frame, still.width)
         body = self.cache.get(key)
         if body is not None:
             self.stats.answers["memory"] += 1
@@ -171,13 +171,13 @@ class Stills:
             self.stats.answers["shared"] += 1
             return body
         # a task of its own, so a client that goes away does not waste the others' wait
-        task = asyncio.create_task(self._make(key, scene_id, moment))
+        task = asyncio.create_task(self._make(key, scene_id, still))
         self._in_flight[key] = task
         task.add_done_callback(lambda done: self._forget(key, done))
         return await asyncio.shield(task)
 
-    async def _make(self, key: Hashable, scene_id: str, moment: Moment) -> bytes:
-        body = await self._produce(scene_id, moment)
+    async def _make(self, key: Hashable, scene_id: str, still: Still) -> bytes:
+        body = await self._produce(scene_id, still)
         self.cache.put(key, body)
         return body
 
@@ -193,8 +193,8 @@ class Stills:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _produce(self, scene_id: str, moment: Moment) -> bytes:
-        key = layout.still_key(scene_id, moment.segment_id, moment.still_name)
+    async def _produce(self, scene_id: str, still: Still) -> bytes:
+        key = layout.still_key(scene_id, still.segment_id, still.still_name)
         try:
             obj = await self.storage.get(self.bucket, key)
         except ObjectNotFound:
@@ -205,9 +205,9 @@ class Stills:
             self.stats.answers["storage"] += 1
             return body
         async with self._slot():
-            body = await self._grab(scene_id, moment)
+            body = await self._grab(scene_id, still)
         self.stats.answers["ffmpeg"] += 1
-        meta = layout.file_meta(moment.still_name)
+        meta = layout.file_meta(still.still_name)
         try:
             await self.storage.put(
                 self.bucket,
@@ -244,18 +244,18 @@ class Stills:
         finally:
             self._slots.release()
 
-    async def _grab(self, scene_id: str, moment: Moment) -> bytes:
-        ts_key = layout.segment_key(scene_id, moment.segment_id, moment.media_name)
+    async def _grab(self, scene_id: str, still: Still) -> bytes:
+        ts_key = layout.segment_key(scene_id, still.segment_id, still.media_name)
         local = await self.storage.local_path(self.bucket, ts_key)
         if local is not None:
             if not local.is_file():
                 raise GrabFailed(f"{ts_key} is missing from storage")
-            return await self._run(local, moment)
+            return await self._run(local, still)
         fd, name = tempfile.mkstemp(prefix="storyforge-still-", suffix=".ts")
         os.close(fd)
         try:
             await self._download(ts_key, Path(name))
-            return await self._run(Path(name), moment)
+            return await self._run(Path(name), still)
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(name)
@@ -270,14 +270,14 @@ class Stills:
                 async for chunk in obj:
                     await asyncio.to_thread(f.write, chunk)
 
-    async def _run(self, segment: Path, moment: Moment) -> bytes:
+    async def _run(self, segment: Path, still: Still) -> bytes:
         stats = self.stats
         stats.ffmpeg_runs += 1
         stats.running += 1
         stats.max_running = max(stats.max_running, stats.running)
         started = time.monotonic()
         try:
-            done = await run_capture(grab_command(segment, moment), timeout=self.grab_timeout)
+            done = await run_capture(grab_command(segment, still), timeout=self.grab_timeout)
         except TimeoutError:
             stats.failures += 1
             raise GrabFailed(

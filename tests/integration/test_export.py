@@ -17,8 +17,6 @@ import dataclasses
 import json
 import math
 import signal
-import subprocess
-from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -52,8 +50,6 @@ from tests.helpers.scenes import API_TOKEN
 from tests.helpers.servers import OriginTestServer
 from tests.helpers.services import processes_mentioning, stop_mid_job, worker_process
 from tests.helpers.workers import running_workers
-from workers.media import exportcmd, mp4flat
-from workers.media.tsjoin import TsJoiner
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)]
 
@@ -62,7 +58,6 @@ CLIPS = [
     dict(width=320, height=180, fps=30, duration=4, audio=None),
     dict(width=320, height=180, fps=50, duration=4, audio="mono44"),
 ]
-FPS = [24, 30, 50]
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
 
 
@@ -160,37 +155,6 @@ def check_mp4(path: Path, quality: str, expected: float, boundaries: list[float]
     return {"video_end": video_end, "audio_end": audio_end, "pts": pts}
 
 
-def probe_facts(path: Path) -> dict:
-    """Every packet of each stream as ffprobe reads it (exact ticks, flags, side data;
-    not where it lies in the file: the two muxers interleave differently), and the
-    streams' and the file's start and duration."""
-    info = ffprobe_json("-show_packets", "-show_streams", "-show_format", path)
-    return {
-        "packets": [
-            [
-                {k: v for k, v in p.items() if k != "pos"}
-                for p in info["packets"]
-                if p["stream_index"] == index
-            ]
-            for index in range(len(info["streams"]))
-        ],
-        "streams": [
-            {k: s.get(k) for k in ("start_pts", "start_time", "duration_ts", "duration")}
-            for s in info["streams"]
-        ],
-        "format": {k: info["format"][k] for k in ("start_time", "duration")},
-    }
-
-
-def edit_lists(path: Path) -> list[bytes]:
-    moov = mp4flat.child(path.read_bytes(), b"moov")
-    return [
-        mp4flat.child(mp4flat.child(trak, b"edts"), b"elst")
-        for kind, trak in mp4flat.children(moov)
-        if kind == b"trak"
-    ]
-
-
 # ----------------------------------------------------------------------- tests
 
 
@@ -233,38 +197,6 @@ async def test_api_refuses_what_it_cannot_export(origin_client, settings, base):
         f"/e/{scene}/exp_0000000000000000/export_manifest.json",
     ):
         assert (await client.get(path)).status == 404
-
-
-def test_progressive_rewrite_holds_what_ffmpegs_faststart_writes(settings, base, tmp_path):
-    """The export's MP4 (ffmpeg's fragmented output, made progressive by
-    workers.media.mp4flat) against ffmpeg's own +faststart MP4 of the same joined stream of
-    the three clips (24, 30, 50 fps): the same packets, edit lists, start and duration."""
-    joiner = TsJoiner(dts_grid=exportcmd.dts_grid(Fraction(50)))
-    stream = bytearray()
-    gops = 0  # a media segment is one GOP, and so one fragment
-    for segment, fps in zip(base["segments"], FPS, strict=True):
-        folder = settings.storage_root / settings.videos_bucket / base["scene"] / segment
-        stream += joiner.begin(Fraction(fps))
-        for ts in sorted(folder.glob("720p_*.ts")):
-            stream += joiner.feed(bytearray(ts.read_bytes()))
-            gops += 1
-        stream += joiner.end()
-    stream += joiner.finish()
-    fragmented, ours, theirs = (tmp_path / f"{n}.mp4" for n in ("frag", "ours", "theirs"))
-    remux = exportcmd.remux_command(fragmented, level=32, max_fps=Fraction(50))
-    faststart = [str(theirs) if a == f"file:{fragmented}" else a for a in remux]
-    faststart[faststart.index(exportcmd.FRAGMENTED)] = "+faststart"
-    for cmd in (remux, faststart):
-        subprocess.run(cmd, input=bytes(stream), check=True, timeout=120)
-    flat = mp4flat.flatten(fragmented, ours)
-    assert flat.fragments == gops and top_level_boxes(ours) == ["ftyp", "moov", "mdat"]
-    assert top_level_boxes(theirs)[:2] == ["ftyp", "moov"]
-    facts, expected = probe_facts(ours), probe_facts(theirs)
-    assert [len(p) for p in facts["packets"]] == [len(p) for p in expected["packets"]]
-    assert min(len(p) for p in facts["packets"]) > 400
-    assert facts == expected
-    assert edit_lists(ours) == edit_lists(theirs)
-    assert decode_errors(ours) == ""
 
 
 async def test_full_export_at_both_qualities(origin_client, settings, run_workers, base, tmp_path):

@@ -161,6 +161,10 @@ async def test_clip_becomes_a_published_segment(origin_client, settings, run_wor
     total = sum(p.stat().st_size for n, p in files.items() if n != "metadata.json")
     assert meta["fileSize"]["total"] == total
     assert meta["files"]["variants"] == {"720p": "720p.m3u8", "1080p": "1080p.m3u8"}
+    # the stored storyboard.vtt is the very document the origin serves for the clip
+    r = await client.get(f"/v/{scene}/{seg}/storyboard.vtt")
+    assert r.status == 200 and r.headers["Content-Type"].startswith("text/vtt")
+    assert await r.read() == files["storyboard.vtt"].read_bytes()
     # internal artefacts kept beside the upload
     job_dir = settings.storage_root / settings.internal_bucket / "jobs" / accepted["jobId"]
     assert (job_dir / "transcode_log.txt").is_file()

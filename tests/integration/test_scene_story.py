@@ -462,13 +462,13 @@ async def test_transients_fall_back_to_dynamic_mode(tmp_path: Path) -> None:
     clicks over the ceiling, so loudnorm's dynamic mode levels it (said so in the plan),
     the stored true peak within the -1.5 dBTP ceiling."""
     from workers.media import ffmpeg
-    from workers.media.loudness import plan
+    from workers.media.loudness import plan_gain
 
     clicks = r"aeval='val(ch)*0.25+if(lt(mod(t\,0.5)\,0.0002)\,0.9\,0)':c=same"
     source = make_clip(tmp_path / "clicks.mp4", width=320, height=180, duration=3, tone=clicks)
     info = await ffmpeg.probe(source)
     measured = await ffmpeg.measure_loudness(source, info)
-    decided = plan(measured, target=TARGET, max_gain=20.0, has_audio=True)
+    decided = plan_gain(measured, target=TARGET, max_gain=20.0, has_audio=True)
     assert decided.mode == "dynamic", measured
     assert measured.true_peak is not None and measured.true_peak + decided.gain > -1.5
     out = await ffmpeg.transcode(source, tmp_path / "out", info, loudness=decided)

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON
-from workers.media.encoding import DEFAULT_LADDER, video_encoder_args
+from workers.media.encoding import DEFAULT_RUNGS, video_encoder_args
 from workers.media.exportcmd import CUT_PRESET
 
 pytestmark = pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)
@@ -28,7 +28,7 @@ def parameter_sets(rung, preset: str) -> tuple[list[bytes], list[bytes]]:
     return [u for u in units if u[0] & 0x1F == 7], [u for u in units if u[0] & 0x1F == 8]
 
 
-@pytest.mark.parametrize("rung", DEFAULT_LADDER, ids=lambda r: f"{r.name}-{r.profile}")
+@pytest.mark.parametrize("rung", DEFAULT_RUNGS, ids=lambda r: f"{r.name}-{r.profile}")
 def test_ultrafast_writes_the_cuts_parameter_sets(rung):
     sps, pps = parameter_sets(rung, "ultrafast")
     assert (sps, pps) == parameter_sets(rung, CUT_PRESET)
@@ -36,7 +36,7 @@ def test_ultrafast_writes_the_cuts_parameter_sets(rung):
 
 
 def test_bare_ultrafast_would_not():
-    rung = DEFAULT_LADDER[-1]
+    rung = DEFAULT_RUNGS[-1]
     args = video_encoder_args(rung, 30.0, gop=30, preset="ultrafast")
     assert "-x264-params" in args and "8x8dct=1" in args[args.index("-x264-params") + 1]
     assert "-x264-params" not in video_encoder_args(rung, 30.0, gop=30, preset="superfast")

@@ -23,6 +23,7 @@ import m3u8
 import pytest
 from PIL import Image
 
+from core.framerate import exact_rate
 from tests.helpers.clips import (
     FFPROBE,
     HAVE_FFMPEG,
@@ -31,11 +32,11 @@ from tests.helpers.clips import (
     make_clip,
     make_png,
 )
+from workers.jobs.transcode import clip_renditions, storyboard_document
 from workers.media import ffmpeg
-from workers.media.encoding import DEFAULT_LADDER, Rung, rung_codecs, timeline_times
-from workers.media.h264 import codecs_string, fps_fraction
+from workers.media.encoding import DEFAULT_RUNGS, Rung, rung_codecs, timeline_times
+from workers.media.h264 import codecs_string
 from workers.media.probe import BadInput, MediaInfo, input_url, parse_rate
-from workers.media.storyboard import storyboard_vtt, vtt_time
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)]
 
@@ -194,13 +195,12 @@ def test_probe_sees_display_size(result: Result) -> None:
 def test_one_ffmpeg_run_wrote_everything(result: Result) -> None:
     out = result.out
     names = sorted(p.name for p in out.log.parent.iterdir())
-    for r in DEFAULT_LADDER:
+    for r in DEFAULT_RUNGS:
         assert f"{r.name}.m3u8" in names
     assert {
         "thumbnail.jpg",
         "thumbnail_large.jpg",
         "storyboard.jpg",
-        "storyboard.vtt",
         "transcode_log.txt",
         "frames",
     } <= set(names)
@@ -214,7 +214,7 @@ def test_one_ffmpeg_run_wrote_everything(result: Result) -> None:
     outputs = ["thumbnail.jpg", "thumbnail_large.jpg", "frames/frame_%04d.jpg"]
     assert {str(work / name) for name in outputs} <= set(run)
     # the renditions: one output, the tee muxer, and an HLS muxer behind it per rung
-    assert run[run.index("tee") + 1].count("f=hls") == len(DEFAULT_LADDER)
+    assert run[run.index("tee") + 1].count("f=hls") == len(DEFAULT_RUNGS)
     # the other processes only read back what it wrote (one segment per rendition)
     others = [argv for argv in result.spawned if argv is not run]
     assert others and all(any(a.startswith(f"file:{work}/") for a in argv) for argv in others)
@@ -269,8 +269,8 @@ def test_every_segment_starts_with_an_idr_at_the_same_time(result: Result) -> No
 
 
 def test_output_streams(result: Result) -> None:
-    expected_fps = fps_fraction(result.case.fps)
-    for rung, r in zip(DEFAULT_LADDER, result.out.renditions, strict=True):
+    expected_fps = exact_rate(result.case.fps)
+    for rung, r in zip(DEFAULT_RUNGS, result.out.renditions, strict=True):
         for seg in r.segments:
             streams = {s["codec_type"]: s for s in _segment(seg)["streams"]}
             v, a = streams["video"], streams["audio"]
@@ -303,7 +303,7 @@ def test_audio_frames_share_pes_packets(result: Result) -> None:
 
 
 def test_codecs_match_the_real_stream(result: Result) -> None:
-    for rung, r in zip(DEFAULT_LADDER, result.out.renditions, strict=True):
+    for rung, r in zip(DEFAULT_RUNGS, result.out.renditions, strict=True):
         v = next(
             s
             for s in ffprobe_json("-show_streams", str(r.segments[-1]))["streams"]
@@ -374,10 +374,15 @@ def test_storyboard(result: Result) -> None:
     assert len(out.frames) == len(times) == len(out.storyboard_cues)
     assert [c.start for c in out.storyboard_cues] == times
     assert out.storyboard_cues[-1].end == out.duration
-    text = out.storyboard_vtt.read_text()
-    assert text == storyboard_vtt(out.storyboard_cues)
+    # the stored storyboard.vtt: core.playlists' WebVTT of these cues and renditions
+    renditions, _ = clip_renditions(out)
+    text = storyboard_document("seg_x", out.duration, renditions, out.storyboard_cues).decode()
     assert text.startswith("WEBVTT\n\n00:00:00.000 --> ")
-    assert f"--> {vtt_time(out.duration)}\nstoryboard.jpg#xywh=0,0,160,90\n" in text
+    last = text.rstrip("\n").rsplit("\n\n", 1)[-1]
+    assert last.endswith("\nstoryboard.jpg#xywh=0,0,160,90"), last
+    end = last.split(" --> ")[1].split("\n")[0]
+    h, m, sec = end.split(":")
+    assert abs(int(h) * 3600 + int(m) * 60 + float(sec) - out.duration) <= 0.001, (end, out)
     for frame in out.frames:
         with Image.open(frame) as im:
             assert im.size == (160, 90)
@@ -628,6 +633,7 @@ def test_ffmpeg_dies_with_its_worker(tmp_path: Path, slow_clip: Path) -> None:
     work = tmp_path / "orphan"
     script = f"""
 import asyncio, sys
+from workers.jobs.transcode import clip_renditions, storyboard_document
 from workers.media import ffmpeg
 async def main():
     info = await ffmpeg.probe({str(slow_clip)!r})

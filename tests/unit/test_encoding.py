@@ -11,7 +11,7 @@ import pytest
 
 from core.playlists import Rendition, clip_media_playlist, target_duration
 from workers.media.encoding import (
-    DEFAULT_LADDER,
+    DEFAULT_RUNGS,
     Rung,
     audio_bitrates,
     fills_exactly,
@@ -33,7 +33,7 @@ from workers.media.encoding import (
     transcode_command,
 )
 from workers.media.h264 import level_name, variant_codecs
-from workers.media.loudness import Measurement, Plan, plan
+from workers.media.loudness import GainPlan, Measurement, plan_gain
 from workers.media.probe import BadInput, MediaInfo
 
 # ----------------------------------------------------------------- fixtures
@@ -78,12 +78,12 @@ def output_args(cmd: list[str], output: str) -> list[str]:
 
 
 def test_default_ladder_is_the_seeds() -> None:
-    assert DEFAULT_LADDER == (
+    assert DEFAULT_RUNGS == (
         Rung("720p", 1280, 720, 1_500_000, 128_000),
         Rung("1080p", 1920, 1080, 4_000_000, 128_000),
     )
-    assert [r.profile for r in DEFAULT_LADDER] == ["main", "high"]
-    assert (DEFAULT_LADDER[0].maxrate, DEFAULT_LADDER[0].bufsize) == (2_250_000, 3_000_000)
+    assert [r.profile for r in DEFAULT_RUNGS] == ["main", "high"]
+    assert (DEFAULT_RUNGS[0].maxrate, DEFAULT_RUNGS[0].bufsize) == (2_250_000, 3_000_000)
 
 
 @pytest.mark.parametrize(
@@ -104,7 +104,7 @@ def test_rung_rejects_bad_values(kwargs: dict[str, Any]) -> None:
 
 def test_variant_and_rung_codecs() -> None:
     assert variant_codecs("avc1.4d401f") == "avc1.4d401f,mp4a.40.2"
-    r720, r1080 = DEFAULT_LADDER
+    r720, r1080 = DEFAULT_RUNGS
     assert rung_codecs(r720, 30) == "avc1.4d401f"
     assert rung_codecs(r720, 60) == "avc1.4d4020"
     assert rung_codecs(r1080, 30) == "avc1.640028"
@@ -126,9 +126,7 @@ def test_fit_filter_expected_string() -> None:
 
 
 def test_filter_graph_expected_string() -> None:
-    graph = filter_graph(
-        info(), DEFAULT_LADDER, fps=Fraction(30), thumb_at=2.0, frame_interval=10.0
-    )
+    graph = filter_graph(info(), DEFAULT_RUNGS, fps=Fraction(30), thumb_at=2.0, frame_interval=10.0)
     parts = graph.split(";")
     assert parts == [
         "[0:0]fps=fps=30/1:start_time=0,trim=end=9,split=4[s0][s1][sthumb][stl]",
@@ -158,9 +156,9 @@ def test_a_rung_the_picture_already_fills_is_not_scaled(
     over: dict[str, Any], fits: tuple[bool, bool]
 ) -> None:
     src = info(**over)
-    assert tuple(fills_exactly(src, rung) for rung in DEFAULT_LADDER) == fits
-    graph = filter_graph(src, DEFAULT_LADDER, fps=Fraction(30), thumb_at=2, frame_interval=10)
-    for i, (rung, fit) in enumerate(zip(DEFAULT_LADDER, fits, strict=True)):
+    assert tuple(fills_exactly(src, rung) for rung in DEFAULT_RUNGS) == fits
+    graph = filter_graph(src, DEFAULT_RUNGS, fps=Fraction(30), thumb_at=2, frame_interval=10)
+    for i, (rung, fit) in enumerate(zip(DEFAULT_RUNGS, fits, strict=True)):
         chain = fit_filter(rung.width, rung.height)
         expected = "setsar=1" if fit else chain
         assert f"[s{i}]{expected},format=yuv420p[v{i}]" in graph.split(";")
@@ -176,13 +174,13 @@ def test_a_rung_at_ultrafast_is_scaled_bilinear() -> None:
         "scale=w=", "scale=flags=bilinear:w="
     )
     src = info(width=3840, height=2160)  # both rungs scaled
-    fast = transcode_command("/in.mp4", "/o", src, DEFAULT_LADDER, preset="ultrafast")
+    fast = transcode_command("/in.mp4", "/o", src, DEFAULT_RUNGS, preset="ultrafast")
     mixed = transcode_command(
-        "/in.mp4", "/o", src, DEFAULT_LADDER, preset="medium", presets={"720p": "ultrafast"}
+        "/in.mp4", "/o", src, DEFAULT_RUNGS, preset="medium", presets={"720p": "ultrafast"}
     )
     for cmd, scalers in ((fast, ("bilinear", "bilinear")), (mixed, ("bilinear", "bicubic"))):
         parts = opt(cmd, "-filter_complex").split(";")
-        for i, (rung, scaler) in enumerate(zip(DEFAULT_LADDER, scalers, strict=True)):
+        for i, (rung, scaler) in enumerate(zip(DEFAULT_RUNGS, scalers, strict=True)):
             assert (
                 f"[s{i}]{fit_filter(rung.width, rung.height, scaler)},format=yuv420p[v{i}]" in parts
             )
@@ -193,7 +191,7 @@ def test_a_rung_at_ultrafast_is_scaled_bilinear() -> None:
 def test_one_audio_encode_per_audio_bit_rate() -> None:
     ladder = (
         Rung("360p", 640, 360, 600_000, 64_000),
-        *DEFAULT_LADDER,
+        *DEFAULT_RUNGS,
         Rung("1440p", 2560, 1440, 9_000_000, 192_000),
     )
     assert audio_bitrates(ladder) == (64_000, 128_000, 192_000)
@@ -217,7 +215,7 @@ def test_one_audio_encode_per_audio_bit_rate() -> None:
 def test_filter_graph_variants() -> None:
     silent = filter_graph(
         info(has_audio=False, audio_channels=None, audio_sample_rate=None),
-        DEFAULT_LADDER,
+        DEFAULT_RUNGS,
         fps=Fraction(25),
         thumb_at=0.4,
         frame_interval=5,
@@ -228,7 +226,7 @@ def test_filter_graph_variants() -> None:
     assert "select='gte(t,selected_n*5)'" in silent
     mono = filter_graph(
         info(audio_channels=1, audio_sample_rate=44100),
-        DEFAULT_LADDER[:1],
+        DEFAULT_RUNGS[:1],
         fps=Fraction(30000, 1001),
         thumb_at=2,
         frame_interval=10,
@@ -238,7 +236,7 @@ def test_filter_graph_variants() -> None:
     assert mono.endswith("asplit=1[a0]")
     interlaced = filter_graph(
         info(interlaced=True, duration=6.4),
-        DEFAULT_LADDER,
+        DEFAULT_RUNGS,
         fps=Fraction(25),
         thumb_at=2,
         frame_interval=10,
@@ -249,7 +247,7 @@ def test_filter_graph_variants() -> None:
 
 
 def test_transcode_command_one_run() -> None:
-    cmd = transcode_command("/jobs/1/raw_output.mp4", "/work/out", info(), DEFAULT_LADDER)
+    cmd = transcode_command("/jobs/1/raw_output.mp4", "/work/out", info(), DEFAULT_RUNGS)
     assert cmd[:17] == [
         "ffmpeg",
         "-nostdin",
@@ -272,7 +270,7 @@ def test_transcode_command_one_run() -> None:
     assert cmd.count("-i") == 1  # one input, decoded once
     assert cmd.count("-filter_complex") == 1
     assert opt(cmd, "-filter_complex") == filter_graph(
-        info(), DEFAULT_LADDER, fps=Fraction(30), thumb_at=2.0, frame_interval=10.0
+        info(), DEFAULT_RUNGS, fps=Fraction(30), thumb_at=2.0, frame_interval=10.0
     )
     outputs = [a for a in cmd if a.startswith("/work/out/") and not a.endswith(".ts")]
     assert opt(cmd, "-f", cmd.index("-filter_complex")) == "tee"  # both renditions
@@ -312,7 +310,7 @@ def test_tee_slave_escapes_for_both_levels() -> None:
 
 
 def test_transcode_command_rendition_options() -> None:
-    cmd = transcode_command("/in.mp4", "/work/out", info(), DEFAULT_LADDER)
+    cmd = transcode_command("/in.mp4", "/work/out", info(), DEFAULT_RUNGS)
     renditions = cmd[cmd.index("-filter_complex") + 2 : cmd.index("/work/out/thumbnail.jpg") - 14]
     x264 = {
         "main": ("main", "3.1", "1500000", "2250000", "3000000"),
@@ -381,7 +379,7 @@ def test_transcode_command_rendition_options() -> None:
 def test_transcode_command_levels_follow_output_fps(
     fps: float, gop: int, levels: tuple[str, str]
 ) -> None:
-    cmd = transcode_command("/in.mp4", "/work/out", info(fps=fps), DEFAULT_LADDER)
+    cmd = transcode_command("/in.mp4", "/work/out", info(fps=fps), DEFAULT_RUNGS)
     assert [opt(cmd, "-level:v:0"), opt(cmd, "-level:v:1")] == list(levels)
     assert {opt(cmd, "-g:v:0"), opt(cmd, "-g:v:1")} == {str(gop)}
     assert {opt(cmd, "-keyint_min:v:0"), opt(cmd, "-keyint_min:v:1")} == {str(gop)}
@@ -392,7 +390,7 @@ def test_transcode_command_containers_and_options() -> None:
         "/in.webm",
         "/o",
         info(format_name="matroska,webm"),
-        DEFAULT_LADDER,
+        DEFAULT_RUNGS,
         segment_seconds=6,
         thumb_at=1.5,
         frame_interval=2,
@@ -407,11 +405,11 @@ def test_transcode_command_containers_and_options() -> None:
     assert "select='gte(t,1.5)*eq(selected_n,0)'" in opt(mkv, "-filter_complex")
     assert "select='gte(t,selected_n*2)'" in opt(mkv, "-filter_complex")
     with pytest.raises(BadInput):
-        transcode_command("/in", "/o", info(format_name="hls"), DEFAULT_LADDER)
+        transcode_command("/in", "/o", info(format_name="hls"), DEFAULT_RUNGS)
     with pytest.raises(ValueError):
         transcode_command("/in", "/o", info(), [])
     with pytest.raises(ValueError):
-        transcode_command("/in", "/o", info(), [DEFAULT_LADDER[0], DEFAULT_LADDER[0]])
+        transcode_command("/in", "/o", info(), [DEFAULT_RUNGS[0], DEFAULT_RUNGS[0]])
 
 
 def test_thumbnail_time_and_timeline_times() -> None:
@@ -514,7 +512,7 @@ def test_media_segments_of_ffmpegs_playlist() -> None:
     assert durations == [4.0, 4.004, 1.533333]
     assert uris == ["720p_0001.ts", "720p_0002.ts", "720p_0003.ts"]
     assert target_duration([durations]) == 5  # 4.004 -> ceil 5; ffmpeg wrote 4
-    assert [segment_name(DEFAULT_LADDER[0], n) for n in (1, 3)] == uris[::2]
+    assert [segment_name(DEFAULT_RUNGS[0], n) for n in (1, 3)] == uris[::2]
 
 
 def test_media_segments_round_trips_our_playlists() -> None:
@@ -646,9 +644,9 @@ def test_measurement_command_measures_what_the_transcode_normalises() -> None:
     ]
     # the transcode's audio starts with the very same chain, then the gain, then padding
     measured = Measurement(-30.0, -20.0, 3.0, -40.0)
-    p = plan(measured, target=-16.0, max_gain=20.0, has_audio=True)
+    p = plan_gain(measured, target=-16.0, max_gain=20.0, has_audio=True)
     graph = filter_graph(
-        mono, DEFAULT_LADDER, fps=Fraction(30), thumb_at=2.0, frame_interval=10.0, loudness=p
+        mono, DEFAULT_RUNGS, fps=Fraction(30), thumb_at=2.0, frame_interval=10.0, loudness=p
     )
     audio = next(part for part in graph.split(";") if part.startswith("[0:1]"))
     measured_chain = cmd[cmd.index("-af") + 1].split(",atrim=")[0]
@@ -657,14 +655,14 @@ def test_measurement_command_measures_what_the_transcode_normalises() -> None:
         "asplit=1[a0]"
     )
     # no gain without a plan (LOUDNESS_TARGET=off) or without audio
-    plain = filter_graph(mono, DEFAULT_LADDER, fps=Fraction(30), thumb_at=2.0, frame_interval=10)
+    plain = filter_graph(mono, DEFAULT_RUNGS, fps=Fraction(30), thumb_at=2.0, frame_interval=10)
     assert "volume" not in plain and "loudnorm" not in plain
     silent = filter_graph(
         info(duration=6.5, has_audio=False, audio_stream=None, audio_channels=None),
-        DEFAULT_LADDER,
+        DEFAULT_RUNGS,
         fps=Fraction(30),
         thumb_at=2.0,
         frame_interval=10.0,
-        loudness=Plan("no_audio", target=-16.0),
+        loudness=GainPlan("no_audio", target=-16.0),
     )
     assert "anullsrc=r=48000:cl=stereo,atrim=end=6.5,asplit=1[a0]" in silent

@@ -1,17 +1,21 @@
-"""The export job's ffmpeg commands, against the argument lists they must be."""
+"""The export job's ffmpeg commands, against the argument lists they must be, and what it
+checks of the MP4 it wrote (ffprobe's JSON, the top-level boxes)."""
 
 from __future__ import annotations
 
-import sys
+import math
+import struct
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
 from core.exportplan import Cut
+from workers.jobs.export import ExportFailed, top_level_boxes
 from workers.media import exportcmd
-from workers.media.encoding import DEFAULT_LADDER
+from workers.media.encoding import DEFAULT_RUNGS
 
-RUNG_720 = DEFAULT_LADDER[0]
+RUNG_720 = DEFAULT_RUNGS[0]
 
 
 @pytest.mark.parametrize(
@@ -68,7 +72,7 @@ def test_remux_command():
         "-tag:v",
         "avc1",
         "-movflags",
-        "+frag_keyframe+empty_moov+default_base_moof+delay_moov",
+        "+faststart",
         "-f",
         "mp4",
         "file:/tmp/x/full_720p.mp4",
@@ -154,11 +158,62 @@ def test_cut_command_takes_the_level_of_the_clips_rate():
     assert cmd[cmd.index("-level:v") + 1] == "3.2"  # 720p50 needs 3.2 (H.264 Table A-1)
 
 
-def test_flatten_command_runs_mp4flat_with_this_interpreter():
-    assert exportcmd.flatten_command("/w/fragmented.mp4", "/w/full_720p.mp4") == [
-        sys.executable,
-        "-m",
-        "workers.media.mp4flat",
-        "/w/fragmented.mp4",
-        "/w/full_720p.mp4",
+def test_check_command_probes_the_mp4_with_the_mov_demuxer_only():
+    assert exportcmd.check_command("/w/full_720p.mp4") == [
+        "ffprobe",
+        "-v",
+        "error",
+        "-hide_banner",
+        "-protocol_whitelist",
+        "file",
+        "-format_whitelist",
+        "mov",
+        "-f",
+        "mov",
+        "-print_format",
+        "json",
+        "-show_format",
+        "-show_streams",
+        "-i",
+        "file:/w/full_720p.mp4",
     ]
+
+
+def test_written_reads_ffprobes_json():
+    probe = {
+        "streams": [{"codec_name": "h264"}, {"codec_name": "aac"}],
+        "format": {"duration": "12.345000"},
+    }
+    got = exportcmd.written(probe, ["ftyp", "moov", "free", "mdat"])
+    assert got == exportcmd.Written(("ftyp", "moov", "free", "mdat"), ("h264", "aac"), 12.345)
+    assert got.progressive
+    assert not exportcmd.written(probe, ["ftyp", "free", "mdat", "moov"]).progressive
+    assert not exportcmd.written(probe, ["ftyp", "mdat"]).progressive
+    assert not exportcmd.written(probe, ["ftyp", "moov"]).progressive
+    bare = exportcmd.written({}, [])
+    assert bare.codecs == () and math.isnan(bare.duration)
+
+
+def box(kind: bytes, payload: bytes = b"") -> bytes:
+    return struct.pack(">I4s", 8 + len(payload), kind) + payload
+
+
+def test_top_level_boxes_reads_headers_only(tmp_path: Path):
+    large = struct.pack(">I4sQ", 1, b"mdat", 16 + 5) + b"abcde"  # a 64-bit size
+    path = tmp_path / "a.mp4"
+    path.write_bytes(box(b"ftyp", b"isom") + box(b"moov", b"x" * 20) + box(b"free") + large)
+    assert top_level_boxes(path) == ["ftyp", "moov", "free", "mdat"]
+    path.write_bytes(box(b"ftyp") + struct.pack(">I4s", 0, b"mdat") + b"to the end")
+    assert top_level_boxes(path) == ["ftyp", "mdat"]  # size 0: the last box
+
+
+@pytest.mark.parametrize(
+    "data",
+    [box(b"ftyp") + b"\x00\x00\x00", box(b"ftyp") + struct.pack(">I4s", 4, b"moov")],
+    ids=["cut header", "box under 8 bytes"],
+)
+def test_top_level_boxes_refuses_a_malformed_file(tmp_path: Path, data: bytes):
+    path = tmp_path / "bad.mp4"
+    path.write_bytes(data)
+    with pytest.raises(ExportFailed):
+        top_level_boxes(path)

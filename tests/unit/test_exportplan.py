@@ -5,7 +5,6 @@ download's name."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from fractions import Fraction
 
 import pytest
 
@@ -13,12 +12,11 @@ from core import exportplan
 from core.exportplan import (
     BadRequest,
     Cut,
-    Moment,
+    ExportRange,
     Request,
     SourceClip,
     content_disposition,
     download_name,
-    frame_rate,
     h264_level,
     parse_request,
     plan_export,
@@ -83,15 +81,6 @@ def test_parse_request(body, expected):
 def test_parse_request_refuses(body, reason):
     with pytest.raises(BadRequest, match=reason):
         parse_request(body)
-
-
-@pytest.mark.parametrize(
-    "value,rate",
-    [(24.0, Fraction(24)), (29.97, Fraction(30000, 1001)), (23.976, Fraction(24000, 1001))]
-    + [(59.94, Fraction(60000, 1001)), (50.0, Fraction(50)), (12.5, Fraction(25, 2))],
-)
-def test_frame_rate(value, rate):
-    assert frame_rate(value) == rate
 
 
 def test_h264_level():
@@ -186,7 +175,9 @@ def test_plan_needs_clips_and_limits_length():
 def test_dedupe_keys():
     key = exportplan.dedupe_key
     assert key("scn_a", "720p", 7, None) == "export:scn_a:7:720p"
-    assert key("scn_a", "720p", 7, Moment(55 / 24, 6.7)) == "export:scn_a:7:720p:2291667-6700000"
+    assert (
+        key("scn_a", "720p", 7, ExportRange(55 / 24, 6.7)) == "export:scn_a:7:720p:2291667-6700000"
+    )
     assert key("scn_a", "720p", 8, None) != key("scn_a", "720p", 7, None)
     assert key("scn_a", "1080p", 7, None) != key("scn_a", "720p", 7, None)
 
@@ -232,7 +223,7 @@ def test_manifest():
         ("\u202etxt.exe", None, "txt.exe.mp4"),  # bidi override dropped
         ("", None, "scene.mp4"),
         ("x" * 300, None, "x" * 120 + ".mp4"),
-        ("Night", Moment(65.2, 130.0), "Night (1m05s-2m10s).mp4"),
+        ("Night", ExportRange(65.2, 130.0), "Night (1m05s-2m10s).mp4"),
     ],
 )
 def test_download_name(title, moment, name):

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from workers.media.encoding import DEFAULT_LADDER, parse_progress_lines
+from workers.media.encoding import DEFAULT_RUNGS, parse_progress_lines
 from workers.media.ffmpeg import (
     TranscodeFailed,
     _BoundedLog,
@@ -89,14 +89,14 @@ def test_rendition_playlist_must_list_every_segment_written(
     for name in files:
         (tmp_path / name).write_bytes(b"\x47" * 188)
     with pytest.raises(TranscodeFailed, match="does not list the segments ffmpeg wrote"):
-        asyncio.run(_read_rendition(tmp_path, DEFAULT_LADDER[0], timeout=5))
+        asyncio.run(_read_rendition(tmp_path, DEFAULT_RUNGS[0], timeout=5))
 
 
 def test_unfinished_rendition_playlist_is_a_transcode_failure(tmp_path: Path) -> None:
     text = PLAYLIST.format(second="720p_0002.ts").replace("#EXT-X-ENDLIST\n", "")
     (tmp_path / "720p.m3u8").write_text(text)
     with pytest.raises(TranscodeFailed, match=r"^720p.m3u8: no #EXT-X-ENDLIST"):
-        asyncio.run(_read_rendition(tmp_path, DEFAULT_LADDER[0], timeout=5))
+        asyncio.run(_read_rendition(tmp_path, DEFAULT_RUNGS[0], timeout=5))
 
 
 def test_progress_marks_change_only_when_ffmpeg_advances() -> None:

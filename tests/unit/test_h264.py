@@ -12,7 +12,6 @@ from workers.media.h264 import (
     codecs_from_sps,
     codecs_string,
     find_sps,
-    fps_fraction,
     h264_level,
     output_fps,
 )
@@ -73,37 +72,36 @@ def test_sps_parsing() -> None:
         codecs_from_sps(b"\x68\x00")
 
 
+NTSC30, NTSC24, NTSC60 = Fraction(30000, 1001), Fraction(24000, 1001), Fraction(60000, 1001)
+
+
 @pytest.mark.parametrize(
     ("src", "out"),
     [
-        (30.0, 30.0),
-        (25.0, 25.0),
-        (24.0, 24.0),
-        (50.0, 50.0),
-        (60.0, 60.0),
-        (30000 / 1001, 30000 / 1001),
-        (24000 / 1001, 24000 / 1001),
-        (60000 / 1001, 60000 / 1001),
-        (29.93, 30000 / 1001),
-        (29.99, 30.0),
-        (30.2, 30.0),
-        (25.1, 25.0),
-        (120.0, 60.0),
-        (240.0, 60.0),
-        (15.0, 15.0),
-        (12.5, 12.5),
-        (0.0, 30.0),
-        (-1.0, 30.0),
-        (math.nan, 30.0),
-        (math.inf, 30.0),
-        (0.5, 30.0),
+        (30.0, Fraction(30)),
+        (25.0, Fraction(25)),
+        (24.0, Fraction(24)),
+        (50.0, Fraction(50)),
+        (60.0, Fraction(60)),
+        (30000 / 1001, NTSC30),
+        (24000 / 1001, NTSC24),
+        (60000 / 1001, NTSC60),
+        (29.93, NTSC30),
+        (29.99, Fraction(30)),
+        (30.2, Fraction(30)),
+        (25.1, Fraction(25)),
+        (120.0, Fraction(60)),
+        (240.0, Fraction(60)),
+        (15.0, Fraction(15)),
+        (15000 / 1001, Fraction(15000, 1001)),
+        (12.5, Fraction(25, 2)),
+        (0.0, Fraction(30)),
+        (-1.0, Fraction(30)),
+        (math.nan, Fraction(30)),
+        (math.inf, Fraction(30)),
+        (0.5, Fraction(30)),
     ],
 )
-def test_output_fps(src: float, out: float) -> None:
-    assert output_fps(src) == pytest.approx(out, abs=1e-9)
-
-
-def test_fps_fraction() -> None:
-    assert fps_fraction(30000 / 1001) == Fraction(30000, 1001)
-    assert fps_fraction(30.0) == Fraction(30)
-    assert fps_fraction(12.5) == Fraction(25, 2)
+def test_output_fps(src: float, out: Fraction) -> None:
+    """The exact rate the transcoder encodes at (ffmpeg's `fps=` takes the fraction)."""
+    assert output_fps(src) == out

@@ -17,8 +17,8 @@ PACKAGES = ("core", "origin", "workers", "storyforge", "migrations")
 # Lowest first: (module prefix, rank); the longest matching prefix gives the rank.
 # core: pure rules (no I/O) under everything else of core.
 CORE_PURE = (
-    "backoff conditional exportplan ffargs invalidation layout orphans playlists settings "
-    "signing tus webhooks"
+    "backoff conditional exportplan ffargs framerate invalidation layout orphans playlists "
+    "settings signing tus webhooks"
 ).split()
 RANKS: list[tuple[str, float]] = [
     ("migrations", 0.0),

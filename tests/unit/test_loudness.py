@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.media.loudness import Measurement, Plan, parse_ebur128_summary, plan
+from workers.media.loudness import GainPlan, Measurement, parse_ebur128_summary, plan_gain
 
 # What ffmpeg 5.1's ebur128 prints at the info level (the real text of a run).
 SUMMARY = """\
@@ -91,25 +91,27 @@ def m(i: float, tp: float | None, lra: float = 3.0, thresh: float | None = None)
     ],
 )
 def test_plan(measured: Measurement, mode: str, gain: float, capped: bool) -> None:
-    p = plan(measured, target=-16.0, max_gain=20.0, has_audio=True)
+    p = plan_gain(measured, target=-16.0, max_gain=20.0, has_audio=True)
     assert (p.mode, p.gain, p.capped) == (mode, gain, capped)
     assert p.target == -16.0 and p.measured == measured
 
 
 def test_plan_without_audio_or_switched_off() -> None:
-    assert plan(None, target=-16.0, max_gain=20.0, has_audio=False) == Plan(
+    assert plan_gain(None, target=-16.0, max_gain=20.0, has_audio=False) == GainPlan(
         "no_audio", target=-16.0
     )
-    assert plan(m(-30, -20), target=None, max_gain=20.0, has_audio=True) == Plan("off")
+    assert plan_gain(m(-30, -20), target=None, max_gain=20.0, has_audio=True) == GainPlan("off")
     with pytest.raises(ValueError):
-        plan(None, target=-16.0, max_gain=20.0, has_audio=True)
+        plan_gain(None, target=-16.0, max_gain=20.0, has_audio=True)
 
 
 def test_filters() -> None:
-    linear = plan(m(-34.2, -29.6), target=-16.0, max_gain=20.0, has_audio=True)
+    linear = plan_gain(m(-34.2, -29.6), target=-16.0, max_gain=20.0, has_audio=True)
     assert linear.filters() == ["volume=volume=18.20dB:precision=float"]
-    assert plan(m(-16, -9), target=-16.0, max_gain=20.0, has_audio=True).filters() == []
-    dynamic = plan(m(-60.0, -3.0, lra=12.5, thresh=-71.2), target=-16, max_gain=20, has_audio=True)
+    assert plan_gain(m(-16, -9), target=-16.0, max_gain=20.0, has_audio=True).filters() == []
+    dynamic = plan_gain(
+        m(-60.0, -3.0, lra=12.5, thresh=-71.2), target=-16, max_gain=20, has_audio=True
+    )
     # aimed at the capped level (-40), the clip's own LRA kept, measured values in range
     assert dynamic.filters() == [
         "loudnorm=I=-40.00:TP=-2.00:LRA=12.50:measured_I=-60.00:measured_TP=-3.00"
@@ -117,14 +119,14 @@ def test_filters() -> None:
         "aresample=48000",
         "aformat=sample_fmts=fltp:sample_rates=48000:channel_layouts=stereo",
     ]
-    narrow = plan(m(-20.0, -1.0, lra=2.0), target=-14.0, max_gain=20.0, has_audio=True)
+    narrow = plan_gain(m(-20.0, -1.0, lra=2.0), target=-14.0, max_gain=20.0, has_audio=True)
     assert narrow.filters()[0].startswith("loudnorm=I=-14.00:TP=-2.00:LRA=7.00:")
     for mode in ("silent", "no_audio", "off"):
-        assert Plan(mode).filters() == []  # type: ignore[arg-type]
+        assert GainPlan(mode).filters() == []  # type: ignore[arg-type]
 
 
 def test_metadata() -> None:
-    p = plan(m(-50.0, -40.0, lra=4.0), target=-16.0, max_gain=20.0, has_audio=True)
+    p = plan_gain(m(-50.0, -40.0, lra=4.0), target=-16.0, max_gain=20.0, has_audio=True)
     assert p.metadata() == {
         "mode": "linear",
         "target": -16.0,
@@ -135,7 +137,7 @@ def test_metadata() -> None:
         "gain": 20.0,
         "gainCapped": True,
     }
-    assert Plan("off").metadata() == {
+    assert GainPlan("off").metadata() == {
         "mode": "off",
         "target": None,
         "truePeakCeiling": None,

@@ -5,16 +5,14 @@ the frame-grab command and the names it is kept under."""
 from __future__ import annotations
 
 from collections import Counter
-from fractions import Fraction
 
 import pytest
 
 from core import layout
 from origin.playback.moments import (
     BadMoment,
-    Moment,
     OutsideTimeline,
-    frame_rate,
+    Still,
     grab_command,
     locate,
     locate_in_clip,
@@ -72,22 +70,6 @@ def test_parse_refuses_repeats() -> None:
         parse_request({"time": "1"}, {"time": 2})
     with pytest.raises(BadMoment, match="more than once"):
         parse_request({"time": "1", "width": "160"}, {"time": 1, "width": 2})
-
-
-@pytest.mark.parametrize(
-    "stored,exact",
-    [
-        (30.0, Fraction(30)),
-        (25.0, Fraction(25)),
-        (29.97, Fraction(30000, 1001)),
-        (59.94, Fraction(60000, 1001)),
-        (23.976, Fraction(24000, 1001)),
-        (12.5, Fraction(25, 2)),
-        (60.0, Fraction(60)),
-    ],
-)
-def test_frame_rate(stored: float, exact: Fraction) -> None:
-    assert frame_rate(stored) == exact
 
 
 SCENE = [
@@ -150,7 +132,7 @@ def test_pick_rendition() -> None:
 
 
 def test_moment_names_and_grab_command() -> None:
-    m = Moment("seg_a", "720p", 2, 130, 10, 320, 1280)
+    m = Still("seg_a", "720p", 2, 130, 10, 320, 1280)
     assert m.media_name == "720p_0002.ts"
     assert m.still_name == "720p_f000130_w320.jpg"
     assert m.etag == '"seg_a-720p-130-320"'
@@ -192,5 +174,5 @@ def test_moment_names_and_grab_command() -> None:
         "image2pipe",
         "pipe:1",
     ]
-    full = Moment("seg_a", "720p", 1, 0, 0, 1280, 1280)
+    full = Still("seg_a", "720p", 1, 0, 0, 1280, 1280)
     assert "select='eq(n,0)'" in grab_command("/s.ts", full)  # no scaling at its own width

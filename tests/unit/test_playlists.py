@@ -22,6 +22,7 @@ from core.playlists import (
     stitched_media,
     stitched_storyboard_vtt,
     target_duration,
+    vtt_time,
 )
 
 C720 = "avc1.4d401f,mp4a.40.2"
@@ -354,6 +355,14 @@ def test_stitched_storyboard_vtt_offsets_past_one_hour() -> None:
 def test_stitched_storyboard_vtt_empty() -> None:
     assert stitched_storyboard_vtt([], uri_for=relative) == "WEBVTT\n"
     assert stitched_storyboard_vtt(SCENE, uri_for=relative) == "WEBVTT\n"
+
+
+def test_vtt_time_of_milliseconds() -> None:
+    assert vtt_time(0) == "00:00:00.000"
+    assert vtt_time(10_000) == "00:00:10.000"
+    assert vtt_time(3_725_001) == "01:02:05.001"
+    assert vtt_time(59_999) == "00:00:59.999"
+    assert vtt_time(100 * 3_600_000) == "100:00:00.000"
 
 
 # ----------------------------------------------------------------------- numbers

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from workers.media.encoding import DEFAULT_LADDER, filter_graph, first_frame_command
+from workers.media.encoding import DEFAULT_RUNGS, filter_graph, first_frame_command
 from workers.media.probe import (
     BadInput,
     Limits,
@@ -204,7 +204,7 @@ def test_validate_probe_cover_art_is_not_video() -> None:
         validate_probe(probe_json(cover, audio_stream(index=1)))
     got = validate_probe(probe_json(cover, audio_stream(index=1), video_stream(index=2)))
     assert (got.video_stream, got.audio_stream) == (2, 1)
-    graph = filter_graph(got, DEFAULT_LADDER, fps=Fraction(30), thumb_at=2, frame_interval=10)
+    graph = filter_graph(got, DEFAULT_RUNGS, fps=Fraction(30), thumb_at=2, frame_interval=10)
     assert graph.startswith("[0:2]fps=") and "[0:1]aresample=" in graph
 
 

@@ -1,4 +1,5 @@
-"""Storyboard sprite sheets and their WebVTT cues."""
+"""Storyboard sprite sheets and their cues (workers/media/storyboard.py); the WebVTT of
+those cues is core.playlists' (the stored copy and the served one are one writer's)."""
 
 from __future__ import annotations
 
@@ -6,30 +7,18 @@ from pathlib import Path
 
 from PIL import Image
 
-from workers.media.storyboard import (
-    StoryboardCue,
-    build_storyboard,
-    storyboard_cues,
-    storyboard_vtt,
-    vtt_time,
-)
+from core.playlists import Clip, StoryboardCue, clip_storyboard_vtt
+from workers.media.storyboard import build_storyboard, storyboard_cues
 
 
-def test_vtt_time() -> None:
-    assert vtt_time(0) == "00:00:00.000"
-    assert vtt_time(10) == "00:00:10.000"
-    assert vtt_time(3725.0006) == "01:02:05.001"
-    assert vtt_time(59.9999) == "00:01:00.000"
-
-
-def test_storyboard_cues_and_vtt() -> None:
+def test_storyboard_cues_and_their_vtt() -> None:
     cues = storyboard_cues(3, interval=10, duration=25.5)
     assert cues == [
-        StoryboardCue(0, 10, "storyboard.jpg", 0, 0, 160, 90),
-        StoryboardCue(10, 20, "storyboard.jpg", 160, 0, 160, 90),
-        StoryboardCue(20, 25.5, "storyboard.jpg", 320, 0, 160, 90),
+        StoryboardCue(0, 10, 0, 0, 160, 90, "storyboard.jpg"),
+        StoryboardCue(10, 20, 160, 0, 160, 90, "storyboard.jpg"),
+        StoryboardCue(20, 25.5, 320, 0, 160, 90, "storyboard.jpg"),
     ]
-    assert storyboard_vtt(cues) == (
+    assert clip_storyboard_vtt(Clip("seg_a", 25.5, {}, cues)) == (
         "WEBVTT\n\n"
         "00:00:00.000 --> 00:00:10.000\nstoryboard.jpg#xywh=0,0,160,90\n\n"
         "00:00:10.000 --> 00:00:20.000\nstoryboard.jpg#xywh=160,0,160,90\n\n"
@@ -37,18 +26,17 @@ def test_storyboard_cues_and_vtt() -> None:
     )
     # a frame past the end (rounding) is dropped; the last kept cue ends at the duration
     assert storyboard_cues(3, interval=10, duration=20)[-1] == StoryboardCue(
-        10, 20, "storyboard.jpg", 160, 0, 160, 90
+        10, 20, 160, 0, 160, 90, "storyboard.jpg"
     )
     assert storyboard_cues(0, interval=10, duration=5) == []
-    assert storyboard_vtt([]) == "WEBVTT\n"
 
 
 def test_storyboard_cues_wrap_rows_and_sheets() -> None:
     cues = storyboard_cues(105, interval=1, duration=105, grid=(10, 10))
-    assert cues[9] == StoryboardCue(9, 10, "storyboard.jpg", 1440, 0, 160, 90)
-    assert cues[10] == StoryboardCue(10, 11, "storyboard.jpg", 0, 90, 160, 90)
-    assert cues[99] == StoryboardCue(99, 100, "storyboard.jpg", 1440, 810, 160, 90)
-    assert cues[100] == StoryboardCue(100, 101, "storyboard_2.jpg", 0, 0, 160, 90)
+    assert cues[9] == StoryboardCue(9, 10, 1440, 0, 160, 90, "storyboard.jpg")
+    assert cues[10] == StoryboardCue(10, 11, 0, 90, 160, 90, "storyboard.jpg")
+    assert cues[99] == StoryboardCue(99, 100, 1440, 810, 160, 90, "storyboard.jpg")
+    assert cues[100] == StoryboardCue(100, 101, 0, 0, 160, 90, "storyboard_2.jpg")
     assert cues[104].end == 105
 
 

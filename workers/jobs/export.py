@@ -3,12 +3,13 @@ scene's published HLS renditions of one quality (never from the uploads).
 
 The media segments are fetched through the Storage protocol in order, a few at a time
 (`EXPORT_FETCH_CONCURRENCY`), and streamed through the TS joiner (`workers.media.tsjoin`)
-into one ffmpeg that stream-copies them into a fragmented MP4 (`workers.media.exportcmd`),
-which `workers.media.mp4flat`, in a child process, rewrites as the progressive, moov-first
-MP4 and describes for the final check: the worker's memory holds a bounded number of
-segments whatever the scene's length, and disk the MP4 (twice while it is rewritten).
-A moment's edge GOPs are re-encoded with the rendition's own encoder settings;
-everything between them is copied. Progress goes to the job's
+into one ffmpeg that stream-copies them into a progressive, moov-first MP4 (`+faststart`,
+`workers.media.exportcmd`): the worker's memory holds a bounded number of segments
+whatever the scene's length, ffmpeg's the MP4's sample index, and disk the MP4. What
+was written is checked before it is uploaded: ffprobe says its streams and duration, its
+top-level box headers say `moov` comes before `mdat`. A moment's edge GOPs are
+re-encoded with the rendition's own encoder settings; everything between them is
+copied. Progress goes to the job's
 heartbeat. The MP4 and `export_manifest.json` go to the exports bucket under the
 export's own prefix, then one transaction fenced by the job's lease marks the export
 ready and completes the job. Temporary files go with the job's directory, on success
@@ -20,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import struct
 import tempfile
 import time
 from collections import deque
@@ -29,10 +32,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from core import catalog, exportplan, exports, layout, queue
-from core.exportplan import BadRequest, Moment, Part, Plan
+from core.exportplan import BadRequest, ExportRange, Part, Plan
 from core.settings import Settings
 from core.storage import ObjectNotFound, Storage
-from workers.media import exportcmd, ffmpeg, mp4flat
+from workers.media import exportcmd, ffmpeg
 from workers.media.encoding import Rung, ladder_of
 from workers.media.tsjoin import JoinError, TsJoiner, first_video_pts
 from workers.runtime.loop import JobContext, PermanentError
@@ -41,7 +44,7 @@ log = logging.getLogger("storyforge.export")
 
 FETCH_PROGRESS = 90.0  # percent of the job spent fetching and joining; then checks, upload
 CUT_TIMEOUT = 300.0
-FLATTEN_TIMEOUT = 300.0  # plus a tenth of the scene's duration
+CHECK_TIMEOUT = 120.0  # the ffprobe of the written MP4
 DURATION_TOLERANCE = 0.1  # seconds between the plan and the MP4 written
 
 
@@ -126,13 +129,13 @@ def make_handler(settings: Settings, storage: Storage) -> Callable[[JobContext],
     return handle
 
 
-def _moment(payload: dict[str, object]) -> Moment | None:
+def _moment(payload: dict[str, object]) -> ExportRange | None:
     start, end = payload.get("start"), payload.get("end")
     if start is None and end is None:
         return None
     if not isinstance(start, int | float) or not isinstance(end, int | float) or end <= start:
         raise PermanentError("malformed export job payload (moment)")
-    return Moment(float(start), float(end))
+    return ExportRange(float(start), float(end))
 
 
 async def export_job(ctx: JobContext, settings: Settings, storage: Storage) -> None:
@@ -192,7 +195,7 @@ async def _export(
     export_id: str,
     quality: str,
     version: int,
-    moment: Moment | None,
+    moment: ExportRange | None,
 ) -> None:
     started = time.monotonic()
     job = ctx.job
@@ -302,10 +305,10 @@ async def _compile(
     work: Path,
     journal: list[str],
 ) -> float:
-    """Fetch, join, remux and make progressive; returns the MP4's duration."""
+    """Fetch, join and remux into the progressive MP4, then check it; returns its
+    duration."""
     joiner = TsJoiner(dts_grid=exportcmd.dts_grid(plan.max_fps))
-    fragmented = work / "fragmented.mp4"
-    cmd = exportcmd.remux_command(fragmented, level=plan.level, max_fps=plan.max_fps)
+    cmd = exportcmd.remux_command(mp4, level=plan.level, max_fps=plan.max_fps)
     journal.append("$ " + " ".join(cmd))
     fetcher = Prefetcher(
         storage, settings.videos_bucket, scene_id, plan, settings.export_fetch_concurrency
@@ -341,19 +344,16 @@ async def _compile(
     if result.returncode != 0:
         tail = result.stderr.strip().splitlines()[-1:] or ["no output"]
         raise ExportFailed(f"ffmpeg exited with {result.returncode}: {tail[0][:300]}")
-    flatten = exportcmd.flatten_command(fragmented, mp4)
-    journal.append("$ " + " ".join(flatten))
+    probe = exportcmd.check_command(mp4)
+    journal.append("$ " + " ".join(probe))
     try:
-        done = await ffmpeg.run_capture(flatten, timeout=FLATTEN_TIMEOUT + plan.duration / 10)
+        done = await ffmpeg.run_capture(probe, timeout=CHECK_TIMEOUT)
     except TimeoutError:
-        raise ExportFailed("rewriting the MP4 as a progressive one did not finish") from None
-    finally:
-        fragmented.unlink(missing_ok=True)
+        raise ExportFailed("ffprobe of the written MP4 did not finish") from None
     if done.returncode != 0:
-        raise ExportFailed(f"the MP4 could not be made progressive: {done.stderr.strip()[-300:]}")
-    report = json.loads(done.stdout)
-    journal.append(f"# progressive: {report['flattened']}")
-    return _check(mp4flat.Facts.from_json(report["facts"]), plan, journal)
+        raise ExportFailed(f"ffprobe cannot read the written MP4: {done.stderr.strip()[-300:]}")
+    boxes = await asyncio.to_thread(top_level_boxes, mp4)
+    return _check(exportcmd.written(json.loads(done.stdout), boxes), plan, journal)
 
 
 async def _cut(part: Part, rung: Rung, data: bytearray, work: Path, journal: list[str]) -> bytes:
@@ -382,24 +382,48 @@ async def _cut(part: Part, rung: Rung, data: bytearray, work: Path, journal: lis
     return cut
 
 
-def _check(facts: mp4flat.Facts, plan: Plan, journal: list[str]) -> float:
+def top_level_boxes(path: Path, limit: int = 32) -> list[str]:
+    """The types of an MP4's top-level boxes in file order, from their headers alone
+    (ISO/IEC 14496-12 §4.2: a 32-bit size and the type; size 1: a 64-bit size follows
+    the type; size 0: the box runs to the end of the file). At most `limit` boxes."""
+    boxes: list[str] = []
+    with open(path, "rb") as f:
+        end = os.fstat(f.fileno()).st_size
+        at = 0
+        while at < end and len(boxes) < limit:
+            f.seek(at)
+            head = f.read(16)
+            if len(head) < 8:
+                raise ExportFailed(f"the written MP4 ends inside a box header at byte {at}")
+            size, kind = struct.unpack_from(">I4s", head)
+            if size == 1 and len(head) == 16:
+                (size,) = struct.unpack_from(">Q", head, 8)
+            elif size == 0:
+                size = end - at
+            if size < 8:
+                raise ExportFailed(f"the written MP4 has a box of {size} bytes at byte {at}")
+            boxes.append(kind.decode("latin-1"))
+            at += size
+    return boxes
+
+
+def _check(written: exportcmd.Written, plan: Plan, journal: list[str]) -> float:
     """The written MP4 is progressive (`moov` before `mdat`), holds one H.264 and one
-    AAC stream and lasts what the plan says. Read from its `moov` (`workers.media.mp4flat`):
-    ffprobe would index every sample, and grow with the scene."""
-    codecs = sorted(t.codec for t in facts.tracks)
+    AAC stream and lasts what the plan says."""
+    codecs = sorted(written.codecs)
     journal.append(
-        f"# written: {' '.join(facts.boxes)}; {codecs}, {facts.duration:.3f} s "
+        f"# written: {' '.join(written.boxes)}; {codecs}, {written.duration:.3f} s "
         f"(plan {plan.duration:.3f} s)"
     )
-    if facts.boxes[:3] != ["ftyp", "moov", "mdat"]:
-        raise ExportFailed(f"the written MP4 is not progressive: {facts.boxes}")
+    if not written.progressive:
+        raise ExportFailed(f"the written MP4 is not progressive: {list(written.boxes)}")
     if codecs != ["aac", "h264"]:
         raise ExportFailed(f"the written MP4 holds {codecs}, not one H.264 and one AAC stream")
-    if abs(facts.duration - plan.duration) > DURATION_TOLERANCE:
+    if not abs(written.duration - plan.duration) <= DURATION_TOLERANCE:  # NaN fails too
         raise ExportFailed(
-            f"the written MP4 lasts {facts.duration:.3f} s, the scene {plan.duration:.3f} s"
+            f"the written MP4 lasts {written.duration:.3f} s, the scene {plan.duration:.3f} s"
         )
-    return facts.duration
+    return written.duration
 
 
 async def _put_log(storage: Storage, settings: Settings, job_id: str, journal: list[str]) -> None:

@@ -28,8 +28,7 @@ from core.settings import Settings
 from core.storage import ObjectNotFound, Storage
 from workers.media import ffmpeg
 from workers.media.encoding import ladder_of, stage_presets
-from workers.media.loudness import Plan
-from workers.media.loudness import plan as plan_loudness
+from workers.media.loudness import GainPlan, plan_gain
 from workers.media.probe import BadInput, Limits, MediaInfo
 from workers.runtime.loop import JobContext, PermanentError
 
@@ -63,6 +62,19 @@ def clip_renditions(
     return result, target
 
 
+def storyboard_document(
+    segment_id: str,
+    duration: float,
+    renditions: Sequence[playlists.Rendition],
+    cues: Sequence[playlists.StoryboardCue],
+) -> bytes:
+    """The clip's stored `storyboard.vtt`: the bytes the origin serves for the clip
+    (`playlists.clip_storyboard_vtt` of the rows this publish writes; sheet URIs
+    relative to the clip's folder)."""
+    clip = playlists.Clip(segment_id, duration, {r.profile: r for r in renditions}, tuple(cues))
+    return playlists.clip_storyboard_vtt(clip).encode()
+
+
 def metadata_document(
     *,
     scene_id: str,
@@ -73,7 +85,7 @@ def metadata_document(
     renditions: list[playlists.Rendition],
     source_size: int,
     other_sizes: int,
-    loudness: Plan | None = None,
+    loudness: GainPlan | None = None,
 ) -> dict[str, Any]:
     """`metadata.json` as seed §3.3. fileSize.{profile} counts that rendition's .ts
     bytes; fileSize.total counts every stored file of the segment but metadata.json.
@@ -258,14 +270,14 @@ async def _transcode_and_publish(
             items.append(seg_item(f"{r.profile}.m3u8", text))
             other_sizes += len(text)
         master = playlists.clip_master_playlist(renditions).encode()
-        vtt = out.storyboard_vtt.read_bytes()
+        duration = round(sum(renditions[0].durations), 3)
+        vtt = storyboard_document(segment_id, duration, renditions, out.storyboard_cues)
         extra_files = [out.thumbnail, out.thumbnail_large, *out.storyboard_sheets]
         items.append(seg_item("master.m3u8", master))
         items.append(seg_item("storyboard.vtt", vtt))
         items.extend(seg_item(p.name, p) for p in extra_files)
         items.append(seg_item("source.mp4", source))
         other_sizes += len(master) + len(vtt) + sum(p.stat().st_size for p in extra_files)
-        duration = round(sum(renditions[0].durations), 3)
         document = metadata_document(
             scene_id=scene_id,
             segment_id=segment_id,
@@ -335,14 +347,14 @@ async def _transcode_and_publish(
         )
 
 
-async def preflight(settings: Settings, source: Path, limits: Limits) -> tuple[MediaInfo, Plan]:
+async def preflight(settings: Settings, source: Path, limits: Limits) -> tuple[MediaInfo, GainPlan]:
     """The upload probed and validated, and loudness matching's decision for it: measured
     first (an audio-only pass, beside the probe's picture check) unless it is off or the
     clip has no audio."""
     info, measured = await ffmpeg.probe_and_measure(
         source, limits, loudness=settings.loudness_target is not None
     )
-    return info, plan_loudness(
+    return info, plan_gain(
         measured,
         target=settings.loudness_target,
         max_gain=settings.loudness_max_gain,
@@ -350,7 +362,7 @@ async def preflight(settings: Settings, source: Path, limits: Limits) -> tuple[M
     )
 
 
-def loudness_record(plan: Plan) -> catalog.Loudness:
+def loudness_record(plan: GainPlan) -> catalog.Loudness:
     m = plan.measured
     return catalog.Loudness(
         mode=plan.mode,

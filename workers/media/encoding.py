@@ -19,16 +19,15 @@ from pathlib import Path
 import m3u8
 
 from core.ffargs import PROTOCOL_WHITELIST, input_url, mpegts_input
-from core.settings import LadderRung, StagePresets
+from core.settings import DEFAULT_LADDER, LadderRung, StagePresets
 from workers.media.h264 import (
     Profile,
     codecs_string,
-    fps_fraction,
     h264_level,
     level_name,
     output_fps,
 )
-from workers.media.loudness import Plan
+from workers.media.loudness import GainPlan
 from workers.media.probe import FORMAT_WHITELIST, MediaInfo, clock_seconds, finite_float
 
 # --------------------------------------------------------------------------- ladder
@@ -71,15 +70,14 @@ class Rung:
         return self.video_bitrate * 2
 
 
-DEFAULT_LADDER: tuple[Rung, ...] = (
-    Rung("720p", 1280, 720, 1_500_000),
-    Rung("1080p", 1920, 1080, 4_000_000),
-)
-
-
 def ladder_of(rungs: Iterable[LadderRung]) -> tuple[Rung, ...]:
     """The ladder as configured (LADDER, core/settings.py) as encoder rungs."""
     return tuple(Rung(r.name, r.width, r.height, r.video_bitrate, r.audio_bitrate) for r in rungs)
+
+
+#: The default ladder as encoder rungs: derived from `core.settings.DEFAULT_LADDER`,
+#: its one definition (the seed's 720p 1500k / 1080p 4000k, AAC 128k).
+DEFAULT_RUNGS: tuple[Rung, ...] = ladder_of(DEFAULT_LADDER)
 
 
 def stage_presets(ladder: Sequence[Rung], presets: StagePresets) -> dict[str, str]:
@@ -185,7 +183,7 @@ def filter_graph(
     fps: Fraction,
     thumb_at: float,
     frame_interval: float,
-    loudness: Plan | None = None,
+    loudness: GainPlan | None = None,
     stills: bool = True,
     presets: Mapping[str, str] | None = None,
 ) -> str:
@@ -304,14 +302,14 @@ def transcode_command(
     source: str | os.PathLike[str],
     workdir: str | os.PathLike[str],
     info: MediaInfo,
-    ladder: Sequence[Rung] = DEFAULT_LADDER,
+    ladder: Sequence[Rung] = DEFAULT_RUNGS,
     *,
     segment_seconds: float = 4,
     thumb_at: float | None = None,
     frame_interval: float = 10.0,
     preset: str = "veryfast",
     progress: str = "pipe:1",
-    loudness: Plan | None = None,
+    loudness: GainPlan | None = None,
     presets: Mapping[str, str] | None = None,
     stills: bool = True,
 ) -> list[str]:
@@ -331,7 +329,7 @@ def transcode_command(
     if segment_seconds <= 0 or frame_interval <= 0:
         raise ValueError("segment_seconds and frame_interval must be positive")
     out = Path(workdir)
-    fps_f = fps_fraction(output_fps(info.fps))
+    fps_f = output_fps(info.fps)
     fps = float(fps_f)
     gop = max(1, round(segment_seconds * fps))
     at = thumbnail_time(info.duration) if thumb_at is None else thumb_at

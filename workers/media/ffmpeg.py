@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from core import procs
+from core.playlists import StoryboardCue
 from core.procs import Completed
 from core.procs import kill as _kill
 from core.procs import spawn as _spawn
 from workers.media import encoding
-from workers.media.encoding import DEFAULT_LADDER, Rung
+from workers.media.encoding import DEFAULT_RUNGS, Rung
 from workers.media.h264 import codecs_from_sps, find_sps, variant_codecs
-from workers.media.loudness import Measurement, Plan, parse_ebur128_summary
+from workers.media.loudness import GainPlan, Measurement, parse_ebur128_summary
 from workers.media.probe import (
     BadInput,
     Limits,
@@ -39,7 +40,7 @@ from workers.media.probe import (
     probe_failure_reason,
     validate_probe,
 )
-from workers.media.storyboard import STORYBOARD_VTT, StoryboardCue, build_storyboard, storyboard_vtt
+from workers.media.storyboard import build_storyboard
 from workers.runtime import metrics as jobstats
 
 __all__ = [
@@ -122,8 +123,7 @@ class TranscodeOutput:
     thumbnail_large: Path
     frames: tuple[Path, ...]
     storyboard_sheets: tuple[Path, ...]
-    storyboard_cues: tuple[StoryboardCue, ...]
-    storyboard_vtt: Path
+    storyboard_cues: tuple[StoryboardCue, ...]  # the WebVTT is core.playlists' to write
     log: Path
     duration: float
 
@@ -314,7 +314,7 @@ def _failure(returncode: int, log: _BoundedLog) -> Exception:
 def _clean_outputs(workdir: Path, ladder: Sequence[Rung]) -> None:
     """Remove what an earlier attempt left, so stale segments or frames never leak in."""
     patterns = [f"{r.name}_*.ts" for r in ladder] + [f"{r.name}.m3u8" for r in ladder]
-    patterns += [encoding.THUMBNAIL, encoding.THUMBNAIL_LARGE, "storyboard*.jpg", STORYBOARD_VTT]
+    patterns += [encoding.THUMBNAIL, encoding.THUMBNAIL_LARGE, "storyboard*.jpg"]
     for pattern in patterns:
         for p in workdir.glob(pattern):
             p.unlink(missing_ok=True)
@@ -535,7 +535,7 @@ async def encode_renditions(
     ladder: Sequence[Rung],
     *,
     presets: Mapping[str, str],
-    loudness: Plan | None,
+    loudness: GainPlan | None,
     niceness: int = 0,
     on_progress: ProgressCallback | None = None,
     timeout: float = 3600.0,
@@ -575,7 +575,7 @@ async def transcode(
     source: str | os.PathLike[str],
     workdir: str | os.PathLike[str],
     info: MediaInfo,
-    ladder: Sequence[Rung] = DEFAULT_LADDER,
+    ladder: Sequence[Rung] = DEFAULT_RUNGS,
     *,
     on_progress: ProgressCallback | None = None,
     timeout: float = 3600.0,
@@ -586,7 +586,7 @@ async def transcode(
     presets: Mapping[str, str] | None = None,
     progress_interval: float = 1.0,
     probe_timeout: float = 60.0,
-    loudness: Plan | None = None,
+    loudness: GainPlan | None = None,
 ) -> TranscodeOutput:
     """One ffmpeg run -> every rendition, thumbnails, timeline frames; then the storyboard.
     The `loudness` plan (from `measure_loudness`) sets the audio's gain; `presets` the
@@ -632,8 +632,6 @@ async def transcode(
         duration=written,
         tile=encoding.TIMELINE_TILE,
     )
-    vtt = out / STORYBOARD_VTT
-    vtt.write_text(storyboard_vtt(cues))
     sheets = tuple(out / name for name in dict.fromkeys(c.sheet for c in cues))
     if on_progress is not None:
         await on_progress(100.0)
@@ -644,7 +642,6 @@ async def transcode(
         frames=frames,
         storyboard_sheets=sheets,
         storyboard_cues=tuple(cues),
-        storyboard_vtt=vtt,
         log=out / encoding.TRANSCODE_LOG,
         duration=written,
     )

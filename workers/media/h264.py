@@ -1,6 +1,6 @@
 """H.264 facts the transcoder declares and checks: levels (Table A-1), CODECS strings
 (RFC 6381) from a profile and level or from a stream's SPS, and the output frame rate
-the levels are derived from. Pure.
+the levels are derived from (snapped to `core.framerate`'s standard rates). Pure.
 """
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 from typing import Literal
+
+from core.framerate import STANDARD_RATES, exact_rate
 
 Profile = Literal["baseline", "main", "high"]
 
@@ -112,34 +114,18 @@ def codecs_from_sps(sps: bytes) -> str:
 
 # ----------------------------------------------------------------- frame rates
 
-_STANDARD_RATES = (
-    Fraction(24000, 1001),
-    Fraction(24),
-    Fraction(25),
-    Fraction(30000, 1001),
-    Fraction(30),
-    Fraction(48),
-    Fraction(50),
-    Fraction(60000, 1001),
-    Fraction(60),
-)
 
-
-def fps_fraction(fps: float) -> Fraction:
-    """Exact rate for ffmpeg: 29.97002997 -> 30000/1001."""
-    return Fraction(fps).limit_denominator(1001)
-
-
-def output_fps(source_fps: float) -> float:
+def output_fps(source_fps: float) -> Fraction:
     """Output frame rate: the source's, capped at 60; unknown/broken -> 30.
 
     A variable-rate phone clip averaging 29.93 fps is snapped to the standard rate
-    within 1 % (30), so every clip of a scene shares the usual rates.
+    within 1 % (30000/1001), so every clip of a scene shares the usual rates; any other
+    rate is the exact one the float stands for (`core.framerate.exact_rate`).
     """
     if not math.isfinite(source_fps) or source_fps < 1.0:
-        return 30.0
+        return Fraction(30)
     fps = min(source_fps, 60.0)
-    nearest = min(_STANDARD_RATES, key=lambda std: abs(fps - float(std)))
+    nearest = min(STANDARD_RATES, key=lambda std: abs(fps - float(std)))
     if abs(fps - float(nearest)) <= float(nearest) * 0.01:
-        return float(nearest)
-    return float(fps_fraction(fps))
+        return nearest
+    return exact_rate(fps)

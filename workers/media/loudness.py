@@ -3,7 +3,7 @@ prints, the decision it leads to, the audio filters that carry the decision out 
 transcode's one pass, and the record kept in `metadata.json` and the renditions rows.
 Pure: `workers.media.ffmpeg.measure_loudness` runs the measurement (ffmpeg's `ebur128`
 filter over the upload's audio, exactly as the transcode normalises it), and
-`workers.media.encoding` puts `Plan.filters()` into its filter graph.
+`workers.media.encoding` puts `GainPlan.filters()` into its filter graph.
 
 Every clip is brought to one integrated loudness (the scene's target, LUFS) with its
 true peak at most `TRUE_PEAK_CEILING`. The gain is linear (one `volume` factor, the
@@ -102,7 +102,7 @@ def parse_ebur128_summary(stderr: str) -> Measurement:
 
 
 @dataclass(frozen=True)
-class Plan:
+class GainPlan:
     """What the transcode does to a clip's audio level, and why.
 
     ``gain``: dB applied (linear) or aimed at (dynamic: loudnorm's target is the input
@@ -169,14 +169,14 @@ def _db(value: float) -> str:
     return "0.00" if text == "-0.00" else text
 
 
-def plan(
+def plan_gain(
     measured: Measurement | None,
     *,
     target: float | None,
     max_gain: float,
     has_audio: bool,
     ceiling: float = TRUE_PEAK_CEILING,
-) -> Plan:
+) -> GainPlan:
     """Decide how to bring a clip to ``target`` LUFS (None: loudness matching is off).
 
     Linear gain ``target - integrated``, at most ``max_gain`` dB up (any amount down),
@@ -184,16 +184,18 @@ def plan(
     aimed at the same (capped) level. A clip without audio, or whose audio has nothing
     above the absolute gate, is left as it is."""
     if target is None:
-        return Plan("off")
+        return GainPlan("off")
     if not has_audio:
-        return Plan("no_audio", target=target, ceiling=ceiling)
+        return GainPlan("no_audio", target=target, ceiling=ceiling)
     if measured is None:
         raise ValueError("a clip with audio needs its measurement")
     if measured.integrated <= ABSOLUTE_GATE or measured.true_peak is None:
-        return Plan("silent", target=target, measured=measured, ceiling=ceiling)
+        return GainPlan("silent", target=target, measured=measured, ceiling=ceiling)
     wanted = target - measured.integrated
     gain = min(wanted, max_gain)
     capped = wanted > max_gain
     gain = round(gain, 2)
     mode: Mode = "linear" if measured.true_peak + gain <= ceiling else "dynamic"
-    return Plan(mode, target=target, gain=gain, capped=capped, measured=measured, ceiling=ceiling)
+    return GainPlan(
+        mode, target=target, gain=gain, capped=capped, measured=measured, ceiling=ceiling
+    )

@@ -1,28 +1,19 @@
-"""Storyboard sprite sheets and their WebVTT index (JW Player ``#xywh=`` convention)."""
+"""Storyboard sprite sheets: the timeline frames pasted into sheets of tiles, and the
+cues that say where each frame sits (JW Player ``#xywh=`` convention). The cues are
+`core.playlists.StoryboardCue`s, the clip's rows keep them, and `core.playlists` writes
+the WebVTT from them: the stored `storyboard.vtt` and the one the origin serves are the
+same bytes (`workers.jobs.transcode`)."""
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 from PIL import Image, ImageOps
 
-STORYBOARD_VTT = "storyboard.vtt"
-
-
-class StoryboardCue(NamedTuple):
-    """One timeline thumbnail: [start, end) on the clip timeline, where it sits in a sheet."""
-
-    start: float
-    end: float
-    sheet: str
-    x: int
-    y: int
-    w: int
-    h: int
+from core.playlists import StoryboardCue
 
 
 def sheet_name(index: int) -> str:
@@ -51,7 +42,7 @@ def storyboard_cues(
         start = i * interval
         end = duration if i == n - 1 else min((i + 1) * interval, duration)
         r, c = divmod(pos, cols)
-        cues.append(StoryboardCue(start, end, sheet_name(sheet), c * tw, r * th, tw, th))
+        cues.append(StoryboardCue(start, end, c * tw, r * th, tw, th, sheet_name(sheet)))
     return cues
 
 
@@ -87,23 +78,3 @@ def build_storyboard(
             sheet.paste(frame, (cue.x, cue.y))
         sheet.save(out / name, "JPEG", quality=80, optimize=True)
     return cues
-
-
-def vtt_time(seconds: float) -> str:
-    """WebVTT timestamp HH:MM:SS.mmm."""
-    ms = max(0, round(seconds * 1000))
-    h, rest = divmod(ms, 3_600_000)
-    m, rest = divmod(rest, 60_000)
-    s, ms = divmod(rest, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
-
-
-def storyboard_vtt(cues: Iterable[StoryboardCue], *, prefix: str = "") -> str:
-    """WebVTT text; image URLs are `prefix` + sheet name (relative to the .vtt by default)."""
-    blocks = ["WEBVTT"]
-    for cue in cues:
-        blocks.append(
-            f"{vtt_time(cue.start)} --> {vtt_time(cue.end)}\n"
-            f"{prefix}{cue.sheet}#xywh={cue.x},{cue.y},{cue.w},{cue.h}"
-        )
-    return "\n\n".join(blocks) + "\n"
