@@ -14,7 +14,8 @@ A scene deleted or a clip removed `cancel`s its jobs: a running one keeps its le
 token, so every fenced write fails and its worker stops, then `let_go`es; until it
 does (or the lease expires) `holders` counts it, so the deleting job knows when
 nobody writes under the scene any more. `requeue` gives a failed or dead job a
-fresh attempt budget (`POST /api/v1/segments/{id}/retry`).
+fresh attempt budget and `cancel_one` ends one job, each under the row lock of
+`lock` (core/lifecycle.py: the API's retry and `storyforge jobs`).
 
 Every statement that makes a job due now (`enqueue`, `release`, `requeue_expired`,
 `requeue`) also sends a Postgres NOTIFY on `NOTIFY_CHANNEL` with the job's kind as payload, in
@@ -461,6 +462,29 @@ async def latest(conn: Conn, segment_id: str, kind: str) -> Job | None:
     """The newest job of `kind` for a segment."""
     with _converted("get latest job"):
         row = await conn.fetchrow(q("job_latest"), segment_id, kind)
+    return Job.from_row(row) if row is not None else None
+
+
+async def lock(conn: Conn, job_id: str) -> Job | None:
+    """Inside the caller's transaction, lock a job's row whatever its status (the first
+    lock of a retry or a cancel, core/lifecycle.py); None: no such job."""
+    with _converted("lock job"):
+        row = await conn.fetchrow(q("job_lock"), job_id)
+    return Job.from_row(row) if row is not None else None
+
+
+async def lock_latest(conn: Conn, segment_id: str, kind: str) -> Job | None:
+    """`lock` for the newest job of `kind` of a segment."""
+    with _converted("lock latest job"):
+        row = await conn.fetchrow(q("job_lock_latest"), segment_id, kind)
+    return Job.from_row(row) if row is not None else None
+
+
+async def cancel_one(conn: Conn, job_id: str, reason: str) -> Job | None:
+    """Cancel one queued, running or failed job (a running one keeps its lease token,
+    so its worker is fenced out); None when it is in none of these statuses."""
+    with _converted("cancel job"):
+        row = await conn.fetchrow(q("job_cancel_one"), job_id, error_text(reason))
     return Job.from_row(row) if row is not None else None
 
 
