@@ -1,9 +1,9 @@
 """The job queue: thin typed functions over the named SQL of `core/sql/jobs.sql`.
 
-Every function takes an asyncpg pool or connection (`listening` a connection of its
-own). `enqueue` and `lock_lease` are meant to run inside a caller's transaction;
-`claim` and `heartbeat` must run in autocommit (a pool, or a connection outside any
-transaction) so the lease is committed before any work starts.
+Every function takes an asyncpg pool or connection. `enqueue` and `lock_lease` are
+meant to run inside a caller's transaction; `claim` and `heartbeat` must run in
+autocommit (a pool, or a connection outside any transaction) so the lease is
+committed before any work starts.
 
 Writes to a running job are fenced by its lease token: when the fence matches no
 row the job is no longer ours and `LeaseLost` is raised. Driver errors are
@@ -20,15 +20,16 @@ fresh attempt budget and `cancel_one` ends one job, each under the row lock of
 Every statement that makes a job due now (`enqueue`, `release`, `requeue_expired`,
 `requeue`) also sends a Postgres NOTIFY on `NOTIFY_CHANNEL` with the job's kind as payload, in
 its own transaction, so it is delivered when that commits (never for a rollback).
-Idle workers listen (`listening`) and claim at once; polling stays their fallback.
+Idle workers listen (workers/runtime/wakeup.py, through core/listen.py) and claim at
+once; polling stays their fallback.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias
@@ -298,37 +299,6 @@ async def lock_lease(conn: Conn, job_id: str, lease_token: str) -> None:
         row = await conn.fetchrow(q("job_lock_lease"), job_id, _uuid(lease_token))
     if row is None:
         raise LeaseLost(job_id, "lock")
-
-
-@asynccontextmanager
-async def listening(conn: Conn, on_due: Callable[[str], None]) -> AsyncIterator[None]:
-    """LISTEN on `conn` while the block runs: `on_due(kind)` is called (in the event
-    loop) for each job that becomes due, once the transaction that queued it commits.
-
-    `conn` must be a connection of its own (not a pool) that stays idle meanwhile:
-    notifications arrive between statements. UNLISTENs on the way out (unless the
-    connection is gone), so it can go back to its pool.
-    """
-    if isinstance(conn, asyncpg.Pool):
-        raise QueueError("listening needs a connection of its own, not a pool")
-
-    def notified(_conn: object, _pid: int, _channel: str, payload: str) -> None:
-        on_due(payload)
-
-    with _converted("listen"):
-        await conn.add_listener(NOTIFY_CHANNEL, notified)
-    try:
-        yield
-    finally:
-        with suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            await conn.remove_listener(NOTIFY_CHANNEL, notified)
-
-
-async def is_listening(conn: Conn) -> bool:
-    """On a connection in `listening`: is it alive and still listening?
-    (A connection dropped without a word is found by asking.)"""
-    with _converted("check listening"):
-        return bool(await conn.fetchval(q("job_listening"), NOTIFY_CHANNEL))
 
 
 async def _fenced(conn: Conn, query: str, action: str, job_id: str, *args: Any) -> Job:

@@ -57,9 +57,16 @@ async def _scene_changes_ctx(app: web.Application) -> AsyncIterator[None]:
     """Follow scene deletions and clip removals of every process (core/listen.py)."""
     caches = app[keys.READ_CACHES]
     stop = asyncio.Event()
+    dsn = app[keys.SETTINGS].database_url
     task = asyncio.create_task(
         listen.follow(
-            app[keys.SETTINGS].database_url, lambda scene: forget_scene(caches, scene), stop
+            lambda: listen.connection(dsn),
+            listen.CHANNEL,
+            lambda scene: forget_scene(caches, scene),
+            stop,
+            # notifications may have been missed: every scene's version and readiness
+            on_connect=lambda: forget_scene(caches, None),
+            what="origin: scene changes",
         ),
         name="scene changes",
     )
