@@ -16,7 +16,6 @@ from aiohttp.typedefs import Middleware
 from core import db, listen
 from core.settings import Settings
 from core.storage import Storage, open_configured_storage
-from core.uploads import ParkedLeases
 from origin import health, keys
 from origin.assets import routes as asset_api
 from origin.assets import service
@@ -25,7 +24,7 @@ from origin.exports import routes as exports
 from origin.http import auth, body, drain, fields, middleware
 from origin.http.stats import FastPathAnswers, HttpStats
 from origin.ingest import routes as api
-from origin.ingest import tus_routes
+from origin.ingest.tus_service import ParkedLeases
 from origin.lifecycle import routes as lifecycle
 from origin.playback import cookies, files, player, still_routes
 from origin.playback import routes as scenes
@@ -117,6 +116,5 @@ def create_app(settings: Settings) -> web.Application:
     cookies.add_routes(app)
     lifecycle.add_routes(app)
     asset_api.add_routes(app)
-    tus_routes.add_routes(app)
     exports.add_routes(app)
     return app

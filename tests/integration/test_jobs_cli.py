@@ -20,9 +20,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from core import catalog, db, exports, intake, layout, lifecycle, outbox, queue
+from core import catalog, db, exports, layout, lifecycle, outbox, queue
 from core.settings import Settings
 from core.storage import open_configured_storage
+from origin.ingest import intake
 from storyforge import cli
 from storyforge import jobs as storyforge_jobs
 from storyforge.jobs import CANCEL_REASON
