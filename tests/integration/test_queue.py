@@ -623,7 +623,7 @@ async def test_a_terminated_listening_connection_is_reopened(pool) -> None:
         (first,) = await listener_pids(pool)
         await pool.execute("SELECT pg_terminate_backend($1)", first)
         # queued while nobody listens: found when the worker listens again (after at
-        # most LISTEN_RETRY_BASE s of backoff), long before its 30 s poll
+        # most core.listen.RETRY_BASE s of backoff), long before its 30 s poll
         assert await seconds_to_start(pool, started) < 3.0
 
         async def listening_again() -> bool:
