@@ -192,7 +192,7 @@ def q(name: str) -> str:
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """A released connection needs no reset query: nothing here leaves session state
     behind (no SET, no session advisory lock but `migrate`'s, which unlocks; LISTEN
-    undone by its owner, `queue.listening`), and asyncpg itself still rolls back an
+    undone by its owner, `listen.listening`), and asyncpg itself still rolls back an
     open transaction and drops listener callbacks. Its default reset (`SELECT
     pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`) would cost a round
     trip on every release, that is on every `pool.fetch*`."""

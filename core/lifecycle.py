@@ -1,19 +1,28 @@
-"""A scene's life after publication: deleting a scene, removing a clip, retrying a
-failed one (the queries of `sql/lifecycle.sql`), and what the `delete_scene` and
-`remove_segment` jobs do with storage.
+"""A scene's life after publication: deleting a scene, removing a clip, retrying or
+cancelling a job (the queries of `sql/lifecycle.sql`), and what the `delete_scene`
+and `remove_segment` jobs do with storage.
 
-The request side is one transaction each. It locks the in-flight jobs first, then
-the segment, then the scene: the order a publish takes them (job lease, segment,
-scene version), so the two serialise instead of deadlocking. A change readers must
-see at once notifies core.listen.CHANNEL in that transaction.
+The request side is one transaction each. It locks the jobs first, then the segment
+(or export, or delivery), then the scene: the order a publish takes them (job lease,
+segment, scene version), so the two serialise instead of deadlocking, and a retry or
+a cancel racing a worker's publish, or each other, is decided once, on the locked
+rows. A change readers must see at once notifies core.listen.CHANNEL in that
+transaction.
 
 - Deleting a scene hides it (every read wants `deleted_at IS NULL`), cancels its
   jobs and queues one `delete_scene` job (deduplicated per scene).
 - Removing a ready clip marks it `removed` (out of the stitched scene, version
   bumped, its sequence free), cancels its refinement and queues `remove_segment`,
   which refreshes the poster and invalidates the scene's documents at once and
-  deletes the clip's objects after the grace period; a processing or failed clip has its job cancelled and its row
-  deleted at once, and its objects go with its `remove_segment` job right away.
+  deletes the clip's objects after the grace period; a processing or failed clip has
+  its job cancelled and its row deleted at once, and its objects go with its
+  `remove_segment` job right away.
+- Retrying (the API's `POST /api/v1/segments/{id}/retry` for a clip, `storyforge
+  jobs retry` for any job) queues a failed or dead job again with a fresh attempt
+  budget, its clip or export processing again; cancelling (`storyforge jobs
+  cancel`) ends a queued, running or failed job, fails its clip or export and lets a
+  webhook delivery die, and fences a running job's worker out (core/queue.py). Both
+  share one rule set; only the words of a refusal (`Declined`) differ by who asks.
 
 The job side waits until no cancelled worker may still write under the scene or
 clip (`queue.holders`), then deletes objects prefix by prefix
@@ -31,7 +40,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from core import catalog, db, layout, outbox, queue
+from core import catalog, db, exports, layout, outbox, queue
 from core.listen import CHANNEL
 from core.settings import Settings
 from core.storage import ObjectNotFound, Storage, StorageError
@@ -41,8 +50,13 @@ log = logging.getLogger("storyforge.lifecycle")
 HOLDERS_POLL = 0.5  # seconds between looks at cancelled jobs whose worker may still write
 
 
-class NotRetryable(Exception):
-    """The clip cannot be retried (why: the message)."""
+RETRYABLE = ("failed", "dead")  # a job queued again by hand must have ended so
+CANCELLABLE = ("queued", "running", "failed")
+
+
+class Declined(Exception):
+    """The job or clip is not in a state that allows the retry or the cancel (why: the
+    message, worded for whoever asked: the API about a clip, an operator about a job)."""
 
 
 @dataclass(frozen=True)
@@ -127,35 +141,144 @@ async def remove_segment(
     return Removal(job, scene_id, published, purge_after)
 
 
+def segment_retry_refusal(status: str, job: queue.Job | None) -> str | None:
+    """Why a clip in `status` whose newest transcode is `job` is not retried (the
+    API's words); None: it may be."""
+    if status == "ready":
+        return "the clip is published; remove it and upload again to replace it"
+    if job is None or job.in_flight:
+        return "the clip's transcode has not failed (it is queued or running)"
+    if job.status == "cancelled":
+        return (
+            f"the clip's transcode was cancelled ({job.last_error or 'no reason given'}); "
+            "upload the clip again"
+        )
+    if job.status not in RETRYABLE:
+        return f"the clip's transcode is {job.status}; it cannot be queued again"
+    return None
+
+
+def job_retry_refusal(job: queue.Job) -> str | None:
+    """Why a job is not retried (the operator's words); None: it may be."""
+    if job.status not in RETRYABLE:
+        return f"job {job.id} is {job.status}: only failed or dead jobs are retried"
+    if job.kind == "webhook":
+        return (
+            f"job {job.id} is a webhook delivery that gave up: later events of its scene "
+            "went out after it, so it is not re-sent"
+        )
+    return None
+
+
+def job_cancel_refusal(job: queue.Job) -> str | None:
+    """Why a job is not cancelled (the operator's words); None: it may be."""
+    if job.status not in CANCELLABLE:
+        return f"job {job.id} is {job.status}: only queued, running or failed jobs are cancelled"
+    if job.kind == "delete_scene":
+        return f"job {job.id} deletes a scene: it is not cancelled (its objects must still go)"
+    return None
+
+
 async def retry_segment(
     conn: asyncpg.Connection, segment_id: str, upload_exists: Callable[[str], Awaitable[bool]]
 ) -> queue.Job | None:
     """Queue a failed or dead clip's transcode again from its kept upload (a fresh
-    attempt budget; the clip is `processing` again). None: no such clip;
-    NotRetryable: it cannot be (published, in flight, upload gone)."""
-    status = await catalog.segment_status(conn, segment_id)
-    if status is None:
-        return None
-    job = await queue.latest(conn, segment_id, "transcode")
-    if status["status"] == "ready":
-        raise NotRetryable("the clip is published; remove it and upload again to replace it")
-    if job is None or job.status in ("queued", "running"):
-        raise NotRetryable("the clip's transcode has not failed (it is queued or running)")
-    if job.status == "cancelled":
-        raise NotRetryable(
-            f"the clip's transcode was cancelled ({job.last_error or 'no reason given'}); "
-            "upload the clip again"
-        )
-    if job.status != "failed" and job.status != "dead":
-        raise NotRetryable(f"the clip's transcode is {job.status}; it cannot be queued again")
-    if not await upload_exists(layout.upload_key(job.id)):
-        raise NotRetryable("the clip's upload is no longer kept; upload it again")
+    attempt budget; the clip is `processing` again): `POST .../segments/{id}/retry`.
+    None: no such clip in a live scene; Declined: it cannot be (published, in flight,
+    cancelled, upload gone)."""
     async with conn.transaction():
-        requeued = await queue.requeue(conn, job.id)
-        if requeued is None:
-            raise NotRetryable("the clip's transcode is already queued again")
-        await conn.fetchval(db.q("segment_retry"), segment_id)
+        job = await queue.lock_latest(conn, segment_id, "transcode")
+        row = await conn.fetchrow(db.q("segment_lock"), segment_id)
+        if row is None or not row["scene_live"] or row["status"] == "removed":
+            return None
+        why = segment_retry_refusal(row["status"], job)
+        if why is not None:
+            raise Declined(why)
+        assert job is not None  # a clip without a transcode was refused
+        return await _requeue(
+            conn,
+            job,
+            upload_exists,
+            upload_gone="the clip's upload is no longer kept; upload it again",
+            key_held="the clip's transcode is already queued again",
+        )
+
+
+async def retry_job(
+    conn: asyncpg.Connection, job_id: str, upload_exists: Callable[[str], Awaitable[bool]]
+) -> queue.Job | None:
+    """Queue a failed or dead job again with a fresh attempt budget (its errors kept):
+    `storyforge jobs retry`. Its clip or export is processing again. None: no such
+    job; Declined: why not (not failed or dead, a webhook delivery, a transcode whose
+    upload is gone, its dedupe key held by another job in flight)."""
+    async with conn.transaction():
+        job = await queue.lock(conn, job_id)
+        if job is None:
+            return None
+        why = job_retry_refusal(job)
+        if why is not None:
+            raise Declined(why)
+        return await _requeue(
+            conn,
+            job,
+            upload_exists,
+            upload_gone=f"job {job.id}: the clip's upload is no longer kept; upload it again",
+            key_held=f"job {job.id}: another job in flight holds its dedupe key {job.dedupe_key!r}",
+        )
+
+
+async def _requeue(
+    conn: asyncpg.Connection,
+    job: queue.Job,
+    upload_exists: Callable[[str], Awaitable[bool]],
+    *,
+    upload_gone: str,
+    key_held: str,
+) -> queue.Job:
+    """In the transaction holding `job`'s row lock, its status checked: queue it again
+    and make what it works for processing again. A transcode needs its kept upload."""
+    if job.kind == "transcode" and not await upload_exists(layout.upload_key(job.id)):
+        raise Declined(upload_gone)
+    requeued = await queue.requeue(conn, job.id)
+    if requeued is None:  # locked and failed or dead: another job holds its dedupe key
+        raise Declined(key_held)
+    if job.kind == "transcode" and job.segment_id:
+        await conn.fetchval(db.q("segment_retry"), job.segment_id)
+    elif job.kind == "export":
+        await conn.fetchval(db.q("export_retry"), job.id)
     return requeued
+
+
+async def cancel_job(
+    conn: asyncpg.Connection, job_id: str, *, reason: str, webhooks: Sequence[str]
+) -> queue.Job | None:
+    """Cancel a queued, running or failed job (`storyforge jobs cancel`): a running
+    job keeps its lease token, so its worker's fenced writes (heartbeat, publish)
+    fail from now on; a transcode's clip fails with `reason`, an export likewise (each
+    with its event to `webhooks`), and a webhook job's delivery is dead so the scene's
+    next one goes out. None: no such job; Declined: why not (finished, or a
+    delete_scene job: a deleted scene's objects must still go)."""
+    async with conn.transaction():
+        job = await queue.lock(conn, job_id)
+        if job is None:
+            return None
+        why = job_cancel_refusal(job)
+        if why is not None:
+            raise Declined(why)
+        cancelled = await queue.cancel_one(conn, job_id, reason)
+        if cancelled is None:  # the row is locked and its status was checked
+            raise RuntimeError(f"job {job_id} could not be cancelled under its lock")
+        if job.kind == "transcode" and job.segment_id:
+            await catalog.fail_segment(conn, job.segment_id, reason, webhooks=webhooks)
+        elif job.kind == "export":
+            export = await conn.fetchrow(db.q("export_by_job"), job_id)
+            if export is not None:
+                await exports.fail(conn, export["id"], reason, webhooks=webhooks)
+        elif job.kind == "webhook":
+            delivery = await outbox.delivery_for_job(conn, job_id)
+            if delivery is not None and delivery.status == "queued":
+                await outbox.finish_delivery(conn, delivery, delivered=False)
+    return cancelled
 
 
 async def segment_profiles(conn: asyncpg.Connection, segment_id: str) -> list[str]:

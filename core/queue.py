@@ -1,9 +1,9 @@
 """The job queue: thin typed functions over the named SQL of `core/sql/jobs.sql`.
 
-Every function takes an asyncpg pool or connection (`listening` a connection of its
-own). `enqueue` and `lock_lease` are meant to run inside a caller's transaction;
-`claim` and `heartbeat` must run in autocommit (a pool, or a connection outside any
-transaction) so the lease is committed before any work starts.
+Every function takes an asyncpg pool or connection. `enqueue` and `lock_lease` are
+meant to run inside a caller's transaction; `claim` and `heartbeat` must run in
+autocommit (a pool, or a connection outside any transaction) so the lease is
+committed before any work starts.
 
 Writes to a running job are fenced by its lease token: when the fence matches no
 row the job is no longer ours and `LeaseLost` is raised. Driver errors are
@@ -14,20 +14,22 @@ A scene deleted or a clip removed `cancel`s its jobs: a running one keeps its le
 token, so every fenced write fails and its worker stops, then `let_go`es; until it
 does (or the lease expires) `holders` counts it, so the deleting job knows when
 nobody writes under the scene any more. `requeue` gives a failed or dead job a
-fresh attempt budget (`POST /api/v1/segments/{id}/retry`).
+fresh attempt budget and `cancel_one` ends one job, each under the row lock of
+`lock` (core/lifecycle.py: the API's retry and `storyforge jobs`).
 
 Every statement that makes a job due now (`enqueue`, `release`, `requeue_expired`,
 `requeue`) also sends a Postgres NOTIFY on `NOTIFY_CHANNEL` with the job's kind as payload, in
 its own transaction, so it is delivered when that commits (never for a rollback).
-Idle workers listen (`listening`) and claim at once; polling stays their fallback.
+Idle workers listen (workers/runtime/wakeup.py, through core/listen.py) and claim at
+once; polling stays their fallback.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias
@@ -299,37 +301,6 @@ async def lock_lease(conn: Conn, job_id: str, lease_token: str) -> None:
         raise LeaseLost(job_id, "lock")
 
 
-@asynccontextmanager
-async def listening(conn: Conn, on_due: Callable[[str], None]) -> AsyncIterator[None]:
-    """LISTEN on `conn` while the block runs: `on_due(kind)` is called (in the event
-    loop) for each job that becomes due, once the transaction that queued it commits.
-
-    `conn` must be a connection of its own (not a pool) that stays idle meanwhile:
-    notifications arrive between statements. UNLISTENs on the way out (unless the
-    connection is gone), so it can go back to its pool.
-    """
-    if isinstance(conn, asyncpg.Pool):
-        raise QueueError("listening needs a connection of its own, not a pool")
-
-    def notified(_conn: object, _pid: int, _channel: str, payload: str) -> None:
-        on_due(payload)
-
-    with _converted("listen"):
-        await conn.add_listener(NOTIFY_CHANNEL, notified)
-    try:
-        yield
-    finally:
-        with suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            await conn.remove_listener(NOTIFY_CHANNEL, notified)
-
-
-async def is_listening(conn: Conn) -> bool:
-    """On a connection in `listening`: is it alive and still listening?
-    (A connection dropped without a word is found by asking.)"""
-    with _converted("check listening"):
-        return bool(await conn.fetchval(q("job_listening"), NOTIFY_CHANNEL))
-
-
 async def _fenced(conn: Conn, query: str, action: str, job_id: str, *args: Any) -> Job:
     with _converted(action):
         row = await conn.fetchrow(q(query), job_id, *args)
@@ -461,6 +432,29 @@ async def latest(conn: Conn, segment_id: str, kind: str) -> Job | None:
     """The newest job of `kind` for a segment."""
     with _converted("get latest job"):
         row = await conn.fetchrow(q("job_latest"), segment_id, kind)
+    return Job.from_row(row) if row is not None else None
+
+
+async def lock(conn: Conn, job_id: str) -> Job | None:
+    """Inside the caller's transaction, lock a job's row whatever its status (the first
+    lock of a retry or a cancel, core/lifecycle.py); None: no such job."""
+    with _converted("lock job"):
+        row = await conn.fetchrow(q("job_lock"), job_id)
+    return Job.from_row(row) if row is not None else None
+
+
+async def lock_latest(conn: Conn, segment_id: str, kind: str) -> Job | None:
+    """`lock` for the newest job of `kind` of a segment."""
+    with _converted("lock latest job"):
+        row = await conn.fetchrow(q("job_lock_latest"), segment_id, kind)
+    return Job.from_row(row) if row is not None else None
+
+
+async def cancel_one(conn: Conn, job_id: str, reason: str) -> Job | None:
+    """Cancel one queued, running or failed job (a running one keeps its lease token,
+    so its worker is fenced out); None when it is in none of these statuses."""
+    with _converted("cancel job"):
+        row = await conn.fetchrow(q("job_cancel_one"), job_id, error_text(reason))
     return Job.from_row(row) if row is not None else None
 
 

@@ -16,12 +16,12 @@ from aiohttp.typedefs import Middleware
 from core import db, listen
 from core.settings import Settings
 from core.storage import Storage, open_configured_storage
-from core.uploads import ParkedLeases
 from origin import assets, exports, health, ingest, keys, lifecycle, playback
 from origin.assets.rules import AssetLimits
 from origin.assets.service import Processor
 from origin.http import auth, body, drain, fields, middleware
 from origin.http.stats import FastPathAnswers, HttpStats
+from origin.ingest.tus_service import ParkedLeases
 from origin.playback.caches import forget_scene, new_read_caches
 from origin.playback.stills import stills_state
 
@@ -51,9 +51,16 @@ async def _scene_changes_ctx(app: web.Application) -> AsyncIterator[None]:
     """Follow scene deletions and clip removals of every process (core/listen.py)."""
     caches = app[keys.READ_CACHES]
     stop = asyncio.Event()
+    dsn = app[keys.SETTINGS].database_url
     task = asyncio.create_task(
         listen.follow(
-            app[keys.SETTINGS].database_url, lambda scene: forget_scene(caches, scene), stop
+            lambda: listen.connection(dsn),
+            listen.CHANNEL,
+            lambda scene: forget_scene(caches, scene),
+            stop,
+            # notifications may have been missed: every scene's version and readiness
+            on_connect=lambda: forget_scene(caches, None),
+            what="origin: scene changes",
         ),
         name="scene changes",
     )

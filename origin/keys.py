@@ -12,12 +12,12 @@ from core.settings import Settings
 
 if TYPE_CHECKING:
     from core.storage import Storage
-    from core.uploads import ParkedLeases
     from origin.assets.service import Processor
     from origin.http.auth import SigningState
     from origin.http.body import UploadSlots
     from origin.http.drain import Draining
     from origin.http.stats import FastPathAnswers, HttpStats
+    from origin.ingest.tus_service import ParkedLeases
     from origin.playback.caches import ReadCaches
     from origin.playback.stills import StillsState
 
@@ -41,5 +41,5 @@ SIGNING: web.AppKey[SigningState] = web.AppKey("signing")
 DRAINING: web.AppKey[Draining] = web.AppKey("draining")
 # thumbnails at a moment: the frame grabs and their caches (origin/playback/stills.py)
 STILLS: web.AppKey[StillsState] = web.AppKey("stills")
-# tus leases parked between a process's PATCHes (core/uploads.py)
+# tus leases parked between a process's PATCHes (origin/ingest/tus_service.py)
 PARKED_LEASES: web.AppKey[ParkedLeases] = web.AppKey("parked_leases")

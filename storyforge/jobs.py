@@ -1,13 +1,13 @@
-"""`storyforge jobs list|show|retry|cancel`: the job table for operators, read and
-changed through the named queries of `core/sql/operator.sql` and `core/queue.py`.
-
-Retrying and cancelling keep what the job works for consistent, in the transaction
-that changes the job (job row locked first, as a publish does): a retried transcode's
-clip is `processing` again (refused when its upload is no longer kept), a retried
-export's row likewise; a cancelled transcode fails its clip, a cancelled export its
-export (each with its event), and a cancelled webhook job's delivery is dead so the
-scene's next one goes out. A running job is cancelled with its lease kept, so its
-worker's fenced publish fails (core/queue.py).
+"""`storyforge jobs list|show|retry|cancel`: the job table for operators. `list` and
+`show` read it through the named queries of `core/sql/operator.sql`; `retry` and
+`cancel` are core/lifecycle.py's `retry_job` and `cancel_job`, the rules the API's
+clip retry shares: one transaction, the job row locked first (as a publish takes
+it), then what the job works for. A retried transcode's clip is `processing` again
+(refused when its upload is no longer kept), a retried export's row likewise; a
+cancelled transcode fails its clip, a cancelled export its export (each with its
+event), and a cancelled webhook job's delivery is dead so the scene's next one goes
+out. A running job is cancelled with its lease kept, so its worker's fenced publish
+fails (core/queue.py).
 
 Exit status: 0 done, 1 refused or no such job (the reason on stderr), 2 start-up
 error (configuration, database unreachable).
@@ -27,7 +27,7 @@ from typing import Any
 
 import asyncpg
 
-from core import catalog, db, exports, layout, outbox, queue
+from core import db, layout, lifecycle, queue
 from core.settings import Settings
 from core.storage import ObjectNotFound, open_configured_storage
 
@@ -203,27 +203,6 @@ def describe(job: queue.Job, subject: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def retry_refusal(job: queue.Job) -> str | None:
-    """Why `jobs retry` refuses this job; None: it may be retried."""
-    if job.status not in ("failed", "dead"):
-        return f"job {job.id} is {job.status}: only failed or dead jobs are retried"
-    if job.kind == "webhook":
-        return (
-            f"job {job.id} is a webhook delivery that gave up: later events of its scene "
-            "went out after it, so it is not re-sent"
-        )
-    return None
-
-
-def cancel_refusal(job: queue.Job) -> str | None:
-    """Why `jobs cancel` refuses this job; None: it may be cancelled."""
-    if job.status not in ("queued", "running", "failed"):
-        return f"job {job.id} is {job.status}: only queued, running or failed jobs are cancelled"
-    if job.kind == "delete_scene":
-        return f"job {job.id} deletes a scene: it is not cancelled (its objects must still go)"
-    return None
-
-
 # --------------------------------------------------------------------------- I/O
 
 
@@ -239,59 +218,31 @@ async def subject(conn: queue.Conn, job_id: str) -> dict[str, Any]:
     return dict(row) if row is not None else {}
 
 
-async def _locked(conn: asyncpg.Connection, job_id: str) -> queue.Job:
-    row = await conn.fetchrow(db.q("ops_job_lock"), job_id)
-    if row is None:
-        raise Refused(f"no job {job_id}")
-    return queue.Job.from_row(row)
-
-
 async def retry(
     conn: asyncpg.Connection, job_id: str, upload_exists: Callable[[str], Awaitable[bool]]
 ) -> queue.Job:
-    """Queue a failed or dead job again (see the module docstring); Refused: why not
-    (a transcode whose upload is gone among the reasons)."""
-    async with conn.transaction():
-        job = await _locked(conn, job_id)
-        why = retry_refusal(job)
-        if why:
-            raise Refused(why)
-        if job.kind == "transcode" and not await upload_exists(layout.upload_key(job.id)):
-            raise Refused(f"job {job_id}: the clip's upload is no longer kept; upload it again")
-        requeued = await queue.requeue(conn, job_id)
-        if requeued is None:
-            raise Refused(
-                f"job {job_id}: another job in flight holds its dedupe key {job.dedupe_key!r}"
-            )
-        if job.kind == "transcode" and job.segment_id:
-            await conn.fetchval(db.q("segment_retry"), job.segment_id)
-        elif job.kind == "export":
-            await conn.fetchval(db.q("ops_export_retry"), job_id)
-    return requeued
+    """`jobs retry`: core.lifecycle.retry_job; Refused: why not."""
+    try:
+        job = await lifecycle.retry_job(conn, job_id, upload_exists)
+    except lifecycle.Declined as exc:
+        raise Refused(str(exc)) from None
+    if job is None:
+        raise Refused(f"no job {job_id}")
+    return job
 
 
 async def cancel(conn: asyncpg.Connection, job_id: str, settings: Settings) -> queue.Job:
-    """Cancel a queued, running or failed job (see the module docstring); Refused: why not."""
-    async with conn.transaction():
-        job = await _locked(conn, job_id)
-        why = cancel_refusal(job)
-        if why:
-            raise Refused(why)
-        row = await conn.fetchrow(db.q("ops_job_cancel"), job_id, CANCEL_REASON)
-        assert row is not None  # the row is locked and its status was checked
-        if job.kind == "transcode" and job.segment_id:
-            await catalog.fail_segment(
-                conn, job.segment_id, CANCEL_REASON, webhooks=settings.webhook_urls
-            )
-        elif job.kind == "export":
-            export_id = (await subject(conn, job_id)).get("export_id")
-            if export_id:
-                await exports.fail(conn, export_id, CANCEL_REASON, webhooks=settings.webhook_urls)
-        elif job.kind == "webhook":
-            delivery = await outbox.delivery_for_job(conn, job_id)
-            if delivery is not None and delivery.status == "queued":
-                await outbox.finish_delivery(conn, delivery, delivered=False)
-    return queue.Job.from_row(row)
+    """`jobs cancel`: core.lifecycle.cancel_job with the operator's reason; Refused:
+    why not."""
+    try:
+        job = await lifecycle.cancel_job(
+            conn, job_id, reason=CANCEL_REASON, webhooks=settings.webhook_urls
+        )
+    except lifecycle.Declined as exc:
+        raise Refused(str(exc)) from None
+    if job is None:
+        raise Refused(f"no job {job_id}")
+    return job
 
 
 async def _stored(settings: Settings, key: str) -> bool:

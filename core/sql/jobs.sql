@@ -190,10 +190,6 @@ SELECT kind, extract(epoch FROM now() - min(run_after))::float8 AS age
  WHERE status = 'queued' AND run_after <= now()
  GROUP BY kind;
 
--- name: job_listening
--- On a listening connection: is it alive and still listening on $1?
-SELECT $1::text IN (SELECT pg_listening_channels());
-
 -- name: job_cancel
 -- The queued and running jobs of scene $1 or of segment $2 (either may be NULL)
 -- become `cancelled`, except delete_scene jobs; $3 the reason. A running job keeps
@@ -247,6 +243,40 @@ SELECT *
    AND kind = $2
  ORDER BY created_at DESC
  LIMIT 1;
+
+-- name: job_lock
+-- Inside a caller's transaction (core/lifecycle.py retrying or cancelling one job):
+-- the job row, whatever its status, locked until that transaction ends. It is the
+-- first lock such a transaction takes, as a publish takes its lease fence first
+-- (job, then segment, export or delivery, then scene).
+SELECT *
+  FROM jobs
+ WHERE id = $1
+   FOR UPDATE;
+
+-- name: job_lock_latest
+-- The same for the newest job of kind $2 of segment $1 (the clip's retry).
+SELECT *
+  FROM jobs
+ WHERE segment_id = $1
+   AND kind = $2
+ ORDER BY created_at DESC
+ LIMIT 1
+   FOR UPDATE;
+
+-- name: job_cancel_one
+-- One queued, running or failed job becomes `cancelled` (an operator's cancel), $2
+-- the reason. A running job keeps its lease token, as with `job_cancel`: every fenced
+-- write of its worker wants `status = 'running'` and fails from now on, so the worker
+-- stops and lets go; nothing it made is published.
+UPDATE jobs
+   SET status = 'cancelled',
+       last_error = $2,
+       finished_at = now(),
+       updated_at = now()
+ WHERE id = $1
+   AND status IN ('queued', 'running', 'failed')
+RETURNING *;
 
 -- name: job_requeue_finished
 -- A failed or dead job queued again with a fresh attempt budget (its errors kept);

@@ -1,6 +1,8 @@
 -- A scene's life after publication (core/lifecycle.py): deleting scenes, removing
--- and retrying clips. Changes that readers must see at once notify
--- core.listen.CHANNEL (payload: the scene id) when they commit.
+-- clips, retrying and cancelling jobs. Changes that readers must see at once notify
+-- core.listen.CHANNEL (payload: the scene id) when they commit. Lock order, as a
+-- publish takes it: job rows (core/sql/jobs.sql), then the segment or export, then
+-- the scene.
 
 -- name: scene_lock
 -- The scene row, deleted or not, locked for the caller's transaction.
@@ -61,6 +63,14 @@ SELECT profile FROM renditions WHERE segment_id = $1 ORDER BY profile;
 -- A failed clip goes back to processing when its transcode is queued again.
 UPDATE segments SET status = 'processing', error = NULL
 WHERE id = $1 AND status = 'failed'
+RETURNING id;
+
+-- name: export_retry
+-- A failed export goes back to processing when its job ($1) is queued again.
+UPDATE exports
+   SET status = 'processing', error = NULL
+ WHERE job_id = $1
+   AND status = 'failed'
 RETURNING id;
 
 -- name: gc_scenes

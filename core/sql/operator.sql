@@ -1,6 +1,6 @@
--- `storyforge jobs` (storyforge/jobs.py): what an operator reads and changes in the
--- job table by hand. Lock order as everywhere else: the job row first, then the
--- segment, export or delivery it works for (a publish takes job, segment, scene).
+-- `storyforge jobs list|show` (storyforge/jobs.py): what an operator reads of the job
+-- table. Retrying and cancelling are core/lifecycle.py's (core/sql/lifecycle.sql,
+-- core/sql/jobs.sql), shared with the API.
 
 -- name: ops_jobs_list
 -- $1 kind, $2 status, $3 scene (each NULL: any), $4 at most this many; newest first.
@@ -11,35 +11,6 @@ SELECT *
    AND ($3::text IS NULL OR scene_id = $3)
  ORDER BY created_at DESC, id
  LIMIT $4;
-
--- name: ops_job_lock
--- Inside the operator's transaction: the job row, locked until it commits.
-SELECT *
-  FROM jobs
- WHERE id = $1
-   FOR UPDATE;
-
--- name: ops_job_cancel
--- $2 the reason. Queued, failed or running -> cancelled. A running job keeps its
--- lease token (as core.queue.cancel does): every fenced write of its worker
--- (heartbeat, progress, publish, complete) wants `status = 'running'` and fails from
--- now on, so the worker stops and lets go; nothing it made is published.
-UPDATE jobs
-   SET status = 'cancelled',
-       last_error = $2,
-       finished_at = now(),
-       updated_at = now()
- WHERE id = $1
-   AND status IN ('queued', 'failed', 'running')
-RETURNING *;
-
--- name: ops_export_retry
--- A failed export whose job an operator queued again is processing again.
-UPDATE exports
-   SET status = 'processing', error = NULL
- WHERE job_id = $1
-   AND status = 'failed'
-RETURNING id;
 
 -- name: ops_job_subject
 -- What a job works for, for `jobs show`: its segment's and export's status and

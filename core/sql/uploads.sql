@@ -75,3 +75,9 @@ UPDATE uploads
        updated_at = now()
  WHERE id = $1 AND lock_token = $2 AND status = 'open'
 RETURNING *;
+
+-- name: upload_expires_in
+-- Seconds until the upload expires (<= 0: it has), by the database's clock: the
+-- rule `upload_claim` applies in its own statement, for everyone else (the protocol's
+-- refusals, the expire_upload job).
+SELECT extract(epoch FROM expires_at - now())::float8 FROM uploads WHERE id = $1;

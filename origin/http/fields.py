@@ -14,7 +14,7 @@ from origin.http.errors import error_response
 # the paths media is served under: players on other origins fetch them
 CORS_PREFIXES = ("/v/", "/a/", "/e/")
 _EXPOSE = "Content-Length, Content-Range, ETag, Accept-Ranges"
-# tus uploads from browsers (origin/ingest/tus_routes.py): the protocol's fields both ways
+# tus uploads from browsers (origin/ingest/routes.py): the protocol's fields both ways
 UPLOADS_PREFIX = "/api/v1/uploads"
 _TUS_EXPOSE = (
     "Location, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, "

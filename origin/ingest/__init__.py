@@ -1,11 +1,7 @@
 """Ingest: users, scenes and clips coming in — the raw upload POST, tus resumable
-uploads, and a clip's processing status (routes.py, tus_routes.py)."""
+uploads (routes.py; the protocol tus.py, uploads' bytes and leases tus_service.py, an
+upload becoming a clip intake.py) and a clip's processing status."""
 
-from aiohttp import web
+from origin.ingest.routes import add_routes
 
-from origin.ingest import routes, tus_routes
-
-
-def add_routes(app: web.Application) -> None:
-    routes.add_routes(app)
-    tus_routes.add_routes(app)
+__all__ = ["add_routes"]

@@ -2,7 +2,8 @@
 then a `delete_scene` job), `DELETE /api/v1/segments/{segmentId}` (the clip leaves
 its scene at once; a `remove_segment` job refreshes the poster, invalidates the CDN
 and deletes its objects after the grace period, or at once if it never played) and
-`POST /api/v1/segments/{segmentId}/retry` (a failed clip's transcode queued again).
+`POST /api/v1/segments/{segmentId}/retry` (a failed clip's transcode queued again,
+by the same rules and row locks as `storyforge jobs retry`).
 The rules are core/lifecycle.py's; this process forgets the scene in its own read
 caches before answering, the others when the change's NOTIFY reaches them. Storage
 writes and CDN invalidations are the workers' (infra/iam.tf: the origin never writes
@@ -97,7 +98,7 @@ async def retry_segment(request: web.Request) -> web.Response:
     async with request.app[keys.POOL].acquire() as conn:
         try:
             job = await lifecycle.retry_segment(conn, segment_id, upload_exists)
-        except lifecycle.NotRetryable as exc:
+        except lifecycle.Declined as exc:
             raise ApiError(409, "conflict", str(exc)) from None
     if job is None:
         raise not_found(f"no such segment: {segment_id}")

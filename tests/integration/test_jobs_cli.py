@@ -20,9 +20,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from core import catalog, db, exports, intake, layout, outbox, queue
+from core import catalog, db, exports, layout, lifecycle, outbox, queue
 from core.settings import Settings
 from core.storage import open_configured_storage
+from origin.ingest import intake
 from storyforge import cli
 from storyforge import jobs as storyforge_jobs
 from storyforge.jobs import CANCEL_REASON
@@ -267,6 +268,64 @@ async def test_cancel_and_retry_keep_exports_and_deliveries_consistent(fresh_db,
     deleting = await queue.enqueue(pool, "delete_scene", {"scene_id": scene}, scene_id=scene)
     refused = await jobs(fresh_db, "cancel", deleting.id)
     assert refused.returncode == 1 and "deletes a scene" in refused.stderr
+
+
+async def _kept(_key: str) -> bool:
+    return True
+
+
+async def test_a_cancel_racing_a_publish_waits_for_it_and_is_decided_on_its_outcome(pool):
+    """The cancel takes the job row first, as a publish does: while a worker's
+    publishing transaction holds its fence, the cancel waits, then refuses the job the
+    publish completed (it neither cancels a published job nor fails its clip)."""
+    _scene, segment, job_id = await clip_job(pool)
+    claimed = await queue.claim(pool, ["transcode"], worker="op-test", lease_seconds=30)
+    assert claimed is not None and claimed.lease_token
+    async with pool.acquire() as worker, pool.acquire() as operator:
+        publish = worker.transaction()
+        await publish.start()
+        await queue.lock_lease(worker, job_id, claimed.lease_token)  # the publish's fence
+        cancel = asyncio.create_task(
+            lifecycle.cancel_job(operator, job_id, reason=CANCEL_REASON, webhooks=())
+        )
+        await asyncio.sleep(0.3)
+        assert not cancel.done()  # waiting for the job row
+        await worker.execute(
+            "UPDATE segments SET status = 'ready', duration = 1 WHERE id = $1", segment
+        )
+        await queue.complete(worker, job_id, claimed.lease_token)
+        await publish.commit()
+        with pytest.raises(lifecycle.Declined) as refused:
+            await cancel
+    assert str(refused.value) == (
+        f"job {job_id} is succeeded: only queued, running or failed jobs are cancelled"
+    )
+    assert (await catalog.segment_status(pool, segment) or {})["status"] == "ready"
+
+
+async def test_retries_of_one_clip_at_once_queue_it_once(pool):
+    """Two retries of a failed clip at once (the API's and an operator's): one queues
+    the transcode again; the other, decided on the locked row, finds it queued."""
+    _scene, segment, job_id = await clip_job(pool)
+    claimed = await queue.claim(pool, ["transcode"], worker="op-test", lease_seconds=30)
+    assert claimed is not None and claimed.lease_token
+    await queue.fail_permanent(pool, job_id, claimed.lease_token, "not a video")
+    async with pool.acquire() as conn:
+        await catalog.fail_segment(conn, segment, "not a video", webhooks=())
+    async with pool.acquire() as api, pool.acquire() as operator:
+        outcomes = await asyncio.gather(
+            lifecycle.retry_segment(api, segment, _kept),
+            lifecycle.retry_job(operator, job_id, _kept),
+            return_exceptions=True,
+        )
+    queued = [o for o in outcomes if isinstance(o, queue.Job)]
+    declined = [str(o) for o in outcomes if isinstance(o, lifecycle.Declined)]
+    assert len(queued) == 1 and queued[0].id == job_id and queued[0].status == "queued"
+    assert declined in (
+        ["the clip's transcode has not failed (it is queued or running)"],
+        [f"job {job_id} is queued: only failed or dead jobs are retried"],
+    )
+    assert (await catalog.segment_status(pool, segment) or {})["status"] == "processing"
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import pytest
 
-from core import queue
+from core import listen, queue
 from core.backoff import backoff_seconds
 from core.queue import Job, LeaseLost, QueueUnavailable
 from workers.runtime.loop import JobContext, PermanentError, run_worker
@@ -567,7 +567,10 @@ async def test_enqueue_notifies_its_kind_when_the_transaction_commits(pool) -> N
     async def heard_transcode() -> bool:
         return heard == ["transcode"]
 
-    async with pool.acquire() as listening, queue.listening(listening, heard.append):
+    async with (
+        pool.acquire() as listening,
+        listen.listening(listening, queue.NOTIFY_CHANNEL, heard.append),
+    ):
         async with pool.acquire() as conn:
             tx = conn.transaction()
             await tx.start()
@@ -580,9 +583,9 @@ async def test_enqueue_notifies_its_kind_when_the_transaction_commits(pool) -> N
             async with conn.transaction():
                 await queue.enqueue(conn, "transcode", {})
         await eventually(heard_transcode, within=1.0)
-        assert await queue.is_listening(listening)
-    with pytest.raises(queue.QueueError, match="not a pool"):
-        async with queue.listening(pool, heard.append):
+        assert await listen.is_listening(listening, queue.NOTIFY_CHANNEL)
+    with pytest.raises(TypeError, match="not a pool"):
+        async with listen.listening(pool, queue.NOTIFY_CHANNEL, heard.append):
             pass
 
 
@@ -620,7 +623,7 @@ async def test_a_terminated_listening_connection_is_reopened(pool) -> None:
         (first,) = await listener_pids(pool)
         await pool.execute("SELECT pg_terminate_backend($1)", first)
         # queued while nobody listens: found when the worker listens again (after at
-        # most LISTEN_RETRY_BASE s of backoff), long before its 30 s poll
+        # most core.listen.RETRY_BASE s of backoff), long before its 30 s poll
         assert await seconds_to_start(pool, started) < 3.0
 
         async def listening_again() -> bool:
@@ -632,3 +635,58 @@ async def test_a_terminated_listening_connection_is_reopened(pool) -> None:
     finally:
         stop.set()
         await task
+
+
+async def test_follow_reopens_a_lost_connection_and_resyncs_each_time(pool, fresh_db) -> None:
+    """core.listen.follow on a connection of its own (the origin's scene changes): each
+    (re)connection calls `on_connect` (the caller resyncs), notifications arrive before
+    and after a terminated connection, and `stop` ends it without a listener left."""
+    heard: list[str] = []
+    connects: list[float] = []
+    stop = asyncio.Event()
+
+    async def listeners() -> set[int]:
+        rows = await pool.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND query IN ('LISTEN ' || $1, 'LISTEN \"' || $1 || '\"')",
+            listen.CHANNEL,
+        )
+        return {r["pid"] for r in rows}
+
+    task = asyncio.create_task(
+        listen.follow(
+            lambda: listen.connection(fresh_db),
+            listen.CHANNEL,
+            heard.append,
+            stop,
+            on_connect=lambda: connects.append(time.monotonic()),
+            what="test: scene changes",
+            rng=random.Random(3),
+        )
+    )
+    try:
+
+        async def heard_(*payloads: str) -> bool:
+            return heard == list(payloads)
+
+        await eventually(lambda: listeners())
+        assert len(connects) == 1
+        await pool.execute("SELECT pg_notify($1, 'scn_a')", listen.CHANNEL)
+        await eventually(lambda: heard_("scn_a"), within=1.0)
+        (first,) = await listeners()
+        await pool.execute("SELECT pg_terminate_backend($1)", first)
+
+        async def reconnected() -> bool:
+            return len(connects) == 2 and bool(await listeners() - {first})
+
+        await eventually(reconnected, within=3.0)  # at most RETRY_BASE s of backoff
+        await pool.execute("SELECT pg_notify($1, 'scn_b')", listen.CHANNEL)
+        await eventually(lambda: heard_("scn_a", "scn_b"), within=1.0)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+    async def gone() -> bool:
+        return not await listeners()
+
+    await eventually(gone)

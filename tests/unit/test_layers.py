@@ -18,7 +18,7 @@ PACKAGES = ("core", "origin", "workers", "storyforge", "migrations")
 # core: pure rules (no I/O) under everything else of core.
 CORE_PURE = (
     "backoff conditional exportplan ffargs framerate invalidation layout orphans playlists "
-    "settings signing tus webhooks"
+    "settings signing webhooks"
 ).split()
 RANKS: list[tuple[str, float]] = [
     ("migrations", 0.0),

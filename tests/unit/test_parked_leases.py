@@ -1,4 +1,4 @@
-"""`uploads.ParkedLeases`, the process's shortcut past a PATCH's claim: an entry is
+"""`tus_service.ParkedLeases`, the process's shortcut past a PATCH's claim: an entry is
 given once, only at its offset, only while fresh and while the upload is not about to
 expire; at most `limit` are kept, the oldest dropped first."""
 
@@ -8,7 +8,8 @@ import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from core.uploads import Lease, ParkedLeases, Upload
+from core.uploads import Lease, Upload
+from origin.ingest.tus_service import ParkedLeases
 
 
 def _upload(upload_id: str, received: int = 100, *, expires_in: float = 3600) -> Upload:

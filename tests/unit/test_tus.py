@@ -1,4 +1,4 @@
-"""core/tus.py: the tus 1.0.0 fields and decisions, against expected values."""
+"""origin/ingest/tus.py: the tus 1.0.0 fields and decisions, against expected values."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from core import tus
-from core.tus import TusError
+from origin.ingest import tus
+from origin.ingest.tus import TusError
 
 MiB = 1024 * 1024
 

@@ -27,7 +27,7 @@ async def expire(ctx: JobContext, settings: Settings, storage: Storage) -> None:
     if upload is None:
         raise PermanentError(f"no such upload: {upload_id!r}")
     if upload.status == "open":
-        left = (upload.expires_at - await ctx.pool.fetchval("SELECT now()")).total_seconds()
+        left = await uploads.expires_in(ctx.pool, upload.id) or 0.0
         if left > 0:
             raise RetryAfter("the upload has not expired yet", left + 1)
         taken = await uploads.Lease.take(

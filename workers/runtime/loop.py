@@ -49,9 +49,10 @@ import asyncpg
 
 from core import queue
 from core.backoff import backoff_seconds
+from core.listen import wait_any
 from core.queue import Conn, Job, LeaseLost, QueueError
 from workers.runtime.metrics import JobStats, running_job
-from workers.runtime.wakeup import listen_for_jobs, wait_any
+from workers.runtime.wakeup import listen_for_jobs
 
 log = logging.getLogger("storyforge.worker")
 

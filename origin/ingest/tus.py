@@ -2,7 +2,7 @@
 `Upload-Metadata` (de)coding, `Upload-Checksum`, the fields of every answer, and how
 an upload's bytes are cut into storage parts. Section names are those of the tus
 1.0.0 specification (tus.io/protocols/resumable-upload), "Core Protocol" unless
-another extension is named. No I/O: core/uploads.py and the handlers use it."""
+another extension is named. No I/O: origin/ingest/tus_service.py and the routes use it."""
 
 from __future__ import annotations
 
