@@ -5,7 +5,7 @@ infra/ is parsed with python-hcl2 and its decisions are compared with the Python
 they depend on: bucket names and the secret header with core.settings, lifecycle
 tags with core.layout, CloudFront TTLs with the Cache-Control the origin sends,
 signing query strings with core.signing, IAM grants with the S3/CloudFront calls in
-origin/ and workers/, task commands with the real argument parser. A change on either
+core/, origin/ and workers/, task commands with the real argument parser. A change on either
 side that breaks the pairing fails here. checkov and `terraform fmt` run too.
 """
 
@@ -402,11 +402,13 @@ def test_signing_query_strings_are_the_ones_the_code_uses(tf):
     token = signing.mint_token(f"/v/{SCENE}/", 2_000_000_000, key, ip="203.0.113.9")
     assert sorted(names["hmac"]) == sorted(query_names(token.query))
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    cf_key = signing.CloudFrontKey("K2JCJMDEHXQW5F", rsa_key)
-    policy = signing.build_policy(f"https://cdn.example/v/{SCENE}/*", 2_000_000_000)
-    assert sorted(names["cloudfront"]) == sorted(
-        query_names(signing.custom_policy_query(policy, cf_key))
+    cf = signing.SigningConfig(
+        mode="cloudfront",
+        cdn_base="https://cdn.example",
+        cloudfront=signing.CloudFrontKey("K2JCJMDEHXQW5F", rsa_key),
     )
+    grant = signing.mint_scene(cf, SCENE, now=2_000_000_000, client_ip=None)
+    assert sorted(names["cloudfront"]) == sorted(query_names(grant.query))
     assert names["none"] == []
     assert set(names) == {"none", "cloudfront", "hmac"}
     assert tf.variables["signing_mode"]["validation"]
@@ -520,15 +522,15 @@ OTHER_ACTIONS = {
 
 
 def operations_in_code() -> Counter[str]:
-    """Every S3/CloudFront operation origin/ and workers/ call through aiobotocore:
-    `client.<op>(`, `get_paginator("<op>")` and `_call("<op>"` forms."""
+    """Every S3/CloudFront operation core/, origin/ and workers/ call through
+    aiobotocore: `client.<op>(`, `get_paginator("<op>")` and `_call("<op>"` forms."""
     found: Counter[str] = Counter()
     patterns = (
         r"client\.([a-z][a-z0-9_]*)\(",
         r'get_paginator\(\s*"([a-z0-9_]+)"',
         r'_call\(\s*"([a-z0-9_]+)"',
     )
-    for package in ("origin", "workers"):
+    for package in ("core", "origin", "workers"):
         for path in sorted((ROOT / package).rglob("*.py")):
             text = path.read_text()
             for pattern in patterns:
@@ -569,7 +571,7 @@ def grants(tf: Terraform, document: str) -> dict[str, set[str]]:
 def test_every_action_the_code_uses_is_granted(tf):
     ops = operations_in_code()
     assert {"put_object", "get_object", "list_objects_v2", "delete_objects"} <= set(ops), (
-        "the operation scan found too little: did origin/storage.py move?"
+        "the operation scan found too little: did core/storage/ move?"
     )
     unknown = set(ops) - set(IAM_ACTIONS) - set(NOT_GRANTED)
     assert not unknown, (
