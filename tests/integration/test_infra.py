@@ -5,16 +5,15 @@ infra/ is parsed with python-hcl2 and its decisions are compared with the Python
 they depend on: bucket names and the secret header with core.settings, lifecycle
 tags with core.layout, CloudFront TTLs with the Cache-Control the origin sends,
 signing query strings with core.signing, IAM grants with the S3/CloudFront calls in
-core/, origin/ and workers/, task commands with the real argument parser. A change on either
-side that breaks the pairing fails here. checkov and `terraform fmt` run too.
+core/, origin/ and workers/, task commands with the real argument parser. A change on
+either side that breaks the pairing fails here. checkov and `terraform fmt` run in
+scripts/check (checks/test_deploy.py), not here.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from fnmatch import fnmatchcase
@@ -28,17 +27,14 @@ from core import layout, signing
 from core.settings import Settings
 from origin.http.auth import is_signed_path
 from tests.helpers.tools import (
-    CHECKOV,
     HCL2_PYTHON,
     INFRA,
-    NO_TERRAFORM_REASON,
     ROOT,
     Terraform,
     blocks,
     load_infra,
     missing_tool_reason,
     ref,
-    terraform,
 )
 
 SCENE_BUCKETS = ("videos", "assets", "exports", "internal")
@@ -53,54 +49,7 @@ def tf() -> Terraform:
     return load_infra()
 
 
-# --------------------------------------------------------------------------- tools
-
-
-@pytest.mark.skipif(terraform() is None, reason=NO_TERRAFORM_REASON)
-def test_terraform_fmt_is_clean():
-    done = subprocess.run(
-        [str(terraform()), "fmt", "-check", "-recursive", "-diff", "infra/"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, f"terraform fmt -check failed:\n{done.stdout}{done.stderr}"
-
-
-@pytest.mark.skipif(not CHECKOV.exists(), reason=missing_tool_reason(CHECKOV))
-def test_checkov_passes_and_every_skip_says_why():
-    done = subprocess.run(
-        [
-            str(CHECKOV),
-            "--directory",
-            "infra",
-            "--framework",
-            "terraform",
-            "--output",
-            "json",
-            "--skip-download",  # no network: no guideline download
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
-    )
-    assert done.stdout.strip(), done.stderr
-    report = json.loads(done.stdout)
-    results = report.get("results", {})
-    failed = [
-        f"{c['check_id']} {c['resource']} ({c['file_path']}): {c['check_name']}"
-        for c in results.get("failed_checks", [])
-    ]
-    assert not failed, "checkov failed:\n" + "\n".join(failed)
-    assert not results.get("parsing_errors"), results["parsing_errors"]
-    assert report["summary"]["passed"] > 100, report["summary"]
-    for check in results.get("skipped_checks", []):
-        reason = (check.get("check_result") or {}).get("suppress_comment") or ""
-        assert len(reason) >= 20, f"{check['check_id']} on {check['resource']}: no reason given"
-    assert done.returncode == 0, done.stderr
+# --------------------------------------------------------------------------- checkov
 
 
 def test_skip_annotations_name_a_check_and_a_reason():
