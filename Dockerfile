@@ -19,11 +19,19 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund
 
 # ---------------------------------------------------------------- wheels
-# The project's wheel (migrations, SQL, player files and hls.min.js as package data;
-# the build copies hls.js from node_modules/, so it must be present here) and wheels of
-# all its dependencies, so the runtime stage installs offline and needs no compiler.
+# Wheels of exactly the runtime lock (requirements/runtime.txt, made by scripts/lock:
+# every dependency pinned, every file hash-checked) and the project's wheel, built by the
+# locked setuptools (requirements/build.txt) with nothing else fetched; so the runtime
+# stage installs offline and needs no compiler. The lock goes first: its layer survives
+# changes to the code.
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
+COPY requirements/runtime.txt requirements/build.txt requirements/
+RUN pip install --no-cache-dir --require-hashes -r requirements/build.txt \
+    && pip wheel --no-cache-dir --require-hashes --wheel-dir /wheels/deps \
+       -r requirements/runtime.txt
+# The project's wheel: migrations, SQL, player files and hls.min.js as package data (the
+# build copies hls.js from node_modules/, so it must be present here).
 COPY pyproject.toml setup.py README.md ./
 COPY core/ core/
 COPY migrations/ migrations/
@@ -31,7 +39,7 @@ COPY storyforge/ storyforge/
 COPY origin/ origin/
 COPY workers/ workers/
 COPY --from=npm /src/node_modules/ node_modules/
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels .
 
 # ---------------------------------------------------------------- runtime
 FROM python:3.11-slim-bookworm AS runtime
@@ -48,10 +56,12 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends ffmpeg \
     && rm -rf /var/lib/apt/lists/*
 
-# Installed from the build stage's wheels only (--no-index); the bind mount keeps the
-# wheels out of the image's layers.
+# The build stage's wheels only (--no-index: the locked dependencies and the project,
+# --no-deps: nothing resolved again); `pip check` proves the set complete. The bind
+# mount keeps the wheels out of the image's layers.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels /wheels/storyforge_origin-*.whl \
+    pip install --no-index --no-deps /wheels/deps/*.whl /wheels/storyforge_origin-*.whl \
+    && pip check \
     && storyforge --help >/dev/null
 
 RUN groupadd --system --gid 10001 storyforge \

