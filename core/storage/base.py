@@ -262,9 +262,9 @@ class Storage(Protocol):
     replace the whole object. ``delete`` of a missing key is not an error.
 
     The backends subclass it, so they share ``get`` and mypy checks that they implement
-    every other method. The writes (``put`` and the multipart calls) are defined here too:
-    they check their arguments, the same for every backend, then hand them to the
-    backend's underscored method of the same name.
+    every other method. The writes (``put``, ``copy`` and the multipart calls) are defined
+    here too: they check their arguments, the same for every backend, then hand them to
+    the backend's underscored method of the same name.
     """
 
     async def put(
@@ -326,8 +326,17 @@ class Storage(Protocol):
     async def copy(
         self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str
     ) -> ObjectInfo:
-        """Server-side copy keeping content type, cache control and tags."""
-        ...
+        """Server-side copy keeping content type, cache control and tags. A copy onto
+        itself changes nothing (S3 refuses one): the object's ``head``."""
+        _check_object(src_bucket, src_key)
+        _check_object(dst_bucket, dst_key)
+        if (src_bucket, src_key) == (dst_bucket, dst_key):
+            return await self.head(src_bucket, src_key)
+        return await self._copy(src_bucket, src_key, dst_bucket, dst_key)
+
+    async def _copy(
+        self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str
+    ) -> ObjectInfo: ...
 
     # Multipart uploads (resumable uploads land through these): parts are stored as
     # they arrive, from any process, and become one object at ``complete_multipart``.

@@ -578,14 +578,9 @@ class LocalStorage(Storage):
         finally:
             f.close()
 
-    async def copy(
+    async def _copy(
         self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str
     ) -> ObjectInfo:
-        for b, k in ((src_bucket, src_key), (dst_bucket, dst_key)):
-            validate_bucket(b)
-            validate_key(k)
-        if (src_bucket, src_key) == (dst_bucket, dst_key):
-            return await self.head(src_bucket, src_key)  # nothing to do, as on S3
         return await self._run(self._copy_sync, src_bucket, src_key, dst_bucket, dst_key)
 
     # -- buckets and health

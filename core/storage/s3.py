@@ -364,15 +364,10 @@ class S3Storage(S3Multipart, Storage):
             start_after = keys[-1]
         return DeleteResult(deleted=deleted, errors=tuple(sorted(errors.items())))
 
-    async def copy(
+    async def _copy(
         self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str
     ) -> ObjectInfo:
-        for b, k in ((src_bucket, src_key), (dst_bucket, dst_key)):
-            validate_bucket(b)
-            validate_key(k)
         source = await self.head(src_bucket, src_key)
-        if (src_bucket, src_key) == (dst_bucket, dst_key):
-            return source  # S3 refuses a self-copy that changes nothing
         if source.size > self.copy_threshold:
             await self._multipart_copy(src_bucket, source, dst_bucket, dst_key)
         else:
