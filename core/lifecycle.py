@@ -212,12 +212,9 @@ async def retry_job(
     job; Declined: why not (not failed or dead, a webhook delivery, a transcode whose
     upload is gone, its dedupe key held by another job in flight)."""
     async with conn.transaction():
-        job = await queue.lock(conn, job_id)
+        job = await _lock_unless_refused(conn, job_id, job_retry_refusal)
         if job is None:
             return None
-        why = job_retry_refusal(job)
-        if why is not None:
-            raise Declined(why)
         return await _requeue(
             conn,
             job,
@@ -225,6 +222,18 @@ async def retry_job(
             upload_gone=f"job {job.id}: the clip's upload is no longer kept; upload it again",
             key_held=f"job {job.id}: another job in flight holds its dedupe key {job.dedupe_key!r}",
         )
+
+
+async def _lock_unless_refused(
+    conn: asyncpg.Connection, job_id: str, refusal: Callable[[queue.Job], str | None]
+) -> queue.Job | None:
+    """In the caller's transaction, the job's row locked (the first lock an operator's
+    retry or cancel takes) and its status checked by `refusal`: Declined with its
+    reason, or the job; None: no such job."""
+    job = await queue.lock(conn, job_id)
+    if job is not None and (why := refusal(job)) is not None:
+        raise Declined(why)
+    return job
 
 
 async def _requeue(
@@ -259,12 +268,9 @@ async def cancel_job(
     next one goes out. None: no such job; Declined: why not (finished, or a
     delete_scene job: a deleted scene's objects must still go)."""
     async with conn.transaction():
-        job = await queue.lock(conn, job_id)
+        job = await _lock_unless_refused(conn, job_id, job_cancel_refusal)
         if job is None:
             return None
-        why = job_cancel_refusal(job)
-        if why is not None:
-            raise Declined(why)
         cancelled = await queue.cancel_one(conn, job_id, reason)
         if cancelled is None:  # the row is locked and its status was checked
             raise RuntimeError(f"job {job_id} could not be cancelled under its lock")

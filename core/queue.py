@@ -316,14 +316,26 @@ async def complete(conn: Conn, job_id: str, lease_token: str) -> Job:
 
 async def fail_permanent(conn: Conn, job_id: str, lease_token: str, error: str) -> Job:
     """Mark our running job failed for good (bad input), keeping the reason."""
-    return await _fenced(
-        conn, "job_fail_permanent", "fail", job_id, _uuid(lease_token), error_text(error)
-    )
+    return await _finish_with_error(conn, job_id, lease_token, error, "failed", "fail")
 
 
 async def bury(conn: Conn, job_id: str, lease_token: str, error: str) -> Job:
     """Mark our running job dead now, attempts left or not, keeping the error."""
-    return await _fenced(conn, "job_bury", "bury", job_id, _uuid(lease_token), error_text(error))
+    return await _finish_with_error(conn, job_id, lease_token, error, "dead", "bury")
+
+
+async def _finish_with_error(
+    conn: Conn, job_id: str, lease_token: str, error: str, status: str, action: str
+) -> Job:
+    return await _fenced(
+        conn,
+        "job_finish_with_error",
+        action,
+        job_id,
+        _uuid(lease_token),
+        error_text(error),
+        status,
+    )
 
 
 async def retry_or_dead(
@@ -349,13 +361,29 @@ async def defer(
     `payload` merged into its own; the attempt is not counted."""
     body = json.dumps(dict(payload), separators=(",", ":"))
     return await _fenced(
-        conn, "job_defer", "defer", job_id, _uuid(lease_token), max(float(delay), 0.0), body
+        conn,
+        "job_requeue_uncounted",
+        "defer",
+        job_id,
+        _uuid(lease_token),
+        max(float(delay), 0.0),
+        body,
+        None,
     )
 
 
 async def release(conn: Conn, job_id: str, lease_token: str) -> Job:
     """Hand our running job back (shutdown): queued now, the attempt not counted."""
-    return await _fenced(conn, "job_release", "release", job_id, _uuid(lease_token), NOTIFY_CHANNEL)
+    return await _fenced(
+        conn,
+        "job_requeue_uncounted",
+        "release",
+        job_id,
+        _uuid(lease_token),
+        0.0,
+        "{}",
+        NOTIFY_CHANNEL,
+    )
 
 
 async def requeue_expired(conn: Conn) -> list[Job]:

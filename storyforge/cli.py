@@ -217,20 +217,12 @@ def _serve_processes(n: int, host: str, port: int, grace: float) -> int:
     """N `storyforge serve --reuse-port` children on one port, supervised: one that
     exits is restarted with backoff; SIGTERM/SIGINT stops them all within `grace`."""
     import logging
-    import signal
     import subprocess
 
     from storyforge import supervise
 
     log = logging.getLogger("storyforge.serve")
-    stopping = False
-
-    def _stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    stopping = supervise.stop_requested()
     args = [
         sys.executable, "-m", "storyforge.cli", "serve", "--reuse-port",
         "--host", host, "--port", str(port), "--grace", str(grace),
@@ -242,7 +234,7 @@ def _serve_processes(n: int, host: str, port: int, grace: float) -> int:
     children = [supervise.Child(f"origin process {i + 1}/{n}", start) for i in range(n)]
     log.info("serving on %s:%d with %d processes", host, port, n)
     try:
-        supervise.run(children, lambda: stopping)
+        supervise.run(children, stopping)
     finally:
         supervise.stop(children, grace + 5.0)
     return 0

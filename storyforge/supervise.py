@@ -73,6 +73,21 @@ def step(children: list[Child], now: float) -> None:
         log.warning("%s exited with status %s; restarting in %.1f s", child.name, status, delay)
 
 
+def stop_requested() -> Callable[[], bool]:
+    """Install SIGINT and SIGTERM handlers that only note the request, and return what
+    says whether one came (the `stopping` of `run`), for a supervisor to stop its
+    children itself."""
+    requested = False
+
+    def _note(signum: int, frame: object) -> None:
+        nonlocal requested
+        requested = True
+
+    signal.signal(signal.SIGINT, _note)
+    signal.signal(signal.SIGTERM, _note)
+    return lambda: requested
+
+
 def run(children: list[Child], stopping: Callable[[], bool], interval: float = 0.2) -> None:
     """Keep `children` running until `stopping()` is true (or a crash loop raises)."""
     while not stopping():

@@ -87,10 +87,12 @@ UPDATE jobs
    AND status = 'running'
 RETURNING *;
 
--- name: job_fail_permanent
--- $3 error: the readable reason (bad input); no retry.
+-- name: job_finish_with_error
+-- $3 error, $4 the status it ends in: `failed` (the readable reason of bad input; no
+-- retry) or `dead` (it gives up for good with attempts left, a webhook past its retry
+-- window). The error is kept with the others.
 UPDATE jobs
-   SET status = 'failed',
+   SET status = $4::text,
        last_error = $3,
        errors = errors || jsonb_build_array(
            jsonb_build_object('attempt', attempts, 'at', now(), 'error', $3::text)),
@@ -152,14 +154,18 @@ WITH requeued AS (
 SELECT requeued.*
   FROM requeued, pg_notify($1, requeued.kind);
 
--- name: job_release
--- Hand a job back on shutdown: queued at once, and the attempt does not count.
--- $3 the notification channel, told the job's kind so another worker takes it now.
-WITH released AS (
+-- name: job_requeue_uncounted
+-- Our running job queued again and the attempt not counted: handed back on shutdown
+-- (due now, $5 the notification channel, told the job's kind so another worker takes
+-- it now) or its handler's work continuing later (a clip's objects outlive its removal
+-- by a grace period; $5 NULL: nobody is told). Due in $3 seconds, with $4 (a JSON
+-- object, `{}` for nothing) merged into its payload.
+WITH requeued AS (
     UPDATE jobs
        SET status = 'queued',
            attempts = greatest(attempts - 1, 0),
-           run_after = now(),
+           run_after = now() + make_interval(secs => $3::float8),
+           payload = payload || ($4::text)::jsonb,
            progress = 0,
            lease_token = NULL,
            lease_expires_at = NULL,
@@ -168,8 +174,10 @@ WITH released AS (
        AND lease_token = $2
        AND status = 'running'
     RETURNING *)
-SELECT released.*
-  FROM released, pg_notify($3, released.kind);
+SELECT requeued.*
+  FROM requeued
+  LEFT JOIN LATERAL (SELECT pg_notify($5::text, requeued.kind) WHERE $5::text IS NOT NULL) AS told
+    ON true;
 
 -- name: job_get
 SELECT *
@@ -307,41 +315,6 @@ SELECT id
    AND (scene_id = $1::text OR segment_id = $2::text)
  ORDER BY id
    FOR UPDATE;
-
--- name: job_defer
--- The handler's work continues later (a clip's objects outlive its removal by a grace
--- period): queued again after $3 seconds with $4 (a JSON object) merged into its
--- payload; the attempt does not count.
-UPDATE jobs
-   SET status = 'queued',
-       attempts = greatest(attempts - 1, 0),
-       run_after = now() + make_interval(secs => $3::float8),
-       payload = payload || ($4::text)::jsonb,
-       progress = 0,
-       lease_token = NULL,
-       lease_expires_at = NULL,
-       updated_at = now()
- WHERE id = $1
-   AND lease_token = $2
-   AND status = 'running'
-RETURNING *;
-
--- name: job_bury
--- $3 error: the job gives up for good with attempts left (a webhook past its retry
--- window): dead, the error kept with the others.
-UPDATE jobs
-   SET status = 'dead',
-       last_error = $3,
-       errors = errors || jsonb_build_array(
-           jsonb_build_object('attempt', attempts, 'at', now(), 'error', $3::text)),
-       finished_at = now(),
-       lease_token = NULL,
-       lease_expires_at = NULL,
-       updated_at = now()
- WHERE id = $1
-   AND lease_token = $2
-   AND status = 'running'
-RETURNING *;
 
 -- name: job_unheld
 -- Of the job ids $1, those of this database that no worker may still be working on:

@@ -1,6 +1,7 @@
 """The storage core both backends share: the ``Storage`` protocol, its errors and values
-(``ObjectInfo``, ``StreamedObject``, ``Unsent``, ``DeleteResult``), and the validation every
-call makes before any I/O (bucket names, keys, prefixes, put arguments, byte ranges).
+(``ObjectInfo``, ``StreamedObject``, ``Unsent``, ``DeleteResult``, ``PutMeta``), and the
+validation every call makes before any I/O (bucket names, keys, prefixes, put arguments,
+upload ids and part numbers, byte ranges).
 
 Byte ranges and conditional requests are decided by ``core.conditional``; this module
 only turns ``get``'s ``start``/``end``/``suffix`` into the Range field it decides on.
@@ -218,6 +219,17 @@ class StreamedObject:
 
 Body = bytes | bytearray | memoryview | os.PathLike[str] | AsyncIterable[bytes]
 
+
+@dataclass(frozen=True, slots=True)
+class PutMeta:
+    """The HTTP metadata a write gives its object (``put``, ``create_multipart``),
+    checked by ``_put_meta``: ``tags`` holds at most ``MAX_TAGS`` str pairs."""
+
+    content_type: str
+    cache_control: str | None
+    tags: Mapping[str, str]
+
+
 MAX_PARTS = 10_000
 """Parts of one multipart upload, numbered 1 to 10,000 (S3's limits)."""
 
@@ -250,7 +262,9 @@ class Storage(Protocol):
     replace the whole object. ``delete`` of a missing key is not an error.
 
     The backends subclass it, so they share ``get`` and mypy checks that they implement
-    every other method.
+    every other method. The writes (``put``, ``copy`` and the multipart calls) are defined
+    here too: they check their arguments, the same for every backend, then hand them to
+    the backend's underscored method of the same name.
     """
 
     async def put(
@@ -264,7 +278,10 @@ class Storage(Protocol):
         tags: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
         """Store ``body`` (bytes, a file path, or an async iterable of bytes)."""
-        ...
+        _check_object(bucket, key)
+        return await self._put(bucket, key, body, _put_meta(content_type, cache_control, tags))
+
+    async def _put(self, bucket: str, key: str, body: Body, meta: PutMeta) -> ObjectInfo: ...
 
     async def get(
         self,
@@ -309,8 +326,17 @@ class Storage(Protocol):
     async def copy(
         self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str
     ) -> ObjectInfo:
-        """Server-side copy keeping content type, cache control and tags."""
-        ...
+        """Server-side copy keeping content type, cache control and tags. A copy onto
+        itself changes nothing (S3 refuses one): the object's ``head``."""
+        _check_object(src_bucket, src_key)
+        _check_object(dst_bucket, dst_key)
+        if (src_bucket, src_key) == (dst_bucket, dst_key):
+            return await self.head(src_bucket, src_key)
+        return await self._copy(src_bucket, src_key, dst_bucket, dst_key)
+
+    async def _copy(
+        self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str
+    ) -> ObjectInfo: ...
 
     # Multipart uploads (resumable uploads land through these): parts are stored as
     # they arrive, from any process, and become one object at ``complete_multipart``.
@@ -328,14 +354,24 @@ class Storage(Protocol):
         tags: Mapping[str, str] | None = None,
     ) -> str:
         """Start a multipart upload of ``key``; returns its upload id."""
-        ...
+        _check_object(bucket, key)
+        meta = _put_meta(content_type, cache_control, tags)
+        return await self._create_multipart(bucket, key, meta)
+
+    async def _create_multipart(self, bucket: str, key: str, meta: PutMeta) -> str: ...
 
     async def upload_part(
         self, bucket: str, key: str, upload_id: str, number: int, body: Body
     ) -> UploadedPart:
         """Store part ``number`` (1-10,000; storing a number again replaces it).
         NoSuchUpload when the upload is gone."""
-        ...
+        _check_object(bucket, key)
+        _check_part(upload_id, number)
+        return await self._upload_part(bucket, key, upload_id, number, body)
+
+    async def _upload_part(
+        self, bucket: str, key: str, upload_id: str, number: int, body: Body
+    ) -> UploadedPart: ...
 
     async def complete_multipart(
         self, bucket: str, key: str, upload_id: str, parts: Sequence[UploadedPart]
@@ -343,11 +379,21 @@ class Storage(Protocol):
         """Join ``parts`` (ascending numbers, as ``upload_part`` returned them) into the
         object; parts not listed are dropped. NoSuchUpload when the upload is gone,
         StorageError when a part is missing, differs from its ETag or is too small."""
-        ...
+        _check_object(bucket, key)
+        _check_parts(upload_id, parts)
+        return await self._complete_multipart(bucket, key, upload_id, parts)
+
+    async def _complete_multipart(
+        self, bucket: str, key: str, upload_id: str, parts: Sequence[UploadedPart]
+    ) -> ObjectInfo: ...
 
     async def abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
         """Drop the upload and its parts; an unknown upload is not an error."""
-        ...
+        _check_object(bucket, key)
+        _check_part(upload_id, 1)
+        await self._abort_multipart(bucket, key, upload_id)
+
+    async def _abort_multipart(self, bucket: str, key: str, upload_id: str) -> None: ...
 
     async def local_path(self, bucket: str, key: str) -> Path | None:
         """The file that holds the object (for sendfile; existence not checked), or None
@@ -428,9 +474,14 @@ def validate_prefix(prefix: str, *, allow_empty: bool = True) -> str:
     return prefix
 
 
-def _validate_put_args(
+def _check_object(bucket: str, key: str) -> None:
+    validate_bucket(bucket)
+    validate_key(key)
+
+
+def _put_meta(
     content_type: str, cache_control: str | None, tags: Mapping[str, str] | None
-) -> dict[str, str]:
+) -> PutMeta:
     if not isinstance(content_type, str) or not content_type:
         raise ValueError("content_type is required")
     if cache_control is not None and not isinstance(cache_control, str):
@@ -444,7 +495,7 @@ def _validate_put_args(
         clean[name] = value
     if len(clean) > MAX_TAGS:
         raise ValueError(f"at most {MAX_TAGS} tags per object")
-    return clean
+    return PutMeta(content_type, cache_control, clean)
 
 
 def _range_request(start: int | None, end: int | None, suffix: int | None) -> dict[str, str]:

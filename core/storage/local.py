@@ -33,16 +33,14 @@ from core.storage.base import (
     NoSuchUpload,
     ObjectInfo,
     ObjectNotFound,
+    PutMeta,
     Storage,
     StorageError,
     StreamedObject,
     Unsent,
     UploadedPart,
     _body_kind,
-    _check_part,
-    _check_parts,
     _delete_with_retries,
-    _validate_put_args,
     multipart_etag,
     validate_bucket,
     validate_key,
@@ -67,6 +65,15 @@ def _mtime(st: os.stat_result) -> datetime:
 
 
 _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+
+def _sidecar(meta: PutMeta) -> dict[str, Any]:
+    """A write's metadata as its JSON sidecar records it (with the ETag and size)."""
+    return {
+        "content_type": meta.content_type,
+        "cache_control": meta.cache_control,
+        "tags": dict(meta.tags),
+    }
 
 
 class _AtomicFile:
@@ -283,20 +290,8 @@ class LocalStorage(Storage):
         obj, _ = self._paths(bucket, key)
         return _AtomicFile(obj, hashed=True)
 
-    async def put(
-        self,
-        bucket: str,
-        key: str,
-        body: Body,
-        *,
-        content_type: str,
-        cache_control: str | None = None,
-        tags: Mapping[str, str] | None = None,
-    ) -> ObjectInfo:
-        validate_bucket(bucket)
-        validate_key(key)
-        clean_tags = _validate_put_args(content_type, cache_control, tags)
-        meta = {"content_type": content_type, "cache_control": cache_control, "tags": clean_tags}
+    async def _put(self, bucket: str, key: str, body: Body, meta: PutMeta) -> ObjectInfo:
+        record = _sidecar(meta)
         kind = _body_kind(body)
         where = f"{bucket}/{key}"
         src: IO[bytes] | None = None
@@ -311,14 +306,14 @@ class LocalStorage(Storage):
                     w.write(data)  # type: ignore[arg-type]
 
                 return await asyncio.to_thread(
-                    self._write_sync, bucket, key, fill_bytes, None, meta
+                    self._write_sync, bucket, key, fill_bytes, None, record
                 )
             if src is not None:
                 source = src
                 return await asyncio.to_thread(
-                    self._write_sync, bucket, key, lambda w: w.copy_from(source), None, meta
+                    self._write_sync, bucket, key, lambda w: w.copy_from(source), None, record
                 )
-            return await self._put_stream(bucket, key, body, meta)  # type: ignore[arg-type]
+            return await self._put_stream(bucket, key, body, record)  # type: ignore[arg-type]
         except (StorageError, ValueError, TypeError):
             raise
         except OSError as exc:
@@ -347,40 +342,22 @@ class LocalStorage(Storage):
 
     min_part_size = 1
 
-    async def create_multipart(
-        self,
-        bucket: str,
-        key: str,
-        *,
-        content_type: str,
-        cache_control: str | None = None,
-        tags: Mapping[str, str] | None = None,
-    ) -> str:
-        validate_bucket(bucket)
-        validate_key(key)
-        clean = _validate_put_args(content_type, cache_control, tags)
-        meta = {"content_type": content_type, "cache_control": cache_control, "tags": clean}
+    async def _create_multipart(self, bucket: str, key: str, meta: PutMeta) -> str:
         await self._run(self._require_bucket, bucket)
         upload_id = local_parts.new_upload_id()
         directory = self._contained(local_parts.staging_dir(self._root, bucket, upload_id))
-        await self._run(local_parts.create, directory, key, meta)
+        await self._run(local_parts.create, directory, key, _sidecar(meta))
         return upload_id
 
-    async def upload_part(
+    async def _upload_part(
         self, bucket: str, key: str, upload_id: str, number: int, body: Body
     ) -> UploadedPart:
-        validate_bucket(bucket)
-        validate_key(key)
-        _check_part(upload_id, number)
         directory = local_parts.staging_dir(self._root, bucket, upload_id)
         return await local_parts.write_part(local_parts.PartWriter(directory, key, number), body)
 
-    async def complete_multipart(
+    async def _complete_multipart(
         self, bucket: str, key: str, upload_id: str, parts: Sequence[UploadedPart]
     ) -> ObjectInfo:
-        validate_bucket(bucket)
-        validate_key(key)
-        _check_parts(upload_id, parts)
         directory = local_parts.staging_dir(self._root, bucket, upload_id)
         info = await self._run(self._complete_sync, bucket, key, directory, parts)
         await self._run(local_parts.remove, directory)
@@ -408,10 +385,7 @@ class LocalStorage(Storage):
             bucket, key, fill, writer, {**record, "etag": multipart_etag(parts)}
         )
 
-    async def abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
-        validate_bucket(bucket)
-        validate_key(key)
-        _check_part(upload_id, 1)
+    async def _abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
         try:
             directory = local_parts.staging_dir(self._root, bucket, upload_id)
         except NoSuchUpload:
@@ -604,14 +578,9 @@ class LocalStorage(Storage):
         finally:
             f.close()
 
-    async def copy(
+    async def _copy(
         self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str
     ) -> ObjectInfo:
-        for b, k in ((src_bucket, src_key), (dst_bucket, dst_key)):
-            validate_bucket(b)
-            validate_key(k)
-        if (src_bucket, src_key) == (dst_bucket, dst_key):
-            return await self.head(src_bucket, src_key)  # nothing to do, as on S3
         return await self._run(self._copy_sync, src_bucket, src_key, dst_bucket, dst_key)
 
     # -- buckets and health

@@ -38,13 +38,13 @@ from core.storage.base import (
     GiB,
     MiB,
     ObjectInfo,
+    PutMeta,
     Storage,
     StorageError,
     StreamedObject,
     Unsent,
     _body_kind,
     _delete_with_retries,
-    _validate_put_args,
     validate_bucket,
     validate_key,
     validate_prefix,
@@ -128,21 +128,8 @@ class S3Storage(S3Multipart, Storage):
 
     # -- writes
 
-    async def put(
-        self,
-        bucket: str,
-        key: str,
-        body: Body,
-        *,
-        content_type: str,
-        cache_control: str | None = None,
-        tags: Mapping[str, str] | None = None,
-    ) -> ObjectInfo:
-        validate_bucket(bucket)
-        validate_key(key)
-        extra = write_args(
-            content_type, cache_control, _validate_put_args(content_type, cache_control, tags)
-        )
+    async def _put(self, bucket: str, key: str, body: Body, meta: PutMeta) -> ObjectInfo:
+        extra = write_args(meta)
         kind = _body_kind(body)
         if kind == "bytes":
             data = body if isinstance(body, bytes) else bytes(body)  # type: ignore[arg-type]
@@ -377,15 +364,10 @@ class S3Storage(S3Multipart, Storage):
             start_after = keys[-1]
         return DeleteResult(deleted=deleted, errors=tuple(sorted(errors.items())))
 
-    async def copy(
+    async def _copy(
         self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str
     ) -> ObjectInfo:
-        for b, k in ((src_bucket, src_key), (dst_bucket, dst_key)):
-            validate_bucket(b)
-            validate_key(k)
         source = await self.head(src_bucket, src_key)
-        if (src_bucket, src_key) == (dst_bucket, dst_key):
-            return source  # S3 refuses a self-copy that changes nothing
         if source.size > self.copy_threshold:
             await self._multipart_copy(src_bucket, source, dst_bucket, dst_key)
         else:
@@ -404,14 +386,10 @@ class S3Storage(S3Multipart, Storage):
         self, src_bucket: str, source: ObjectInfo, dst_bucket: str, dst_key: str
     ) -> None:
         tags = await self.tags(src_bucket, source.key)
-        extra = write_args(
+        meta = PutMeta(
             source.content_type or "application/octet-stream", source.cache_control, tags
         )
-        with s3_errors("CreateMultipartUpload", dst_bucket, dst_key, object_op=False):
-            created = await self._client.create_multipart_upload(
-                Bucket=dst_bucket, Key=dst_key, **extra
-            )
-        upload_id = created["UploadId"]
+        upload_id = await self._create(dst_bucket, dst_key, write_args(meta))
         part_size = max(self.copy_part_size, -(-source.size // MAX_PARTS))
         parts: list[dict[str, Any]] = []
         try:

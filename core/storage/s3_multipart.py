@@ -1,6 +1,7 @@
-"""S3 multipart uploads for ``S3Storage``: the four calls of the Storage protocol
-(create, upload a part, complete, abort) and the multipart put of large objects that
-``S3Storage.put`` streams through them. A part is sent as one request body, so a part
+"""S3 multipart uploads for ``S3Storage``: what the four multipart calls of the Storage
+protocol (create, upload a part, complete, abort) do on S3 once ``Storage`` has checked
+their arguments, and the multipart put of large objects that ``S3Storage.put`` streams
+through them. A part is sent as one request body, so a part
 is in memory while it is sent (S3 needs its length and, over plain HTTP, its SHA-256)."""
 
 from __future__ import annotations
@@ -18,14 +19,10 @@ from core.storage.base import (
     MiB,
     NoSuchUpload,
     ObjectInfo,
+    PutMeta,
     StorageError,
     UploadedPart,
     _body_kind,
-    _check_part,
-    _check_parts,
-    _validate_put_args,
-    validate_bucket,
-    validate_key,
 )
 from core.storage.s3_boundary import quote_etag, s3_errors
 
@@ -33,15 +30,13 @@ MIN_PART_SIZE = 5 * MiB
 """S3's smallest part but the last (EntityTooSmall below it)."""
 
 
-def write_args(
-    content_type: str, cache_control: str | None, tags: Mapping[str, str]
-) -> dict[str, str]:
+def write_args(meta: PutMeta) -> dict[str, str]:
     """PutObject / CreateMultipartUpload parameters for an object's HTTP metadata."""
-    extra = {"ContentType": content_type}
-    if cache_control is not None:
-        extra["CacheControl"] = cache_control
-    if tags:
-        extra["Tagging"] = urllib.parse.urlencode(tags)
+    extra = {"ContentType": meta.content_type}
+    if meta.cache_control is not None:
+        extra["CacheControl"] = meta.cache_control
+    if meta.tags:
+        extra["Tagging"] = urllib.parse.urlencode(meta.tags)
     return extra
 
 
@@ -65,44 +60,22 @@ class S3Multipart:
     _client: Any
     min_part_size: int = MIN_PART_SIZE
 
-    async def create_multipart(
-        self,
-        bucket: str,
-        key: str,
-        *,
-        content_type: str,
-        cache_control: str | None = None,
-        tags: Mapping[str, str] | None = None,
-    ) -> str:
-        validate_bucket(bucket)
-        validate_key(key)
-        extra = write_args(
-            content_type, cache_control, _validate_put_args(content_type, cache_control, tags)
-        )
-        return await self._create(bucket, key, extra)
+    async def _create_multipart(self, bucket: str, key: str, meta: PutMeta) -> str:
+        return await self._create(bucket, key, write_args(meta))
 
-    async def upload_part(
+    async def _upload_part(
         self, bucket: str, key: str, upload_id: str, number: int, body: Body
     ) -> UploadedPart:
-        validate_bucket(bucket)
-        validate_key(key)
-        _check_part(upload_id, number)
-        return await self._upload_part(bucket, key, upload_id, number, await _part_bytes(body))
+        return await self._send_part(bucket, key, upload_id, number, await _part_bytes(body))
 
-    async def complete_multipart(
+    async def _complete_multipart(
         self, bucket: str, key: str, upload_id: str, parts: Sequence[UploadedPart]
     ) -> ObjectInfo:
-        validate_bucket(bucket)
-        validate_key(key)
-        _check_parts(upload_id, parts)
         await self._complete(bucket, key, upload_id, parts)
         head: ObjectInfo = await self.head(bucket, key)  # type: ignore[attr-defined]
         return head
 
-    async def abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
-        validate_bucket(bucket)
-        validate_key(key)
-        _check_part(upload_id, 1)
+    async def _abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
         with (
             contextlib.suppress(NoSuchUpload),
             s3_errors("AbortMultipartUpload", bucket, key, object_op=False),
@@ -114,7 +87,7 @@ class S3Multipart:
             created = await self._client.create_multipart_upload(Bucket=bucket, Key=key, **extra)
         return str(created["UploadId"])
 
-    async def _upload_part(
+    async def _send_part(
         self, bucket: str, key: str, upload_id: str, number: int, data: bytes
     ) -> UploadedPart:
         with s3_errors("UploadPart", bucket, key, object_op=False):
@@ -144,7 +117,7 @@ class S3Multipart:
                 number = len(parts) + 1
                 if number > MAX_PARTS:
                     raise StorageError(f"s3://{bucket}/{key}: more than {MAX_PARTS} parts")
-                parts.append(await self._upload_part(bucket, key, upload_id, number, block))
+                parts.append(await self._send_part(bucket, key, upload_id, number, block))
                 del block
             await self._complete(bucket, key, upload_id, parts)
         except BaseException:

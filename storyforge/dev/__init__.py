@@ -30,14 +30,7 @@ def run(home: Path, *, port: int, workers: int, demo: bool) -> int:
     home.mkdir(parents=True, exist_ok=True)
     if workers < 0:
         raise StartupError("--workers must be >= 0")
-    stopping = False
-
-    def _stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    stopping = supervise.stop_requested()
     try:
         cluster = open_cluster(home / "pg")
         if not cluster.initialised():
@@ -85,16 +78,14 @@ def run(home: Path, *, port: int, workers: int, demo: bool) -> int:
             for i in range(workers)
         ]
         base = f"http://127.0.0.1:{port}"
-        supervisor.wait_ready(
-            base, lambda: supervise.step(children, time.monotonic()), lambda: stopping
-        )
+        supervisor.wait_ready(base, lambda: supervise.step(children, time.monotonic()), stopping)
         print(f"ready: {base}", flush=True)
-        if demo and not stopping:
+        if demo and not stopping():
             from storyforge.dev.demo import ensure_demo_scene
 
             scene_id = asyncio.run(ensure_demo_scene(base, env["API_TOKENS"], home))
             print(f"demo scene {scene_id}: {base}/player/{scene_id}", flush=True)
-        supervise.run(children, lambda: stopping)
+        supervise.run(children, stopping)
         return 0
     finally:
         # the origin and the workers first, then the database they use

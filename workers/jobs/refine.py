@@ -38,10 +38,12 @@ from core.settings import Settings
 from core.storage import Storage
 from workers.jobs.transcode import (
     clip_renditions,
+    clip_upload,
     download,
     loudness_record,
     preflight,
     put_all,
+    put_one,
     upload_limits,
 )
 from workers.media import ffmpeg
@@ -194,13 +196,11 @@ async def _encode_and_publish(
         why = mismatch(list(published.renditions.values()), renditions)
         if why is not None:
             raise PermanentError(f"the refined renditions are no drop-in replacement: {why}")
-        items: list[tuple[str, str, Path | bytes, str, str, str]] = []
+        items = []
         for r_out, r in zip(outputs, renditions, strict=True):
             for n, path in enumerate(r_out.segments, start=1):
                 name = layout.media_segment_name(r.profile, n, generation)
-                meta = layout.file_meta(name)
-                key = layout.segment_key(scene_id, segment_id, name)
-                items.append((videos, key, path, meta.content_type, meta.cache_control, meta.tag))
+                items.append(clip_upload(videos, scene_id, segment_id, name, path))
         await put_all(storage, items)
         await ctx.progress(UPLOADED)
         metadata = {
@@ -256,14 +256,9 @@ async def _write_metadata(
 ) -> None:
     """`metadata.json` (seed §3.3) again, with the refined sizes and quality."""
     document = {k: v for k, v in target.metadata.items() if k != "storyboard"} | changes
-    meta = layout.file_meta("metadata.json")
-    await storage.put(
-        settings.videos_bucket,
-        layout.segment_key(scene_id, segment_id, "metadata.json"),
-        json.dumps(document, indent=2).encode(),
-        content_type=meta.content_type,
-        cache_control=meta.cache_control,
-        tags={"type": meta.tag},
+    body = json.dumps(document, indent=2).encode()
+    await put_one(
+        storage, clip_upload(settings.videos_bucket, scene_id, segment_id, "metadata.json", body)
     )
 
 
@@ -281,14 +276,8 @@ async def _write_playlists(
     }
     documents["master.m3u8"] = playlists.clip_master_playlist(renditions)
     for name, text in documents.items():
-        meta = layout.file_meta(name)
-        await storage.put(
-            settings.videos_bucket,
-            layout.segment_key(scene_id, segment_id, name),
-            text.encode(),
-            content_type=meta.content_type,
-            cache_control=meta.cache_control,
-            tags={"type": meta.tag},
+        await put_one(
+            storage, clip_upload(settings.videos_bucket, scene_id, segment_id, name, text.encode())
         )
 
 

@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from core import catalog, invalidation, layout, playlists, queue
 from core.cdn import Invalidations
@@ -134,22 +134,46 @@ async def download(storage: Storage, bucket: str, key: str, dest: Path) -> int:
     return size
 
 
-async def put_all(
-    storage: Storage, items: list[tuple[str, str, Path | bytes, str, str, str]]
-) -> None:
-    """Upload (bucket, key, body, content type, cache control, tag) with bounded
-    concurrency."""
+class Upload(NamedTuple):
+    """One object a job stores: its body under `key`, with `meta`'s Content-Type,
+    Cache-Control and `type` tag."""
+
+    bucket: str
+    key: str
+    body: Path | bytes
+    meta: layout.FileMeta
+
+
+def clip_upload(
+    bucket: str, scene_id: str, segment_id: str, name: str, body: Path | bytes
+) -> Upload:
+    """The clip's file `name`, stored under its segment's prefix as `layout.file_meta`
+    says (the transcode's outputs, a refinement's segments and documents)."""
+    key = layout.segment_key(scene_id, segment_id, name)
+    return Upload(bucket, key, body, layout.file_meta(name))
+
+
+async def put_one(storage: Storage, upload: Upload) -> None:
+    meta = upload.meta
+    await storage.put(
+        upload.bucket,
+        upload.key,
+        upload.body,
+        content_type=meta.content_type,
+        cache_control=meta.cache_control,
+        tags={"type": meta.tag},
+    )
+
+
+async def put_all(storage: Storage, uploads: Sequence[Upload]) -> None:
+    """`put_one` each of `uploads`, with bounded concurrency."""
     sem = asyncio.Semaphore(UPLOAD_CONCURRENCY)
 
-    async def one(
-        bucket: str, key: str, body: Path | bytes, ctype: str, cache: str, tag: str
-    ) -> None:
+    async def one(upload: Upload) -> None:
         async with sem:
-            await storage.put(
-                bucket, key, body, content_type=ctype, cache_control=cache, tags={"type": tag}
-            )
+            await put_one(storage, upload)
 
-    await asyncio.gather(*(one(*item) for item in items))
+    await asyncio.gather(*(one(upload) for upload in uploads))
 
 
 def upload_limits(settings: Settings) -> Limits:
@@ -256,10 +280,8 @@ async def _transcode_and_publish(
             # an earlier attempt may have left objects: start from a clean prefix
             await storage.delete_prefix(videos, layout.segment_prefix(scene_id, segment_id))
 
-        def seg_item(name: str, body: Path | bytes) -> tuple[str, str, Path | bytes, str, str, str]:
-            meta = layout.file_meta(name)
-            key = layout.segment_key(scene_id, segment_id, name)
-            return (videos, key, body, meta.content_type, meta.cache_control, meta.tag)
+        def seg_item(name: str, body: Path | bytes) -> Upload:
+            return clip_upload(videos, scene_id, segment_id, name, body)
 
         items = []
         other_sizes = 0
@@ -291,25 +313,12 @@ async def _transcode_and_publish(
         )
         items.append(seg_item("metadata.json", json.dumps(document, indent=2).encode()))
         # internal artefacts: the ffmpeg log and the timeline frames
-        items.append(
-            (
-                internal,
-                layout.job_log_key(job.id),
-                out.log,
-                "text/plain; charset=utf-8",
-                "private, no-store",
-                layout.INTERNAL_TAG,
-            )
-        )
+        private = "private, no-store"
+        log_meta = layout.FileMeta("text/plain; charset=utf-8", private, layout.INTERNAL_TAG)
+        items.append(Upload(internal, layout.job_log_key(job.id), out.log, log_meta))
+        frame_meta = layout.FileMeta("image/jpeg", private, layout.INTERNAL_TAG)
         items.extend(
-            (
-                internal,
-                layout.job_frame_key(job.id, f.name),
-                f,
-                "image/jpeg",
-                "private, no-store",
-                layout.INTERNAL_TAG,
-            )
+            Upload(internal, layout.job_frame_key(job.id, f.name), f, frame_meta)
             for f in out.frames
         )
         await put_all(storage, items)
@@ -450,14 +459,9 @@ async def _write_poster(
         first = await catalog.first_ready_segment(conn, scene_id)
     if first != segment_id:
         return False
-    meta = layout.asset_meta(layout.poster_key(scene_id))
-    await storage.put(
-        settings.assets_bucket,
-        layout.poster_key(scene_id),
-        thumbnail_large,
-        content_type=meta.content_type,
-        cache_control=meta.cache_control,
-        tags={"type": meta.tag},
+    poster = layout.poster_key(scene_id)
+    await put_one(
+        storage, Upload(settings.assets_bucket, poster, thumbnail_large, layout.asset_meta(poster))
     )
     async with ctx.pool.acquire() as conn:
         live = await catalog.get_live_scene(conn, scene_id)

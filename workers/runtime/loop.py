@@ -593,13 +593,7 @@ async def _record_outcome(
     outcome = "lease_lost"
     if work.cancelled():
         if ctx.lease_lost:
-            log.warning(
-                "job %s (%s): abandoned, lease lost",
-                job.id,
-                job.kind,
-                extra=_extra(job, name, outcome="lease_lost", seconds=elapsed),
-            )
-            await _let_go(ctx)
+            await _lost(ctx, name, elapsed, "abandoned, lease lost")
             return outcome
         exc: BaseException | None = RuntimeError("handler was cancelled")
     else:
@@ -636,14 +630,7 @@ async def _record_outcome(
                 extra=_extra(job, name, outcome=outcome, seconds=elapsed),
             )
         elif isinstance(exc, LeaseLost):
-            log.warning(
-                "job %s (%s): abandoned, lease lost: %s",
-                job.id,
-                job.kind,
-                exc,
-                extra=_extra(job, name, outcome="lease_lost", seconds=elapsed),
-            )
-            await _let_go(ctx)
+            await _lost(ctx, name, elapsed, f"abandoned, lease lost: {exc}")
         elif isinstance(exc, Deferred):
             outcome = "deferred"
             deferred = exc
@@ -720,13 +707,7 @@ async def _record_outcome(
                 )
     except LeaseLost:
         outcome = "lease_lost"
-        log.warning(
-            "job %s (%s): outcome not recorded, lease lost",
-            job.id,
-            job.kind,
-            extra=_extra(job, name, outcome="lease_lost", seconds=elapsed),
-        )
-        await _let_go(ctx)
+        await _lost(ctx, name, elapsed, "outcome not recorded, lease lost")
     except QueueError as exc:
         outcome = "unrecorded"
         log.error(
@@ -750,6 +731,20 @@ async def _finished_by_us(ctx: JobContext) -> Job | None:
     if current is None or current.status not in ("succeeded", "failed", "dead"):
         return None
     return current if current.worker == ctx.worker else None
+
+
+async def _lost(ctx: JobContext, name: str, elapsed: float, what: str) -> None:
+    """Our handler is done with a job whose lease we lost: say `what` happened, then
+    `_let_go`."""
+    job = ctx.job
+    log.warning(
+        "job %s (%s): %s",
+        job.id,
+        job.kind,
+        what,
+        extra=_extra(job, name, outcome="lease_lost", seconds=elapsed),
+    )
+    await _let_go(ctx)
 
 
 async def _let_go(ctx: JobContext) -> None:
