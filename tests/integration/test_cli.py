@@ -103,11 +103,12 @@ def test_migrate_refuses_a_database_with_migrations_it_does_not_know(fresh_db):
 def test_migrate_without_migration_files_fails_loudly(fresh_db, tmp_path):
     """An installation that lost its migrations (the bug of issue 11: a plain install
     said "database is up to date") stops with one line and creates nothing."""
-    for package in ("origin", "workers", "storyforge"):
+    for package in ("core", "origin", "workers", "storyforge", "migrations"):
+        lost = ("*.sql",) if package == "migrations" else ()
         shutil.copytree(
             ROOT / package,
             tmp_path / package,
-            ignore=shutil.ignore_patterns("migrations", "__pycache__"),
+            ignore=shutil.ignore_patterns("__pycache__", *lost),
         )
     out = run(
         ["migrate"], env={"DATABASE_URL": fresh_db, "PYTHONPATH": str(tmp_path)}, cwd=tmp_path
@@ -116,7 +117,7 @@ def test_migrate_without_migration_files_fails_loudly(fresh_db, tmp_path):
     lines = out.stderr.splitlines()
     assert len(lines) == 1, out.stderr
     assert lines[0].startswith("storyforge: no migration files found in ")
-    assert str(tmp_path / "origin" / "migrations") in lines[0]
+    assert str(tmp_path / "migrations") in lines[0]
 
 
 def _start_dev(home: Path, port: int, *extra: str) -> tuple[subprocess.Popen, str]:
