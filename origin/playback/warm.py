@@ -19,6 +19,9 @@ from origin.http.fastpath import Answer, WarmAnswer
 from origin.playback.documents import M3U8, VTT, document_answer
 from origin.playback.routes import is_scene_file
 
+# scene document paths already found to be one (`_document`), at most this many
+KNOWN_PATHS = 4096
+
 
 def _document(path: str) -> tuple[str, str, str] | None:
     """(scene id, file name, Content-Type) of a scene document's path, else None."""
@@ -41,13 +44,19 @@ def warm_scene_documents(app: web.Application) -> WarmAnswer:
     signing_on = settings.signing != "none"
     guarded = state.guarded
     versions, playlists = caches.versions, caches.playlists
+    known_paths: dict[str, tuple[str, str, str]] = {}
 
     def answer(
         method: str, path: str, query: str, headers: Mapping[str, str], remote: str | None
     ) -> Answer | None:
-        document = _document(path)
+        document = known_paths.get(path)
         if document is None:
-            return None
+            document = _document(path)
+            if document is None:
+                return None
+            if len(known_paths) >= KNOWN_PATHS:
+                known_paths.clear()
+            known_paths[path] = document
         scene_id, name, content_type = document
         version = caches.known(versions, scene_id, reach.waiting)
         if version is None or version < 0:
