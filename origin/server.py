@@ -1,7 +1,7 @@
 """Running the origin app: `make_runner` (origin/http/connection.py's runner with the
 options the settings ask for: the fast path's answers when `FAST_PATH=on`, the access
-log of origin/http/access.py, the timeouts), and `serve`, which
-listens until SIGINT/SIGTERM and then stops gracefully."""
+log of origin/http/access.py, the timeouts), `serve`, which listens until
+SIGINT/SIGTERM and then stops gracefully, and `run`, which does so on uvloop."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import logging
 import signal
 from typing import Any
 
+import uvloop
 from aiohttp import web
 
 from origin import keys
@@ -83,3 +84,14 @@ async def serve(
         await drain(runner, grace)
     finally:
         await runner.cleanup()
+
+
+def run(
+    app: web.Application, host: str, port: int, *, grace: float = 30.0, reuse_port: bool = False
+) -> None:
+    """`serve` on uvloop, as `storyforge serve` does: its transports, timers and loop
+    are C, which is most of what a warm playlist costs beyond its bytes
+    (bench/serve.py). LocalStorage files still go out with sendfile(2)
+    (origin/http/objects.py; uvloop has no `loop.sendfile`)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(app, host, port, grace=grace, reuse_port=reuse_port))

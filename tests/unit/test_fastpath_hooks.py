@@ -94,3 +94,21 @@ def test_request_handler_waits_for_a_head_on_its_waiter():
         f"a request being handled. {PIN}"
     )
     assert "lingering_time" in inspect.signature(RequestHandler.__init__).parameters
+
+
+def test_file_response_sends_its_body_through_sendfile():
+    """origin/http/objects.py's SendfileResponse overrides `FileResponse._sendfile`
+    (called with the head not yet sent) to keep sendfile(2) on uvloop."""
+    from aiohttp import web_fileresponse
+
+    prepare = inspect.getsource(web.FileResponse._prepare_open_file)
+    assert "await self._sendfile(request, fobj, offset, count)" in prepare, (
+        f"aiohttp {aiohttp.__version__}: FileResponse no longer sends its body through "
+        f"_sendfile(request, fobj, offset, count). {PIN}"
+    )
+    sendfile = inspect.getsource(web.FileResponse._sendfile)
+    assert "super().prepare(request)" in sendfile and "loop.sendfile(" in sendfile, (
+        f"aiohttp {aiohttp.__version__}: FileResponse._sendfile no longer sends the head "
+        f"itself before loop.sendfile. {PIN}"
+    )
+    assert isinstance(web_fileresponse.NOSENDFILE, bool)
