@@ -1,4 +1,4 @@
-"""The fast path on the wire (origin/http/fastpath.py): warm scene documents answered on
+"""The fast path on the wire (origin/http/connection.py): warm scene documents answered on
 the connection carry exactly what aiohttp's answer carries; requests the
 connection passes to aiohttp (segment files, API calls with bodies, chunked bodies,
 malformed heads) keep their order on a pipelined connection; a client that does not
