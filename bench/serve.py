@@ -1,4 +1,5 @@
-"""Serving benchmark (issue 4): the origin beside nginx serving the same bytes from disk.
+"""Serving benchmark (issues 4 and 23): the origin beside nginx serving the same bytes
+from disk, and beside the origin as it was at a baseline commit.
 
 In one run, on this machine:
 
@@ -7,30 +8,41 @@ In one run, on this machine:
    renditions written by SQL as the transcoder's publish does, segment durations
    4, 4, 4, 2.5 s) plus scenes of 10, 100, 1,000 and 10,000 clips for the build timings;
    one 1 MiB ``.ts`` stored through LocalStorage. The origin runs as ``storyforge serve``
-   (one process, as the CLI runs it, ``ACCESS_LOG`` from ``--access-log``), twice: with
-   ``FAST_PATH=on`` ("origin") and ``FAST_PATH=off`` ("plain": aiohttp answers every
-   request); nginx (one
-   worker, sendfile on, keep-alive not limited, an access log that logs what the
-   origin's mode logs) serves the origin's stitched 50-clip variant playlist saved as a
-   static file, and the very same ``.ts`` file (a hard link of LocalStorage's file).
+   (one process, as the CLI runs it, on uvloop, ``ACCESS_LOG`` from ``--access-log``),
+   twice: with ``FAST_PATH=on`` ("origin") and ``FAST_PATH=off`` ("plain": aiohttp
+   answers every request). "baseline": the tree of ``--baseline`` (default 66b7309, the
+   fast path before issue 23's regression) from ``git archive``, run with this venv's
+   packages on its own database, migrated and filled by its own ``bench/serve.py``
+   (same scene shape, its own ids). ``--loops`` adds the origin on asyncio's loop
+   ("origin-asyncio", "plain-asyncio") and on uvloop without sendfile ("origin-copy").
+   nginx (one worker, sendfile on, keep-alive not limited, an access log that logs what
+   the origin's mode logs) serves the origin's stitched 50-clip variant playlist saved
+   as a static file, and the very same ``.ts`` file (a hard link of LocalStorage's file).
 2. HTTP. wrk (2 threads, 64 connections, a warm-up then ``--duration`` seconds; a Lua
-   ``done`` hook reports exact percentiles) against both, alternating which goes first,
+   ``done`` hook reports exact percentiles) against each, alternating the order,
    ``--rounds`` times; medians of the runs no other workload disturbed (all runs are
-   kept in the JSON, marked). The servers run on CPU 0 and wrk on CPU 1 (``taskset``)
-   so each server gets one whole core and wrk never competes with it (``--no-pin`` to
-   let the scheduler place them). Targets: playlist (warm in the origin's cache)
-   >= 50% of nginx's requests/s with p99 <= 25 ms; 1 MiB ``.ts`` >= 50% of nginx's bytes/s.
-3. Build (no HTTP). The origin's cold path for a scene variant: ``catalog._clips`` (rows
+   kept in the JSON, marked), with the server's CPU time per request. The servers run
+   on CPU 0 and wrk on CPU 1 (``taskset``) so each server gets one whole core and wrk
+   never competes with it (``--no-pin`` to let the scheduler place them). Targets:
+   playlist (warm in the origin's cache) >= 50% of nginx's requests/s with p99 <= 25 ms;
+   1 MiB ``.ts`` >= 50% of nginx's bytes/s. Ratios to nginx and to the baseline.
+3. Instructions (``--instructions N``, needs valgrind). Each origin again under
+   callgrind: the user-space instructions per answer over N requests on one keep-alive
+   connection, per case. Exact and repeatable where requests/s are not (a shared
+   machine); the kernel's share (send, recv, sendfile) is not in it.
+4. Build (no HTTP). The origin's cold path for a scene variant: ``catalog._clips`` (rows
    to Clip objects, exactly what ``catalog.scene_view`` does with asyncpg records) and
-   ``handlers.scene_documents.build_scene_document`` (target duration, profiles,
+   ``playback.scenes.build_scene_document`` (target duration, profiles,
    ``playlists.stitched_media``), timed with ``timeit`` (garbage collector on) on real
    asyncpg records of scenes of 10 to 10,000 clips; per-clip time to show linear growth;
    target <= 30 ms for 1,000 clips. The database fetch (``catalog.scene_view`` and the
    bare ``scene_clips`` query) is timed separately on the same Postgres.
 
 Usage: ``.venv/bin/python bench/serve.py [--quick] [--duration S] [--rounds N] [--no-pin]
-[--access-log errors|all|off]`` (``--help`` for the diagnostics options).
-Writes ``bench/results/serve.json`` (``serve-quick.json`` with ``--quick``).
+[--access-log errors|all|off] [--baseline REV|none] [--loops] [--instructions N]
+[--no-build]`` (``--help`` for the diagnostics options). Issue 23's comparison:
+``bench/serve.py --loops --instructions 2000``. Writes ``bench/results/serve.json``
+(``serve-quick.json`` with ``--quick``).
 """
 
 from __future__ import annotations
@@ -50,6 +62,7 @@ import time
 import timeit
 import traceback
 import urllib.request
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +84,9 @@ PROFILES = {
     "1080p": (1920, 1080, "avc1.640028,mp4a.40.2", 4_300_000 // 8),
 }
 VIDEOS = "storyforge-videos"
+# the fast path before the request counts, CORS and header timeout were added to it
+# (issue 23: warm playlists 32.4k req/s there, 25.4k at 39b4bad)
+BASELINE = "66b7309"
 
 WRK_LUA = r"""
 done = function(summary, latency, requests)
@@ -196,7 +212,7 @@ async def store_segment_files(
     return paths
 
 
-async def populate(dsn: str, storage_root: Path) -> dict[str, Any]:
+async def populate(dsn: str, storage_root: Path, build: bool = True) -> dict[str, Any]:
     rng = random.Random(4)
     conn = await asyncpg.connect(dsn)
     try:
@@ -205,7 +221,8 @@ async def populate(dsn: str, storage_root: Path) -> dict[str, Any]:
         first_seg = await conn.fetchval(
             "SELECT id FROM segments WHERE scene_id = $1 ORDER BY sequence LIMIT 1", scene
         )
-        build_scenes = {n: await create_scene(conn, n, users, rng) for n in BUILD_SIZES}
+        sizes = BUILD_SIZES if build else ()
+        build_scenes = {n: await create_scene(conn, n, users, rng) for n in sizes}
         await conn.execute("ANALYZE")
     finally:
         await conn.close()
@@ -253,11 +270,14 @@ def start_origin(
     fast_path: bool = True,
     name: str = "origin",
     processes: int = 1,
+    extra_env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.Popen:
     port = free_port()
     env = {
         **(signing_env or {}),
         **os.environ,
+        **(extra_env or {}),
         "FAST_PATH": "on" if fast_path else "off",
         "DATABASE_URL": dsn,
         "STORAGE": "local",
@@ -269,16 +289,229 @@ def start_origin(
     }
     exe = Path(sys.executable).parent / "storyforge"
     log = (tmp / f"{name}.log").open("wb")
+    argv = cmd or [str(exe), "serve", "--processes", str(processes)]
     proc = subprocess.Popen(
-        [*_pin(cpu), *(cmd or [str(exe), "serve", "--processes", str(processes)])],
+        [*_pin(cpu), *argv],
         env=env,
+        cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
     proc.port = port  # type: ignore[attr-defined]
+    # how to start it again (under valgrind: instructions_per_request); the storyforge
+    # script as python -m, which valgrind can run
+    if argv[0] == str(exe):
+        argv = [sys.executable, "-m", "storyforge.cli", *argv[1:]]
+    proc.launch = (argv, env, cwd)  # type: ignore[attr-defined]
     _wait_http(f"http://127.0.0.1:{port}/readyz")
     return proc
+
+
+# -------------------------------------------------------------- instructions
+
+
+def callgrind(pid: int, *command: str) -> None:
+    """Tell the callgrind run of `pid` to do `command` (callgrind_control). Valgrind
+    names its control pipes after $HOST, which the origin's environment sets (to
+    127.0.0.1): so must this."""
+    p = subprocess.run(
+        ["callgrind_control", *command, str(pid)],
+        env={**os.environ, "HOST": "127.0.0.1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    if "OK" not in p.stdout:
+        raise RuntimeError(f"callgrind_control {' '.join(command)} {pid}: {p.stdout}{p.stderr}")
+
+
+def _dumped(out: Path, timeout: float = 120.0) -> Path:
+    """The dump callgrind was just told to write (it does so when the guest next runs):
+    `out`.N, complete."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for dump in out.parent.glob(out.name + ".*"):
+            if "\ntotals:" in dump.read_text():
+                return dump
+        time.sleep(0.2)
+    raise RuntimeError(f"callgrind wrote no dump next to {out}")
+
+
+def instructions_per_request(
+    tmp: Path,
+    name: str,
+    cmd: list[str],
+    env: dict[str, str],
+    cwd: Path | None,
+    paths: dict[str, str],
+    n: int,
+) -> dict[str, Any]:
+    """The user-space instructions one answer costs the server process (callgrind),
+    for each case of `paths` (case -> path): the server runs under valgrind with
+    instrumentation off until it has answered a warm-up, then counts `n` requests sent
+    one after another on one keep-alive connection (one connection: the requests that
+    find the cached scene version expired and go to the app, one per second, stay
+    rare while valgrind slows the server some fifty times). Exact and repeatable on a
+    busy machine, unlike requests/s; the kernel's part (send, recv) is not counted."""
+    port = free_port()
+    out = tmp / f"callgrind-{name}.out"
+    proc = subprocess.Popen(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={out}",
+            *cmd,
+        ],
+        env={**os.environ, **env, "PORT": str(port), "HOST": "127.0.0.1"},
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp / f"callgrind-{name}.log").open("wb"),
+    )
+    found: dict[str, Any] = {}
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/readyz", timeout=600)
+        for case, path in paths.items():
+            conn = HTTPConnection("127.0.0.1", port, timeout=60)
+
+            def ask(times: int, conn: HTTPConnection = conn, path: str = path) -> int:
+                size = 0
+                for _ in range(times):
+                    conn.request("GET", path)
+                    r = conn.getresponse()
+                    size = len(r.read())
+                    assert r.status == 200, (path, r.status)
+                return size
+
+            ask(200)
+            callgrind(proc.pid, "-i", "on")
+            callgrind(proc.pid, "-z")
+            size = ask(n)
+            callgrind(proc.pid, "-d")
+            dump = _dumped(out)
+            callgrind(proc.pid, "-i", "off")
+            conn.close()
+            totals = [ln for ln in dump.read_text().splitlines() if ln.startswith("totals:")]
+            found[case] = {
+                "instructions_per_request": round(int(totals[0].split()[1]) / n),
+                "requests": n,
+                "body_bytes": size,
+            }
+            dumps = list(tmp.glob(f"callgrind-{name}.out.*"))
+            for f in dumps:
+                f.unlink()
+            print(
+                f"{case:8s} {name:14s} {found[case]['instructions_per_request']:>10,} "
+                "instructions/request (callgrind)",
+                flush=True,
+            )
+    finally:
+        stop(proc)
+    return found
+
+
+# ---------------------------------------------------------------------- baseline
+
+# Run in the baseline's own tree (PYTHONPATH): migrate a database of its own with its
+# own migrations and fill it with its own bench/serve.py `populate` (the scene of
+# SCENE_CLIPS clips and the 1 MiB .ts; no build scenes), print what it made as JSON.
+_BASELINE_POPULATE = """
+import asyncio, json, sys
+from pathlib import Path
+import serve
+serve.BUILD_SIZES = ()
+dsn, root = sys.argv[1], Path(sys.argv[2])
+asyncio.run(serve.db.migrate_dsn(dsn))
+data = asyncio.run(serve.populate(dsn, root))
+print("BASELINE " + json.dumps({"scene": data["scene"], "segment": data["segment"],
+                                "ts_path": str(data["ts_path"])}))
+"""
+
+
+# The origin on asyncio's own event loop instead of uvloop (`storyforge serve` runs
+# origin.server.run, on uvloop): settings from the same environment.
+_ASYNCIO_SERVE = """
+import asyncio
+from core.settings import Settings
+from origin.app import create_app
+from origin.server import serve
+settings = Settings.from_env()
+asyncio.run(serve(create_app(settings), settings.host, settings.port))
+"""
+
+
+def checkout(rev: str, into: Path) -> str:
+    """The tree of commit `rev` of this repository (git archive: no worktree, nothing
+    in .git changes) in `into`; returns the full commit id."""
+    commit = subprocess.run(
+        ["git", "-C", str(benchutil.ROOT), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    into.mkdir(parents=True)
+    archive = subprocess.Popen(
+        ["git", "-C", str(benchutil.ROOT), "archive", commit], stdout=subprocess.PIPE
+    )
+    subprocess.run(["tar", "-x", "-C", str(into)], stdin=archive.stdout, check=True)
+    if archive.wait() != 0:
+        raise RuntimeError(f"git archive {commit} failed")
+    return commit
+
+
+def baseline_env(tree: Path) -> dict[str, str]:
+    """The baseline's code first on the path (this venv's packages: the same aiohttp,
+    httptools and Python for both)."""
+    return {"PYTHONPATH": f"{tree}{os.pathsep}{tree / 'bench'}"}
+
+
+def populate_baseline(tree: Path, dsn: str, storage_root: Path) -> dict[str, Any]:
+    """Create a database for the baseline in the cluster and fill it as its own bench
+    did; returns its scene, segment and .ts path."""
+
+    async def create() -> str:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("CREATE DATABASE baseline")
+        finally:
+            await conn.close()
+        return dsn.rsplit("/", 1)[0] + "/baseline"
+
+    base_dsn = asyncio.run(create())
+    p = subprocess.run(
+        [sys.executable, "-c", _BASELINE_POPULATE, base_dsn, str(storage_root)],
+        cwd=tree,
+        env={**os.environ, **baseline_env(tree)},
+        capture_output=True,
+        text=True,
+    )
+    line = next((ln for ln in p.stdout.splitlines() if ln.startswith("BASELINE ")), None)
+    if p.returncode != 0 or line is None:
+        raise RuntimeError(f"baseline populate failed:\n{p.stdout}\n{p.stderr}")
+    return {"dsn": base_dsn, **json.loads(line[len("BASELINE ") :])}
+
+
+# ------------------------------------------------------------------------ CPU use
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by `pid` and its descendants (the
+    storyforge supervisor's children, nginx's workers)."""
+    total = 0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (proc(5))
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo.extend(int(c) for c in f.read().split())
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 NGINX_CONF = """\
@@ -414,8 +647,12 @@ def http_bench(
     wrk_cpu: int | None,
     wait: bool,
     extra_pids: set[int],
+    pids: dict[str, int],
 ) -> dict[str, Any]:
-    """targets: case -> server -> URL. Median per (case, server) over `rounds`."""
+    """targets: case -> server -> URL. Median per (case, server) over `rounds`. Beside
+    requests/s, the server's CPU time per request (`pids`: server -> process; its
+    descendants count too): what an answer costs, less sensitive than requests/s to a
+    machine shared with other work."""
     out: dict[str, Any] = {}
     for case, urls in targets.items():
         runs: dict[str, list[dict[str, Any]]] = {s: [] for s in urls}
@@ -424,14 +661,18 @@ def http_bench(
             for server in order:
                 benchutil.wait_quiet(timeout=1200 if wait else 0, log=wait)
                 wrk(urls[server], warmup, lua, wrk_cpu)
+                cpu = tree_cpu_seconds(pids[server])
                 with benchutil.Monitor(extra_pids=extra_pids) as mon:
                     r = wrk(urls[server], seconds, lua, wrk_cpu)
+                cpu = tree_cpu_seconds(pids[server]) - cpu
+                r["cpu_us_per_request"] = round(cpu / max(1, r["requests"]) * 1e6, 2)
                 r["round"] = rnd + 1
                 r["others_during"] = mon.summary()
                 runs[server].append(r)
                 print(
-                    f"{case:8s} {server:6s} {r['req_per_s']:>10.0f} req/s "
-                    f"{r['bytes_per_s'] / 1e6:>9.1f} MB/s  p99 {r['latency_ms']['p99']:.2f} ms"
+                    f"{case:8s} {server:14s} {r['req_per_s']:>10.0f} req/s "
+                    f"{r['bytes_per_s'] / 1e6:>9.1f} MB/s  p99 {r['latency_ms']['p99']:.2f} ms  "
+                    f"CPU {r['cpu_us_per_request']:.1f} us/req"
                     + (f"  errors {r['errors']}" if any(r["errors"].values()) else "")
                     + (
                         f"  DISTURBED (others used {mon.others_cores:.2f} cores)"
@@ -451,6 +692,9 @@ def http_bench(
                 "bytes_per_s": round(statistics.median(r["bytes_per_s"] for r in rs)),
                 "p99_ms": round(statistics.median(r["latency_ms"]["p99"] for r in rs), 3),
                 "p50_ms": round(statistics.median(r["latency_ms"]["p50"] for r in rs), 3),
+                "cpu_us_per_request": round(
+                    statistics.median(r["cpu_us_per_request"] for r in rs), 2
+                ),
                 "median_of": f"{len(rs)} {'clean ' if clean else ''}of {len(all_runs)} runs",
                 "runs": all_runs,
             }
@@ -629,58 +873,48 @@ def report(
     out = [
         f"\nHTTP: wrk -t2 -c64, median of rounds (storyforge serve --processes {processes} "
         f"and nginx with {processes} worker(s); "
-        "origin: FAST_PATH=on, plain: FAST_PATH=off)\n"
+        "origin: FAST_PATH=on, plain: FAST_PATH=off, -asyncio: on asyncio's loop, origin-copy: "
+        "no sendfile, baseline: the --baseline commit; CPU: the server's CPU time per request)\n"
     ]
     rows = []
-    pl, ts = http["playlist"], http["ts_1mb"]
     target = 0.3 if signed else 0.5  # issue 5 (signed, rewritten per request) / issue 4
-    servers = [s for s in ("origin", "plain") if s in pl]
-    for server in servers:
-        r_req = pl[server]["req_per_s"] / pl["nginx"]["req_per_s"]
-        rows.append(
-            [
-                ("signed 50-clip variant" if signed else "50-clip variant playlist")
-                + f" ({server})",
-                f"{pl[server]['req_per_s']:.0f} req/s",
-                f"{pl['nginx']['req_per_s']:.0f} req/s",
-                f"{r_req:.1%}",
-                f">= {target:.0%}",
-                "ok" if r_req >= target else "MISS",
-            ]
+    cases = (
+        ("signed 50-clip variant" if signed else "50-clip variant playlist", "playlist"),
+        ("1 MiB .ts", "ts_1mb"),
+    )
+    for title, case in cases:
+        res = http[case]
+        if not res:
+            continue  # --rounds 0
+        nginx, base = res["nginx"], res.get("baseline")
+        for server, r in res.items():
+            if case == "ts_1mb":
+                value, key = f"{r['bytes_per_s'] / 1e6:.0f} MB/s", "bytes_per_s"
+            else:
+                value, key = f"{r['req_per_s']:.0f} req/s", "req_per_s"
+            ratio = r[key] / nginx[key]
+            checked = server not in ("nginx", "baseline")
+            ok = ratio >= target and (case == "ts_1mb" or r["p99_ms"] <= 25)
+            rows.append(
+                [
+                    f"{title} ({server})",
+                    value,
+                    f"{r['cpu_us_per_request']:.1f}",
+                    f"{r['p99_ms']:.2f} ms",
+                    f"{ratio:.1%}",
+                    f"{r[key] / base[key]:.2f}x" if base and server != "baseline" else "",
+                    ("ok" if ok else "MISS") if checked else "",
+                ]
+            )
+    out.append(
+        benchutil.table(
+            ["case", "server", "CPU us/req", "p99", "/nginx", "/baseline", "target"], rows
         )
-        rows.append(
-            [
-                "  p99 latency",
-                f"{pl[server]['p99_ms']:.2f} ms",
-                f"{pl['nginx']['p99_ms']:.2f} ms",
-                f"{pl[server]['p99_ms'] / pl['nginx']['p99_ms']:.1f}x",
-                "<= 25 ms",
-                "ok" if pl[server]["p99_ms"] <= 25 else "MISS",
-            ]
-        )
-    for server in servers:
-        r_bytes = ts[server]["bytes_per_s"] / ts["nginx"]["bytes_per_s"]
-        rows.append(
-            [
-                f"1 MiB .ts ({server})",
-                f"{ts[server]['bytes_per_s'] / 1e6:.0f} MB/s",
-                f"{ts['nginx']['bytes_per_s'] / 1e6:.0f} MB/s",
-                f"{r_bytes:.1%}",
-                ">= 50%",
-                "ok" if r_bytes >= 0.5 else "MISS",
-            ]
-        )
-        rows.append(
-            [
-                "  p99 latency",
-                f"{ts[server]['p99_ms']:.2f} ms",
-                f"{ts['nginx']['p99_ms']:.2f} ms",
-                f"{ts[server]['p99_ms'] / ts['nginx']['p99_ms']:.1f}x",
-                "",
-                "",
-            ]
-        )
-    out.append(benchutil.table(["case", "server", "nginx", "server/nginx", "target", ""], rows))
+    )
+    out.append(
+        f"  targets: playlist >= {target:.0%} of nginx's req/s with p99 <= 25 ms; "
+        ".ts >= 50% of nginx's bytes/s"
+    )
     out.append("\nBuild of a stitched variant playlist from rows (no HTTP, no cache)\n")
     rows = []
     for v in build.values():
@@ -727,12 +961,29 @@ def report(
     return "\n".join(out)
 
 
+def report_instructions(found: dict[str, Any]) -> str:
+    rows = []
+    base = found.get("baseline")
+    for server, cases in found.items():
+        for case, r in cases.items():
+            per = r["instructions_per_request"]
+            ratio = ""
+            if base and server != "baseline":
+                ratio = f"{per / base[case]['instructions_per_request']:.2f}x"
+            rows.append([case, server, f"{per:,}", ratio])
+    return "\nUser-space instructions per answer (callgrind, one keep-alive connection)\n\n" + (
+        benchutil.table(["case", "server", "instructions", "/baseline"], rows)
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="3 s runs, one round")
     p.add_argument("--duration", type=float, help="seconds per wrk run (default 15)")
     p.add_argument("--warmup", type=float, default=3.0, help="wrk warm-up seconds (default 3)")
-    p.add_argument("--rounds", type=int, help="rounds per case (default 2, quick 1)")
+    p.add_argument(
+        "--rounds", type=int, help="rounds per case (default 2, quick 1; 0: no wrk runs)"
+    )
     p.add_argument("--no-pin", action="store_true", help="do not pin servers and wrk to CPUs")
     p.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
     p.add_argument("--keep", action="store_true", help="keep the temp dir and leave nothing up")
@@ -769,9 +1020,34 @@ def main(argv: list[str] | None = None) -> int:
         help="issue 11: origin processes (storyforge serve --processes N) and nginx workers; "
         "above 1 nothing is pinned (default: 1)",
     )
+    p.add_argument(
+        "--baseline",
+        default=BASELINE,
+        metavar="REV",
+        help="issue 23: also serve from this commit's tree (git archive into the temp dir, "
+        "its own database filled by its own bench; this venv's packages), fast path as "
+        f"it was then; 'none' to skip (default: {BASELINE}; skipped with --signing hmac)",
+    )
+    p.add_argument(
+        "--loops",
+        action="store_true",
+        help="issue 23: also run the origin on asyncio's event loop (origin-asyncio, "
+        "plain-asyncio) and on uvloop with aiohttp's read-and-write instead of sendfile "
+        "(origin-copy: AIOHTTP_NOSENDFILE=1)",
+    )
+    p.add_argument(
+        "--instructions",
+        type=int,
+        default=0,
+        metavar="N",
+        help="issue 23: after the wrk runs, count the user-space instructions per answer "
+        "of each origin (origin, plain, baseline, ...) under callgrind over N requests "
+        "per case (needs valgrind; exact on a busy machine; default: 0, off)",
+    )
+    p.add_argument("--no-build", action="store_true", help="skip the playlist build timings")
     a = p.parse_args(argv)
     seconds = a.duration or (3.0 if a.quick else 15.0)
-    rounds = a.rounds or (1 if a.quick else 2)
+    rounds = a.rounds if a.rounds is not None else (1 if a.quick else 2)
     cpus = os.cpu_count() or 1
     pin = not a.no_pin and cpus >= 2 and a.processes == 1
     server_cpu, wrk_cpu = (0, 1) if pin else (None, None)
@@ -782,12 +1058,13 @@ def main(argv: list[str] | None = None) -> int:
     info["wrk"] = benchutil.first_line(["wrk", "-v"])
     tmp = Path(tempfile.mkdtemp(prefix="sf-bench-serve-"))
     cluster = None
-    origin = plain = nginx = None
+    servers: dict[str, subprocess.Popen] = {}  # name -> server process (nginx last)
+    baseline: dict[str, Any] = {}
     try:
         cluster = start_cluster(tmp)
         storage_root = tmp / "storage"
         print("creating scenes ...", flush=True)
-        data = asyncio.run(populate(cluster.dsn, storage_root))
+        data = asyncio.run(populate(cluster.dsn, storage_root, build=not a.no_build))
         scene, seg = data["scene"], data["segment"]
 
         origin_cmd = a.origin_cmd.split() if a.origin_cmd else None
@@ -800,42 +1077,70 @@ def main(argv: list[str] | None = None) -> int:
             key = signing.parse_hmac_keys(signing_env["HMAC_KEYS"])[0]
             token = signing.mint_token(f"/v/{scene}/", int(time.time()) + 3600, key)
             token_query = "?" + token.query
-        origin = start_origin(
-            tmp,
-            cluster.dsn,
-            storage_root,
-            server_cpu,
-            a.access_log,
-            origin_cmd,
-            signing_env,
-            processes=a.processes,
-        )
-        base = f"http://127.0.0.1:{origin.port}"  # type: ignore[attr-defined]
-        plain = None
+        common = (tmp, cluster.dsn, storage_root, server_cpu, a.access_log)
+        servers["origin"] = start_origin(*common, origin_cmd, signing_env, processes=a.processes)
         if not origin_cmd:
-            plain = start_origin(
-                tmp,
-                cluster.dsn,
-                storage_root,
-                server_cpu,
-                a.access_log,
+            servers["plain"] = start_origin(
+                *common, None, signing_env, fast_path=False, name="plain", processes=a.processes
+            )
+        if a.loops and not origin_cmd:
+            asyncio_cmd = [sys.executable, "-c", _ASYNCIO_SERVE]
+            for fast in (True, False):
+                name = f"{'origin' if fast else 'plain'}-asyncio"
+                servers[name] = start_origin(
+                    *common, asyncio_cmd, signing_env, fast_path=fast, name=name
+                )
+            # what aiohttp does on uvloop without origin/http/objects.py's sendfile
+            servers["origin-copy"] = start_origin(
+                *common,
                 None,
                 signing_env,
-                fast_path=False,
-                name="plain",
-                processes=a.processes,
+                name="origin-copy",
+                extra_env={"AIOHTTP_NOSENDFILE": "1"},
             )
-        pbase = f"http://127.0.0.1:{plain.port}" if plain else ""  # type: ignore[attr-defined]
         playlist_path = f"/v/{scene}/720p.m3u8"
         ts_path = f"/v/{scene}/{seg}/720p_0001.ts"
-        playlist = _get(base + playlist_path + token_query)
-        ts_bytes = _get(base + ts_path + token_query)
+        urls: dict[str, dict[str, str]] = {"playlist": {}, "ts_1mb": {}}
+        for name, proc in servers.items():
+            base = f"http://127.0.0.1:{proc.port}"  # type: ignore[attr-defined]
+            urls["playlist"][name] = base + playlist_path + token_query
+            urls["ts_1mb"][name] = base + ts_path + token_query
+        playlist = _get(urls["playlist"]["origin"])
+        ts_bytes = _get(urls["ts_1mb"]["origin"])
         if token_query:  # every child URI carries the viewer's token
             assert playlist.count(token_query.encode()) == playlist.count(b".ts")
         assert ts_bytes == Path(data["ts_path"]).read_bytes(), "origin served other bytes"
         assert playlist.count(b"#EXT-X-DISCONTINUITY") == SCENE_CLIPS - 1
-        if plain is not None:
-            assert _get(pbase + playlist_path + token_query) == playlist
+        if "plain" in servers:
+            assert _get(urls["playlist"]["plain"]) == playlist
+
+        if a.baseline != "none" and a.signing == "none":
+            # the same scene shape made by the baseline's own code in its own database
+            tree = tmp / "baseline"
+            baseline["commit"] = checkout(a.baseline, tree)
+            print(f"baseline {baseline['commit'][:12]}: populating ...", flush=True)
+            made = populate_baseline(tree, cluster.dsn, tmp / "storage-baseline")
+            env = {**baseline_env(tree), "DATABASE_URL": made["dsn"]}
+            servers["baseline"] = start_origin(
+                tmp,
+                made["dsn"],
+                tmp / "storage-baseline",
+                server_cpu,
+                a.access_log,
+                [sys.executable, "-m", "storyforge.cli", "serve"],
+                name="baseline",
+                extra_env=env,
+                cwd=tree,
+            )
+            bbase = f"http://127.0.0.1:{servers['baseline'].port}"  # type: ignore[attr-defined]
+            b_playlist = f"/v/{made['scene']}/720p.m3u8"
+            b_ts = f"/v/{made['scene']}/{made['segment']}/720p_0001.ts"
+            got = _get(bbase + b_playlist)
+            assert got.count(b"#EXT-X-DISCONTINUITY") == SCENE_CLIPS - 1
+            assert _get(bbase + b_ts) == Path(made["ts_path"]).read_bytes()
+            baseline["playlist_bytes"] = len(got)
+            urls["playlist"]["baseline"] = bbase + b_playlist
+            urls["ts_1mb"]["baseline"] = bbase + b_ts
 
         # nginx: the same playlist bytes as a static file, the same .ts file (hard link)
         www = tmp / "www"
@@ -844,73 +1149,96 @@ def main(argv: list[str] | None = None) -> int:
         os.link(data["ts_path"], www / "v" / scene / seg / "720p_0001.ts")
         for path in [www, *www.rglob("*")]:  # the nginx worker runs as nobody
             path.chmod(0o755 if path.is_dir() else 0o644)
-        nginx = start_nginx(tmp, www, server_cpu, a.access_log, a.processes)
-        nbase = f"http://127.0.0.1:{nginx.port}"  # type: ignore[attr-defined]
+        servers["nginx"] = start_nginx(tmp, www, server_cpu, a.access_log, a.processes)
+        nbase = f"http://127.0.0.1:{servers['nginx'].port}"  # type: ignore[attr-defined]
         _wait_http(nbase + playlist_path)
         assert _get(nbase + playlist_path) == playlist
         assert _get(nbase + ts_path) == ts_bytes
+        urls["playlist"]["nginx"] = nbase + playlist_path + token_query
+        urls["ts_1mb"]["nginx"] = nbase + ts_path + token_query
 
+        launches = {
+            name: proc.launch  # type: ignore[attr-defined]
+            for name, proc in servers.items()
+            if name != "nginx"
+        }
         lua = tmp / "report.lua"
         lua.write_text(WRK_LUA)
         print(f"wrk: {seconds:g} s per run after {a.warmup:g} s warm-up, {rounds} round(s)")
-        http = http_bench(
-            {
-                "playlist": {
-                    "origin": base + playlist_path + token_query,
-                    **({"plain": pbase + playlist_path + token_query} if plain else {}),
-                    "nginx": nbase + playlist_path + token_query,
-                },
-                "ts_1mb": {
-                    "origin": base + ts_path + token_query,
-                    **({"plain": pbase + ts_path + token_query} if plain else {}),
-                    "nginx": nbase + ts_path + token_query,
-                },
-            },
-            seconds=seconds,
-            warmup=a.warmup,
-            rounds=rounds,
-            lua=lua,
-            wrk_cpu=wrk_cpu,
-            wait=wait,
-            extra_pids=_postmaster(cluster),
-        )
+        http: dict[str, Any] = {"playlist": {}, "ts_1mb": {}}
+        if rounds:
+            http = http_bench(
+                urls,
+                seconds=seconds,
+                warmup=a.warmup,
+                rounds=rounds,
+                lua=lua,
+                wrk_cpu=wrk_cpu,
+                wait=wait,
+                extra_pids=_postmaster(cluster),
+                pids={name: proc.pid for name, proc in servers.items()},
+            )
         origin_log_lines = sum(1 for _ in (tmp / "origin.log").open("rb"))
         profiles: dict[str, Any] = {}
         if a.py_spy:
             benchutil.RESULTS.mkdir(parents=True, exist_ok=True)
-            for case, path in (("playlist", playlist_path), ("ts_1mb", ts_path)):
-                out = benchutil.RESULTS / f"profile-{case}.txt"
-                profiles[case] = profile_origin(
-                    a.py_spy,
-                    origin.pid,
-                    base + path + token_query,
-                    max(seconds, 8.0),
-                    lua,
-                    wrk_cpu,
-                    out,
-                )
-                print(f"\nprofile of the origin under wrk, {case} (% of samples):")
-                for name, pct in profiles[case]["inclusive_pct"][:25]:
-                    print(f"  {pct:5.1f}%  {name}")
-        stop(origin)
-        stop(plain)
-        stop(nginx, signal.SIGQUIT)
-        origin = plain = nginx = None
+            for server in ("origin", "baseline"):
+                for case in ("playlist", "ts_1mb") if server in servers else ():
+                    out = benchutil.RESULTS / f"profile-{case}.txt"
+                    if server != "origin":
+                        out = benchutil.RESULTS / f"profile-{server}-{case}.txt"
+                    found = profile_origin(
+                        a.py_spy,
+                        servers[server].pid,
+                        urls[case][server],
+                        max(seconds, 8.0),
+                        lua,
+                        wrk_cpu,
+                        out,
+                    )
+                    profiles[case if server == "origin" else f"{server}-{case}"] = found
+                    print(f"\nprofile of the {server} under wrk, {case} (% of samples):")
+                    for name, pct in found["inclusive_pct"][:25]:
+                        print(f"  {pct:5.1f}%  {name}")
+        for name, proc in servers.items():
+            stop(proc, signal.SIGQUIT if name == "nginx" else signal.SIGTERM)
+        servers.clear()
 
-        benchutil.wait_quiet(timeout=1200 if wait else 0, log=wait)
-        try:
-            build = asyncio.run(build_bench(cluster.dsn, data["build_scenes"], a.quick))
-        except Exception as exc:  # the product changed under the bench: keep the HTTP part
-            traceback.print_exc()
-            build = {"error": f"{type(exc).__name__}: {exc}"}
+        instructions: dict[str, Any] = {}
+        if a.instructions and shutil.which("valgrind") and shutil.which("callgrind_control"):
+            print(f"\ncallgrind: {a.instructions} requests per case on one connection")
+            for name, (argv, env, cwd) in launches.items():
+                paths = {
+                    case: "/" + by_server[name].split("/", 3)[3] for case, by_server in urls.items()
+                }
+                instructions[name] = instructions_per_request(
+                    tmp, name, argv, env, cwd, paths, a.instructions
+                )
+        elif a.instructions:
+            print("--instructions: valgrind (callgrind_control) not found, skipped")
+
+        build: dict[str, Any] = {}
+        if not a.no_build:
+            benchutil.wait_quiet(timeout=1200 if wait else 0, log=wait)
+            try:
+                build = asyncio.run(build_bench(cluster.dsn, data["build_scenes"], a.quick))
+            except Exception as exc:  # the product changed under the bench: keep the HTTP
+                traceback.print_exc()
+                build = {"error": f"{type(exc).__name__}: {exc}"}
     finally:
-        stop(origin)
-        stop(plain)
-        stop(nginx, signal.SIGQUIT)
+        for name, proc in servers.items():
+            stop(proc, signal.SIGQUIT if name == "nginx" else signal.SIGTERM)
         if cluster is not None:
             cluster.stop()
         if not a.keep:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def ratio(case: str, server: str, to: str) -> float | None:
+        key = "req_per_s" if case == "playlist" else "bytes_per_s"
+        res = http[case]
+        if server not in res or to not in res:
+            return None
+        return round(res[server][key] / res[to][key], 3)
 
     result = {
         "benchmark": "serve",
@@ -926,6 +1254,7 @@ def main(argv: list[str] | None = None) -> int:
             "nginx": f"worker_processes {a.processes}, sendfile on, tcp_nopush on, "
             "keepalive_requests "
             f"unlimited, access log to a file: {a.access_log}",
+            "baseline": baseline or None,
             "access_log": a.access_log,
             "playlist_bytes": len(playlist),
             "ts_bytes": len(ts_bytes),
@@ -933,36 +1262,25 @@ def main(argv: list[str] | None = None) -> int:
             "segment_durations": list(DURATIONS),
         },
         "http": http,
+        "instructions": instructions or None,
         "build": build,
         "origin_profile": profiles or None,
         "ratios": {
-            "playlist_req_per_s": round(
-                http["playlist"]["origin"]["req_per_s"] / http["playlist"]["nginx"]["req_per_s"], 3
-            ),
-            "playlist_p99_ms": http["playlist"]["origin"]["p99_ms"],
-            "ts_bytes_per_s": round(
-                http["ts_1mb"]["origin"]["bytes_per_s"] / http["ts_1mb"]["nginx"]["bytes_per_s"], 3
-            ),
-            **(
-                {
-                    "plain_playlist_req_per_s": round(
-                        http["playlist"]["plain"]["req_per_s"]
-                        / http["playlist"]["nginx"]["req_per_s"],
-                        3,
-                    ),
-                    "plain_ts_bytes_per_s": round(
-                        http["ts_1mb"]["plain"]["bytes_per_s"]
-                        / http["ts_1mb"]["nginx"]["bytes_per_s"],
-                        3,
-                    ),
-                }
-                if "plain" in http["playlist"]
-                else {}
-            ),
+            "playlist_req_per_s": ratio("playlist", "origin", "nginx"),
+            "playlist_p99_ms": http["playlist"].get("origin", {}).get("p99_ms"),
+            "ts_bytes_per_s": ratio("ts_1mb", "origin", "nginx"),
+            "plain_playlist_req_per_s": ratio("playlist", "plain", "nginx"),
+            "plain_ts_bytes_per_s": ratio("ts_1mb", "plain", "nginx"),
+            "baseline_playlist_req_per_s": ratio("playlist", "baseline", "nginx"),
+            "baseline_ts_bytes_per_s": ratio("ts_1mb", "baseline", "nginx"),
+            "playlist_req_per_s_vs_baseline": ratio("playlist", "origin", "baseline"),
+            "ts_bytes_per_s_vs_baseline": ratio("ts_1mb", "origin", "baseline"),
             "build_1000_ms": build["1000"]["cold_build"]["median_ms"] if "1000" in build else None,
         },
     }
     print(report(http, build, signed=a.signing == "hmac", processes=a.processes))
+    if instructions:
+        print(report_instructions(instructions))
     path = benchutil.write_result(a.name or ("serve-quick" if a.quick else "serve"), result)
     print(f"\nwrote {path.relative_to(benchutil.ROOT)}")
     return 0

@@ -1,7 +1,7 @@
-"""Running the origin app: the runner (`FAST_PATH=on`: the fast path's runner,
-origin/http/fastpath.py; off: the plain `AppRunner` with the header timeout of
-origin/http/connection.py, both with the access-log hook of origin/http/access.py)
-and `serve`, which listens until SIGINT/SIGTERM and then stops gracefully."""
+"""Running the origin app: `make_runner` (origin/http/connection.py's runner with the
+options the settings ask for: the fast path's answers when `FAST_PATH=on`, the access
+log of origin/http/access.py, the timeouts), `serve`, which listens until
+SIGINT/SIGTERM and then stops gracefully, and `run`, which does so on uvloop."""
 
 from __future__ import annotations
 
@@ -10,32 +10,34 @@ import logging
 import signal
 from typing import Any
 
+import uvloop
 from aiohttp import web
 
 from origin import keys
 from origin.http.access import access_log_class
-from origin.http.connection import BoundedRunner
-from origin.http.fastpath import KEEPALIVE_SECONDS, FastPathRunner
+from origin.http.connection import KEEPALIVE_SECONDS, Runner
 from origin.playback.warm import warm_scene_documents
 
 log = logging.getLogger("storyforge.origin")
 CUT_SECONDS = 2.0  # after the grace period: for the 503s of cut uploads to go out
-LINGER_SECONDS = 2.0  # unread body bytes drained after an early answer (aiohttp: 10)
+# after an answer made before its request's body was read, aiohttp reads and drops
+# the rest of the body this long before closing (aiohttp's `lingering_time`: 10)
+UNREAD_BODY_LINGER_SECONDS = 2.0
 
 
 def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
-    """A runner for `app` as its settings ask (`FAST_PATH`). aiohttp's own access
-    log line is replaced by ours (origin/http/access.py)."""
+    """A runner for `app` with the options its settings ask for (`kwargs` win): the
+    fast path answers warm scene documents (origin/playback/warm.py) when
+    `FAST_PATH=on`; aiohttp's own access log line is replaced by ours."""
     options: dict[str, Any] = {
+        "warm_answer": warm_scene_documents if app[keys.SETTINGS].fast_path else None,
         "access_log_class": access_log_class(app),
         "access_log": log,
         "keepalive_timeout": KEEPALIVE_SECONDS,
-        "lingering_time": LINGER_SECONDS,
+        "lingering_time": UNREAD_BODY_LINGER_SECONDS,
         **kwargs,
     }
-    if app[keys.SETTINGS].fast_path:
-        return FastPathRunner(app, warm_scene_documents, **options)
-    return BoundedRunner(app, **options)
+    return Runner(app, **options)
 
 
 async def drain(runner: web.AppRunner, grace: float) -> None:
@@ -82,3 +84,14 @@ async def serve(
         await drain(runner, grace)
     finally:
         await runner.cleanup()
+
+
+def run(
+    app: web.Application, host: str, port: int, *, grace: float = 30.0, reuse_port: bool = False
+) -> None:
+    """`serve` on uvloop, as `storyforge serve` does: its transports, timers and loop
+    are C, which is most of what a warm playlist costs beyond its bytes
+    (bench/serve.py). LocalStorage files still go out with sendfile(2)
+    (origin/http/objects.py; uvloop has no `loop.sendfile`)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(app, host, port, grace=grace, reuse_port=reuse_port))

@@ -199,13 +199,10 @@ def _processes(value: str) -> int:
 
 def _serve(settings, host: str, port: int, grace: float, reuse_port: bool) -> int:
     from origin.app import create_app
-    from origin.server import serve
+    from origin.server import run
 
     try:
-        # asyncio's own loop, not uvloop: uvloop has no loop.sendfile, so aiohttp
-        # would copy LocalStorage files through user space (bench/serve.py measured
-        # 2.4x the bytes/s for 1 MB segments with sendfile).
-        asyncio.run(serve(create_app(settings), host, port, grace=grace, reuse_port=reuse_port))
+        run(create_app(settings), host, port, grace=grace, reuse_port=reuse_port)
     except _startup_errors() as exc:
         raise StartupError(str(exc)) from exc
     except OSError as exc:

@@ -3,7 +3,7 @@ been sent completely. Both hang on aiohttp's documented access-logger hook
 (`AppRunner(access_log_class=...)`, `aiohttp.abc.AbstractAccessLogger`), which
 aiohttp calls after the last byte of each answer it makes, so a log line's duration
 covers sending the body too. The fast path logs and counts its own answers with the
-same `log_request` and counters (origin/http/fastpath.py). A request whose client went away
+same `log_request` and counters (origin/http/connection.py). A request whose client went away
 before its answer was logged and counted by the middleware already (CLIENT_CLOSED)."""
 
 from __future__ import annotations

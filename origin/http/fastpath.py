@@ -1,55 +1,23 @@
-"""The fast path's connections: a warm scene document is answered on the connection
-itself; every other request goes to the aiohttp app on the same connection, in order.
-
-aiohttp's per-request machinery (request and response objects, a task per request,
-routing, middlewares) costs several times what answering a warm playlist costs. So
-each connection is a `FastPathConnection` around aiohttp's own protocol object. It
-reads each request head (llhttp, as aiohttp does, but stricter) and asks a
-`WarmAnswer` for an answer from the in-process caches. A plain GET/HEAD that gets one
-is answered at once. Anything else is passed to aiohttp byte for byte, and so is every
-request pipelined behind it until aiohttp has written its answer, so answers leave in
-request order (RFC 9112 §9.3.2). Bytes it cannot frame for certain hand the
-connection to aiohttp for good.
-
-The app knows nothing of this. The connection learns that aiohttp has sent an answer
-through aiohttp's documented access-logger hook (`FastPathRunner` wraps the app's
-access-log class); it keeps aiohttp's idle timer from closing a connection that only
-the fast path has been answering (`RequestHandler.keep_alive`) and keeps its own idle
-timer for that case. A head that does not arrive whole within `HEADER_TIMEOUT` gets
-408, as on the plain path (origin/http/connection.py's `HeadClock`). Both hooks into
-aiohttp are checked by
-tests/unit/test_fastpath_hooks.py against the aiohttp version pyproject pins.
-"""
+"""What the fast path reads and writes, without I/O: request heads read strictly with
+llhttp (the parser aiohttp uses too), which of them the connection may answer itself
+(`answerable`), and the bytes of an answer (`encode_answer`). The connection that uses
+them is origin/http/connection.py; what it answers is handed to it by origin/server.py
+(a `WarmAnswer`: origin/playback/warm.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, NamedTuple, cast
+from typing import NamedTuple
 
 import httptools
-from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http import SERVER_SOFTWARE
-from aiohttp.web_protocol import RequestHandler
-
-from core.logs import log_request, new_request_id
-from origin import keys
-from origin.http.connection import HeadClock, WrappingServer, expire_head
-from origin.http.fields import answer_fields
-from origin.http.stats import FastPathAnswers, HttpStats
-
-log = logging.getLogger("storyforge.origin")
 
 # aiohttp's default limits: a head outside them is left to aiohttp (400/431 or not)
 MAX_HEAD = 8190
 MAX_FIELDS = 128
-KEEPALIVE_SECONDS = 75.0  # aiohttp's default keep-alive timeout
 
 # --- request heads -----------------------------------------------------------------
 
@@ -197,24 +165,25 @@ WarmAnswer = Callable[[str, str, str, Mapping[str, str], "str | None"], "Answer 
 # (request id, path, Origin) -> the fields every answer carries (origin.http.fields)
 CommonFields = Callable[[str, str, "str | None"], list[tuple[str, str]]]
 
-_REASONS = {s.value: s.phrase for s in HTTPStatus}
+_STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n" for s in HTTPStatus}
+_SERVER_LINE = f"Server: {SERVER_SOFTWARE}\r\n\r\n"
 
 
 def encode_answer(answer: Answer, *, head_only: bool, date: str) -> bytes:
     """The bytes of an HTTP/1.1 response (RFC 9112 §4, §6): no body for HEAD and 304
     (§6.3 items 1-2); Content-Length for HEAD is that of the GET (RFC 9110 §8.6)."""
     status, fields, body = answer
-    out = [f"HTTP/1.1 {status} {_REASONS.get(status, '')}"]
-    out.extend(f"{name}: {value}" for name, value in fields)
+    text = [_STATUS_LINES.get(status) or f"HTTP/1.1 {status} \r\n"]
+    text += [f"{name}: {value}\r\n" for name, value in fields]
     if status != 304:
-        out.append(f"Content-Length: {len(body)}")
-    out.append(f"Date: {date}")
-    out.append(f"Server: {SERVER_SOFTWARE}")
-    raw = ("\r\n".join(out) + "\r\n\r\n").encode("latin-1")
+        text.append(f"Content-Length: {len(body)}\r\n")
+    text.append(f"Date: {date}\r\n")
+    text.append(_SERVER_LINE)
+    raw = "".join(text).encode("latin-1")
     return raw if head_only or status == 304 else raw + body
 
 
-class _HttpDate:
+class HttpDate:
     """The Date field (RFC 9110 §6.6.1), formatted once per second."""
 
     __slots__ = ("_second", "_text")
@@ -229,273 +198,3 @@ class _HttpDate:
             self._second = second
             self._text = formatdate(second, usegmt=True)
         return self._text
-
-
-@dataclass(frozen=True, slots=True)
-class Options:
-    """What every connection of one runner shares."""
-
-    answer: WarmAnswer
-    fields: CommonFields
-    counts: FastPathAnswers
-    access_log: str  # ACCESS_LOG mode
-    keepalive: float
-    date: _HttpDate
-    header_timeout: float
-    stats: HttpStats  # the app's: a 408 for a late head is counted there
-
-
-# --- the connection -----------------------------------------------------------------
-
-
-class FastPathConnection(asyncio.Protocol):
-    """One client connection: answers what `options.answer` can from memory, passes
-    the rest to `inner` (aiohttp's protocol object for this connection)."""
-
-    def __init__(self, inner: RequestHandler, options: Options) -> None:
-        self._inner = inner
-        self._options = options
-        self._answer = options.answer
-        self._log_all = options.access_log == "all"
-        self._loop = asyncio.get_event_loop()
-        self._transport: asyncio.Transport | None = None
-        self._peer: str | None = None
-        self._heads = HeadReader()
-        self._buf = b""
-        self._body_left = 0  # bytes of a passed-on request body still to pass on
-        self._owed = 0  # passed-on requests aiohttp has not finished answering
-        self._handed_over = False  # the connection is aiohttp's for good
-        self._write_paused = False
-        self._read_paused = False
-        self._last_data = 0.0
-        self._idle_handle: asyncio.TimerHandle | None = None
-        self._clock = HeadClock(inner, options.header_timeout, self._head_expired)
-        self._timed_out = False
-
-    # asyncio.Protocol
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
-        # what aiohttp's request.remote gives for a TCP peer
-        self._peer = str(peer[0]) if isinstance(peer, (tuple, list)) and peer else None
-        self._inner.connection_made(transport)  # aiohttp's idle timer starts here
-        self._last_data = self._loop.time()
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._cancel_idle_timer()
-        self._clock.stop()
-        self._transport = None
-        self._buf = b""
-        self._inner.connection_lost(exc)
-
-    def eof_received(self) -> bool | None:
-        self._inner.eof_received()
-        return None  # the transport closes itself
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-        self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self._inner.resume_writing()
-        if self._read_paused and self._transport is not None:
-            self._read_paused = False
-            self._transport.resume_reading()
-            self._process()
-
-    def data_received(self, data: bytes) -> None:
-        if self._timed_out:
-            return  # the rest of a head that came too late
-        self._last_data = self._loop.time()
-        self._clock.data()
-        if self._handed_over:
-            self._inner.data_received(data)
-            return
-        self._buf = self._buf + data if self._buf else data
-        self._process()
-
-    # told through the runner's access-log hook
-
-    def answered_by_aiohttp(self, keep_alive: bool) -> None:
-        """aiohttp has written the whole answer to one request passed to it. After
-        an answer that ends the connection (an error, `Connection: close`), aiohttp
-        closes it soon: nothing more may be answered here before that."""
-        self._clock.answered()
-        if self._owed:
-            self._owed -= 1
-        if not keep_alive:
-            self._handed_over = True
-
-    # internals
-
-    def _process(self) -> None:
-        buf = self._buf
-        inner = self._inner
-        while buf:
-            if self._body_left:
-                chunk = buf[: self._body_left]
-                buf = buf[len(chunk) :]
-                self._body_left -= len(chunk)
-                inner.data_received(chunk)
-                continue
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > MAX_HEAD or not could_become_head(buf):
-                    self._hand_over(buf)  # aiohttp answers 400 now, not at the timeout
-                    return
-                break
-            size = end + 4
-            head = self._heads.read(buf[:size]) if size <= MAX_HEAD else None
-            if head is None or head.body_length is None:
-                self._hand_over(buf)
-                return
-            if self._owed == 0 and answerable(head):
-                if self._write_paused:  # the client is not reading: wait for it
-                    if not self._read_paused and self._transport is not None:
-                        self._read_paused = True
-                        self._transport.pause_reading()
-                    break
-                if self._answer_here(head):
-                    buf = buf[size:]
-                    continue
-            self._owed += 1
-            self._body_left = head.body_length
-            inner.data_received(buf[:size])
-            buf = buf[size:]
-        self._buf = buf
-
-    def _answer_here(self, head: Head) -> bool:
-        started = time.perf_counter()
-        path, _, query = head.target.partition("?")
-        try:
-            answer = self._answer(head.method, path, query, head.headers, self._peer)
-        except Exception:  # a bug must not cost the connection: aiohttp answers instead
-            log.exception("warm answer failed for %s %s", head.method, path)
-            return False
-        if answer is None or self._transport is None:
-            return False
-        options = self._options
-        status, fields, body = answer
-        rid = new_request_id(head.headers.get("x-request-id"))
-        fields = fields + options.fields(rid, path, head.headers.get("origin"))
-        self._transport.write(
-            encode_answer(
-                (status, fields, body), head_only=head.method == "HEAD", date=options.date.now()
-            )
-        )
-        seconds = time.perf_counter() - started
-        options.counts.count(status, seconds, 0 if head.method == "HEAD" else len(body))
-        # aiohttp saw no request: its idle timer must not close the connection now
-        self._inner.keep_alive(True)
-        self._clock.answered()
-        self._arm_idle_timer()
-        if self._log_all:
-            log_request(log, rid, head.method, path, status, seconds)
-        return True
-
-    def _head_expired(self) -> None:
-        self._timed_out = True
-        options = self._options
-        expire_head(self._transport, options.header_timeout, options.stats, options.access_log)
-
-    def _hand_over(self, buf: bytes) -> None:
-        self._handed_over = True
-        self._cancel_idle_timer()  # aiohttp's own idle timer takes over
-        self._buf = b""
-        self._inner.data_received(buf)
-
-    def _arm_idle_timer(self) -> None:
-        if self._idle_handle is None:
-            self._idle_handle = self._loop.call_at(
-                self._last_data + self._options.keepalive, self._close_if_idle
-            )
-
-    def _cancel_idle_timer(self) -> None:
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
-            self._idle_handle = None
-
-    def _close_if_idle(self) -> None:
-        """Close a connection that sent nothing for the keep-alive time after the
-        fast path answered it (RFC 9112 §9.8: a server may close idle connections).
-        While aiohttp owes an answer, aiohttp's own idle timer is in charge: it
-        restarts once that answer is sent."""
-        self._idle_handle = None
-        if self._transport is None or self._owed > 0 or self._handed_over:
-            return
-        deadline = self._last_data + self._options.keepalive
-        if self._loop.time() < deadline:
-            self._idle_handle = self._loop.call_at(deadline, self._close_if_idle)
-            return
-        self._transport.close()
-
-
-# --- wiring into aiohttp's runner ---------------------------------------------------
-
-
-class _FastPathServer(WrappingServer):
-    """aiohttp's low-level server whose protocol objects are wrapped in
-    FastPathConnections."""
-
-    def __init__(self, server: web.Server, options: Options) -> None:
-        super().__init__(server, lambda inner: FastPathConnection(inner, options))
-
-
-def _observing(access_log: type[AbstractAccessLogger]) -> type[AbstractAccessLogger]:
-    """`access_log` that also tells the fast path connection that aiohttp has sent
-    an answer (aiohttp calls the access logger after the answer's last byte)."""
-
-    class Observing(access_log):  # type: ignore[valid-type,misc]
-        def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-            super().log(request, response, time)
-            transport = request.transport
-            conn = transport.get_protocol() if transport is not None else None
-            if isinstance(conn, FastPathConnection):
-                conn.answered_by_aiohttp(bool(response.keep_alive))
-
-    return Observing
-
-
-class FastPathRunner(web.AppRunner):
-    """An AppRunner whose sites accept FastPathConnections. `warm_answer(app)` is
-    called once the app has started (its caches and settings exist)."""
-
-    def __init__(
-        self,
-        app: web.Application,
-        warm_answer: Callable[[web.Application], WarmAnswer],
-        *,
-        access_log_class: type[AbstractAccessLogger],
-        keepalive_timeout: float = KEEPALIVE_SECONDS,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            app,
-            access_log_class=_observing(access_log_class),
-            keepalive_timeout=keepalive_timeout,
-            **kwargs,
-        )
-        self._warm_answer = warm_answer
-        self._keepalive = keepalive_timeout
-
-    async def _make_server(self) -> web.Server:  # BaseRunner's hook for the server
-        server = await super()._make_server()
-        app = self.app
-        allowed = app[keys.SETTINGS].cors_origins
-
-        def fields(rid: str, path: str, origin: str | None) -> list[tuple[str, str]]:
-            return answer_fields(rid, path, origin, allowed)
-
-        options = Options(
-            answer=self._warm_answer(app),
-            fields=fields,
-            counts=app[keys.FAST_PATH_ANSWERS],
-            access_log=app[keys.SETTINGS].access_log,
-            keepalive=self._keepalive,
-            date=_HttpDate(),
-            header_timeout=app[keys.SETTINGS].header_timeout,
-            stats=app[keys.HTTP_STATS],
-        )
-        return cast(web.Server, _FastPathServer(server, options))

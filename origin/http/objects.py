@@ -3,18 +3,22 @@
 GET/HEAD (RFC 9110 §13, §14).
 
 LocalStorage files go out with sendfile (``SendfileResponse``: aiohttp's FileResponse
-with its own range and conditional handling, docs/NOTES.md). Other backends answer a
-GET with one conditional, ranged read (``Storage.conditional_get``: one GetObject on
-S3) and a HEAD with one ``head``, decided by ``core.conditional``."""
+with its own range and conditional handling, docs/NOTES.md), on uvloop too, which has
+no ``loop.sendfile``. Other backends answer a GET with one conditional, ranged read
+(``Storage.conditional_get``: one GetObject on S3) and a HEAD with one ``head``, decided
+by ``core.conditional``."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import Mapping
 from datetime import datetime
 from email.utils import format_datetime
-from typing import Any
+from typing import IO, Any
 
-from aiohttp import hdrs, web
+from aiohttp import hdrs, web, web_fileresponse
+from aiohttp.abc import AbstractStreamWriter
 
 from core.conditional import decide
 from core.storage import ObjectInfo, ObjectNotFound, Storage, StreamedObject, Unsent
@@ -140,9 +144,17 @@ async def _send(
     return response
 
 
+# while sendfile waits for a slow client, how often it looks whether the connection
+# was closed meanwhile (by the server's shutdown, say)
+SENDFILE_CHECK_SECONDS = 1.0
+
+
 class SendfileResponse(web.FileResponse):
     """aiohttp's sendfile response, except that a multi-range request is answered
-    with the whole body (RFC 9110 §14.2 lets a server ignore Range) instead of 416."""
+    with the whole body (RFC 9110 §14.2 lets a server ignore Range) instead of 416,
+    and that on an event loop without `loop.sendfile` (uvloop), where aiohttp would
+    read the file into memory and write it piece by piece, the file still goes out
+    with sendfile(2) (`send_file`)."""
 
     async def prepare(self, request: web.BaseRequest) -> Any:
         if "," in request.headers.get(hdrs.RANGE, ""):
@@ -150,3 +162,88 @@ class SendfileResponse(web.FileResponse):
             del headers[hdrs.RANGE]
             request = request.clone(headers=headers)
         return await super().prepare(request)
+
+    async def _sendfile(  # aiohttp's hook: the head is not sent yet
+        self, request: web.BaseRequest, fobj: IO[Any], offset: int, count: int
+    ) -> AbstractStreamWriter:
+        loop = asyncio.get_running_loop()
+        transport = request.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if (
+            type(loop).sendfile is not asyncio.AbstractEventLoop.sendfile  # the loop's own
+            or web_fileresponse.NOSENDFILE
+            or self.compression
+            or transport is None
+            or sock is None
+            or transport.get_extra_info("sslcontext") is not None
+        ):
+            return await super()._sendfile(request, fobj, offset, count)
+        writer = await web.StreamResponse.prepare(self, request)  # the head
+        assert writer is not None
+        await _flushed(transport, writer)
+        await send_file(loop, transport, sock.fileno(), fobj.fileno(), offset, count)
+        await web.StreamResponse.write_eof(self)
+        return writer
+
+
+async def _flushed(transport: asyncio.Transport, writer: AbstractStreamWriter) -> None:
+    """Wait until everything written to `transport` has gone to its socket: with its
+    high-water mark at 0 the transport pauses its protocol until its buffer is empty,
+    and the writer's drain waits for that."""
+    if not transport.get_write_buffer_size():
+        return  # the usual case: the head went out at once
+    limits = transport.get_write_buffer_limits()
+    transport.set_write_buffer_limits(high=0, low=0)
+    try:
+        await writer.drain()
+    finally:
+        if not transport.is_closing():
+            transport.set_write_buffer_limits(high=limits[1], low=limits[0])
+
+
+async def send_file(
+    loop: asyncio.AbstractEventLoop,
+    transport: asyncio.BaseTransport,
+    sock_fd: int,
+    file_fd: int,
+    offset: int,
+    count: int,
+) -> None:
+    """`count` bytes of `file_fd` from `offset` to the socket of `transport` (whose
+    write buffer is empty and who writes nothing meanwhile) with sendfile(2), waiting
+    for the socket to take more when it is full. A duplicate of the socket's
+    descriptor is used: the loop refuses to watch a transport's own descriptor, and
+    a descriptor number reused after the transport closed must not be written to."""
+    fd = os.dup(sock_fd)
+    try:
+        while count > 0:
+            if transport.is_closing():
+                raise ConnectionResetError("connection lost while sending a file")
+            try:
+                sent = os.sendfile(fd, file_fd, offset, count)
+            except BlockingIOError:
+                await _writable(loop, fd)
+                continue
+            if sent == 0:  # the file is shorter than it was when the head was sent
+                raise ConnectionResetError("the file shrank while it was being sent")
+            offset += sent
+            count -= sent
+    finally:
+        os.close(fd)
+
+
+async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """Until `fd` can take more bytes, or SENDFILE_CHECK_SECONDS at most."""
+    ready = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_writer(fd, wake)
+    timer = loop.call_later(SENDFILE_CHECK_SECONDS, wake)
+    try:
+        await ready
+    finally:
+        timer.cancel()
+        loop.remove_writer(fd)

@@ -42,7 +42,7 @@ class HttpStats:
 
 
 class FastPathAnswers:
-    """Answers the fast path made (origin/http/fastpath.py), all counted under one route
+    """Answers the fast path made (origin/http/connection.py), all counted under one route
     template (`route`, the app's route of the documents it answers): a few integers and
     one latency series, the cheapest things to bump on that path."""
 

@@ -11,8 +11,9 @@ A deleted scene or a removed clip is forgotten at once when its change is notifi
 (`forget_scene`, core/listen.py); the TTLs bound it when a notification is lost.
 
 An expired version or readiness is kept `keep` seconds longer: while Postgres cannot be
-reached, the read path answers from it (`ReadCaches.last_known`, `STALE_IF_DB_DOWN`)
-instead of failing. A committed deletion or removal still forgets it at once.
+reached, the read path answers from it instead of failing (`ReadCaches.known`, the one
+owner of that rule for the app and the fast path alike; `STALE_IF_DB_DOWN`). A committed
+deletion or removal still forgets it at once.
 """
 
 from __future__ import annotations
@@ -56,9 +57,15 @@ class ReadCaches:
     stale_seconds: float = 0.0
     stale_answers: int = 0  # answers made from such stale entries (for /metrics)
 
-    def last_known(self, cache: LRU[V], key: Hashable) -> V | None:
-        """What `cache` last knew of `key`, if not older than `stale_seconds`; for
-        answering while the database cannot say (counted in `stale_answers`)."""
+    def known(self, cache: LRU[V], key: Hashable, db_down: Callable[[], bool]) -> V | None:
+        """The stale-read rule: what the read path may answer for `key` without asking
+        Postgres. The entry while it is fresh; once expired, while Postgres cannot be
+        asked (`db_down()`: it is unreachable, or did not answer in time), the entry
+        stored at most `stale_seconds` ago (STALE_IF_DB_DOWN), counted in
+        `stale_answers`; else None (ask Postgres, or answer 503)."""
+        value = cache.get(key)
+        if value is not None or not db_down():
+            return value
         value = cache.stale(key, self.stale_seconds)
         if value is not None:
             self.stale_answers += 1

@@ -61,6 +61,10 @@ def document_response(
     return web.Response(status=status, headers=fields, body=body if status == 200 else None)
 
 
+def _failed() -> bool:
+    return True  # the read just failed: Postgres cannot be asked
+
+
 async def revalidated(
     request: web.Request,
     cache: LRU[V],
@@ -69,14 +73,14 @@ async def revalidated(
 ) -> V:
     """`read` from Postgres and kept in `cache`; while Postgres is unreachable, or
     takes over REVALIDATE_SECONDS to answer where `cache` has something to answer with,
-    what `cache` last knew of `key` within `STALE_IF_DB_DOWN` (else db.Unavailable: 503)."""
+    what the stale-read rule gives (`ReadCaches.known`; else db.Unavailable: 503)."""
     caches = request.app[keys.READ_CACHES]
     bound = REVALIDATE_SECONDS if cache.stale(key, caches.stale_seconds) is not None else None
     try:
         async with asyncio.timeout(bound), request.app[keys.POOL].acquire() as conn:
             value = await read(conn)
     except (db.Unavailable, TimeoutError) as exc:
-        known = caches.last_known(cache, key)
+        known = caches.known(cache, key, _failed)
         if known is None:
             raise db.Unavailable(f"no answer from the database ({exc})") from exc
         return known

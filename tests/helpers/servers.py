@@ -1,8 +1,8 @@
 """The origin under test as `storyforge serve` runs it: aiohttp's TestServer on the
-origin's own runner (origin/server.py), so with `FAST_PATH` on every request reaches
-the app through a FastPathConnection and warm scene documents are answered there,
-and with it off the plain AppRunner answers everything. Unlike aiohttp's TestServer,
-handlers are not cancelled when their client goes away (neither are they in `serve`)."""
+origin's own runner (origin/server.py), so every request reaches the app through a
+`Connection` (origin/http/connection.py) and, with `FAST_PATH` on, warm scene
+documents are answered there. Unlike aiohttp's TestServer, handlers are not
+cancelled when their client goes away (neither are they in `serve`)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from origin.http.access import access_log_class
-from origin.http.fastpath import FastPathRunner, WarmAnswer
+from origin.http.fastpath import WarmAnswer
 from origin.server import make_runner
 
 
@@ -30,20 +29,13 @@ class OriginTestServer(TestServer):
         **kwargs: Any,
     ) -> None:
         super().__init__(app, **kwargs)
-        self._warm_answer = warm_answer
         self._runner_options: dict[str, Any] = {}
+        if warm_answer is not None:
+            self._runner_options["warm_answer"] = warm_answer
         if keepalive_timeout is not None:
             self._runner_options["keepalive_timeout"] = keepalive_timeout
 
     async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
         # as `storyforge serve`: a client that goes away does not cancel its handler
         kwargs.pop("handler_cancellation", None)
-        if self._warm_answer is not None:
-            return FastPathRunner(
-                self.app,
-                self._warm_answer,
-                access_log_class=access_log_class(self.app),
-                **self._runner_options,
-                **kwargs,
-            )
         return make_runner(self.app, **self._runner_options, **kwargs)

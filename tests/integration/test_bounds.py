@@ -164,7 +164,7 @@ async def test_stalled_and_trickling_bodies_get_408_and_leave_nothing(client, bo
             assert status == 408, body
             assert headers["connection"] == "close"
             no_server_paths(body, root)
-            if closes:  # after aiohttp's lingering read (origin/server.py LINGER_SECONDS)
+            if closes:  # after aiohttp's lingering read (UNREAD_BODY_LINGER_SECONDS)
                 assert await conn.closed()
             return waited
         finally:

@@ -1,4 +1,4 @@
-"""The fast path on the wire (origin/http/fastpath.py): warm scene documents answered on
+"""The fast path on the wire (origin/http/connection.py): warm scene documents answered on
 the connection carry exactly what aiohttp's answer carries; requests the
 connection passes to aiohttp (segment files, API calls with bodies, chunked bodies,
 malformed heads) keep their order on a pipelined connection; a client that does not
@@ -228,16 +228,35 @@ async def test_a_client_that_does_not_read_is_bounded(fast, settings):
     wire.close()
 
 
-async def test_idle_connections_are_closed(settings):
-    client, _ = await start(settings, keepalive_timeout=0.5)
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "plain"])
+async def test_idle_connections_are_closed(settings, fast_path):
+    if fast_path:
+        client, _ = await start(settings, keepalive_timeout=0.5)
+    else:
+        plain = create_app(dataclasses.replace(settings, fast_path=False))
+        client = TestClient(OriginTestServer(plain, keepalive_timeout=0.5))
+        await client.start_server()
     try:
-        client.headers_auth = {"Authorization": AUTH}
+        scene, _ = await published_scene(client, settings)
+        playlist = f"/v/{scene}/720p.m3u8"
         wire = await Wire.open(client)
         wire.send(get("/healthz"))
         assert (await wire.response())[0] == 200
         started = time.monotonic()
         assert await wire.closed(timeout=5)
         assert 0.4 < time.monotonic() - started < 4
+        wire.close()
+        # a connection in use (warm answers) outlives the keep-alive timeout; once
+        # idle, it is closed
+        wire = await Wire.open(client)
+        started = time.monotonic()
+        while time.monotonic() - started < 1.5:
+            await asyncio.sleep(0.1)
+            wire.send(get(playlist))
+            assert (await wire.response())[0] == 200
+        idle = time.monotonic()
+        assert await wire.closed(timeout=5)
+        assert 0.4 < time.monotonic() - idle < 4
         wire.close()
         # a connection that never sends a request is closed too
         wire = await Wire.open(client)

@@ -1,6 +1,6 @@
-"""The fast path's hooks into aiohttp, checked against the installed aiohttp: an
+"""The connection layer's hooks into aiohttp, checked against the installed aiohttp: an
 upgrade that removes or changes one fails here, naming it, rather than as wrong
-answers or connections that never close (origin/http/fastpath.py)."""
+answers or connections that never close (origin/http/connection.py)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_protocol import RequestHandler
 
-from origin.http.fastpath import FastPathRunner, _FastPathServer
+from origin.http.connection import NEVER, ConnectionServer, Runner
 
-PIN = "pin aiohttp in pyproject.toml to a version that has it, or port origin/http/fastpath.py"
+PIN = "pin aiohttp in pyproject.toml to a version that has it, or port origin/http/connection.py"
 
 
 def test_runner_makes_its_server_through_make_server():
     hook = getattr(web.AppRunner, "_make_server", None)
     assert inspect.iscoroutinefunction(hook), (
         f"aiohttp {aiohttp.__version__}: AppRunner._make_server (private) is gone or no "
-        f"longer a coroutine; FastPathRunner overrides it to wrap each connection. {PIN}"
+        f"longer a coroutine; connection.Runner overrides it to wrap each connection. {PIN}"
     )
     setup = inspect.getsource(web.AppRunner.setup) + inspect.getsource(
         web.AppRunner.__mro__[1].setup
@@ -30,13 +30,18 @@ def test_runner_makes_its_server_through_make_server():
     )
 
 
-def test_request_handler_keep_alive_cancels_the_idle_timer():
-    source = inspect.getsource(RequestHandler.keep_alive)
-    assert "_keepalive_handle" in source and "cancel" in source, (
-        f"aiohttp {aiohttp.__version__}: RequestHandler.keep_alive no longer cancels the "
-        f"idle timer; the fast path calls it so aiohttp does not close a connection the "
-        f"fast path is answering. {PIN}"
-    )
+def test_request_handler_idle_timer_is_due_keepalive_timeout_after_an_answer():
+    """The runner gives aiohttp a keep-alive timeout of NEVER so that aiohttp never
+    closes a connection the fast path is answering; the connection keeps time."""
+    assert "keepalive_timeout" in inspect.signature(RequestHandler.__init__).parameters
+    made = inspect.getsource(RequestHandler.connection_made)
+    start = inspect.getsource(RequestHandler.start)
+    for source in (made, start):
+        assert "loop.time() +" in source and "keepalive_timeout" in source, (
+            f"aiohttp {aiohttp.__version__}: RequestHandler no longer times idle "
+            f"connections from its keepalive_timeout; NEVER ({NEVER:g} s) may not keep it "
+            f"from closing connections the fast path answers. {PIN}"
+        )
 
 
 def test_access_logger_runs_after_each_answer():
@@ -50,7 +55,7 @@ def test_access_logger_runs_after_each_answer():
     assert "kwargs" in params  # access_log_class reaches web.Server through **kwargs
 
 
-async def test_a_runner_serves_fast_path_connections():
+async def test_a_runner_serves_connections():
     from core.settings import Settings
     from origin import keys
     from origin.http.stats import FastPathAnswers, HttpStats
@@ -61,17 +66,17 @@ async def test_a_runner_serves_fast_path_connections():
         def log(self, request, response, time):
             pass
 
-    runner = FastPathRunner(app, lambda app: lambda *a: None, access_log_class=Quiet)
+    runner = Runner(app, warm_answer=lambda app: lambda *a: None, access_log_class=Quiet)
     app[keys.SETTINGS] = Settings()
     app[keys.FAST_PATH_ANSWERS] = FastPathAnswers("/v/{scene_id}/{name}")
     app[keys.HTTP_STATS] = HttpStats()
     await runner.setup()
     try:
-        assert isinstance(runner.server, _FastPathServer)
+        assert isinstance(runner.server, ConnectionServer)
         inner = runner.server._server
         for name in ("connections", "requests_count", "pre_shutdown", "shutdown"):
             assert hasattr(inner, name), (
-                f"aiohttp {aiohttp.__version__}: web.Server.{name} is gone; _FastPathServer "
+                f"aiohttp {aiohttp.__version__}: web.Server.{name} is gone; ConnectionServer "
                 f"stands in for web.Server and forwards it. {PIN}"
             )
     finally:
@@ -79,8 +84,8 @@ async def test_a_runner_serves_fast_path_connections():
 
 
 def test_request_handler_waits_for_a_head_on_its_waiter():
-    """origin/http/connection.py's header timeout reads `_waiter` (pending: aiohttp
-    waits for the next request's head) on both paths."""
+    """origin/http/connection.py's header and keep-alive timeouts read `_waiter`
+    (pending: aiohttp waits for the next request's head), with the fast path or not."""
     assert "_waiter" in RequestHandler.__slots__
     start = inspect.getsource(RequestHandler.start)
     assert "self._waiter = loop.create_future()" in start and "await self._waiter" in start, (
@@ -89,3 +94,21 @@ def test_request_handler_waits_for_a_head_on_its_waiter():
         f"a request being handled. {PIN}"
     )
     assert "lingering_time" in inspect.signature(RequestHandler.__init__).parameters
+
+
+def test_file_response_sends_its_body_through_sendfile():
+    """origin/http/objects.py's SendfileResponse overrides `FileResponse._sendfile`
+    (called with the head not yet sent) to keep sendfile(2) on uvloop."""
+    from aiohttp import web_fileresponse
+
+    prepare = inspect.getsource(web.FileResponse._prepare_open_file)
+    assert "await self._sendfile(request, fobj, offset, count)" in prepare, (
+        f"aiohttp {aiohttp.__version__}: FileResponse no longer sends its body through "
+        f"_sendfile(request, fobj, offset, count). {PIN}"
+    )
+    sendfile = inspect.getsource(web.FileResponse._sendfile)
+    assert "super().prepare(request)" in sendfile and "loop.sendfile(" in sendfile, (
+        f"aiohttp {aiohttp.__version__}: FileResponse._sendfile no longer sends the head "
+        f"itself before loop.sendfile. {PIN}"
+    )
+    assert isinstance(web_fileresponse.NOSENDFILE, bool)

@@ -5,6 +5,14 @@ from __future__ import annotations
 from origin.playback.caches import Built, forget_scene, new_read_caches
 
 
+def db_down() -> bool:
+    return True  # Postgres cannot be asked
+
+
+def db_up() -> bool:
+    return False
+
+
 def test_forget_scene_drops_only_that_scene():
     caches = new_read_caches(16)
     for scene in ("scn_a", "scn_b"):
@@ -38,14 +46,16 @@ def test_expired_entries_answer_while_the_database_is_down_within_the_bound():
     caches = new_read_caches(16, clock=lambda: now[0], stale_seconds=600.0)
     caches.versions.put("scn_a", 4)
     caches.ready.put(("scn_a", "seg_1"), False)  # a known "no" is an answer too
+    assert caches.known(caches.versions, "scn_a", db_up) == 4  # fresh: asked nothing
     now[0] = 30.0
     assert caches.versions.get("scn_a") is None  # expired: re-read when possible
-    assert caches.last_known(caches.versions, "scn_a") == 4
-    assert caches.last_known(caches.ready, ("scn_a", "seg_1")) is False
-    assert caches.last_known(caches.versions, "scn_b") is None  # never seen
+    assert caches.known(caches.versions, "scn_a", db_up) is None  # Postgres can say
+    assert caches.known(caches.versions, "scn_a", db_down) == 4
+    assert caches.known(caches.ready, ("scn_a", "seg_1"), db_down) is False
+    assert caches.known(caches.versions, "scn_b", db_down) is None  # never seen
     assert caches.stale_answers == 2
     now[0] = 600.5
-    assert caches.last_known(caches.versions, "scn_a") is None  # older than the bound
+    assert caches.known(caches.versions, "scn_a", db_down) is None  # older than the bound
     assert caches.stale_answers == 2
 
 
@@ -59,8 +69,8 @@ def test_a_deletion_forgets_stale_entries_too():
     now[0] = 5.0
     assert caches.views.stale("scn_a", 600.0) is None and len(caches.views) == 2
     forget_scene(caches, "scn_a")
-    assert caches.last_known(caches.versions, "scn_a") is None
-    assert caches.last_known(caches.ready, ("scn_a", "seg_1")) is None
+    assert caches.known(caches.versions, "scn_a", db_down) is None
+    assert caches.known(caches.ready, ("scn_a", "seg_1"), db_down) is None
     assert len(caches.views) == 1
     forget_scene(caches, None)
     assert len(caches.views) == 0
@@ -73,4 +83,4 @@ def test_without_staleness_expired_entries_are_dropped():
     now[0] = 1.5
     assert caches.versions.get("scn_a") is None
     assert len(caches.versions) == 0
-    assert caches.last_known(caches.versions, "scn_a") is None
+    assert caches.known(caches.versions, "scn_a", db_down) is None
