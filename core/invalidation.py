@@ -1,6 +1,8 @@
-"""CDN invalidation, the pure part: which paths a change of a scene makes stale, and
-how a set of paths is cut into CloudFront `CreateInvalidation` requests. No I/O; the
-requests are sent by core/cdn.py.
+"""CDN invalidation, the pure part: what a change makes stale (`Stale`: the paths a
+path-invalidating CDN is asked for, the cache tags a tag-purging one is asked for,
+core/cachetags.py), and how that is cut into requests: CloudFront
+`CreateInvalidation` batches of paths, or tag purges (hard for what is gone, soft for
+what is only stale). No I/O; the requests are sent by core/cdn.py.
 
 CloudFront's rules (Developer Guide, "Invalidating files" and "Concurrent
 invalidation request maximum"): a path starts with `/`, is at most 4,000 characters,
@@ -13,11 +15,23 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from core import cachetags, layout
 
 MAX_FILE_PATHS = 3_000  # file paths in progress per distribution (so per request)
 MAX_WILDCARD_PATHS = 15  # wildcard paths in progress per distribution
 MAX_PATH_CHARS = 4_000
+# tags per purge request: one header line well inside Varnish's 8 KB (http_req_hdr_len)
+# and Fastly's 256 keys per batch purge
+MAX_TAGS = 128
+
+# How long an origin process may answer a scene's version or a clip's readiness as it
+# last read it (origin/playback/caches.py re-reads them this often). A purge sent
+# sooner after a change could be refilled from the origin with what the change
+# replaced, so what is only stale is purged this long after the change.
+ORIGIN_RECHECK_SECONDS = 1.0
 
 # Answers worth retrying with backoff: throttled, too many invalidations in progress
 # (they finish within minutes), or the service failing for a moment.
@@ -73,6 +87,84 @@ def poster_paths(scene_id: str) -> list[str]:
     return [f"/a/scenes/{scene_id}/poster.jpg"]
 
 
+# --- what a change makes stale, for either kind of CDN -------------------------------
+
+
+@dataclass(frozen=True)
+class Stale:
+    """What one change makes stale on the CDN: `paths` for a CDN that invalidates
+    paths (CloudFront), cache tags for one that purges by tag. `tags` name what changed
+    (purged soft where the CDN can: a stale copy may still be served while it is
+    fetched again), `gone` what must not be served at all any more (a deletion: purged
+    hard, no stale copy kept)."""
+
+    paths: frozenset[str] = frozenset()
+    tags: frozenset[str] = frozenset()
+    gone: frozenset[str] = frozenset()
+
+    def __or__(self, other: Stale) -> Stale:
+        return Stale(self.paths | other.paths, self.tags | other.tags, self.gone | other.gone)
+
+    def __bool__(self) -> bool:
+        return bool(self.paths or self.tags or self.gone)
+
+
+def stale(paths: Iterable[str] = (), tags: Iterable[str] = (), gone: Iterable[str] = ()) -> Stale:
+    return Stale(frozenset(paths), frozenset(tags), frozenset(gone))
+
+
+def scene_deleted(scene_id: str) -> Stale:
+    """A deleted scene: everything it had on the CDN is gone."""
+    return stale(scene_deleted_paths(scene_id), gone=[cachetags.scene(scene_id)])
+
+
+def segment_removed(scene_id: str, segment_id: str) -> Stale:
+    """A removed clip's files, once deleted (its grace period over)."""
+    return stale(segment_paths(scene_id, segment_id), gone=[cachetags.segment(segment_id)])
+
+
+def scene_documents(scene_id: str, profiles: Iterable[str], *, query_variants: bool) -> Stale:
+    """The stitched documents after a clip was published, refined or removed."""
+    return stale(
+        scene_document_paths(scene_id, profiles, query_variants=query_variants),
+        [cachetags.scene_documents(scene_id)],
+    )
+
+
+def poster(scene_id: str) -> Stale:
+    """The scene's poster, written again (its first clip changed)."""
+    return stale(poster_paths(scene_id), [cachetags.asset(layout.poster_key(scene_id))])
+
+
+def segment_documents(scene_id: str, segment_id: str, profiles: Iterable[str]) -> Stale:
+    """A refined clip's own playlists (they name the new generation's segments) and
+    its thumbnails at a moment."""
+    names = ["master.m3u8", *(f"{p}.m3u8" for p in sorted(set(profiles)))]
+    return stale(
+        [layout.cdn_path(scene_id, segment_id, name) for name in names],
+        [cachetags.segment_documents(segment_id)],
+    )
+
+
+def generation_gone(
+    scene_id: str, segment_id: str, profiles: Iterable[str], generation: int
+) -> Stale:
+    """A clip's media segments of `generation`, deleted after a refinement's grace
+    period: one wildcard per rendition (CloudFront: `*` at the end of a path)."""
+    stems = sorted({layout.generation_stem(p, generation) for p in profiles})
+    return stale(
+        [layout.cdn_path(scene_id, segment_id, stem) + "*" for stem in stems],
+        gone=[cachetags.generation(segment_id, generation)],
+    )
+
+
+def asset_changed(key: str, *, deleted: bool = False) -> Stale:
+    """An asset written again under its key (or deleted: gone)."""
+    tag = [cachetags.asset(key)]
+    path = [layout.asset_path(key)]
+    return stale(path, gone=tag) if deleted else stale(path, tag)
+
+
 def minimal(paths: Iterable[str]) -> list[str]:
     """The paths, checked, without duplicates and without those a wildcard of the
     set already covers, sorted."""
@@ -95,6 +187,40 @@ def plan(paths: Iterable[str]) -> list[tuple[str, ...]]:
             + wildcards[i * MAX_WILDCARD_PATHS : (i + 1) * MAX_WILDCARD_PATHS]
         )
         for i in range(count)
+    ]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One invalidation request: CloudFront paths, or cache tags to purge (`soft`:
+    keeping a stale copy for grace)."""
+
+    items: tuple[str, ...]
+    soft: bool = False
+
+
+def path_requests(change: Stale) -> list[Request]:
+    """A path-invalidating CDN's requests for `change` (`plan` of its paths)."""
+    return [Request(r) for r in plan(change.paths)]
+
+
+def check_tag(tag: str) -> str:
+    """`tag` if it is a cache tag (core/cachetags.py's alphabet), else ValueError."""
+    if not tag or len(tag) > 256 or not all(c.isalnum() or c in "._-" for c in tag):
+        raise ValueError(f"invalid cache tag {tag!r}")
+    return tag
+
+
+def tag_requests(change: Stale) -> list[Request]:
+    """A tag-purging CDN's requests for `change`: what is gone purged hard first, then
+    what is only stale (and not gone too) purged soft, at most MAX_TAGS per request,
+    sorted."""
+    gone = sorted({check_tag(t) for t in change.gone})
+    soft = sorted({check_tag(t) for t in change.tags} - set(gone))
+    return [
+        Request(tuple(tags[i : i + MAX_TAGS]), soft=is_soft)
+        for tags, is_soft in ((gone, False), (soft, True))
+        for i in range(0, len(tags), MAX_TAGS)
     ]
 
 

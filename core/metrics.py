@@ -125,14 +125,14 @@ def invalidation_families(
             CounterMetricFamily,
             "storyforge_cdn_invalidation_requests",
             "CDN invalidation requests sent by every process, by backend (cloudfront, "
-            "none: no CDN configured) and outcome (sent, skipped, failed)",
+            "varnish, none: no CDN configured) and outcome (sent, skipped, failed)",
             ["backend", "outcome"],
             ((k, v[0]) for k, v in sorted(invalidations.items())),
         ),
         family(
             CounterMetricFamily,
             "storyforge_cdn_invalidation_paths",
-            "Paths in those CDN invalidation requests",
+            "Paths (cloudfront, none) or cache tags (varnish) in those CDN invalidation requests",
             ["backend", "outcome"],
             ((k, v[1]) for k, v in sorted(invalidations.items())),
         ),

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.cachetags import SEPARATORS
 from core.signing import (
     CloudFrontKey,
     HmacKey,
@@ -29,6 +30,7 @@ class ConfigError(ValueError):
 
 
 STORAGE_KINDS = ("local", "s3")
+CDN_KINDS = ("none", "cloudfront", "varnish")  # CDN ("" : cloudfront if it has an id)
 SIGNING_MODES = ("none", "cloudfront", "hmac")
 X264_PRESETS = (
     "ultrafast",
@@ -134,6 +136,14 @@ class Settings:
     cloudfront_endpoint_url: str | None = None
     cdn_invalidation_window: float = 5.0
     cdn_query_variants: bool = False
+    # the CDN in front (issue 28): "" picks CloudFront when CDN_DISTRIBUTION_ID is set;
+    # "varnish" purges cache tags on CDN_PURGE_URLS (infra/varnish/)
+    cdn: str = ""
+    cdn_purge_urls: tuple[str, ...] = ()
+    # the header naming an answer's cache tags (core/cachetags.py; "" : none) and how
+    # the tags are separated in it (" " : Surrogate-Key; ",": Cache-Tag, Edge-Cache-Tag)
+    cache_tag_header: str = "Surrogate-Key"
+    cache_tag_separator: str = " "
     segment_removal_grace: float = 3600.0
     # Assets written through the API (issue 15, origin/assets/rules.py)
     asset_max_bytes: int = 32 * 1024**2
@@ -186,6 +196,10 @@ class Settings:
                 )
         if self.signing == "hmac" and not self.hmac_keys:
             raise ConfigError("HMAC_KEYS: required when SIGNING=hmac (comma-separated kid:secret)")
+        if self.cdn == "varnish" and not self.cdn_purge_urls:
+            raise ConfigError("CDN_PURGE_URLS: required when CDN=varnish (its purge endpoints)")
+        if self.cdn == "cloudfront" and not self.cdn_distribution_id:
+            raise ConfigError("CDN_DISTRIBUTION_ID: required when CDN=cloudfront")
         if self.origin_secret and not self.origin_secret_header:
             raise ConfigError("ORIGIN_SECRET_HEADER: required when ORIGIN_SECRET is set")
         if self.webhook_urls and not self.webhook_secret:
@@ -198,6 +212,13 @@ class Settings:
             unknown = sorted({rung for rung, _ in presets.rungs} - names)
             if unknown:
                 raise ConfigError(f"{var}: {', '.join(unknown)} is not a rung of LADDER")
+
+    @property
+    def cdn_backend(self) -> str:
+        """The CDN invalidated: `varnish` (tag purges), `cloudfront` (paths) or `none`."""
+        if self.cdn:
+            return self.cdn
+        return "cloudfront" if self.cdn_distribution_id else "none"
 
     @property
     def invalidate_query_variants(self) -> bool:
@@ -282,6 +303,12 @@ class Settings:
                 e, "CDN_INVALIDATION_WINDOW", d.cdn_invalidation_window, 0.0
             ),
             "cdn_query_variants": _bool(e, "CDN_QUERY_VARIANTS", d.cdn_query_variants),
+            "cdn": _choice(e, "CDN", "", ("", *CDN_KINDS)),
+            "cdn_purge_urls": _urls(e, "CDN_PURGE_URLS"),
+            "cache_tag_header": _tag_header(e, "CACHE_TAG_HEADER", d.cache_tag_header),
+            "cache_tag_separator": SEPARATORS[
+                _choice(e, "CACHE_TAG_SEPARATOR", "space", tuple(SEPARATORS))
+            ],
             "segment_removal_grace": _float(
                 e, "SEGMENT_REMOVAL_GRACE", d.segment_removal_grace, 0.0
             ),
@@ -479,6 +506,23 @@ def _header_name(e: Mapping[str, str], name: str, default: str) -> str:
     if not _HEADER_RE.fullmatch(v):
         raise ConfigError(f"{name}: {v!r} is not an HTTP header name")
     return v
+
+
+def _tag_header(e: Mapping[str, str], name: str, default: str) -> str:
+    """An HTTP header name, or `off` (no cache tags: "")."""
+    if _str(e, name, default).lower() == "off":
+        return ""
+    return _header_name(e, name, default)
+
+
+def _urls(e: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated http(s) URLs (e.g. every Varnish's purge endpoint)."""
+    urls = _list(e, name, ())
+    for url in urls:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ConfigError(f"{name}: {url!r} is not an http(s) URL")
+    return urls
 
 
 def _secret(e: Mapping[str, str], name: str) -> str:

@@ -13,7 +13,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from core import db, listen
+from core import cdn, db, listen
 from core.settings import Settings
 from core.storage import Storage, open_configured_storage
 from origin import assets, exports, health, ingest, keys, lifecycle, playback
@@ -34,6 +34,17 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     app[keys.POOL] = pool
     yield
     await pool.close()
+
+
+async def _purges_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Tag purges of the origin's own changes (a deleted scene, an asset) when the CDN
+    purges by tag (core/cdn.py `open_tag_purges`); what is pending is sent on the way
+    out."""
+    purges = await cdn.open_tag_purges(app[keys.SETTINGS], app[keys.POOL])
+    app[keys.PURGES] = purges
+    yield
+    if purges is not None:
+        await purges.aclose()
 
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -104,6 +115,7 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.ASSET_PROCESSOR] = Processor(AssetLimits.of(settings))
     app.on_response_prepare.append(fields.stamp)
     app.cleanup_ctx.append(_pool_ctx)
+    app.cleanup_ctx.append(_purges_ctx)
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_scene_changes_ctx)
     app.cleanup_ctx.append(_stills_ctx)

@@ -11,6 +11,7 @@ from core.db import Reachability
 from core.settings import Settings
 
 if TYPE_CHECKING:
+    from core.cdn import Invalidations
     from core.storage import Storage
     from origin.assets.service import Processor
     from origin.http.auth import SigningState
@@ -41,5 +42,7 @@ SIGNING: web.AppKey[SigningState] = web.AppKey("signing")
 DRAINING: web.AppKey[Draining] = web.AppKey("draining")
 # thumbnails at a moment: the frame grabs and their caches (origin/playback/stills.py)
 STILLS: web.AppKey[StillsState] = web.AppKey("stills")
+# tag purges the origin sends itself (CDN=varnish; else None): core/cdn.py
+PURGES: web.AppKey[Invalidations | None] = web.AppKey("purges")
 # tus leases parked between a process's PATCHes (origin/ingest/tus_service.py)
 PARKED_LEASES: web.AppKey[ParkedLeases] = web.AppKey("parked_leases")

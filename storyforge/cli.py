@@ -43,6 +43,16 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument(
         "--no-demo", action="store_true", help="do not create the demo scene on first start"
     )
+    dev.add_argument(
+        "--cdn",
+        action="store_true",
+        help="put Varnish (infra/varnish/storyforge.vcl) in front of the origin, purged by "
+        "cache tag; prints 'cdn: URL' after 'ready:' (needs Debian's varnish and "
+        "varnish-modules)",
+    )
+    dev.add_argument(
+        "--cdn-port", type=int, default=6081, help="Varnish's HTTP port with --cdn (default: 6081)"
+    )
 
     serve = sub.add_parser(
         "serve",
@@ -136,7 +146,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from storyforge import dev
 
             return dev.run(
-                Path(args.home), port=args.port, workers=args.workers, demo=not args.no_demo
+                Path(args.home),
+                port=args.port,
+                workers=args.workers,
+                demo=not args.no_demo,
+                cdn_port=args.cdn_port if args.cdn else None,
             )
         settings = Settings.from_env()
         logs.configure(settings.log_format)

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from core import catalog, layout, signing
+from core import catalog, invalidation, layout, signing
 from origin import keys
 from origin.assets import service
 from origin.assets.rules import Refused, Target, avatar_target, reference_target, topic_icon_target
@@ -91,6 +91,14 @@ def _describe(asset: service.Asset, url: str) -> dict[str, Any]:
     return body
 
 
+def _purge(request: web.Request, key: str, *, deleted: bool) -> None:
+    """A tag-purging CDN drops its copies of a replaced (or deleted) asset now, not
+    after ASSET_CACHE's max-age (core/cdn.py; coalesced per key)."""
+    purges = request.app[keys.PURGES]
+    if purges is not None:
+        purges.request(key, invalidation.asset_changed(key, deleted=deleted))
+
+
 async def put_asset(request: web.Request) -> web.Response:
     """PUT an avatar, topic icon or scene reference: 201 when new, 200 when replaced,
     with what was stored."""
@@ -114,6 +122,7 @@ async def put_asset(request: web.Request) -> web.Response:
         )
     except service.OwnerMissing:
         raise not_found("the asset's owner was deleted meanwhile") from None
+    _purge(request, asset.key, deleted=False)
     return web.json_response(
         _describe(asset, _url(request, asset.key)),
         status=201 if created else 200,
@@ -131,6 +140,7 @@ async def delete_asset(request: web.Request) -> web.Response:
     )
     if not found:
         raise not_found(f"no such asset: {target.key}")
+    _purge(request, target.key, deleted=True)
     return web.Response(status=204, headers={hdrs.CACHE_CONTROL: "no-store"})
 
 

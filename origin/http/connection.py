@@ -429,9 +429,10 @@ class Runner(web.AppRunner):
         fast = None
         if self._warm_answer is not None:
             allowed = settings.cors_origins
+            tag_header, tag_separator = settings.cache_tag_header, settings.cache_tag_separator
 
             def fields(rid: str, path: str, origin: str | None) -> list[tuple[str, str]]:
-                return answer_fields(rid, path, origin, allowed)
+                return answer_fields(rid, path, origin, allowed, tag_header, tag_separator)
 
             fast = FastPath(
                 answer=self._warm_answer(app),

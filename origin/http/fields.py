@@ -1,13 +1,16 @@
 """The fields every answer carries, whichever path made it (the aiohttp app or the
-fast path): `X-Request-Id`, and on media paths the CORS fields of the Fetch standard
-(`Access-Control-Allow-Origin`, `Access-Control-Expose-Headers`, `Vary: Origin`),
-and on tus upload paths the same with the tus fields exposed. Also the CORS preflight
-answer for both."""
+fast path): `X-Request-Id`; on media paths (`/v/`, `/e/`, `/a/`) the cache tags of
+what the answer depends on (core/cachetags.py, in the CACHE_TAG_HEADER field, which
+the CDN strips) and the CORS fields of the Fetch standard
+(`Access-Control-Allow-Origin`, `Access-Control-Expose-Headers`, `Vary: Origin`);
+on tus upload paths the same CORS fields with the tus fields exposed. Also the CORS
+preflight answer for both."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from core import cachetags
 from origin import keys
 from origin.http.errors import error_response
 
@@ -55,10 +58,20 @@ def cors_fields(allow: str, expose: str = _EXPOSE) -> list[tuple[str, str]]:
 
 
 def answer_fields(
-    request_id: str, path: str, origin: str | None, allowed: tuple[str, ...]
+    request_id: str,
+    path: str,
+    origin: str | None,
+    allowed: tuple[str, ...],
+    tag_header: str = "",
+    tag_separator: str = " ",
 ) -> list[tuple[str, str]]:
-    """What every answer to a request for `path` carries beside its own fields."""
+    """What every answer to a request for `path` carries beside its own fields
+    (`tag_header` "": no cache tags)."""
     fields = [("X-Request-Id", request_id)]
+    if tag_header and path.startswith(CORS_PREFIXES):
+        tags = cachetags.of_path(path)
+        if tags:
+            fields.append((tag_header, cachetags.header_value(tags, tag_separator)))
     if _cors_path(path):
         allow = cors_allow(origin, allowed)
         if allow is not None:
@@ -73,8 +86,15 @@ async def stamp(request: web.BaseRequest, response: web.StreamResponse) -> None:
     rid = request.get(REQUEST_ID)
     if rid is None:  # a request aiohttp refused before the middlewares ran
         return
-    allowed = request.app[keys.SETTINGS].cors_origins  # type: ignore[attr-defined]
-    for name, value in answer_fields(rid, request.path, request.headers.get("Origin"), allowed):
+    settings = request.app[keys.SETTINGS]  # type: ignore[attr-defined]
+    for name, value in answer_fields(
+        rid,
+        request.path,
+        request.headers.get("Origin"),
+        settings.cors_origins,
+        settings.cache_tag_header,
+        settings.cache_tag_separator,
+    ):
         response.headers.add(name, value)
 
 

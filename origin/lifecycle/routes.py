@@ -7,7 +7,10 @@ by the same rules and row locks as `storyforge jobs retry`).
 The rules are core/lifecycle.py's; this process forgets the scene in its own read
 caches before answering, the others when the change's NOTIFY reaches them. Storage
 writes and CDN invalidations are the workers' (infra/iam.tf: the origin never writes
-or deletes published media)."""
+or deletes published media), but for one: with a tag-purging CDN (CDN=varnish) a
+deleted scene's tag is purged from here at once, so the cache answers 404 within a
+second whatever the workers are busy with (its job purges again once the objects are
+gone)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import logging
 
 from aiohttp import web
 
-from core import layout, lifecycle
+from core import invalidation, layout, lifecycle
 from core.storage import ObjectNotFound
 from origin import keys
 from origin.http.auth import require_token
@@ -50,6 +53,9 @@ async def delete_scene(request: web.Request) -> web.Response:
     if job is None:
         raise not_found(f"no such scene: {scene_id}")
     forget_scene(request.app[keys.READ_CACHES], scene_id)
+    purges = request.app[keys.PURGES]
+    if purges is not None:
+        purges.request(scene_id, invalidation.scene_deleted(scene_id))
     log.info("scene deleted", extra={"sf_scene": scene_id, "job_id": job.id})
     return _accepted({"sceneId": scene_id, "jobId": job.id, "status": job.status})
 

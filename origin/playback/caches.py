@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from core.invalidation import ORIGIN_RECHECK_SECONDS
 from core.lru import LRU, V
 from core.metrics import family
 
@@ -74,7 +75,7 @@ class ReadCaches:
 
 def new_read_caches(
     entries: int,
-    version_ttl: float = 1.0,
+    version_ttl: float = ORIGIN_RECHECK_SECONDS,
     clock: Callable[[], float] = time.monotonic,
     stale_seconds: float = 0.0,
 ) -> ReadCaches:

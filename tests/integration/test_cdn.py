@@ -12,7 +12,7 @@ import time
 import pytest
 
 from core import cdn, db
-from core.invalidation import MAX_FILE_PATHS
+from core.invalidation import MAX_FILE_PATHS, stale
 from tests.helpers.cdn import create_distribution, invalidated_paths
 
 
@@ -42,15 +42,15 @@ async def test_requests_are_coalesced_per_scene_within_the_window(cf_settings, p
         before = await cdn.request_counts(pool)
         started = time.monotonic()
         a = "/v/scn_aaaaaaaaaaaa/"
-        first = asyncio.create_task(invalidations.invalidate("scn_a", [a + "master.m3u8"]))
+        first = asyncio.create_task(invalidations.invalidate("scn_a", stale([a + "master.m3u8"])))
         await first
         quick = time.monotonic() - started
         later = [
-            asyncio.create_task(invalidations.invalidate("scn_a", [a + n]))
+            asyncio.create_task(invalidations.invalidate("scn_a", stale([a + n])))
             for n in ("720p.m3u8", "1080p.m3u8", "720p.m3u8")
         ]
         await asyncio.sleep(0.1)
-        await invalidations.invalidate("scn_b", ["/v/scn_bbbbbbbbbbbb/master.m3u8"])
+        await invalidations.invalidate("scn_b", stale(["/v/scn_bbbbbbbbbbbb/master.m3u8"]))
         other = time.monotonic() - started
         await asyncio.gather(*later)
         coalesced = time.monotonic() - started
@@ -74,7 +74,7 @@ async def test_a_large_invalidation_is_cut_into_requests_cloudfront_accepts(cf_s
     invalidations = await cdn.open_invalidations(s, pool)
     paths = [f"/v/scn_cccccccccccc/f{i:05d}.ts" for i in range(MAX_FILE_PATHS + 100)]
     try:
-        await invalidations.invalidate("scn_c", paths + ["/v/scn_cccccccccccc/seg_x/*"])
+        await invalidations.invalidate("scn_c", stale(paths + ["/v/scn_cccccccccccc/seg_x/*"]))
     finally:
         await invalidations.aclose()
     received = await invalidated_paths(s.cloudfront_endpoint_url, s.cdn_distribution_id)
@@ -91,9 +91,9 @@ async def test_a_refused_invalidation_fails_at_once_and_is_counted(cf_settings, 
     started = time.monotonic()
     try:
         with pytest.raises(cdn.InvalidationFailed, match="NoSuchDistribution"):
-            await invalidations.invalidate("scn_d", ["/v/scn_dddddddddddd/*"])
+            await invalidations.invalidate("scn_d", stale(["/v/scn_dddddddddddd/*"]))
         # fire and forget: logged, counted, never raised
-        invalidations.request("scn_e", ["/v/scn_eeeeeeeeeeee/*"])
+        invalidations.request("scn_e", stale(["/v/scn_eeeeeeeeeeee/*"]))
     finally:
         await invalidations.aclose()
     assert time.monotonic() - started < 5  # not retried: CloudFront said no
@@ -109,13 +109,15 @@ async def test_nothing_keeps_running_once_everything_is_sent():
     def running() -> list[str]:
         return [t.get_name() for t in asyncio.all_tasks() if t.get_name() == "cdn invalidations"]
 
-    await invalidations.invalidate("scn_f", ["/v/scn_ffffffffffff/master.m3u8"])
+    await invalidations.invalidate("scn_f", stale(["/v/scn_ffffffffffff/master.m3u8"]))
     await asyncio.sleep(0)
     assert running() == []
     started = time.monotonic()
-    await invalidations.invalidate("scn_f", ["/v/scn_ffffffffffff/720p.m3u8"])  # in the window
+    await invalidations.invalidate(
+        "scn_f", stale(["/v/scn_ffffffffffff/720p.m3u8"])
+    )  # in the window
     assert time.monotonic() - started >= 0.15
-    invalidations.request("scn_g", ["/v/scn_gggggggggggg/*"])
+    invalidations.request("scn_g", stale(["/v/scn_gggggggggggg/*"]))
     assert running() == ["cdn invalidations"]
     for _ in range(10):
         await asyncio.sleep(0)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from core import cachetags
 from core import invalidation as inv
 
 
@@ -76,3 +77,113 @@ def test_caller_references_are_unique_and_dated():
     at = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
     assert inv.caller_reference(at, "abc") == "storyforge-20250102T030405678901Z-abc"
     assert len({inv.caller_reference(at) for _ in range(1000)}) == 1000
+
+
+# --- what each change makes stale, for either kind of CDN (issue 28) -----------------
+
+S, G, E = "scn_aaaaaaaaaaaa", "seg_bbbbbbbbbbbb", "exp_cccccccccccc"
+
+
+def test_each_change_names_its_paths_and_its_tags():
+    assert inv.scene_deleted(S) == inv.Stale(
+        frozenset(inv.scene_deleted_paths(S)), frozenset(), frozenset({S})
+    )
+    assert inv.segment_removed(S, G) == inv.stale(inv.segment_paths(S, G), gone=[G])
+    assert inv.scene_documents(S, ["720p"], query_variants=False) == inv.stale(
+        [f"/v/{S}/master.m3u8", f"/v/{S}/720p.m3u8", f"/v/{S}/storyboard.vtt"], [f"{S}.docs"]
+    )
+    assert inv.poster(S) == inv.stale([f"/a/scenes/{S}/poster.jpg"], [f"a.scenes.{S}.poster.jpg"])
+    assert inv.segment_documents(S, G, ["720p", "1080p"]) == inv.stale(
+        [f"/v/{S}/{G}/master.m3u8", f"/v/{S}/{G}/1080p.m3u8", f"/v/{S}/{G}/720p.m3u8"],
+        [f"{G}.docs"],
+    )
+    # the first generation's names have no _gN; the tag names the generation either way
+    assert inv.generation_gone(S, G, ["720p", "1080p"], 1) == inv.stale(
+        [f"/v/{S}/{G}/1080p_*", f"/v/{S}/{G}/720p_*"], gone=[f"{G}.g1"]
+    )
+    assert inv.generation_gone(S, G, ["720p"], 2).paths == {f"/v/{S}/{G}/720p_g2_*"}
+    key = "avatars/usr_dddddddddddd.jpg"
+    assert inv.asset_changed(key) == inv.stale([f"/a/{key}"], ["a.avatars.usr_dddddddddddd.jpg"])
+    assert inv.asset_changed(key, deleted=True).gone == {"a.avatars.usr_dddddddddddd.jpg"}
+    # changes add up; nothing is falsy
+    both = inv.scene_documents(S, [], query_variants=True) | inv.poster(S)
+    assert both.tags == {f"{S}.docs", f"a.scenes.{S}.poster.jpg"}
+    assert not inv.Stale() and both
+
+
+def test_the_tags_of_a_change_are_those_of_the_answers_it_changes():
+    """A tag purged by a change is one that the answers it changes carry."""
+    cases = [
+        (inv.scene_deleted(S).gone, f"/v/{S}/{G}/720p_0001.ts"),
+        (inv.scene_deleted(S).gone, f"/e/{S}/{E}/full_720p.mp4"),
+        (inv.scene_deleted(S).gone, f"/a/scenes/{S}/reference/style_frame.png"),
+        (inv.scene_documents(S, ["720p"], query_variants=False).tags, f"/v/{S}/720p.m3u8"),
+        (inv.scene_documents(S, [], query_variants=False).tags, f"/v/{S}/thumbnail.jpg"),
+        (inv.segment_removed(S, G).gone, f"/v/{S}/{G}/storyboard.jpg"),
+        (inv.segment_documents(S, G, ["720p"]).tags, f"/v/{S}/{G}/720p.m3u8"),
+        (inv.generation_gone(S, G, ["720p"], 2).gone, f"/v/{S}/{G}/720p_g2_0007.ts"),
+        (inv.generation_gone(S, G, ["720p"], 1).gone, f"/v/{S}/{G}/720p_0007.ts"),
+        (inv.poster(S).tags, f"/a/scenes/{S}/poster.jpg"),
+    ]
+    for tags, path in cases:
+        assert tags & set(cachetags.of_path(path)), (tags, path)
+    # and not those of answers it leaves alone
+    assert not inv.generation_gone(S, G, ["720p"], 1).gone & set(
+        cachetags.of_path(f"/v/{S}/{G}/720p_g2_0001.ts")
+    )
+    assert not inv.scene_documents(S, ["720p"], query_variants=False).tags & set(
+        cachetags.of_path(f"/v/{S}/{G}/720p_0001.ts")
+    )
+
+
+def test_tag_requests_purge_what_is_gone_hard_and_the_rest_soft():
+    change = inv.stale(["/v/x/*"], tags=["b", "a", "gone"], gone=["gone"])
+    assert inv.tag_requests(change) == [
+        inv.Request(("gone",), soft=False),
+        inv.Request(("a", "b"), soft=True),
+    ]
+    assert inv.tag_requests(inv.stale(["/v/x/*"])) == []  # paths only: nothing to purge
+    many = inv.tag_requests(inv.stale(tags=[f"t{i:03d}" for i in range(inv.MAX_TAGS + 1)]))
+    assert [len(r.items) for r in many] == [inv.MAX_TAGS, 1]
+    with pytest.raises(ValueError):
+        inv.tag_requests(inv.stale(tags=["a b"]))
+    # paths go to CloudFront as plan() cuts them
+    assert inv.path_requests(inv.stale(["/v/s/*", "/v/s/a.ts"], ["t"])) == [
+        inv.Request(("/v/s/*",))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "tags"),
+    [
+        (f"/v/{S}/master.m3u8", (S, f"{S}.docs")),
+        (f"/v/{S}/1080p.m3u8", (S, f"{S}.docs")),
+        (f"/v/{S}/chapters.vtt", (S, f"{S}.docs")),
+        (f"/v/{S}/{G}/720p_0001.ts", (S, G, f"{G}.g1")),
+        (f"/v/{S}/{G}/1080p_g12_000003.ts", (S, G, f"{G}.g12")),
+        (f"/v/{S}/{G}/master.m3u8", (S, G, f"{G}.docs")),
+        (f"/v/{S}/{G}/thumbnail.jpg", (S, G, f"{G}.docs")),
+        (f"/v/{S}/{G}/storyboard.vtt", (S, G)),
+        (f"/e/{S}/{E}/full_720p.mp4", (S, E)),
+        ("/a/avatars/usr_dddddddddddd.jpg", ("a.avatars.usr_dddddddddddd.jpg",)),
+        ("/a/topics/top_dddddddddddd/icon.png", ("a.topics.top_dddddddddddd.icon.png",)),
+        (f"/a/scenes/{S}/poster.jpg", (S, f"a.scenes.{S}.poster.jpg")),
+        # nothing valid named: no tags
+        ("/v/scn_short/master.m3u8", ()),
+        (f"/v/{S}/", ()),
+        (f"/v/{S}/{G}/", ()),
+        (f"/v/{S}/{G}/x/y.ts", ()),
+        (f"/e/{S}/{G}/full_720p.mp4", ()),
+        ("/a/avatars/../../etc/passwd", ()),
+        ("/api/v1/scenes", ()),
+        ("/healthz", ()),
+    ],
+)
+def test_the_tags_of_an_answer_follow_from_its_path(path, tags):
+    assert cachetags.of_path(path) == tags
+    assert all(inv.check_tag(t) for t in tags)
+
+
+def test_the_tag_header_value_in_both_styles():
+    assert cachetags.header_value(("a", "b.c")) == "a b.c"
+    assert cachetags.header_value(("a", "b.c"), ",") == "a,b.c"

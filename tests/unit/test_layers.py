@@ -17,7 +17,7 @@ PACKAGES = ("core", "origin", "workers", "storyforge", "migrations")
 # Lowest first: (module prefix, rank); the longest matching prefix gives the rank.
 # core: pure rules (no I/O) under everything else of core.
 CORE_PURE = (
-    "backoff conditional exportplan ffargs framerate invalidation layout orphans playlists "
+    "backoff cachetags conditional exportplan ffargs framerate invalidation layout orphans playlists "
     "settings signing webhooks"
 ).split()
 RANKS: list[tuple[str, float]] = [

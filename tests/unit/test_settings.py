@@ -185,3 +185,43 @@ def test_loudness_and_thumbnail_errors_name_the_variable(env, name):
     with pytest.raises(ConfigError) as err:
         Settings.from_env(env)
     assert str(err.value).startswith(name + ":")
+
+
+def test_cdn_and_cache_tag_settings():
+    d = Settings.from_env({})
+    assert (d.cdn_backend, d.cache_tag_header, d.cache_tag_separator) == (
+        "none",
+        "Surrogate-Key",
+        " ",
+    )
+    assert Settings.from_env({"CDN_DISTRIBUTION_ID": "E2ABC"}).cdn_backend == "cloudfront"
+    s = Settings.from_env(
+        {
+            "CDN": "varnish",
+            "CDN_PURGE_URLS": "http://10.0.0.5:6081/, http://10.0.0.6:6081/",
+            "CACHE_TAG_HEADER": "Cache-Tag",
+            "CACHE_TAG_SEPARATOR": "comma",
+        }
+    )
+    assert s.cdn_backend == "varnish"
+    assert s.cdn_purge_urls == ("http://10.0.0.5:6081/", "http://10.0.0.6:6081/")
+    assert (s.cache_tag_header, s.cache_tag_separator) == ("Cache-Tag", ",")
+    assert Settings.from_env({"CACHE_TAG_HEADER": "off"}).cache_tag_header == ""
+    # CDN=none invalidates nothing, a distribution id or not
+    assert Settings.from_env({"CDN": "none", "CDN_DISTRIBUTION_ID": "E2ABC"}).cdn_backend == "none"
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"CDN": "fastly"}, "CDN"),
+        ({"CDN": "varnish"}, "CDN_PURGE_URLS"),
+        ({"CDN": "cloudfront"}, "CDN_DISTRIBUTION_ID"),
+        ({"CDN": "varnish", "CDN_PURGE_URLS": "varnish:6081"}, "CDN_PURGE_URLS"),
+        ({"CACHE_TAG_HEADER": "Surrogate Key"}, "CACHE_TAG_HEADER"),
+        ({"CACHE_TAG_SEPARATOR": "tab"}, "CACHE_TAG_SEPARATOR"),
+    ],
+)
+def test_cdn_settings_errors_name_the_variable(env, name):
+    with pytest.raises(ConfigError, match=f"^{name}:"):
+        Settings.from_env(env)

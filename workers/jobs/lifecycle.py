@@ -60,7 +60,7 @@ def make_delete_scene(
         async with ctx.pool.acquire() as conn:
             job_ids = await queue.job_ids_of(conn, scene_id=scene_id, but=ctx.job_id)
         await _delete_objects(ctx, storage, lifecycle.scene_prefixes(settings, scene_id, job_ids))
-        await invalidations.invalidate(scene_id, invalidation.scene_deleted_paths(scene_id))
+        await invalidations.invalidate(scene_id, invalidation.scene_deleted(scene_id))
         async with ctx.pool.acquire() as conn, conn.transaction():
             await ctx.fence(conn)
             await lifecycle.purge_scene(conn, scene_id)
@@ -90,7 +90,7 @@ def make_remove_segment(
         await _delete_objects(ctx, storage, prefixes)
         if payload.get("published"):
             await invalidations.invalidate(
-                scene_id, invalidation.segment_paths(scene_id, segment_id)
+                scene_id, invalidation.segment_removed(scene_id, segment_id)
             )
         async with ctx.pool.acquire() as conn, conn.transaction():
             await ctx.fence(conn)
@@ -104,10 +104,10 @@ def make_remove_segment(
             profiles = await lifecycle.segment_profiles(conn, segment_id)
         await invalidations.invalidate(
             scene_id,
-            invalidation.scene_document_paths(
+            invalidation.scene_documents(
                 scene_id, profiles, query_variants=settings.invalidate_query_variants
             )
-            + invalidation.poster_paths(scene_id),
+            | invalidation.poster(scene_id),
         )
 
     return remove_segment

@@ -232,13 +232,10 @@ async def _encode_and_publish(
     # the clip's own and the scene's playlists now name the new generation's segments
     invalidations.request(
         scene_id,
-        invalidation.scene_document_paths(
+        invalidation.scene_documents(
             scene_id, profiles, query_variants=settings.invalidate_query_variants
         )
-        + [
-            layout.cdn_path(scene_id, segment_id, name)
-            for name in ("master.m3u8", *(f"{p}.m3u8" for p in profiles))
-        ],
+        | invalidation.segment_documents(scene_id, segment_id, profiles),
     )
     log.info(
         "segment refined",
@@ -307,8 +304,7 @@ async def _purge_previous(
     for key in keys:
         await storage.delete(videos, key)
     await storage.delete_prefix(videos, layout.segment_prefix(scene_id, segment_id) + "stills/")
-    # one wildcard per rendition (CloudFront: `*` at the end of a path)
-    stems = {layout.generation_stem(p, generation - 1) for p in clip.renditions}
     await invalidations.invalidate(
-        scene_id, [layout.cdn_path(scene_id, segment_id, stem) + "*" for stem in sorted(stems)]
+        scene_id,
+        invalidation.generation_gone(scene_id, segment_id, clip.renditions, generation - 1),
     )

@@ -341,14 +341,13 @@ async def _transcode_and_publish(
                 ctx, settings, storage, scene_id, segment_id, out.thumbnail_large
             )
             # the stitched documents (and the poster) changed: coalesced per scene
-            invalidations.request(
+            stale = invalidation.scene_documents(
                 scene_id,
-                invalidation.scene_document_paths(
-                    scene_id,
-                    (r.profile for r in renditions),
-                    query_variants=settings.invalidate_query_variants,
-                )
-                + (invalidation.poster_paths(scene_id) if poster else []),
+                (r.profile for r in renditions),
+                query_variants=settings.invalidate_query_variants,
+            )
+            invalidations.request(
+                scene_id, stale | invalidation.poster(scene_id) if poster else stale
             )
         log.info(
             "segment published" if published else "segment was already published",
