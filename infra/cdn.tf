@@ -144,7 +144,7 @@ resource "aws_cloudfront_origin_request_policy" "signed" {
 
 resource "aws_cloudfront_response_headers_policy" "security" {
   name    = "${var.name}-${var.environment}-security"
-  comment = "HSTS and nosniff on every answer; CORS stays with the origin"
+  comment = "HSTS and nosniff on every answer; CORS stays with the origin; cache tags removed"
 
   security_headers_config {
     strict_transport_security {
@@ -159,6 +159,14 @@ resource "aws_cloudfront_response_headers_policy" "security" {
     referrer_policy {
       referrer_policy = "strict-origin-when-cross-origin"
       override        = false
+    }
+  }
+
+  # the origin's cache tags (CACHE_TAG_HEADER, core/cachetags.py) are for a tag-purging
+  # CDN; CloudFront invalidates by path and never shows them to viewers
+  remove_headers_config {
+    items {
+      header = "Surrogate-Key"
     }
   }
 }

@@ -73,7 +73,11 @@ sub vcl_recv {
         set req.url = std.querysort(req.url);
     }
     set req.http.sf-cacheable = "1";
-    if (req.http.sf-fresh && !req.http.sf-stale-ok) {
+    if (req.http.sf-stale-ok) {
+        # the origin failed (vcl_synth): any copy kept is better (req.grace survives
+        # a restart)
+        set req.grace = 24h;
+    } elsif (req.http.sf-fresh) {
         # vcl_hit found the copy past its stale-while-revalidate: fetch it now
         set req.grace = 0s;
     }
@@ -104,8 +108,8 @@ sub vcl_hit {
 sub vcl_backend_fetch {
     call storyforge_origin_request;
     unset bereq.http.sf-fresh;
-    unset bereq.http.sf-stale-ok;
     unset bereq.http.sf-cacheable;
+    # sf-stale-ok stays: vcl_backend_response reads it (the origin ignores it)
     return (fetch);
 }
 
@@ -115,8 +119,12 @@ sub vcl_backend_response {
         set beresp.http.xkey = beresp.http.Surrogate-Key;
         unset beresp.http.Surrogate-Key;
     }
-    if (bereq.is_bgfetch && beresp.status >= 500) {
-        return (abandon);  # keep answering the stale copy
+    if (beresp.status >= 500 && (bereq.is_bgfetch || !bereq.http.sf-stale-ok)) {
+        # keep the stale copy (a fetch that stored anything would replace it): a
+        # background fetch leaves it answered; a client's fetch fails to vcl_synth,
+        # which looks it up again allowing stale copies (sf-stale-ok), and the origin's
+        # own answer is passed on only when there is none
+        return (abandon);
     }
     if (beresp.ttl <= 0s
         || beresp.status == 401
@@ -144,19 +152,14 @@ sub vcl_backend_response {
 }
 
 sub vcl_backend_error {
-    if (bereq.is_bgfetch) {
-        return (abandon);  # keep answering the stale copy
+    # the origin could not be reached: as a 5xx above
+    if (bereq.is_bgfetch || !bereq.http.sf-stale-ok) {
+        return (abandon);
     }
     return (deliver);
 }
 
 sub vcl_deliver {
-    # the origin failed: a stale copy is better, if there is one (one more lookup)
-    if (resp.status >= 500 && req.http.sf-cacheable && !req.http.sf-stale-ok
-        && req.restarts < 3) {
-        set req.http.sf-stale-ok = "1";
-        return (restart);
-    }
     unset resp.http.xkey;
     unset resp.http.Surrogate-Key;
     unset resp.http.sf-swr;
@@ -171,6 +174,13 @@ sub vcl_deliver {
 }
 
 sub vcl_synth {
+    # a client's fetch failed (the origin down or 5xx): a stale copy is better, if
+    # there is one (one more lookup, allowing stale copies)
+    if (resp.status == 503 && req.http.sf-cacheable && !req.http.sf-stale-ok
+        && req.restarts < 3) {
+        set req.http.sf-stale-ok = "1";
+        return (restart);
+    }
     unset resp.http.xkey;
     unset resp.http.Surrogate-Key;
     return (deliver);

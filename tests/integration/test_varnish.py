@@ -17,14 +17,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import urllib.request
+from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from core import cachetags, cdn, db, invalidation, layout, signing
 from core.settings import LadderRung, Settings
@@ -118,6 +122,14 @@ async def published(origin, settings, clips: int = 1) -> tuple[str, list[str]]:
 async def denials(origin) -> float:
     """Requests the origin's signing guard refused."""
     return (await scrape(origin))[("storyforge_signing_checks_total", (("outcome", "denied"),))]
+
+
+def fast_path_answers(samples) -> float:
+    return sum(
+        v
+        for (name, labels), v in samples.items()
+        if name == "storyforge_http_requests_total" and ("answered_by", "fast_path") in labels
+    )
 
 
 async def route_count(origin, route: str) -> float:
@@ -219,6 +231,13 @@ async def test_the_origin_admits_only_the_cache(origin, viewer, cdn_settings):
     assert r.status == 403
     async with viewer.get(path) as r:
         assert r.status == 200
+    # the origin's answers name the scene and its documents, the fast path's too
+    fast = fast_path_answers(await scrape(origin))
+    for _ in range(2):
+        r = await origin.get(path, headers={"X-Origin-Secret": ORIGIN_SECRET})
+        assert r.status == 200
+        assert r.headers["Surrogate-Key"] == f"{scene} {scene}.docs"
+    assert fast_path_answers(await scrape(origin)) > fast
 
 
 async def test_a_deleted_scene_is_gone_from_the_cache_within_2_s(origin, viewer, cdn_settings):
@@ -326,15 +345,68 @@ async def test_purges_are_retried_then_fail_and_are_counted(origin, cdn_settings
         await pool.close()
 
 
-async def test_a_purge_from_outside_the_acl_is_refused(cdn_settings, ports):
-    # a second cache whose ACL does not list this machine's loopback address
-    port = free_port()
-    site = varnish.Site(origin_port=ports[0], purgers=("192.0.2.1",), probe=False)
-    with varnish.running(site, port, memory_mb=16) as url:
-        async with aiohttp.ClientSession() as session:
-            purger = cdn.VarnishInvalidator(session, [url + "/"], attempts=3)
-            with pytest.raises(cdn.InvalidationFailed, match="refused the purge .HTTP 403"):
-                await purger.send(invalidation.Request((cachetags.scene("scn_x"),)))
+async def test_stale_copies_within_swr_and_while_the_origin_fails(cdn_settings):
+    """The VCL's grace rules against a scripted origin: a copy past max-age is answered
+    within stale-while-revalidate (and fetched again behind it), past it the origin is
+    asked first; when the origin answers 5xx or cannot be reached the stale copy is
+    answered; purges come only from the ACL."""
+    served: list[str] = []
+    state = {"status": 200}
+
+    async def document(request: web.Request) -> web.Response:
+        served.append(request.path)
+        if state["status"] != 200:
+            return web.json_response({"error": {}}, status=state["status"])
+        return web.Response(
+            text=f"v{len(served)}",
+            headers={
+                "Cache-Control": "public, max-age=1, stale-while-revalidate=1",
+                "Surrogate-Key": "scn_x scn_x.docs",
+            },
+        )
+
+    app = web.Application()
+    app.router.add_get("/v/{tail:.*}", document)
+    origin_port, port = free_port(), free_port()
+    server = TestServer(app, port=origin_port)
+    await server.start_server(shutdown_timeout=0.5)  # Varnish keeps its connections
+    # only ::1 may purge: this test's requests come from 127.0.0.1
+    site = varnish.Site(origin_port=origin_port, purgers=("::1",), probe=False)
+    try:
+        with varnish.running(site, port, memory_mb=16) as url:
+            async with aiohttp.ClientSession(url) as viewer:
+
+                async def get() -> tuple[int, str, str]:
+                    async with viewer.get("/v/scn_x/master.m3u8") as r:
+                        assert leaked_tags(r.headers) == []
+                        return r.status, await r.text(), r.headers["X-Cache"]
+
+                assert await get() == (200, "v1", "MISS")
+                assert await get() == (200, "v1", "HIT")
+                await asyncio.sleep(1.3)  # past max-age, within stale-while-revalidate
+                assert await get() == (200, "v1", "HIT")
+                await asyncio.sleep(0.3)  # fetched again behind it
+                assert await get() == (200, "v2", "HIT")
+                await asyncio.sleep(2.5)  # past both: the origin is asked first
+                assert (await get())[1] == "v3"
+                await asyncio.sleep(2.5)
+                state["status"] = 503
+                asked = len(served)
+                assert await get() == (200, "v3", "HIT")  # a stale copy beats a 5xx
+                assert len(served) > asked  # the origin was asked all the same
+                await server.close()  # the origin cannot be reached at all
+                assert await get() == (200, "v3", "HIT")
+
+                purger = cdn.VarnishInvalidator(aiohttp.ClientSession(), [url + "/"], attempts=3)
+                try:
+                    with pytest.raises(
+                        cdn.InvalidationFailed, match=r"refused the purge .HTTP 403"
+                    ):
+                        await purger.send(invalidation.Request((cachetags.scene("scn_x"),)))
+                finally:
+                    await purger.aclose()
+    finally:
+        await server.close()
 
 
 # --- storyforge dev --cdn ------------------------------------------------------------
@@ -454,3 +526,31 @@ def varnish_dev_command() -> list[str]:
     from storyforge.dev.supervisor import STORYFORGE
 
     return STORYFORGE
+
+
+def test_the_shipped_vcl_compiles_with_the_example_site():
+    """docs/DEPLOY.md's recipe: storyforge.vcl beside a site file made from the example
+    (in a directory Debian's varnish account can read)."""
+    base = Path(tempfile.mkdtemp(prefix="storyforge-vcl-"))
+    try:
+        base.chmod(0o755)
+        shutil.copyfile(varnish.VCL, base / "storyforge.vcl")
+        shutil.copyfile(
+            varnish.VCL.with_name("storyforge-site.vcl.example"), base / varnish.SITE_FILE
+        )
+        out = subprocess.run(
+            [
+                varnish.varnishd(),
+                "-C",
+                "-f",
+                str(base / "storyforge.vcl"),
+                "-p",
+                f"vcl_path={base}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert out.returncode == 0, out.stderr[-2000:]
