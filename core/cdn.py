@@ -277,7 +277,10 @@ class _Pending:
 
 class Invalidations:
     """What callers ask to invalidate, coalesced per scene and sent in the
-    background by one task, running in the caller's loop while anything is pending."""
+    background by one task, running in the caller's loop while anything is pending.
+    `window`: a scene's changes go out at most once per window (what is gone at once);
+    `settle`: on a tag-purging backend, what is only stale waits this long after the
+    change first."""
 
     def __init__(
         self,

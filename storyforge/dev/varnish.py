@@ -136,10 +136,10 @@ def command(base: Path, port: int, *, host: str = "127.0.0.1", memory_mb: int = 
     ]
 
 
-def start(base: Path, port: int, **options: object) -> subprocess.Popen[bytes]:
-    """varnishd running `command(base, port)`; its own output goes to our stderr."""
+def start(base: Path, port: int, *, memory_mb: int = 256) -> subprocess.Popen[bytes]:
+    """varnishd running `command(base, port)`; its errors go to our stderr."""
     return subprocess.Popen(
-        command(base, port, **options),  # type: ignore[arg-type]
+        command(base, port, memory_mb=memory_mb),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         start_new_session=True,

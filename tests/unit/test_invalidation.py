@@ -3,11 +3,12 @@ are cut into CloudFront requests within its limits."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import pytest
 
-from core import cachetags
+from core import cachetags, cdn
 from core import invalidation as inv
 
 
@@ -187,3 +188,48 @@ def test_the_tags_of_an_answer_follow_from_its_path(path, tags):
 def test_the_tag_header_value_in_both_styles():
     assert cachetags.header_value(("a", "b.c")) == "a b.c"
     assert cachetags.header_value(("a", "b.c"), ",") == "a,b.c"
+
+
+class Recorder:
+    """A tag-purging invalidator that records when each request would have gone out."""
+
+    backend = "recorder"
+    by_tag = True
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[float, inv.Request]] = []
+
+    def requests(self, change: inv.Stale) -> list[inv.Request]:
+        return inv.tag_requests(change)
+
+    async def send(self, request: inv.Request) -> None:
+        self.sent.append((time.monotonic(), request))
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_what_is_gone_goes_at_once_and_what_is_stale_settles_first():
+    recorder = Recorder()
+    counted: list[tuple[str, str, int, int]] = []
+
+    async def count(backend: str, outcome: str, requests: int, items: int) -> None:
+        counted.append((backend, outcome, requests, items))
+
+    invalidations = cdn.Invalidations(recorder, window=2.0, settle=0.3, count=count)
+    try:
+        started = time.monotonic()
+        await invalidations.invalidate(S, inv.scene_documents(S, [], query_variants=False))
+        settled = recorder.sent[-1][0] - started
+        # within the scene's window now: a deletion does not wait for it
+        await invalidations.invalidate(S, inv.scene_deleted(S))
+        gone = recorder.sent[-1][0] - started - settled
+    finally:
+        await invalidations.aclose()
+    assert 0.3 <= settled < 1.5, settled
+    assert gone < 1.0, gone  # not the 2 s window
+    assert [r for _, r in recorder.sent] == [
+        inv.Request((f"{S}.docs",), soft=True),
+        inv.Request((S,), soft=False),
+    ]
+    assert counted == [("recorder", "sent", 1, 1), ("recorder", "sent", 1, 1)]
