@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import m3u8
+import pytest
 
 from tests.helpers.metrics import requests, scrape
 from tests.helpers.scenes import publish, scene_with_users
@@ -43,6 +44,7 @@ def vtt_ms(stamp: str) -> int:
     return (int(h) * 3600 + int(m) * 60) * 1000 + round(float(s) * 1000)
 
 
+@pytest.mark.both_paths
 async def test_chapters_follow_the_stitched_timeline(origin_client, settings):
     client = origin_client
     scene, users = await scene_with_users(client, 2)

@@ -20,17 +20,16 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from core import layout, queue
-from core.cdn import open_invalidations
 from core.settings import LadderRung, StagePresets
 from core.storage import open_configured_storage
 from origin.app import create_app
 from tests.helpers.browser import CHROMIUM, NO_CHROMIUM_REASON, Browser, open_player, play_to_end
 from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
-from tests.helpers.jobs import keys_under, wait_job, workers
+from tests.helpers.jobs import keys_under, wait_job
 from tests.helpers.scenes import AUTH, new_scene, upload, wait_done
 from tests.helpers.servers import OriginTestServer
 from tests.helpers.services import stop_mid_job, worker_process
-from workers.runtime.main import handlers
+from tests.helpers.workers import running_workers
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)]
 H = {"Authorization": AUTH}
@@ -59,14 +58,9 @@ def refining(settings):
 
 
 @pytest.fixture
-async def kinds(refining, pool):
+def kinds(refining):
     """`kinds(*names)`: a worker running only those job kinds, in a block."""
-    storage = await open_configured_storage(refining)
-    invalidations = await open_invalidations(refining, pool)
-    every = handlers(refining, storage, invalidations)
-    yield lambda *names: workers(pool, {k: every[k] for k in names})
-    await invalidations.aclose()
-    await storage.aclose()
+    return lambda *names: running_workers(refining, kinds=names)
 
 
 async def refine_job(pool, segment_id: str) -> queue.Job:
