@@ -127,6 +127,17 @@ def clips(tmp_path_factory) -> ClipCache:
     return ClipCache(tmp_path_factory.mktemp("clips"))
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On pytest-xdist workers (scripts/test runs two, a module each at a time): the
+    modules holding a `slow` test first, so that the two workers finish together
+    rather than one running the longest module last. The order is the same on every
+    worker (xdist requires it)."""
+    if not hasattr(config, "workerinput"):
+        return
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
+
+
 # --------------------------------------------------------------------- fast path on/off
 
 
