@@ -192,14 +192,22 @@ def settings(pg_dsn, tmp_path, fast_path, ladder):
 
 
 @pytest.fixture
-async def origin_client(settings):
+def clock():
+    """The clock of `origin_client`'s read caches: `clock.skip(1.0)` passes their TTLs."""
+    from tests.helpers.servers import SkippingClock
+
+    return SkippingClock()
+
+
+@pytest.fixture
+async def origin_client(settings, clock):
     """The origin app on a real loopback port, with a client."""
     from aiohttp.test_utils import TestClient
 
     from origin.app import create_app
     from tests.helpers.servers import OriginTestServer
 
-    async with TestClient(OriginTestServer(create_app(settings))) as client:
+    async with TestClient(OriginTestServer(create_app(settings, clock=clock))) as client:
         client.headers_auth = {"Authorization": f"Bearer {API_TOKEN}"}
         yield client
 
