@@ -103,13 +103,14 @@ def test_migrate_refuses_a_database_with_migrations_it_does_not_know(fresh_db):
 
 def test_migrate_without_migration_files_fails_loudly(fresh_db, tmp_path):
     """An installation that lost its migrations (the bug of issue 11: a plain install
-    said "database is up to date") stops with one line and creates nothing."""
-    for package in ("origin", "workers", "storyforge"):
+    without its package data said "database is up to date") stops with one line and
+    creates nothing: the packages, and `migrations` without its SQL files."""
+    for package in ("core", "origin", "workers", "storyforge"):
         shutil.copytree(
-            ROOT / package,
-            tmp_path / package,
-            ignore=shutil.ignore_patterns("migrations", "__pycache__"),
+            ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
         )
+    (tmp_path / "migrations").mkdir()
+    shutil.copy(ROOT / "migrations" / "__init__.py", tmp_path / "migrations")
     out = run(
         ["migrate"], env={"DATABASE_URL": fresh_db, "PYTHONPATH": str(tmp_path)}, cwd=tmp_path
     )
@@ -117,7 +118,7 @@ def test_migrate_without_migration_files_fails_loudly(fresh_db, tmp_path):
     lines = out.stderr.splitlines()
     assert len(lines) == 1, out.stderr
     assert lines[0].startswith("storyforge: no migration files found in ")
-    assert str(tmp_path / "origin" / "migrations") in lines[0]
+    assert str(tmp_path / "migrations") in lines[0]
 
 
 class DevStack:
