@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 from aiohttp import web
@@ -88,8 +89,11 @@ async def _stills_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-def create_app(settings: Settings) -> web.Application:
-    """Build the origin application for `settings`; resources open on startup."""
+def create_app(
+    settings: Settings, *, clock: Callable[[], float] = time.monotonic
+) -> web.Application:
+    """Build the origin application for `settings`; resources open on startup. `clock`
+    (monotonic seconds) ages the read caches' entries."""
     signing_state = auth.signing_state(settings)
     middlewares: list[Middleware] = [
         middleware.request_ids,
@@ -105,7 +109,7 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.SIGNING] = signing_state
     app[keys.DB_REACHABILITY] = db.Reachability()
     app[keys.READ_CACHES] = new_read_caches(
-        settings.playlist_cache_entries, stale_seconds=settings.stale_if_db_down
+        settings.playlist_cache_entries, clock=clock, stale_seconds=settings.stale_if_db_down
     )
     app[keys.HTTP_STATS] = HttpStats()
     app[keys.FAST_PATH_ANSWERS] = FastPathAnswers(playback.routes.SCENE_DOCUMENT_ROUTE)

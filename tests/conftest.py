@@ -1,4 +1,7 @@
-"""Session fixtures for real services: a throwaway PostgreSQL cluster and moto's S3 server."""
+"""Session fixtures for real services (a throwaway PostgreSQL cluster with a migrated
+template database, moto's S3 server), clips made once per session, the settings of an
+origin and its workers under test, in-process workers, and which tests run with the
+fast path both on and off (the `both_paths` marker)."""
 
 from __future__ import annotations
 
@@ -11,10 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.clips import SMALL_LADDER, ClipCache
 from tests.helpers.scenes import API_TOKEN
 from tests.helpers.services import free_port, migrated_cluster, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The migrated database every `migrated_db`/`module_db`/`fresh_pool` is a copy of
+# (CREATE DATABASE ... TEMPLATE): the migrations run once per session, not per test.
+TEMPLATE_DB = "storyforge_migrated"
 
 
 @pytest.fixture(scope="session")
@@ -38,53 +46,57 @@ def moto_endpoint() -> Iterator[str]:
             proc.kill()
 
 
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[object]:
-    """A throwaway PostgreSQL cluster for the whole run (fsync off), migrated once."""
-    with migrated_cluster() as cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="session")
-def pg_dsn(pg_cluster) -> str:
-    """DSN of the migrated test database."""
-    return pg_cluster.dsn
-
-
-@contextlib.contextmanager
-def _database(pg_cluster, *, migrated: bool) -> Iterator[str]:
-    """A database of its own on the test cluster (its DSN), dropped afterwards."""
+def _admin(pg_cluster, sql: str) -> None:
+    """One statement on the cluster's `postgres` database (CREATE/DROP DATABASE)."""
     import asyncio
-    import uuid
 
     import asyncpg
 
-    from core import db
-
-    name = "t_" + uuid.uuid4().hex[:12]
-    admin = pg_cluster.dsn.rsplit("/", 1)[0] + "/postgres"
-    dsn = pg_cluster.dsn.rsplit("/", 1)[0] + "/" + name
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(admin)
+    async def run() -> None:
+        conn = await asyncpg.connect(pg_cluster.dsn.rsplit("/", 1)[0] + "/postgres")
         try:
             await conn.execute(sql)
         finally:
             await conn.close()
 
-    asyncio.run(run(f"CREATE DATABASE {name}"))
+    asyncio.run(run())
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[object]:
+    """A throwaway PostgreSQL cluster for the whole run (fsync off), migrated once;
+    its migrated database is copied as TEMPLATE_DB before any test connects to it."""
+    with migrated_cluster() as cluster:
+        _admin(cluster, f"CREATE DATABASE {TEMPLATE_DB} TEMPLATE storyforge")
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(pg_cluster) -> str:
+    """DSN of the migrated test database (shared by the tests of the session)."""
+    return pg_cluster.dsn
+
+
+@contextlib.contextmanager
+def _database(pg_cluster, *, migrated: bool) -> Iterator[str]:
+    """A database of its own on the test cluster (its DSN), dropped afterwards:
+    empty, or a copy of the migrated template."""
+    import uuid
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    template = f" TEMPLATE {TEMPLATE_DB} STRATEGY FILE_COPY" if migrated else ""
+    _admin(pg_cluster, f"CREATE DATABASE {name}{template}")
     try:
-        if migrated:
-            asyncio.run(db.migrate_dsn(dsn))
-        yield dsn
+        yield pg_cluster.dsn.rsplit("/", 1)[0] + "/" + name
     finally:
-        asyncio.run(run(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        _admin(pg_cluster, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture
-def fresh_db(pg_cluster) -> Iterator[str]:
-    """An empty, unmigrated database of its own for a test; dropped afterwards."""
-    with _database(pg_cluster, migrated=False) as dsn:
+def fresh_db(request, pg_cluster) -> Iterator[str]:
+    """A database of the test's own, dropped afterwards: empty (unmigrated), or, when
+    the test also uses `fresh_pool`, the migrated database that pool is on."""
+    with _database(pg_cluster, migrated="fresh_pool" in request.fixturenames) as dsn:
         yield dsn
 
 
@@ -100,15 +112,8 @@ def module_db(pg_cluster) -> Iterator[str]:
 async def fresh_pool(fresh_db):
     """A pool on a migrated database of the test's own (`fresh_db`): no other test's
     jobs can be claimed by the test's or the other way round."""
-    import asyncpg
-
     from core import db
 
-    conn = await asyncpg.connect(fresh_db)
-    try:
-        await db.migrate(conn)
-    finally:
-        await conn.close()
     pool = await db.connect_pool(fresh_db, size=12)
     try:
         yield pool
@@ -116,36 +121,55 @@ async def fresh_pool(fresh_db):
         await pool.close()
 
 
-# Modules whose tests talk HTTP to an origin: each of their tests that uses the
-# `settings` fixture runs twice, with the fast path on and off (FAST_PATH).
-BOTH_PATHS = {
-    "test_app",
-    "test_browser",
-    "test_ingest",
-    "test_lifecycle",
-    "test_metrics",
-    "test_playback",
-    "test_signed",
-    "test_assets",
-    "test_chapters",
-    "test_bounds",
-}
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory) -> ClipCache:
+    """Test clips (`make_clip` arguments) made once per session: `clips.get(...)`."""
+    return ClipCache(tmp_path_factory.mktemp("clips"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On pytest-xdist workers (scripts/test runs two, a module each at a time): the
+    modules holding a `slow` test first, so that the two workers finish together
+    rather than one running the longest module last. The order is the same on every
+    worker (xdist requires it)."""
+    if not hasattr(config, "workerinput"):
+        return
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
+
+
+# --------------------------------------------------------------------- fast path on/off
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    module = metafunc.module.__name__.rsplit(".", 1)[-1]
-    if "fast_path" in metafunc.fixturenames and module in BOTH_PATHS:
-        metafunc.parametrize("fast_path", [True, False], ids=["fast-path", "plain"], indirect=True)
+    """A test marked `both_paths` (pyproject.toml) runs with FAST_PATH on and off;
+    every other test runs once, with it on (the default)."""
+    if metafunc.definition.get_closest_marker("both_paths") is None:
+        return
+    if "fast_path" not in metafunc.fixturenames:
+        raise pytest.UsageError(
+            f"{metafunc.definition.nodeid}: marked both_paths but its origin does not "
+            "follow the `fast_path` fixture (use `settings`)"
+        )
+    metafunc.parametrize("fast_path", [True, False], ids=["fast-path", "plain"], indirect=True)
 
 
 @pytest.fixture
 def fast_path(request) -> bool:
-    """FAST_PATH of the origin under test: on, unless parametrised (BOTH_PATHS)."""
+    """FAST_PATH of the origin under test: on (the default), unless the test is
+    marked `both_paths`."""
     return getattr(request, "param", True)
 
 
 @pytest.fixture
-def settings(pg_dsn, tmp_path, fast_path):
+def ladder():
+    """The encoding ladder of the `settings` fixture: one small rung (any ready clip
+    will do); a test that checks the ladder itself overrides this fixture."""
+    return SMALL_LADDER
+
+
+@pytest.fixture
+def settings(pg_dsn, tmp_path, fast_path, ladder):
     """Settings for an origin + workers on the test database and LocalStorage."""
     from core.settings import Settings
 
@@ -158,6 +182,7 @@ def settings(pg_dsn, tmp_path, fast_path):
         job_lease_seconds=10.0,
         timeline_interval=2.0,
         fast_path=fast_path,
+        ladder=ladder,
         cdn_invalidation_window=0.5,
         webhook_allow_private=True,
         # one stage: a refinement re-encodes every clip at `medium`; the tests of
@@ -167,14 +192,22 @@ def settings(pg_dsn, tmp_path, fast_path):
 
 
 @pytest.fixture
-async def origin_client(settings):
+def clock():
+    """The clock of `origin_client`'s read caches: `clock.skip(1.0)` passes their TTLs."""
+    from tests.helpers.servers import SkippingClock
+
+    return SkippingClock()
+
+
+@pytest.fixture
+async def origin_client(settings, clock):
     """The origin app on a real loopback port, with a client."""
     from aiohttp.test_utils import TestClient
 
     from origin.app import create_app
     from tests.helpers.servers import OriginTestServer
 
-    async with TestClient(OriginTestServer(create_app(settings))) as client:
+    async with TestClient(OriginTestServer(create_app(settings, clock=clock))) as client:
         client.headers_auth = {"Authorization": f"Bearer {API_TOKEN}"}
         yield client
 
@@ -191,42 +224,12 @@ async def pool(settings):
 
 @pytest.fixture
 async def run_workers(settings):
-    """Start in-process workers (the real job loop and handlers) on demand; they are
-    stopped at teardown."""
-    import asyncio
+    """`run_workers(concurrency=1, lease_seconds=10.0)` starts an in-process worker
+    on the test's `settings` (tests/helpers/workers.py); stopped at teardown."""
+    from tests.helpers.workers import InProcessWorkers
 
-    from core import db
-    from core.cdn import open_invalidations
-    from core.storage import open_configured_storage
-    from workers.runtime.loop import run_worker
-    from workers.runtime.main import handlers
-
-    started: list[tuple[asyncio.Task, asyncio.Event]] = []
-    pool = await db.connect_pool(settings.database_url, size=6)
-    storage = await open_configured_storage(settings)
-    invalidations = await open_invalidations(settings, pool)
-
-    def start(concurrency: int = 1, lease_seconds: float = 10.0) -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(
-            run_worker(
-                pool,
-                handlers(settings, storage, invalidations),
-                concurrency=concurrency,
-                lease_seconds=lease_seconds,
-                poll_interval=0.2,
-                grace_seconds=5,
-                stop=stop,
-                name=f"test-worker-{len(started)}",
-            )
-        )
-        started.append((task, stop))
-
-    yield start
-    for _task, stop in started:
-        stop.set()
-    for task, _ in started:
-        await asyncio.wait_for(task, 30)
-    await invalidations.aclose()
-    await storage.aclose()
-    await pool.close()
+    workers = await InProcessWorkers.open(settings)
+    try:
+        yield workers.start
+    finally:
+        await workers.aclose()

@@ -1,17 +1,28 @@
-"""Test clips generated with ffmpeg's lavfi sources (testsrc2 picture, sine tone)."""
+"""Test clips generated with ffmpeg's lavfi sources (testsrc2 picture, sine tone), a
+session's cache of them, and the small ladders tests encode at when any ready clip
+will do (the full ladder only where a test checks the ladder itself)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from core.settings import LadderRung
 
 FFMPEG = shutil.which("ffmpeg")
 FFPROBE = shutil.which("ffprobe")
 HAVE_FFMPEG = FFMPEG is not None and FFPROBE is not None
 NO_FFMPEG_REASON = "ffmpeg/ffprobe not on PATH (CI installs them: apt-get install ffmpeg)"
+
+# One 320x180 rung: a clip made ready by the real pipeline at a fraction of the
+# 720p+1080p ladder's cost. SMALL_PAIR: two rungs, for players that switch quality.
+SMALL_LADDER = (LadderRung("180p", 320, 180, 300_000),)
+SMALL_PAIR = (*SMALL_LADDER, LadderRung("360p", 640, 360, 700_000))
 
 Audio = Literal["stereo48", "mono44", "surround48"] | None
 
@@ -162,3 +173,19 @@ def make_wav(
         Path(path),
         *("-c:a", "pcm_s16le", "-f", "wav"),
     )
+
+
+class ClipCache:
+    """`make_clip` results kept for a session in `directory`: `get(**spec)` makes the
+    clip the first time it is asked for and gives the same file afterwards (read it,
+    never change it)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def get(self, **spec: Any) -> Path:
+        key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+        path = self.directory / f"{key}.{spec.get('container', 'mp4')}"
+        if not path.exists():
+            make_clip(self.directory / f"{key}.part", **spec).rename(path)
+        return path

@@ -1,18 +1,16 @@
-"""Waiting for jobs, running workers with chosen handlers, and reading what storage
-holds: for tests of the jobs that end things (delete_scene, remove_segment)."""
+"""Waiting for jobs and reading what storage holds: for tests of the jobs that end
+things (delete_scene, remove_segment). Workers in-process: tests/helpers/workers.py."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable
 
 import asyncpg
 
 from core import queue
 from core.storage import Storage
-from workers.runtime.loop import Handler, run_worker
 
 
 async def wait_job(
@@ -29,30 +27,6 @@ async def wait_job(
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} is {job.status}, not {wanted}: {job.errors}")
         await asyncio.sleep(0.1)
-
-
-@contextlib.asynccontextmanager
-async def workers(
-    pool: asyncpg.Pool, handlers: Mapping[str, Handler], *, lease_seconds: float = 10.0
-) -> AsyncIterator[None]:
-    """One in-process worker (the real job loop) with `handlers` while the block runs."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        run_worker(
-            pool,
-            handlers,
-            lease_seconds=lease_seconds,
-            poll_interval=0.2,
-            grace_seconds=5,
-            stop=stop,
-            name="test-lifecycle-worker",
-        )
-    )
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 async def keys_under(storage: Storage, bucket: str, prefix: str = "") -> list[str]:

@@ -2,10 +2,12 @@
 origin's own runner (origin/server.py), so every request reaches the app through a
 `Connection` (origin/http/connection.py) and, with `FAST_PATH` on, warm scene
 documents are answered there. Unlike aiohttp's TestServer, handlers are not
-cancelled when their client goes away (neither are they in `serve`)."""
+cancelled when their client goes away (neither are they in `serve`). And a clock that
+skips ahead, for the origin's read caches."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,3 +41,17 @@ class OriginTestServer(TestServer):
         # as `storyforge serve`: a client that goes away does not cancel its handler
         kwargs.pop("handler_cancellation", None)
         return make_runner(self.app, **self._runner_options, **kwargs)
+
+
+class SkippingClock:
+    """time.monotonic, plus the seconds a test skipped: `create_app(settings,
+    clock=...)` ages its read caches by it, so a test passes a TTL without sleeping."""
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.skipped
+
+    def skip(self, seconds: float) -> None:
+        self.skipped += seconds

@@ -152,9 +152,9 @@ async def stop_mid_job(
 
 
 def worker_process(settings, *args: str, **env: str) -> subprocess.Popen[bytes]:
-    """`storyforge worker [args]` as its own process on `settings`' database and
-    LocalStorage, with a 3 s lease (a killed worker's job is taken over quickly) and
-    `env` on top."""
+    """`storyforge worker [args]` as its own process on `settings`' database,
+    LocalStorage and ladder, with a 3 s lease (a killed worker's job is taken over
+    quickly) and `env` on top."""
     environ = {
         **os.environ,
         "DATABASE_URL": settings.database_url,
@@ -164,6 +164,10 @@ def worker_process(settings, *args: str, **env: str) -> subprocess.Popen[bytes]:
         "LOG_FORMAT": "text",
         "WORKER_METRICS_PORT": str(free_port()),  # workers side by side: a port each
         "REFINE": "off",  # one stage, as the `settings` fixture (tests turn it on)
+        "LADDER": ",".join(
+            f"{r.name}:{r.width}x{r.height}:{r.video_bitrate}/{r.audio_bitrate}"
+            for r in settings.ladder
+        ),
         **env,
     }
     return subprocess.Popen(

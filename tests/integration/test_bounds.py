@@ -34,6 +34,8 @@ ROUTE = "/api/v1/scenes/{scene_id}/segments"
 TIMEOUT = 1.0  # HEADER_TIMEOUT and BODY_IDLE_TIMEOUT of the origin under test
 # an absolute server path in an answer (the test's storage root, /tmp, /home, ...)
 SERVER_PATH = re.compile(r"(?<![\w.:/])/(?:tmp|home|root|work|var|srv|usr|opt|etc)/")
+# every case here is about the connection, which the fast path's wrapper holds when on
+pytestmark = pytest.mark.both_paths
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers.browser import CHROMIUM, NO_CHROMIUM_REASON, Browser
-from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
+from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, SMALL_PAIR
 from tests.helpers.scenes import new_scene, upload, wait_done
 
 pytestmark = [
@@ -18,16 +18,22 @@ pytestmark = [
 
 
 @pytest.fixture
-async def three_clip_scene(origin_client, run_workers, tmp_path):
+def ladder():
+    """Two small rungs: a quality switch to force, at little cost."""
+    return SMALL_PAIR
+
+
+@pytest.fixture
+async def three_clip_scene(origin_client, run_workers, clips):
     client = origin_client
     scene, users = await new_scene(client, 3)
-    clips = [
-        make_clip(tmp_path / "a.mp4", width=1280, height=720, fps=30, duration=5),
-        make_clip(tmp_path / "b.mp4", width=640, height=360, fps=25, duration=5, audio=None),
-        make_clip(tmp_path / "c.mp4", width=360, height=640, fps=30, duration=5, audio="mono44"),
+    sources = [
+        clips.get(width=640, height=360, fps=30, duration=5),
+        clips.get(width=320, height=180, fps=25, duration=5, audio=None),
+        clips.get(width=180, height=320, fps=30, duration=5, audio="mono44"),
     ]
     segs = []
-    for i, (clip, user) in enumerate(zip(clips, users, strict=True), start=1):
+    for i, (clip, user) in enumerate(zip(sources, users, strict=True), start=1):
         segs.append((await upload(client, scene, user, clip, sequence=i))["segmentId"])
     run_workers(concurrency=2)
     for seg in segs:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -102,14 +103,14 @@ def test_migrate_refuses_a_database_with_migrations_it_does_not_know(fresh_db):
 
 def test_migrate_without_migration_files_fails_loudly(fresh_db, tmp_path):
     """An installation that lost its migrations (the bug of issue 11: a plain install
-    said "database is up to date") stops with one line and creates nothing."""
-    for package in ("core", "origin", "workers", "storyforge", "migrations"):
-        lost = ("*.sql",) if package == "migrations" else ()
+    without its package data said "database is up to date") stops with one line and
+    creates nothing: the packages, and `migrations` without its SQL files."""
+    for package in ("core", "origin", "workers", "storyforge"):
         shutil.copytree(
-            ROOT / package,
-            tmp_path / package,
-            ignore=shutil.ignore_patterns("__pycache__", *lost),
+            ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
         )
+    (tmp_path / "migrations").mkdir()
+    shutil.copy(ROOT / "migrations" / "__init__.py", tmp_path / "migrations")
     out = run(
         ["migrate"], env={"DATABASE_URL": fresh_db, "PYTHONPATH": str(tmp_path)}, cwd=tmp_path
     )
@@ -120,96 +121,95 @@ def test_migrate_without_migration_files_fails_loudly(fresh_db, tmp_path):
     assert str(tmp_path / "migrations") in lines[0]
 
 
-def _start_dev(home: Path, port: int, *extra: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        STORYFORGE
-        + [
-            "dev",
-            "--home",
-            str(home),
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            *(extra or ["--no-demo"]),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if line.startswith("ready: "):
-            return proc, line.strip()
-    proc.kill()
-    raise AssertionError("storyforge dev did not print ready:")
+class DevStack:
+    """`storyforge dev` (2 workers, the demo scene) on a home of the module's own, on
+    the small test ladder in one stage: started once for the tests that can share it,
+    stopped and started again by the one that checks a restart."""
+
+    ENV = {"LADDER": "180p:320x180:300k", "REFINE": "off"}
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[str] | None = None
+        self.ready = self.demo = ""
+
+    def start(self, workers: int = 2) -> None:
+        """Start it and wait for its `ready:` and `demo scene` lines."""
+        self.proc = subprocess.Popen(
+            [*STORYFORGE, "dev", "--home", str(self.home), "--port", str(self.port),
+             "--workers", str(workers)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, **self.ENV},
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith("ready: "):
+                self.ready = line.strip()
+                self.demo = self.proc.stdout.readline().strip()
+                return
+        self.proc.kill()
+        raise AssertionError("storyforge dev did not print ready:")
+
+    def stop(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(60) == 0
+
+    def pg_port(self) -> str:
+        return (self.home / "pg" / "postmaster.pid").read_text().splitlines()[3].strip()
+
+    def psql(self, sql: str) -> str:
+        return subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-U", "storyforge", "-d", "storyforge", "-tAc", sql],
+            env={**os.environ, "PGPORT": self.pg_port()},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(60) == 0
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory) -> Iterator[DevStack]:
+    stack = DevStack(tmp_path_factory.mktemp("dev") / "home")
+    stack.start()
+    try:
+        yield stack
+    finally:
+        if stack.proc is not None and stack.proc.poll() is None:
+            stack.stop()
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        assert r.status == 200
+        return json.load(r)
 
 
 @pytest.mark.slow
-def test_dev_comes_up_and_reuses_its_data(tmp_path):
-    home = tmp_path / "home"
-    port = free_port()
-    proc, line = _start_dev(home, port)
-    try:
-        assert line == f"ready: http://127.0.0.1:{port}"
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
-            assert r.status == 200
-            assert json.load(r)["status"] == "ready"
-        marker = subprocess.run(
-            [
-                "psql",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "storyforge",
-                "-d",
-                "storyforge",
-                "-tAc",
-                "INSERT INTO users (id, username) VALUES ('usr_0000000000marker', 'marker') "
-                "RETURNING id",
-            ],
-            env={**os.environ, "PGPORT": _pg_port(home)},
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        assert marker.stdout.splitlines()[0] == "usr_0000000000marker"
-    finally:
-        _stop(proc)
-    # every child and the cluster are gone
-    assert not (home / "pg" / "postmaster.pid").exists()
-
-    proc, line = _start_dev(home, port)
-    try:
-        out = subprocess.run(
-            [
-                "psql",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "storyforge",
-                "-d",
-                "storyforge",
-                "-tAc",
-                "SELECT username FROM users WHERE id = 'usr_0000000000marker'",
-            ],
-            env={**os.environ, "PGPORT": _pg_port(home)},
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        assert out.stdout.strip() == "marker"
-    finally:
-        _stop(proc)
+def test_dev_comes_up_with_the_demo_scene(dev):
+    assert dev.ready == f"ready: {dev.base}"
+    assert _get_json(dev.base + "/readyz")["status"] == "ready"
+    scene = dev.demo.split()[2].rstrip(":")
+    assert dev.demo == f"demo scene {scene}: {dev.base}/player/{scene}"
+    deadline = time.monotonic() + 180
+    body: dict = {}
+    while time.monotonic() < deadline:
+        body = _get_json(f"{dev.base}/api/v1/scenes/{scene}/playlist")
+        if body["segmentCount"] == 3:
+            break
+        time.sleep(0.5)
+    assert body["segmentCount"] == 3, body
+    assert len({s["contributor"]["id"] for s in body["segments"]}) == 3
+    with urllib.request.urlopen(f"{dev.base}/player/{scene}", timeout=5) as r:
+        assert r.status == 200
 
 
 def _wait_for(predicate, timeout: float, what: str):
@@ -230,74 +230,57 @@ def _ready(base: str) -> bool:
         return False
 
 
-def _worker_pid(dev: int) -> int | None:
-    workers = [pid for pid, cmd in child_pids(dev).items() if "storyforge.cli worker" in cmd]
-    return workers[0] if len(workers) == 1 else None
+def _worker_pids(dev: int) -> set[int]:
+    return {pid for pid, cmd in child_pids(dev).items() if "storyforge.cli worker" in cmd}
 
 
 @pytest.mark.slow
-def test_dev_restarts_a_killed_worker_and_its_postgres(tmp_path):
-    home = tmp_path / "home"
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc, _ = _start_dev(home, port)
-    try:
-        worker = _wait_for(lambda: _worker_pid(proc.pid), 10, "the worker")
-        os.kill(worker, signal.SIGKILL)
-        _wait_for(lambda: (_worker_pid(proc.pid) or worker) != worker, 30, "a new worker")
+def test_dev_restarts_a_killed_worker_and_its_postgres(dev):
+    assert dev.proc is not None
+    workers = _wait_for(lambda: _worker_pids(dev.proc.pid), 10, "the workers")
+    killed = min(workers)
+    os.kill(killed, signal.SIGKILL)
+    _wait_for(
+        lambda: (
+            (now := _worker_pids(dev.proc.pid)) and killed not in now and len(now) == len(workers)
+        ),
+        30,
+        "a new worker",
+    )
 
-        postmaster = int((home / "pg" / "postmaster.pid").read_text().splitlines()[0])
-        os.kill(postmaster, signal.SIGKILL)
-        _wait_for(lambda: not _ready(base), 10, "the origin to notice")
+    postmaster = int((dev.home / "pg" / "postmaster.pid").read_text().splitlines()[0])
+    os.kill(postmaster, signal.SIGKILL)
+    _wait_for(lambda: not _ready(dev.base), 10, "the origin to notice")
 
-        def new_postmaster() -> bool:
-            try:
-                pid = int((home / "pg" / "postmaster.pid").read_text().splitlines()[0])
-            except (OSError, ValueError, IndexError):
-                return False
-            return pid != postmaster and _ready(base)
+    def new_postmaster() -> bool:
+        try:
+            pid = int((dev.home / "pg" / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return False
+        return pid != postmaster and _ready(dev.base)
 
-        _wait_for(new_postmaster, 90, "Postgres restarted and the origin ready again")
-        assert proc.poll() is None  # the stack kept running throughout
-    finally:
-        _stop(proc)
-    assert not (home / "pg" / "postmaster.pid").exists()
-    assert child_pids(proc.pid) == {}
-
-
-def _pg_port(home: Path) -> str:
-    pid = (home / "pg" / "postmaster.pid").read_text().splitlines()
-    return pid[3].strip()
+    _wait_for(new_postmaster, 90, "Postgres restarted and the origin ready again")
+    assert dev.proc.poll() is None  # the stack kept running throughout
 
 
 @pytest.mark.slow
-def test_dev_creates_the_demo_scene_once(tmp_path):
-    home = tmp_path / "home"
-    port = free_port()
-    proc, _ = _start_dev(home, port, "--workers", "2")
-    try:
-        line = proc.stdout.readline().strip()
-        scene = line.split()[2].rstrip(":")
-        assert line == f"demo scene {scene}: http://127.0.0.1:{port}/player/{scene}"
-        deadline = time.monotonic() + 180
-        body = {}
-        while time.monotonic() < deadline:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{port}/api/v1/scenes/{scene}/playlist", timeout=5
-            ) as r:
-                body = json.load(r)
-            if body["segmentCount"] == 3:
-                break
-            time.sleep(1)
-        assert body["segmentCount"] == 3, body
-        assert len({s["contributor"]["id"] for s in body["segments"]}) == 3
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/player/{scene}", timeout=5) as r:
-            assert r.status == 200
-    finally:
-        _stop(proc)
-    # a second start reuses the demo scene instead of making another
-    proc, _ = _start_dev(home, port, "--workers", "1")
-    try:
-        assert proc.stdout.readline().strip() == line
-    finally:
-        _stop(proc)
+def test_dev_stops_cleanly_and_reuses_its_data_and_demo_scene(dev):
+    marker = dev.psql(
+        "INSERT INTO users (id, username) VALUES ('usr_0000000000marker', 'marker') RETURNING id"
+    )
+    assert marker.splitlines()[0] == "usr_0000000000marker"
+    assert dev.proc is not None
+    first = dev.proc.pid
+    dev.stop()
+    # every child and the cluster are gone
+    assert not (dev.home / "pg" / "postmaster.pid").exists()
+    assert child_pids(first) == {}
+
+    demo = dev.demo
+    dev.start(workers=1)
+    assert dev.ready == f"ready: {dev.base}"
+    assert dev.psql("SELECT username FROM users WHERE id = 'usr_0000000000marker'").strip() == (
+        "marker"
+    )
+    # the demo scene is reused, not made again
+    assert dev.demo == demo

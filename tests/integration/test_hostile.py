@@ -32,7 +32,7 @@ from core.cdn import open_invalidations
 from core.settings import Settings
 from core.storage import open_configured_storage
 from origin.app import create_app
-from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
+from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, SMALL_LADDER, make_clip
 from tests.helpers.hostile import Bait, body
 from tests.helpers.scenes import API_TOKEN, publish
 from tests.helpers.servers import OriginTestServer
@@ -402,6 +402,7 @@ def stack(module_db, tmp_path_factory) -> Iterator[Stack]:
         signing="hmac",
         hmac_keys=(KEY,),
         refine=False,  # one stage (issue 17's tests turn it on)
+        ladder=SMALL_LADDER,  # any published clip will do
     )
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="hostile-stack", daemon=True)
@@ -530,5 +531,5 @@ def test_hostile_upload(stack, name, tmp_path):
         assert not files.exists()
     else:
         assert clip["status"] == "ready", clip
-        assert (files / "720p_0001.ts").is_file()
+        assert all((files / f"{r.name}_0001.ts").is_file() for r in stack.settings.ladder)
     assert stack.bait_connections == []

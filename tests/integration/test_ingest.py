@@ -17,8 +17,9 @@ import m3u8
 import pytest
 from aiohttp.test_utils import TestClient
 
+from core.settings import LadderRung
 from origin.app import create_app
-from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
+from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, SMALL_PAIR
 from tests.helpers.scenes import new_scene, upload, wait_done
 from tests.helpers.servers import OriginTestServer
 from tests.helpers.services import free_port, processes_mentioning, worker_process
@@ -101,10 +102,12 @@ async def test_upload_over_the_limit_is_413_and_leaves_nothing(settings):
     assert not any(p.is_file() and p.name == "raw_output.mp4" for p in internal.rglob("*"))
 
 
-async def test_clip_becomes_a_published_segment(origin_client, settings, run_workers, tmp_path):
+@pytest.mark.parametrize("ladder", [SMALL_PAIR], ids=["two-rungs"])
+async def test_clip_becomes_a_published_segment(origin_client, settings, run_workers, clips):
     client = origin_client
     scene, (user,) = await new_scene(client)
-    clip = make_clip(tmp_path / "a.mp4", width=1920, height=1080, fps=30, duration=9)
+    clip = clips.get(width=640, height=360, fps=30, duration=9)
+    profiles = [r.name for r in settings.ladder]
     accepted = await upload(client, scene, user, clip)
     assert accepted["statusUrl"] == f"/api/v1/segments/{accepted['segmentId']}"
     seg = accepted["segmentId"]
@@ -121,26 +124,24 @@ async def test_clip_becomes_a_published_segment(origin_client, settings, run_wor
     files = stored(settings, scene, seg)
     for name in [
         "master.m3u8",
-        "720p.m3u8",
-        "1080p.m3u8",
+        *(f"{p}.m3u8" for p in profiles),
+        *(f"{p}_0001.ts" for p in profiles),
         "thumbnail.jpg",
         "thumbnail_large.jpg",
         "storyboard.jpg",
         "storyboard.vtt",
         "source.mp4",
         "metadata.json",
-        "720p_0001.ts",
-        "1080p_0001.ts",
     ]:
         assert name in files, sorted(files)
     assert files["source.mp4"].read_bytes() == clip.read_bytes()
     master = m3u8.loads(files["master.m3u8"].read_text())
-    assert [p.uri for p in master.playlists] == ["720p.m3u8", "1080p.m3u8"]
+    assert [p.uri for p in master.playlists] == [f"{p}.m3u8" for p in profiles]
     for p in master.playlists:
         assert p.stream_info.bandwidth >= p.stream_info.average_bandwidth > 0
         assert p.stream_info.codecs.endswith(",mp4a.40.2")
     variants = {}
-    for profile in ("720p", "1080p"):
+    for profile in profiles:
         pl = m3u8.loads(files[f"{profile}.m3u8"].read_text())
         assert pl.is_endlist and pl.playlist_type == "vod"
         assert [s.uri for s in pl.segments] == [
@@ -149,18 +150,18 @@ async def test_clip_becomes_a_published_segment(origin_client, settings, run_wor
         variants[profile] = [s.duration for s in pl.segments]
         for s in pl.segments:
             assert s.uri in files
-    assert variants["720p"] == variants["1080p"]
-    assert abs(sum(variants["720p"]) - 9.0) < 0.1
+    assert variants[profiles[0]] == variants[profiles[1]]
+    assert abs(sum(variants[profiles[0]]) - 9.0) < 0.1
 
     meta = json.loads(files["metadata.json"].read_text())
     assert meta["segmentId"] == seg and meta["sceneId"] == scene and meta["sequence"] == 1
     assert meta["fileSize"]["source"] == files["source.mp4"].stat().st_size
-    for profile in ("720p", "1080p"):
+    for profile in profiles:
         ts = sum(p.stat().st_size for n, p in files.items() if n.startswith(profile + "_"))
         assert meta["fileSize"][profile] == ts
     total = sum(p.stat().st_size for n, p in files.items() if n != "metadata.json")
     assert meta["fileSize"]["total"] == total
-    assert meta["files"]["variants"] == {"720p": "720p.m3u8", "1080p": "1080p.m3u8"}
+    assert meta["files"]["variants"] == {p: f"{p}.m3u8" for p in profiles}
     # the stored storyboard.vtt is the very document the origin serves for the clip
     r = await client.get(f"/v/{scene}/{seg}/storyboard.vtt")
     assert r.status == 200 and r.headers["Content-Type"].startswith("text/vtt")
@@ -181,13 +182,12 @@ BAD_INPUTS = ["truncated", "text", "png", "hls", "ffconcat", "zeros"]
 
 
 async def test_bad_inputs_fail_readably_and_publish_nothing(
-    origin_client, settings, run_workers, tmp_path
+    origin_client, settings, run_workers, clips, tmp_path
 ):
     client = origin_client
     scene, (user,) = await new_scene(client)
-    secret = tmp_path / "secret.mp4"
-    make_clip(secret, width=320, height=240, duration=2)
-    good = make_clip(tmp_path / "good.mp4", width=640, height=360, duration=2)
+    secret = clips.get(width=320, height=240, duration=2)
+    good = clips.get(width=320, height=180, duration=2)
     bodies = {
         "truncated": good.read_bytes()[: good.stat().st_size // 2],
         "text": b"Once upon a time there was a signal.\n" * 50,
@@ -232,19 +232,24 @@ async def test_bad_inputs_fail_readably_and_publish_nothing(
         assert stored(settings, scene, seg) == {}, kind
     # the worker is alive and still does good work
     assert (await wait_done(client, ok))["status"] == "ready"
-    r = await client.get(f"/v/{scene}/720p.m3u8")
+    r = await client.get(f"/v/{scene}/{settings.ladder[0].name}.m3u8")
     body = await r.text()
     assert body.count("#EXT-X-DISCONTINUITY") == 0
     assert ok in body and all(seg not in body for seg in segs.values())
 
 
+# One 360p rung and a 48 s clip: a transcode of a few seconds even on a fast machine,
+# long enough to be seen at 20% and killed before it ends, and for the second worker's
+# ffmpeg time to pass a second; a fraction of the 720p+1080p ladder's cost.
+ONE_360P_RUNG = (LadderRung("360p", 640, 360, 800_000),)
+
+
 @pytest.mark.slow
-async def test_worker_killed_mid_transcode_is_finished_by_another(
-    origin_client, settings, tmp_path
-):
+@pytest.mark.parametrize("ladder", [ONE_360P_RUNG], ids=["360p"])
+async def test_worker_killed_mid_transcode_is_finished_by_another(origin_client, settings, clips):
     client = origin_client
     scene, (user,) = await new_scene(client)
-    clip = make_clip(tmp_path / "long.mp4", width=1920, height=1080, fps=30, duration=24)
+    clip = clips.get(width=640, height=360, fps=30, duration=48)
     seg = (await upload(client, scene, user, clip))["segmentId"]
     metrics_port = free_port()
     first = worker_process(settings, TIMELINE_INTERVAL="2", WORKER_METRICS_PORT=str(metrics_port))
@@ -296,12 +301,11 @@ async def test_worker_killed_mid_transcode_is_finished_by_another(
         second.wait(60)
     assert done["status"] == "ready", done
     assert done["attempts"] == 2
-    r = await client.get(f"/v/{scene}/1080p.m3u8")
+    (profile,) = [r.name for r in settings.ladder]
+    r = await client.get(f"/v/{scene}/{profile}.m3u8")
     pl = m3u8.loads(await r.text())
     files = stored(settings, scene, seg)
     ts = sorted(n for n in files if n.endswith(".ts"))
     # exactly the objects the published playlists name, no leftovers or duplicates
-    expected = sorted(
-        f"{p}_{i:04d}.ts" for p in ("720p", "1080p") for i in range(1, len(pl.segments) + 1)
-    )
+    expected = sorted(f"{profile}_{i:04d}.ts" for i in range(1, len(pl.segments) + 1))
     assert ts == expected

@@ -27,6 +27,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from core import db, layout, queue
+from core.settings import DEFAULT_LADDER
 from origin import keys
 from origin.app import create_app
 from tests.helpers.clips import FFMPEG, HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
@@ -46,6 +47,13 @@ from workers.media import ffmpeg
 from workers.runtime.loop import JobContext, run_worker, sweep_workdirs
 
 pytestmark = pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)
+
+
+@pytest.fixture
+def ladder():
+    """The full ladder: the transcodes here must still run while the tests act on them."""
+    return DEFAULT_LADDER
+
 
 TMP = Path(tempfile.gettempdir())
 # statements waiting for a lock the backend $1 holds (asked from another connection: a

@@ -21,7 +21,7 @@ import asyncpg
 import pytest
 
 from core import catalog, db, exports, layout, lifecycle, outbox, queue
-from core.settings import Settings
+from core.settings import DEFAULT_LADDER, Settings
 from core.storage import open_configured_storage
 from origin.ingest import intake
 from storyforge import cli
@@ -335,6 +335,8 @@ def settings(settings, fresh_db):
 
 
 @pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)
+# the full ladder: a transcode still running when the cancel lands (it is cut short)
+@pytest.mark.parametrize("ladder", [DEFAULT_LADDER], ids=["full-ladder"])
 async def test_cancel_stops_a_real_transcode_before_it_publishes(
     fresh_db, pool, settings, run_workers, tmp_path
 ):

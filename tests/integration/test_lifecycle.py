@@ -105,6 +105,7 @@ async def statuses(client, urls):
     return {url: (await client.get(url)).status for url in urls}
 
 
+@pytest.mark.both_paths
 async def test_deleted_scene_is_hidden_at_once_then_removed_completely(
     origin_client, settings, storage, pool, run_workers
 ):
@@ -176,6 +177,7 @@ def _bad_clip():
     return path
 
 
+@pytest.mark.both_paths
 async def test_deletion_reaches_every_origin_process_within_a_second(settings, fast_path):
     """Two origin apps on one database: one deletes, the other (warm caches, so the
     fast path would answer) stops answering within 1 s."""

@@ -10,11 +10,18 @@ import pytest
 
 from core import db
 from core.storage import open_configured_storage
-from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
+from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, SMALL_PAIR, make_clip
 from tests.helpers.jobs import keys_under, wait_job
 from tests.helpers.scenes import new_scene, upload, wait_done
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)]
+
+
+@pytest.fixture
+def ladder():
+    """Two small rungs: a clip of every kind of object, cheaply."""
+    return SMALL_PAIR
+
 
 # what each file is, independently of core.layout's table (infra/storage.tf's rules
 # move `source` to Glacier, keep `hls` and `thumbnail`, expire `internal`)

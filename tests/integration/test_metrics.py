@@ -8,6 +8,7 @@ import dataclasses
 import os
 import time
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from core import db, queue, signing
@@ -16,6 +17,9 @@ from tests.helpers.metrics import requests, scrape
 from tests.helpers.scenes import published_scene
 from tests.helpers.servers import OriginTestServer
 from tests.helpers.wire import TO_AIOHTTP, Wire, get
+
+# every test counts answers the fast path gives when it is on
+pytestmark = pytest.mark.both_paths
 
 
 async def test_metrics_follow_requests_and_jobs(settings):

@@ -198,6 +198,7 @@ async def test_hostile_paths_never_500(client, path):
     assert "root:" not in await r.text()
 
 
+@pytest.mark.both_paths
 async def test_stitched_scene_playlists(client, backend_settings):
     scene, users = await scene_with_users(client, 3)
     segs = [

@@ -22,10 +22,11 @@ from core import catalog, cdn, db, invalidation, layout, queue
 from core.storage import open_configured_storage
 from origin.app import create_app
 from tests.helpers.cdn import create_distribution, invalidated_paths, throttled
-from tests.helpers.jobs import scene_objects, wait_job, workers
+from tests.helpers.jobs import scene_objects, wait_job
 from tests.helpers.s3calls import delete_errors
 from tests.helpers.scenes import AUTH
 from tests.helpers.servers import OriginTestServer
+from tests.helpers.workers import running_workers
 from workers.jobs.lifecycle import make_delete_scene
 
 PUT_CONCURRENCY = 48
@@ -147,7 +148,7 @@ async def test_a_scene_of_2500_objects_is_removed_completely(s3_settings, pool, 
         delete_errors(storage.client, every=7, batches=3) as batches,
         throttled(invalidations.invalidator.client, times=1) as invalidation_calls,
     ):
-        async with workers(pool, handlers):
+        async with running_workers(settings, handlers=handlers):
             job = await wait_job(pool, job_id, timeout=120)
     await invalidations.aclose()
 

@@ -16,6 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from core import db, queue
+from core.settings import DEFAULT_LADDER
 from core.storage import open_configured_storage
 from origin.app import create_app
 from tests.helpers.browser import (
@@ -25,7 +26,7 @@ from tests.helpers.browser import (
     open_player,
     play_to_end,
 )
-from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
+from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, SMALL_PAIR
 from tests.helpers.jobs import scene_objects, wait_job
 from tests.helpers.scenes import AUTH, new_scene, upload, wait_done
 from tests.helpers.servers import OriginTestServer
@@ -34,11 +35,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FF
 H = {"Authorization": AUTH}
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    return make_clip(
-        tmp_path_factory.mktemp("clips") / "clip.mp4", width=320, height=180, duration=3
-    )
+@pytest.fixture
+def clip(clips):
+    return clips.get(width=320, height=180, duration=3)
 
 
 @pytest.fixture
@@ -56,12 +55,14 @@ async def everything_of(settings, scene, job_ids):
         await storage.aclose()
 
 
+# the full ladder: a transcode still running when the deletion lands (it is cut short)
+@pytest.mark.parametrize("ladder", [DEFAULT_LADDER], ids=["full-ladder"])
 async def test_a_transcode_running_when_its_scene_is_deleted_publishes_nothing(
-    origin_client, settings, run_workers, pool, tmp_path
+    origin_client, settings, run_workers, pool, clips
 ):
     client = origin_client
     scene, (user,) = await new_scene(client)
-    long_clip = make_clip(tmp_path / "long.mp4", width=640, height=360, duration=10)
+    long_clip = clips.get(width=640, height=360, duration=10)
     transcode = await upload(client, scene, user, long_clip)
     run_workers()
     deadline = time.monotonic() + 120
@@ -105,6 +106,7 @@ def measured_peak(durations, sizes, target):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM_REASON)
+@pytest.mark.parametrize("ladder", [SMALL_PAIR], ids=["two-small-rungs"])
 async def test_removing_the_middle_clip_keeps_the_scene_playable(settings, run_workers, pool, clip):
     app_settings = dataclasses.replace(settings, segment_removal_grace=4.0)
     async with TestClient(OriginTestServer(create_app(app_settings))) as client:
@@ -155,4 +157,6 @@ async def test_removing_the_middle_clip_keeps_the_scene_playable(settings, run_w
         assert (job.finished_at - job.created_at).total_seconds() >= 4.0  # the grace period
         assert await everything_of(settings, f"{scene}/{middle}", [up[1]["jobId"]]) == []
         assert await everything_of(settings, f"{scene}/{up[2]['segmentId']}", [])
-        assert (await client.get(f"/v/{scene}/{middle}/720p_0001.ts")).status == 404
+        first_ts = f"{settings.ladder[0].name}_0001.ts"
+        assert (await client.get(f"/v/{scene}/{up[2]['segmentId']}/{first_ts}")).status == 200
+        assert (await client.get(f"/v/{scene}/{middle}/{first_ts}")).status == 404

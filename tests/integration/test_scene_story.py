@@ -33,7 +33,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from core import catalog, db, layout
-from core.settings import Settings
+from core.settings import LadderRung, Settings
 from core.storage import open_configured_storage
 from origin.app import create_app
 from tests.helpers.browser import CHROMIUM, NO_CHROMIUM_REASON, Browser
@@ -48,6 +48,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FF
 
 TARGET = -16.0
 SECONDS = 3.0
+# One 360p rung: loudness, chapters and stills are checked on whatever the ladder is;
+# every still of these widths is cut from it (the widest rendition when none is wider).
+LADDER = (LadderRung("360p", 640, 360, 800_000),)
+PROFILE = LADDER[0].name
 CONCURRENCY = 2
 #: (picture, audio filters after the 440 Hz tone, or None for no audio track)
 CLIPS = {
@@ -98,6 +102,7 @@ async def story(pg_dsn, tmp_path_factory) -> AsyncIterator[Story]:
         log_format="text",
         timeline_interval=2.0,
         thumbnail_concurrency=CONCURRENCY,
+        ladder=LADDER,
         refine=False,  # one stage (issue 17's tests turn it on)
     )
     sources = {
@@ -156,13 +161,13 @@ async def test_every_clip_is_brought_to_the_target(story: Story) -> None:
     src = {name: loudness(story.sources[name]) for name in ("quiet", "loud")}
     assert src["loud"][0] - src["quiet"][0] >= 20  # the sources differ by >= 20 LU
     for name in ("quiet", "loud"):
-        for profile in ("720p", "1080p"):
+        for profile in (r.name for r in LADDER):
             i, tp = loudness(_rendition_file(story, story.segments[name], profile))
             assert abs(i - TARGET) <= 1.0, (name, profile, i)
             assert tp < -1.0, (name, profile, tp)
             print(f"{name}: source {src[name][0]} LUFS {src[name][1]} dBTP -> {profile} {i} / {tp}")
     # the clip without audio got a silent track, and it stays silent
-    i, tp = loudness(_rendition_file(story, story.segments["silent"], "720p"))
+    i, tp = loudness(_rendition_file(story, story.segments["silent"], PROFILE))
     assert i <= -70.0 and tp == float("-inf")
 
 
@@ -185,7 +190,7 @@ async def test_the_record_is_in_metadata_and_rows(story: Story) -> None:
                 rows = await catalog.rendition_loudness(conn, seg)
         finally:
             await pool.close()
-        assert set(rows) == {"720p", "1080p"}
+        assert set(rows) == {r.name for r in LADDER}
         for row in rows.values():
             assert row == catalog.Loudness(
                 "linear", record["inputIntegrated"], record["inputTruePeak"], record["gain"]
@@ -205,9 +210,9 @@ async def test_loudness_target_off_keeps_the_levels(story: Story) -> None:
     for name in ("quiet", "loud"):
         seg = story.off_segments[name]
         source_i, _ = loudness(story.sources[name])
-        i, _ = loudness(_rendition_file(story, seg, "720p", scene))
+        i, _ = loudness(_rendition_file(story, seg, PROFILE, scene))
         assert abs(i - source_i) <= 1.0, (name, source_i, i)
-        print(f"LOUDNESS_TARGET=off, {name}: source {source_i} LUFS -> 720p {i} LUFS")
+        print(f"LOUDNESS_TARGET=off, {name}: source {source_i} LUFS -> {PROFILE} {i} LUFS")
         meta = json.loads((story.segment_dir(seg, scene) / "metadata.json").read_text())
         assert meta["loudness"]["mode"] == "off" and meta["loudness"]["gain"] == 0
 
@@ -226,7 +231,7 @@ def _clip_starts(playlist: str) -> list[float]:
 
 async def test_chapters_match_the_stitched_playlist(story: Story) -> None:
     client = story.client
-    playlist = await (await client.get(f"/v/{story.scene}/720p.m3u8")).text()
+    playlist = await (await client.get(f"/v/{story.scene}/{PROFILE}.m3u8")).text()
     starts = _clip_starts(playlist)
     vtt = await (await client.get(f"/v/{story.scene}/chapters.vtt")).text()
     cues = [b.split("\n") for b in vtt.strip().split("\n\n")[1:]]
@@ -250,7 +255,7 @@ async def test_the_player_shows_the_chapters(story: Story) -> None:
         )
         assert len(marks) == 3 and marks[0] == "0%"
         starts = await b.eval("sf.chapters.map(c => c.start)")
-        playlist = await (await client.get(f"/v/{story.scene}/720p.m3u8")).text()
+        playlist = await (await client.get(f"/v/{story.scene}/{PROFILE}.m3u8")).text()
         assert starts == pytest.approx(_clip_starts(playlist), abs=0.0005)
 
 
@@ -267,7 +272,7 @@ async def _thumb(client, url: str, path: Path) -> Path:
 
 async def test_thumbnails_are_the_frames_of_the_stitched_rendition(story: Story) -> None:
     client, scene = story.client, story.scene
-    playlist = await (await client.get(f"/v/{scene}/720p.m3u8")).text()
+    playlist = await (await client.get(f"/v/{scene}/{PROFILE}.m3u8")).text()
     starts = _clip_starts(playlist)
     segs = list(story.segments.values())
     times = [0.0, 1.01, 2.95, 2.99, 3.0, 3.04, 5.97, 6.0, 6.51, 8.96]
@@ -281,7 +286,10 @@ async def test_thumbnails_are_the_frames_of_the_stitched_rendition(story: Story)
             client, f"/v/{scene}/thumbnail.jpg?time={t}&width={width}", story.work / f"t{k}.jpg"
         )
         truth = frame_at(
-            story.segment_dir(segs[clip]) / "720p.m3u8", local, width, story.work / f"f{k}.jpg"
+            story.segment_dir(segs[clip]) / f"{PROFILE}.m3u8",
+            local,
+            width,
+            story.work / f"f{k}.jpg",
         )
         score = ssim(mine, truth)
         assert score > 0.95, (t, width, score)
@@ -289,7 +297,9 @@ async def test_thumbnails_are_the_frames_of_the_stitched_rendition(story: Story)
         ours.append(mine)
         if k == 1:  # within one frame: the next frame resembles it less
             later = story.work / "next.jpg"
-            frame_at(story.segment_dir(segs[clip]) / "720p.m3u8", local + 1 / 30, width, later)
+            frame_at(
+                story.segment_dir(segs[clip]) / f"{PROFILE}.m3u8", local + 1 / 30, width, later
+            )
             assert ssim(mine, later) < score
     # the picture really changes at each boundary (a test that could fail)
     assert ssim(ours[2], ours[4]) < 0.9 and ssim(ours[6], ours[7]) < 0.9
@@ -339,7 +349,7 @@ async def test_thumbnails_on_s3(story: Story, moto_endpoint: str) -> None:
     storage = await open_configured_storage(s3)
     try:
         await storage.ensure_buckets(s3.buckets)
-        for path in sorted(story.segment_dir(seg).glob("720p_*.ts")):
+        for path in sorted(story.segment_dir(seg).glob(f"{PROFILE}_*.ts")):
             key = layout.segment_key(scene, seg, path.name)
             await storage.put(s3.videos_bucket, key, path, content_type="video/mp2t")
         url = f"/v/{scene}/{seg}/thumbnail.jpg?time=1.5"
@@ -350,7 +360,7 @@ async def test_thumbnails_on_s3(story: Story, moto_endpoint: str) -> None:
                 assert r.status == 200 and await r.read() == local
                 samples = await scrape(client)
                 assert samples.get(("storyforge_thumbnail_ffmpeg_runs_total", ()), 0) == grabs
-        key = layout.still_key(scene, seg, "720p_f000045_w640.jpg")
+        key = layout.still_key(scene, seg, f"{PROFILE}_f000045_w640.jpg")
         assert await storage.tags(s3.videos_bucket, key) == {"type": "thumbnail"}
     finally:
         await storage.aclose()
@@ -462,6 +472,7 @@ async def test_transients_fall_back_to_dynamic_mode(tmp_path: Path) -> None:
     clicks over the ceiling, so loudnorm's dynamic mode levels it (said so in the plan),
     the stored true peak within the -1.5 dBTP ceiling."""
     from workers.media import ffmpeg
+    from workers.media.encoding import ladder_of
     from workers.media.loudness import plan_gain
 
     clicks = r"aeval='val(ch)*0.25+if(lt(mod(t\,0.5)\,0.0002)\,0.9\,0)':c=same"
@@ -471,7 +482,9 @@ async def test_transients_fall_back_to_dynamic_mode(tmp_path: Path) -> None:
     decided = plan_gain(measured, target=TARGET, max_gain=20.0, has_audio=True)
     assert decided.mode == "dynamic", measured
     assert measured.true_peak is not None and measured.true_peak + decided.gain > -1.5
-    out = await ffmpeg.transcode(source, tmp_path / "out", info, loudness=decided)
+    out = await ffmpeg.transcode(
+        source, tmp_path / "out", info, ladder_of(LADDER), loudness=decided
+    )
     i, tp = loudness(concat_segments(list(out.renditions[0].segments), tmp_path / "a.ts"))
     source_i, _ = loudness(source)
     assert tp <= -1.5, tp

@@ -24,7 +24,7 @@ from core.storage import open_configured_storage
 from origin import keys
 from origin.app import create_app
 from tests.helpers.browser import CHROMIUM, NO_CHROMIUM_REASON, Browser
-from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
+from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, SMALL_PAIR
 from tests.helpers.scenes import (
     API_TOKEN,
     TS_BYTES,
@@ -152,6 +152,7 @@ async def _crawl(client, start: list[str], query: str) -> dict[str, int]:
 # -------------------------------------------------------------------- hmac mode
 
 
+@pytest.mark.both_paths
 async def test_unsigned_forged_and_garbage_requests_are_403(origin_client, signed_scene):
     client = origin_client
     scene, (seg, _) = signed_scene
@@ -203,6 +204,7 @@ async def test_unsigned_forged_and_garbage_requests_are_403(origin_client, signe
     assert stats.denied == len(garbage) + 4 + 4 and stats.verified == 2
 
 
+@pytest.mark.both_paths
 async def test_the_token_reaches_every_child_and_each_answers_200(origin_client, signed_scene):
     client = origin_client
     scene, segs = signed_scene
@@ -248,6 +250,7 @@ async def test_the_token_reaches_every_child_and_each_answers_200(origin_client,
     assert r2.status == 304
 
 
+@pytest.mark.both_paths
 async def test_expired_token_is_403(origin_client, signed_scene):
     client = origin_client
     scene, (seg, _) = signed_scene
@@ -345,6 +348,7 @@ def _cf_b64decode(text: str) -> bytes:
     return base64.b64decode(text.replace("-", "+").replace("_", "=").replace("~", "/"))
 
 
+@pytest.mark.both_paths
 async def test_cloudfront_origin_secret_policy_propagation_and_cookies(cf_client, cf_pem):
     client = cf_client
     scene, (user,) = await scene_with_users(client, 1)
@@ -433,15 +437,16 @@ async def test_cloudfront_origin_secret_policy_propagation_and_cookies(cf_client
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)
 @pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM_REASON)
-async def test_hlsjs_plays_a_signed_scene(origin_client, run_workers, tmp_path):
+@pytest.mark.parametrize("ladder", [SMALL_PAIR], ids=["two-small-rungs"])
+async def test_hlsjs_plays_a_signed_scene(origin_client, run_workers, clips):
     client = origin_client
     scene, users = await new_scene(client, 2)
-    clips = [
-        make_clip(tmp_path / "a.mp4", width=640, height=360, fps=30, duration=4),
-        make_clip(tmp_path / "b.mp4", width=640, height=360, fps=25, duration=4, audio=None),
+    sources = [
+        clips.get(width=320, height=180, fps=30, duration=4),
+        clips.get(width=320, height=180, fps=25, duration=4, audio=None),
     ]
     segs = []
-    for i, (clip, user) in enumerate(zip(clips, users, strict=True), start=1):
+    for i, (clip, user) in enumerate(zip(sources, users, strict=True), start=1):
         segs.append((await upload(client, scene, user, clip, sequence=i))["segmentId"])
     run_workers(concurrency=2)
     for seg in segs:
@@ -475,6 +480,6 @@ async def test_hlsjs_plays_a_signed_scene(origin_client, run_workers, tmp_path):
     assert stats.verified_segments >= fragments
     assert stats.verified >= fragments + 3  # + master, a variant, the storyboard VTT
     # and one of its .ts files without the token is refused
-    r = await client.get(f"/v/{scene}/{segs[0]}/720p_0001.ts")
+    r = await client.get(f"/v/{scene}/{segs[0]}/{SMALL_PAIR[0].name}_0001.ts")
     assert r.status == 403 and stats.denied == 1
     _forbidden(await r.json())

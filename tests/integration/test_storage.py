@@ -346,6 +346,7 @@ async def test_stream_closes_early_and_reads_once(backend: Backend) -> None:
         await obj.read()
 
 
+@pytest.mark.slow
 async def test_list_paginates_and_delete_prefix_batches(backend: Backend) -> None:
     """One population of >2,000 keys serves both: listing must page past 1,000 keys
     (twice) and delete_prefix must batch DeleteObjects (<= 1,000 keys each)."""
