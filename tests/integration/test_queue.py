@@ -10,7 +10,6 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -18,20 +17,13 @@ import pytest
 from core import listen, queue
 from core.backoff import backoff_seconds
 from core.queue import Job, LeaseLost, QueueUnavailable
+from tests.helpers.polling import until
 from workers.runtime.loop import JobContext, PermanentError, run_worker
 
 
 @pytest.fixture
 def pool(fresh_pool: asyncpg.Pool) -> asyncpg.Pool:
     return fresh_pool
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 async def job_status(pool: asyncpg.Pool, job_id: str, *statuses: str) -> bool:
@@ -228,8 +220,8 @@ async def test_lease_expiry_requeues_and_another_worker_completes(pool) -> None:
 
     stop, task = start_worker(pool, {"transcode": handler}, reap_interval=0.1, name="w-alive")
     try:
-        await eventually(lambda: job_status(pool, job2.id, "succeeded"))
-        await eventually(lambda: job_status(pool, job.id, "succeeded"))
+        await until(lambda: job_status(pool, job2.id, "succeeded"))
+        await until(lambda: job_status(pool, job.id, "succeeded"))
     finally:
         stop.set()
         await task
@@ -279,7 +271,7 @@ async def test_worker_retries_with_backoff_then_dead(pool) -> None:
 
     stop, task = start_worker(pool, {"transcode": handler}, backoff_base=0.05, backoff_cap=0.2)
     try:
-        await eventually(lambda: job_status(pool, job.id, "dead"))
+        await until(lambda: job_status(pool, job.id, "dead"))
     finally:
         stop.set()
         await task
@@ -302,7 +294,7 @@ async def test_permanent_error_fails_at_once_with_its_reason(pool) -> None:
 
     stop, task = start_worker(pool, {"transcode": handler})
     try:
-        await eventually(lambda: job_status(pool, job.id, "failed"))
+        await until(lambda: job_status(pool, job.id, "failed"))
         await asyncio.sleep(0.2)  # would be picked up again if it had been retried
     finally:
         stop.set()
@@ -335,12 +327,12 @@ async def test_concurrency_runs_that_many_jobs_at_once(pool) -> None:
             n = await pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'running'")
             return active == 3 and n == 3
 
-        await eventually(three_running)
+        await until(three_running)
         await asyncio.sleep(0.2)  # no fourth job starts while three run
         assert active == 3 and peak == 3
         release.set()
         for job_id in ids:
-            await eventually(lambda job_id=job_id: job_status(pool, job_id, "succeeded"))
+            await until(lambda job_id=job_id: job_status(pool, job_id, "succeeded"))
     finally:
         stop.set()
         await task
@@ -431,7 +423,7 @@ async def test_heartbeat_records_progress_and_extends_the_lease(pool) -> None:
         assert later.lease_expires_at > first.lease_expires_at
         assert later.lease_token == first.lease_token and later.errors == []
         go_on.set()
-        await eventually(lambda: job_status(pool, job.id, "succeeded"))
+        await until(lambda: job_status(pool, job.id, "succeeded"))
     finally:
         stop.set()
         await task
@@ -486,7 +478,7 @@ async def test_handler_publishing_in_a_fenced_transaction(pool) -> None:
 
     stop, task = start_worker(pool, {"transcode": publish, "export": too_late})
     try:
-        await eventually(lambda: job_status(pool, job.id, "succeeded"))
+        await until(lambda: job_status(pool, job.id, "succeeded"))
         await asyncio.sleep(0.2)
     finally:
         stop.set()
@@ -513,8 +505,8 @@ async def test_heartbeats_after_a_handler_completed_its_job_cancel_nothing(pool,
 
     stop, task = start_worker(pool, {"transcode": publish_then_tidy}, lease_seconds=0.6)
     try:
-        await eventually(lambda: job_status(pool, job.id, "succeeded"))
-        await eventually(lambda: asyncio.sleep(0, bool(after_commit)))
+        await until(lambda: job_status(pool, job.id, "succeeded"))
+        await until(lambda: asyncio.sleep(0, bool(after_commit)))
         await asyncio.sleep(0.2)
     finally:
         stop.set()
@@ -557,7 +549,7 @@ async def seconds_to_start(pool: asyncpg.Pool, started: dict[str, float]) -> flo
     async def begun() -> bool:
         return job.id in started
 
-    await eventually(begun, within=5.0)
+    await until(begun, timeout=5.0)
     return started[job.id] - enqueued
 
 
@@ -582,7 +574,7 @@ async def test_enqueue_notifies_its_kind_when_the_transaction_commits(pool) -> N
             assert heard == []  # nor for a rollback
             async with conn.transaction():
                 await queue.enqueue(conn, "transcode", {})
-        await eventually(heard_transcode, within=1.0)
+        await until(heard_transcode, timeout=1.0)
         assert await listen.is_listening(listening, queue.NOTIFY_CHANNEL)
     with pytest.raises(TypeError, match="not a pool"):
         async with listen.listening(pool, queue.NOTIFY_CHANNEL, heard.append):
@@ -593,7 +585,7 @@ async def test_an_idle_worker_claims_a_new_job_at_once(pool) -> None:
     started: dict[str, float] = {}
     stop, task = start_recording_worker(pool, started)
     try:
-        await eventually(lambda: listener_pids(pool))
+        await until(lambda: listener_pids(pool))
         await asyncio.sleep(0.3)  # its first claim found nothing: it idles for 30 s now
         assert await seconds_to_start(pool, started) < 0.5
     finally:
@@ -619,7 +611,7 @@ async def test_a_terminated_listening_connection_is_reopened(pool) -> None:
     started: dict[str, float] = {}
     stop, task = start_recording_worker(pool, started)
     try:
-        await eventually(lambda: listener_pids(pool))
+        await until(lambda: listener_pids(pool))
         (first,) = await listener_pids(pool)
         await pool.execute("SELECT pg_terminate_backend($1)", first)
         # queued while nobody listens: found when the worker listens again (after at
@@ -629,7 +621,7 @@ async def test_a_terminated_listening_connection_is_reopened(pool) -> None:
         async def listening_again() -> bool:
             return bool(await listener_pids(pool) - {first})
 
-        await eventually(listening_again)
+        await until(listening_again)
         assert await seconds_to_start(pool, started) < 0.5
         assert not task.done()
     finally:
@@ -669,19 +661,19 @@ async def test_follow_reopens_a_lost_connection_and_resyncs_each_time(pool, fres
         async def heard_(*payloads: str) -> bool:
             return heard == list(payloads)
 
-        await eventually(lambda: listeners())
+        await until(lambda: listeners())
         assert len(connects) == 1
         await pool.execute("SELECT pg_notify($1, 'scn_a')", listen.CHANNEL)
-        await eventually(lambda: heard_("scn_a"), within=1.0)
+        await until(lambda: heard_("scn_a"), timeout=1.0)
         (first,) = await listeners()
         await pool.execute("SELECT pg_terminate_backend($1)", first)
 
         async def reconnected() -> bool:
             return len(connects) == 2 and bool(await listeners() - {first})
 
-        await eventually(reconnected, within=3.0)  # at most RETRY_BASE s of backoff
+        await until(reconnected, timeout=3.0)  # at most RETRY_BASE s of backoff
         await pool.execute("SELECT pg_notify($1, 'scn_b')", listen.CHANNEL)
-        await eventually(lambda: heard_("scn_a", "scn_b"), within=1.0)
+        await until(lambda: heard_("scn_a", "scn_b"), timeout=1.0)
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
@@ -689,4 +681,4 @@ async def test_follow_reopens_a_lost_connection_and_resyncs_each_time(pool, fres
     async def gone() -> bool:
         return not await listeners()
 
-    await eventually(gone)
+    await until(gone)

@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from core import db, layout, outbox
 from origin.app import create_app
 from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
+from tests.helpers.polling import until
 from tests.helpers.scenes import API_TOKEN, new_scene, upload
 from tests.helpers.servers import OriginTestServer
 from tests.helpers.webhooks import SECRET, Receiver
@@ -39,13 +40,6 @@ def hooked(settings, *urls: str, **changes):
         webhook_backoff_base=0.2,
         **changes,
     )
-
-
-async def until(check, timeout: float = 60.0, step: float = 0.1):
-    async with asyncio.timeout(timeout):
-        while not (result := await check()):
-            await asyncio.sleep(step)
-    return result
 
 
 async def emit(dsn: str, urls, event_type: str, scene_id: str, data: dict) -> str:

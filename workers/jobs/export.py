@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import struct
-import tempfile
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -38,7 +37,7 @@ from core.storage import ObjectNotFound, Storage
 from workers.media import exportcmd, ffmpeg
 from workers.media.encoding import Rung, ladder_of
 from workers.media.tsjoin import JoinError, TsJoiner, first_video_pts
-from workers.runtime.loop import JobContext, PermanentError
+from workers.runtime.loop import JobContext, PermanentError, job_workdir
 
 log = logging.getLogger("storyforge.export")
 
@@ -216,8 +215,7 @@ async def _export(
     prefix = layout.export_prefix(scene_id, export_id)
     if job.attempts > 1:  # an earlier attempt may have left objects: start clean
         await storage.delete_prefix(settings.exports_bucket, prefix)
-    with tempfile.TemporaryDirectory(prefix=f"storyforge-{job.id}-") as tmp:
-        work = Path(tmp)
+    async with job_workdir(job) as work:
         mp4 = work / plan.file_name
         try:
             duration = await _compile(ctx, settings, storage, scene_id, plan, mp4, work, journal)

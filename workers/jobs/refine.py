@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from core import catalog, invalidation, layout, playlists
 from core.cdn import Invalidations
@@ -49,7 +47,7 @@ from workers.jobs.transcode import (
 from workers.media import ffmpeg
 from workers.media.encoding import ladder_of, stage_presets
 from workers.media.probe import BadInput, Limits
-from workers.runtime.loop import Deferred, Handler, JobContext, PermanentError
+from workers.runtime.loop import Deferred, Handler, JobContext, PermanentError, job_workdir
 
 log = logging.getLogger("storyforge.refine")
 
@@ -166,8 +164,7 @@ async def _encode_and_publish(
     if published is None:
         raise PermanentError("the clip was removed or its scene deleted: nothing to refine")
     ladder = ladder_of(settings.ladder)
-    with tempfile.TemporaryDirectory(prefix=f"storyforge-{ctx.job.id}-") as tmp:
-        work = Path(tmp)
+    async with job_workdir(ctx.job) as work:
         source = work / "source"
         await download(
             storage, videos, layout.segment_key(scene_id, segment_id, "source.mp4"), source

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +29,7 @@ from workers.media import ffmpeg
 from workers.media.encoding import ladder_of, stage_presets
 from workers.media.loudness import GainPlan, plan_gain
 from workers.media.probe import BadInput, Limits, MediaInfo
-from workers.runtime.loop import JobContext, PermanentError
+from workers.runtime.loop import JobContext, PermanentError, job_workdir
 
 log = logging.getLogger("storyforge.transcode")
 UPLOAD_CONCURRENCY = 8
@@ -251,8 +250,7 @@ async def _transcode_and_publish(
     job = ctx.job
     segment_id, scene_id = seg.id, seg.scene_id
     videos, internal = settings.videos_bucket, settings.internal_bucket
-    with tempfile.TemporaryDirectory(prefix=f"storyforge-{job.id}-") as tmp:
-        work = Path(tmp)
+    async with job_workdir(job) as work:
         source = work / "upload"
         source_size = await download(storage, internal, layout.upload_key(job.id), source)
         if source_size == 0:

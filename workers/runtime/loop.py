@@ -40,7 +40,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -64,8 +64,7 @@ MAX_UNAVAILABLE_SLEEP = 30.0  # cap of the wait between claims while the databas
 RETRY_BASE = 0.25  # first wait of a write retried while the database is out of reach
 RETRY_CAP = 5.0  # longest wait between two tries of such a write
 LEASE_MARGIN = 1.0  # seconds before the lease ends when a retried write gives up
-#: The temporary directory of a job's handler: `tempfile.TemporaryDirectory(prefix=
-#: f"storyforge-{job.id}-")` (workers/jobs/transcode.py, workers/jobs/export.py).
+#: The temporary directory of a job's handler (`job_workdir`), named after its job.
 WORKDIR = re.compile(r"^storyforge-(job_[a-z0-9]{12,32})-[a-z0-9_]+$")
 
 
@@ -231,6 +230,18 @@ async def _shielded(coro: Coroutine[Any, Any, T]) -> T:
         with contextlib.suppress(Exception):
             await task
         raise
+
+
+@contextlib.asynccontextmanager
+async def job_workdir(job: Job) -> AsyncIterator[Path]:
+    """A job handler's temporary directory (named so `sweep_workdirs` can tell whose it
+    is), removed on the way out in a thread: removing a large directory can take a
+    while, and the event loop also runs the heartbeats of this worker's other jobs."""
+    path = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=f"storyforge-{job.id}-"))
+    try:
+        yield path
+    finally:
+        await asyncio.shield(asyncio.to_thread(shutil.rmtree, path, True))
 
 
 def workdir_jobs(names: Iterable[str]) -> dict[str, str]:
@@ -477,12 +488,18 @@ async def _claim_shielded(pool: asyncpg.Pool, kinds: list[str], opts: _Options) 
 
 
 async def _heartbeat(ctx: JobContext, work: asyncio.Task[None], name: str) -> None:
+    """Extend the lease every third of it. A beat that failed (the database out of
+    reach) is tried again after a short backoff, not a whole interval later, so one
+    failed write does not cost two thirds of the lease."""
     interval = ctx.lease_seconds / 3
+    failed = 0
     while True:
-        await asyncio.sleep(interval)
+        delay = interval if not failed else backoff_seconds(failed, RETRY_BASE, interval / 2)
+        await asyncio.sleep(delay)
         try:
             owned = await ctx._beat()
         except QueueError as exc:
+            failed += 1
             log.warning(
                 "job %s (%s): heartbeat failed: %s",
                 ctx.job.id,
@@ -491,6 +508,7 @@ async def _heartbeat(ctx: JobContext, work: asyncio.Task[None], name: str) -> No
                 extra=_extra(ctx.job, name),
             )
             continue
+        failed = 0
         if ctx._settled:
             return
         if not owned:
