@@ -77,7 +77,7 @@ SELECT id
 -- name: job_complete
 UPDATE jobs
    SET status = 'succeeded',
-       progress = 100,
+       progress = 1,
        finished_at = now(),
        lease_token = NULL,
        lease_expires_at = NULL,
