@@ -67,10 +67,10 @@ def progress_fraction(value: float | None) -> float:
 def progress_shown(status: str, value: float | None) -> float:
     """The progress an API answers for a job's clip or export in `status`: 1 once
     ready, under 1 while processing (the last step is the publication), else the
-    job's own fraction."""
+    job's own fraction; to 3 decimals."""
     if status == "ready":
         return 1.0
-    done = progress_fraction(value)
+    done = round(progress_fraction(value), 3)
     return min(done, 0.99) if status == "processing" else done
 
 

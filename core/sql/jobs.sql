@@ -57,7 +57,7 @@ RETURNING *;
 -- $1 id, $2 lease_token, $3 lease seconds, $4 progress (NULL: unchanged).
 UPDATE jobs
    SET lease_expires_at = now() + make_interval(secs => $3::float8),
-       progress = coalesce($4::real, progress),
+       progress = coalesce($4::float8, progress),
        updated_at = now()
  WHERE id = $1
    AND lease_token = $2

@@ -24,6 +24,7 @@ def test_progress_fraction_clamps(value, fraction):
         ("processing", 55.0, 0.99),  # a percentage from a worker of the last release
         ("failed", 0.3, 0.3),
         ("failed", -1, 0.0),
+        ("processing", 0.8372093023255814, 0.837),
     ],
 )
 def test_progress_shown(status, value, shown):
