@@ -1,7 +1,8 @@
 """What an export is, decided without I/O (seed §8, issue 12): the request checked
 and its moment rounded to frames, the dedupe key, the plan (which media segments of
-the scene's published renditions are stream-copied and which edge GOPs are
-re-encoded), the time estimate, the manifest and the download's file name. Pure.
+the scene's published renditions are stream-copied, which edge GOPs are re-encoded,
+and which next segment a part ending inside its clip reads for its audio), the time
+estimate, the manifest and the download's file name. Pure.
 
 Times are on the scene timeline the stitched playlists show: clip after clip, each as
 long as the sum of its EXTINF values. Inside a clip, frame *i* is at *i / fps* (the
