@@ -87,9 +87,8 @@ def _failed_body(export: exports.Export) -> dict[str, Any]:
     }
 
 
-def _processing(
-    export: exports.Export, job: queue.Job, *, estimate: int | None, status: int = 202
-) -> web.Response:
+def _processing(export: exports.Export, job: queue.Job, *, estimate: int | None) -> web.Response:
+    """202: the export is being made by `job` (its status URL in Location)."""
     status_url = _status_url(export.id)
     body: dict[str, Any] = {
         "status": "processing",
@@ -102,7 +101,7 @@ def _processing(
         "quality": export.quality,
         **_range(export),
     }
-    return web.json_response(body, status=status, headers={**_NO_STORE, hdrs.LOCATION: status_url})
+    return web.json_response(body, status=202, headers={**_NO_STORE, hdrs.LOCATION: status_url})
 
 
 async def request_export(request: web.Request) -> web.Response:
