@@ -128,6 +128,22 @@ def extract_frame(source: Path, index: int, out: Path, *, fmt: str | None = None
     return out
 
 
+def decode_errors(path: Path) -> str:
+    """What ffmpeg prints decoding every frame of `path` (nothing, for a good file),
+    frames passed on at their own timestamps: a mixed-rate file is not forced onto
+    the one frame rate ffmpeg guesses from its first frames (30 fps for 30 then 60
+    fps), which would report the faster clip's frames as non-monotonic output."""
+    done = subprocess.run(
+        [FFMPEG or "ffmpeg", "-nostdin", "-v", "error", "-i", str(path)]
+        + ["-map", "0", "-fps_mode", "passthrough", "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
 def ssim(a: Path, b: Path) -> float:
     """ffmpeg's SSIM (All) of two images of one size."""
     done = subprocess.run(

@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from core.settings import LadderRung, Settings
@@ -40,7 +40,6 @@ from origin.app import create_app
 from tests.helpers.browser import CHROMIUM, NO_CHROMIUM_REASON, Browser
 from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON
 from tests.helpers.exports import (
-    decode_errors,
     ffprobe_json,
     packets,
     scene_of_copies,
@@ -48,6 +47,7 @@ from tests.helpers.exports import (
 )
 from tests.helpers.moments import (
     GridClip,
+    decode_errors,
     distinct_clip,
     frame_at,
     matches,
@@ -293,6 +293,7 @@ PLAYED = {"draws": 0}
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(drawn=moments_st())
+@example(drawn=([2, 4], "whole", 0, 0.0, 0.0))  # 30 then 60 fps: ffmpeg guesses 30
 async def test_any_moment_of_any_scene(env, stack, browser, tmp_path_factory, drawn):
     clips, anchor, k, a, b = drawn
     placed = place(laid_out(stack["pool"], clips), anchor, k, a, b)
