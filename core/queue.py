@@ -470,6 +470,13 @@ async def lock_latest(conn: Conn, segment_id: str, kind: str) -> Job | None:
     return Job.from_row(row) if row is not None else None
 
 
+async def lock_latest_of_scene(conn: Conn, scene_id: str, kind: str) -> Job | None:
+    """`lock` for the newest job of `kind` of a scene."""
+    with _converted("lock latest job"):
+        row = await conn.fetchrow(q("job_lock_latest_of_scene"), scene_id, kind)
+    return Job.from_row(row) if row is not None else None
+
+
 async def cancel_one(conn: Conn, job_id: str, reason: str) -> Job | None:
     """Cancel one queued, running or failed job (a running one keeps its lease token,
     so its worker is fenced out); None when it is in none of these statuses."""

@@ -264,6 +264,16 @@ SELECT *
  LIMIT 1
    FOR UPDATE;
 
+-- name: job_lock_latest_of_scene
+-- The same for the newest job of kind $2 of scene $1 (a scene deleted again).
+SELECT *
+  FROM jobs
+ WHERE scene_id = $1
+   AND kind = $2
+ ORDER BY created_at DESC
+ LIMIT 1
+   FOR UPDATE;
+
 -- name: job_cancel_one
 -- One queued, running or failed job becomes `cancelled` (an operator's cancel), $2
 -- the reason. A running job keeps its lease token, as with `job_cancel`: every fenced
