@@ -130,12 +130,14 @@ def extract_frame(source: Path, index: int, out: Path, *, fmt: str | None = None
 
 def decode_errors(path: Path) -> str:
     """What ffmpeg prints decoding every frame of `path` (nothing, for a good file),
-    frames passed on at their own timestamps: a mixed-rate file is not forced onto
-    the one frame rate ffmpeg guesses from its first frames (30 fps for 30 then 60
-    fps), which would report the faster clip's frames as non-monotonic output."""
+    frames passed on at their own timestamps in the file's own time base: a
+    mixed-rate file is not forced onto the one frame rate ffmpeg guesses from its
+    first frames (30 fps for 30 then 60 fps), where two frames of the faster clip
+    would share a tick and be reported as non-monotonic output."""
     done = subprocess.run(
         [FFMPEG or "ffmpeg", "-nostdin", "-v", "error", "-i", str(path)]
-        + ["-map", "0", "-fps_mode", "passthrough", "-f", "null", "-"],
+        + ["-map", "0", "-fps_mode", "passthrough", "-enc_time_base:v", "-1"]
+        + ["-f", "null", "-"],
         capture_output=True,
         text=True,
         timeout=600,
