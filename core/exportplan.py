@@ -1,7 +1,8 @@
 """What an export is, decided without I/O (seed §8, issue 12): the request checked
 and its moment rounded to frames, the dedupe key, the plan (which media segments of
-the scene's published renditions are stream-copied and which edge GOPs are
-re-encoded), the time estimate, the manifest and the download's file name. Pure.
+the scene's published renditions are stream-copied, which edge GOPs are re-encoded,
+and which next segment a part ending inside its clip reads for its audio), the time
+estimate, the manifest and the download's file name. Pure.
 
 Times are on the scene timeline the stitched playlists show: clip after clip, each as
 long as the sum of its EXTINF values. Inside a clip, frame *i* is at *i / fps* (the
@@ -192,9 +193,20 @@ class Cut:
 
 
 @dataclass(frozen=True)
+class Tail:
+    """The media segment after a part's last one in its clip, read for its audio
+    only: the transcoder's muxer holds audio back (`max_delay`), so the sound of a
+    segment's last moments is in the next segment's file."""
+
+    file: str
+    size: int
+
+
+@dataclass(frozen=True)
 class Part:
     """Consecutive media segments of one clip, stream-copied; or (with `cut`) part of
-    one segment, re-encoded with the rendition's own encoder settings."""
+    one segment, re-encoded with the rendition's own encoder settings. `tail`: the
+    clip's next segment, when the part ends before the clip does."""
 
     segment_id: str
     sequence: int
@@ -203,10 +215,12 @@ class Part:
     fps: Fraction
     duration: float  # seconds this part adds to the export
     cut: Cut | None = None
+    tail: Tail | None = None
 
     @property
     def size(self) -> int:
-        return sum(self.sizes)
+        """Bytes read for it (its segments and its tail)."""
+        return sum(self.sizes) + (self.tail.size if self.tail else 0)
 
 
 @dataclass(frozen=True)
@@ -277,7 +291,14 @@ def plan_export(
             duration = float((b - a) / clip.fps)
             parts.append(
                 Part(
-                    clip.segment_id, clip.sequence, (name,), (r.sizes[j],), clip.fps, duration, cut
+                    clip.segment_id,
+                    clip.sequence,
+                    (name,),
+                    (r.sizes[j],),
+                    clip.fps,
+                    duration,
+                    cut,
+                    _tail(clip, j),
                 )
             )
         if run:
@@ -306,7 +327,16 @@ def _copy(clip: SourceClip, indexes: list[int]) -> Part:
         tuple(r.sizes[j] for j in indexes),
         clip.fps,
         sum(r.durations[j] for j in indexes),
+        tail=_tail(clip, indexes[-1]),
     )
+
+
+def _tail(clip: SourceClip, last: int) -> Tail | None:
+    """The segment after segment `last` (0-based) of the clip, if there is one."""
+    r = clip.rendition
+    if last + 1 >= len(r.sizes):
+        return None
+    return Tail(layout.media_segment_name(r.profile, last + 2, r.generation), r.sizes[last + 1])
 
 
 # ------------------------------------------------------------------- estimates

@@ -7,6 +7,7 @@ recording the throughput that later estimates come from. The decisions themselve
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -117,7 +118,13 @@ def source_clips(view: SceneView, quality: str) -> list[SourceClip]:
     return clips
 
 
-async def find_ready(
+#: Job statuses that settle an export as failed: its job failed for good (bad input,
+#: a deterministic error) or gave up after its attempts. A cancelled job does not: an
+#: operator stopped that job, the export may be asked for again.
+SETTLED_FAILED = ("failed", "dead")
+
+
+async def find_settled(
     conn: asyncpg.Connection,
     scene_id: str,
     quality: str,
@@ -126,10 +133,14 @@ async def find_ready(
     *,
     max_age: float,
 ) -> Export | None:
-    """The newest ready export of exactly this scene version, quality and range made
-    less than `max_age` seconds ago."""
+    """What a request for exactly this scene version, quality and range is answered
+    with when it starts no job: the newest such export, when it is ready (made less
+    than `max_age` seconds ago) or failed for good (`SETTLED_FAILED`; its `error`
+    says why). It stays failed until the scene changes (a new version) or a retry is
+    asked for (`core.lifecycle.retry_job`). None: start one, or join the one in
+    flight."""
     row = await conn.fetchrow(
-        db.q("export_find_ready"),
+        db.q("export_find_latest"),
         scene_id,
         quality,
         version,
@@ -137,7 +148,15 @@ async def find_ready(
         moment.end if moment else None,
         float(max_age),
     )
-    return Export.from_row(row) if row else None
+    if row is None:
+        return None
+    export = Export.from_row(row)
+    if export.status == "ready":
+        return export if row["fresh"] else None
+    if row["job_status"] not in SETTLED_FAILED and row["job_id"] is not None:
+        return None  # in flight, or cancelled by an operator
+    error = export.error or row["job_error"] or "the export job ended without a result"
+    return dataclasses.replace(export, status="failed", error=error)
 
 
 async def start_export(

@@ -51,6 +51,11 @@ HOLDERS_POLL = 0.5  # seconds between looks at cancelled jobs whose worker may s
 
 
 RETRYABLE = ("failed", "dead")  # a job queued again by hand must have ended so
+#: A job a repeated request answers instead of queuing a new one (issue 24): its
+#: failure was deterministic (bad input, an impossible state), so running it again
+#: would fail the same way; a retry is asked for explicitly. One that gave up after
+#: its attempts (`dead`: storage or the database out of reach) is queued anew.
+FAILED_FOR_GOOD = ("failed",)
 CANCELLABLE = ("queued", "running", "failed")
 
 
@@ -75,14 +80,18 @@ async def delete_scene(
 ) -> queue.Job | None:
     """Hide the scene, cancel its jobs, queue its `delete_scene` job and write its
     `scene.deleted` event (to `webhooks`); for a scene already deleted, its job in
-    flight (or a new one if the last one gave up). None: no such scene (or it is gone
+    flight, the one that failed for good (`FAILED_FOR_GOOD`: answered until a retry),
+    or a new one if the last one gave up. None: no such scene (or it is gone
     already)."""
     async with conn.transaction():
         await queue.lock_in_flight(conn, scene_id=scene_id)
+        last = await queue.lock_latest_of_scene(conn, scene_id, "delete_scene")
         row = await conn.fetchrow(db.q("scene_lock"), scene_id)
         if row is None:
             return None
         newly = row["deleted_at"] is None
+        if not newly and last is not None and last.status in FAILED_FOR_GOOD:
+            return last
         if newly:
             await conn.fetchval(db.q("scene_hide"), scene_id, CHANNEL)
             await queue.cancel(conn, scene_id=scene_id, reason="the scene was deleted")
@@ -110,11 +119,15 @@ async def remove_segment(
     scene."""
     async with conn.transaction():
         await queue.lock_in_flight(conn, segment_id=segment_id)
+        last = await queue.lock_latest(conn, segment_id, "remove_segment")
         row = await conn.fetchrow(db.q("segment_lock"), segment_id)
         if row is None or not row["scene_live"]:
             return None
         scene_id, status = row["scene_id"], row["status"]
         removed_at = row["removed_at"]
+        if status == "removed" and last is not None and last.status in FAILED_FOR_GOOD:
+            purge_after = removed_at + timedelta(seconds=grace) if removed_at else None
+            return Removal(last, scene_id, True, purge_after)
         if status == "ready":
             # its refinement (issue 17) never publishes: cancelled with the clip
             await queue.cancel(conn, segment_id=segment_id, reason="the clip was removed")

@@ -55,6 +55,25 @@ JOB_KINDS: tuple[str, ...] = (
     "expire_upload",
     "refine",
 )
+
+
+def progress_fraction(value: float | None) -> float:
+    """A job's progress as every reader and writer takes it: the fraction done, in
+    [0, 1] (migration 0008; out-of-range values, such as the percentages a worker of
+    the previous release still writes during a roll-out, are clamped)."""
+    return min(max(float(value or 0.0), 0.0), 1.0)
+
+
+def progress_shown(status: str, value: float | None) -> float:
+    """The progress an API answers for a job's clip or export in `status`: 1 once
+    ready, under 1 while processing (the last step is the publication), else the
+    job's own fraction; to 3 decimals."""
+    if status == "ready":
+        return 1.0
+    done = round(progress_fraction(value), 3)
+    return min(done, 0.99) if status == "processing" else done
+
+
 #: Claim order (migration 0007): the highest priority first, then the oldest due. A
 #: refinement only improves what already plays, so it waits for every other kind.
 PRIORITIES: Mapping[str, int] = {"refine": 0}
@@ -129,7 +148,7 @@ class Job:
             lease_token=str(token) if token is not None else None,
             lease_expires_at=row["lease_expires_at"],
             worker=row["worker"],
-            progress=float(row["progress"]),
+            progress=progress_fraction(row["progress"]),
             errors=list(_json(row["errors"])),
             last_error=row["last_error"],
             dedupe_key=row["dedupe_key"],
@@ -276,15 +295,16 @@ async def heartbeat(
     lease_seconds: float,
     progress: float | None = None,
 ) -> bool:
-    """Extend our lease by `lease_seconds` from now and record `progress` (0-100).
+    """Extend our lease by `lease_seconds` from now and record `progress` (a fraction,
+    clamped to [0, 1]).
 
     Returns False when the job is no longer ours (nothing was written).
     """
     _require_autocommit(conn, "heartbeat")
-    pct = None if progress is None else min(max(float(progress), 0.0), 100.0)
+    done = None if progress is None else progress_fraction(progress)
     with _converted("heartbeat"):
         row = await conn.fetchrow(
-            q("job_heartbeat"), job_id, _uuid(lease_token), float(lease_seconds), pct
+            q("job_heartbeat"), job_id, _uuid(lease_token), float(lease_seconds), done
         )
     return row is not None
 
@@ -310,7 +330,7 @@ async def _fenced(conn: Conn, query: str, action: str, job_id: str, *args: Any) 
 
 
 async def complete(conn: Conn, job_id: str, lease_token: str) -> Job:
-    """Mark our running job succeeded (progress 100, lease cleared)."""
+    """Mark our running job succeeded (progress 1, lease cleared)."""
     return await _fenced(conn, "job_complete", "complete", job_id, _uuid(lease_token))
 
 
@@ -475,6 +495,13 @@ async def lock_latest(conn: Conn, segment_id: str, kind: str) -> Job | None:
     """`lock` for the newest job of `kind` of a segment."""
     with _converted("lock latest job"):
         row = await conn.fetchrow(q("job_lock_latest"), segment_id, kind)
+    return Job.from_row(row) if row is not None else None
+
+
+async def lock_latest_of_scene(conn: Conn, scene_id: str, kind: str) -> Job | None:
+    """`lock` for the newest job of `kind` of a scene."""
+    with _converted("lock latest job"):
+        row = await conn.fetchrow(q("job_lock_latest_of_scene"), scene_id, kind)
     return Job.from_row(row) if row is not None else None
 
 

@@ -172,7 +172,7 @@ def describe(job: queue.Job, subject: Mapping[str, Any]) -> str:
         ("kind", job.kind),
         ("status", job.status),
         ("attempts", f"{job.attempts} of {job.max_attempts}"),
-        ("progress", f"{job.progress:g}%"),
+        ("progress", f"{job.progress:.3g}"),  # a fraction of the job, as the APIs answer it
         ("lease", lease),
         ("worker", job.worker or "-"),
         ("scene", job.scene_id or "-"),

@@ -1,21 +1,24 @@
 -- Scene exports (seed §8, issue 12): the named queries of core/exports.py. The API
--- asks for a ready export or creates one with its job (in one transaction, the job's
+-- asks for the newest export of a scene version, quality and range (ready, or failed
+-- for good: issue 24) or creates one with its job (in one transaction, the job's
 -- dedupe key settling races); the export job reads its row, then publishes or fails
 -- it inside the transaction that holds its lease fence.
 
--- name: export_find_ready
+-- name: export_find_latest
+-- The newest export of exactly this scene version, quality and range, with its job's
+-- outcome and whether it became ready less than $6 seconds ago.
 -- $1 scene, $2 quality, $3 scene version, $4 start, $5 end (NULL: whole scene),
 -- $6 maximum age in seconds.
-SELECT *
-  FROM exports
- WHERE scene_id = $1
-   AND quality = $2
-   AND scene_version = $3
-   AND start_s IS NOT DISTINCT FROM $4::float8
-   AND end_s IS NOT DISTINCT FROM $5::float8
-   AND status = 'ready'
-   AND ready_at > now() - make_interval(secs => $6::float8)
- ORDER BY ready_at DESC
+SELECT e.*, j.status AS job_status, j.last_error AS job_error,
+       (e.ready_at > now() - make_interval(secs => $6::float8)) AS fresh
+  FROM exports e
+  LEFT JOIN jobs j ON j.id = e.job_id
+ WHERE e.scene_id = $1
+   AND e.quality = $2
+   AND e.scene_version = $3
+   AND e.start_s IS NOT DISTINCT FROM $4::float8
+   AND e.end_s IS NOT DISTINCT FROM $5::float8
+ ORDER BY e.created_at DESC
  LIMIT 1;
 
 -- name: export_insert

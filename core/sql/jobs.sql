@@ -57,7 +57,7 @@ RETURNING *;
 -- $1 id, $2 lease_token, $3 lease seconds, $4 progress (NULL: unchanged).
 UPDATE jobs
    SET lease_expires_at = now() + make_interval(secs => $3::float8),
-       progress = coalesce($4::real, progress),
+       progress = coalesce($4::float8, progress),
        updated_at = now()
  WHERE id = $1
    AND lease_token = $2
@@ -77,7 +77,7 @@ SELECT id
 -- name: job_complete
 UPDATE jobs
    SET status = 'succeeded',
-       progress = 100,
+       progress = 1,
        finished_at = now(),
        lease_token = NULL,
        lease_expires_at = NULL,
@@ -267,6 +267,16 @@ SELECT *
 SELECT *
   FROM jobs
  WHERE segment_id = $1
+   AND kind = $2
+ ORDER BY created_at DESC
+ LIMIT 1
+   FOR UPDATE;
+
+-- name: job_lock_latest_of_scene
+-- The same for the newest job of kind $2 of scene $1 (a scene deleted again).
+SELECT *
+  FROM jobs
+ WHERE scene_id = $1
    AND kind = $2
  ORDER BY created_at DESC
  LIMIT 1

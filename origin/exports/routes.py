@@ -1,9 +1,12 @@
-"""Scene exports over HTTP (seed §8.2, issue 12): `POST /api/v1/scenes/{sceneId}/export`
-(a ready export of the current version, the one in flight, or a new `export` job),
-`GET /api/v1/exports/{exportId}` (its status), and the files under
-`/e/{sceneId}/{exportId}/` (the MP4, with ranges, conditional GET and
-Content-Disposition, and its manifest). URLs are signed like the scene's media when
-signing is on; the signing guard checks every `/e/` request."""
+"""Scene exports over HTTP (seed §8.2, issues 12 and 24): `POST
+/api/v1/scenes/{sceneId}/export` (a ready export of the current version, the one that
+failed for good for it, the one in flight, or a new `export` job), `GET
+/api/v1/exports/{exportId}` (its status), `POST /api/v1/exports/{exportId}/retry` (a
+failed export's job queued again: core/lifecycle.py's retry, as `storyforge jobs
+retry`), and the files under `/e/{sceneId}/{exportId}/` (the MP4, with ranges,
+conditional GET and Content-Disposition, and its manifest). `progress` is the job's
+fraction done, in [0, 1] (`core.queue.progress_shown`). URLs are signed like the
+scene's media when signing is on; the signing guard checks every `/e/` request."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from core import catalog, exportplan, exports, layout, signing
+from core import catalog, exportplan, exports, layout, lifecycle, queue, signing
 from core.exportplan import BadRequest
 from origin import keys
 from origin.http.auth import require_token
@@ -46,6 +49,10 @@ def _export_url(request: web.Request, export: exports.Export) -> dict[str, Any]:
     return {"url": signed, "expiresAt": iso_time(int(now) + state.config.ttl)}
 
 
+def _status_url(export_id: str) -> str:
+    return f"/api/v1/exports/{export_id}"
+
+
 def _range(export: exports.Export) -> dict[str, Any]:
     m = export.moment
     return {"start": m.start if m else None, "end": m.end if m else None}
@@ -63,6 +70,38 @@ def _ready_body(request: web.Request, export: exports.Export) -> dict[str, Any]:
         "quality": export.quality,
         **_range(export),
     }
+
+
+def _failed_body(export: exports.Export) -> dict[str, Any]:
+    """A request answered with the export that failed for good for it (no new job)."""
+    return {
+        "status": "failed",
+        "exportId": export.id,
+        "jobId": export.job_id,
+        "error": without_paths(export.error or "the export failed"),
+        "statusUrl": _status_url(export.id),
+        "retryUrl": f"{_status_url(export.id)}/retry",
+        "sceneVersion": export.scene_version,
+        "quality": export.quality,
+        **_range(export),
+    }
+
+
+def _processing(export: exports.Export, job: queue.Job, *, estimate: int | None) -> web.Response:
+    """202: the export is being made by `job` (its status URL in Location)."""
+    status_url = _status_url(export.id)
+    body: dict[str, Any] = {
+        "status": "processing",
+        "exportId": export.id,
+        "jobId": job.id,
+        "progress": queue.progress_shown("processing", job.progress),
+        **({"estimatedTime": estimate} if estimate is not None else {}),
+        "statusUrl": status_url,
+        "sceneVersion": export.scene_version,
+        "quality": export.quality,
+        **_range(export),
+    }
+    return web.json_response(body, status=202, headers={**_NO_STORE, hdrs.LOCATION: status_url})
 
 
 async def request_export(request: web.Request) -> web.Response:
@@ -91,11 +130,13 @@ async def request_export(request: web.Request) -> web.Response:
         except BadRequest as exc:
             raise bad_request(str(exc)) from None
         version = view.scene.version
-        ready = await exports.find_ready(
+        settled = await exports.find_settled(
             conn, scene_id, ask.quality, version, moment, max_age=settings.export_max_age
         )
-        if ready is not None:
-            return web.json_response(_ready_body(request, ready), headers=_NO_STORE)
+        if settled is not None and settled.status == "ready":
+            return web.json_response(_ready_body(request, settled), headers=_NO_STORE)
+        if settled is not None:
+            return web.json_response(_failed_body(settled), headers=_NO_STORE)
         export, job = await exports.start_export(
             conn,
             scene_id,
@@ -106,28 +147,55 @@ async def request_export(request: web.Request) -> web.Response:
             max_attempts=settings.job_max_attempts,
         )
         speed = (await exports.speeds(conn))[plan.kind]
-    estimate = exportplan.estimate_seconds(plan.duration * (1 - job.progress / 100), speed)
-    status_url = f"/api/v1/exports/{export.id}"
-    return web.json_response(
-        {
-            "status": "processing",
-            "exportId": export.id,
-            "jobId": job.id,
-            "progress": int(job.progress),
-            "estimatedTime": estimate,
-            "statusUrl": status_url,
-            "sceneVersion": version,
-            "quality": ask.quality,
-            **_range(export),
-        },
-        status=202,
-        headers={**_NO_STORE, hdrs.LOCATION: status_url},
-    )
+    left = 1 - queue.progress_fraction(job.progress)
+    estimate = exportplan.estimate_seconds(plan.duration * left, speed)
+    return _processing(export, job, estimate=estimate)
+
+
+async def retry_export(request: web.Request) -> web.Response:
+    """POST /api/v1/exports/{exportId}/retry: a failed export of the scene as it is
+    now has its job queued again (a fresh attempt budget, core/lifecycle.py's retry
+    under the job's row lock): 202 as a new export's. 409 when it has not failed, its
+    scene has changed since (ask for the export again) or its job was cancelled."""
+    require_token(request)
+    export_id = request.match_info["export_id"]
+    if not layout.is_id(export_id, "exp"):
+        raise not_found("no such export: malformed id")
+    async with request.app[keys.POOL].acquire() as conn:
+        found = await exports.status(conn, export_id)
+        if found is None or not found.scene_live:
+            raise not_found(f"no such export: {export_id}")
+        if found.status != "failed":
+            raise ApiError(409, "conflict", f"the export is {found.status}, not failed")
+        if not found.current:
+            raise ApiError(
+                409,
+                "conflict",
+                f"the scene changed since this export was asked for (version "
+                f"{found.export.scene_version} -> {found.current_version}): ask for the "
+                "export again",
+            )
+        if found.job_status == "cancelled" or found.export.job_id is None:
+            raise ApiError(
+                409, "conflict", "the export's job was cancelled: ask for the export again"
+            )
+
+        async def no_upload(key: str) -> bool:  # an export has no upload to look for
+            return False
+
+        try:
+            job = await lifecycle.retry_job(conn, found.export.job_id, no_upload)
+        except lifecycle.Declined as exc:
+            raise ApiError(409, "conflict", str(exc)) from None
+    if job is None:
+        raise ApiError(409, "conflict", "the export's job is gone: ask for the export again")
+    return _processing(found.export, job, estimate=None)
 
 
 async def export_status(request: web.Request) -> web.Response:
-    """GET /api/v1/exports/{exportId}: status, progress 0-100, the URL once ready, the
-    reason once failed; `current` says whether it still shows the scene as it is."""
+    """GET /api/v1/exports/{exportId}: status, progress (a fraction in [0, 1]), the
+    URL once ready, the reason once failed; `current` says whether it still shows the
+    scene as it is."""
     require_token(request)
     export_id = request.match_info["export_id"]
     if not layout.is_id(export_id, "exp"):
@@ -137,9 +205,7 @@ async def export_status(request: web.Request) -> web.Response:
     if found is None or not found.scene_live:
         raise not_found(f"no such export: {export_id}")
     export, status = found.export, found.status
-    progress = {"ready": 100, "processing": min(int(found.job_progress), 99)}.get(
-        status, int(found.job_progress)
-    )
+    progress = queue.progress_shown(status, found.job_progress)
     body: dict[str, Any] = {
         "exportId": export.id,
         "sceneId": export.scene_id,
@@ -197,4 +263,5 @@ async def export_file(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/scenes/{scene_id}/export", request_export)
     app.router.add_get("/api/v1/exports/{export_id}", export_status)
+    app.router.add_post("/api/v1/exports/{export_id}/retry", retry_export)
     app.router.add_get("/e/{scene_id}/{export_id}/{file}", export_file)

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from core import catalog, layout, uploads
+from core import catalog, layout, queue, uploads
 from origin import keys
 from origin.http.auth import require_token
 from origin.http.body import BodyTimeout, ClientClosed, chunks, defer_continue, json_body
@@ -192,9 +192,7 @@ async def segment_status(request: web.Request) -> web.Response:
     if row is None:
         raise not_found(f"no such segment: {segment_id}")
     status = row["status"]
-    progress = 100 if status == "ready" else int(row["progress"] or 0)
-    if status == "processing":
-        progress = min(progress, 99)
+    progress = queue.progress_shown(status, row["progress"])
     error = without_paths(row["error"]) if status == "failed" and row["error"] else None
     settings = request.app[keys.SETTINGS]
     body: dict[str, Any] = {

@@ -209,7 +209,7 @@ async def test_full_export_at_both_qualities(origin_client, settings, run_worker
         assert started["status"] == "processing" and started["estimatedTime"] >= 1
         assert started["statusUrl"] == f"/api/v1/exports/{started['exportId']}"
         done = await wait_export(client, started["exportId"])
-        assert done["status"] == "ready" and done["progress"] == 100, done
+        assert done["status"] == "ready" and done["progress"] == 1, done
         assert done["current"] is True and done["error"] is None
         assert no_temporary_files(started["jobId"])
         name = f"full_{quality}.mp4"
@@ -469,6 +469,87 @@ async def test_a_missing_rendition_fails_readably_and_leaves_nothing(
     )
     assert event is not None and "720p_0001.ts" in json.loads(event)["data"]["error"]
 
+    # issue 24: the failure is recorded for this scene version and range; asking again
+    # answers it (200, no new job) until a retry is asked for explicitly
+    pool = client.server.app[keys.POOL]
+    for _ in range(3):
+        status, again = await post_export(client, scene, quality="720p")
+        assert status == 200 and again["status"] == "failed", again
+        assert again["exportId"] == started["exportId"] and again["jobId"] == started["jobId"]
+        assert "720p_0001.ts" in again["error"] and "url" not in again
+        assert again["retryUrl"] == f"/api/v1/exports/{started['exportId']}/retry"
+    jobs = await pool.fetchval("SELECT count(*) FROM jobs WHERE scene_id = $1", scene)
+    assert jobs == 1
+    # the lost segment is back: the retry runs the same job again, the export is made
+    bucket = settings.videos_bucket
+    await storage.copy(
+        bucket,
+        layout.segment_key(base["scene"], base["segments"][1], "720p_0001.ts"),
+        bucket,
+        layout.segment_key(scene, c2, "720p_0001.ts"),
+    )
+    r = await client.post(again["retryUrl"])
+    assert r.status == 401  # the bearer token, as for every export write
+    r = await client.post(again["retryUrl"], headers=client.headers_auth)
+    retried = await r.json()
+    assert r.status == 202, retried
+    assert retried["status"] == "processing" and retried["jobId"] == started["jobId"]
+    assert 0 <= retried["progress"] < 1 and retried["statusUrl"] == again["statusUrl"]
+    done = await wait_export(client, started["exportId"])
+    assert done["status"] == "ready" and done["error"] is None, done
+    status, ready = await post_export(client, scene, quality="720p")
+    assert status == 200 and ready["status"] == "ready"
+    assert ready["exportId"] == started["exportId"]
+    r = await client.post(again["retryUrl"], headers=client.headers_auth)
+    assert r.status == 409 and "ready" in (await r.json())["error"]["message"]
+    job = await pool.fetchrow("SELECT status, attempts FROM jobs WHERE id = $1", started["jobId"])
+    assert (job["status"], job["attempts"]) == ("succeeded", 1)  # a fresh attempt budget
+    r = await client.post("/api/v1/exports/exp_0000000000000000/retry", headers=client.headers_auth)
+    assert r.status == 404
+
+
+async def test_a_failed_export_stays_failed_until_the_scene_changes(origin_client, settings, base):
+    """No worker runs: what the request answers follows the newest export's job, as
+    a worker would have left it (failed for good, gave up, or cancelled)."""
+    client = origin_client
+    pool = client.server.app[keys.POOL]
+    scene, _ = await copies(settings, base, 1)
+    moment = {"quality": "720p", "start": 0.5, "end": 2.5}
+    status, first = await post_export(client, scene, **moment)
+    assert status == 202
+    # its job gave up after its attempts, no worker saying so (a lease expired last)
+    await pool.execute(
+        "UPDATE jobs SET status = 'dead', last_error = 'ffmpeg exited with 1: boom' WHERE id = $1",
+        first["jobId"],
+    )
+    status, answer = await post_export(client, scene, **moment)
+    assert status == 200 and answer["status"] == "failed", answer
+    assert answer["exportId"] == first["exportId"] and "boom" in answer["error"]
+    got = await (await client.get(first["statusUrl"], headers=client.headers_auth)).json()
+    assert got["status"] == "failed" and "boom" in got["error"]
+    # another range, or the whole scene, is another export: a job of its own
+    status, other = await post_export(client, scene, quality="720p", start=0.5, end=3.0)
+    assert status == 202 and other["jobId"] != first["jobId"]
+    # an operator cancelled that one: asking again starts a new job
+    await pool.execute("UPDATE jobs SET status = 'cancelled' WHERE id = $1", other["jobId"])
+    await pool.execute(
+        "UPDATE exports SET status = 'failed', error = 'cancelled' WHERE id = $1",
+        other["exportId"],
+    )
+    status, anew = await post_export(client, scene, quality="720p", start=0.5, end=3.0)
+    assert status == 202 and anew["jobId"] not in (other["jobId"], first["jobId"])
+    # the scene changes: the failed range is asked for the new version, a new job
+    storage = client.server.app[keys.STORAGE]
+    async with pool.acquire() as conn:
+        await publish_copy(
+            settings, storage, conn, base["scene"], base["segments"][0], scene, base["user"]
+        )
+    r = await client.post(first["statusUrl"] + "/retry", headers=client.headers_auth)
+    assert r.status == 409 and "scene changed" in (await r.json())["error"]["message"]
+    status, renewed = await post_export(client, scene, **moment)
+    assert status == 202 and renewed["sceneVersion"] == first["sceneVersion"] + 1
+    assert renewed["exportId"] != first["exportId"]
+
 
 async def test_worker_killed_mid_export_is_finished_by_another(origin_client, settings, base):
     client = origin_client
@@ -486,7 +567,7 @@ async def test_worker_killed_mid_export_is_finished_by_another(origin_client, se
         await stop_mid_job(first, started["jobId"], fed=scene_bytes // 10)
         r = await client.get(f"/api/v1/exports/{started['exportId']}", headers=client.headers_auth)
         body = await r.json()
-        assert body["status"] == "processing" and body["progress"] < 100, body
+        assert body["status"] == "processing" and body["progress"] < 1, body
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         await asyncio.sleep(0.5)

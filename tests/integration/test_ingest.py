@@ -118,7 +118,7 @@ async def test_clip_becomes_a_published_segment(origin_client, settings, run_wor
     run_workers()
     done = await wait_done(client, seg)
     assert done["status"] == "ready", done
-    assert done["progress"] == 100
+    assert done["progress"] == 1
     assert done["hlsUrl"] == f"/v/{scene}/{seg}/master.m3u8"
 
     files = stored(settings, scene, seg)
@@ -257,10 +257,10 @@ async def test_worker_killed_mid_transcode_is_finished_by_another(origin_client,
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             body = await (await client.get(f"/api/v1/segments/{seg}")).json()
-            if body["progress"] >= 20:
+            if body["progress"] >= 0.2:
                 break
             await asyncio.sleep(0.2)
-        assert body["status"] == "processing" and body["progress"] >= 20, body
+        assert body["status"] == "processing" and body["progress"] >= 0.2, body
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         # ffmpeg died with its worker (PR_SET_PDEATHSIG)

@@ -179,7 +179,12 @@ async def test_a_worker_killed_in_each_job_kind_is_finished_once_by_another(
                     )
                     state = {r["id"]: (r["status"], r["progress"]) for r in rows}
                     waiting = await pool.fetchval(BLOCKED_BY, locker_pid)
-                    progressed = {transcode_job: 10, delete_job: 1, remove_job: 1, expire_job: 0}
+                    progressed = {
+                        transcode_job: 0.1,
+                        delete_job: 0.01,
+                        remove_job: 0.01,
+                        expire_job: 0,
+                    }
                     return (
                         bool(cut)
                         and waiting > 0

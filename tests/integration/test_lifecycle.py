@@ -349,6 +349,60 @@ async def test_a_clip_in_flight_or_cancelled_by_an_operator_is_not_retried(
     assert (await queue.get_job(pool, queued["jobId"])).status == "cancelled"
 
 
+async def test_a_deletion_that_failed_for_good_is_answered_not_run_again(
+    origin_client, settings, pool
+):
+    """Issue 24: deleting again answers a job that failed for good (no new one) until
+    it is retried; one that gave up after its attempts is queued anew. No worker runs:
+    the jobs end as a worker would leave them."""
+    client = origin_client
+    scene, (seg, _) = await published_scene(client, settings, clips=2)
+
+    async def jobs_of(kind: str) -> list[str]:
+        rows = await pool.fetch(
+            "SELECT id FROM jobs WHERE kind = $1 AND scene_id = $2 ORDER BY created_at",
+            kind,
+            scene,
+        )
+        return [r["id"] for r in rows]
+
+    async def end(job_id: str, status: str) -> None:
+        await pool.execute(
+            "UPDATE jobs SET status = $2, last_error = 'boom' WHERE id = $1", job_id, status
+        )
+
+    r = await client.delete(f"/api/v1/segments/{seg}", headers=H)
+    removal = (await r.json())["jobId"]
+    await end(removal, "failed")
+    for _ in range(2):
+        r = await client.delete(f"/api/v1/segments/{seg}", headers=H)
+        assert r.status == 202 and (await r.json())["jobId"] == removal
+    assert await jobs_of("remove_segment") == [removal]
+    await end(removal, "dead")
+    r = await client.delete(f"/api/v1/segments/{seg}", headers=H)
+    assert r.status == 202 and (await r.json())["jobId"] != removal
+    assert len(await jobs_of("remove_segment")) == 2
+
+    r = await client.delete(f"/api/v1/scenes/{scene}", headers=H)
+    deletion = (await r.json())["jobId"]
+    await end(deletion, "failed")
+    for _ in range(2):
+        r = await client.delete(f"/api/v1/scenes/{scene}", headers=H)
+        body = await r.json()
+        assert r.status == 202 and body == {"sceneId": scene, "jobId": deletion, "status": "failed"}
+    assert await jobs_of("delete_scene") == [deletion]
+
+    async def no_upload(key: str) -> bool:  # (a deletion has no upload to look for)
+        return False
+
+    async with pool.acquire() as conn:  # `storyforge jobs retry`
+        await jobs.retry(conn, deletion, no_upload)
+    r = await client.delete(f"/api/v1/scenes/{scene}", headers=H)
+    body = await r.json()
+    assert body == {"sceneId": scene, "jobId": deletion, "status": "queued"}
+    assert await jobs_of("delete_scene") == [deletion]
+
+
 async def test_concurrent_uploads_without_sequence_get_consecutive_ones(origin_client):
     client = origin_client
     scene, (user,) = await new_scene(client)

@@ -161,13 +161,13 @@ async def test_stale_lease_token_changes_nothing(pool) -> None:
         await queue.retry_or_dead(pool, job.id, stale, "x", backoff=0)
     with pytest.raises(LeaseLost):
         await queue.release(pool, job.id, stale)
-    assert await queue.heartbeat(pool, job.id, stale, lease_seconds=30, progress=50) is False
+    assert await queue.heartbeat(pool, job.id, stale, lease_seconds=30, progress=0.5) is False
     async with pool.acquire() as conn, conn.transaction():
         with pytest.raises(LeaseLost):
             await queue.lock_lease(conn, job.id, stale)
     assert await get(pool, job.id) == before
     done = await queue.complete(pool, job.id, mine.lease_token)
-    assert done.status == "succeeded" and done.progress == 100 and done.lease_token is None
+    assert done.status == "succeeded" and done.progress == 1 and done.lease_token is None
     assert done.finished_at is not None
     with pytest.raises(LeaseLost):  # finished: the old token no longer fences anything
         await queue.complete(pool, job.id, mine.lease_token)
@@ -407,16 +407,16 @@ async def test_heartbeat_records_progress_and_extends_the_lease(pool) -> None:
 
     async def handler(ctx: JobContext) -> None:
         assert ctx.lease_token == ctx.job.lease_token and ctx.job.status == "running"
-        await ctx.progress(42.5)
+        await ctx.progress(0.425)
         halfway.set()
         await go_on.wait()
-        await ctx.progress(120)  # clamped
+        await ctx.progress(1.2)  # clamped
 
     stop, task = start_worker(pool, {"transcode": handler}, lease_seconds=0.9, reap_interval=0.1)
     try:
         await asyncio.wait_for(halfway.wait(), 5)
         first = await get(pool, job.id)
-        assert first.progress == 42.5
+        assert first.progress == pytest.approx(0.425)
         await asyncio.sleep(1.5)  # well past the first lease: the heartbeat kept it
         later = await get(pool, job.id)
         assert later.status == "running" and later.attempts == 1
@@ -500,7 +500,7 @@ async def test_heartbeats_after_a_handler_completed_its_job_cancel_nothing(pool,
             await ctx.fence(conn)
             await queue.complete(conn, ctx.job_id, ctx.lease_token)
         await asyncio.sleep(0.7)  # several heartbeats (every 0.2 s) after the commit
-        await ctx.progress(100)  # records nothing, raises nothing
+        await ctx.progress(1)  # records nothing, raises nothing
         after_commit.append("poster written")
 
     stop, task = start_worker(pool, {"transcode": publish_then_tidy}, lease_seconds=0.6)

@@ -214,10 +214,10 @@ async def test_a_removed_clips_refinement_never_publishes(refining, pool, kinds,
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 job = await queue.get_job(pool, job.id)
-                if job.status == "running" and job.progress > 3:  # ffmpeg is encoding
+                if job.status == "running" and job.progress > 0.03:  # ffmpeg is encoding
                     break
                 await asyncio.sleep(0.05)
-            assert job.status == "running" and job.progress < 90, job
+            assert job.status == "running" and job.progress < 0.9, job
             r = await client.delete(f"/api/v1/segments/{seg}", headers=H)
             assert r.status == 202
             removal = (await r.json())["jobId"]

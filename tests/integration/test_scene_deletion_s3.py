@@ -214,10 +214,10 @@ async def test_worker_killed_mid_delete_and_run_again_finishes(s3_settings, pool
     try:
         deadline = time.monotonic() + 60
         job = await queue.get_job(pool, job_id)
-        while time.monotonic() < deadline and not (job.status == "running" and job.progress >= 10):
+        while time.monotonic() < deadline and not (job.status == "running" and job.progress >= 0.1):
             await asyncio.sleep(0.05)
             job = await queue.get_job(pool, job_id)
-        assert job.status == "running" and 10 <= job.progress < 90, job
+        assert job.status == "running" and 0.1 <= job.progress < 0.9, job
         first.send_signal(signal.SIGKILL)
         first.wait(10)
     finally:
@@ -225,7 +225,7 @@ async def test_worker_killed_mid_delete_and_run_again_finishes(s3_settings, pool
             first.kill()
     left = await scene_objects(storage, settings, scene, job_ids)
     assert 0 < len(left) < len(keys)  # killed mid-delete
-    print(f"\nkilled at {job.progress:.0f}% with {len(left)} of {len(keys)} objects left")
+    print(f"\nkilled at {job.progress:.0%} with {len(left)} of {len(keys)} objects left")
     assert (await queue.get_job(pool, job_id)).status == "running"  # until its lease expires
 
     second = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -68,7 +68,7 @@ async def test_a_transcode_running_when_its_scene_is_deleted_publishes_nothing(
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         job = await queue.get_job(pool, transcode["jobId"])
-        if job.status == "running" and job.progress >= 3:  # ffmpeg is running
+        if job.status == "running" and job.progress >= 0.03:  # ffmpeg is running
             break
         await asyncio.sleep(0.05)
     assert job.status == "running", job

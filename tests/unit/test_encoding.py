@@ -417,6 +417,12 @@ def test_thumbnail_time_and_timeline_times() -> None:
     assert thumbnail_time(4) == 2.0
     assert thumbnail_time(3) == 1.5
     assert thumbnail_time(0.8) == 0.4
+    # never after the last frame: a one-frame clip's is its only one (issue 24)
+    assert thumbnail_time(0.8, Fraction(30)) == 0.4
+    assert thumbnail_time(0.1, Fraction(10)) == 0.0
+    assert thumbnail_time(3.0, Fraction(1)) == 1.5  # frames at 0, 1 and 2 s
+    assert thumbnail_time(1.0, Fraction(1)) == 0.0
+    assert thumbnail_time(0.2, Fraction(10)) == 0.05  # before the second frame, at 0.1
     assert timeline_times(25, 10) == [0, 10, 20]
     assert timeline_times(20, 10) == [0, 10]
     assert timeline_times(20.01, 10) == [0, 10, 20]

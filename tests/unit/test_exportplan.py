@@ -15,6 +15,7 @@ from core.exportplan import (
     ExportRange,
     Request,
     SourceClip,
+    Tail,
     content_disposition,
     download_name,
     h264_level,
@@ -242,4 +243,22 @@ def test_content_disposition():
 def test_cut_parts_are_single_segments():
     plan = plan_export(SCENE, "720p", round_moment(SCENE, 0.5, 1.5))
     (only,) = plan.parts
-    assert only.cut == Cut(12, 36) and only.files == ("720p_0001.ts",) and only.size == 1000
+    assert only.cut == Cut(12, 36) and only.files == ("720p_0001.ts",)
+    assert only.tail == Tail("720p_0002.ts", 2000) and only.size == 1000 + 2000
+
+
+def tails(plan):
+    return [(p.sequence, p.tail.file if p.tail else None) for p in plan.parts]
+
+
+def test_a_part_ending_before_its_clip_reads_the_next_segment_for_its_audio():
+    # whole clips end with their clip's last segment: nothing more to read
+    assert tails(plan_export(SCENE, "720p")) == [(1, None), (2, None), (3, None)]
+    # a cut or a run of copies ending inside its clip: the segment after it
+    plan = plan_export(SCENE, "720p", round_moment(SCENE, 2.3, 6.7))
+    assert tails(plan) == [(1, "720p_0002.ts"), (1, None), (2, "720p_0002.ts")]
+    plan = plan_export(SCENE, "720p", round_moment(SCENE, 5.0, 13.0))
+    assert tails(plan) == [(2, "720p_0003.ts")]
+    assert plan.size == 1000 + 2000 + 3000  # what is read: the copies and their tail
+    plan = plan_export(SCENE, "720p", round_moment(SCENE, 4.5, 16.0))
+    assert tails(plan) == [(1, None), (2, None), (3, None)]

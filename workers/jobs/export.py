@@ -9,7 +9,9 @@ whatever the scene's length, ffmpeg's the MP4's sample index, and disk the MP4. 
 was written is checked before it is uploaded: ffprobe says its streams and duration, its
 top-level box headers say `moov` comes before `mdat`. A moment's edge GOPs are
 re-encoded with the rendition's own encoder settings; everything between them is
-copied. Progress goes to the job's
+copied. A part that ends before its clip does also reads the clip's next segment for
+the audio of its last moments, which the transcoder's muxer wrote there (a cut
+re-encodes it with its frames; the joiner takes it for copies). Progress goes to the job's
 heartbeat. The MP4 and `export_manifest.json` go to the exports bucket under the
 export's own prefix, then one transaction fenced by the job's lease marks the export
 ready and completes the job. Temporary files go with the job's directory, on success
@@ -36,12 +38,12 @@ from core.settings import Settings
 from core.storage import ObjectNotFound, Storage
 from workers.media import exportcmd, ffmpeg
 from workers.media.encoding import Rung, ladder_of
-from workers.media.tsjoin import JoinError, TsJoiner, first_video_pts
+from workers.media.tsjoin import JoinError, TsJoiner, first_video_pts, without_video
 from workers.runtime.loop import JobContext, PermanentError, job_workdir
 
 log = logging.getLogger("storyforge.export")
 
-FETCH_PROGRESS = 90.0  # percent of the job spent fetching and joining; then checks, upload
+FETCH_PROGRESS = 0.9  # of the job (a fraction) spent fetching and joining; then checks, upload
 CUT_TIMEOUT = 300.0
 CHECK_TIMEOUT = 120.0  # the ffprobe of the written MP4
 DURATION_TOLERANCE = 0.1  # seconds between the plan and the MP4 written
@@ -57,11 +59,13 @@ class MissingSegment(PermanentError):
 
 @dataclass(frozen=True)
 class Fetch:
-    """One media segment to read: where, how big the rows say it is, whose it is."""
+    """One media segment to read: where, how big the rows say it is, whose it is,
+    and whether it is that part's `tail` (read for its audio only)."""
 
     key: str
     size: int
     part: Part
+    tail: bool = False
 
 
 class Prefetcher:
@@ -73,11 +77,15 @@ class Prefetcher:
     ) -> None:
         self._storage = storage
         self._bucket = bucket
-        self._fetches = [
-            Fetch(layout.segment_key(scene_id, part.segment_id, name), size, part)
-            for part in plan.parts
-            for name, size in zip(part.files, part.sizes, strict=True)
-        ]
+        self._fetches = []
+        for part in plan.parts:
+            for name, size in zip(part.files, part.sizes, strict=True):
+                self._fetches.append(
+                    Fetch(layout.segment_key(scene_id, part.segment_id, name), size, part)
+                )
+            if part.tail is not None:
+                key = layout.segment_key(scene_id, part.segment_id, part.tail.file)
+                self._fetches.append(Fetch(key, part.tail.size, part, tail=True))
         self._concurrency = max(1, concurrency)
 
     async def segments(self) -> AsyncIterator[tuple[Fetch, bytearray]]:
@@ -257,7 +265,7 @@ async def _export(
             cache_control=manifest_meta.cache_control,
             tags={"type": manifest_meta.tag},
         )
-    await ctx.progress(99)
+    await ctx.progress(0.99)
     speed = plan.duration / max(time.monotonic() - started, 1e-3)
 
     async def publish() -> bool:
@@ -316,6 +324,7 @@ async def _compile(
     async def feed(stdin: asyncio.StreamWriter) -> None:
         done = 0
         current: Part | None = None
+        held: bytearray | None = None  # a cut's segment, waiting for its tail
         async for fetch, data in fetcher.segments():
             part = fetch.part
             if part is not current:
@@ -323,11 +332,19 @@ async def _compile(
                     stdin.write(joiner.end())
                 stdin.write(joiner.begin(part.fps))
                 current = part
-            if part.cut is not None:
-                data = bytearray(
-                    await _cut(part, _rung(plan.quality, settings), data, work, journal)
-                )
-            stdin.write(joiner.feed(data))  # on the loop: ~2 ms per 720p segment
+            if part.cut is not None and not fetch.tail and part.tail is not None:
+                held = data  # cut once the next segment's audio is here
+            elif part.cut is not None:
+                segment, tail = (held, data) if fetch.tail else (data, None)
+                assert segment is not None
+                held = None
+                rung = _rung(plan.quality, settings)
+                cut = await _cut(part, rung, segment, tail, work, journal)
+                stdin.write(joiner.feed(bytearray(cut)))  # on the loop: ~2 ms per 720p segment
+            elif fetch.tail:
+                stdin.write(joiner.feed_audio(data))
+            else:
+                stdin.write(joiner.feed(data))
             await stdin.drain()
             done += fetch.size
             await ctx.progress(FETCH_PROGRESS * done / total)
@@ -354,11 +371,21 @@ async def _compile(
     return _check(exportcmd.written(json.loads(done.stdout), boxes), plan, journal)
 
 
-async def _cut(part: Part, rung: Rung, data: bytearray, work: Path, journal: list[str]) -> bytes:
-    """Re-encode the cut frames of one media segment; the re-encoded MPEG-TS."""
+async def _cut(
+    part: Part,
+    rung: Rung,
+    data: bytearray,
+    tail: bytearray | None,
+    work: Path,
+    journal: list[str],
+) -> bytes:
+    """Re-encode the cut frames of one media segment, with the audio under them (some
+    of it in `tail`, the next segment, whose video is left out); the re-encoded
+    MPEG-TS."""
     assert part.cut is not None
     source, output = work / "cut_in.ts", work / "cut_out.ts"
-    await asyncio.to_thread(source.write_bytes, data)
+    audio = without_video(tail) if tail is not None else b""
+    await asyncio.to_thread(source.write_bytes, bytes(data) + audio)
     cmd = exportcmd.cut_command(
         source,
         output,

@@ -23,9 +23,9 @@ from core.settings import Settings
 from core.storage import Storage
 from workers.runtime.loop import Deferred, Handler, JobContext, PermanentError
 
-# progress: waiting for cancelled workers, then deleting prefix after prefix (to
-# DELETED), invalidating, purging the rows
-WAITED, DELETED = 5.0, 90.0
+# progress (fractions of the job): waiting for cancelled workers (STARTED while it
+# waits), then deleting prefix after prefix (to DELETED), invalidating, purging the rows
+STARTED, WAITED, DELETED = 0.01, 0.05, 0.9
 
 
 def _payload_id(ctx: JobContext, name: str, prefix: str) -> str:
@@ -55,7 +55,9 @@ def make_delete_scene(
             return  # its rows are gone: an earlier attempt finished everything
         if not state:
             raise PermanentError(f"scene {scene_id} is not deleted")
-        await lifecycle.wait_for_holders(ctx.pool, scene_id=scene_id, tick=lambda: ctx.progress(1))
+        await lifecycle.wait_for_holders(
+            ctx.pool, scene_id=scene_id, tick=lambda: ctx.progress(STARTED)
+        )
         await ctx.progress(WAITED)
         async with ctx.pool.acquire() as conn:
             job_ids = await queue.job_ids_of(conn, scene_id=scene_id, but=ctx.job_id)
@@ -81,7 +83,7 @@ def make_remove_segment(
         if left > 0:
             raise Deferred(left, {"announced": True}, "the clip's files outlive it a while")
         await lifecycle.wait_for_holders(
-            ctx.pool, segment_id=segment_id, tick=lambda: ctx.progress(1)
+            ctx.pool, segment_id=segment_id, tick=lambda: ctx.progress(STARTED)
         )
         await ctx.progress(WAITED)
         async with ctx.pool.acquire() as conn:

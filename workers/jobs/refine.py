@@ -51,8 +51,9 @@ from workers.runtime.loop import Deferred, Handler, JobContext, PermanentError, 
 
 log = logging.getLogger("storyforge.refine")
 
-# progress: source fetched and probed, encoded (to ENCODED), uploaded, published
-FETCHED, ENCODED, UPLOADED = 3.0, 90.0, 97.0
+# progress (fractions of the job): source fetched and probed, encoded (to ENCODED),
+# uploaded, published
+FETCHED, ENCODED, UPLOADED = 0.03, 0.9, 0.97
 ALIGN_TOLERANCE = 0.0015  # s: EXTINFs of two encodings of one clip agree to the ms
 # The refinement's ffmpeg runs at the lowest CPU priority: a transcode (a new upload
 # becoming playable) on the same host takes the cores first.
@@ -175,8 +176,8 @@ async def _encode_and_publish(
             raise PermanentError(f"the stored source cannot be refined: {exc.reason}") from None
         await ctx.progress(FETCHED)
 
-        async def on_progress(pct: float) -> None:
-            await ctx.progress(FETCHED + pct * (ENCODED - FETCHED) / 100)
+        async def on_progress(pct: float) -> None:  # ffmpeg's, in percent
+            await ctx.progress(FETCHED + pct / 100 * (ENCODED - FETCHED))
 
         outputs = await ffmpeg.encode_renditions(
             source,

@@ -33,6 +33,8 @@ from workers.runtime.loop import JobContext, PermanentError, job_workdir
 
 log = logging.getLogger("storyforge.transcode")
 UPLOAD_CONCURRENCY = 8
+# progress (fractions of the job): upload probed, encoded (to ENCODED), uploaded, published
+PROBED, ENCODED, UPLOADED = 0.02, 0.9, 0.95
 
 
 def clip_renditions(
@@ -256,10 +258,10 @@ async def _transcode_and_publish(
         if source_size == 0:
             raise BadInput("the upload is empty")
         info, loudness = await preflight(settings, source, limits)
-        await ctx.progress(2)
+        await ctx.progress(PROBED)
 
-        async def on_progress(pct: float) -> None:
-            await ctx.progress(2 + pct * 0.88)
+        async def on_progress(pct: float) -> None:  # ffmpeg's, in percent
+            await ctx.progress(PROBED + pct / 100 * (ENCODED - PROBED))
 
         ladder = ladder_of(settings.ladder)
         out = await ffmpeg.transcode(
@@ -320,7 +322,7 @@ async def _transcode_and_publish(
             for f in out.frames
         )
         await put_all(storage, items)
-        await ctx.progress(95)
+        await ctx.progress(UPLOADED)
         published = await ctx.retrying(  # until it commits or the lease ends
             lambda: _publish(
                 ctx,

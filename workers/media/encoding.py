@@ -119,9 +119,15 @@ def segment_name(rung: Rung, number: int) -> str:
     return segment_pattern(rung) % number
 
 
-def thumbnail_time(duration: float) -> float:
-    """Thumbnail frame time: 2 s in, or mid-clip when the clip is shorter than 4 s."""
-    return min(2.0, duration / 2.0)
+def thumbnail_time(duration: float, fps: Fraction | None = None) -> float:
+    """Thumbnail frame time: 2 s in, or mid-clip when the clip is shorter than 4 s. With
+    the output `fps`, never after the clip's last frame (the thumbnail filter picks the
+    first frame from then on: a clip of one frame has only the one at 0)."""
+    at = min(2.0, duration / 2.0)
+    if fps is None:
+        return at
+    last = max(math.ceil(duration * fps - 1e-6) - 1, 0) / fps  # frames at k / fps < duration
+    return at if at <= last else max(0.0, float(last - 1 / (2 * fps)))
 
 
 def timeline_times(duration: float, interval: float) -> list[float]:
@@ -332,7 +338,7 @@ def transcode_command(
     fps_f = output_fps(info.fps)
     fps = float(fps_f)
     gop = max(1, round(segment_seconds * fps))
-    at = thumbnail_time(info.duration) if thumb_at is None else thumb_at
+    at = thumbnail_time(info.duration, fps_f) if thumb_at is None else thumb_at
     seg = _num(segment_seconds)
     rung_presets = {r.name: (presets or {}).get(r.name, preset) for r in ladder}
 

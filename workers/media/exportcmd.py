@@ -106,9 +106,11 @@ def cut_command(
     first_pts: int,
 ) -> list[str]:
     """Re-encode frames [cut.first, cut.end) of one media segment (its first frame at
-    `first_pts`, 90 kHz) and the audio under them, sample-exact, into MPEG-TS. Video and
-    audio are both moved by the cut's start, so they stay aligned; the encoders are the
-    rendition's (`workers.media.encoding`), one closed GOP."""
+    `first_pts`, 90 kHz) and the audio under them, sample-exact, into MPEG-TS. `source`
+    is the segment, followed by the audio of the clip's next one when there is one (the
+    end of a segment's sound is written there). Video and audio are both moved by the
+    cut's start, so they stay aligned; the encoders are the rendition's
+    (`workers.media.encoding`), one closed GOP."""
     start = first_pts / CLOCK + cut.first / fps
     end = first_pts / CLOCK + cut.end / fps
     graph = (

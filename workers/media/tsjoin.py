@@ -6,12 +6,24 @@ Each piece keeps its own clock (ffmpeg restarts timestamps for every clip). The 
 lays the pieces end to end on one timeline:
 
 - **Video** packets pass through unchanged but for their clocks: every PES header's
-  PTS/DTS and every PCR get the piece's offset (ISO/IEC 13818-1 §2.4.3.7, §2.4.3.5), so
-  piece *n+1* starts exactly where piece *n*'s last frame ends. At a join the decode
-  order can run backwards (a 24 fps clip reorders further ahead than a 50 fps one
-  before it): such DTS are raised to one tick past the previous one, never past their
-  PTS. The first video packet of each piece gets the discontinuity indicator
-  (§2.4.3.5), so its continuity counter restarts legally.
+  PTS and every PCR get the piece's offset (ISO/IEC 13818-1 §2.4.3.7, §2.4.3.5), so
+  piece *n+1* starts exactly where piece *n*'s last frame ends. The first video packet
+  of each piece gets the discontinuity indicator (§2.4.3.5), so its continuity counter
+  and its PCR restart legally.
+- **Decode order** is kept at every join. A piece's DTS get its offset too and are
+  floored to `dts_grid` (the fastest frame period among the clips, so a tool that
+  guesses the file's frame rate from its first DTS, as ffmpeg does, finds the
+  fastest; a frame whose PES carries no DTS decodes at its PTS and keeps it). A
+  piece can start decoding further ahead of its first frame than the previous
+  piece's last frame decodes ahead of its own (a 24 fps clip reorders two frames,
+  83 ms, ahead; a 50 fps one 40 ms; a one-frame cut not at all): its first DTS then
+  fall at or before the previous one. Those frames (they carry a DTS: each decodes
+  before it is shown) get new DTS, read ahead in the piece: packed on the grid just
+  below the first of its frames that keeps its own (evenly between where the grid
+  has no room), each at most its PTS and after the previous piece's last DTS. That
+  always exists for H.264: frame *k* in decode order would have to be shown within
+  *k* ticks of its piece's start for it not to (a reorder depth of hundreds of
+  frames; H.264 allows 16), so no piece is re-encoded for decode order.
 - **Audio** is rebuilt: the pieces' ADTS frames (ISO/IEC 13818-7 §6.2, 1,024 samples at
   48 kHz each) are re-laid as one gapless sequence, slot after slot of exactly 1,920
   ticks, each slot filled with the frame of the piece playing at that time whose clock
@@ -27,6 +39,7 @@ starting with a random access point; anything else raises `JoinError`.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -49,6 +62,7 @@ STREAM_H264 = 0x1B
 STREAM_ADTS = 0x0F
 _AUDIO_STREAM_ID = 0xC0
 _FRAMES_PER_PES = 8
+_LOOKAHEAD = 16  # video frames read ahead at the start of a piece (H.264's deepest reorder)
 
 
 class JoinError(ValueError):
@@ -204,6 +218,7 @@ class _Piece:
     frames: deque[bytes] = field(default_factory=deque)  # parsed, not yet used
     frames_first: int = 0  # index (within the piece) of frames[0]
     frame0_time: int | None = None  # timeline time of the piece's frame 0
+    raised: deque[int] = field(default_factory=deque)  # new DTS of its first frames
 
 
 class TsJoiner:
@@ -314,6 +329,25 @@ class TsJoiner:
         out.append(self._fill_slots(p, limit=p.max_end - CLOCK // 2, final=False))
         return b"".join(out)
 
+    def feed_audio(self, data: bytes | bytearray) -> bytes:
+        """The audio of the clip's next media segment, for the current piece's last
+        frames: a segment's muxer holds audio back (up to `max_delay`) and writes the
+        end of a segment's sound into the next segment's file. Only its audio is
+        read (it continues the piece's own, on the piece's clock); video, tables and
+        the rest are dropped. The output for it (audio slots now filled)."""
+        p = self._require_piece()
+        if p.first_pts is None:
+            raise RuntimeError("feed_audio() before the piece's video")
+        if len(data) % PACKET:
+            raise JoinError("a piece's size is not a whole number of 188-byte TS packets")
+        buf = data if isinstance(data, bytearray) else bytearray(data)
+        for off in range(0, len(buf), PACKET):
+            if buf[off] != SYNC:
+                raise JoinError(f"lost TS sync at byte {off} of a piece")
+            if ((buf[off + 1] & 0x1F) << 8) | buf[off + 2] == p.audio_pid:
+                self._audio_packet(p, buf, off)
+        return self._fill_slots(p, limit=p.max_end - CLOCK // 2, final=False)
+
     # -- tables
 
     def _require_piece(self) -> _Piece:
@@ -417,17 +451,25 @@ class TsJoiner:
             for early_pts, early in p.early_audio:
                 self._add_audio(p, early_pts, early)
             p.early_audio.clear()
-        pts = _unwrap(pts, p.first_pts)
-        dts = _unwrap(dts, p.first_pts)
-        out_pts = pts + p.offset
-        out_dts = (dts + p.offset) // self._grid * self._grid
+            if self._last_dts is not None:
+                p.raised.extend(self._raise_plan(p, _video_headers(buf, off, _LOOKAHEAD)))
+        out_pts = _unwrap(pts, p.first_pts) + p.offset
         if out_pts < BASE + p.start:
             raise JoinError("a frame is shown before its piece's first frame (open GOP?)")
-        if self._last_dts is not None and out_dts <= self._last_dts:
-            out_dts = self._last_dts + self._grid
+        if flags == 2:  # no DTS field: it decodes when it is shown
+            out_dts = out_pts
+        elif p.raised:
+            out_dts = p.raised.popleft()
             self.stats.dts_raised += 1
-            if out_dts > out_pts:
-                raise JoinError("decode order cannot be kept at a join")
+        else:
+            out_dts = self._snap(_unwrap(dts, p.first_pts) + p.offset)
+            if self._last_dts is not None and out_dts <= self._last_dts:
+                out_dts = self._last_dts + 1  # beyond the read-ahead: one tick on
+                self.stats.dts_raised += 1
+        if out_dts > out_pts:
+            raise JoinError("a video frame is decoded after it is shown")
+        if self._last_dts is not None and out_dts <= self._last_dts:
+            raise JoinError("decode order cannot be kept at a join")
         self._last_dts = out_dts
         write_timestamp(buf, at + 9, out_pts)
         if flags == 3:
@@ -435,6 +477,37 @@ class TsJoiner:
         frame = p.fps.denominator * CLOCK // p.fps.numerator
         p.max_end = max(p.max_end, out_pts - BASE + frame)
         self.stats.video_frames += 1
+
+    def _snap(self, dts: int) -> int:
+        return dts // self._grid * self._grid
+
+    def _raise_plan(self, p: _Piece, headers: list[tuple[int, int | None]]) -> list[int]:
+        """New DTS for the piece's first frames whose own (offset, on the grid) would
+        not follow the previous piece's last DTS, from `headers` (its first frames'
+        PTS and DTS, as written): packed on the grid below the first frame that keeps
+        its own DTS, evenly between where the grid has no room, each at most its PTS.
+        Empty when none needs one or the read-ahead cannot tell (then each is raised
+        one tick past the previous)."""
+        assert self._last_dts is not None and p.first_pts is not None
+        last = self._last_dts
+        frames = []  # (PTS, DTS, fixed) on the output clock
+        for pts, dts in headers:
+            out_pts = _unwrap(pts, p.first_pts) + p.offset
+            if dts is None:
+                frames.append((out_pts, out_pts, True))
+            else:
+                frames.append((out_pts, self._snap(_unwrap(dts, p.first_pts) + p.offset), False))
+        keep = next((i for i, (_, dts, fixed) in enumerate(frames) if fixed or dts > last), None)
+        if not keep:  # the first keeps its own, or the read-ahead saw no frame that does
+            return []
+        ceiling = frames[keep][1]
+        caps = [pts for pts, _, _ in frames[:keep]]
+        on_grid = _below(ceiling, caps, self._snap)
+        if on_grid[0] > last:
+            return on_grid
+        step = (ceiling - last) / (keep + 1)  # no room on the grid: evenly between
+        spread = _below(ceiling, [min(c, last + round(step * (j + 1))) for j, c in enumerate(caps)])
+        return spread if spread[0] > last else []
 
     # -- audio
 
@@ -555,6 +628,51 @@ class TsJoiner:
             self._cc_audio = (self._cc_audio + 1) & 0x0F
             first = False
         return b"".join(out)
+
+
+def _below(ceiling: int, caps: list[int], snap: Callable[[int], int] = lambda t: t) -> list[int]:
+    """Strictly increasing values below `ceiling`, the j-th at most `caps[j]`, each
+    the highest `snap` allows: worked out from the last one down."""
+    out: list[int] = []
+    for cap in reversed(caps):
+        ceiling = snap(min(ceiling - 1, cap))
+        out.append(ceiling)
+    return out[::-1]
+
+
+def _video_headers(buf: bytes | bytearray, off: int, count: int) -> list[tuple[int, int | None]]:
+    """(PTS, DTS or None) as written in the first `count` video PES headers whose first
+    packet is at or after byte `off` of `buf`."""
+    found: list[tuple[int, int | None]] = []
+    for start in range(off, len(buf) - PACKET + 1, PACKET):
+        pid = ((buf[start + 1] & 0x1F) << 8) | buf[start + 2]
+        if pid != VIDEO_PID or not buf[start + 1] & 0x40:
+            continue
+        at = start + 4
+        if buf[start + 3] & 0x20:
+            at += 1 + buf[at]
+        flags = buf[at + 7] >> 6 if at + 8 <= start + PACKET else 0
+        if buf[at : at + 3] != b"\x00\x00\x01" or flags not in (2, 3):
+            break
+        if at + 9 + (10 if flags == 3 else 5) > start + PACKET:
+            break
+        dts = read_timestamp(buf, at + 14) if flags == 3 else None
+        found.append((read_timestamp(buf, at + 9), dts))
+        if len(found) == count:
+            break
+    return found
+
+
+def without_video(data: bytes | bytearray) -> bytes:
+    """`data` (one of our TS files) without its video packets: the tables and the
+    audio, for a re-encoded cut that needs the next segment's sound only."""
+    keep = []
+    for off in range(0, len(data) - PACKET + 1, PACKET):
+        if data[off] != SYNC:
+            raise JoinError(f"lost TS sync at byte {off}")
+        if ((data[off + 1] & 0x1F) << 8) | data[off + 2] != VIDEO_PID:
+            keep.append(data[off : off + PACKET])
+    return b"".join(keep)
 
 
 def first_video_pts(data: bytes | bytearray) -> int:

@@ -129,16 +129,17 @@ class JobContext:
     def lease_lost(self) -> bool:
         return self._lease_lost
 
-    async def progress(self, pct: float) -> None:
-        """Record progress (0-100). Writes are throttled; the heartbeat flushes the
+    async def progress(self, done: float) -> None:
+        """Record progress: the fraction of the job done, clamped to [0, 1]
+        (`queue.progress_fraction`). Writes are throttled; the heartbeat flushes the
         latest value. Raises LeaseLost when the job is no longer ours."""
         if self._lease_lost:
             raise LeaseLost(self.job.id, "progress")
         if self._settled:
             return
-        self._progress = min(max(float(pct), 0.0), 100.0)
+        self._progress = queue.progress_fraction(done)
         now = time.monotonic()
-        if now - self._last_write < PROGRESS_MIN_INTERVAL and self._progress < 100.0:
+        if now - self._last_write < PROGRESS_MIN_INTERVAL and self._progress < 1.0:
             return
         self._last_write = now
         try:
@@ -190,17 +191,17 @@ class JobContext:
         await queue.lock_lease(conn, self.job.id, self.lease_token)
 
     async def _beat(self) -> bool:
-        pct = self._progress
+        done = self._progress
         sent = time.monotonic()
         owned = await queue.heartbeat(
             self.pool,
             self.job.id,
             self.lease_token,
             lease_seconds=self.lease_seconds,
-            progress=pct if pct != self._written else None,
+            progress=done if done != self._written else None,
         )
         if owned:
-            self._written = pct
+            self._written = done
             self._lease_until = sent + self.lease_seconds
         elif await _finished_by_us(self) is not None:
             # No longer running because this handler's own fenced transaction recorded
