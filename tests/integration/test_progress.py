@@ -23,10 +23,11 @@ from origin.app import create_app
 from storyforge import jobs as jobs_cli
 from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
 from tests.helpers.exports import wait_export
-from tests.helpers.jobs import wait_job, workers
+from tests.helpers.jobs import wait_job
 from tests.helpers.scenes import API_TOKEN, AUTH, new_scene, tus_create, upload, wait_done
 from tests.helpers.servers import OriginTestServer
 from tests.helpers.webhooks import SECRET, Receiver
+from tests.helpers.workers import running_workers
 from workers.runtime.loop import Handler, JobContext
 from workers.runtime.main import handlers
 
@@ -93,7 +94,7 @@ async def test_every_job_kind_reports_a_fraction(module_db, tmp_path):
             clips = [
                 make_clip(tmp_path / f"c{i}.mp4", width=320, height=180, duration=2) for i in (1, 2)
             ]
-            async with workers(pool, wrapped, lease_seconds=30):
+            async with running_workers(settings, handlers=wrapped, lease_seconds=30):
                 segs = [
                     (await upload(client, scene, user, path, sequence=i))["segmentId"]
                     for i, path in enumerate(clips, start=1)
