@@ -16,13 +16,13 @@ the exact conversion in one pass: PQ EOTF, or HLG inverse OETF + OOTF (BT.2100 T
 matrix, limited range, 8 bits. HDR reference white (203 cd/m², ITU-R BT.2408-5 §2.2)
 becomes SDR white, and the knee ends there.
 
-Why not ffmpeg's `tonemap` filter: on float RGB it costs 45 ms a 1080p frame (zscale to
-linear, tonemap, zscale back), 3.5x the time to playable of the same clip in SDR; this
-chain costs about what the 10-to-8-bit conversions it replaces did. Measured on testsrc2
-made HDR at 203 cd/m² white (mean saturation / luma against the SDR original): this
-chain 0.96 / 0.99 (HLG) and 0.92 / 1.00 (PQ); `tonemap` mobius 0.89 / 0.96 and
-0.85 / 0.98, hable 0.73 / 0.80 and 0.69 / 0.81; no tone mapping at all (the 8-bit
-picture still tagged HDR) 0.39 / 1.01 and 0.22 / 0.89.
+Why not ffmpeg's `tonemap` filter (its float RGB path: zscale to linear, tonemap, zscale
+back): about 40 ms of CPU a 1080p frame against this chain's 10 (bench/colour.py), which
+made the time to playable of a 1080p HLG clip about three times that of the same clip
+in SDR. Measured on testsrc2 made HDR at 203 cd/m² white (mean saturation / luma against
+the SDR original): this chain 0.96 / 0.99 (HLG) and 0.92 / 1.00 (PQ); `tonemap` mobius
+0.89 / 0.96 and 0.85 / 0.98, hable 0.73 / 0.80 and 0.69 / 0.81; no tone mapping (the
+8-bit picture as published before) 0.39 / 1.01 and 0.22 / 0.89.
 """
 
 from __future__ import annotations
