@@ -17,6 +17,8 @@ stamps.
 
 from __future__ import annotations
 
+import io
+import json
 import math
 import re
 import statistics
@@ -268,8 +270,6 @@ def video_frame(
         capture_output=True,
         timeout=60,
     )
-    import io
-
     return Image.open(io.BytesIO(probe.stdout)).convert("RGB")
 
 
@@ -303,8 +303,6 @@ def picture_stats(path: Path | Sequence[Path]) -> tuple[float, float]:
 
 
 def video_stream(path: Path) -> dict:
-    import json
-
     done = subprocess.run(
         [FFPROBE or "ffprobe", "-v", "error", "-select_streams", "v:0", "-show_streams"]
         + ["-print_format", "json", str(path)],
@@ -318,8 +316,6 @@ def video_stream(path: Path) -> dict:
 
 def packet_times(paths: Sequence[Path], stream: str = "v:0") -> list[float]:
     """Presentation times (s) of one stream's packets over MPEG-TS segments in order."""
-    import json
-
     src = f"concat:{'|'.join(str(p) for p in paths)}" if len(paths) > 1 else str(paths[0])
     done = subprocess.run(
         [FFPROBE or "ffprobe", "-v", "error", "-select_streams", stream]
