@@ -121,21 +121,33 @@ FIT_720 = (
 )
 
 
+BT709 = "color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv"
+
+
 def test_fit_filter_expected_string() -> None:
     assert fit_filter(1280, 720) == FIT_720
+    # a still: the same scale also makes the JPEG's BT.601 full range (JFIF)
+    assert fit_filter(640, 360, jpeg=True) == (
+        "scale=w='if(gte(dar*360,640),640,2*round(360*dar/2))'"
+        ":h='if(gte(dar*360,640),2*round(640/dar/2),360)'"
+        ":in_color_matrix=bt709:out_color_matrix=bt601:in_range=tv:out_range=pc"
+        ",format=yuvj420p,pad=640:360:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1"
+    )
 
 
 def test_filter_graph_expected_string() -> None:
     graph = filter_graph(info(), DEFAULT_RUNGS, fps=Fraction(30), thumb_at=2.0, frame_interval=10.0)
     parts = graph.split(";")
     assert parts == [
-        "[0:0]fps=fps=30/1:start_time=0,trim=end=9,split=4[s0][s1][sthumb][stl]",
+        # an untagged HD picture is BT.709: tagged so, no pixel changed
+        "[0:0]fps=fps=30/1:start_time=0,trim=end=9,"
+        f"setparams={BT709},format=yuv420p,split=4[s0][s1][sthumb][stl]",
         f"[s0]{FIT_720},format=yuv420p[v0]",
         "[s1]setsar=1,format=yuv420p[v1]",  # the picture is the 1080p frame already
         "[sthumb]select='gte(t,2)*eq(selected_n,0)',split=2[th0][th1]",
-        f"[th0]{fit_filter(640, 360)}[thumb]",
-        f"[th1]{FIT_720}[thumbl]",
-        f"[stl]select='gte(t,selected_n*10)',{fit_filter(160, 90)}[tl]",
+        f"[th0]{fit_filter(640, 360, jpeg=True)}[thumb]",
+        f"[th1]{fit_filter(1280, 720, jpeg=True)}[thumbl]",
+        f"[stl]select='gte(t,selected_n*10)',{fit_filter(160, 90, jpeg=True)}[tl]",
         "[0:1]aresample=48000:async=1:first_pts=0,"
         "aformat=sample_fmts=fltp:sample_rates=48000:channel_layouts=stereo,apad,atrim=end=9,"
         "asplit=1[a0]",  # both rungs at 128 kbit/s: one AAC encode
@@ -185,7 +197,7 @@ def test_a_rung_at_ultrafast_is_scaled_bilinear() -> None:
                 f"[s{i}]{fit_filter(rung.width, rung.height, scaler)},format=yuv420p[v{i}]" in parts
             )
         # the stills keep the default
-        assert f"[th0]{fit_filter(640, 360)}[thumb]" in parts
+        assert f"[th0]{fit_filter(640, 360, jpeg=True)}[thumb]" in parts
 
 
 def test_one_audio_encode_per_audio_bit_rate() -> None:
@@ -242,13 +254,14 @@ def test_filter_graph_variants() -> None:
         frame_interval=10,
     )
     assert interlaced.startswith(
-        "[0:0]yadif=mode=send_frame:deint=interlaced,fps=fps=25/1:start_time=0,trim=end=6.4,split=4"
+        "[0:0]yadif=mode=send_frame:deint=interlaced,fps=fps=25/1:start_time=0,trim=end=6.4,"
+        f"setparams={BT709},format=yuv420p,split=4"
     )
 
 
 def test_transcode_command_one_run() -> None:
     cmd = transcode_command("/jobs/1/raw_output.mp4", "/work/out", info(), DEFAULT_RUNGS)
-    assert cmd[:17] == [
+    assert cmd[:18] == [
         "ffmpeg",
         "-nostdin",
         "-hide_banner",
@@ -258,6 +271,7 @@ def test_transcode_command_one_run() -> None:
         "-progress",
         "pipe:1",
         "-nostats",
+        "-noautorotate",  # the display matrix is baked in by the graph itself
         "-protocol_whitelist",
         "file",
         "-format_whitelist",
@@ -325,6 +339,9 @@ def test_transcode_command_rendition_options() -> None:
             *(f"-b:v:{i}", rate, f"-maxrate:v:{i}", maxrate, f"-bufsize:v:{i}", bufsize),
             *(f"-g:v:{i}", "120", f"-keyint_min:v:{i}", "120", f"-sc_threshold:v:{i}", "0"),
             *(f"-flags:v:{i}", "+cgop", f"-forced-idr:v:{i}", "1"),
+            # the VUI says BT.709 limited range (H.264 Annex E.2.1)
+            *(f"-color_primaries:v:{i}", "bt709", f"-color_trc:v:{i}", "bt709"),
+            *(f"-colorspace:v:{i}", "bt709", f"-color_range:v:{i}", "tv"),
             *(f"-force_key_frames:v:{i}", "expr:gte(t,n_forced*4)"),
         ]
 

@@ -104,7 +104,10 @@ def test_cut_command_reencodes_with_the_rungs_settings():
         "-i",
         "file:/w/cut_in.ts",
         "-filter_complex",
-        f"[0:v:0]trim=start_frame=55:end_frame=96,setpts=PTS-{start:.6f}/TB[v];"
+        f"[0:v:0]trim=start_frame=55:end_frame=96,setpts=PTS-{start:.6f}/TB,"
+        # the colour chain of every output, for a BT.709 rendition: tags, no pixel changed
+        "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv,"
+        "format=yuv420p[v];"
         f"[0:a:0]atrim=start={start:.6f}:end={end:.6f},asetpts=PTS-{start:.6f}/TB[a]",
         "-map",
         "[v]",
@@ -136,6 +139,8 @@ def test_cut_command_reencodes_with_the_rungs_settings():
         "+cgop",
         "-forced-idr",
         "1",
+        *("-color_primaries", "bt709", "-color_trc", "bt709"),  # the renditions' VUI
+        *("-colorspace", "bt709", "-color_range", "tv"),
         "-c:a",
         "aac",
         "-b:a",

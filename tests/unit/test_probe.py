@@ -4,20 +4,30 @@ readable reasons of a failed probe."""
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from workers.media.colour import Colour, DolbyVision
 from workers.media.encoding import DEFAULT_RUNGS, filter_graph, first_frame_command
 from workers.media.probe import (
     BadInput,
     Limits,
     MediaInfo,
+    bit_depth,
     check_first_frame,
+    counted_frames,
+    display_matrix,
     ffprobe_command,
+    first_frame_colour,
+    frame_count_command,
     input_url,
+    needs_frame_count,
+    orientation,
     probe_failure_reason,
     validate_probe,
 )
@@ -125,36 +135,76 @@ def test_validate_probe_good_mp4() -> None:
     assert got.demuxer == "mov"
 
 
+def _matrix(a: int, b: int, c: int, d: int) -> str:
+    """A display matrix as ffprobe dumps it (16.16 fixed point, w in 2.30)."""
+    one = 65536
+    rows = [(a * one, b * one, 0), (c * one, d * one, 0), (0, 0, 1 << 30)]
+    return "\n" + "".join(f"{i:08d}: {x:12d} {y:12d} {z:12d}\n" for i, (x, y, z) in enumerate(rows))
+
+
+def _display(matrix: str, rotation: float) -> dict[str, Any]:
+    side = {"side_data_type": "Display Matrix", "displaymatrix": matrix, "rotation": rotation}
+    return {"side_data_list": [side]}
+
+
 @pytest.mark.parametrize(
-    ("rotation_fields", "rotation", "size"),
+    ("rotation_fields", "rotation", "mirrored", "size"),
     [
+        # libavutil's rotation is counterclockwise: -90 is a clockwise quarter turn
         (
             {"side_data_list": [{"side_data_type": "Display Matrix", "rotation": -90}]},
-            270,
+            90,
+            False,
             (1080, 1920),
         ),
         (
             {"side_data_list": [{"side_data_type": "Display Matrix", "rotation": 90}]},
-            90,
+            270,
+            False,
             (1080, 1920),
         ),
         (
             {"side_data_list": [{"side_data_type": "Display Matrix", "rotation": 180}]},
             180,
+            False,
             (1920, 1080),
         ),
-        ({"tags": {"rotate": "90"}}, 90, (1080, 1920)),
-        ({"tags": {"rotate": "270"}}, 270, (1080, 1920)),
-        ({}, 0, (1920, 1080)),
+        # the full matrix, when ffprobe dumps it, says mirrors too (ISO/IEC 14496-12 tkhd)
+        (_display(_matrix(0, 1, -1, 0), -90), 90, False, (1080, 1920)),  # an upright iPhone
+        (_display(_matrix(0, -1, 1, 0), 90), 270, False, (1080, 1920)),
+        (_display(_matrix(-1, 0, 0, -1), 180), 180, False, (1920, 1080)),
+        (_display(_matrix(-1, 0, 0, 1), 180), 0, True, (1920, 1080)),  # a mirrored selfie
+        (_display(_matrix(1, 0, 0, -1), 0), 180, True, (1920, 1080)),  # upside down mirror
+        (_display(_matrix(0, 1, 1, 0), -90), 270, True, (1080, 1920)),  # transposed
+        (_display(_matrix(0, -1, -1, 0), 90), 90, True, (1080, 1920)),
+        ({"tags": {"rotate": "90"}}, 90, False, (1080, 1920)),
+        ({"tags": {"rotate": "270"}}, 270, False, (1080, 1920)),
+        ({}, 0, False, (1920, 1080)),
     ],
 )
-def test_validate_probe_rotation(
-    rotation_fields: dict[str, Any], rotation: int, size: tuple[int, int]
+def test_validate_probe_orientation(
+    rotation_fields: dict[str, Any], rotation: int, mirrored: bool, size: tuple[int, int]
 ) -> None:
     got = validate_probe(probe_json(video_stream(**rotation_fields), audio_stream()))
-    assert got.rotation == rotation
+    assert (got.rotation, got.mirrored) == (rotation, mirrored)
     assert (got.width, got.height) == size
     assert (got.coded_width, got.coded_height) == (1920, 1080)
+
+
+def test_a_display_matrix_turned_by_another_angle_is_refused() -> None:
+    one = 65536
+    c, s = round(math.cos(math.radians(30)) * one), round(math.sin(math.radians(30)) * one)
+    dump = f"\n00000000: {c} {s} 0\n00000001: {-s} {c} 0\n00000002: 0 0 1073741824\n"
+    assert display_matrix(dump) == (c, s, 0, -s, c, 0, 0, 0, 1 << 30)
+    # named as ffprobe names it (counterclockwise)
+    with pytest.raises(BadInput, match="display rotation of -30 degrees is not a multiple of 90"):
+        validate_probe(probe_json(video_stream(**_display(dump, -30)), audio_stream()))
+
+
+def test_a_degenerate_display_matrix_is_refused() -> None:
+    with pytest.raises(BadInput, match="degenerate"):
+        orientation((0, 0, 0, 0, 0, 0, 0, 0, 1 << 30))
+    assert display_matrix("not a matrix") is None
 
 
 def test_validate_probe_anamorphic_and_interlaced() -> None:
@@ -385,7 +435,7 @@ def test_a_rotation_that_is_not_a_multiple_of_90_is_refused(angle: float) -> Non
 
 def test_a_rotation_within_half_a_degree_of_a_quarter_turn_is_that_turn() -> None:
     video = video_stream(side_data_list=[{"side_data_type": "Display Matrix", "rotation": -89.6}])
-    assert validate_probe(probe_json(video, audio_stream())).rotation == 270
+    assert validate_probe(probe_json(video, audio_stream())).rotation == 90
 
 
 def test_the_pixel_rate_is_bounded() -> None:
@@ -460,3 +510,170 @@ def test_first_picture_must_have_the_declared_size(stderr: str, reason: str | No
     with pytest.raises(BadInput) as raised:
         check_first_frame(stderr, info)
     assert raised.value.reason == reason
+
+
+# ------------------------------------------------------------------- colour
+
+HDR10_SIDE_DATA = [
+    {
+        "side_data_type": "Mastering display metadata",
+        "red_x": "34000/50000",
+        "max_luminance": "10000000/10000",
+        "min_luminance": "50/10000",
+    },
+    {"side_data_type": "Content light level metadata", "max_content": 1000, "max_average": 400},
+]
+
+
+def test_the_probe_reads_the_colour_of_the_stream() -> None:
+    sdr = validate_probe(probe_json())
+    assert sdr.colour == Colour()  # untagged 8-bit
+    phone = video_stream(
+        codec_name="hevc",
+        pix_fmt="yuv420p10le",
+        color_range="tv",
+        color_space="bt2020nc",
+        color_transfer="smpte2084",
+        color_primaries="bt2020",
+        side_data_list=HDR10_SIDE_DATA,
+    )
+    got = validate_probe(probe_json(phone, audio_stream())).colour
+    assert got == Colour(
+        transfer="smpte2084",
+        primaries="bt2020",
+        matrix="bt2020nc",
+        bit_depth=10,
+        mastering_peak=1000.0,
+        max_cll=1000,
+        max_fall=400,
+    )
+    assert got.dynamic == "pq" and got.peak == 1000.0
+    jpeg_range = video_stream(pix_fmt="yuvj420p", color_space="unknown", color_transfer="reserved")
+    assert validate_probe(probe_json(jpeg_range, audio_stream())).colour == Colour(full_range=True)
+    assert bit_depth({"bits_per_raw_sample": "12", "pix_fmt": "yuv422p12le"}) == 12
+    assert bit_depth({"pix_fmt": "p010le"}) == 10
+    assert bit_depth({"pix_fmt": "yuv420p"}) == 8
+
+
+def dovi(profile: int, compatibility: int, bl: int = 1) -> dict[str, Any]:
+    return {
+        "side_data_type": "DOVI configuration record",
+        "dv_version_major": 1,
+        "dv_version_minor": 0,
+        "dv_profile": profile,
+        "dv_level": 5,
+        "rpu_present_flag": 1,
+        "el_present_flag": 0,
+        "bl_present_flag": bl,
+        "dv_bl_signal_compatibility_id": compatibility,
+    }
+
+
+def test_dolby_vision_8_4_plays_its_hlg_base_layer_and_profile_5_is_refused() -> None:
+    iphone = video_stream(
+        codec_name="hevc",
+        pix_fmt="yuv420p10le",
+        color_transfer="arib-std-b67",
+        color_primaries="bt2020",
+        color_space="bt2020nc",
+        side_data_list=[_display(_matrix(0, 1, -1, 0), -90)["side_data_list"][0], dovi(8, 4)],
+    )
+    got = validate_probe(probe_json(iphone, audio_stream()))
+    assert got.colour.dovi == DolbyVision(8, 5, 4, True, True, False)
+    assert got.colour.dynamic == "hlg" and got.rotation == 90
+    profile5 = video_stream(codec_name="hevc", pix_fmt="yuv420p10le", side_data_list=[dovi(5, 0)])
+    with pytest.raises(BadInput, match=r"^Dolby Vision profile 5 without a base layer"):
+        validate_probe(probe_json(profile5, audio_stream()))
+
+
+SHOWINFO_HDR = (
+    "[Parsed_showinfo_0 @ 0x5561] config in time_base: 1/15360, frame_rate: 30/1\n"
+    "[Parsed_showinfo_0 @ 0x5561] n:   0 pts:      0 pts_time:0       pos:       44 "
+    "fmt:yuv420p10le sar:1/1 s:1920x1080 i:P iskey:1 type:I checksum:743233F4\n"
+    "[Parsed_showinfo_0 @ 0x5561]   side data - mastering display: has_primaries:1 "
+    "has_luminance:1 r(0.6800,0.3200) g(0.2650,0.6900) b(0.1500 0.0600) wp(0.3127, 0.3290) "
+    "min_luminance=0.005000, max_luminance=4000.000000\n"
+    "[Parsed_showinfo_0 @ 0x5561]   side data - Content Light Level information: "
+    "MaxCLL=1200, MaxFALL=300\n"
+    "[Parsed_showinfo_0 @ 0x5561] color_range:tv color_space:bt2020nc color_primaries:bt2020 "
+    "color_trc:smpte2084\n"
+)
+
+
+def test_the_first_picture_completes_the_colour() -> None:
+    # the HEVC SEI of an HDR10 stream whose container repeats none of it
+    bare = _declared(1920, 1080)
+    got = first_frame_colour(SHOWINFO_HDR, bare).colour
+    assert (got.transfer, got.primaries, got.matrix, got.full_range) == (
+        "smpte2084",
+        "bt2020",
+        "bt2020nc",
+        False,
+    )
+    assert (got.mastering_peak, got.max_cll, got.max_fall) == (4000.0, 1200, 300)
+    # what the container said stands, except the transfer the bitstream overrides (an
+    # HEVC alternative transfer characteristics SEI: HLG inside a BT.2020 SDR stream)
+    said = dataclasses.replace(
+        bare, colour=Colour("bt2020-10", "bt2020", "bt2020nc", mastering_peak=1000.0)
+    )
+    hlg = SHOWINFO_HDR.replace("color_trc:smpte2084", "color_trc:arib-std-b67")
+    got = first_frame_colour(hlg, said).colour
+    assert (got.transfer, got.mastering_peak, got.max_cll) == ("arib-std-b67", 1000.0, 1200)
+    # a picture that says nothing changes nothing
+    assert first_frame_colour(SHOWINFO.format("1920x1080"), bare) is bare
+
+
+# --------------------------------------------------------------- frame rate
+
+
+@pytest.mark.parametrize(
+    ("rates", "frames", "fps", "vfr"),
+    [
+        (("30/1", "30/1"), None, 30.0, False),
+        (("30000/1001", "30000/1001"), None, 30000 / 1001, False),
+        # a phone's MP4: timestamps on a 600 Hz clock, jittered, a frame dropped now and then
+        (("600/1", "33300/1189"), None, 33300 / 1189, True),
+        # Matroska/WebM from a browser or phone: a 1000 "fps" time base, no mean rate
+        (("1000/1", "0/0"), 270, 30.0, True),
+        (("90000/1", "0/0"), 250, 250 / 9, True),  # MPEG-TS likewise
+        (("1000/1", "0/0"), None, 0.0, False),  # nothing counted: unknown, never 1000
+        (("25/1", "0/0"), None, 25.0, False),
+    ],
+)
+def test_frame_rate(rates: tuple[str, str], frames: int | None, fps: float, vfr: bool) -> None:
+    video = video_stream(r_frame_rate=rates[0], avg_frame_rate=rates[1])
+    got = validate_probe(probe_json(video, audio_stream()), frames=frames)
+    assert got.fps == pytest.approx(fps)
+    assert got.vfr == vfr
+
+
+def test_frames_are_counted_only_where_the_container_gives_no_mean_rate() -> None:
+    assert needs_frame_count(probe_json()) is None
+    mkv = probe_json(
+        audio_stream(index=0), video_stream(index=1, r_frame_rate="1000/1", avg_frame_rate="0/0")
+    )
+    assert needs_frame_count(mkv) == 1
+    assert frame_count_command("/up/x.mkv", 1) == [
+        "ffprobe",
+        "-v",
+        "error",
+        "-hide_banner",
+        "-protocol_whitelist",
+        "file",
+        "-format_whitelist",
+        "mov,matroska,mpegts,avi",
+        "-count_packets",
+        "-select_streams",
+        "1",
+        "-show_entries",
+        "stream=nb_read_packets",
+        "-print_format",
+        "json",
+        "-i",
+        "file:/up/x.mkv",
+    ]
+    assert counted_frames({"streams": [{"nb_read_packets": "1799"}]}) == 1799
+    assert counted_frames({}) is None
+    # the count keeps a 1080p clip within the pixel rate its real rate has
+    big = video_stream(width=1920, height=1080, r_frame_rate="1000/1", avg_frame_rate="0/0")
+    assert validate_probe(probe_json(big, audio_stream()), frames=270).fps == 30.0

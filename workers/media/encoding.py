@@ -1,6 +1,6 @@
 """The transcode's ffmpeg command and what it writes: the ladder of rungs, the filter
-graph (one decode split to every rung, thumbnails and timeline frames, the loudness
-gain), the command line, the loudness measurement pass before it, the names of its
+graph (one decode, made upright and BT.709 by `picture_chain`, split to every rung,
+thumbnails and timeline frames; the loudness gain), the output frame rate, the command line, the loudness measurement pass before it, the names of its
 outputs, its ``-progress`` lines, the media playlists it writes and the commands that
 read its segments back. Pure: `workers.media.ffmpeg` runs the commands and feeds their output
 back in here.
@@ -19,7 +19,9 @@ from pathlib import Path
 import m3u8
 
 from core.ffargs import PROTOCOL_WHITELIST, input_url, mpegts_input
+from core.framerate import STANDARD_RATES
 from core.settings import DEFAULT_LADDER, LadderRung, StagePresets
+from workers.media import colour
 from workers.media.h264 import (
     Profile,
     codecs_string,
@@ -148,21 +150,74 @@ def _num(value: float) -> str:
     return text or "0"
 
 
-def fit_filter(width: int, height: int, scaler: str = "bicubic") -> str:
+def fit_filter(width: int, height: int, scaler: str = "bicubic", *, jpeg: bool = False) -> str:
     """Scale to fit inside width x height keeping the display aspect, pad centred, SAR 1.
 
     Uses the scale filter's ``dar`` (iw/ih*sar), so anamorphic sources (HDV, DV) come out
     right, which ``force_original_aspect_ratio`` (pixel sizes only) would not do.
     Both sides are even; the fitted side equals the box exactly. `scaler`: libswscale's
-    algorithm (bicubic, the scale filter's default, is not spelled out).
+    algorithm (bicubic, the scale filter's default, is not spelled out). With `jpeg`,
+    the same scale also converts the picture to what a JPEG is read as (JFIF: BT.601,
+    full range; `workers.media.colour.JPEG_SCALE`), so a still shows the colours of the
+    renditions it stands for.
     """
     w, h = width, height
     flags = "" if scaler == "bicubic" else f"flags={scaler}:"
+    convert = f":{colour.JPEG_SCALE},format={colour.JPEG_PIX_FMT}" if jpeg else ""
     return (
         f"scale={flags}w='if(gte(dar*{h},{w}),{w},2*round({h}*dar/2))'"
-        f":h='if(gte(dar*{h},{w}),2*round({w}/dar/2),{h})'"
+        f":h='if(gte(dar*{h},{w}),2*round({w}/dar/2),{h})'{convert}"
         f",pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1"
     )
+
+
+#: The filters that show a coded picture upright: (clockwise rotation, mirrored) ->
+#: transpose/flip filters (`workers.media.probe.orientation`: a horizontal mirror, then
+#: the rotation). A mirror and a quarter turn make one transpose.
+_ORIENTATIONS: dict[tuple[int, bool], tuple[str, ...]] = {
+    (0, False): (),
+    (0, True): ("hflip",),
+    (90, False): ("transpose=clock",),
+    (90, True): ("transpose=clock_flip",),
+    (180, False): ("hflip", "vflip"),
+    (180, True): ("vflip",),
+    (270, False): ("transpose=cclock",),
+    (270, True): ("transpose=cclock_flip",),
+}
+
+
+def orientation_filters(rotation: int, mirrored: bool = False) -> list[str]:
+    """The display matrix baked into the pixels (iOS's HLS playback ignores it, and
+    MPEG-TS cannot carry it): what ffmpeg's autorotation would insert, spelled out, so
+    every output of the one graph is upright and nothing depends on it."""
+    try:
+        return list(_ORIENTATIONS[(rotation % 360, mirrored)])
+    except KeyError:
+        raise ValueError(f"rotation {rotation} is not a quarter turn") from None
+
+
+def picture_chain(info: MediaInfo) -> list[str]:
+    """What every output of a clip is made from, after the frame rate: the colour chain
+    (`workers.media.colour.chain`, to 8-bit BT.709 limited range) on the coded picture,
+    then its display matrix (`orientation_filters`) on the 8-bit one."""
+    coded = (info.coded_width, info.coded_height) if info.coded_width else (info.width, info.height)
+    return [*colour.chain(info.colour, *coded), *orientation_filters(info.rotation, info.mirrored)]
+
+
+def output_rate(info: MediaInfo) -> Fraction:
+    """The constant frame rate a clip is encoded at. A constant-rate source keeps its
+    rate (`workers.media.h264.output_fps`: snapped within 1 % to a standard rate).
+    A variable-rate source (phones) gets the standard rate nearest its mean rate among
+    those it has frames for (never above the mean by more than that 1 %), so no frame is
+    repeated to make up a rate the source never had; below every standard rate, the
+    whole number of frames per second at or under its mean."""
+    if not info.vfr or info.fps < 1.0:
+        return output_fps(info.fps)
+    mean = min(info.fps, 60.0)
+    fits = [r for r in STANDARD_RATES if float(r) <= mean * 1.01]
+    if fits:
+        return min(fits, key=lambda r: abs(float(r) - mean))
+    return Fraction(max(1, math.floor(mean)))
 
 
 def audio_input(info: MediaInfo) -> str:
@@ -209,6 +264,7 @@ def filter_graph(
     n = len(ladder)
     pre = ["yadif=mode=send_frame:deint=interlaced"] if info.interlaced else []
     pre += [f"fps=fps={fps.numerator}/{fps.denominator}:start_time=0", f"trim=end={end}"]
+    pre += picture_chain(info)
     labels = "".join(f"[s{i}]" for i in range(n))
     split = f"split={n + 2}{labels}[sthumb][stl]" if stills else f"split={n}{labels}"
     parts = [f"[0:{info.video_stream}]{','.join(pre)},{split}"]
@@ -223,12 +279,11 @@ def filter_graph(
         tw, th = THUMBNAIL_SIZE
         lw, lh = THUMBNAIL_LARGE_SIZE
         parts.append(f"[sthumb]select='gte(t,{_num(thumb_at)})*eq(selected_n,0)',split=2[th0][th1]")
-        parts.append(f"[th0]{fit_filter(tw, th)}[thumb]")
-        parts.append(f"[th1]{fit_filter(lw, lh)}[thumbl]")
+        parts.append(f"[th0]{fit_filter(tw, th, jpeg=True)}[thumb]")
+        parts.append(f"[th1]{fit_filter(lw, lh, jpeg=True)}[thumbl]")
         fw, fh = TIMELINE_TILE
-        parts.append(
-            f"[stl]select='gte(t,selected_n*{_num(frame_interval)})',{fit_filter(fw, fh)}[tl]"
-        )
+        tile = fit_filter(fw, fh, jpeg=True)
+        parts.append(f"[stl]select='gte(t,selected_n*{_num(frame_interval)})',{tile}[tl]")
 
     if info.has_audio:
         gain = loudness.filters() if loudness is not None else []
@@ -335,7 +390,7 @@ def transcode_command(
     if segment_seconds <= 0 or frame_interval <= 0:
         raise ValueError("segment_seconds and frame_interval must be positive")
     out = Path(workdir)
-    fps_f = output_fps(info.fps)
+    fps_f = output_rate(info)
     fps = float(fps_f)
     gop = max(1, round(segment_seconds * fps))
     at = thumbnail_time(info.duration, fps_f) if thumb_at is None else thumb_at
@@ -352,6 +407,7 @@ def transcode_command(
         "-progress",
         progress,
         "-nostats",
+        "-noautorotate",  # the display matrix is in the graph (`picture_chain`)
         *upload_input(source, info),
         "-filter_complex",
         filter_graph(
@@ -451,8 +507,9 @@ ULTRAFAST_HEADERS = "cabac=1:weightp=1:weightb=1:bframes=3:b-adapt=1:b-pyramid=n
 
 def video_encoder_args(rung: Rung, fps: float, *, gop: int, preset: str) -> list[str]:
     """libx264 settings of a rung: explicit profile and level (from the frame rate),
-    capped VBV, a fixed GOP of `gop` frames, closed, no scene-cut keyframes. The
-    transcode and the export's re-encoded cuts share them."""
+    capped VBV, a fixed GOP of `gop` frames, closed, no scene-cut keyframes, the VUI
+    colour description of BT.709 limited range (`workers.media.colour.ENCODER_TAGS`).
+    The transcode and the export's re-encoded cuts share them."""
     headers = []
     if preset == "ultrafast":
         high = ":8x8dct=1" if rung.profile == "high" else ""  # (not in Main profile)
@@ -482,6 +539,7 @@ def video_encoder_args(rung: Rung, fps: float, *, gop: int, preset: str) -> list
         "+cgop",
         "-forced-idr",
         "1",
+        *colour.ENCODER_TAGS,
         *headers,
     ]
 

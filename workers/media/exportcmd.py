@@ -15,6 +15,7 @@ from typing import Any
 
 from core.exportplan import Cut
 from core.ffargs import probe_command
+from workers.media import colour
 from workers.media.encoding import Rung, audio_encoder_args, video_encoder_args
 from workers.media.h264 import level_name
 from workers.media.probe import input_url
@@ -110,12 +111,14 @@ def cut_command(
     is the segment, followed by the audio of the clip's next one when there is one (the
     end of a segment's sound is written there). Video and audio are both moved by the
     cut's start, so they stay aligned; the encoders are the rendition's
-    (`workers.media.encoding`), one closed GOP."""
+    (`workers.media.encoding`), one closed GOP; the picture goes through the colour chain
+    every output of a clip goes through (`workers.media.colour.chain`)."""
     start = first_pts / CLOCK + cut.first / fps
     end = first_pts / CLOCK + cut.end / fps
+    picture = ",".join(colour.chain(colour.RENDITION, rung.width, rung.height))
     graph = (
         f"[0:v:0]trim=start_frame={cut.first}:end_frame={cut.end},"
-        f"setpts=PTS-{float(start):.6f}/TB[v];"
+        f"setpts=PTS-{float(start):.6f}/TB,{picture}[v];"
         f"[0:a:0]atrim=start={float(start):.6f}:end={float(end):.6f},"
         f"asetpts=PTS-{float(start):.6f}/TB[a]"
     )

@@ -35,7 +35,11 @@ from workers.media.probe import (
     Limits,
     MediaInfo,
     check_first_frame,
+    counted_frames,
     ffprobe_command,
+    first_frame_colour,
+    frame_count_command,
+    needs_frame_count,
     parse_rate,
     probe_failure_reason,
     validate_probe,
@@ -197,16 +201,16 @@ async def probe_and_measure(
     beside probe's check of the first picture: after ffprobe neither needs the other,
     and a transcode waits for both (0.3 s of a 30 s clip's time to playable). The
     picture's verdict comes first: when it refuses the upload, the measurement is
-    stopped."""
+    stopped. The first picture also completes what ffprobe said of the colour
+    (`workers.media.probe.first_frame_colour`)."""
     info = await _probe_streams(path, limits or Limits(), timeout)
     if not (loudness and info.has_audio):
-        await _check_picture(path, info, timeout)
-        return info, None
+        return await _check_picture(path, info, timeout), None
     checking = asyncio.ensure_future(_check_picture(path, info, timeout))
     measuring = asyncio.ensure_future(measure_loudness(path, info, timeout=loudness_timeout))
     try:
-        await checking
-        return info, await measuring
+        checked = await checking
+        return checked, await measuring
     finally:
         for task in (checking, measuring):
             task.cancel()
@@ -214,7 +218,9 @@ async def probe_and_measure(
 
 
 async def _probe_streams(path: str | os.PathLike[str], limits: Limits, timeout: float) -> MediaInfo:
-    """ffprobe of the upload, validated against `limits`."""
+    """ffprobe of the upload, validated against `limits`; when the container does not
+    declare the mean frame rate, a second ffprobe counts the frames
+    (`workers.media.probe.needs_frame_count`)."""
     size = os.stat(path).st_size
     if size == 0:
         raise BadInput("empty upload")
@@ -222,17 +228,32 @@ async def _probe_streams(path: str | os.PathLike[str], limits: Limits, timeout: 
         raise BadInput(
             f"file is {size / 1e6:.0f} MB, above the limit of {limits.max_bytes / 1e6:.0f} MB"
         )
-    done = await _ffprobe(ffprobe_command(path), path, timeout)
+    data = _json(await _ffprobe(ffprobe_command(path), path, timeout))
+    frames = None
+    stream = needs_frame_count(data)
+    if stream is not None:
+        frames = counted_frames(
+            _json(await _ffprobe(frame_count_command(path, stream), path, timeout))
+        )
+    return validate_probe(data, limits, frames=frames)
+
+
+def _json(done: Completed) -> dict[str, Any]:
     try:
         data = json.loads(done.stdout)
     except ValueError:
         raise BadInput("not a readable video file: ffprobe output unreadable") from None
-    return validate_probe(data, limits)
+    if not isinstance(data, dict):
+        raise BadInput("not a readable video file: ffprobe output unreadable")
+    return data
 
 
-async def _check_picture(path: str | os.PathLike[str], info: MediaInfo, timeout: float) -> None:
+async def _check_picture(
+    path: str | os.PathLike[str], info: MediaInfo, timeout: float
+) -> MediaInfo:
     """The first decoded picture must have the declared size
-    (`workers.media.probe.check_first_frame`)."""
+    (`workers.media.probe.check_first_frame`); what it says of its colour completes
+    `info` (`workers.media.probe.first_frame_colour`)."""
     try:
         done = await run_capture(encoding.first_frame_command(path, info), timeout=timeout)
     except TimeoutError:
@@ -240,6 +261,7 @@ async def _check_picture(path: str | os.PathLike[str], info: MediaInfo, timeout:
     if done.returncode < 0:
         raise TranscodeFailed(f"ffmpeg killed by signal {-done.returncode}", done.stderr[-2000:])
     check_first_frame(done.stderr, info)
+    return first_frame_colour(done.stderr, info)
 
 
 async def _ffprobe(cmd: Sequence[str], path: str | os.PathLike[str], timeout: float) -> Completed:
