@@ -120,11 +120,15 @@ def test_refined_renditions_must_line_up_with_the_published_ones():
     shifted = [_rendition(generation=2, durations=(4.2, 2.3)), same[1]]
     assert "do not line up" in (refine.mismatch(published, shifted) or "")
     assert "profiles" in (refine.mismatch(published, same[:1]) or "")
-    assert refine.old_generation_keys("scn_a", "seg_a", same, 2) == [
+    # the first stage published the lowest rung alone: the refinement adds the others,
+    # each lined up with it (issue 26)
+    assert refine.mismatch(published[:1], same) is None
+    added = [same[0], _rendition("1080p", 2, durations=(4.0, 2.4), width=1920, height=1080)]
+    assert "1080p: its segments do not line up" in (refine.mismatch(published[:1], added) or "")
+    assert refine.old_generation_keys("scn_a", "seg_a", {"720p": 2, "1080p": 1}, 2) == [
         "scn_a/seg_a/720p_0001.ts",
         "scn_a/seg_a/720p_0002.ts",
         "scn_a/seg_a/1080p_0001.ts",
-        "scn_a/seg_a/1080p_0002.ts",
     ]
 
 
