@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 
 from core import layout, playlists
-from core.settings import DEFAULT_LADDER, ConfigError, LadderRung, Settings, StagePresets
+from core.settings import (
+    DEFAULT_LADDER,
+    ConfigError,
+    LadderRung,
+    RungCrf,
+    Settings,
+    StagePresets,
+)
 from origin.playback import moments
 from tests.unit.test_encoding import info as upload_info
 from workers.jobs import refine
@@ -62,6 +69,10 @@ def test_a_deployment_adds_a_low_rung_and_per_rung_presets():
         ({"FAST_PRESET": "veryfast,4k=fast"}, "FAST_PRESET"),
         ({"REFINE_PRESET": "medium,480p=slow"}, "REFINE_PRESET"),
         ({"REFINE": "sometimes"}, "REFINE"),
+        ({"RATE_CONTROL": "crf"}, "RATE_CONTROL"),
+        ({"PER_TITLE_CRF": "52"}, "PER_TITLE_CRF"),
+        ({"PER_TITLE_CRF": "23,1080p=x"}, "PER_TITLE_CRF"),
+        ({"PER_TITLE_CRF": "23,480p=20"}, "PER_TITLE_CRF"),
     ],
 )
 def test_bad_encoder_settings_name_their_variable(env, names):
@@ -157,3 +168,15 @@ def test_the_refinement_runs_the_transcode_command_without_the_stills():
         ("veryfast", "medium"),
         ("veryfast", "slow"),
     ]
+
+
+def test_rate_control_is_per_title_unless_set_to_abr():
+    s = Settings.from_env({})
+    assert (s.rate_control, s.per_title_crf.of("720p"), s.per_title_crf.of("1080p")) == (
+        "per-title",
+        23.0,
+        23.0,
+    )
+    s = Settings.from_env({"RATE_CONTROL": "ABR", "PER_TITLE_CRF": "22.5,1080p=24"})
+    assert s.rate_control == "abr"
+    assert s.per_title_crf == RungCrf(22.5, (("1080p", 24.0),))

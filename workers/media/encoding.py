@@ -576,13 +576,21 @@ ULTRAFAST_HEADERS = "cabac=1:weightp=1:weightb=1:bframes=3:b-adapt=1:b-pyramid=n
 
 def video_encoder_args(rung: Rung, fps: float, *, gop: int, preset: str) -> list[str]:
     """libx264 settings of a rung: explicit profile and level (from the frame rate),
-    capped VBV, a fixed GOP of `gop` frames, closed, no scene-cut keyframes, the VUI
-    colour description of BT.709 limited range (`workers.media.colour.ENCODER_TAGS`).
-    The transcode and the export's re-encoded cuts share them."""
-    headers = []
+    ABR at the rung's bit rate or capped CRF (`Rung.crf`) under the same VBV cap, a
+    fixed GOP of `gop` frames, closed, no scene-cut keyframes, the VUI colour
+    description of BT.709 limited range (`workers.media.colour.ENCODER_TAGS`). The
+    transcode and the export's re-encoded cuts share them."""
+    params = []
     if preset == "ultrafast":
-        high = ":8x8dct=1" if rung.profile == "high" else ""  # (not in Main profile)
-        headers = ["-x264-params", ULTRAFAST_HEADERS + high]
+        params.append(ULTRAFAST_HEADERS)
+        if rung.profile == "high":  # (not in Main profile)
+            params.append("8x8dct=1")
+    if rung.crf is not None:
+        # x264 writes the rate factor's QP as the PPS's pic_init_qp, ABR writes 26:
+        # `stitchable` keeps 26, so a per-title clip's parameter sets stay those of
+        # the ABR cuts an export joins it with
+        params.append("stitchable=1")
+    headers = ["-x264-params", ":".join(params)] if params else []
     return [
         "-c:v",
         "libx264",
