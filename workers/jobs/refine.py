@@ -29,6 +29,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from core import catalog, invalidation, layout, playlists
@@ -49,6 +50,7 @@ from workers.jobs.transcode import (
 )
 from workers.media import ffmpeg
 from workers.media.encoding import Rung, abr, clip_ladder, ladder_of, over_budget, stage_presets
+from workers.media.loudness import GainPlan
 from workers.media.probe import BadInput, Limits, MediaInfo
 from workers.runtime.loop import Deferred, Handler, JobContext, PermanentError, job_workdir
 
@@ -210,41 +212,9 @@ async def _encode_and_publish(
         async def on_progress(pct: float) -> None:  # ffmpeg's, in percent
             await ctx.progress(FETCHED + pct / 100 * (ENCODED - FETCHED))
 
-        ladder = final_ladder(settings, info, target.metadata)
-        outputs = list(
-            await ffmpeg.encode_renditions(
-                source,
-                work / "out",
-                info,
-                ladder,
-                presets=stage_presets(ladder, settings.refine_preset),
-                loudness=loudness,
-                niceness=NICENESS,
-                on_progress=on_progress,
-                stall_seconds=settings.ffmpeg_stall_seconds,
-            )
+        ladder, outputs = await encode_final(
+            settings, source, work, info, loudness, target.metadata, on_progress=on_progress
         )
-        # per title: a rung whose capped CRF spent more than ABR would is hard content,
-        # made again as ABR makes it (never more bytes than the ABR ladder)
-        over = [
-            i
-            for i, r in enumerate(ladder)
-            if over_budget(r, outputs[i].durations, outputs[i].sizes)
-        ]
-        if over:
-            again = abr([ladder[i] for i in over])
-            redone = await ffmpeg.encode_renditions(
-                source,
-                work / "abr",
-                info,
-                again,
-                presets=stage_presets(again, settings.refine_preset),
-                loudness=loudness,
-                niceness=NICENESS,
-                stall_seconds=settings.ffmpeg_stall_seconds,
-            )
-            for i, rung, out in zip(over, again, redone, strict=True):
-                ladder[i], outputs[i] = rung, out
         renditions, _ = clip_renditions(outputs, generation)
         why = mismatch(list(published.renditions.values()), renditions)
         if why is not None:
@@ -323,6 +293,55 @@ def refined_metadata(
     if isinstance(files, Mapping):
         changes["files"] = {**files, "variants": {p: f"{p}.m3u8" for p in profiles}}
     return changes
+
+
+async def encode_final(
+    settings: Settings,
+    source: Path,
+    work: Path,
+    info: MediaInfo,
+    loudness: GainPlan,
+    metadata: Mapping[str, Any],
+    *,
+    on_progress: ffmpeg.ProgressCallback | None = None,
+    niceness: int = NICENESS,
+) -> tuple[list[Rung], list[ffmpeg.RenditionOutput]]:
+    """The final renditions of a clip (`final_ladder` at REFINE_PRESET) and the rungs
+    they were made as. Per title, a rung whose capped CRF spent more than ABR would
+    (`over_budget`) is hard content, made again as the ABR ladder makes it: never more
+    bytes than RATE_CONTROL=abr, hard content unchanged."""
+    ladder = final_ladder(settings, info, metadata)
+    outputs = list(
+        await ffmpeg.encode_renditions(
+            source,
+            work / "out",
+            info,
+            ladder,
+            presets=stage_presets(ladder, settings.refine_preset),
+            loudness=loudness,
+            niceness=niceness,
+            on_progress=on_progress,
+            stall_seconds=settings.ffmpeg_stall_seconds,
+        )
+    )
+    over = [
+        i for i, r in enumerate(ladder) if over_budget(r, outputs[i].durations, outputs[i].sizes)
+    ]
+    if over:
+        again = abr([ladder[i] for i in over])
+        redone = await ffmpeg.encode_renditions(
+            source,
+            work / "abr",
+            info,
+            again,
+            presets=stage_presets(again, settings.refine_preset),
+            loudness=loudness,
+            niceness=niceness,
+            stall_seconds=settings.ffmpeg_stall_seconds,
+        )
+        for i, rung, out in zip(over, again, redone, strict=True):
+            ladder[i], outputs[i] = rung, out
+    return ladder, outputs
 
 
 async def _write_metadata(
