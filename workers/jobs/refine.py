@@ -1,14 +1,17 @@
 """The `refine` job (issue 17): a published clip re-encoded at the quality settings and
 published as the next generation of its renditions.
 
-The transcode publishes the fast ladder (FAST_PRESET) so a clip plays within seconds,
-then queues this job, which every other kind outranks (`core.queue.PRIORITIES`). It
-downloads the clip's stored `source.mp4`, probes it, measures its loudness again (the
-same measurement, so the same gain) and runs the transcode's own command without the
-stills (`workers.media.ffmpeg.encode_renditions`, at the lowest CPU priority): the same
-filter graph, segmentation, keyframes, audio and loudness treatment at REFINE_PRESET,
-so each refined rendition is a drop-in replacement, which is checked (same profiles,
-same segment durations) before anything is written. Its media segments go under new keys
+The transcode publishes the fast stage (FAST_PRESET; the clip's lowest rung alone) so
+a clip plays within seconds, then queues this job, which every other kind outranks
+(`core.queue.PRIORITIES`). It downloads the clip's stored `source.mp4`, probes it,
+measures its loudness again (the same measurement, so the same gain) and runs the
+transcode's own command without the stills (`workers.media.ffmpeg.encode_renditions`,
+at the lowest CPU priority): the same filter graph, segmentation, keyframes, audio and
+loudness treatment at REFINE_PRESET, for every rung the clip fills, at RATE_CONTROL
+(`encode_final`: per title, capped CRF; a rung that went over its ABR budget is made
+again at ABR, and a clip whose first stage already did is refined at ABR at once). Each
+refined rendition is a drop-in replacement, which is checked (every published profile
+kept, the same segment durations) before anything is written. Its media segments go under new keys
 (`core.layout.media_segment_name` with the generation), then one transaction fenced
 by the job's lease replaces the renditions rows, marks the clip `final` and bumps the
 scene's version (`catalog.publish_generation`); stitched playlists, storyboards and

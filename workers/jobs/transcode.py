@@ -1,12 +1,15 @@
 """The `transcode` job: an uploaded clip becomes a published segment of its scene.
 
 Download the upload, validate it with ffprobe, measure its loudness (an audio-only pass,
-unless LOUDNESS_TARGET=off), run the one ffmpeg pass, upload every output under
-`{sceneId}/{segmentId}/` (the keys are deterministic, so a retry overwrites only its own
-unpublished objects), then publish in one transaction fenced by the job's lease: segment
-ready, renditions written (with the loudness record), scene version bumped, job
-complete, and (unless REFINE=off) a low-priority `refine` job queued to re-encode the
-clip at the quality settings (workers/jobs/refine.py). Nothing is visible to players before
+unless LOUDNESS_TARGET=off), run the one ffmpeg pass (`stage_ladder`: the clip's lowest
+real rung alone when a refinement follows, issue 26), upload every output under
+`{sceneId}/{segmentId}/` (the source's copy and each finished media segment while
+ffmpeg still runs, the rest after it; the keys are deterministic, so a retry
+overwrites only its own unpublished objects), then publish in one transaction fenced
+by the job's lease: segment ready, renditions written (with the loudness record),
+scene version bumped, job complete, and (unless REFINE=off) a low-priority `refine`
+job queued to re-encode the clip at the quality settings (workers/jobs/refine.py),
+told by the clip's metadata (`rateControl`) what the first stage measured. Nothing is visible to players before
 that commit. Then the poster (when this is the scene's first clip) and a CDN
 invalidation of the scene's stitched documents, coalesced per scene (core/cdn.py).
 """
