@@ -15,6 +15,7 @@ from workers.media.encoding import (
     DEFAULT_RUNGS,
     Rung,
     abr,
+    at_cap,
     audio_bitrates,
     budget,
     clip_ladder,
@@ -757,3 +758,11 @@ def test_over_budget_is_a_capped_crf_rendition_above_what_abr_spends() -> None:
     assert not over_budget(rung, (4.0, 4.0), (814_000, 814_000))
     assert over_budget(rung, (4.0, 4.0), (814_000, 814_001))
     assert not over_budget(replace(rung, crf=None), (4.0, 4.0), (9_999_999, 1))
+
+
+def test_at_cap_is_a_capped_crf_rendition_against_its_vbv_cap() -> None:
+    rung = Rung("720p", 1280, 720, 1_500_000, crf=23.0)
+    # cap: maxrate 2,250,000 + audio 128,000 b/s; 90% of it is 2,140,200 b/s
+    assert at_cap(rung, (4.0,), (1_070_100,))
+    assert not at_cap(rung, (4.0,), (1_070_099,))
+    assert not at_cap(replace(rung, crf=None), (4.0,), (9_999_999,))

@@ -3,6 +3,8 @@ names in keys, playlists and stills, the refinement's command and its drop-in ch
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from core import layout, playlists
@@ -180,3 +182,15 @@ def test_rate_control_is_per_title_unless_set_to_abr():
     s = Settings.from_env({"RATE_CONTROL": "ABR", "PER_TITLE_CRF": "22.5,1080p=24"})
     assert s.rate_control == "abr"
     assert s.per_title_crf == RungCrf(22.5, (("1080p", 24.0),))
+
+
+def test_a_picture_the_first_stage_found_at_its_cap_is_refined_at_abr():
+    s = Settings.from_env({})
+    info = upload_info(duration=6.0)
+    at_cap = {"rateControl": {"firstStage": {"720p": {"overBudget": True, "atCap": True}}}}
+    over = {"rateControl": {"firstStage": {"720p": {"overBudget": True, "atCap": False}}}}
+    assert [r.crf for r in refine.final_ladder(s, info, at_cap)] == [None, None]
+    assert [r.crf for r in refine.final_ladder(s, info, over)] == [23.0, 23.0]
+    assert [r.crf for r in refine.final_ladder(s, info, {})] == [23.0, 23.0]
+    abr = dataclasses.replace(s, rate_control="abr")
+    assert [r.crf for r in refine.final_ladder(abr, info, {})] == [None, None]

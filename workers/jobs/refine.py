@@ -9,7 +9,7 @@ transcode's own command without the stills (`workers.media.ffmpeg.encode_renditi
 at the lowest CPU priority): the same filter graph, segmentation, keyframes, audio and
 loudness treatment at REFINE_PRESET, for every rung the clip fills, at RATE_CONTROL
 (`encode_final`: per title, capped CRF; a rung that went over its ABR budget is made
-again at ABR, and a clip whose first stage already did is refined at ABR at once). Each
+again at ABR, and a clip whose first stage ran at its cap is refined at ABR at once). Each
 refined rendition is a drop-in replacement, which is checked (every published profile
 kept, the same segment durations) before anything is written. Its media segments go under new keys
 (`core.layout.media_segment_name` with the generation), then one transaction fenced
@@ -118,14 +118,17 @@ def old_generation_keys(
 
 
 def hard_picture(metadata: Mapping[str, Any]) -> bool:
-    """The first stage's capped-CRF encode went over its ABR budget
-    (`workers.jobs.transcode.rate_record`): the picture is too hard for per-title rate
-    control to save anything on any rung, so the refinement goes straight to ABR."""
+    """The first stage's capped-CRF encode ran at its VBV cap
+    (`workers.jobs.transcode.rate_record`, `workers.media.encoding.at_cap`): the
+    picture is too hard for per-title rate control to save anything on any rung, so
+    the refinement goes straight to ABR rather than encode twice. (Over its budget
+    alone says little: `ultrafast` spends up to 2.4x what `medium` does at one rate
+    factor on a noisy picture.)"""
     record = metadata.get("rateControl")
     first = record.get("firstStage") if isinstance(record, Mapping) else None
     if not isinstance(first, Mapping):
         return False
-    return any(isinstance(r, Mapping) and r.get("overBudget") is True for r in first.values())
+    return any(isinstance(r, Mapping) and r.get("atCap") is True for r in first.values())
 
 
 def final_ladder(settings: Settings, info: MediaInfo, metadata: Mapping[str, Any]) -> list[Rung]:

@@ -32,6 +32,7 @@ from workers.media import ffmpeg
 from workers.media.encoding import (
     Rung,
     abr,
+    at_cap,
     budget,
     clip_ladder,
     first_stage,
@@ -311,7 +312,8 @@ def final_rate_control(settings: Settings, ladder: Sequence[Rung]) -> tuple[Rung
 def rate_record(ladder: Sequence[Rung], out: Sequence[ffmpeg.RenditionOutput]) -> dict[str, Any]:
     """What the first stage's encode says of the picture, kept in the clip's metadata
     (`rateControl`) for its refinement: per rung, the rate control, the measured rate
-    against the ABR `budget`, and whether capped CRF went over it (hard content)."""
+    against the ABR `budget`, whether capped CRF went over it, and whether it ran at
+    its VBV cap (`at_cap`: hard content, refined at ABR at once)."""
     rungs = {}
     for rung, r in zip(ladder, out, strict=True):
         rungs[rung.name] = {
@@ -319,6 +321,7 @@ def rate_record(ladder: Sequence[Rung], out: Sequence[ffmpeg.RenditionOutput]) -
             "bitrate": round(8 * sum(r.sizes) / max(sum(r.durations), 1e-3)),
             "budget": budget(rung),
             "overBudget": over_budget(rung, r.durations, r.sizes),
+            "atCap": at_cap(rung, r.durations, r.sizes),
         }
     return {"firstStage": rungs}
 

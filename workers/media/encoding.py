@@ -151,6 +151,23 @@ def over_budget(rung: Rung, durations: Sequence[float], sizes: Sequence[int]) ->
     return rung.crf is not None and seconds > 0 and 8 * sum(sizes) / seconds > budget(rung)
 
 
+#: A capped-CRF rendition whose rate is at least this share of its cap (`Rung.maxrate`
+#: plus the audio) ran against the cap: the encoder wanted more than the cap allows.
+AT_CAP = 0.9
+
+
+def at_cap(rung: Rung, durations: Sequence[float], sizes: Sequence[int]) -> bool:
+    """A capped-CRF rendition of `rung` ran at its VBV cap (`AT_CAP`, measured over the
+    files written): the first stage's `ultrafast` at the cap says the picture is so
+    hard that the refinement's capped CRF would go over its ABR budget too (on the
+    corpus: the cellular pattern and the noisy camera at 2.7 Mbit/s of a 2.4 Mbit/s
+    cap; the talking head, 1.95, came out at half its budget at `medium`)."""
+    seconds = sum(durations)
+    if rung.crf is None or seconds <= 0:
+        return False
+    return 8 * sum(sizes) / seconds >= AT_CAP * (rung.maxrate + rung.audio_bitrate)
+
+
 def stage_presets(ladder: Sequence[Rung], presets: StagePresets) -> dict[str, str]:
     """The x264 preset of every rung in one stage (FAST_PRESET, REFINE_PRESET)."""
     return {r.name: presets.of(r.name) for r in ladder}
