@@ -114,7 +114,7 @@ def make(name: str, seconds: int, *, size: str | None = None) -> Path:
     for source in inputs:
         cmd += ["-f", "lavfi", "-i", source]
     cmd += ["-f", "lavfi", "-i", TONE]
-    scale = f"scale={size.replace('x', ':')}:flags=bicubic" if size else ""
+    scale = f"scale={size.replace('x', ':')}:flags=bicubic,setsar=1" if size else ""
     if graph is None:
         video = f"[0:v]{scale or 'null'}[v]"
     else:

@@ -177,7 +177,7 @@ def corpus_report(result: dict[str, Any]) -> str:
     for name, c in result["clips"].items():
         for rung, r in c["rungs"].items():
             p, a = r["per_title"], r["abr"]
-            how = f"crf {p['crf']:g}" if p["crf"] is not None else "abr (over budget)"
+            how = f"crf {p['crf']:g}" if p["crf"] is not None else "abr (hard)"
             rows.append(
                 [
                     name,

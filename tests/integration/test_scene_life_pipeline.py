@@ -37,7 +37,8 @@ H = {"Authorization": AUTH}
 
 @pytest.fixture
 def clip(clips):
-    return clips.get(width=320, height=180, duration=3)
+    # 640x360 fills both rungs of SMALL_PAIR (a smaller source gets no 360p: issue 26)
+    return clips.get(width=640, height=360, duration=3)
 
 
 @pytest.fixture
