@@ -39,12 +39,14 @@ __all__ = [
     "clip_media_playlist",
     "clip_storyboard_vtt",
     "peak_bandwidth",
+    "scene_profiles",
     "scene_target_duration",
     "stitched_master",
     "stitched_media",
     "stitched_storyboard_vtt",
     "target_duration",
     "timeline_ms",
+    "variant_rendition",
     "vtt_time",
 ]
 
@@ -478,22 +480,38 @@ def _codecs_level(codecs: str) -> int:
     return int(match.group(1)[4:], 16) if match else -1
 
 
+#: H.264 profile_idc by what a decoder of it can decode: a High profile decoder decodes
+#: Main and constrained Baseline streams (H.264 A.2.4), a Main one constrained Baseline.
+_PROFILE_RANK = {0x42: 0, 0x4D: 1, 0x64: 2}
+
+
 def _pick_codecs(codecs: Iterable[str]) -> str:
-    """CODECS for a stitched variant. The transcoder makes every clip's rung
-    identical, so this is normally the one shared string. If clips disagree, the
-    string with the highest H.264 level wins (first clip on ties): a variant must
-    not declare less decoder capability than any of its segments needs (RFC 8216
-    §4.3.4.2 CODECS; HLS-RULES level table)."""
+    """CODECS for a stitched variant: one that covers every segment of it (RFC 8216
+    §4.3.4.2: a variant must not declare less decoder capability than any of its
+    segments needs; HLS-RULES level table). The clips' rungs normally share one
+    string. A variant that plays a smaller clip's largest real rendition (a clip
+    smaller than the rung, or one whose refinement has not landed) mixes H.264
+    profiles and levels: the entry of the most capable profile (Baseline < Main <
+    High; the first clip's on ties) with the highest level of them all. Entries that
+    are not ``avc1.PPCCLL``: the first clip's string."""
     distinct = list(dict.fromkeys(codecs))
     if len(distinct) == 1:
         return distinct[0]
-    best = ""
-    best_level = -2
+    best, best_rank, level = "", -2, -1
     for value in distinct:
-        level = _codecs_level(value)
-        if level > best_level:
-            best, best_level = value, level
-    return best
+        match = _AVC_RE.search(value)
+        if match is None:
+            continue
+        rank = _PROFILE_RANK.get(int(match.group(1)[:2], 16), -1)
+        if rank > best_rank:
+            best, best_rank = value, rank
+        level = max(level, _codecs_level(value))
+    if not best:
+        return distinct[0]
+    match = _AVC_RE.search(best)
+    assert match is not None
+    start = match.start(1) + 4  # the level's two hex digits in `best`
+    return f"{best[:start]}{level:02x}{best[start + 2 :]}"
 
 
 def _require_clips(clips: Sequence[Clip]) -> None:
@@ -501,27 +519,63 @@ def _require_clips(clips: Sequence[Clip]) -> None:
         raise ValueError("a stitched scene needs at least one ready clip")
 
 
+def scene_profiles(clips: Sequence[Clip]) -> list[str]:
+    """The variants of a stitched scene, lowest first: every profile some clip has.
+    A profile ranks by the largest frame filed under it (then its name): a clip
+    smaller than a rung files its one rendition under the lowest rung at its own size
+    (workers/media/encoding.py `clip_ladder`), so the frame of any one clip's
+    rendition could misplace the profile. Adding a clip, or a clip's refinement,
+    never takes a variant away."""
+    area: dict[str, int] = {}
+    for clip in clips:
+        for profile, r in clip.renditions.items():
+            area[profile] = max(area.get(profile, 0), r.width * r.height)
+    return sorted(area, key=lambda p: (area[p], p))
+
+
+def variant_rendition(clip: Clip, profile: str, order: Sequence[str]) -> Rendition:
+    """The rendition of `clip` that the stitched variant `profile` plays (`order`: the
+    scene's profiles, lowest first, `scene_profiles`): the clip's own rendition of
+    that profile; else its largest real rendition below it (DESIGN "Transcode": a
+    source smaller than a rung is not upscaled into it; a clip in its first stage has
+    its lowest rung alone); else its lowest. hls.js switches resolution across the
+    discontinuity before the clip (HLS-RULES "How hls.js plays a stitched playlist")."""
+    own = clip.renditions.get(profile)
+    if own is not None:
+        return own
+    rank = {p: i for i, p in enumerate(order)}
+    mine = sorted(clip.renditions, key=lambda p: rank.get(p, -1))
+    if not mine:
+        raise ValueError(f"clip {clip.segment_id} has no rendition")
+    limit = rank.get(profile, len(order))
+    below = [p for p in mine if rank.get(p, -1) < limit]
+    return clip.renditions[below[-1] if below else mine[0]]
+
+
 def stitched_master(
     clips: Sequence[Clip], profiles: Sequence[str], *, uri_for: Callable[[str], str]
 ) -> str:
-    """The scene master playlist: one variant per profile of ``profiles`` present in
-    every clip, URI ``uri_for("{profile}.m3u8")``, ordered by bandwidth ascending.
+    """The scene master playlist: one variant per profile of ``profiles`` that some
+    clip has, URI ``uri_for("{profile}.m3u8")``, ordered by bandwidth ascending; a clip
+    without a profile plays its ``variant_rendition`` in that variant.
 
     BANDWIDTH is measured on the stitched variant itself (``peak_bandwidth`` over
     all its segments in order, with the scene target duration): RFC 8216 §4.1 defines
     the peak on the playlist the player reads, and windows straddling a clip
     boundary or a larger scene target make the per-clip peaks wrong in both
     directions. AVERAGE-BANDWIDTH is total bits / total duration. CODECS: see
-    ``_pick_codecs``; RESOLUTION and FRAME-RATE: the largest over the clips.
+    ``_pick_codecs``; RESOLUTION and FRAME-RATE: the largest over the renditions the
+    variant plays.
     """
     _require_clips(clips)
-    present = [p for p in dict.fromkeys(profiles) if all(p in c.renditions for c in clips)]
+    order = scene_profiles(clips)
+    present = [p for p in dict.fromkeys(profiles) if p in order]
     if not present:
-        raise ValueError(f"no profile of {list(profiles)} is present in every clip")
+        raise ValueError(f"no profile of {list(profiles)} is present in any clip")
     target = scene_target_duration(clips)
     variants = []
     for profile in present:
-        rends = [c.renditions[profile] for c in clips]
+        rends = [variant_rendition(c, profile, order) for c in clips]
         ms = [m for r in rends for m in r.durations_ms]
         sizes = [s for r in rends for s in r.sizes]
         peak = _peak_ms(ms, sizes, target)
@@ -542,23 +596,26 @@ def stitched_media(
     clips: Sequence[Clip], profile: str, *, target: int, uri_for: Callable[[str], str]
 ) -> str:
     """The scene media playlist of one profile: every clip's segments in order, URI
-    ``uri_for("{segment_id}/{profile}_{NNNN}.ts")`` (in the clip's generation),
-    ``#EXT-X-DISCONTINUITY`` at
+    ``uri_for("{segment_id}/{profile}_{NNNN}.ts")`` (in the clip's generation; a clip
+    without the profile: its ``variant_rendition``'s), ``#EXT-X-DISCONTINUITY`` at
     every clip boundary. ``target`` must be ``scene_target_duration(clips)`` so all
-    variants agree (RFC 8216 §6.2.4); a target some EXTINF would exceed raises.
+    variants agree (RFC 8216 §6.2.4); a target some EXTINF would exceed raises, and
+    so does a profile no clip has.
 
     Discontinuities depend only on the clip sequence, never on the profile, so every
-    variant has them at the same points (RFC 8216 §6.2.4; Apple 8.15).
+    variant has them at the same points (RFC 8216 §6.2.4; Apple 8.15); every
+    rendition of a clip has the same EXTINF list, so the variants' lists agree too.
     """
     _require_clips(clips)
+    order = scene_profiles(clips)
+    if profile not in order:
+        raise ValueError(f"no clip has a {profile} rendition")
     lines = _media_header(target)
     append = lines.append
     extinf: dict[float, str] = {}  # EXTINF lines formatted once per distinct value
     first = True
     for clip in clips:
-        rendition = clip.renditions.get(profile)
-        if rendition is None:
-            raise ValueError(f"clip {clip.segment_id} has no {profile} rendition")
+        rendition = variant_rendition(clip, profile, order)
         _check_target(target, rendition.durations_ms, f"clip {clip.segment_id} {profile}")
         if first:
             first = False
@@ -567,7 +624,7 @@ def stitched_media(
             # first segment; no EXT-X-DISCONTINUITY-SEQUENCE needed as it starts at 0
             # (RFC 8216 §4.3.3.3).
             append("#EXT-X-DISCONTINUITY")
-        stem = f"{clip.segment_id}/{generation_stem(profile, rendition.generation)}"
+        stem = f"{clip.segment_id}/{generation_stem(rendition.profile, rendition.generation)}"
         for n, d in enumerate(rendition.durations, 1):
             line = extinf.get(d)
             if line is None:

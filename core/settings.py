@@ -79,6 +79,26 @@ class StagePresets:
         return dict(self.rungs).get(rung, self.default)
 
 
+RATE_CONTROLS = ("per-title", "abr")
+
+
+@dataclass(frozen=True)
+class RungCrf:
+    """The constant rate factor of per-title rate control (PER_TITLE_CRF): a default and
+    per-rung exceptions."""
+
+    default: float
+    rungs: tuple[tuple[str, float], ...] = ()
+
+    def of(self, rung: str) -> float:
+        return dict(self.rungs).get(rung, self.default)
+
+
+#: PER_TITLE_CRF's default, chosen by measurement (bench/pertitle.py, bench/README.md
+#: "Per-title rate control"): the highest rate factor whose renditions keep SSIM within
+#: 0.002 of the ABR ladder's on every source of the corpus that it leaves under budget.
+DEFAULT_CRF = RungCrf(23.0)
+
 ONE_STAGE_PRESET = StagePresets("veryfast")
 """FAST_PRESET's default with REFINE=off: that ladder is the only one a clip gets. With
 REFINE=on it is `ultrafast` (with the header features of the other presets,
@@ -176,6 +196,10 @@ class Settings:
     fast_preset: StagePresets = StagePresets("ultrafast")  # ONE_STAGE_PRESET with REFINE=off
     refine: bool = True
     refine_preset: StagePresets = StagePresets("medium")
+    # Per-title rate control of the final renditions (issue 26, README "Encoding"):
+    # capped CRF under the ladder's VBV cap; "abr": x264's ABR at the ladder's rates.
+    rate_control: str = "per-title"
+    per_title_crf: RungCrf = DEFAULT_CRF
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -205,13 +229,16 @@ class Settings:
         if self.webhook_urls and not self.webhook_secret:
             raise ConfigError("WEBHOOK_SECRET: required when WEBHOOK_URLS is set (whsec_...)")
         names = {r.name for r in self.ladder}
-        for var, presets in (
-            ("FAST_PRESET", self.fast_preset),
-            ("REFINE_PRESET", self.refine_preset),
+        for var, rungs in (
+            ("FAST_PRESET", self.fast_preset.rungs),
+            ("REFINE_PRESET", self.refine_preset.rungs),
+            ("PER_TITLE_CRF", self.per_title_crf.rungs),
         ):
-            unknown = sorted({rung for rung, _ in presets.rungs} - names)
+            unknown = sorted({rung for rung, _ in rungs} - names)
             if unknown:
                 raise ConfigError(f"{var}: {', '.join(unknown)} is not a rung of LADDER")
+        if self.rate_control not in RATE_CONTROLS:
+            raise ConfigError(f"RATE_CONTROL: {self.rate_control!r} is not one of per-title, abr")
 
     @property
     def cdn_backend(self) -> str:
@@ -350,6 +377,8 @@ class Settings:
                 e, "FAST_PRESET", d.fast_preset if refine else ONE_STAGE_PRESET
             ),
             "refine_preset": _presets(e, "REFINE_PRESET", d.refine_preset),
+            "rate_control": _choice(e, "RATE_CONTROL", d.rate_control, RATE_CONTROLS),
+            "per_title_crf": _crf(e, "PER_TITLE_CRF", d.per_title_crf),
         }
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
@@ -463,6 +492,30 @@ def _presets(e: Mapping[str, str], name: str, default: StagePresets) -> StagePre
         else:
             raise ConfigError(f"{name}: {rung!r} is not a rung profile (720p)")
     return StagePresets(base, tuple(rungs))
+
+
+def _crf(e: Mapping[str, str], name: str, default: RungCrf) -> RungCrf:
+    """`23` or `23,1080p=24.5`: x264's rate factor (0-51), then per-rung ones."""
+    raw = _str(e, name, "")
+    if not raw:
+        return default
+    base = default.default
+    rungs: list[tuple[str, float]] = []
+    for item in (p.strip().lower() for p in raw.split(",")):
+        rung, sep, text = item.rpartition("=")
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not 0 <= value <= 51:
+            raise ConfigError(f"{name}: {text!r} is not a rate factor from 0 to 51")
+        if not sep:
+            base = value
+        elif re.fullmatch(r"[0-9]{3,4}p", rung):
+            rungs.append((rung, value))
+        else:
+            raise ConfigError(f"{name}: {rung!r} is not a rung profile (720p)")
+    return RungCrf(base, tuple(rungs))
 
 
 def _list(e: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:

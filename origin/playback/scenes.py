@@ -74,7 +74,7 @@ def _scene_document_text(view: catalog.SceneView, name: str, uri_for: Callable[[
     clips = [c.clip for c in view.clips]
     if not clips:
         raise not_found(f"scene {view.scene.id} has no ready clip yet")
-    profiles = _common_profiles(clips)
+    profiles = playlists.scene_profiles(clips)
     if name == "master.m3u8":
         return playlists.stitched_master(clips, profiles, uri_for=uri_for)
     if name == "storyboard.vtt":
@@ -87,13 +87,6 @@ def _scene_document_text(view: catalog.SceneView, name: str, uri_for: Callable[[
         raise not_found(f"scene {view.scene.id} has no variant {profile}")
     target = playlists.scene_target_duration(clips)
     return playlists.stitched_media(clips, profile, target=target, uri_for=uri_for)
-
-
-def _common_profiles(clips: list[playlists.Clip]) -> list[str]:
-    common = set(clips[0].renditions)
-    for clip in clips[1:]:
-        common &= set(clip.renditions)
-    return sorted(common, key=lambda p: clips[0].renditions[p].height)
 
 
 def is_scene_file(name: str) -> bool:

@@ -53,10 +53,12 @@ from tests.helpers.workers import running_workers
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)]
 
+# 1080p sources: the scene is exported at both rungs of the ladder, and a source
+# smaller than a rung gets none of it (issue 26)
 CLIPS = [
-    dict(width=320, height=180, fps=24, duration=5, audio="stereo48"),
-    dict(width=320, height=180, fps=30, duration=4, audio=None),
-    dict(width=320, height=180, fps=50, duration=4, audio="mono44"),
+    dict(width=1920, height=1080, fps=24, duration=5, audio="stereo48"),
+    dict(width=1920, height=1080, fps=30, duration=4, audio=None),
+    dict(width=1920, height=1080, fps=50, duration=4, audio="mono44"),
 ]
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
 

@@ -142,7 +142,9 @@ async def test_a_worker_killed_in_each_job_kind_is_finished_once_by_another(
         }
         async with origin(s) as client:
             pool = client.server.app[keys.POOL]
-            clip = make_clip(tmp_path / "a.mp4", width=1280, height=720, fps=30, duration=8)
+            # 1080p: a source smaller than a rung gets no rendition of it (issue 26), and
+            # the export below is of the 1080p rung
+            clip = make_clip(tmp_path / "a.mp4", width=1920, height=1080, fps=30, duration=8)
             # Two clips whose transcode jobs the test claims itself and holds, as a worker
             # still writing would: deleting their scene / removing one of them then
             # leaves delete_scene and remove_segment waiting for the holders (running).

@@ -1,6 +1,6 @@
 """Issue 17 with the real pipeline (ffmpeg on lavfi clips, hls.js in headless
-Chromium): a clip plays as the fast ladder, then a `refine` job publishes the final
-generation under new keys; a player that loaded the fast playlists plays them to the
+Chromium): a clip plays as the fast ladder (its lowest rung alone since issue 26),
+then a `refine` job publishes the final generation, every rung, under new keys; a player that loaded the fast playlists plays them to the
 end, a new one gets the final ones, and the fast generation's objects are gone after
 the grace period. A refinement waits for every other kind of job, and a clip removed
 while it runs never publishes it."""
@@ -136,22 +136,29 @@ async def test_fast_then_final_across_a_playing_scene(refining, pool, kinds, cli
                     "fast",
                     1,
                 )
-        fast_text = await (await client.get(f"/v/{scene}/360p.m3u8")).text()
-        assert all(re.search(r"/360p_\d{4}\.ts$", u) for u in _uris(fast_text)), fast_text
+        # the first stage makes the lowest rung alone (issue 26): the scene's one variant
+        fast_master = m3u8.loads(await (await client.get(f"/v/{scene}/master.m3u8")).text())
+        assert [p.uri for p in fast_master.playlists] == ["180p.m3u8"]
+        assert (await client.get(f"/v/{scene}/360p.m3u8")).status == 404
+        fast_text = await (await client.get(f"/v/{scene}/180p.m3u8")).text()
+        assert all(re.search(r"/180p_\d{4}\.ts$", u) for u in _uris(fast_text)), fast_text
         jobs = [await refine_job(pool, seg) for seg in segs]
         assert {(j.status, j.priority) for j in jobs} == {("queued", 0)}
 
         async with Browser() as old, Browser() as new:
             # a player loads the fast playlists, then the final generation is published
             await open_player(old, str(client.make_url(f"/player/{scene}")))
-            fetch_text = f"fetch('/v/{scene}/360p.m3u8').then(r => r.text())"
+            fetch_text = f"fetch('/v/{scene}/180p.m3u8').then(r => r.text())"
             old_ts = _uris(await old.eval(fetch_text))  # what the fast player holds
             async with kinds("refine"):
                 published = await wait_final(client, segs)
                 clock.skip(1.2)  # past the origin's 1 s version and readiness TTLs
                 final_text = await (await client.get(f"/v/{scene}/360p.m3u8")).text()
                 final = m3u8.loads(final_text)
+                # the refinement adds the higher rung
                 assert all(re.search(r"/360p_g2_\d{4}\.ts$", u) for u in _uris(final_text))
+                low = await (await client.get(f"/v/{scene}/180p.m3u8")).text()
+                assert all(re.search(r"/180p_g2_\d{4}\.ts$", u) for u in _uris(low)), low
                 fast = m3u8.loads(fast_text)
                 # drop-in: the same segmentation, so the same timeline
                 assert [s.duration for s in final.segments] == [s.duration for s in fast.segments]
@@ -201,7 +208,7 @@ async def test_fast_then_final_across_a_playing_scene(refining, pool, kinds, cli
                 assert "source.mp4" in names and "thumbnail.jpg" in names
         finally:
             await storage.aclose()
-        assert (await client.get(f"/v/{scene}/{segs[0]}/360p_0001.ts")).status == 404
+        assert (await client.get(f"/v/{scene}/{segs[0]}/180p_0001.ts")).status == 404
         assert (await client.get(f"/v/{scene}/{segs[0]}/360p_g2_0001.ts")).status == 200
 
 

@@ -37,7 +37,8 @@ H = {"Authorization": AUTH}
 
 @pytest.fixture
 def clip(clips):
-    return clips.get(width=320, height=180, duration=3)
+    # 640x360 fills both rungs of SMALL_PAIR (a smaller source gets no 360p: issue 26)
+    return clips.get(width=640, height=360, duration=3)
 
 
 @pytest.fixture
@@ -62,7 +63,8 @@ async def test_a_transcode_running_when_its_scene_is_deleted_publishes_nothing(
 ):
     client = origin_client
     scene, (user,) = await new_scene(client)
-    long_clip = clips.get(width=640, height=360, duration=10)
+    # 1080p: the full ladder's work (a smaller source gets no upscaled rungs: issue 26)
+    long_clip = clips.get(width=1920, height=1080, duration=10)
     transcode = await upload(client, scene, user, long_clip)
     run_workers()
     deadline = time.monotonic() + 120

@@ -441,9 +441,9 @@ async def test_cloudfront_origin_secret_policy_propagation_and_cookies(cf_client
 async def test_hlsjs_plays_a_signed_scene(origin_client, run_workers, clips):
     client = origin_client
     scene, users = await new_scene(client, 2)
-    sources = [
-        clips.get(width=320, height=180, fps=30, duration=4),
-        clips.get(width=320, height=180, fps=25, duration=4, audio=None),
+    sources = [  # both fill both rungs (a smaller source gets no 360p: issue 26)
+        clips.get(width=640, height=360, fps=30, duration=4),
+        clips.get(width=640, height=360, fps=25, duration=4, audio=None),
     ]
     segs = []
     for i, (clip, user) in enumerate(zip(sources, users, strict=True), start=1):

@@ -4,6 +4,7 @@ cuts' preset, on a Main and a High profile rung (real x264 through ffmpeg)."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 
 import pytest
@@ -28,9 +29,12 @@ def parameter_sets(rung, preset: str) -> tuple[list[bytes], list[bytes]]:
     return [u for u in units if u[0] & 0x1F == 7], [u for u in units if u[0] & 0x1F == 8]
 
 
+@pytest.mark.parametrize("crf", [None, 23.0], ids=["abr", "per-title"])
 @pytest.mark.parametrize("rung", DEFAULT_RUNGS, ids=lambda r: f"{r.name}-{r.profile}")
-def test_ultrafast_writes_the_cuts_parameter_sets(rung):
-    sps, pps = parameter_sets(rung, "ultrafast")
+def test_ultrafast_writes_the_cuts_parameter_sets(rung, crf):
+    """Either rate control (issue 26: capped CRF would write its QP into the PPS
+    without x264's `stitchable`)."""
+    sps, pps = parameter_sets(dataclasses.replace(rung, crf=crf), "ultrafast")
     assert (sps, pps) == parameter_sets(rung, CUT_PRESET)
     assert sps[0][1] == {"main": 77, "high": 100}[rung.profile]  # profile_idc kept
 

@@ -4,6 +4,7 @@ output names and times, its -progress lines and reading the playlists it writes.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from fractions import Fraction
 from typing import Any
 
@@ -13,14 +14,21 @@ from core.playlists import Rendition, clip_media_playlist, target_duration
 from workers.media.encoding import (
     DEFAULT_RUNGS,
     Rung,
+    abr,
+    at_cap,
     audio_bitrates,
+    budget,
+    clip_ladder,
     fills_exactly,
     filter_graph,
+    first_stage,
     fit_filter,
     loudness_command,
     media_segments,
+    over_budget,
     parse_progress,
     parse_progress_lines,
+    per_title,
     rung_codecs,
     rung_scaler,
     segment_name,
@@ -689,3 +697,72 @@ def test_measurement_command_measures_what_the_transcode_normalises() -> None:
         loudness=GainPlan("no_audio", target=-16.0),
     )
     assert "anullsrc=r=48000:cl=stereo,atrim=end=6.5,asplit=1[a0]" in silent
+
+
+# ------------------------------------------------- issue 26: which rungs, what rate
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "made"),
+    [
+        (1920, 1080, ["720p:1280x720", "1080p:1920x1080"]),
+        (1080, 1920, ["720p:1280x720", "1080p:1920x1080"]),  # portrait: downscaled, padded
+        (1440, 1080, ["720p:1280x720", "1080p:1920x1080"]),  # 4:3 fills 1080p's height
+        (1904, 1072, ["720p:1280x720", "1080p:1920x1080"]),  # within the 2% tolerance
+        (1600, 900, ["720p:1280x720"]),  # would be enlarged 1.2x into 1080p
+        (1280, 720, ["720p:1280x720"]),
+        (640, 480, ["720p:640x480"]),  # smaller than every rung: its own size
+        (853, 480, ["720p:852x480"]),  # (even sides)
+        (8, 16, ["720p:16x16"]),  # never below the smallest side
+    ],
+)
+def test_a_source_smaller_than_a_rung_is_not_upscaled_into_it(
+    width: int, height: int, made: list[str]
+) -> None:
+    ladder = clip_ladder(info(width=width, height=height), DEFAULT_RUNGS)
+    assert [f"{r.name}:{r.width}x{r.height}" for r in ladder] == made
+    assert first_stage(ladder) == ladder[:1]
+
+
+def test_a_small_sources_rendition_is_neither_scaled_up_nor_padded() -> None:
+    src = info(width=640, height=480)
+    (rung,) = clip_ladder(src, DEFAULT_RUNGS)
+    assert fills_exactly(src, rung)
+    graph = filter_graph(src, [rung], fps=Fraction(30), thumb_at=2, frame_interval=10)
+    assert "[s0]setsar=1,format=yuv420p[v0]" in graph
+    assert rung_codecs(rung, 30.0) == "avc1.4d401e"  # Main 3.0: its own frame's level
+
+
+def test_per_title_is_capped_crf_under_the_abr_ladders_cap() -> None:
+    ladder = per_title(DEFAULT_RUNGS, {"720p": 23.0, "1080p": 24.5}.__getitem__)
+    cmd = transcode_command("/in.mp4", "/w", info(), ladder)
+    assert [opt(cmd, "-crf:v:0"), opt(cmd, "-crf:v:1")] == ["23", "24.5"]
+    assert "-b:v:0" not in cmd and "-b:v:1" not in cmd
+    # the cap is the ABR ladder's VBV: maxrate 1.5x, bufsize 2x the rung's bit rate
+    assert [opt(cmd, "-maxrate:v:1"), opt(cmd, "-bufsize:v:1")] == ["6000000", "8000000"]
+    # headers stay the ABR cuts' (pic_init_qp 26: x264's stitchable)
+    assert opt(cmd, "-x264-params:v:0") == "stitchable=1"
+    fast = transcode_command("/in.mp4", "/w", info(), ladder, preset="ultrafast")
+    assert opt(fast, "-x264-params:v:1").endswith(":8x8dct=1:stitchable=1")
+    assert abr(ladder) == DEFAULT_RUNGS
+    abr_cmd = transcode_command("/in.mp4", "/w", info(), abr(ladder))
+    assert "-crf:v:0" not in abr_cmd and opt(abr_cmd, "-b:v:0") == "1500000"
+    with pytest.raises(ValueError, match="CRF 52"):
+        Rung("720p", 1280, 720, 1_500_000, crf=52)
+
+
+def test_over_budget_is_a_capped_crf_rendition_above_what_abr_spends() -> None:
+    rung = Rung("720p", 1280, 720, 1_500_000, crf=23.0)
+    assert budget(rung) == 1_628_000
+    # 8 s: 1,628,000 b/s * 8 s / 8 = 1,628,000 bytes is the budget itself
+    assert not over_budget(rung, (4.0, 4.0), (814_000, 814_000))
+    assert over_budget(rung, (4.0, 4.0), (814_000, 814_001))
+    assert not over_budget(replace(rung, crf=None), (4.0, 4.0), (9_999_999, 1))
+
+
+def test_at_cap_is_a_capped_crf_rendition_against_its_vbv_cap() -> None:
+    rung = Rung("720p", 1280, 720, 1_500_000, crf=23.0)
+    # cap: maxrate 2,250,000 + audio 128,000 b/s; 90% of it is 2,140,200 b/s
+    assert at_cap(rung, (4.0,), (1_070_100,))
+    assert not at_cap(rung, (4.0,), (1_070_099,))
+    assert not at_cap(replace(rung, crf=None), (4.0,), (9_999_999,))

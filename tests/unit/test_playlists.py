@@ -17,11 +17,13 @@ from core.playlists import (
     clip_media_playlist,
     clip_storyboard_vtt,
     peak_bandwidth,
+    scene_profiles,
     scene_target_duration,
     stitched_master,
     stitched_media,
     stitched_storyboard_vtt,
     target_duration,
+    variant_rendition,
     vtt_time,
 )
 
@@ -244,7 +246,7 @@ def test_stitched_media_matches_m3u8_oracle() -> None:
 def test_stitched_media_errors() -> None:
     with pytest.raises(ValueError, match="at least one ready clip"):
         stitched_media([], "720p", target=4, uri_for=relative)
-    with pytest.raises(ValueError, match="seg_a has no 2160p rendition"):
+    with pytest.raises(ValueError, match="no clip has a 2160p rendition"):
         stitched_media(SCENE, "2160p", target=5, uri_for=relative)
     with pytest.raises(ValueError, match="seg_b 720p: EXTINF 4.500 exceeds target duration 4"):
         stitched_media(SCENE, "720p", target=4, uri_for=relative)
@@ -291,13 +293,74 @@ def test_stitched_master_measures_windows_across_clip_boundaries() -> None:
     ]
 
 
-def test_stitched_master_skips_profiles_missing_in_a_clip_and_picks_max_level() -> None:
-    only_720 = Clip("seg_z", 4.0, {"720p": rendition("720p", (4.0,), (750_000,))})
-    text = stitched_master([*SCENE, only_720], ["720p", "1080p"], uri_for=relative)
-    assert "1080p.m3u8" not in text and "720p.m3u8" in text
+def small(segment_id: str, durations: tuple[float, ...], sizes: tuple[int, ...]) -> Clip:
+    """A 640x480 source: its one rendition, the lowest rung's, at its own size and level
+    (workers/media/encoding.py `clip_ladder`)."""
+    r = dataclasses.replace(
+        rendition("720p", durations, sizes), width=640, height=480, codecs="avc1.4d401e,mp4a.40.2"
+    )
+    return Clip(segment_id, sum(durations), {"720p": r})
 
-    # Clips disagree on CODECS (should not happen): the highest H.264 level wins,
-    # the first clip on ties; frame rate is the maximum.
+
+def test_a_variant_plays_the_largest_real_rendition_of_a_clip_without_it() -> None:
+    """Behaviour change (issue 26): a clip without a profile no longer takes the
+    variant away from the scene; it plays its largest real rendition there."""
+    scene = [*SCENE, small("seg_z", (4.0,), (250_000,))]
+    assert scene_profiles(scene) == ["720p", "1080p"]
+    text = stitched_master(scene, ["720p", "1080p"], uri_for=relative)
+    lines = text.splitlines()
+    # 1080p: seg_a..c's 1080p (twice the 720p sizes: peak 4 Mb/s) then seg_z's 640x480;
+    # average (2 * 3,962,500 + 250,000) B * 8 / 24 s; CODECS covers both (High, the
+    # highest level), RESOLUTION the largest frame
+    assert lines[5:] == [
+        "#EXT-X-STREAM-INF:BANDWIDTH=4000000,AVERAGE-BANDWIDTH=2725000,"
+        'CODECS="avc1.640028,mp4a.40.2",RESOLUTION=1920x1080,FRAME-RATE=30.000',
+        "1080p.m3u8",
+    ]
+    assert 'CODECS="avc1.4d401f,mp4a.40.2",RESOLUTION=1280x720' in lines[3]
+    target = scene_target_duration(scene)
+    media = stitched_media(scene, "1080p", target=target, uri_for=relative)
+    assert media.splitlines()[-4:] == [
+        "#EXT-X-DISCONTINUITY",
+        "#EXTINF:4.000,",
+        "seg_z/720p_0001.ts",
+        "#EXT-X-ENDLIST",
+    ]
+    # every variant has the same EXTINF list and discontinuities (RFC 8216 §6.2.4)
+    shape = [ln for ln in media.splitlines() if not ln.startswith("seg_")]
+    other = stitched_media(scene, "720p", target=target, uri_for=relative)
+    assert shape == [ln for ln in other.splitlines() if not ln.startswith("seg_")]
+
+
+def test_a_lone_small_clip_has_the_variant_of_its_own_rung_only() -> None:
+    scene = [small("seg_z", (4.0,), (250_000,))]
+    assert scene_profiles(scene) == ["720p"]
+    text = stitched_master(scene, ["720p", "1080p"], uri_for=relative)
+    assert "1080p.m3u8" not in text
+    assert 'CODECS="avc1.4d401e,mp4a.40.2",RESOLUTION=640x480' in text
+    with pytest.raises(ValueError, match="present in any clip"):
+        stitched_master(SCENE, ["2160p"], uri_for=relative)
+
+
+def test_variant_rendition_takes_the_largest_below_else_the_lowest() -> None:
+    a, b = SCENE[0], small("seg_z", (4.0,), (250_000,))
+    order = ["360p", "720p", "1080p"]
+    assert variant_rendition(a, "1080p", order) is a.renditions["1080p"]
+    assert variant_rendition(b, "1080p", order) is b.renditions["720p"]
+    # a clip made with another ladder: nothing at or below 360p, so its lowest
+    assert variant_rendition(a, "360p", order) is a.renditions["720p"]
+
+
+def test_profiles_rank_by_their_largest_frame() -> None:
+    """A scene whose only 720p renditions were 640x480 still puts 720p below 1080p
+    once a 1080p clip arrives; then by name on ties."""
+    big = clip("seg_a", (4.0,), (750_000,))
+    assert scene_profiles([small("seg_z", (4.0,), (1,)), big]) == ["720p", "1080p"]
+
+
+def test_codecs_of_a_variant_cover_every_segment() -> None:
+    # Clips disagree on CODECS: the most capable profile (High > Main > Baseline),
+    # its first entry, at the highest level of them all; frame rate is the maximum.
     def c(seg: str, codecs: str, fps: float) -> Clip:
         return Clip(
             seg,
@@ -313,8 +376,14 @@ def test_stitched_master_skips_profiles_missing_in_a_clip_and_picks_max_level() 
     line = stitched_master(mixed, ["1080p"], uri_for=relative).splitlines()[3]
     assert 'CODECS="avc1.64002a,mp4a.40.2"' in line
     assert line.endswith("FRAME-RATE=60.000")
-    with pytest.raises(ValueError, match="present in every clip"):
-        stitched_master(SCENE, ["2160p"], uri_for=relative)
+    # Main at a higher level than the High entry: High, at Main's level
+    mixed = [c("seg_1", "avc1.640028,mp4a.40.2", 30.0), c("seg_2", "avc1.4d4032,mp4a.40.2", 30.0)]
+    line = stitched_master(mixed, ["1080p"], uri_for=relative).splitlines()[3]
+    assert 'CODECS="avc1.640032,mp4a.40.2"' in line
+    # not avc1 at all: the first clip's string
+    mixed = [c("seg_1", "hvc1.1.6.L93.B0", 30.0), c("seg_2", "hvc1.2.4.L120.B0", 30.0)]
+    line = stitched_master(mixed, ["1080p"], uri_for=relative).splitlines()[3]
+    assert 'CODECS="hvc1.1.6.L93.B0"' in line
 
 
 # ---------------------------------------------------------------------- storyboard

@@ -1,5 +1,6 @@
-"""Property tests for core.playlists: random stitched scenes keep the HLS rules of
-HLS-RULES.md, and peak_bandwidth agrees with a brute-force reading of RFC 8216 §4.1."""
+"""Property tests for core.playlists: random stitched scenes (clips of different sizes
+and frame rates, some with the lowest rung alone) keep the HLS rules of HLS-RULES.md,
+and peak_bandwidth agrees with a brute-force reading of RFC 8216 §4.1."""
 
 from __future__ import annotations
 
@@ -16,24 +17,37 @@ from core.playlists import (
     Rendition,
     average_bandwidth,
     peak_bandwidth,
+    scene_profiles,
     scene_target_duration,
     stitched_master,
     stitched_media,
     target_duration,
+    variant_rendition,
 )
+
+#: H.264 profile_idc (hex) by what its decoders decode: Main < High
+RANK = {"4d": 1, "64": 2}
 
 PROFILES = ("720p", "1080p")
 BOX = {"720p": (1280, 720, "avc1.4d401f,mp4a.40.2"), "1080p": (1920, 1080, "avc1.640028,mp4a.40.2")}
+#: A source smaller than 720p: the lowest rung at its own size (encoding.clip_ladder).
+SMALL = (640, 480, "avc1.4d401e,mp4a.40.2")
+#: full: both rungs; first: the first stage's lowest rung alone; small: a 640x480 source
+KINDS = {"full": PROFILES, "first": PROFILES[:1], "small": PROFILES[:1]}
 
 durations_st = st.floats(min_value=0.1, max_value=4.5, allow_nan=False, allow_infinity=False)
 
 
 @st.composite
 def clips_st(draw: st.DrawFn, index: int) -> Clip:
-    """A clip as the transcoder makes it: both profiles share one EXTINF list."""
+    """A clip as the transcoder makes it: every rendition shares one EXTINF list; some
+    clips have the lowest rung alone (their first stage, or a source smaller than
+    the next rung), at frame rates of their own."""
     durations = tuple(draw(st.lists(durations_st, min_size=1, max_size=6)))
+    kind = draw(st.sampled_from(sorted(KINDS)))
+    fps = draw(st.sampled_from([25.0, 29.97, 30.0, 50.0, 60.0]))
     renditions = {}
-    for profile in PROFILES:
+    for profile in KINDS[kind]:
         sizes = tuple(
             draw(
                 st.lists(
@@ -41,12 +55,12 @@ def clips_st(draw: st.DrawFn, index: int) -> Clip:
                 )
             )
         )
-        width, height, codecs = BOX[profile]
+        width, height, codecs = SMALL if kind == "small" else BOX[profile]
         renditions[profile] = Rendition(
             profile=profile,
             width=width,
             height=height,
-            frame_rate=30.0,
+            frame_rate=fps,
             codecs=codecs,
             durations=durations,
             sizes=sizes,
@@ -81,7 +95,10 @@ def _structure(lines: list[str]) -> list[str]:
 @given(scenes_st())
 def test_stitched_scene_keeps_the_hls_rules(clips: list[Clip]) -> None:
     target = scene_target_duration(clips)
-    texts = {p: stitched_media(clips, p, target=target, uri_for=uri_for) for p in PROFILES}
+    variants = scene_profiles(clips)
+    # a variant is never lost to a clip that lacks it (issue 26)
+    assert variants == [p for p in PROFILES if any(p in c.renditions for c in clips)]
+    texts = {p: stitched_media(clips, p, target=target, uri_for=uri_for) for p in variants}
     structures = []
     for profile, text in texts.items():
         lines = text.splitlines()
@@ -109,9 +126,11 @@ def test_stitched_scene_keeps_the_hls_rules(clips: list[Clip]) -> None:
         flags = [s.discontinuity for s in parsed.segments]
         starts = [0]
         for c in clips[:-1]:
-            starts.append(starts[-1] + len(c.renditions[profile].durations))
+            starts.append(starts[-1] + len(variant_rendition(c, profile, variants).durations))
         assert [i for i, flag in enumerate(flags) if flag] == starts[1:]
-        assert parsed.segments[0].uri == uri_for(f"{clips[0].segment_id}/{profile}_0001.ts")
+        # a clip without the profile plays its largest real rendition (the lowest here)
+        first = profile if profile in clips[0].renditions else "720p"
+        assert parsed.segments[0].uri == uri_for(f"{clips[0].segment_id}/{first}_0001.ts")
         structures.append(_structure(lines))
 
     # Same EXTINF lists and discontinuities at the same points in every variant
@@ -121,13 +140,22 @@ def test_stitched_scene_keeps_the_hls_rules(clips: list[Clip]) -> None:
     assert stitched_media(clips, "720p", target=target, uri_for=uri_for) == texts["720p"]
 
     master = m3u8.loads(stitched_master(clips, list(PROFILES), uri_for=uri_for))
-    assert len(master.playlists) == 2
+    assert len(master.playlists) == len(variants)
     bandwidths = [p.stream_info.bandwidth for p in master.playlists]
     assert bandwidths == sorted(bandwidths)
     for playlist in master.playlists:
         info = playlist.stream_info
         assert info.bandwidth >= info.average_bandwidth
-        assert info.codecs and info.resolution and info.frame_rate == 30.0
+        profile = playlist.uri.rsplit("/", 1)[1].split(".m3u8")[0]
+        played = [variant_rendition(c, profile, variants) for c in clips]
+        # CODECS covers every segment (profile and level), RESOLUTION and FRAME-RATE
+        # are the largest the variant plays (RFC 8216 §4.3.4.2)
+        video = info.codecs.split(",")[0]
+        for r in played:
+            mine = r.codecs.split(",")[0]
+            assert RANK[video[5:7]] >= RANK[mine[5:7]] and video[9:] >= mine[9:]
+        assert info.resolution == (max(r.width for r in played), max(r.height for r in played))
+        assert info.frame_rate == max(r.frame_rate for r in played)
 
 
 def reference_peak(durations: list[float], sizes: list[int], target: int) -> int:

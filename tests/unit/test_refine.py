@@ -3,10 +3,19 @@ names in keys, playlists and stills, the refinement's command and its drop-in ch
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from core import layout, playlists
-from core.settings import DEFAULT_LADDER, ConfigError, LadderRung, Settings, StagePresets
+from core.settings import (
+    DEFAULT_LADDER,
+    ConfigError,
+    LadderRung,
+    RungCrf,
+    Settings,
+    StagePresets,
+)
 from origin.playback import moments
 from tests.unit.test_encoding import info as upload_info
 from workers.jobs import refine
@@ -62,6 +71,10 @@ def test_a_deployment_adds_a_low_rung_and_per_rung_presets():
         ({"FAST_PRESET": "veryfast,4k=fast"}, "FAST_PRESET"),
         ({"REFINE_PRESET": "medium,480p=slow"}, "REFINE_PRESET"),
         ({"REFINE": "sometimes"}, "REFINE"),
+        ({"RATE_CONTROL": "crf"}, "RATE_CONTROL"),
+        ({"PER_TITLE_CRF": "52"}, "PER_TITLE_CRF"),
+        ({"PER_TITLE_CRF": "23,1080p=x"}, "PER_TITLE_CRF"),
+        ({"PER_TITLE_CRF": "23,480p=20"}, "PER_TITLE_CRF"),
     ],
 )
 def test_bad_encoder_settings_name_their_variable(env, names):
@@ -120,11 +133,15 @@ def test_refined_renditions_must_line_up_with_the_published_ones():
     shifted = [_rendition(generation=2, durations=(4.2, 2.3)), same[1]]
     assert "do not line up" in (refine.mismatch(published, shifted) or "")
     assert "profiles" in (refine.mismatch(published, same[:1]) or "")
-    assert refine.old_generation_keys("scn_a", "seg_a", same, 2) == [
+    # the first stage published the lowest rung alone: the refinement adds the others,
+    # each lined up with it (issue 26)
+    assert refine.mismatch(published[:1], same) is None
+    added = [same[0], _rendition("1080p", 2, durations=(4.0, 2.4), width=1920, height=1080)]
+    assert "1080p: its segments do not line up" in (refine.mismatch(published[:1], added) or "")
+    assert refine.old_generation_keys("scn_a", "seg_a", {"720p": 2, "1080p": 1}, 2) == [
         "scn_a/seg_a/720p_0001.ts",
         "scn_a/seg_a/720p_0002.ts",
         "scn_a/seg_a/1080p_0001.ts",
-        "scn_a/seg_a/1080p_0002.ts",
     ]
 
 
@@ -153,3 +170,27 @@ def test_the_refinement_runs_the_transcode_command_without_the_stills():
         ("veryfast", "medium"),
         ("veryfast", "slow"),
     ]
+
+
+def test_rate_control_is_per_title_unless_set_to_abr():
+    s = Settings.from_env({})
+    assert (s.rate_control, s.per_title_crf.of("720p"), s.per_title_crf.of("1080p")) == (
+        "per-title",
+        23.0,
+        23.0,
+    )
+    s = Settings.from_env({"RATE_CONTROL": "ABR", "PER_TITLE_CRF": "22.5,1080p=24"})
+    assert s.rate_control == "abr"
+    assert s.per_title_crf == RungCrf(22.5, (("1080p", 24.0),))
+
+
+def test_a_picture_the_first_stage_found_at_its_cap_is_refined_at_abr():
+    s = Settings.from_env({})
+    info = upload_info(duration=6.0)
+    at_cap = {"rateControl": {"firstStage": {"720p": {"overBudget": True, "atCap": True}}}}
+    over = {"rateControl": {"firstStage": {"720p": {"overBudget": True, "atCap": False}}}}
+    assert [r.crf for r in refine.final_ladder(s, info, at_cap)] == [None, None]
+    assert [r.crf for r in refine.final_ladder(s, info, over)] == [23.0, 23.0]
+    assert [r.crf for r in refine.final_ladder(s, info, {})] == [23.0, 23.0]
+    abr = dataclasses.replace(s, rate_control="abr")
+    assert [r.crf for r in refine.final_ladder(abr, info, {})] == [None, None]

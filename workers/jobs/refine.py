@@ -1,14 +1,17 @@
 """The `refine` job (issue 17): a published clip re-encoded at the quality settings and
 published as the next generation of its renditions.
 
-The transcode publishes the fast ladder (FAST_PRESET) so a clip plays within seconds,
-then queues this job, which every other kind outranks (`core.queue.PRIORITIES`). It
-downloads the clip's stored `source.mp4`, probes it, measures its loudness again (the
-same measurement, so the same gain) and runs the transcode's own command without the
-stills (`workers.media.ffmpeg.encode_renditions`, at the lowest CPU priority): the same
-filter graph, segmentation, keyframes, audio and loudness treatment at REFINE_PRESET,
-so each refined rendition is a drop-in replacement, which is checked (same profiles,
-same segment durations) before anything is written. Its media segments go under new keys
+The transcode publishes the fast stage (FAST_PRESET; the clip's lowest rung alone) so
+a clip plays within seconds, then queues this job, which every other kind outranks
+(`core.queue.PRIORITIES`). It downloads the clip's stored `source.mp4`, probes it,
+measures its loudness again (the same measurement, so the same gain) and runs the
+transcode's own command without the stills (`workers.media.ffmpeg.encode_renditions`,
+at the lowest CPU priority): the same filter graph, segmentation, keyframes, audio and
+loudness treatment at REFINE_PRESET, for every rung the clip fills, at RATE_CONTROL
+(`encode_final`: per title, capped CRF; a rung that went over its ABR budget is made
+again at ABR, and a clip whose first stage ran at its cap is refined at ABR at once). Each
+refined rendition is a drop-in replacement, which is checked (every published profile
+kept, the same segment durations) before anything is written. Its media segments go under new keys
 (`core.layout.media_segment_name` with the generation), then one transaction fenced
 by the job's lease replaces the renditions rows, marks the clip `final` and bumps the
 scene's version (`catalog.publish_generation`); stitched playlists, storyboards and
@@ -28,7 +31,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 from core import catalog, invalidation, layout, playlists
 from core.cdn import Invalidations
@@ -38,15 +43,18 @@ from workers.jobs.transcode import (
     clip_renditions,
     clip_upload,
     download,
+    final_rate_control,
     loudness_record,
     preflight,
     put_all,
     put_one,
+    scene_variants,
     upload_limits,
 )
 from workers.media import ffmpeg
-from workers.media.encoding import ladder_of, stage_presets
-from workers.media.probe import BadInput, Limits
+from workers.media.encoding import Rung, abr, clip_ladder, ladder_of, over_budget, stage_presets
+from workers.media.loudness import GainPlan
+from workers.media.probe import BadInput, Limits, MediaInfo
 from workers.runtime.loop import Deferred, Handler, JobContext, PermanentError, job_workdir
 
 log = logging.getLogger("storyforge.refine")
@@ -72,15 +80,21 @@ def make_handler(settings: Settings, storage: Storage, invalidations: Invalidati
 def mismatch(
     published: Sequence[playlists.Rendition], refined: Sequence[playlists.Rendition]
 ) -> str | None:
-    """Why `refined` cannot replace `published` (other profiles, frames or segment
-    boundaries: a player switching between them would skip or repeat), or None."""
+    """Why `refined` cannot replace `published` (a published profile missing, another
+    frame, other segment boundaries: a player switching between them, or reloading
+    a stitched variant that played the clip's lowest rung, would skip or repeat), or
+    None. The refinement may add profiles: the first stage makes the lowest rung alone
+    (workers/media/encoding.py `first_stage`)."""
     old = {r.profile: r for r in published}
     new = {r.profile: r for r in refined}
-    if set(old) != set(new):
-        return f"profiles {sorted(new)} differ from the published {sorted(old)}"
+    if not set(old) <= set(new):
+        return f"profiles {sorted(new)} lack some of the published {sorted(old)}"
+    reference = next(iter(old.values()), None)
     for profile, r in new.items():
-        o = old[profile]
-        if (r.width, r.height) != (o.width, o.height):
+        o = old.get(profile, reference)
+        if o is None:
+            continue
+        if profile in old and (r.width, r.height) != (o.width, o.height):
             return (
                 f"{profile}: {r.width}x{r.height} differs from the published {o.width}x{o.height}"
             )
@@ -92,17 +106,38 @@ def mismatch(
 
 
 def old_generation_keys(
-    scene_id: str, segment_id: str, renditions: Sequence[playlists.Rendition], generation: int
+    scene_id: str, segment_id: str, previous: Mapping[str, int], generation: int
 ) -> list[str]:
-    """Keys of the media segments of the generation before `generation` (same counts:
-    a refined rendition has the published one's segmentation)."""
+    """Keys of the media segments of the generation before `generation`: `previous`
+    holds its profiles and their segment counts."""
     return [
-        layout.segment_key(
-            scene_id, segment_id, layout.media_segment_name(r.profile, n, generation - 1)
-        )
-        for r in renditions
-        for n in range(1, len(r.durations) + 1)
+        layout.segment_key(scene_id, segment_id, layout.media_segment_name(p, n, generation - 1))
+        for p, count in previous.items()
+        for n in range(1, count + 1)
     ]
+
+
+def hard_picture(metadata: Mapping[str, Any]) -> bool:
+    """The first stage's capped-CRF encode ran at its VBV cap
+    (`workers.jobs.transcode.rate_record`, `workers.media.encoding.at_cap`): the
+    picture is too hard for per-title rate control to save anything on any rung, so
+    the refinement goes straight to ABR rather than encode twice. (Over its budget
+    alone says little: `ultrafast` spends up to 2.4x what `medium` does at one rate
+    factor on a noisy picture.)"""
+    record = metadata.get("rateControl")
+    first = record.get("firstStage") if isinstance(record, Mapping) else None
+    if not isinstance(first, Mapping):
+        return False
+    return any(isinstance(r, Mapping) and r.get("atCap") is True for r in first.values())
+
+
+def final_ladder(settings: Settings, info: MediaInfo, metadata: Mapping[str, Any]) -> list[Rung]:
+    """The refinement's rungs: every real rung of the clip (`clip_ladder`) at RATE_CONTROL;
+    per-title turns to ABR for a picture the first stage found hard (`hard_picture`)."""
+    ladder = clip_ladder(info, ladder_of(settings.ladder))
+    if settings.rate_control == "per-title" and hard_picture(metadata):
+        return list(abr(ladder))
+    return list(final_rate_control(settings, ladder))
 
 
 def _generation(ctx: JobContext) -> tuple[str, int]:
@@ -129,11 +164,13 @@ async def refine_job(
     if target.generation < generation - 1:
         raise PermanentError(f"generation {generation - 1} of the clip is not published")
     if target.generation == generation - 1:
-        await _encode_and_publish(ctx, settings, storage, limits, invalidations, target, generation)
+        previous = await _encode_and_publish(
+            ctx, settings, storage, limits, invalidations, target, generation
+        )
         # players holding the previous generation's playlists finish them first
         raise Deferred(
             settings.segment_removal_grace,
-            {"purge_after": time.time() + settings.segment_removal_grace},
+            {"purge_after": time.time() + settings.segment_removal_grace, "previous": previous},
             "the previous generation outlives it a while",
         )
     if target.generation > generation:
@@ -157,14 +194,16 @@ async def _encode_and_publish(
     invalidations: Invalidations,
     target: catalog.RefineTarget,
     generation: int,
-) -> None:
+) -> dict[str, int]:
+    """Encode, check and publish the next generation; the published one's profiles and
+    segment counts (what `_purge_previous` deletes)."""
     scene_id, segment_id = target.scene_id, target.id
     videos = settings.videos_bucket
     async with ctx.pool.acquire() as conn:
         published = await catalog.segment_clip(conn, scene_id, segment_id)
     if published is None:
         raise PermanentError("the clip was removed or its scene deleted: nothing to refine")
-    ladder = ladder_of(settings.ladder)
+    previous = {p: len(r.durations) for p, r in published.renditions.items()}
     async with job_workdir(ctx.job) as work:
         source = work / "source"
         await download(
@@ -179,16 +218,8 @@ async def _encode_and_publish(
         async def on_progress(pct: float) -> None:  # ffmpeg's, in percent
             await ctx.progress(FETCHED + pct / 100 * (ENCODED - FETCHED))
 
-        outputs = await ffmpeg.encode_renditions(
-            source,
-            work / "out",
-            info,
-            ladder,
-            presets=stage_presets(ladder, settings.refine_preset),
-            loudness=loudness,
-            niceness=NICENESS,
-            on_progress=on_progress,
-            stall_seconds=settings.ffmpeg_stall_seconds,
+        ladder, outputs = await encode_final(
+            settings, source, work, info, loudness, target.metadata, on_progress=on_progress
         )
         renditions, _ = clip_renditions(outputs, generation)
         why = mismatch(list(published.renditions.values()), renditions)
@@ -201,14 +232,7 @@ async def _encode_and_publish(
                 items.append(clip_upload(videos, scene_id, segment_id, name, path))
         await put_all(storage, items)
         await ctx.progress(UPLOADED)
-        metadata = {
-            "quality": "final",
-            "generation": generation,
-            "fileSize": {
-                **target.metadata.get("fileSize", {}),
-                **{r.profile: sum(r.sizes) for r in renditions},
-            },
-        }
+        metadata = refined_metadata(target.metadata, generation, ladder, renditions)
 
         async def publish() -> int | None:
             async with ctx.pool.acquire() as conn, conn.transaction():
@@ -231,7 +255,9 @@ async def _encode_and_publish(
     invalidations.request(
         scene_id,
         invalidation.scene_documents(
-            scene_id, profiles, query_variants=settings.invalidate_query_variants
+            scene_id,
+            scene_variants(settings, renditions),
+            query_variants=settings.invalidate_query_variants,
         )
         | invalidation.segment_documents(scene_id, segment_id, profiles),
     )
@@ -239,6 +265,89 @@ async def _encode_and_publish(
         "segment refined",
         extra={"sf_segment": segment_id, "sf_scene": scene_id, "sf_generation": generation},
     )
+    return previous
+
+
+def refined_metadata(
+    metadata: Mapping[str, Any],
+    generation: int,
+    ladder: Sequence[Rung],
+    renditions: Sequence[playlists.Rendition],
+) -> dict[str, Any]:
+    """What the refinement changes in the clip's `metadata.json` (seed §3.3): quality
+    and generation, its profiles and variants (it may add rungs to the first stage's),
+    the renditions' sizes and each rung's rate control (`crf`: its rate factor, or
+    null for ABR)."""
+    profiles = [r.profile for r in renditions]
+    files = metadata.get("files")
+    encoding = metadata.get("encoding")
+    record = metadata.get("rateControl")
+    changes: dict[str, Any] = {
+        "quality": "final",
+        "generation": generation,
+        "fileSize": {
+            **metadata.get("fileSize", {}),
+            **{r.profile: sum(r.sizes) for r in renditions},
+        },
+        "rateControl": {
+            **(record if isinstance(record, Mapping) else {}),
+            "final": {r.name: {"crf": r.crf} for r in ladder},
+        },
+    }
+    if isinstance(encoding, Mapping):
+        changes["encoding"] = {**encoding, "profiles": profiles}
+    if isinstance(files, Mapping):
+        changes["files"] = {**files, "variants": {p: f"{p}.m3u8" for p in profiles}}
+    return changes
+
+
+async def encode_final(
+    settings: Settings,
+    source: Path,
+    work: Path,
+    info: MediaInfo,
+    loudness: GainPlan,
+    metadata: Mapping[str, Any],
+    *,
+    on_progress: ffmpeg.ProgressCallback | None = None,
+    niceness: int = NICENESS,
+) -> tuple[list[Rung], list[ffmpeg.RenditionOutput]]:
+    """The final renditions of a clip (`final_ladder` at REFINE_PRESET) and the rungs
+    they were made as. Per title, a rung whose capped CRF spent more than ABR would
+    (`over_budget`) is hard content, made again as the ABR ladder makes it: never more
+    bytes than RATE_CONTROL=abr, hard content unchanged."""
+    ladder = final_ladder(settings, info, metadata)
+    outputs = list(
+        await ffmpeg.encode_renditions(
+            source,
+            work / "out",
+            info,
+            ladder,
+            presets=stage_presets(ladder, settings.refine_preset),
+            loudness=loudness,
+            niceness=niceness,
+            on_progress=on_progress,
+            stall_seconds=settings.ffmpeg_stall_seconds,
+        )
+    )
+    over = [
+        i for i, r in enumerate(ladder) if over_budget(r, outputs[i].durations, outputs[i].sizes)
+    ]
+    if over:
+        again = abr([ladder[i] for i in over])
+        redone = await ffmpeg.encode_renditions(
+            source,
+            work / "abr",
+            info,
+            again,
+            presets=stage_presets(again, settings.refine_preset),
+            loudness=loudness,
+            niceness=niceness,
+            stall_seconds=settings.ffmpeg_stall_seconds,
+        )
+        for i, rung, out in zip(over, again, redone, strict=True):
+            ladder[i], outputs[i] = rung, out
+    return ladder, outputs
 
 
 async def _write_metadata(
@@ -298,11 +407,14 @@ async def _purge_previous(
         # the stored copies of the clip's playlists (the seed's layout; the origin builds
         # them from Postgres) name the new generation before the old one's segments go
         await _write_playlists(storage, settings, scene_id, segment_id, renditions)
-    keys = old_generation_keys(scene_id, segment_id, renditions, generation)
+    previous = ctx.job.payload.get("previous")
+    if not isinstance(previous, dict):  # (a job deferred before it was recorded)
+        previous = {r.profile: len(r.durations) for r in renditions}
+    keys = old_generation_keys(scene_id, segment_id, previous, generation)
     for key in keys:
         await storage.delete(videos, key)
     await storage.delete_prefix(videos, layout.segment_prefix(scene_id, segment_id) + "stills/")
     await invalidations.invalidate(
         scene_id,
-        invalidation.generation_gone(scene_id, segment_id, clip.renditions, generation - 1),
+        invalidation.generation_gone(scene_id, segment_id, previous, generation - 1),
     )

@@ -1,12 +1,15 @@
 """The `transcode` job: an uploaded clip becomes a published segment of its scene.
 
 Download the upload, validate it with ffprobe, measure its loudness (an audio-only pass,
-unless LOUDNESS_TARGET=off), run the one ffmpeg pass, upload every output under
-`{sceneId}/{segmentId}/` (the keys are deterministic, so a retry overwrites only its own
-unpublished objects), then publish in one transaction fenced by the job's lease: segment
-ready, renditions written (with the loudness record), scene version bumped, job
-complete, and (unless REFINE=off) a low-priority `refine` job queued to re-encode the
-clip at the quality settings (workers/jobs/refine.py). Nothing is visible to players before
+unless LOUDNESS_TARGET=off), run the one ffmpeg pass (`stage_ladder`: the clip's lowest
+real rung alone when a refinement follows, issue 26), upload every output under
+`{sceneId}/{segmentId}/` (the source's copy and each finished media segment while
+ffmpeg still runs, the rest after it; the keys are deterministic, so a retry
+overwrites only its own unpublished objects), then publish in one transaction fenced
+by the job's lease: segment ready, renditions written (with the loudness record),
+scene version bumped, job complete, and (unless REFINE=off) a low-priority `refine`
+job queued to re-encode the clip at the quality settings (workers/jobs/refine.py),
+told by the clip's metadata (`rateControl`) what the first stage measured. Nothing is visible to players before
 that commit. Then the poster (when this is the scene's first clip) and a CDN
 invalidation of the scene's stitched documents, coalesced per scene (core/cdn.py).
 """
@@ -26,7 +29,18 @@ from core.cdn import Invalidations
 from core.settings import Settings
 from core.storage import ObjectNotFound, Storage
 from workers.media import ffmpeg
-from workers.media.encoding import ladder_of, stage_presets
+from workers.media.encoding import (
+    Rung,
+    abr,
+    at_cap,
+    budget,
+    clip_ladder,
+    first_stage,
+    ladder_of,
+    over_budget,
+    per_title,
+    stage_presets,
+)
 from workers.media.loudness import GainPlan, plan_gain
 from workers.media.probe import BadInput, Limits, MediaInfo
 from workers.runtime.loop import JobContext, PermanentError, job_workdir
@@ -241,6 +255,77 @@ async def transcode_job(
         raise
 
 
+class Uploads:
+    """Objects stored in the background while the job goes on (at most
+    UPLOAD_CONCURRENCY at a time): the upload's copy beside the probe and the encode,
+    media segments as ffmpeg finishes them. `wait` raises the first failure."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.sem = asyncio.Semaphore(UPLOAD_CONCURRENCY)
+        self.tasks: list[asyncio.Task[None]] = []
+        self.sizes: dict[str, int] = {}  # key -> the file's size when it was stored
+
+    def start(self, upload: Upload) -> None:
+        if isinstance(upload.body, Path):
+            self.sizes[upload.key] = upload.body.stat().st_size
+        self.tasks.append(asyncio.ensure_future(self._put(upload)))
+
+    async def _put(self, upload: Upload) -> None:
+        async with self.sem:
+            await put_one(self.storage, upload)
+
+    def stored(self, upload: Upload) -> bool:
+        """`upload` was started with the same bytes (a file: of the same size; ffmpeg
+        never rewrites a finished segment)."""
+        return isinstance(upload.body, Path) and (
+            self.sizes.get(upload.key) == upload.body.stat().st_size
+        )
+
+    async def wait(self) -> None:
+        await asyncio.gather(*self.tasks)
+
+    async def aclose(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def stage_ladder(settings: Settings, info: MediaInfo) -> tuple[Rung, ...]:
+    """What the transcode encodes: the clip's real rungs (`clip_ladder`: none a source
+    is smaller than), the lowest alone when a refinement follows (`first_stage`), at
+    the first stage's rate control (RATE_CONTROL: per-title is capped CRF, whose
+    measured rate tells the refinement how hard the picture is)."""
+    ladder = clip_ladder(info, ladder_of(settings.ladder))
+    if settings.refine:
+        ladder = first_stage(ladder)
+    return final_rate_control(settings, ladder)
+
+
+def final_rate_control(settings: Settings, ladder: Sequence[Rung]) -> tuple[Rung, ...]:
+    """`ladder` at RATE_CONTROL: capped CRF at PER_TITLE_CRF, or ABR."""
+    if settings.rate_control == "per-title":
+        return per_title(ladder, settings.per_title_crf.of)
+    return abr(ladder)
+
+
+def rate_record(ladder: Sequence[Rung], out: Sequence[ffmpeg.RenditionOutput]) -> dict[str, Any]:
+    """What the first stage's encode says of the picture, kept in the clip's metadata
+    (`rateControl`) for its refinement: per rung, the rate control, the measured rate
+    against the ABR `budget`, whether capped CRF went over it, and whether it ran at
+    its VBV cap (`at_cap`: hard content, refined at ABR at once)."""
+    rungs = {}
+    for rung, r in zip(ladder, out, strict=True):
+        rungs[rung.name] = {
+            "crf": rung.crf,
+            "bitrate": round(8 * sum(r.sizes) / max(sum(r.durations), 1e-3)),
+            "budget": budget(rung),
+            "overBudget": over_budget(rung, r.durations, r.sizes),
+            "atCap": at_cap(rung, r.durations, r.sizes),
+        }
+    return {"firstStage": rungs}
+
+
 async def _transcode_and_publish(
     ctx: JobContext,
     settings: Settings,
@@ -257,102 +342,144 @@ async def _transcode_and_publish(
         source_size = await download(storage, internal, layout.upload_key(job.id), source)
         if source_size == 0:
             raise BadInput("the upload is empty")
-        info, loudness = await preflight(settings, source, limits)
-        await ctx.progress(PROBED)
-
-        async def on_progress(pct: float) -> None:  # ffmpeg's, in percent
-            await ctx.progress(PROBED + pct / 100 * (ENCODED - PROBED))
-
-        ladder = ladder_of(settings.ladder)
-        out = await ffmpeg.transcode(
-            source,
-            work / "out",
-            info,
-            ladder,
-            presets=stage_presets(ladder, settings.fast_preset),
-            on_progress=on_progress,
-            frame_interval=settings.timeline_interval,
-            stall_seconds=settings.ffmpeg_stall_seconds,
-            loudness=loudness,
-        )
-        renditions, target = clip_renditions(out)
         if job.attempts > 1:
             # an earlier attempt may have left objects: start from a clean prefix
             await storage.delete_prefix(videos, layout.segment_prefix(scene_id, segment_id))
+        uploads = Uploads(storage)
+        try:
+            await _encode_and_publish(
+                ctx, settings, storage, limits, seg, invalidations, work, source, uploads
+            )
+        finally:
+            await uploads.aclose()
 
-        def seg_item(name: str, body: Path | bytes) -> Upload:
-            return clip_upload(videos, scene_id, segment_id, name, body)
 
-        items = []
-        other_sizes = 0
-        for r_out, r in zip(out.renditions, renditions, strict=True):
-            for path in r_out.segments:
-                items.append(seg_item(path.name, path))
-            text = playlists.clip_media_playlist(r, target=target).encode()
-            items.append(seg_item(f"{r.profile}.m3u8", text))
-            other_sizes += len(text)
-        master = playlists.clip_master_playlist(renditions).encode()
-        duration = round(sum(renditions[0].durations), 3)
-        vtt = storyboard_document(segment_id, duration, renditions, out.storyboard_cues)
-        extra_files = [out.thumbnail, out.thumbnail_large, *out.storyboard_sheets]
-        items.append(seg_item("master.m3u8", master))
-        items.append(seg_item("storyboard.vtt", vtt))
-        items.extend(seg_item(p.name, p) for p in extra_files)
-        items.append(seg_item("source.mp4", source))
-        other_sizes += len(master) + len(vtt) + sum(p.stat().st_size for p in extra_files)
-        document = metadata_document(
-            scene_id=scene_id,
-            segment_id=segment_id,
-            sequence=seg.sequence,
-            duration=duration,
-            created_at=datetime.now(UTC),
-            renditions=renditions,
-            source_size=source_size,
-            other_sizes=other_sizes,
-            loudness=loudness,
+async def _encode_and_publish(
+    ctx: JobContext,
+    settings: Settings,
+    storage: Storage,
+    limits: Limits,
+    seg: catalog.Segment,
+    invalidations: Invalidations,
+    work: Path,
+    source: Path,
+    uploads: Uploads,
+) -> None:
+    job = ctx.job
+    segment_id, scene_id = seg.id, seg.scene_id
+    videos, internal = settings.videos_bucket, settings.internal_bucket
+    source_size = source.stat().st_size
+
+    def seg_item(name: str, body: Path | bytes) -> Upload:
+        return clip_upload(videos, scene_id, segment_id, name, body)
+
+    info, loudness = await preflight(settings, source, limits)
+    await ctx.progress(PROBED)
+    # what does not wait for the encode is stored beside it: the source's copy now
+    # (an upload the probe refuses stores nothing), each media segment as ffmpeg
+    # finishes it
+    uploads.start(seg_item("source.mp4", source))
+
+    async def on_progress(pct: float) -> None:  # ffmpeg's, in percent
+        await ctx.progress(PROBED + pct / 100 * (ENCODED - PROBED))
+
+    async def on_segment(_rung: Rung, path: Path) -> None:
+        uploads.start(seg_item(path.name, path))
+
+    ladder = stage_ladder(settings, info)
+    out = await ffmpeg.transcode(
+        source,
+        work / "out",
+        info,
+        ladder,
+        presets=stage_presets(ladder, settings.fast_preset),
+        on_progress=on_progress,
+        frame_interval=settings.timeline_interval,
+        stall_seconds=settings.ffmpeg_stall_seconds,
+        loudness=loudness,
+        on_segment=on_segment,
+    )
+    renditions, target = clip_renditions(out)
+    items = []
+    other_sizes = 0
+    for r_out, r in zip(out.renditions, renditions, strict=True):
+        for path in r_out.segments:
+            item = seg_item(path.name, path)
+            if not uploads.stored(item):
+                items.append(item)
+        text = playlists.clip_media_playlist(r, target=target).encode()
+        items.append(seg_item(f"{r.profile}.m3u8", text))
+        other_sizes += len(text)
+    master = playlists.clip_master_playlist(renditions).encode()
+    duration = round(sum(renditions[0].durations), 3)
+    vtt = storyboard_document(segment_id, duration, renditions, out.storyboard_cues)
+    extra_files = [out.thumbnail, out.thumbnail_large, *out.storyboard_sheets]
+    items.append(seg_item("master.m3u8", master))
+    items.append(seg_item("storyboard.vtt", vtt))
+    items.extend(seg_item(p.name, p) for p in extra_files)
+    other_sizes += len(master) + len(vtt) + sum(p.stat().st_size for p in extra_files)
+    document = metadata_document(
+        scene_id=scene_id,
+        segment_id=segment_id,
+        sequence=seg.sequence,
+        duration=duration,
+        created_at=datetime.now(UTC),
+        renditions=renditions,
+        source_size=source_size,
+        other_sizes=other_sizes,
+        loudness=loudness,
+    )
+    document["rateControl"] = rate_record(ladder, out.renditions)
+    items.append(seg_item("metadata.json", json.dumps(document, indent=2).encode()))
+    # internal artefacts: the ffmpeg log and the timeline frames
+    private = "private, no-store"
+    log_meta = layout.FileMeta("text/plain; charset=utf-8", private, layout.INTERNAL_TAG)
+    items.append(Upload(internal, layout.job_log_key(job.id), out.log, log_meta))
+    frame_meta = layout.FileMeta("image/jpeg", private, layout.INTERNAL_TAG)
+    items.extend(
+        Upload(internal, layout.job_frame_key(job.id, f.name), f, frame_meta) for f in out.frames
+    )
+    for item in items:
+        uploads.start(item)
+    await uploads.wait()
+    await ctx.progress(UPLOADED)
+    published = await ctx.retrying(  # until it commits or the lease ends
+        lambda: _publish(
+            ctx,
+            settings,
+            segment_id,
+            duration,
+            document,
+            out,
+            renditions,
+            loudness_record(loudness),
+        ),
+        "publish",
+    )
+    if published:
+        poster = await _write_poster(
+            ctx, settings, storage, scene_id, segment_id, out.thumbnail_large
         )
-        items.append(seg_item("metadata.json", json.dumps(document, indent=2).encode()))
-        # internal artefacts: the ffmpeg log and the timeline frames
-        private = "private, no-store"
-        log_meta = layout.FileMeta("text/plain; charset=utf-8", private, layout.INTERNAL_TAG)
-        items.append(Upload(internal, layout.job_log_key(job.id), out.log, log_meta))
-        frame_meta = layout.FileMeta("image/jpeg", private, layout.INTERNAL_TAG)
-        items.extend(
-            Upload(internal, layout.job_frame_key(job.id, f.name), f, frame_meta)
-            for f in out.frames
+        # the stitched documents (and the poster) changed: coalesced per scene; every
+        # variant of the scene, not only the clip's rungs, plays the clip
+        stale = invalidation.scene_documents(
+            scene_id,
+            scene_variants(settings, renditions),
+            query_variants=settings.invalidate_query_variants,
         )
-        await put_all(storage, items)
-        await ctx.progress(UPLOADED)
-        published = await ctx.retrying(  # until it commits or the lease ends
-            lambda: _publish(
-                ctx,
-                settings,
-                segment_id,
-                duration,
-                document,
-                out,
-                renditions,
-                loudness_record(loudness),
-            ),
-            "publish",
-        )
-        if published:
-            poster = await _write_poster(
-                ctx, settings, storage, scene_id, segment_id, out.thumbnail_large
-            )
-            # the stitched documents (and the poster) changed: coalesced per scene
-            stale = invalidation.scene_documents(
-                scene_id,
-                (r.profile for r in renditions),
-                query_variants=settings.invalidate_query_variants,
-            )
-            invalidations.request(
-                scene_id, stale | invalidation.poster(scene_id) if poster else stale
-            )
-        log.info(
-            "segment published" if published else "segment was already published",
-            extra={"sf_segment": segment_id, "sf_scene": scene_id, "sf_duration": duration},
-        )
+        invalidations.request(scene_id, stale | invalidation.poster(scene_id) if poster else stale)
+    log.info(
+        "segment published" if published else "segment was already published",
+        extra={"sf_segment": segment_id, "sf_scene": scene_id, "sf_duration": duration},
+    )
+
+
+def scene_variants(settings: Settings, renditions: Sequence[playlists.Rendition]) -> list[str]:
+    """The stitched variants a clip's publish can change: every rung of the ladder
+    (a variant a clip lacks plays its largest real rendition) and the clip's own."""
+    return list(
+        dict.fromkeys([*(r.name for r in settings.ladder), *(r.profile for r in renditions)])
+    )
 
 
 async def preflight(settings: Settings, source: Path, limits: Limits) -> tuple[MediaInfo, GainPlan]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -40,13 +40,16 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 
 @dataclass(frozen=True)
 class Rung:
-    """One rendition of the ladder: exact output frame and bit rates (bits/s)."""
+    """One rendition of the ladder: exact output frame and bit rates (bits/s). `crf`:
+    per-title rate control (capped CRF at that constant rate factor, never above the
+    rung's `maxrate`/`bufsize`); None: x264's ABR at `video_bitrate` under the same cap."""
 
     name: str
     width: int
     height: int
     video_bitrate: int
     audio_bitrate: int = 128_000
+    crf: float | None = None
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -57,6 +60,8 @@ class Rung:
             )
         if self.video_bitrate <= 0 or self.audio_bitrate <= 0:
             raise ValueError(f"rung {self.name}: bit rates must be positive")
+        if self.crf is not None and not 0 <= self.crf <= 51:
+            raise ValueError(f"rung {self.name}: CRF {self.crf} is outside x264's 0-51")
 
     @property
     def profile(self) -> Profile:
@@ -80,6 +85,87 @@ def ladder_of(rungs: Iterable[LadderRung]) -> tuple[Rung, ...]:
 #: The default ladder as encoder rungs: derived from `core.settings.DEFAULT_LADDER`,
 #: its one definition (the seed's 720p 1500k / 1080p 4000k, AAC 128k).
 DEFAULT_RUNGS: tuple[Rung, ...] = ladder_of(DEFAULT_LADDER)
+
+
+#: How far a rung may scale a source's picture up and still be made from it: a picture
+#: a few pixels short of the rung's frame (a crop to whole macroblocks) fills it; a
+#: 1600x900 source does not fill 1920x1080 (DESIGN "Transcode": a source smaller than
+#: a rung is not upscaled into it).
+UPSCALE_TOLERANCE = 1.02
+#: The smallest side of a rendition (the probe's smallest accepted picture).
+MIN_SIDE = 16
+
+
+def fit_scale(info: MediaInfo, rung: Rung) -> float:
+    """The factor `fit_filter` scales the upright picture (display size) by to fit
+    inside the rung's frame: above 1 it would be enlarged."""
+    return min(rung.width / max(info.width, 1), rung.height / max(info.height, 1))
+
+
+def clip_ladder(info: MediaInfo, ladder: Sequence[Rung]) -> tuple[Rung, ...]:
+    """The rungs a clip gets, lowest first: every rung of `ladder` its picture fills
+    without being enlarged (`UPSCALE_TOLERANCE`). A source smaller than every rung gets
+    one rendition, the lowest rung's, at the picture's own size (even sides, square
+    pixels, nothing padded): the stitched variants of the rungs it lacks play the
+    clip's largest real rendition (core/playlists.py `stitched_master`)."""
+    if not ladder:
+        raise ValueError("empty ladder")
+    ordered = sorted(ladder, key=lambda r: (r.width * r.height, r.video_bitrate))
+    real = tuple(r for r in ordered if fit_scale(info, r) <= UPSCALE_TOLERANCE)
+    if real:
+        return real
+    width = max(MIN_SIDE, info.width // 2 * 2)
+    height = max(MIN_SIDE, info.height // 2 * 2)
+    return (replace(ordered[0], width=width, height=height),)
+
+
+def first_stage(ladder: Sequence[Rung]) -> tuple[Rung, ...]:
+    """What the first of two stages makes of a clip's ladder (`clip_ladder`): its lowest
+    rung alone, what a viewer needs to start (DESIGN "Transcode", "Two stages"); the
+    refinement makes every rung."""
+    return tuple(ladder[:1])
+
+
+def per_title(ladder: Sequence[Rung], crf: Callable[[str], float]) -> tuple[Rung, ...]:
+    """The ladder under per-title rate control: every rung capped CRF at `crf(name)`,
+    under the rung's own VBV cap (`Rung.maxrate`, `Rung.bufsize`)."""
+    return tuple(replace(r, crf=crf(r.name)) for r in ladder)
+
+
+def abr(ladder: Sequence[Rung]) -> tuple[Rung, ...]:
+    """The ladder at x264's ABR at each rung's bit rate (RATE_CONTROL=abr)."""
+    return tuple(replace(r, crf=None) for r in ladder)
+
+
+def budget(rung: Rung) -> int:
+    """What a rendition of `rung` costs at ABR, bits/s: its video and audio bit rates
+    (MPEG-TS headers aside)."""
+    return rung.video_bitrate + rung.audio_bitrate
+
+
+def over_budget(rung: Rung, durations: Sequence[float], sizes: Sequence[int]) -> bool:
+    """A capped-CRF rendition of `rung` came out above what ABR spends on it (`budget`,
+    measured over the files written): hard content, which per-title rate control
+    leaves as the ABR ladder makes it (bench/README.md "Per-title rate control")."""
+    seconds = sum(durations)
+    return rung.crf is not None and seconds > 0 and 8 * sum(sizes) / seconds > budget(rung)
+
+
+#: A capped-CRF rendition whose rate is at least this share of its cap (`Rung.maxrate`
+#: plus the audio) ran against the cap: the encoder wanted more than the cap allows.
+AT_CAP = 0.9
+
+
+def at_cap(rung: Rung, durations: Sequence[float], sizes: Sequence[int]) -> bool:
+    """A capped-CRF rendition of `rung` ran at its VBV cap (`AT_CAP`, measured over the
+    files written): the first stage's `ultrafast` at the cap says the picture is so
+    hard that the refinement's capped CRF would go over its ABR budget too (on the
+    corpus: the cellular pattern and the noisy camera at 2.7 Mbit/s of a 2.4 Mbit/s
+    cap; the talking head, 1.95, came out at half its budget at `medium`)."""
+    seconds = sum(durations)
+    if rung.crf is None or seconds <= 0:
+        return False
+    return 8 * sum(sizes) / seconds >= AT_CAP * (rung.maxrate + rung.audio_bitrate)
 
 
 def stage_presets(ladder: Sequence[Rung], presets: StagePresets) -> dict[str, str]:
@@ -507,13 +593,21 @@ ULTRAFAST_HEADERS = "cabac=1:weightp=1:weightb=1:bframes=3:b-adapt=1:b-pyramid=n
 
 def video_encoder_args(rung: Rung, fps: float, *, gop: int, preset: str) -> list[str]:
     """libx264 settings of a rung: explicit profile and level (from the frame rate),
-    capped VBV, a fixed GOP of `gop` frames, closed, no scene-cut keyframes, the VUI
-    colour description of BT.709 limited range (`workers.media.colour.ENCODER_TAGS`).
-    The transcode and the export's re-encoded cuts share them."""
-    headers = []
+    ABR at the rung's bit rate or capped CRF (`Rung.crf`) under the same VBV cap, a
+    fixed GOP of `gop` frames, closed, no scene-cut keyframes, the VUI colour
+    description of BT.709 limited range (`workers.media.colour.ENCODER_TAGS`). The
+    transcode and the export's re-encoded cuts share them."""
+    params = []
     if preset == "ultrafast":
-        high = ":8x8dct=1" if rung.profile == "high" else ""  # (not in Main profile)
-        headers = ["-x264-params", ULTRAFAST_HEADERS + high]
+        params.append(ULTRAFAST_HEADERS)
+        if rung.profile == "high":  # (not in Main profile)
+            params.append("8x8dct=1")
+    if rung.crf is not None:
+        # x264 writes the rate factor's QP as the PPS's pic_init_qp, ABR writes 26:
+        # `stitchable` keeps 26, so a per-title clip's parameter sets stay those of
+        # the ABR cuts an export joins it with
+        params.append("stitchable=1")
+    headers = ["-x264-params", ":".join(params)] if params else []
     return [
         "-c:v",
         "libx264",
@@ -523,8 +617,7 @@ def video_encoder_args(rung: Rung, fps: float, *, gop: int, preset: str) -> list
         rung.profile,
         "-level:v",
         level_name(rung_level(rung, fps)),
-        "-b:v",
-        str(rung.video_bitrate),
+        *(["-b:v", str(rung.video_bitrate)] if rung.crf is None else ["-crf", _num(rung.crf)]),
         "-maxrate",
         str(rung.maxrate),
         "-bufsize",

@@ -440,7 +440,72 @@ async def _probe_rendition(segment: Path, timeout: float) -> tuple[dict, dict, s
     return video, audio, codecs_from_sps(sps)
 
 
-async def _read_rendition(workdir: Path, rung: Rung, timeout: float) -> RenditionOutput:
+SegmentCallback = Callable[[Rung, Path], Awaitable[None]]
+
+
+class _SegmentWatch:
+    """Media segments ffmpeg has finished while it still runs: a rung's segment n is
+    whole once its muxer has opened segment n + 1 (the HLS muxer closes one file
+    before it opens the next). Each is handed to `on_segment` once, in order; the
+    first segment of every rung is read back (`_probe_rendition`) at once, beside the
+    encode, rather than after it."""
+
+    def __init__(
+        self,
+        out: Path,
+        ladder: Sequence[Rung],
+        on_segment: SegmentCallback | None,
+        probe_timeout: float,
+        interval: float = 0.25,
+    ) -> None:
+        self.out = out
+        self.ladder = ladder
+        self.on_segment = on_segment
+        self.probe_timeout = probe_timeout
+        self.interval = interval
+        self.next = {r.name: 1 for r in ladder}
+        self.probes: dict[str, asyncio.Task[tuple[dict, dict, str]]] = {}
+
+    def _finished(self, rung: Rung) -> list[Path]:
+        done = []
+        n = self.next[rung.name]
+        while (self.out / encoding.segment_name(rung, n + 1)).exists():
+            done.append(self.out / encoding.segment_name(rung, n))
+            n += 1
+        self.next[rung.name] = n
+        return done
+
+    async def scan(self) -> None:
+        for rung in self.ladder:
+            for path in self._finished(rung):
+                if rung.name not in self.probes:
+                    self.probes[rung.name] = asyncio.ensure_future(
+                        _probe_rendition(path, self.probe_timeout)
+                    )
+                if self.on_segment is not None:
+                    await self.on_segment(rung, path)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.scan()
+
+    async def probe(self, rung: Rung, segment: Path) -> tuple[dict, dict, str]:
+        task = self.probes.pop(rung.name, None)
+        if task is None:
+            return await _probe_rendition(segment, self.probe_timeout)
+        return await task
+
+    async def aclose(self) -> None:
+        tasks = list(self.probes.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _read_rendition(
+    workdir: Path, rung: Rung, timeout: float, watch: _SegmentWatch | None = None
+) -> RenditionOutput:
     playlist = workdir / encoding.playlist_name(rung)
     try:
         durations, uris = encoding.media_segments(playlist.read_text())
@@ -456,7 +521,10 @@ async def _read_rendition(workdir: Path, rung: Rung, timeout: float) -> Renditio
         sizes = tuple(p.stat().st_size for p in segments)
     except OSError as e:
         raise TranscodeFailed(f"{rung.name}: missing segment: {e}") from None
-    video, audio, codecs = await _probe_rendition(segments[0], timeout)
+    if watch is not None:
+        video, audio, codecs = await watch.probe(rung, segments[0])
+    else:
+        video, audio, codecs = await _probe_rendition(segments[0], timeout)
     width, height = int(video.get("width") or 0), int(video.get("height") or 0)
     if (width, height) != (rung.width, rung.height):
         raise TranscodeFailed(
@@ -496,11 +564,15 @@ async def _encode(
     stills: bool,
     command_args: Mapping[str, Any],
     niceness: int = 0,
+    on_segment: SegmentCallback | None = None,
 ) -> list[RenditionOutput]:
     """Run the transcode command into `out` and read every rendition back: aligned
     (the same segment durations in every rung) and as long as the upload declares.
-    Cancellation, `timeout` and `stall_seconds` without progress kill ffmpeg's process
-    group (`Stalled` after a stall)."""
+    While ffmpeg runs, each finished media segment goes to `on_segment` and the first
+    one of every rung is read back (`_SegmentWatch`); the last ones are whole when it
+    exits (the caller sees them in the result). Cancellation, `timeout` and
+    `stall_seconds` without progress kill ffmpeg's process group (`Stalled` after a
+    stall)."""
     out.mkdir(parents=True, exist_ok=True)
     _clean_outputs(out, ladder)
     cmd = encoding.transcode_command(source, out, info, ladder, stills=stills, **command_args)
@@ -508,31 +580,40 @@ async def _encode(
     log_path = out / encoding.TRANSCODE_LOG
     started = time.monotonic()
     rc: int | None = None
+    watch = _SegmentWatch(out, ladder, on_segment, probe_timeout)
+    watching = asyncio.ensure_future(watch.run())
     try:
-        rc = await _run_transcode(
-            cmd,
-            duration=info.duration,
-            on_progress=on_progress,
-            progress_interval=progress_interval,
-            timeout=timeout,
-            stall_seconds=stall_seconds,
-            log=log,
-            niceness=niceness,
+        try:
+            rc = await _run_transcode(
+                cmd,
+                duration=info.duration,
+                on_progress=on_progress,
+                progress_interval=progress_interval,
+                timeout=timeout,
+                stall_seconds=stall_seconds,
+                log=log,
+                niceness=niceness,
+            )
+        except TimeoutError:
+            raise TranscodeFailed(
+                f"ffmpeg did not finish within {timeout:g} s", "\n".join(log.last())
+            ) from None
+        finally:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
+            jobstats.tool_ran(time.monotonic() - started)
+            nice = f"# niceness {niceness}\n" if niceness else ""
+            elapsed = time.monotonic() - started
+            header = f"$ {' '.join(cmd)}\n{nice}# exit {rc} after {elapsed:.1f} s\n"
+            with contextlib.suppress(OSError):
+                log_path.write_text(header + log.text())
+        if rc != 0:
+            raise _failure(rc, log)
+        renditions = await asyncio.gather(
+            *(_read_rendition(out, r, probe_timeout, watch) for r in ladder)
         )
-    except TimeoutError:
-        raise TranscodeFailed(
-            f"ffmpeg did not finish within {timeout:g} s", "\n".join(log.last())
-        ) from None
     finally:
-        jobstats.tool_ran(time.monotonic() - started)
-        nice = f"# niceness {niceness}\n" if niceness else ""
-        header = f"$ {' '.join(cmd)}\n{nice}# exit {rc} after {time.monotonic() - started:.1f} s\n"
-        with contextlib.suppress(OSError):
-            log_path.write_text(header + log.text())
-    if rc != 0:
-        raise _failure(rc, log)
-
-    renditions = await asyncio.gather(*(_read_rendition(out, r, probe_timeout) for r in ladder))
+        await watch.aclose()
     first = renditions[0]
     for r in renditions[1:]:
         if len(r.durations) != len(first.durations) or any(
@@ -609,13 +690,16 @@ async def transcode(
     progress_interval: float = 1.0,
     probe_timeout: float = 60.0,
     loudness: GainPlan | None = None,
+    on_segment: SegmentCallback | None = None,
 ) -> TranscodeOutput:
     """One ffmpeg run -> every rendition, thumbnails, timeline frames; then the storyboard.
     The `loudness` plan (from `measure_loudness`) sets the audio's gain; `presets` the
     x264 preset of each rung (by name, else `preset`).
 
     `on_progress(percent)` is awaited at most every `progress_interval` s and once with
-    100 at the end; an exception from it stops ffmpeg and propagates. Cancellation,
+    100 at the end; an exception from it stops ffmpeg and propagates. `on_segment(rung,
+    path)` is awaited for each media segment finished while ffmpeg runs (not the last
+    of each rung), in order; it must not block (hand the work to a task). Cancellation,
     `timeout` and `stall_seconds` without progress kill ffmpeg's process group. Raises
     `TranscodeFailed` (retryable; `Stalled` after a stall) or `BadInput` (the upload's
     fault).
@@ -639,6 +723,7 @@ async def transcode(
             "presets": presets,
             "loudness": loudness,
         },
+        on_segment=on_segment,
     )
     written = renditions[0].duration
     thumbs = (out / encoding.THUMBNAIL, out / encoding.THUMBNAIL_LARGE)
