@@ -341,8 +341,9 @@ async def test_cancel_stops_a_real_transcode_before_it_publishes(
     fresh_db, pool, settings, run_workers, tmp_path
 ):
     scene, segment, job_id = await clip_job(pool)
-    # long enough that its transcode cannot finish before the cancel lands; killed early
-    clip = make_clip(tmp_path / "long.mp4", width=320, height=180, fps=15, duration=30)
+    # a 720p source (a clip smaller than a rung gets no rendition of it) long enough that
+    # its transcode cannot finish before the cancel lands; killed early
+    clip = make_clip(tmp_path / "long.mp4", width=1280, height=720, fps=15, duration=20)
     await keep_upload(settings, job_id, clip.read_bytes())
     run_workers()
     deadline = time.monotonic() + 60

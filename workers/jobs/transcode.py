@@ -211,9 +211,24 @@ def make_handler(
     return handle
 
 
-async def _fail_segment(ctx: JobContext, settings: Settings, segment_id: str, reason: str) -> None:
+async def _fail_segment(
+    ctx: JobContext, settings: Settings, storage: Storage, seg: catalog.Segment, reason: str
+) -> None:
+    """The clip fails for good: what its transcode stored goes first (no attempt of it
+    runs again until this handler returns, so nothing else writes there meanwhile)."""
+    await _forget_stored(settings, storage, seg)
     async with ctx.pool.acquire() as conn:
-        await catalog.fail_segment(conn, segment_id, reason, webhooks=settings.webhook_urls)
+        await catalog.fail_segment(conn, seg.id, reason, webhooks=settings.webhook_urls)
+
+
+async def _forget_stored(settings: Settings, storage: Storage, seg: catalog.Segment) -> None:
+    """Remove what a transcode that never publishes stored under its clip's folder."""
+    await storage.delete_prefix(settings.videos_bucket, layout.segment_prefix(seg.scene_id, seg.id))
+
+
+async def _cancelled_for_good(ctx: JobContext) -> bool:
+    job = await queue.get_job(ctx.pool, ctx.job.id)
+    return job is not None and job.status == "cancelled"
 
 
 async def transcode_job(
@@ -237,19 +252,27 @@ async def transcode_job(
     try:
         await _transcode_and_publish(ctx, settings, storage, limits, seg, invalidations)
     except BadInput as exc:
-        await _fail_segment(ctx, settings, segment_id, exc.reason)
+        await _fail_segment(ctx, settings, storage, seg, exc.reason)
         raise PermanentError(exc.reason) from None
     except PermanentError as exc:
-        await _fail_segment(ctx, settings, segment_id, str(exc))
+        await _fail_segment(ctx, settings, storage, seg, str(exc))
         raise
     except queue.LeaseLost:
+        raise
+    except asyncio.CancelledError:
+        # cancelled for good (`storyforge jobs cancel`: no attempt follows, a cancelled
+        # clip is uploaded again as a new one) rather than stopped or taken over: the
+        # segments stored as ffmpeg finished them go (the handler's last seconds)
+        if await asyncio.shield(_cancelled_for_good(ctx)):
+            await asyncio.shield(_forget_stored(settings, storage, seg))
         raise
     except Exception as exc:
         if job.attempts >= job.max_attempts:
             await _fail_segment(
                 ctx,
                 settings,
-                segment_id,
+                storage,
+                seg,
                 f"transcoding failed after {job.attempts} attempts: {exc}",
             )
         raise
