@@ -17,9 +17,18 @@ import pytest
 from core import db
 from core.settings import Settings
 from origin import keys
+from tests.helpers.browser import CHROMIUM, Browser
 from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, SMALL_PAIR
 from tests.helpers.exports import distinct_parameter_sets, publish_copy, scene_of_copies
-from tests.helpers.moments import check_moment, module_settings, scene_grid, transcoded_pool
+from tests.helpers.moments import (
+    SSIM_FLOOR,
+    check_moment,
+    matches,
+    module_settings,
+    plays_to_end,
+    scene_grid,
+    transcoded_pool,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)]
 
@@ -99,6 +108,7 @@ async def test_whole_scene_fits_every_clip_into_the_rungs_frame(env, stack, tmp_
     )
     assert r.status == 400 and "180p, 360p" in (await r.json())["error"]["message"]
 
+    mp4s = {}
     for quality, scaled in (
         ("360p", {small: [160, 120], mid: [320, 180], first_stage: [320, 180]}),
         ("180p", {small: [160, 120]}),
@@ -122,6 +132,17 @@ async def test_whole_scene_fits_every_clip_into_the_rungs_frame(env, stack, tmp_
                 expected += [(s, "reencode", None, scaled[s])] * (1 if s == mid else 2)
         assert got == expected
         assert distinct_parameter_sets(facts["mp4"]) == (1, 1)
+        # SMALL's first frame, the first of a segment re-encoded whole, is its
+        # rendition's fitted into the frame (scaled whole, padded, not cropped)
+        scores = matches(grid, facts["mp4"], grid[0].frames, 1, 0, work, BOXES[quality])
+        assert max(scores, key=lambda key: scores[key]) == (1, 0), scores
+        assert scores[(1, 0)] > SSIM_FLOOR, scores
+        mp4s[quality] = str(client.make_url(facts["done"]["url"]))
+    if CHROMIUM is not None:  # one frame size, one set of parameter sets: it plays
+        async with Browser() as browser:
+            for url in mp4s.values():
+                page = str(client.make_url("/healthz"))
+                await plays_to_end(browser, page, url, 18.0)
 
 
 async def test_moments_across_a_small_source_clip(env, stack, tmp_path):
