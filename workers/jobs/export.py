@@ -14,11 +14,12 @@ rung, a clip whose refinement has not landed) has its largest real rendition
 re-encoded into that frame, segment by segment, its sound copied, so every frame of
 the MP4 is the rung's. A part that ends before its clip does also reads the clip's
 next segment for the audio of its last moments, which the transcoder's muxer wrote
-there (a re-encode takes it with its frames; the joiner takes it for copies). Progress goes to the job's
-heartbeat. The MP4 and `export_manifest.json` go to the exports bucket under the
-export's own prefix, then one transaction fenced by the job's lease marks the export
-ready and completes the job. Temporary files go with the job's directory, on success
-and on failure; a failed export leaves nothing in the exports bucket.
+there (a re-encode takes it with its frames; the joiner takes it for copies).
+Progress goes to the job's heartbeat. The MP4 and `export_manifest.json` go to the
+exports bucket under the export's own prefix, then one transaction fenced by the
+job's lease marks the export ready and completes the job. Temporary files go with the
+job's directory, on success and on failure; a failed export leaves nothing in the
+exports bucket.
 """
 
 from __future__ import annotations
@@ -415,10 +416,10 @@ async def _reencode(
         ) from None
     if done.returncode != 0:
         raise ExportFailed(f"re-encoding {part.files[0]} failed: {done.stderr.strip()[-300:]}")
-    cut = await asyncio.to_thread(output.read_bytes)
+    made = await asyncio.to_thread(output.read_bytes)
     source.unlink()
     output.unlink()
-    return cut
+    return made
 
 
 def top_level_boxes(path: Path, limit: int = 32) -> list[str]:
