@@ -288,11 +288,13 @@ async def check_moment(
         (stream,) = ffprobe_json("-select_streams", "v", "-show_streams", mp4)["streams"]
         assert (stream["width"], stream["height"]) == box, stream
         assert stream.get("sample_aspect_ratio", "1:1") == "1:1", stream
-        frames = ffprobe_json("-select_streams", "v", "-show_entries", "frame=width,height", mp4)[
-            "frames"
-        ]
+        entries = "frame=width,height,sample_aspect_ratio,pix_fmt"
+        frames = ffprobe_json("-select_streams", "v", "-show_entries", entries, mp4)["frames"]
         assert len(frames) == wanted
-        assert {(f["width"], f["height"]) for f in frames} == {box}
+        shapes = {
+            (f["width"], f["height"], f.get("sample_aspect_ratio"), f["pix_fmt"]) for f in frames
+        }
+        assert shapes == {(*box, "1:1", "yuv420p")}, shapes
 
     for mp4_frame, (k, i) in ((0, (k0, i0)), (wanted - 1, (k1, i1 - 1))):
         scores = matches(grid, mp4, mp4_frame, k, i, work, box)
