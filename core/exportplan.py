@@ -1,8 +1,9 @@
 """What an export is, decided without I/O (seed §8, issue 12): the request checked
 and its moment rounded to frames, the dedupe key, the plan (which media segments of
 the scene's published renditions are stream-copied, which edge GOPs are re-encoded,
-and which next segment a part ending inside its clip reads for its audio), the time
-estimate, the manifest and the download's file name. Pure.
+which segments of a clip without a rendition of the export's frame are re-encoded
+into it, and which next segment a part ending inside its clip reads for its audio),
+the time estimate, the manifest and the download's file name. Pure.
 
 Times are on the scene timeline the stitched playlists show: clip after clip, each as
 long as the sum of its EXTINF values. Inside a clip, frame *i* is at *i / fps* (the
@@ -91,12 +92,17 @@ def _seconds(value: object, name: str) -> float:
 
 @dataclass(frozen=True)
 class SourceClip:
-    """One ready clip of the scene, with its rendition of the export's quality."""
+    """One ready clip of the scene, with the rendition the export reads: its rendition
+    of the export's quality, or (`fit`) the one the stitched variant of that quality
+    plays (`core.playlists.variant_rendition`: a source smaller than the rung, or a
+    clip whose refinement has not landed), whose frame is not the export's: every
+    frame of it is re-encoded into the export's frame."""
 
     segment_id: str
     sequence: int
     contributor_id: str
     rendition: Rendition
+    fit: bool = False
 
     @property
     def fps(self) -> Fraction:
@@ -203,10 +209,25 @@ class Tail:
 
 
 @dataclass(frozen=True)
+class Fit:
+    """The picture of a part is re-encoded from the clip's rendition (`width` x
+    `height`) into the export's frame, scaled to fit and padded, never cropped; `gop`:
+    the frames of the clip's longest media segment (its GOP), the keyframe interval of
+    the re-encode, so its encoder (and its parameter sets) are those of the rung's
+    own renditions."""
+
+    width: int
+    height: int
+    gop: int
+
+
+@dataclass(frozen=True)
 class Part:
     """Consecutive media segments of one clip, stream-copied; or (with `cut`) part of
-    one segment, re-encoded with the rendition's own encoder settings. `tail`: the
-    clip's next segment, when the part ends before the clip does."""
+    one segment, re-encoded with the rendition's own encoder settings; or (with `fit`)
+    one segment, or a `cut` of it, of a clip without a rendition of the export's
+    frame, its picture re-encoded into that frame (a whole segment's sound is copied).
+    `tail`: the clip's next segment, when the part ends before the clip does."""
 
     segment_id: str
     sequence: int
@@ -216,6 +237,12 @@ class Part:
     duration: float  # seconds this part adds to the export
     cut: Cut | None = None
     tail: Tail | None = None
+    fit: Fit | None = None
+
+    @property
+    def copied(self) -> bool:
+        """Its media segments go into the export as they are."""
+        return self.cut is None and self.fit is None
 
     @property
     def size(self) -> int:
@@ -228,7 +255,7 @@ class Plan:
     quality: str
     parts: tuple[Part, ...]
     clips: tuple[SourceClip, ...]  # the clips the export shows, in order
-    level: int  # highest H.264 level_idc among them
+    level: int  # highest H.264 level_idc among the renditions of its frame (0: none)
     max_fps: Fraction
     moment: ExportRange | None
 
@@ -254,7 +281,8 @@ def plan_export(
     clips: Sequence[SourceClip], quality: str, moment: ExportRange | None = None
 ) -> Plan:
     """The parts of an export, in order: whole segments are copied; a segment that a
-    moment's start or end cuts into is re-encoded from the cut on (or up to it)."""
+    moment's start or end cuts into is re-encoded from the cut on (or up to it); every
+    segment of a `fit` clip is re-encoded on its own into the export's frame."""
     if not clips:
         raise BadRequest("the scene has no ready clip")
     if moment is None:
@@ -272,6 +300,8 @@ def plan_export(
         if hi <= lo:
             continue
         used.append(clip)
+        r = clip.rendition
+        fit = Fit(r.width, r.height, max(frames)) if clip.fit else None
         run: list[int] = []  # segment indexes (0-based) copied whole
         at = 0
         for j, n in enumerate(frames):
@@ -279,16 +309,16 @@ def plan_export(
             at += n
             if b <= a:
                 continue
-            if a == at - n and b == at:
+            whole = a == at - n and b == at
+            if whole and fit is None:
                 run.append(j)
                 continue
             if run:
                 parts.append(_copy(clip, run))
                 run = []
-            r = clip.rendition
             name = layout.media_segment_name(r.profile, j + 1, r.generation)
-            cut = Cut(a - (at - n), b - (at - n))
-            duration = float((b - a) / clip.fps)
+            cut = None if whole else Cut(a - (at - n), b - (at - n))
+            duration = r.durations[j] if whole else float((b - a) / clip.fps)
             parts.append(
                 Part(
                     clip.segment_id,
@@ -299,6 +329,7 @@ def plan_export(
                     duration,
                     cut,
                     _tail(clip, j),
+                    fit,
                 )
             )
         if run:
@@ -309,7 +340,7 @@ def plan_export(
         quality=quality,
         parts=tuple(parts),
         clips=tuple(used),
-        level=max(h264_level(c.rendition.codecs) for c in used),
+        level=max((h264_level(c.rendition.codecs) for c in used if not c.fit), default=0),
         max_fps=max(c.fps for c in used),
         moment=moment,
     )
@@ -362,7 +393,8 @@ def manifest(
     size: int,
 ) -> dict[str, Any]:
     """`export_manifest.json`: what the MP4 holds, clip by clip, and how each part was
-    made (`copy` or `reencode` with its frame range)."""
+    made (`copy`, or `reencode` with its frame range when it is a cut and the size of
+    the rendition it was scaled from when that is not the export's frame)."""
     clips: list[dict[str, Any]] = []
     t = 0.0
     for clip in plan.clips:
@@ -394,8 +426,9 @@ def manifest(
             {
                 "segmentId": p.segment_id,
                 "files": list(p.files),
-                "mode": "copy" if p.cut is None else "reencode",
+                "mode": "copy" if p.copied else "reencode",
                 **({"frames": [p.cut.first, p.cut.end]} if p.cut else {}),
+                **({"scaledFrom": [p.fit.width, p.fit.height]} if p.fit else {}),
                 "duration": round(p.duration, 6),
             }
             for p in plan.parts

@@ -15,9 +15,10 @@ from typing import Any
 
 import asyncpg
 
-from core import db, layout, outbox, queue
+from core import db, layout, outbox, playlists, queue
 from core.catalog import SceneView
 from core.exportplan import DEFAULT_SPEED, SPEED_WEIGHT, BadRequest, ExportRange, Kind, SourceClip
+from core.settings import LadderRung
 
 
 @dataclass(frozen=True)
@@ -99,22 +100,26 @@ class Served:
     moment: ExportRange | None
 
 
-def source_clips(view: SceneView, quality: str) -> list[SourceClip]:
-    """The scene's ready clips with their rendition of `quality`; BadRequest when some
-    clip has none (the quality is not one the scene can be exported at)."""
+def source_clips(view: SceneView, quality: str, ladder: Sequence[LadderRung]) -> list[SourceClip]:
+    """The scene's ready clips with the rendition an export at `quality` reads: a
+    variant of the scene's stitched master (a profile some clip has) that is a rung of
+    `ladder` (its frame is the export's), else BadRequest. A clip without a rendition
+    of that frame (a source smaller than the rung, a clip whose refinement has not
+    landed) reads the one its stitched variant plays (`playlists.variant_rendition`),
+    to be re-encoded into the rung's frame (`SourceClip.fit`)."""
+    order = playlists.scene_profiles([sc.clip for sc in view.clips])
+    frames = {r.name: (r.width, r.height) for r in ladder}
+    if quality not in order or quality not in frames:
+        available = [p for p in order if p in frames]
+        raise BadRequest(
+            f"unknown quality {quality!r}: this scene can be exported at "
+            + (", ".join(available) or "no quality of this installation's ladder")
+        )
     clips = []
     for sc in view.clips:
-        rendition = sc.clip.renditions.get(quality)
-        if rendition is None:
-            available = sorted(
-                set.intersection(*(set(c.clip.renditions) for c in view.clips)),
-                key=lambda p: int(p[:-1]),
-            )
-            raise BadRequest(
-                f"unknown quality {quality!r}: this scene can be exported at "
-                + (", ".join(available) or "no common quality")
-            )
-        clips.append(SourceClip(sc.clip.segment_id, sc.sequence, sc.contributor.id, rendition))
+        rendition = playlists.variant_rendition(sc.clip, quality, order)
+        fit = (rendition.width, rendition.height) != frames[quality]
+        clips.append(SourceClip(sc.clip.segment_id, sc.sequence, sc.contributor.id, rendition, fit))
     return clips
 
 

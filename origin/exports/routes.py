@@ -122,7 +122,7 @@ async def request_export(request: web.Request) -> web.Response:
         if not view.clips:
             raise not_found(f"scene {scene_id} has no ready clip to export yet")
         try:
-            clips = exports.source_clips(view, ask.quality)
+            clips = exports.source_clips(view, ask.quality, settings.ladder)
             moment = None
             if ask.start is not None and ask.end is not None:
                 moment = exportplan.round_moment(clips, ask.start, ask.end)

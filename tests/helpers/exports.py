@@ -13,6 +13,7 @@ import re
 import subprocess
 import tempfile
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +64,13 @@ async def publish_copy(
     user: str,
     *,
     source_storage: Storage | None = None,
+    profiles: Collection[str] | None = None,
 ) -> str:
     """Publish a ready segment's renditions again as a new clip of `scene_id`: its
     objects copied under the new segment's prefix (from `source_storage` when they
     live elsewhere), its rows published with `catalog.publish_segment` (the
-    transcoder's publication: segment ready, scene version bumped)."""
+    transcoder's publication: segment ready, scene version bumped). With `profiles`,
+    only those renditions are published (a clip in its first stage: its lowest rung)."""
     clip = await catalog.segment_clip(conn, source_scene, source_segment)
     assert clip is not None, source_segment
     seg = layout.new_id("seg")
@@ -96,7 +99,7 @@ async def publish_copy(
             seg,
             duration=clip.duration,
             metadata={"copyOf": source_segment},
-            renditions=list(clip.renditions.values()),
+            renditions=[r for p, r in clip.renditions.items() if profiles is None or p in profiles],
             webhooks=(),
         )
     assert version is not None

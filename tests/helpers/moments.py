@@ -9,28 +9,45 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from core import catalog, db, layout
+from aiohttp.test_utils import TestClient
+
+from core import catalog, db, layout, playlists
 from core.framerate import exact_rate
+from core.settings import Settings
+from origin.app import create_app
 from tests.helpers.browser import Browser
 from tests.helpers.clips import FFMPEG, make_clip
+from tests.helpers.exports import ffprobe_json, packets, wait_export
+from tests.helpers.scenes import API_TOKEN, AUTH, new_scene, upload, wait_done
+from tests.helpers.servers import OriginTestServer
+from tests.helpers.workers import running_workers
+from workers.media.encoding import fit_filter
 
 #: Seconds within which two times are the same frame boundary (EXTINF sums, the
 #: API's 6 decimals).
 EPS = 1e-4
+SSIM_FLOOR = 0.8  # a re-encoded frame against its rendition's; neighbours score ~0.5
+
+Box = tuple[int, int]  # an export's frame: width, height
 
 
-def distinct_clip(path: Path, *, index: int, **spec: Any) -> Path:
-    """A `make_clip` clip (320x180) whose every frame is another window of a 640x360
-    test picture, jumping by a step of its own (`index`): adjacent frames, and the
-    frames of two clips at the same time, look nothing alike."""
+def distinct_clip(
+    path: Path, *, index: int, size: tuple[int, int] = (320, 180), **spec: Any
+) -> Path:
+    """A `make_clip` clip (`size`, 320x180 by default) whose every frame is another
+    window of a test picture twice its size, jumping by a step of its own (`index`):
+    adjacent frames, and the frames of two clips at the same time, look nothing alike."""
+    w, h = size
     step_x, step_y = 53 + 14 * index, 29 + 6 * index
-    crop = f"crop=320:180:x='mod(n*{step_x},320)':y='mod(n*{step_y},180)'"
-    return make_clip(path, width=640, height=360, extra=["-vf", crop], **spec)
+    crop = f"crop={w}:{h}:x='mod(n*{step_x},{w})':y='mod(n*{step_y},{h})'"
+    return make_clip(path, width=2 * w, height=2 * h, extra=["-vf", crop], **spec)
 
 
 @dataclass(frozen=True)
@@ -60,27 +77,66 @@ class GridClip:
         raise IndexError(frame)
 
 
+def module_settings(database_url: str, storage_root: Path, ladder) -> Settings:
+    """Settings of a module's own database (its workers claim only its jobs) and
+    `ladder`, one stage."""
+    return Settings.from_env(
+        {},
+        database_url=database_url,
+        storage_root=storage_root,
+        api_tokens=(API_TOKEN,),
+        log_format="text",
+        job_lease_seconds=30.0,
+        ladder=ladder,
+        refine=False,
+    )
+
+
+@asynccontextmanager
+async def transcoded_pool(
+    env: Settings, work: Path, specs: list[dict[str, Any]]
+) -> AsyncIterator[dict[str, Any]]:
+    """The origin (a client), two in-process workers and clips (`distinct_clip`
+    arguments, made in `work`) transcoded through the upload API into one scene:
+    {"client", "scene", "user", "segments"}."""
+    async with TestClient(OriginTestServer(create_app(env))) as client:
+        client.headers_auth = {"Authorization": AUTH}
+        async with running_workers(env, concurrency=2, lease_seconds=30):
+            scene, (user,) = await new_scene(client)
+            segments = []
+            for i, spec in enumerate(specs, start=1):
+                path = distinct_clip(work / f"clip{i}.mp4", index=i, **spec)
+                segments.append((await upload(client, scene, user, path, sequence=i))["segmentId"])
+            for seg in segments:
+                done = await wait_done(client, seg, timeout=600)
+                assert done["status"] == "ready", done
+            yield {"client": client, "scene": scene, "user": user, "segments": segments}
+
+
 async def scene_grid(settings, scene_id: str, segment_ids: list[str], quality: str):
-    """The scene's clips, in order, from their rendition rows (EXTINF, frame rate)."""
+    """The scene's clips, in order, from the rows of the renditions the stitched variant
+    `quality` plays (`playlists.variant_rendition`: EXTINF, frame rate, files)."""
     pool = await db.connect_pool(settings.database_url, size=1)
-    grid, offset = [], 0.0
     try:
         async with pool.acquire() as conn:
-            for seg in segment_ids:
-                clip = await catalog.segment_clip(conn, scene_id, seg)
-                assert clip is not None, seg
-                r = clip.renditions[quality]
-                fps = exact_rate(r.frame_rate)
-                root = settings.storage_root / settings.videos_bucket / scene_id / seg
-                files = tuple(
-                    root / layout.media_segment_name(quality, j + 1, r.generation)
-                    for j in range(len(r.durations))
-                )
-                frames = tuple(round(d * fps) for d in r.durations)
-                grid.append(GridClip(seg, fps, offset, sum(r.durations), frames, files))
-                offset += sum(r.durations)
+            clips = [await catalog.segment_clip(conn, scene_id, seg) for seg in segment_ids]
     finally:
         await pool.close()
+    assert all(clips), segment_ids
+    order = playlists.scene_profiles([c for c in clips if c is not None])
+    grid, offset = [], 0.0
+    for seg, clip in zip(segment_ids, clips, strict=True):
+        assert clip is not None
+        r = playlists.variant_rendition(clip, quality, order)
+        fps = exact_rate(r.frame_rate)
+        root = settings.storage_root / settings.videos_bucket / scene_id / seg
+        files = tuple(
+            root / layout.media_segment_name(r.profile, j + 1, r.generation)
+            for j in range(len(r.durations))
+        )
+        frames = tuple(round(d * fps) for d in r.durations)
+        grid.append(GridClip(seg, fps, offset, sum(r.durations), frames, files))
+        offset += sum(r.durations)
     return grid
 
 
@@ -113,12 +169,16 @@ def neighbours(grid: list[GridClip], k: int, i: int) -> list[tuple[int, int]]:
     return out
 
 
-def extract_frame(source: Path, index: int, out: Path, *, fmt: str | None = None) -> Path:
-    """Frame `index` (presentation order, from 0) of `source` as a PNG."""
+def extract_frame(
+    source: Path, index: int, out: Path, *, fmt: str | None = None, box: Box | None = None
+) -> Path:
+    """Frame `index` (presentation order, from 0) of `source` as a PNG; with `box`,
+    scaled to fit it and padded as the transcoder does (`encoding.fit_filter`)."""
+    fit = f",{fit_filter(*box)}" if box else ""
     subprocess.run(
         [FFMPEG or "ffmpeg", "-nostdin", "-v", "error", "-y"]
         + (["-f", fmt] if fmt else [])
-        + ["-i", str(source), "-map", "0:v:0", "-vf", f"select=eq(n\\,{index})"]
+        + ["-i", str(source), "-map", "0:v:0", "-vf", f"select=eq(n\\,{index}){fit}"]
         + ["-frames:v", "1", "-update", "1", str(out)],
         check=True,
         capture_output=True,
@@ -160,22 +220,87 @@ def ssim(a: Path, b: Path) -> float:
     return float(found[-1])
 
 
-def rendition_frame(grid: list[GridClip], k: int, i: int, out: Path) -> Path:
+def rendition_frame(
+    grid: list[GridClip], k: int, i: int, out: Path, box: Box | None = None
+) -> Path:
     path, index = grid[k].file_of(i)
-    return extract_frame(path, index, out, fmt="mpegts")
+    return extract_frame(path, index, out, fmt="mpegts", box=box)
 
 
 def matches(
-    grid: list[GridClip], mp4: Path, mp4_frame: int, k: int, i: int, work: Path
+    grid: list[GridClip],
+    mp4: Path,
+    mp4_frame: int,
+    k: int,
+    i: int,
+    work: Path,
+    box: Box | None = None,
 ) -> dict[tuple[int, int], float]:
     """SSIM of the MP4's frame `mp4_frame` with frame `i` of clip `k` of the stitched
-    renditions and with the frames shown next to it."""
+    renditions and with the frames shown next to it (each fitted into `box` first, when
+    given: renditions of other frames than the export's)."""
     got = extract_frame(mp4, mp4_frame, work / f"mp4_{mp4_frame}.png")
     scores = {}
     for kk, ii in [(k, i), *neighbours(grid, k, i)]:
-        ref = rendition_frame(grid, kk, ii, work / f"ref_{kk}_{ii}.png")
+        ref = rendition_frame(grid, kk, ii, work / f"ref_{kk}_{ii}.png", box)
         scores[(kk, ii)] = ssim(got, ref)
     return scores
+
+
+async def check_moment(
+    client, grid: list[GridClip], asked: dict, work: Path, box: Box | None = None
+) -> dict[str, Any]:
+    """Every check of one export (a moment, or with no range the whole scene) made of
+    the clips of `grid`: the job succeeds; the MP4 holds exactly the frames of the
+    range, lasts the range within one frame, its decode timestamps strictly increase,
+    its audio covers its video, ffmpeg decodes it without an error; its first and last
+    frames are the renditions' frames at the range's ends (SSIM: that frame matches
+    best, not the one shown before or after it). With `box`: every frame is that size
+    (square pixels), and the renditions' frames are fitted into it to be compared.
+    Returns facts."""
+    done = await wait_export(client, asked["exportId"], timeout=600)
+    assert done["status"] == "ready", done
+    total = grid[-1].offset + grid[-1].duration
+    start = done["start"] if done["start"] is not None else 0.0
+    end = done["end"] if done["end"] is not None else total
+    (k0, i0), (k1, i1) = frame_at(grid, start, end=False), frame_at(grid, end, end=True)
+    wanted = sum(
+        (i1 if k == k1 else grid[k].frames) - (i0 if k == k0 else 0) for k in range(k0, k1 + 1)
+    )
+    slowest = min(grid[k].fps for k in range(k0, k1 + 1))
+    mp4 = work / "moment.mp4"
+    mp4.write_bytes(await (await client.get(done["url"])).read())
+
+    video = packets(mp4, "v")
+    assert len(video) == wanted, (len(video), wanted, start, end)
+    dts = [p["dts_time"] for p in video]
+    assert all(b > a for a, b in zip(dts, dts[1:], strict=False)), "DTS do not increase"
+    pts = sorted(p["pts_time"] for p in video)
+    shown = pts[-1] - pts[0] + float(1 / grid[k1].fps)  # the last frame lasts its clip's period
+    assert abs(shown - (end - start)) <= float(1 / slowest) + 1e-3, (shown, end - start)
+    duration = float(ffprobe_json("-show_format", mp4)["format"]["duration"])
+    assert abs(duration - (end - start)) <= float(1 / slowest) + 1e-3, (duration, end - start)
+    audio = packets(mp4, "a")
+    audio_end = audio[-1]["pts_time"] + audio[-1]["duration_time"]
+    assert abs(audio_end - (pts[-1] + float(1 / grid[k1].fps))) < 1 / 40, audio_end
+    assert decode_errors(mp4) == ""
+    if box is not None:
+        (stream,) = ffprobe_json("-select_streams", "v", "-show_streams", mp4)["streams"]
+        assert (stream["width"], stream["height"]) == box, stream
+        assert stream.get("sample_aspect_ratio", "1:1") == "1:1", stream
+        entries = "frame=width,height,sample_aspect_ratio,pix_fmt"
+        frames = ffprobe_json("-select_streams", "v", "-show_entries", entries, mp4)["frames"]
+        assert len(frames) == wanted
+        shapes = {
+            (f["width"], f["height"], f.get("sample_aspect_ratio"), f["pix_fmt"]) for f in frames
+        }
+        assert shapes == {(*box, "1:1", "yuv420p")}, shapes
+
+    for mp4_frame, (k, i) in ((0, (k0, i0)), (wanted - 1, (k1, i1 - 1))):
+        scores = matches(grid, mp4, mp4_frame, k, i, work, box)
+        best = max(scores, key=lambda key: scores[key])
+        assert best == (k, i) and scores[(k, i)] > SSIM_FLOOR, (mp4_frame, (k, i), scores)
+    return {"done": done, "duration": duration, "frames": wanted, "mp4": mp4}
 
 
 async def plays_to_end(browser: Browser, page: str, url: str, duration: float) -> None:

@@ -331,7 +331,11 @@ async def test_an_export_of_a_rotated_clip_is_upright(
     origin_client, settings: Settings, run_workers: Callable[..., None], tmp_path: Path
 ) -> None:
     client = origin_client
-    clip = make_oriented(tmp_path / "upright-phone.mp4", "rot90", seconds=10.0)
+    # 320x240 upright: it fills the 180p rung, whose rendition the middle is copied from
+    # (a smaller source's would be re-encoded into the rung's frame, segment by segment)
+    clip = make_oriented(
+        tmp_path / "upright-phone.mp4", "rot90", width=320, height=240, seconds=10.0
+    )
     scene, (user,) = await new_scene(client)
     segment = (await upload(client, scene, user, clip, sequence=1))["segmentId"]
     run_workers()

@@ -27,36 +27,25 @@ import json
 import os
 import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from core.settings import LadderRung, Settings
-from origin.app import create_app
 from tests.helpers.browser import CHROMIUM, NO_CHROMIUM_REASON, Browser
 from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON
-from tests.helpers.exports import (
-    ffprobe_json,
-    packets,
-    scene_of_copies,
-    wait_export,
-)
+from tests.helpers.exports import scene_of_copies
 from tests.helpers.moments import (
     GridClip,
-    decode_errors,
-    distinct_clip,
+    check_moment,
     frame_at,
-    matches,
+    module_settings,
     plays_to_end,
     scene_grid,
+    transcoded_pool,
 )
-from tests.helpers.scenes import API_TOKEN, AUTH, new_scene, upload, wait_done
-from tests.helpers.servers import OriginTestServer
-from tests.helpers.workers import running_workers
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)]
 
@@ -83,48 +72,22 @@ EDGE_SCENE = [0, 1, 3, 2, 6, 8, 7]
 DRAWS = int(os.environ.get("STORYFORGE_MOMENT_DRAWS", "4"))
 PLAY_EVERY = int(os.environ.get("STORYFORGE_MOMENT_PLAY_EVERY", "4"))
 LOG = os.environ.get("STORYFORGE_MOMENT_LOG")  # a file: one JSON line per draw
-SSIM_FLOOR = 0.8  # a re-encoded frame against its rendition's; neighbours score ~0.5
 
 
 @pytest.fixture(scope="module")
 def env(module_db, tmp_path_factory) -> Settings:
     """A database of the module's own (its workers claim only its jobs), one small rung."""
-    return Settings.from_env(
-        {},
-        database_url=module_db,
-        storage_root=tmp_path_factory.mktemp("moments-storage"),
-        api_tokens=(API_TOKEN,),
-        log_format="text",
-        job_lease_seconds=30.0,
-        ladder=LADDER,
-        refine=False,
-    )
+    return module_settings(module_db, tmp_path_factory.mktemp("moments-storage"), LADDER)
 
 
 @pytest.fixture(scope="module")
 async def stack(env, tmp_path_factory):
     """The origin (a client), two in-process workers and the pool of clips, transcoded
-    through the upload API: {"client", "scene", "user", "segments"}."""
-    work = tmp_path_factory.mktemp("moments-clips")
-    async with TestClient(OriginTestServer(create_app(env))) as client:
-        client.headers_auth = {"Authorization": AUTH}
-        async with running_workers(env, concurrency=2, lease_seconds=30):
-            scene, (user,) = await new_scene(client)
-            segments = []
-            for i, spec in enumerate(POOL, start=1):
-                path = distinct_clip(work / f"clip{i}.mp4", index=i, **spec)
-                segments.append((await upload(client, scene, user, path, sequence=i))["segmentId"])
-            for seg in segments:
-                done = await wait_done(client, seg, timeout=600)
-                assert done["status"] == "ready", done
-            pool = await scene_grid(env, scene, segments, QUALITY)
-            yield {
-                "client": client,
-                "scene": scene,
-                "user": user,
-                "segments": segments,
-                "pool": pool,
-            }
+    through the upload API: {"client", "scene", "user", "segments", "pool"} (the
+    clips' frame grid)."""
+    async with transcoded_pool(env, tmp_path_factory.mktemp("moments-clips"), POOL) as stack:
+        stack["pool"] = await scene_grid(env, stack["scene"], stack["segments"], QUALITY)
+        yield stack
 
 
 @pytest.fixture(scope="module")
@@ -174,42 +137,6 @@ async def ask(client, scene: str, start: float, end: float) -> dict:
     return body
 
 
-async def check_moment(
-    env: Settings, client, grid: list[GridClip], asked: dict, work: Path
-) -> dict[str, Any]:
-    """Every check of one moment's export (see the module docstring); returns facts."""
-    done = await wait_export(client, asked["exportId"], timeout=600)
-    assert done["status"] == "ready", done
-    start, end = done["start"], done["end"]
-    (k0, i0), (k1, i1) = frame_at(grid, start, end=False), frame_at(grid, end, end=True)
-    wanted = sum(
-        (i1 if k == k1 else grid[k].frames) - (i0 if k == k0 else 0) for k in range(k0, k1 + 1)
-    )
-    slowest = min(grid[k].fps for k in range(k0, k1 + 1))
-    mp4 = work / "moment.mp4"
-    mp4.write_bytes(await (await client.get(done["url"])).read())
-
-    video = packets(mp4, "v")
-    assert len(video) == wanted, (len(video), wanted, start, end)
-    dts = [p["dts_time"] for p in video]
-    assert all(b > a for a, b in zip(dts, dts[1:], strict=False)), "DTS do not increase"
-    pts = sorted(p["pts_time"] for p in video)
-    shown = pts[-1] - pts[0] + float(1 / grid[k1].fps)  # the last frame lasts its clip's period
-    assert abs(shown - (end - start)) <= float(1 / slowest) + 1e-3, (shown, end - start)
-    duration = float(ffprobe_json("-show_format", mp4)["format"]["duration"])
-    assert abs(duration - (end - start)) <= float(1 / slowest) + 1e-3, (duration, end - start)
-    audio = packets(mp4, "a")
-    audio_end = audio[-1]["pts_time"] + audio[-1]["duration_time"]
-    assert abs(audio_end - (pts[-1] + float(1 / grid[k1].fps))) < 1 / 40, audio_end
-    assert decode_errors(mp4) == ""
-
-    for mp4_frame, (k, i) in ((0, (k0, i0)), (wanted - 1, (k1, i1 - 1))):
-        scores = matches(grid, mp4, mp4_frame, k, i, work)
-        best = max(scores, key=lambda key: scores[key])
-        assert best == (k, i) and scores[(k, i)] > SSIM_FLOOR, (mp4_frame, (k, i), scores)
-    return {"done": done, "duration": duration, "frames": wanted}
-
-
 # ------------------------------------------------------------------------ tests
 
 
@@ -235,7 +162,7 @@ async def test_moments_at_every_clip_edge(env, stack, browser, tmp_path):
     for k, where, body in asked:
         work = tmp_path / f"{k}-{where}"
         work.mkdir()
-        facts = await check_moment(env, client, grid, body, work)
+        facts = await check_moment(client, grid, body, work)
         checked.append((k, where, facts["frames"]))
         if where == "last" and k == 0 and CHROMIUM is not None:
             url = str(client.make_url(facts["done"]["url"]))
@@ -304,7 +231,7 @@ async def test_any_moment_of_any_scene(env, stack, browser, tmp_path_factory, dr
     scene, grid = await scene_of(env, stack, clips)
     body = await ask(client, scene, *placed)
     work = tmp_path_factory.mktemp("draw")
-    facts = await check_moment(env, client, grid, body, work)
+    facts = await check_moment(client, grid, body, work)
     PLAYED["draws"] += 1
     played = (PLAYED["draws"] - 1) % PLAY_EVERY == 0
     if played:

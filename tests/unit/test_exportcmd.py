@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from core.exportplan import Cut
+from core.exportplan import Cut, SourceClip, plan_export
+from core.playlists import Rendition
 from workers.jobs.export import ExportFailed, top_level_boxes
-from workers.media import exportcmd
+from workers.media import encoding, exportcmd
 from workers.media.encoding import DEFAULT_RUNGS
 
 RUNG_720 = DEFAULT_RUNGS[0]
@@ -161,6 +162,64 @@ def test_cut_command_takes_the_level_of_the_clips_rate():
         "/a", "/b", rung=RUNG_720, fps=Fraction(50), cut=Cut(0, 10), first_pts=0
     )
     assert cmd[cmd.index("-level:v") + 1] == "3.2"  # 720p50 needs 3.2 (H.264 Table A-1)
+
+
+def test_fit_command_reencodes_the_picture_into_the_rungs_frame_and_copies_the_sound():
+    cmd = exportcmd.fit_command(
+        "/w/cut_in.ts", "/w/cut_out.ts", rung=RUNG_720, fps=Fraction(30), gop=120
+    )
+    cut = exportcmd.cut_command(
+        "/w/cut_in.ts", "/w/cut_out.ts", rung=RUNG_720, fps=Fraction(30), cut=Cut(0, 1), first_pts=0
+    )
+    assert cmd[:13] == cut[:13]  # the segment read as for a cut, its timestamps kept
+    assert cmd[13:16] == [
+        "-filter_complex",
+        "[0:v:0]setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv,"
+        "format=yuv420p,"
+        # the transcoder's fit: scaled by the display aspect, padded centred, square pixels
+        "scale=w='if(gte(dar*720,1280),1280,2*round(720*dar/2))'"
+        ":h='if(gte(dar*720,1280),2*round(1280/dar/2),720)'"
+        ",pad=1280:720:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1[v]",
+        "-map",
+    ]
+    assert cmd[16:20] == ["[v]", "-map", "0:a:0", "-map_metadata"]
+    video = cmd[cmd.index("-c:v") : cmd.index("-fps_mode:v")]
+    assert video == encoding.video_encoder_args(RUNG_720, 30.0, gop=120, preset="veryfast")
+    assert cmd[cmd.index("-fps_mode:v") :] == [
+        "-fps_mode:v",
+        "passthrough",
+        "-enc_time_base:v",
+        "-1",
+        "-c:a",
+        "copy",
+        "-f",
+        "mpegts",
+        "file:/w/cut_out.ts",
+    ]
+
+
+def test_a_fit_cut_scales_after_the_colour_chain():
+    cmd = exportcmd.cut_command(
+        "/a", "/b", rung=RUNG_720, fps=Fraction(24), cut=Cut(0, 10), first_pts=0, fit=True
+    )
+    graph = cmd[cmd.index("-filter_complex") + 1]
+    assert "format=yuv420p,scale=w=" in graph and ",setsar=1[v];" in graph
+
+
+def test_export_level_covers_the_reencodes():
+    def plan(fps: float, fit: bool):
+        clip = SourceClip(
+            "seg_0000000000000001",
+            1,
+            "usr_0123456789abcdef",
+            Rendition("720p", 640, 480, fps, "avc1.4d401e", (4.0,), (100,), 1, 1),
+            fit,
+        )
+        return plan_export([clip], "720p")
+
+    assert exportcmd.export_level(plan(30.0, False), RUNG_720) == 30  # the copy's own
+    assert exportcmd.export_level(plan(30.0, True), RUNG_720) == 31  # 720p30
+    assert exportcmd.export_level(plan(50.0, True), RUNG_720) == 32  # 720p50
 
 
 def test_check_command_probes_the_mp4_with_the_mov_demuxer_only():

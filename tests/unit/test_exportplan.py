@@ -9,10 +9,12 @@ from datetime import UTC, datetime
 import pytest
 
 from core import exportplan
+from core.catalog import Scene, SceneClip, SceneView, User
 from core.exportplan import (
     BadRequest,
     Cut,
     ExportRange,
+    Fit,
     Request,
     SourceClip,
     Tail,
@@ -23,14 +25,24 @@ from core.exportplan import (
     plan_export,
     round_moment,
 )
-from core.playlists import Rendition
+from core.exports import source_clips
+from core.playlists import Clip, Rendition
+from core.settings import DEFAULT_LADDER
 
 
-def clip(n: int, fps: float, durations: list[float], codecs: str = "avc1.4d401f,mp4a.40.2"):
+def clip(
+    n: int,
+    fps: float,
+    durations: list[float],
+    codecs: str = "avc1.4d401f,mp4a.40.2",
+    *,
+    size: tuple[int, int] = (1280, 720),
+    fit: bool = False,
+):
     rendition = Rendition(
         profile="720p",
-        width=1280,
-        height=720,
+        width=size[0],
+        height=size[1],
         frame_rate=fps,
         codecs=codecs,
         durations=tuple(durations),
@@ -38,7 +50,7 @@ def clip(n: int, fps: float, durations: list[float], codecs: str = "avc1.4d401f,
         bandwidth_peak=2,
         bandwidth_average=1,
     )
-    return SourceClip(f"seg_{n:016d}", n, "usr_0123456789abcdef", rendition)
+    return SourceClip(f"seg_{n:016d}", n, "usr_0123456789abcdef", rendition, fit)
 
 
 # clip 1: 24 fps, 4 s + 1 s; clip 2: 30 fps, 4 s + 4 s + 2 s; clip 3: 50 fps, 4 s
@@ -262,3 +274,120 @@ def test_a_part_ending_before_its_clip_reads_the_next_segment_for_its_audio():
     assert plan.size == 1000 + 2000 + 3000  # what is read: the copies and their tail
     plan = plan_export(SCENE, "720p", round_moment(SCENE, 4.5, 16.0))
     assert tails(plan) == [(1, None), (2, None), (3, None)]
+
+
+# ------------------------------------------- clips without the export's frame (issue 26)
+
+
+def scene_view(*renditions: dict[str, tuple[int, int]]) -> SceneView:
+    """A scene whose clip n has renditions {profile: frame}, 24 fps, 4 s + 1 s."""
+    user = User("usr_0123456789abcdef", "ada")
+    clips = []
+    for n, frames in enumerate(renditions, 1):
+        rends = {
+            profile: Rendition(
+                profile=profile,
+                width=w,
+                height=h,
+                frame_rate=24.0,
+                codecs="avc1.4d401f,mp4a.40.2",
+                durations=(4.0, 1.0),
+                sizes=(1000, 500),
+                bandwidth_peak=2,
+                bandwidth_average=1,
+            )
+            for profile, (w, h) in frames.items()
+        }
+        clips.append(SceneClip(Clip(f"seg_{n:016d}", 5.0, rends), n, user))
+    scene = Scene("scn_0123456789abcdef", "t", 3, datetime(2026, 1, 1, tzinfo=UTC))
+    return SceneView(scene, tuple(clips))
+
+
+FULL = {"720p": (1280, 720), "1080p": (1920, 1080)}
+
+
+def test_source_clips_read_the_stitched_variants_rendition_and_fit_it():
+    view = scene_view(
+        FULL,
+        {"720p": (640, 480)},  # a source smaller than every rung: its own size
+        {"720p": (1280, 720)},  # a 1080p source in its first stage: the lowest rung
+    )
+    got = source_clips(view, "1080p", DEFAULT_LADDER)
+    assert [(c.rendition.profile, c.rendition.width, c.fit) for c in got] == [
+        ("1080p", 1920, False),
+        ("720p", 640, True),
+        ("720p", 1280, True),
+    ]
+    got = source_clips(view, "720p", DEFAULT_LADDER)
+    assert [(c.rendition.profile, c.rendition.width, c.fit) for c in got] == [
+        ("720p", 1280, False),
+        ("720p", 640, True),
+        ("720p", 1280, False),
+    ]
+
+
+def test_source_clips_refuse_what_the_scene_or_the_ladder_lacks():
+    view = scene_view(FULL, {"720p": (640, 480)})
+    with pytest.raises(BadRequest, match="exported at 720p, 1080p"):
+        source_clips(view, "2160p", DEFAULT_LADDER)
+    with pytest.raises(BadRequest, match="exported at 720p$"):  # no clip has 1080p
+        source_clips(scene_view({"720p": (640, 480)}), "1080p", DEFAULT_LADDER)
+    with pytest.raises(BadRequest, match="exported at 720p$"):  # not a rung any more
+        source_clips(view, "1080p", DEFAULT_LADDER[:1])
+
+
+def fits(plan):
+    return [
+        (p.sequence, p.files, None if p.cut is None else (p.cut.first, p.cut.end), p.fit)
+        for p in plan.parts
+    ]
+
+
+# clip 1 of the frame; clip 2 (30 fps, 4 s + 4 s + 2 s) a 640x480 rendition
+FIT_SCENE = [
+    SCENE[0],
+    clip(2, 30.0, [4.0, 4.0, 2.0], "avc1.4d401e,mp4a.40.2", size=(640, 480), fit=True),
+]
+SMALL = Fit(640, 480, 120)
+
+
+def test_every_segment_of_a_fit_clip_is_reencoded_on_its_own():
+    plan = plan_export(FIT_SCENE, "720p")
+    assert fits(plan) == [
+        (1, ("720p_0001.ts", "720p_0002.ts"), None, None),
+        (2, ("720p_0001.ts",), None, SMALL),
+        (2, ("720p_0002.ts",), None, SMALL),
+        (2, ("720p_0003.ts",), None, SMALL),
+    ]
+    assert plan.duration == 15.0 and plan.size == 3000 + (1000 + 2000) + (2000 + 3000) + 3000
+    assert [p.copied for p in plan.parts] == [True, False, False, False]
+    assert tails(plan) == [(1, None), (2, "720p_0002.ts"), (2, "720p_0003.ts"), (2, None)]
+    assert plan.level == 31  # the copied renditions' (a fit clip's comes from the re-encode)
+    assert plan_export(FIT_SCENE[1:], "720p").level == 0
+    doc = exportplan.manifest(
+        scene_id="scn_0123456789abcdef",
+        export_id="exp_0123456789abcdef",
+        version=1,
+        plan=plan,
+        created_at=datetime(2026, 1, 2, tzinfo=UTC),
+        duration=15.0,
+        size=1,
+    )
+    assert [(p["mode"], p.get("frames"), p.get("scaledFrom")) for p in doc["parts"]] == [
+        ("copy", None, None),
+        ("reencode", None, [640, 480]),
+        ("reencode", None, [640, 480]),
+        ("reencode", None, [640, 480]),
+    ]
+
+
+def test_a_moment_cutting_into_a_fit_clip_fits_its_cuts():
+    plan = plan_export(FIT_SCENE, "720p", round_moment(FIT_SCENE, 2.3, 5 + 8.5))
+    assert fits(plan) == [
+        (1, ("720p_0001.ts",), (55, 96), None),
+        (1, ("720p_0002.ts",), None, None),
+        (2, ("720p_0001.ts",), None, SMALL),
+        (2, ("720p_0002.ts",), None, SMALL),
+        (2, ("720p_0003.ts",), (0, 15), SMALL),
+    ]
+    assert plan.duration == pytest.approx(41 / 24 + 1.0 + 8.0 + 0.5)

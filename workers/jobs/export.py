@@ -9,13 +9,17 @@ whatever the scene's length, ffmpeg's the MP4's sample index, and disk the MP4. 
 was written is checked before it is uploaded: ffprobe says its streams and duration, its
 top-level box headers say `moov` comes before `mdat`. A moment's edge GOPs are
 re-encoded with the rendition's own encoder settings; everything between them is
-copied. A part that ends before its clip does also reads the clip's next segment for
-the audio of its last moments, which the transcoder's muxer wrote there (a cut
-re-encodes it with its frames; the joiner takes it for copies). Progress goes to the job's
-heartbeat. The MP4 and `export_manifest.json` go to the exports bucket under the
-export's own prefix, then one transaction fenced by the job's lease marks the export
-ready and completes the job. Temporary files go with the job's directory, on success
-and on failure; a failed export leaves nothing in the exports bucket.
+copied. A clip without a rendition of the export's frame (a source smaller than the
+rung, a clip whose refinement has not landed) has its largest real rendition
+re-encoded into that frame, segment by segment, its sound copied, so every frame of
+the MP4 is the rung's. A part that ends before its clip does also reads the clip's
+next segment for the audio of its last moments, which the transcoder's muxer wrote
+there (a re-encode takes it with its frames; the joiner takes it for copies).
+Progress goes to the job's heartbeat. The MP4 and `export_manifest.json` go to the
+exports bucket under the export's own prefix, then one transaction fenced by the
+job's lease marks the export ready and completes the job. Temporary files go with the
+job's directory, on success and on failure; a failed export leaves nothing in the
+exports bucket.
 """
 
 from __future__ import annotations
@@ -215,7 +219,8 @@ async def _export(
             f"the scene changed (version {version} -> {view.scene.version}) before the "
             "export ran; request the export again for the current version"
         )
-    plan = exportplan.plan_export(exports.source_clips(view, quality), quality, moment)
+    clips = exports.source_clips(view, quality, settings.ladder)
+    plan = exportplan.plan_export(clips, quality, moment)
     journal = [
         f"export {export_id}: scene {scene_id} v{version}, {quality}, attempt {job.attempts}"
     ]
@@ -293,11 +298,13 @@ async def _export(
 
 def _describe(part: Part) -> str:
     files = part.files[0] if len(part.files) == 1 else f"{part.files[0]}..{part.files[-1]}"
-    if part.cut is None:
+    if part.copied:
         return f"copy     clip {part.sequence} {part.segment_id} {files} ({part.duration:.3f} s)"
+    frames = f" frames {part.cut.first}-{part.cut.end}" if part.cut else ""
+    scaled = f" from {part.fit.width}x{part.fit.height}" if part.fit else ""
     return (
-        f"reencode clip {part.sequence} {part.segment_id} {files} frames "
-        f"{part.cut.first}-{part.cut.end} ({part.duration:.3f} s)"
+        f"reencode clip {part.sequence} {part.segment_id} {files}{frames}{scaled} "
+        f"({part.duration:.3f} s)"
     )
 
 
@@ -314,7 +321,9 @@ async def _compile(
     """Fetch, join and remux into the progressive MP4, then check it; returns its
     duration."""
     joiner = TsJoiner(dts_grid=exportcmd.dts_grid(plan.max_fps))
-    cmd = exportcmd.remux_command(mp4, level=plan.level, max_fps=plan.max_fps)
+    rung = _rung(plan.quality, settings)
+    level = exportcmd.export_level(plan, rung)
+    cmd = exportcmd.remux_command(mp4, level=level, max_fps=plan.max_fps)
     journal.append("$ " + " ".join(cmd))
     fetcher = Prefetcher(
         storage, settings.videos_bucket, scene_id, plan, settings.export_fetch_concurrency
@@ -324,7 +333,7 @@ async def _compile(
     async def feed(stdin: asyncio.StreamWriter) -> None:
         done = 0
         current: Part | None = None
-        held: bytearray | None = None  # a cut's segment, waiting for its tail
+        held: bytearray | None = None  # a re-encoded segment, waiting for its tail
         async for fetch, data in fetcher.segments():
             part = fetch.part
             if part is not current:
@@ -332,15 +341,14 @@ async def _compile(
                     stdin.write(joiner.end())
                 stdin.write(joiner.begin(part.fps))
                 current = part
-            if part.cut is not None and not fetch.tail and part.tail is not None:
-                held = data  # cut once the next segment's audio is here
-            elif part.cut is not None:
+            if not part.copied and not fetch.tail and part.tail is not None:
+                held = data  # re-encoded once the next segment's audio is here
+            elif not part.copied:
                 segment, tail = (held, data) if fetch.tail else (data, None)
                 assert segment is not None
                 held = None
-                rung = _rung(plan.quality, settings)
-                cut = await _cut(part, rung, segment, tail, work, journal)
-                stdin.write(joiner.feed(bytearray(cut)))  # on the loop: ~2 ms per 720p segment
+                made = await _reencode(part, rung, segment, tail, work, journal)
+                stdin.write(joiner.feed(bytearray(made)))  # on the loop: ~2 ms per 720p segment
             elif fetch.tail:
                 stdin.write(joiner.feed_audio(data))
             else:
@@ -371,7 +379,7 @@ async def _compile(
     return _check(exportcmd.written(json.loads(done.stdout), boxes), plan, journal)
 
 
-async def _cut(
+async def _reencode(
     part: Part,
     rung: Rung,
     data: bytearray,
@@ -379,32 +387,39 @@ async def _cut(
     work: Path,
     journal: list[str],
 ) -> bytes:
-    """Re-encode the cut frames of one media segment, with the audio under them (some
-    of it in `tail`, the next segment, whose video is left out); the re-encoded
-    MPEG-TS."""
-    assert part.cut is not None
+    """Re-encode one media segment's part: its cut frames with the audio under them,
+    or (a whole segment of a `fit` part) its picture into the rung's frame with its
+    sound copied; some of the sound is in `tail`, the next segment, whose video is
+    left out. The re-encoded MPEG-TS."""
     source, output = work / "cut_in.ts", work / "cut_out.ts"
     audio = without_video(tail) if tail is not None else b""
     await asyncio.to_thread(source.write_bytes, bytes(data) + audio)
-    cmd = exportcmd.cut_command(
-        source,
-        output,
-        rung=rung,
-        fps=part.fps,
-        cut=part.cut,
-        first_pts=first_video_pts(data),
-    )
+    if part.cut is not None:
+        cmd = exportcmd.cut_command(
+            source,
+            output,
+            rung=rung,
+            fps=part.fps,
+            cut=part.cut,
+            first_pts=first_video_pts(data),
+            fit=part.fit is not None,
+        )
+    else:
+        assert part.fit is not None
+        cmd = exportcmd.fit_command(source, output, rung=rung, fps=part.fps, gop=part.fit.gop)
     journal.append("$ " + " ".join(cmd))
     try:
         done = await ffmpeg.run_capture(cmd, timeout=CUT_TIMEOUT)
     except TimeoutError:
-        raise ExportFailed(f"re-encoding a cut did not finish within {CUT_TIMEOUT:g} s") from None
+        raise ExportFailed(
+            f"re-encoding {part.files[0]} did not finish within {CUT_TIMEOUT:g} s"
+        ) from None
     if done.returncode != 0:
-        raise ExportFailed(f"re-encoding a cut failed: {done.stderr.strip()[-300:]}")
-    cut = await asyncio.to_thread(output.read_bytes)
+        raise ExportFailed(f"re-encoding {part.files[0]} failed: {done.stderr.strip()[-300:]}")
+    made = await asyncio.to_thread(output.read_bytes)
     source.unlink()
     output.unlink()
-    return cut
+    return made
 
 
 def top_level_boxes(path: Path, limit: int = 32) -> list[str]:

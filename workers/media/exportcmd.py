@@ -1,8 +1,9 @@
 """The export job's ffmpeg commands and what it expects of what they wrote: the remux of
 the joined MPEG-TS stream (stdin) into a progressive, moov-first MP4 (ffmpeg's
-`+faststart`), the re-encode of a cut GOP with its rendition's own encoder settings, and
-the ffprobe of the written MP4 read back as `Written`. Pure: `workers.jobs.export` runs
-them.
+`+faststart`) and the level its parameter sets declare, the re-encode of a cut GOP with
+its rendition's own encoder settings, the re-encode of a media segment into the
+export's frame (a clip without a rendition of it), and the ffprobe of the written MP4
+read back as `Written`. Pure: `workers.jobs.export` runs them.
 """
 
 from __future__ import annotations
@@ -13,10 +14,16 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from core.exportplan import Cut
+from core.exportplan import Cut, Plan
 from core.ffargs import probe_command
 from workers.media import colour
-from workers.media.encoding import Rung, audio_encoder_args, video_encoder_args
+from workers.media.encoding import (
+    Rung,
+    audio_encoder_args,
+    fit_filter,
+    rung_level,
+    video_encoder_args,
+)
 from workers.media.h264 import level_name
 from workers.media.probe import input_url
 from workers.media.tsjoin import BASE, CLOCK
@@ -45,6 +52,14 @@ def h264_metadata(level: int, max_fps: Fraction) -> str:
         f"h264_metadata=level={level_name(level)}"
         f":tick_rate={tick.numerator}/{tick.denominator}:fixed_frame_rate_flag=0"
     )
+
+
+def export_level(plan: Plan, rung: Rung) -> int:
+    """The H.264 level every SPS of the export declares (`h264_metadata`): the highest
+    of the renditions copied (`Plan.level`) and of the re-encodes, each at the rung's
+    level for its clip's frame rate (`workers.media.encoding.rung_level`)."""
+    made = [rung_level(rung, float(p.fps)) for p in plan.parts if not p.copied]
+    return max([plan.level, *made])
 
 
 #: The `moov` (the sample index) moved before the `mdat` once the file is written, so a
@@ -105,6 +120,7 @@ def cut_command(
     fps: Fraction,
     cut: Cut,
     first_pts: int,
+    fit: bool = False,
 ) -> list[str]:
     """Re-encode frames [cut.first, cut.end) of one media segment (its first frame at
     `first_pts`, 90 kHz) and the audio under them, sample-exact, into MPEG-TS. `source`
@@ -112,10 +128,11 @@ def cut_command(
     end of a segment's sound is written there). Video and audio are both moved by the
     cut's start, so they stay aligned; the encoders are the rendition's
     (`workers.media.encoding`), one closed GOP; the picture goes through the colour chain
-    every output of a clip goes through (`workers.media.colour.chain`)."""
+    every output of a clip goes through (`workers.media.colour.chain`) and, with `fit`
+    (a rendition of another frame), into the rung's frame (`_picture`)."""
     start = first_pts / CLOCK + cut.first / fps
     end = first_pts / CLOCK + cut.end / fps
-    picture = ",".join(colour.chain(colour.RENDITION, rung.width, rung.height))
+    picture = _picture(rung, fit=fit)
     graph = (
         f"[0:v:0]trim=start_frame={cut.first}:end_frame={cut.end},"
         f"setpts=PTS-{float(start):.6f}/TB,{picture}[v];"
@@ -123,15 +140,7 @@ def cut_command(
         f"asetpts=PTS-{float(start):.6f}/TB[a]"
     )
     return [
-        "ffmpeg",
-        *_QUIET,
-        "-protocol_whitelist",
-        "file",
-        "-copyts",
-        "-f",
-        "mpegts",
-        "-i",
-        input_url(source),
+        *_segment_input(source),
         "-filter_complex",
         graph,
         "-map",
@@ -146,6 +155,68 @@ def cut_command(
         "mpegts",
         input_url(output),
     ]
+
+
+def fit_command(
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    rung: Rung,
+    fps: Fraction,
+    gop: int,
+) -> list[str]:
+    """Re-encode the picture of one whole media segment of a clip whose rendition is
+    not of the rung's frame into that frame (`_picture`), with the rung's encoder at
+    the clip's frame rate and `gop` (the clip's own GOP, so the parameter sets are
+    those of the rung's renditions); its sound is copied. `source` as for
+    `cut_command`. Every frame keeps its own timestamp on the 90 kHz clock
+    (ffmpeg would round them to the frame rate's clock) and the sound its own, so
+    the two stay where the rendition had them."""
+    return [
+        *_segment_input(source),
+        "-filter_complex",
+        f"[0:v:0]{_picture(rung, fit=True)}[v]",
+        "-map",
+        "[v]",
+        "-map",
+        "0:a:0",
+        "-map_metadata",
+        "-1",
+        *video_encoder_args(rung, float(fps), gop=gop, preset=CUT_PRESET),
+        "-fps_mode:v",
+        "passthrough",
+        "-enc_time_base:v",
+        "-1",
+        "-c:a",
+        "copy",
+        "-f",
+        "mpegts",
+        input_url(output),
+    ]
+
+
+def _segment_input(source: str | os.PathLike[str]) -> list[str]:
+    """ffmpeg reading a media segment to re-encode (`cut_command`, `fit_command`): a
+    local MPEG-TS file, its timestamps as written."""
+    return [
+        "ffmpeg",
+        *_QUIET,
+        "-protocol_whitelist",
+        "file",
+        "-copyts",
+        "-f",
+        "mpegts",
+        "-i",
+        input_url(source),
+    ]
+
+
+def _picture(rung: Rung, *, fit: bool) -> str:
+    """The filters of a re-encoded picture: the colour chain every output of a clip goes
+    through (`workers.media.colour.chain`) and, with `fit`, the transcoder's scale to
+    fit the rung's frame and pad, square pixels (`workers.media.encoding.fit_filter`)."""
+    chain = colour.chain(colour.RENDITION, rung.width, rung.height)
+    return ",".join([*chain, *([fit_filter(rung.width, rung.height)] if fit else [])])
 
 
 def check_command(mp4: str | os.PathLike[str]) -> list[str]:
