@@ -52,7 +52,7 @@ from tests.helpers.exports import distinct_parameter_sets, wait_export
 from tests.helpers.scenes import API_TOKEN, new_scene, upload, wait_done
 from workers.media import ffmpeg
 from workers.media.colour import Colour, chain, eetf_expression, tone_map_signal
-from workers.media.encoding import Rung
+from workers.media.encoding import Rung, filter_graph, fit_scale_filter
 from workers.media.probe import BadInput, MediaInfo
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)]
@@ -170,6 +170,32 @@ def test_the_refinement_runs_the_same_chain(sources: Sources) -> None:
     refined_stats = picture_stats(list(refined[0].segments))
     for a, b in zip(fast_stats, refined_stats, strict=True):
         assert b == pytest.approx(a, rel=0.03)
+
+
+@pytest.mark.parametrize("name", ["hlg", "pq"])
+def test_a_picture_fitted_before_the_tone_curve_looks_the_same(sources: Sources, name: str) -> None:
+    # a rung smaller than the source, alone in the graph: the picture is fitted to it
+    # before the chain (`picture_chain`), as a 1080p phone clip's first stage is to 720p
+    info, out = sources.transcoded(name)
+    small = Rung("90p", 160, 90, 200_000)
+    graph = filter_graph(
+        info, (small,), fps=Fraction(30), thumb_at=0, frame_interval=1, stills=False
+    )
+    assert f"{fit_scale_filter(160, 90, 'bilinear')},format=yuv420p10le," in graph
+    fitted = asyncio.run(
+        ffmpeg.encode_renditions(
+            sources.path(name),
+            sources.root / f"fitted-{name}",
+            info,
+            (small,),
+            presets={small.name: "ultrafast"},
+            loudness=None,
+        )
+    )
+    assert tags(fitted[0].segments[0]) == BT709
+    luma, sat = picture_stats(list(fitted[0].segments))
+    ref_luma, ref_sat = picture_stats(list(out.renditions[0].segments))  # chain, then fit
+    assert luma == pytest.approx(ref_luma, rel=0.01) and sat == pytest.approx(ref_sat, rel=0.02)
 
 
 def test_the_probe_reads_hdr10_metadata_from_the_first_picture(sources: Sources) -> None:
