@@ -280,7 +280,7 @@ def test_picture_chain_is_colour_then_orientation() -> None:
 
 
 def test_an_hdr_picture_is_fitted_to_the_largest_output_before_the_chain() -> None:
-    fit = fit_scale_filter(1280, 720, "bilinear")
+    fit = fit_scale_filter(1280, 720, "bilinear", zimg=True)
     src = info(colour=HLG, coded_width=1920, coded_height=1080)
     assert picture_chain(src, (1280, 720), "bilinear") == [fit, *chain(HLG, 1920, 1080)]
     # a quarter turn: fitted in the coded orientation, the box turned with it; the
@@ -289,7 +289,7 @@ def test_an_hdr_picture_is_fitted_to_the_largest_output_before_the_chain() -> No
         colour=PQ, rotation=90, width=1080, height=1920, coded_width=1920, coded_height=1080
     )
     assert picture_chain(upright, (1280, 720)) == [
-        fit_scale_filter(720, 1280),
+        fit_scale_filter(720, 1280, zimg=True),
         *chain(PQ, 1920, 1080),
         "transpose=clock",
     ]

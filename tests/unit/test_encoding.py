@@ -220,7 +220,8 @@ def test_an_hdr_first_stage_tone_maps_the_720p_picture() -> None:
     head, *_ = graph.split(";")
     # fitted into 1280x720 (the rung and the large thumbnail) before the tone curve and
     # zimg, with the rung's scaler; the rung's own fit then finds its size made
-    fit = fit_scale_filter(1280, 720, "bilinear")
+    fit = fit_scale_filter(1280, 720, "bilinear", zimg=True)
+    assert fit == FIT_720.split(",pad=")[0].replace("scale=", "zscale=f=bilinear:")
     assert head == (
         f"[0:0]fps=fps=30/1:start_time=0,trim=end=9,{fit},{','.join(chain(hlg, 1920, 1080))},"
         "split=3[s0][sthumb][stl]"
@@ -244,7 +245,7 @@ def test_an_hdr_first_stage_tone_maps_the_720p_picture() -> None:
         stills=False,
         presets={"720p": "medium", "1080p": "medium"},
     )
-    assert f"trim=end=9,{fit_scale_filter(1920, 1080)},format=yuv420p10le," in refined
+    assert f"trim=end=9,{fit_scale_filter(1920, 1080, zimg=True)},format=yuv420p10le," in refined
 
 
 def test_one_audio_encode_per_audio_bit_rate() -> None:
