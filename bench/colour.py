@@ -198,6 +198,18 @@ def _timed(cmd: list[str]) -> dict[str, float]:
     return {"wall": round(wall, 2), "cpu": round(cpu, 2)}
 
 
+def _filters(chain: str) -> list[str]:
+    """A filter chain's filters: split at the commas outside quoted expressions."""
+    parts, quoted, start = [], False, 0
+    for i, ch in enumerate(chain):
+        if ch == "'":
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            parts.append(chain[start:i])
+            start = i + 1
+    return [*parts, chain[start:]]
+
+
 def _steps(path: Path, settings: Settings) -> dict[str, dict[str, float]]:
     """One clip's time to playable taken apart: the preflight (probe, first picture,
     loudness), then the first stage's one ffmpeg run rebuilt step by step from its own
@@ -225,7 +237,7 @@ def _steps(path: Path, settings: Settings) -> dict[str, dict[str, float]]:
         graph = cmd[cmd.index("-filter_complex") + 1].split(";")
         head = graph[0].split("]", 1)[1].rsplit(",split=", 1)[0]
         fit = graph[1].split("]", 1)[1].rsplit("[", 1)[0]
-        picture = head.split(",")
+        picture = _filters(head)
         chain_at = next((i for i, f in enumerate(picture) if f.startswith("format=")), None)
         lut = next((f for f in picture if f.startswith("lutyuv=")), None)
         zimg = next((f for f in picture if f.startswith("zscale=")), None)
