@@ -206,7 +206,7 @@ def test_a_picture_fitted_before_the_tone_curve_looks_the_same(sources: Sources,
     (luma, sat), (ref_luma, ref_sat) = picture_stats(list(fitted[0].segments)), picture_stats(after)
     print(f"{name} fitted first: luma {luma / ref_luma:.3f}x, saturation {sat / ref_sat:.3f}x")
     # the curve on a half-size testsrc2 full of hard coloured edges (1.4 % and 2.7 % in
-    # ffv1; from 1080p to 720p 0.3 % and 0.5 %, bench/README.md "HDR")
+    # ffv1; from 1080p to 720p 0.3 % and 0.5 %: bench/README.md "colour.py")
     assert luma == pytest.approx(ref_luma, rel=0.02) and sat == pytest.approx(ref_sat, rel=0.035)
 
 
