@@ -25,6 +25,7 @@ from workers.media.encoding import (
     first_stage,
     fit_filter,
     fit_scale_filter,
+    largest_box,
     loudness_command,
     media_segments,
     over_budget,
@@ -246,6 +247,14 @@ def test_an_hdr_first_stage_tone_maps_the_720p_picture() -> None:
         presets={"720p": "medium", "1080p": "medium"},
     )
     assert f"trim=end=9,{fit_scale_filter(1920, 1080, zimg=True)},format=yuv420p10le," in refined
+
+
+def test_the_largest_box_holds_every_output() -> None:
+    small = (Rung("480p", 854, 480, 1_000_000),)
+    assert largest_box(small, stills=False) == (854, 480)
+    assert largest_box(small, stills=True) == (1280, 720)  # the large thumbnail
+    assert largest_box((Rung("portrait", 720, 1280, 2_000_000),), stills=True) == (1280, 1280)
+    assert largest_box(DEFAULT_RUNGS, stills=True) == (1920, 1080)
 
 
 def test_one_audio_encode_per_audio_bit_rate() -> None:
