@@ -215,8 +215,9 @@ def _steps(path: Path, settings: Settings) -> dict[str, dict[str, float]]:
     loudness), then the first stage's one ffmpeg run rebuilt step by step from its own
     graph (`encoding.transcode_command`), each step's picture written to ``-f null``:
     decoding; + the frame rate and the fit to the rung (before the chain for HDR,
-    `encoding.picture_chain`); + the tone curve (lutyuv); + zimg (the whole chain); then
-    the real run (x264, AAC, HLS, stills)."""
+    `encoding.picture_chain`; its 10 bits made 8 by the rung's format); + the tone
+    curve (lutyuv); + zimg (the whole chain); then the real run (x264, AAC, HLS,
+    stills)."""
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     info, _ = asyncio.run(preflight(settings, path, LIMITS))
