@@ -12,11 +12,15 @@
    audio encoded as a phone does (HEVC at 8 Mbit/s): HLG (Main 10) against the same
    picture in SDR (HEVC Main, and H.264), alternating, `--rounds` each; medians and
    their ratio. Target: HLG <= 1.3x SDR HEVC.
-3. Where the time goes: the HLG clip's transcode (one ffmpeg run) again with the
-   chain's filters left out, and decoding alone, CPU seconds and wall seconds.
+3. Where the time goes, for both clips (HLG, SDR HEVC): the preflight (probe, first
+   picture, loudness), then the first stage's ffmpeg run rebuilt from its own graph
+   step by step, each writing its picture to ``-f null``: decoding alone; + the frame
+   rate and the fit to the rung; + the tone curve; + zimg (the whole picture the graph
+   makes); then the real run (x264, AAC, HLS, stills). CPU and wall seconds, one run
+   each (the differences are each step's cost).
 
-Usage: ``.venv/bin/python bench/colour.py [--rounds N] [--no-wait] [--quick]``
-(``--quick``: 8 s clips). Writes ``bench/results/colour.json`` (``colour-quick.json``).
+Usage: ``.venv/bin/python bench/colour.py [--rounds N] [--no-wait] [--quick]
+[--no-curves]`` (``--quick``: 8 s clips; ``--no-curves``: parts 2 and 3 only). Writes ``bench/results/colour.json`` (``colour-quick.json``).
 """
 
 from __future__ import annotations
@@ -34,12 +38,12 @@ from pathlib import Path
 from typing import Any
 
 import benchutil
-from refinebench import fast_stage
+from refinebench import LIMITS, fast_stage
 
 from core.settings import Settings
+from workers.jobs.transcode import preflight, stage_ladder
 from workers.media import colour, encoding
-from workers.media import ffmpeg as sf_ffmpeg
-from workers.media.encoding import ladder_of, stage_presets
+from workers.media.encoding import stage_presets
 
 SDR_TAGS = "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv"
 MASTERING = "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,50)"
@@ -184,53 +188,84 @@ def playable(seconds: int, rounds: int, wait: float, settings: Settings) -> dict
     }
 
 
-def breakdown(seconds: int, settings: Settings) -> dict[str, Any]:
-    """The HLG transcode's one ffmpeg run, whole and with the chain's filters left out."""
-    source = make("hlg", "1920x1080", seconds, audio=True, bitrate="8M")
-    sdr = make("sdr_hevc", "1920x1080", seconds, audio=True, bitrate="8M")
-    ladder = ladder_of(settings.ladder)
-    presets = stage_presets(ladder, settings.fast_preset)
+def _timed(cmd: list[str]) -> dict[str, float]:
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    _run(cmd)
+    wall = time.perf_counter() - started
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
+    return {"wall": round(wall, 2), "cpu": round(cpu, 2)}
 
-    def run(path: Path, replace: tuple[str, str] | None = None) -> dict[str, float]:
-        info = asyncio.run(sf_ffmpeg.probe(path))
-        with tempfile.TemporaryDirectory(prefix="colour-bd-") as out:
-            (Path(out) / encoding.FRAMES_DIR).mkdir()
-            cmd = encoding.transcode_command(
-                path, out, info, ladder, presets=presets, frame_interval=settings.timeline_interval
-            )
-            if replace:
-                at = cmd.index("-filter_complex") + 1
-                cmd[at] = cmd[at].replace(*replace)
-            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            started = time.perf_counter()
-            _run(cmd)
-            wall = time.perf_counter() - started
-            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
-        return {"wall": round(wall, 2), "cpu": round(cpu, 2)}
 
-    info = asyncio.run(sf_ffmpeg.probe(source))
-    chain = ",".join(encoding.picture_chain(info))
-    lut = next(f for f in encoding.picture_chain(info) if f.startswith("lutyuv"))
+def _filters(chain: str) -> list[str]:
+    """A filter chain's filters: split at the commas outside quoted expressions."""
+    parts, quoted, start = [], False, 0
+    for i, ch in enumerate(chain):
+        if ch == "'":
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            parts.append(chain[start:i])
+            start = i + 1
+    return [*parts, chain[start:]]
+
+
+def _steps(path: Path, settings: Settings) -> dict[str, dict[str, float]]:
+    """One clip's time to playable taken apart: the preflight (probe, first picture,
+    loudness), then the first stage's one ffmpeg run rebuilt step by step from its own
+    graph (`encoding.transcode_command`), each step's picture written to ``-f null``:
+    decoding; + the frame rate and the fit to the rung (before the chain for HDR,
+    `encoding.picture_chain`; its 10 bits made 8 by the rung's format); + the tone
+    curve (lutyuv); + zimg (the whole chain); then the real run (x264, AAC, HLS,
+    stills)."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    info, _ = asyncio.run(preflight(settings, path, LIMITS))
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     rows = {
-        "sdr_hevc: transcode": run(sdr),
-        "hlg: transcode (chain)": run(source),
-        "hlg: without the tone curve (lutyuv)": run(source, (lut + ",", "")),
-        "hlg: without the chain (10-bit to 8 only)": run(source, (chain, "format=yuv420p")),
+        "preflight": {
+            "wall": round(time.perf_counter() - started, 2),
+            "cpu": round(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime, 2),
+        }
     }
+    ladder = stage_ladder(settings, info)
+    presets = stage_presets(ladder, settings.fast_preset)
+    with tempfile.TemporaryDirectory(prefix="colour-bd-") as out:
+        (Path(out) / encoding.FRAMES_DIR).mkdir()
+        cmd = encoding.transcode_command(
+            path, out, info, ladder, presets=presets, frame_interval=settings.timeline_interval
+        )
+        graph = cmd[cmd.index("-filter_complex") + 1].split(";")
+        head = graph[0].split("]", 1)[1].rsplit(",split=", 1)[0]
+        fit = graph[1].split("]", 1)[1].rsplit("[", 1)[0]
+        picture = _filters(head)
+        chain_at = next((i for i, f in enumerate(picture) if f.startswith("format=")), None)
+        lut = next((f for f in picture if f.startswith("lutyuv=")), None)
+        zimg = next((f for f in picture if f.startswith("zscale=")), None)
+        null = [*cmd[: cmd.index("-filter_complex")], "-map", f"0:{info.video_stream}", "-vf"]
+        steps = {"decode": "null"}
+        if zimg is not None and chain_at is not None:
+            before = ",".join(picture[:chain_at])
+            steps["+ frame rate, fit"] = f"{before},{fit}"
+            if lut is not None:
+                steps["+ tone curve (lutyuv)"] = f"{before},format=yuv420p10le,{lut},{fit}"
+        steps["+ the whole picture (frame rate, chain, fit)"] = f"{head},{fit}"
+        for name, vf in steps.items():
+            rows[name] = _timed([*null, vf, "-f", "null", "-"])
+        rows["transcode (+ x264, AAC, HLS, stills)"] = _timed(cmd)
+    return rows
 
-    def decode(path: Path) -> dict[str, float]:
-        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        started = time.perf_counter()
-        _run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-f", "null", "-"])
-        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
-        return {"wall": round(time.perf_counter() - started, 2), "cpu": round(cpu, 2)}
 
-    rows["sdr_hevc: decode only"] = decode(sdr)
-    rows["hlg: decode only"] = decode(source)
-    for name, row in rows.items():
-        print(f"{name:44} wall {row['wall']:6.1f} s  CPU {row['cpu']:6.1f} s", flush=True)
+def breakdown(seconds: int, settings: Settings) -> dict[str, Any]:
+    """Where the time goes (`_steps`) for the HLG clip and the same in SDR HEVC."""
+    rows: dict[str, Any] = {}
+    for name in ("sdr_hevc", "hlg"):
+        path = make(name, "1920x1080", seconds, audio=True, bitrate="8M")
+        rows[name] = _steps(path, settings)
+        for step, row in rows[name].items():
+            print(
+                f"{name:8} {step:44} wall {row['wall']:6.1f} s  CPU {row['cpu']:6.1f} s", flush=True
+            )
     return rows
 
 
@@ -239,13 +274,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-wait", action="store_true")
+    parser.add_argument("--no-curves", action="store_true")
     args = parser.parse_args()
     wait = 0.0 if args.no_wait else 600.0
     seconds = 8 if args.quick else 30
     settings = Settings.from_env({})
     result: dict[str, Any] = {"machine": benchutil.machine()}
     result["quiet"] = benchutil.wait_quiet(timeout=wait)
-    result["curves"] = curves(args.quick)
+    if not args.no_curves:
+        result["curves"] = curves(args.quick)
     result["time_to_playable"] = playable(seconds, args.rounds, wait, settings)
     t = result["time_to_playable"]
     print(f"time to playable HLG / SDR HEVC: {t['hlg_over_sdr_hevc']}x (target <= 1.3), "

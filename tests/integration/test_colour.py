@@ -52,7 +52,7 @@ from tests.helpers.exports import distinct_parameter_sets, wait_export
 from tests.helpers.scenes import API_TOKEN, new_scene, upload, wait_done
 from workers.media import ffmpeg
 from workers.media.colour import Colour, chain, eetf_expression, tone_map_signal
-from workers.media.encoding import Rung
+from workers.media.encoding import Rung, filter_graph, fit_filter, fit_scale_filter
 from workers.media.probe import BadInput, MediaInfo
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FFMPEG_REASON)]
@@ -170,6 +170,44 @@ def test_the_refinement_runs_the_same_chain(sources: Sources) -> None:
     refined_stats = picture_stats(list(refined[0].segments))
     for a, b in zip(fast_stats, refined_stats, strict=True):
         assert b == pytest.approx(a, rel=0.03)
+
+
+@pytest.mark.parametrize("name", ["hlg", "pq"])
+def test_a_picture_fitted_before_the_tone_curve_looks_the_same(sources: Sources, name: str) -> None:
+    # a rung smaller than the source, alone in the graph: the picture is fitted to it
+    # before the chain (`picture_chain`), as a 1080p phone clip's first stage is to 720p
+    info = asyncio.run(ffmpeg.probe(sources.path(name)))
+    small = Rung("90p", 160, 90, 200_000)
+    fast = {small.name: "ultrafast"}
+    graph = filter_graph(
+        info, (small,), fps=Fraction(30), thumb_at=0, frame_interval=1, stills=False, presets=fast
+    )
+    assert f"{fit_scale_filter(160, 90, 'bilinear', zimg=True)},format=yuv420p10le," in graph
+    fitted = asyncio.run(
+        ffmpeg.encode_renditions(
+            sources.path(name),
+            sources.root / f"fitted-{name}",
+            info,
+            (small,),
+            presets=fast,
+            loudness=None,
+        )
+    )
+    assert tags(fitted[0].segments[0]) == BT709
+    # the other order, lossless: the whole picture through the chain, then fitted
+    after = sources.root / f"fitted-after-{name}.mkv"
+    picture = ",".join([*chain(info.colour, 320, 180), fit_filter(160, 90, "bilinear")])
+    subprocess.run(
+        [FFMPEG or "ffmpeg", "-nostdin", "-v", "error", "-i", str(sources.path(name))]
+        + ["-vf", picture, "-c:v", "ffv1", str(after)],
+        check=True,
+        timeout=60,
+    )
+    (luma, sat), (ref_luma, ref_sat) = picture_stats(list(fitted[0].segments)), picture_stats(after)
+    print(f"{name} fitted first: luma {luma / ref_luma:.3f}x, saturation {sat / ref_sat:.3f}x")
+    # the curve on a half-size testsrc2 full of hard coloured edges (1.4 % and 2.7 % in
+    # ffv1; from 1080p to 720p 0.3 % and 0.5 %: bench/README.md "colour.py")
+    assert luma == pytest.approx(ref_luma, rel=0.02) and sat == pytest.approx(ref_sat, rel=0.035)
 
 
 def test_the_probe_reads_hdr10_metadata_from_the_first_picture(sources: Sources) -> None:

@@ -23,7 +23,12 @@ from workers.media.colour import (
     refusal,
     tone_map_signal,
 )
-from workers.media.encoding import orientation_filters, output_rate, picture_chain
+from workers.media.encoding import (
+    fit_scale_filter,
+    orientation_filters,
+    output_rate,
+    picture_chain,
+)
 from workers.media.probe import MediaInfo
 
 TAGS_ONLY = [f"setparams={BT709_TAGS}", "format=yuv420p"]
@@ -272,3 +277,27 @@ def test_picture_chain_is_colour_then_orientation() -> None:
     sd = info(rotation=270, coded_width=640, coded_height=480, width=480, height=640)
     assert picture_chain(sd)[0].startswith("zscale=tin=709:pin=709:min=170m")
     assert colour.sd(720, 576) and not colour.sd(1280, 720) and not colour.sd(960, 720)
+
+
+def test_an_hdr_picture_is_fitted_to_the_largest_output_before_the_chain() -> None:
+    fit = fit_scale_filter(1280, 720, "bilinear", zimg=True)
+    src = info(colour=HLG, coded_width=1920, coded_height=1080)
+    assert picture_chain(src, (1280, 720), "bilinear") == [fit, *chain(HLG, 1920, 1080)]
+    # a quarter turn: fitted in the coded orientation, the box turned with it; the
+    # matrix guess still looks at the coded size
+    upright = info(
+        colour=PQ, rotation=90, width=1080, height=1920, coded_width=1920, coded_height=1080
+    )
+    assert picture_chain(upright, (1280, 720)) == [
+        fit_scale_filter(720, 1280, zimg=True),
+        *chain(PQ, 1920, 1080),
+        "transpose=clock",
+    ]
+    # not for a picture that already fits the box, nor without one, nor for SDR (its
+    # chain costs nothing per pixel, or is an SD picture's, smaller than the rungs)
+    assert (
+        picture_chain(info(colour=HLG, width=1280, height=720), (1280, 720))[0]
+        == chain(HLG, 1280, 720)[0]
+    )
+    assert picture_chain(src) == chain(HLG, 1920, 1080)
+    assert picture_chain(info(), (1280, 720)) == TAGS_ONLY

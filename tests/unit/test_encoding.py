@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from core.playlists import Rendition, clip_media_playlist, target_duration
+from workers.media.colour import Colour, chain
 from workers.media.encoding import (
     DEFAULT_RUNGS,
     Rung,
@@ -23,6 +24,8 @@ from workers.media.encoding import (
     filter_graph,
     first_stage,
     fit_filter,
+    fit_scale_filter,
+    largest_box,
     loudness_command,
     media_segments,
     over_budget,
@@ -206,6 +209,52 @@ def test_a_rung_at_ultrafast_is_scaled_bilinear() -> None:
             )
         # the stills keep the default
         assert f"[th0]{fit_filter(640, 360, jpeg=True)}[thumb]" in parts
+
+
+def test_an_hdr_first_stage_tone_maps_the_720p_picture() -> None:
+    hlg = Colour("arib-std-b67", "bt2020", "bt2020nc", bit_depth=10)
+    src = info(colour=hlg, coded_width=1920, coded_height=1080)
+    (rung,) = first_stage(DEFAULT_RUNGS)
+    graph = filter_graph(
+        src, [rung], fps=Fraction(30), thumb_at=2, frame_interval=10, presets={"720p": "ultrafast"}
+    )
+    head, *_ = graph.split(";")
+    # fitted into 1280x720 (the rung and the large thumbnail) before the tone curve and
+    # zimg, with the rung's scaler; the rung's own fit then finds its size made
+    fit = fit_scale_filter(1280, 720, "bilinear", zimg=True)
+    assert fit == FIT_720.split(",pad=")[0].replace("scale=", "zscale=f=bilinear:")
+    assert head == (
+        f"[0:0]fps=fps=30/1:start_time=0,trim=end=9,{fit},{','.join(chain(hlg, 1920, 1080))},"
+        "split=3[s0][sthumb][stl]"
+    )
+    assert f"[s0]{fit_filter(1280, 720, 'bilinear')},format=yuv420p[v0]" in graph.split(";")
+    # the refinement of the same clip: its 1080p rung is the picture's own size
+    refined = filter_graph(
+        src, DEFAULT_RUNGS, fps=Fraction(30), thumb_at=2, frame_interval=10, stills=False
+    )
+    assert refined.startswith(
+        f"[0:0]fps=fps=30/1:start_time=0,trim=end=9,{chain(hlg, 1920, 1080)[0]},"
+    )
+    # a 4K source's refinement: fitted into 1080p at the 1080p rung's scaler
+    uhd = info(colour=hlg, width=3840, height=2160)
+    refined = filter_graph(
+        uhd,
+        DEFAULT_RUNGS,
+        fps=Fraction(30),
+        thumb_at=2,
+        frame_interval=10,
+        stills=False,
+        presets={"720p": "medium", "1080p": "medium"},
+    )
+    assert f"trim=end=9,{fit_scale_filter(1920, 1080, zimg=True)},format=yuv420p10le," in refined
+
+
+def test_the_largest_box_holds_every_output() -> None:
+    small = (Rung("480p", 854, 480, 1_000_000),)
+    assert largest_box(small, stills=False) == (854, 480)
+    assert largest_box(small, stills=True) == (1280, 720)  # the large thumbnail
+    assert largest_box((Rung("portrait", 720, 1280, 2_000_000),), stills=True) == (1280, 1280)
+    assert largest_box(DEFAULT_RUNGS, stills=True) == (1920, 1080)
 
 
 def test_one_audio_encode_per_audio_bit_rate() -> None:

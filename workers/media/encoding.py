@@ -99,7 +99,12 @@ MIN_SIDE = 16
 def fit_scale(info: MediaInfo, rung: Rung) -> float:
     """The factor `fit_filter` scales the upright picture (display size) by to fit
     inside the rung's frame: above 1 it would be enlarged."""
-    return min(rung.width / max(info.width, 1), rung.height / max(info.height, 1))
+    return box_scale(info, (rung.width, rung.height))
+
+
+def box_scale(info: MediaInfo, box: tuple[int, int]) -> float:
+    """The factor `fit_filter` scales the upright picture by to fit inside `box`."""
+    return min(box[0] / max(info.width, 1), box[1] / max(info.height, 1))
 
 
 def clip_ladder(info: MediaInfo, ladder: Sequence[Rung]) -> tuple[Rung, ...]:
@@ -248,12 +253,29 @@ def fit_filter(width: int, height: int, scaler: str = "bicubic", *, jpeg: bool =
     renditions it stands for.
     """
     w, h = width, height
-    flags = "" if scaler == "bicubic" else f"flags={scaler}:"
     convert = f":{colour.JPEG_SCALE},format={colour.JPEG_PIX_FMT}" if jpeg else ""
     return (
-        f"scale={flags}w='if(gte(dar*{h},{w}),{w},2*round({h}*dar/2))'"
-        f":h='if(gte(dar*{h},{w}),2*round({w}/dar/2),{h})'{convert}"
+        f"{fit_scale_filter(w, h, scaler)}{convert}"
         f",pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1"
+    )
+
+
+def fit_scale_filter(
+    width: int, height: int, scaler: str = "bicubic", *, zimg: bool = False
+) -> str:
+    """`fit_filter`'s scale alone: the picture fitted inside width x height, its display
+    aspect kept (the sample aspect ratio follows the rounding to even sides), nothing
+    padded. Fitting its output into the same box again or into a smaller one gives the
+    sizes a fit of the original would (`2*round(h*dar/2)` of a picture that has them is
+    itself). With `zimg`, zscale resizes (`scaler`: its filter of that name) and
+    nothing else: the picture keeps its format and colours."""
+    if zimg:
+        head = f"zscale=f={scaler}:"
+    else:
+        head = "scale=" + ("" if scaler == "bicubic" else f"flags={scaler}:")
+    return (
+        f"{head}w='if(gte(dar*{height},{width}),{width},2*round({height}*dar/2))'"
+        f":h='if(gte(dar*{height},{width}),2*round({width}/dar/2),{height})'"
     )
 
 
@@ -282,12 +304,36 @@ def orientation_filters(rotation: int, mirrored: bool = False) -> list[str]:
         raise ValueError(f"rotation {rotation} is not a quarter turn") from None
 
 
-def picture_chain(info: MediaInfo) -> list[str]:
+def picture_chain(
+    info: MediaInfo, box: tuple[int, int] | None = None, scaler: str = "bicubic"
+) -> list[str]:
     """What every output of a clip is made from, after the frame rate: the colour chain
     (`workers.media.colour.chain`, to 8-bit BT.709 limited range) on the coded picture,
-    then its display matrix (`orientation_filters`) on the 8-bit one."""
+    then its display matrix (`orientation_filters`) on the 8-bit one.
+
+    `box`: the largest frame (width, height) any output of the graph is fitted into.
+    An HDR picture larger than it is first fitted into it (`fit_scale_filter`: zimg's
+    `scaler`, in the coded orientation, on the 10-bit signal): the tone curve and zimg
+    then convert no more pixels than the largest output has (a 1080p source's first
+    stage, 720p: 0.44x), and every output's own fit finds its size already made. On a
+    30 s 1080p HLG clip the chain costs about 4 CPU-s instead of 12.5 (bench/README.md
+    "colour.py"); zimg resizes the 10 bits for 1 CPU-s less than libswscale."""
     coded = (info.coded_width, info.coded_height) if info.coded_width else (info.width, info.height)
-    return [*colour.chain(info.colour, *coded), *orientation_filters(info.rotation, info.mirrored)]
+    pre: list[str] = []
+    if box is not None and info.colour.dynamic != "sdr" and box_scale(info, box) < 1:
+        w, h = box if info.rotation % 180 == 0 else (box[1], box[0])
+        pre.append(fit_scale_filter(w, h, scaler, zimg=True))
+    upright = orientation_filters(info.rotation, info.mirrored)
+    return [*pre, *colour.chain(info.colour, *coded), *upright]
+
+
+def largest_box(ladder: Sequence[Rung], stills: bool) -> tuple[int, int]:
+    """The smallest frame every output of a graph fits in: the rungs' frames and, with
+    `stills`, the thumbnails' and the timeline tiles'."""
+    boxes = [(r.width, r.height) for r in ladder]
+    if stills:
+        boxes += [THUMBNAIL_SIZE, THUMBNAIL_LARGE_SIZE, TIMELINE_TILE]
+    return max(w for w, _ in boxes), max(h for _, h in boxes)
 
 
 def output_rate(info: MediaInfo) -> Fraction:
@@ -350,7 +396,10 @@ def filter_graph(
     n = len(ladder)
     pre = ["yadif=mode=send_frame:deint=interlaced"] if info.interlaced else []
     pre += [f"fps=fps={fps.numerator}/{fps.denominator}:start_time=0", f"trim=end={end}"]
-    pre += picture_chain(info)
+    box = largest_box(ladder, stills)
+    at_box = [r for r in ladder if (r.width, r.height) == box]
+    box_scaler = rung_scaler((presets or {}).get(at_box[0].name, "")) if at_box else "bicubic"
+    pre += picture_chain(info, box, box_scaler)
     labels = "".join(f"[s{i}]" for i in range(n))
     split = f"split={n + 2}{labels}[sthumb][stl]" if stills else f"split={n}{labels}"
     parts = [f"[0:{info.video_stream}]{','.join(pre)},{split}"]
