@@ -222,6 +222,13 @@ async def publish_segment(
     return version
 
 
+async def bump_scene_version(conn: asyncpg.Connection, scene_id: str) -> int:
+    """A new version of the scene (in the caller's transaction): its documents are
+    built again from the rows (origin/playback/scenes.py)."""
+    version: int = await conn.fetchval(db.q("bump_scene_version"), scene_id)
+    return version
+
+
 async def refine_target(conn: asyncpg.Connection, segment_id: str) -> RefineTarget | None:
     row = await conn.fetchrow(db.q("get_segment_for_refine"), segment_id)
     if row is None:

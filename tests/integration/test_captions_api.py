@@ -1,0 +1,160 @@
+"""The captions API over HTTP (issue 27): PUT WebVTT or SRT per clip and BCP 47
+language, normalised and stored whole or refused whole (4xx with the line, nothing
+stored), listed, read back and deleted; every change a new scene version with its
+`captions.updated` event; captions go with their clip. Published segments are set up
+through the real database and storage, without ffmpeg."""
+
+from __future__ import annotations
+
+import json
+
+from tests.helpers.scenes import publish, scene_with_users
+
+VTT = (
+    "\ufeffWEBVTT\r\n\r\nNOTE from the editor\r\n\r\n"
+    "00:00.500 --> 00:01.500\r\n<i>Hello</i> & welcome\r\n\r\n"
+    "00:03.000 --> 00:09.000\r\nruns past the end\r\n\r\n"
+    "00:07.000 --> 00:08.000\r\nafter the end\r\n"
+).encode()
+SRT = b"1\r\n00:00:01,000 --> 00:00:02,000\r\nOl\xc3\xa1\r\n"
+
+
+def path(segment: str, lang: str | None = None) -> str:
+    base = f"/api/v1/segments/{segment}/captions"
+    return base if lang is None else f"{base}/{lang}"
+
+
+async def put(client, segment: str, lang: str, body: bytes, ctype: str = "text/vtt", auth=True):
+    headers = {"Content-Type": ctype, **(client.headers_auth if auth else {})}
+    return await client.put(path(segment, lang), data=body, headers=headers)
+
+
+async def scene_version(pool, scene: str) -> int:
+    async with pool.acquire() as conn:
+        return await conn.fetchval("SELECT version FROM scenes WHERE id = $1", scene)
+
+
+async def events(pool, scene: str) -> list[dict]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT payload FROM webhook_events WHERE scene_id = $1 AND type = $2 ORDER BY seq",
+            scene,
+            "captions.updated",
+        )
+    return [json.loads(r["payload"])["data"] for r in rows]
+
+
+async def test_put_list_read_replace_delete(origin_client, settings, pool):
+    client = origin_client
+    scene, (user,) = await scene_with_users(client)
+    seg = await publish(settings, scene, user, 1, [4.0, 2.0])  # a 6 s clip
+    before = await scene_version(pool, scene)
+
+    r = await put(client, seg, "EN", VTT)
+    assert r.status == 201, await r.text()
+    body = await r.json()
+    assert body["language"] == "en" and body["revision"] == 1
+    assert (body["cues"], body["dropped"]) == (2, 1)  # one clamped, one dropped
+    assert r.headers["Location"] == path(seg, "en")
+    assert await scene_version(pool, scene) == before + 1
+
+    r = await client.get(path(seg, "en"))
+    assert r.status == 200 and r.headers["Content-Type"] == "text/vtt; charset=utf-8"
+    assert await r.text() == (
+        "WEBVTT\n\n"
+        "00:00:00.500 --> 00:00:01.500\n<i>Hello</i> &amp; welcome\n\n"
+        "00:00:03.000 --> 00:00:06.000\nruns past the end\n\n"
+    )
+
+    r = await put(client, seg, "pt-br", SRT, "application/x-subrip")
+    assert r.status == 201 and (await r.json())["language"] == "pt-BR"
+    r = await put(client, seg, "pt-BR", SRT.replace(b"01,000", b"00,250"), "application/x-subrip")
+    assert r.status == 200 and (await r.json())["revision"] == 2
+    assert (
+        "00:00:00.250 --> 00:00:02.000\nOlá\n"
+        in await (await client.get(path(seg, "pt-BR"))).text()
+    )
+
+    listing = await (await client.get(path(seg))).json()
+    assert [(c["language"], c["revision"], c["url"]) for c in listing["captions"]] == [
+        ("en", 1, path(seg, "en")),
+        ("pt-BR", 2, path(seg, "pt-BR")),
+    ]
+
+    r = await client.delete(path(seg, "en"), headers=client.headers_auth)
+    assert r.status == 204
+    assert (await client.delete(path(seg, "en"), headers=client.headers_auth)).status == 404
+    assert (await client.get(path(seg, "en"))).status == 404
+    assert await scene_version(pool, scene) == before + 4
+    assert [(e["language"], e["revision"], e["deleted"]) for e in await events(pool, scene)] == [
+        ("en", 1, False),
+        ("pt-BR", 1, False),
+        ("pt-BR", 2, False),
+        ("en", None, True),
+    ]
+    assert all(e["segmentId"] == seg and e["sceneId"] == scene for e in await events(pool, scene))
+
+
+async def test_refusals_store_nothing(origin_client, settings, pool):
+    client = origin_client
+    scene, (user,) = await scene_with_users(client)
+    seg = await publish(settings, scene, user, 1, [4.0])
+    before = await scene_version(pool, scene)
+    cases = [
+        (await put(client, seg, "en", VTT, auth=False), 401, None),
+        (await put(client, seg, "english_US", VTT), 400, "bad_language"),
+        (await put(client, seg, "en", VTT, "text/html"), 415, None),
+        (await put(client, seg, "en", b"<!DOCTYPE html><html></html>"), 415, None),
+        (await put(client, seg, "en", b"#EXTM3U\n#EXTINF:4,\na.ts\n"), 415, None),
+        (await put(client, seg, "en", b"\x00\x01\x02WEBVTT"), 415, None),
+        (
+            await put(
+                client, seg, "en", b"WEBVTT\n\n00:00.000 --> 00:01.000\n<script>x</script>\n"
+            ),
+            422,
+            "line 4",
+        ),
+        (
+            await put(client, seg, "en", b"WEBVTT\n\n" + b"x" * settings.captions_max_bytes),
+            413,
+            None,
+        ),
+        (await put(client, seg, "en", b""), 400, None),
+        (await put(client, "seg_000000000000", "en", VTT), 404, None),
+    ]
+    for r, status, detail in cases:
+        assert r.status == status, await r.text()
+        if detail is not None:
+            text = await r.text()
+            assert detail in text, text
+    assert (await (await client.get(path(seg))).json())["captions"] == []
+    assert await scene_version(pool, scene) == before
+    assert await events(pool, scene) == []
+    assert (await client.get(path("seg_000000000000"))).status == 404
+
+
+async def test_captions_go_with_their_clip(origin_client, settings, pool):
+    """A clip that never played is deleted at once with its captions; a ready clip's
+    captions leave the API with it and their rows with its purge (cascade)."""
+    client = origin_client
+    scene, (user,) = await scene_with_users(client)
+    processing = await publish(settings, scene, user, 1, [4.0], ready=False)
+    ready = await publish(settings, scene, user, 2, [4.0])
+    async with pool.acquire() as conn:  # as a clip still transcoding: no duration yet
+        await conn.execute("UPDATE segments SET duration = NULL WHERE id = $1", processing)
+    for seg in (processing, ready):
+        assert (await put(client, seg, "en", VTT)).status == 201
+    # captions of a processing clip are not clamped: its duration is not known yet
+    assert (await (await client.get(path(processing))).json())["captions"][0]["cues"] == 3
+
+    for seg in (processing, ready):
+        r = await client.delete(f"/api/v1/segments/{seg}", headers=client.headers_auth)
+        assert r.status == 202
+        assert (await client.get(path(seg))).status == 404
+        assert (await put(client, seg, "fr", VTT)).status == 404
+    async with pool.acquire() as conn:
+        count = "SELECT count(*) FROM captions WHERE segment_id = $1"
+        assert await conn.fetchval(count, processing) == 0
+        assert await conn.fetchval(count, ready) == 1  # until the grace period ends
+        await conn.execute("DELETE FROM segments WHERE id = $1", ready)  # the purge
+        assert await conn.fetchval(count, ready) == 0
