@@ -365,3 +365,18 @@ def to_vtt(cues: list[Cue], header: str = "") -> str:
         out.append(f"{timing} {cue.settings}\n" if cue.settings else timing + "\n")
         out.append(cue.text + "\n\n" if cue.text else "\n")
     return "".join(out)
+
+
+def timestamp_map(first_pts: int) -> str:
+    """The WebVTT header line that puts cue time 0 at `first_pts` (90 kHz) of the
+    clip's MPEG-TS clock (RFC 8216 §3.5): where its media, and so its timeline, starts."""
+    return f"X-TIMESTAMP-MAP=MPEGTS:{first_pts},LOCAL:00:00:00.000"
+
+
+def segment_vtt(cues: list[Cue], start_ms: int, end_ms: int, first_pts: int) -> str:
+    """One WebVTT segment of a subtitles rendition: the cues (clip times, already
+    clamped to the clip) shown at some moment of [start_ms, end_ms), each whole, so a
+    cue spanning segments is in each of them (players drop the repeats), mapped onto
+    the clip's MPEG-TS clock."""
+    shown = [cue for cue in cues if cue.start_ms < end_ms and cue.end_ms > start_ms]
+    return to_vtt(shown, timestamp_map(first_pts))

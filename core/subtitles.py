@@ -105,7 +105,8 @@ async def languages(conn: asyncpg.Connection, segment_id: str) -> list[Language]
     return [Language(r["language"], r["cues"], r["revision"], r["updated_at"]) for r in rows]
 
 
-async def text(conn: asyncpg.Connection, segment_id: str, language: str) -> str | None:
-    """The clip's captions in `language` as stored (normalised WebVTT), or None."""
-    vtt: str | None = await conn.fetchval(db.q("captions_text"), segment_id, language)
-    return vtt
+async def text(conn: asyncpg.Connection, segment_id: str, language: str) -> tuple[str, int] | None:
+    """The clip's captions in `language` as stored (normalised WebVTT) and their
+    revision, or None."""
+    row = await conn.fetchrow(db.q("captions_text"), segment_id, language)
+    return None if row is None else (row["vtt"], row["revision"])

@@ -11,11 +11,11 @@ WHERE s.id = $1 AND s.status <> 'removed'
 FOR UPDATE OF s;
 
 -- name: captions_upsert
--- $1 segment, $2 language, $3 WebVTT, $4 cue count. A replacement is a new revision.
+-- $1 segment, $2 language, $3 WebVTT, $4 cue count. Every write is a new revision.
 INSERT INTO captions AS c (segment_id, language, vtt, cues)
 VALUES ($1, $2, $3, $4)
 ON CONFLICT (segment_id, language) DO UPDATE
-   SET vtt = EXCLUDED.vtt, cues = EXCLUDED.cues, revision = c.revision + 1,
+   SET vtt = EXCLUDED.vtt, cues = EXCLUDED.cues, revision = nextval('captions_revision'),
        updated_at = now()
 RETURNING revision, (xmax = 0) AS created, updated_at;
 

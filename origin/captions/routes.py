@@ -112,11 +112,11 @@ async def list_captions(request: web.Request) -> web.Response:
 async def get_captions(request: web.Request) -> web.Response:
     segment_id, language = _segment_id(request), _language(request)
     async with request.app[keys.POOL].acquire() as conn:
-        vtt = await subtitles.text(conn, segment_id, language)
-    if vtt is None:
+        stored = await subtitles.text(conn, segment_id, language)
+    if stored is None:
         raise not_found(f"no {language} captions for segment {segment_id}")
     return web.Response(
-        text=vtt,
+        text=stored[0],
         content_type="text/vtt",
         charset="utf-8",
         headers={**_NO_STORE, "X-Content-Type-Options": "nosniff"},

@@ -114,6 +114,7 @@ class RenditionOutput:
     sizes: tuple[int, ...]
     playlist: Path
     segments: tuple[Path, ...]
+    first_pts: int  # 90 kHz: the earliest start of its first segment's streams
 
     @property
     def duration(self) -> float:
@@ -531,6 +532,10 @@ async def _read_rendition(
             f"{rung.name}: wrote {width}x{height}, expected {rung.width}x{rung.height}"
         )
     fps = parse_rate(video.get("r_frame_rate")) or parse_rate(video.get("avg_frame_rate"))
+    starts = [s.get("start_pts") for s in (video, audio)]
+    first_pts = min((s for s in starts if isinstance(s, int) and s >= 0), default=None)
+    if first_pts is None or None in starts:
+        raise TranscodeFailed(f"{segments[0].name}: no start time on its streams")
     return RenditionOutput(
         name=rung.name,
         width=width,
@@ -547,6 +552,7 @@ async def _read_rendition(
         sizes=sizes,
         playlist=playlist,
         segments=segments,
+        first_pts=first_pts,
     )
 
 
