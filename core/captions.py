@@ -369,7 +369,7 @@ def to_vtt(cues: list[Cue], header: str = "") -> str:
 
 def timestamp_map(first_pts: int) -> str:
     """The WebVTT header line that puts cue time 0 at `first_pts` (90 kHz) of the
-    clip's MPEG-TS clock (RFC 8216 §3.5): where its media, and so its timeline, starts."""
+    clip's MPEG-TS clock (RFC 8216 §3.5): its first frame, the source's time 0."""
     return f"X-TIMESTAMP-MAP=MPEGTS:{first_pts},LOCAL:00:00:00.000"
 
 

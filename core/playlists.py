@@ -94,7 +94,7 @@ class Rendition:
     # Which encoding of the clip (1: the fast ladder; a refinement publishes the next
     # one under new media segment names, core/layout.py `generation_stem`).
     generation: int = 1
-    # The first presentation time of its media on the 90 kHz MPEG-TS clock, as the
+    # Its first video frame's presentation time on the 90 kHz MPEG-TS clock, as the
     # transcode measured it (None: published before it was recorded, migration 0010).
     first_pts: int | None = None
     # Derived: ``durations`` in whole milliseconds as printed in EXTINF.
@@ -181,8 +181,8 @@ class Clip:
 
     @property
     def first_pts(self) -> int | None:
-        """Where its media starts on the MPEG-TS clock (the earliest of its
-        renditions': one ffmpeg run writes them all with the same timestamps)."""
+        """Where its first frame is presented on the MPEG-TS clock (the earliest of
+        its renditions': one ffmpeg run writes them all with the same timestamps)."""
         known = [r.first_pts for r in self.renditions.values() if r.first_pts is not None]
         return min(known) if known else None
 

@@ -17,8 +17,8 @@ CREATE TABLE captions (
     PRIMARY KEY (segment_id, language)
 );
 
--- The first presentation time of a rendition's media, on the 90 kHz MPEG-TS clock,
--- as the transcode measured it: a WebVTT segment's X-TIMESTAMP-MAP maps cue time 0
--- onto it. NULL for renditions published before this migration: their clip's
+-- The presentation time of a rendition's first video frame (the source's time 0) on
+-- the 90 kHz MPEG-TS clock, as the transcode measured it: a WebVTT segment's
+-- X-TIMESTAMP-MAP maps cue time 0 onto it. NULL for renditions published before this migration: their clip's
 -- subtitles segments stay empty (nothing to map cues by) until it is encoded again.
 ALTER TABLE renditions ADD COLUMN first_pts bigint CHECK (first_pts >= 0);

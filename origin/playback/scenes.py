@@ -314,6 +314,7 @@ def scene_playlist_json(
                 "hlsUrl": url(seg_id, "master.m3u8"),
                 "thumbnailUrl": url(seg_id, "thumbnail.jpg"),
                 "contributor": {"id": sc.contributor.id, "username": sc.contributor.username},
+                "captions": sorted(sc.clip.captions),
             }
         )
         start += duration
@@ -327,6 +328,10 @@ def scene_playlist_json(
         "hlsUrl": url(None, "master.m3u8"),
         "storyboardUrl": url(None, "storyboard.vtt"),
         "chaptersUrl": url(None, "chapters.vtt"),
+        "subtitles": [
+            {"language": lang, "url": url(None, layout.subtitles_playlist_name(lang))}
+            for lang in playlists.scene_languages([c.clip for c in view.clips])
+        ],
     }
     if grant.expires is not None:
         body["expiresAt"] = iso_time(grant.expires)

@@ -141,6 +141,21 @@ async def test_stitched_subtitles(origin_client, settings, clock):
     assert (await client.get(f"/v/{scene}/subs_fr.m3u8")).status == 404
 
 
+async def test_the_scene_json_lists_languages_and_subtitles(origin_client, settings):
+    client = origin_client
+    scene, (a, b, c), _ = await three_clips(client, settings)
+    body = await (await client.get(f"/api/v1/scenes/{scene}/playlist")).json()
+    assert [(s["id"], s["captions"]) for s in body["segments"]] == [
+        (a, ["en"]),
+        (b, []),
+        (c, ["en", "fr"]),
+    ]
+    assert body["subtitles"] == [
+        {"language": "en", "url": f"/v/{scene}/subs_en.m3u8"},
+        {"language": "fr", "url": f"/v/{scene}/subs_fr.m3u8"},
+    ]
+
+
 async def test_a_clips_own_subtitles(origin_client, settings):
     client = origin_client
     scene, (a, b, _), rev = await three_clips(client, settings)
@@ -224,6 +239,7 @@ async def test_signed_subtitles(settings):
             await client.get(f"/api/v1/scenes/{scene}/playlist", headers=client.headers_auth)
         ).json()
         query = urlsplit(body["hlsUrl"]).query
+        assert [urlsplit(sub["url"]).query for sub in body["subtitles"]] == [query, query]
         assert (await client.get(f"/v/{scene}/subs_en.m3u8")).status == 403
         seen = 0
         for start in (body["hlsUrl"], f"/v/{scene}/{a}/master.m3u8?{query}"):

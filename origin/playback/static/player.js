@@ -108,7 +108,8 @@
     errorBox.textContent = "This browser cannot play HLS through Media Source Extensions.";
     return;
   }
-  const hls = new Hls({ enableWorker: true });
+  // hls-vtt-fix.js: no captions lost at discontinuities (hls.js 1.7.4)
+  const hls = new Hls(Object.assign({ enableWorker: true }, window.StoryForgeHlsFix || {}));
   sf.hls = hls;
   hls.on(Hls.Events.MANIFEST_PARSED, (_e, data) => {
     data.levels.forEach((lvl, i) => {
