@@ -6,9 +6,10 @@ through the real database and storage, without ffmpeg."""
 
 from __future__ import annotations
 
+import base64
 import json
 
-from tests.helpers.scenes import publish, scene_with_users
+from tests.helpers.scenes import publish, scene_with_users, tus_create
 
 VTT = (
     "\ufeffWEBVTT\r\n\r\nNOTE from the editor\r\n\r\n"
@@ -163,3 +164,55 @@ async def test_captions_go_with_their_clip(origin_client, settings, pool):
         assert await conn.fetchval(count, ready) == 1  # until the grace period ends
         await conn.execute("DELETE FROM segments WHERE id = $1", ready)  # the purge
         assert await conn.fetchval(count, ready) == 0
+
+
+async def test_captions_arrive_with_a_tus_upload(origin_client, pool):
+    """`captions.{lang}` in Upload-Metadata: checked at creation (refused whole with
+    the captions API's status), stored with the clip when its last byte arrives."""
+    client = origin_client
+    scene, (user,) = await scene_with_users(client)
+    body = b"\x00\x00\x00\x18ftypmp42" + bytes(1000)
+    location = await tus_create(
+        client,
+        scene,
+        user,
+        len(body),
+        filetype="video/mp4",
+        **{"captions.pt-br": SRT.decode(), "captions.en": VTT.decode()},
+    )
+    r = await client.patch(
+        location,
+        data=body,
+        headers={
+            "Tus-Resumable": "1.0.0",
+            "Upload-Offset": "0",
+            "Content-Type": "application/offset+octet-stream",
+        },
+    )
+    assert r.status == 204, await r.text()
+    segment = r.headers["Location"].rsplit("/", 1)[1]
+    listing = await (await client.get(path(segment))).json()
+    assert [(c["language"], c["cues"]) for c in listing["captions"]] == [("en", 3), ("pt-BR", 1)]
+    assert "<i>Hello</i> &amp; welcome" in await (await client.get(path(segment, "en"))).text()
+    assert {e["language"] for e in await events(pool, scene)} == {"en", "pt-BR"}
+
+    for metadata, status in (
+        ({"captions.english_US": VTT.decode()}, 400),
+        ({"captions.en": "WEBVTT\n\n00:01.000 --> 00:00.000\nbackwards\n"}, 422),
+        ({"captions.en": "<html><script>x</script></html>"}, 415),
+    ):
+        values = {"sceneId": scene, "contributor": user, "filetype": "video/mp4", **metadata}
+        r = await client.post(
+            "/api/v1/uploads",
+            headers={
+                **client.headers_auth,
+                "Tus-Resumable": "1.0.0",
+                "Upload-Length": "1000",
+                "Upload-Metadata": ",".join(
+                    f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in values.items()
+                ),
+            },
+        )
+        assert r.status == status, await r.text()
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM uploads WHERE scene_id = $1", scene) == 1
