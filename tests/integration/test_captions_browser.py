@@ -306,3 +306,27 @@ async def test_every_cue_in_place_over_many_runs(settings, captioned_scene):
             assert t.runs == RUNS
             assert t.misplaced == 0 and t.worst <= TOLERANCE, (name, t)
             assert t.lost == 0 or name.startswith("stock"), (name, t)
+
+
+async def test_the_captions_button(origin_client, captioned_scene):
+    """The page's captions button: shown when the scene has subtitles, off by
+    default, on when pressed (the English track shown), remembered across page loads
+    (localStorage), off again when pressed through the languages."""
+    url = str(origin_client.make_url(f"/player/{captioned_scene.scene_id}"))
+    async with Browser() as b:
+        await open_player(b, url)
+        assert await b.eval("document.getElementById('captions').hidden") is False
+        assert await b.eval("sf.hls.subtitleTrack") == -1
+        await b.eval("(() => { document.getElementById('captions').click(); return true; })()")
+        assert await b.eval("sf.hls.subtitleTracks[sf.hls.subtitleTrack].lang") == "en"
+        assert await b.eval("localStorage.getItem('storyforge.captions')") == "en"
+        await open_player(b, url)  # a new page remembers the choice
+        await b.wait_for("sf.hls.subtitleTrack >= 0", timeout=10, what="captions on")
+        assert await b.eval("sf.hls.subtitleTracks[sf.hls.subtitleTrack].lang") == "en"
+        assert await b.eval("document.getElementById('captions').textContent") == "CC: en"
+        await b.eval("(() => { document.getElementById('captions').click(); return true; })()")
+        assert await b.eval("sf.hls.subtitleTrack") == -1
+        await open_player(b, url)
+        await b.eval("new Promise(r => setTimeout(() => r(true), 500))")
+        assert await b.eval("sf.hls.subtitleTrack") == -1
+        assert await b.eval("document.getElementById('captions').textContent") == "CC: off"
