@@ -222,6 +222,13 @@ async def publish_segment(
     return version
 
 
+async def bump_scene_version(conn: asyncpg.Connection, scene_id: str) -> int:
+    """A new version of the scene (in the caller's transaction): its documents are
+    built again from the rows (origin/playback/scenes.py)."""
+    version: int = await conn.fetchval(db.q("bump_scene_version"), scene_id)
+    return version
+
+
 async def refine_target(conn: asyncpg.Connection, segment_id: str) -> RefineTarget | None:
     row = await conn.fetchrow(db.q("get_segment_for_refine"), segment_id)
     if row is None:
@@ -287,6 +294,7 @@ def _rendition_rows(segment_id: str, renditions: Sequence[Rendition]) -> list[tu
             r.bandwidth_average,
             list(r.durations),
             list(r.sizes),
+            r.first_pts,
         )
         for r in renditions
     ]
@@ -369,7 +377,13 @@ def _clips_of(rows: list[asyncpg.Record]) -> list[SceneClip]:
         )
         out.append(
             SceneClip(
-                Clip(first["id"], float(first["duration"]), dict(renditions), cues),
+                Clip(
+                    first["id"],
+                    float(first["duration"]),
+                    dict(renditions),
+                    cues,
+                    dict(_language_revision(c) for c in first["captions"]),
+                ),
                 first["sequence"],
                 User(first["contributor_id"], first["username"]),
             )
@@ -390,9 +404,15 @@ def _clips_of(rows: list[asyncpg.Record]) -> list[SceneClip]:
             bandwidth_peak=row["bandwidth_peak"],
             bandwidth_average=row["bandwidth_average"],
             generation=row["generation"],
+            first_pts=row["first_pts"],
         )
     flush()
     return out
+
+
+def _language_revision(value: str) -> tuple[str, int]:
+    language, revision = value.rsplit("/", 1)
+    return language, int(revision)
 
 
 async def ready_segment_generation(conn: asyncpg.Connection, scene_id: str, segment_id: str) -> int:

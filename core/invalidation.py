@@ -158,6 +158,16 @@ def generation_gone(
     )
 
 
+def captions_changed(scene_id: str, segment_id: str) -> Stale:
+    """A clip's captions written or deleted: the stitched documents (a new scene
+    version) and the clip's own playlists name other subtitles files now (those
+    files are named by the captions' revision, so nothing else is stale)."""
+    return stale(
+        [f"/v/{scene_id}/*.m3u8*", layout.cdn_path(scene_id, segment_id, "*.m3u8*")],
+        [cachetags.scene_documents(scene_id), cachetags.segment_documents(segment_id)],
+    )
+
+
 def asset_changed(key: str, *, deleted: bool = False) -> Stale:
     """An asset written again under its key (or deleted: gone)."""
     tag = [cachetags.asset(key)]

@@ -27,7 +27,15 @@ PROFILE_RE = re.compile(r"^[0-9]{3,4}p$")
 _SEGMENT_FILE_RE = re.compile(
     r"^(?:master\.m3u8|[0-9]{3,4}p\.m3u8|[0-9]{3,4}p(?:_g[0-9]{1,4})?_[0-9]{4,6}\.ts|thumbnail\.jpg"
     r"|thumbnail_large\.jpg|storyboard(?:_[0-9]{1,3})?\.jpg|storyboard\.vtt|source\.mp4"
-    r"|metadata\.json)$"
+    r"|metadata\.json|subs_[A-Za-z0-9-]{2,35}\.m3u8"
+    r"|subs_[A-Za-z0-9-]{2,35}_g[0-9]{1,4}_r[0-9]{1,9}_[0-9]{4,6}\.vtt)$"
+)
+# Subtitles (issue 27): a language's playlist (the scene's and a clip's) and a clip's
+# WebVTT segments, named by the clip's generation (its first PTS) and the captions'
+# revision (r0: the clip has none in that language), so each name is one content.
+_SUBS_PLAYLIST_RE = re.compile(r"^subs_([A-Za-z0-9-]{2,35})\.m3u8$")
+_SUBS_SEGMENT_RE = re.compile(
+    r"^subs_([A-Za-z0-9-]{2,35})_g([0-9]{1,4})_r([0-9]{1,9})_([0-9]{4,6})\.vtt$"
 )
 
 
@@ -136,6 +144,37 @@ def media_segment_name(profile: str, index: int, generation: int = 1) -> str:
     """`720p_0001.ts` (`720p_g2_0001.ts` in generation 2): 1-based, four digits (more
     past 9999)."""
     return f"{generation_stem(profile, generation)}{index:04d}.ts"
+
+
+def subtitles_playlist_name(language: str) -> str:
+    return f"subs_{language}.m3u8"
+
+
+def subtitles_playlist_language(name: str) -> str | None:
+    """The language of a subtitles playlist's name, else None."""
+    found = _SUBS_PLAYLIST_RE.fullmatch(name)
+    return found[1] if found else None
+
+
+@dataclass(frozen=True)
+class SubtitlesSegment:
+    language: str
+    generation: int
+    revision: int  # 0: the clip has no captions in this language (an empty segment)
+    index: int  # 1-based, as the media segments'
+
+
+def subtitles_segment_name(segment: SubtitlesSegment) -> str:
+    s = segment
+    return f"subs_{s.language}_g{s.generation}_r{s.revision}_{s.index:04d}.vtt"
+
+
+def subtitles_segment(name: str) -> SubtitlesSegment | None:
+    """What a clip's WebVTT segment name says, else None."""
+    found = _SUBS_SEGMENT_RE.fullmatch(name)
+    if found is None:
+        return None
+    return SubtitlesSegment(found[1], int(found[2]), int(found[3]), int(found[4]))
 
 
 def scene_prefix(scene_id: str) -> str:

@@ -1,5 +1,5 @@
 """The webhook outbox: events (`segment.ready`, `segment.failed`, `export.ready`,
-`export.failed`, `scene.deleted`) written by `emit` in the same transaction as the
+`export.failed`, `scene.deleted`, `captions.updated`) written by `emit` in the same transaction as the
 change they report, so there is no event without its change and no change without its
 event; one delivery per event and configured endpoint, each carried by a `webhook`
 job (workers/jobs/webhook.py), queries in `sql/outbox.sql`.
@@ -23,7 +23,14 @@ import asyncpg
 
 from core import db, layout, queue
 
-EVENT_TYPES = ("segment.ready", "segment.failed", "export.ready", "export.failed", "scene.deleted")
+EVENT_TYPES = (
+    "segment.ready",
+    "segment.failed",
+    "export.ready",
+    "export.failed",
+    "scene.deleted",
+    "captions.updated",
+)
 MAX_ATTEMPTS = 1000
 """A webhook job's bound on attempts; WEBHOOK_RETRY_SECONDS decides when it gives up."""
 

@@ -27,7 +27,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from types import MappingProxyType
 
-from core.layout import generation_stem
+from core.layout import (
+    SubtitlesSegment,
+    generation_stem,
+    subtitles_playlist_name,
+    subtitles_segment_name,
+)
 
 __all__ = [
     "HLS_VERSION",
@@ -44,6 +49,9 @@ __all__ = [
     "stitched_master",
     "stitched_media",
     "stitched_storyboard_vtt",
+    "stitched_subtitles",
+    "clip_subtitles",
+    "scene_languages",
     "target_duration",
     "timeline_ms",
     "variant_rendition",
@@ -86,6 +94,9 @@ class Rendition:
     # Which encoding of the clip (1: the fast ladder; a refinement publishes the next
     # one under new media segment names, core/layout.py `generation_stem`).
     generation: int = 1
+    # Its first video frame's presentation time on the 90 kHz MPEG-TS clock, as the
+    # transcode measured it (None: published before it was recorded, migration 0010).
+    first_pts: int | None = None
     # Derived: ``durations`` in whole milliseconds as printed in EXTINF.
     durations_ms: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
@@ -144,6 +155,8 @@ class Clip:
     duration: float
     renditions: Mapping[str, Rendition]
     storyboard: tuple[StoryboardCue, ...] = field(default=())
+    # its captions: language -> revision (core/subtitles.py)
+    captions: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not _NAME_RE.fullmatch(self.segment_id):
@@ -159,11 +172,24 @@ class Clip:
         # Frozen means frozen: keep a private read-only copy of the mapping.
         object.__setattr__(self, "renditions", MappingProxyType(dict(self.renditions)))
         object.__setattr__(self, "storyboard", tuple(self.storyboard))
+        object.__setattr__(self, "captions", MappingProxyType(dict(self.captions)))
 
     @property
     def generation(self) -> int:
         """The generation of the clip's renditions (one publish writes them all)."""
         return max((r.generation for r in self.renditions.values()), default=1)
+
+    @property
+    def first_pts(self) -> int | None:
+        """Where its first frame is presented on the MPEG-TS clock (the earliest of
+        its renditions': one ffmpeg run writes them all with the same timestamps)."""
+        known = [r.first_pts for r in self.renditions.values() if r.first_pts is not None]
+        return min(known) if known else None
+
+    def subtitles_revision(self, language: str) -> int:
+        """The revision of its captions in `language` its subtitles segments carry: 0
+        (empty segments) without captions, or without a first PTS to map them by."""
+        return self.captions.get(language, 0) if self.first_pts is not None else 0
 
 
 # ------------------------------------------------------------------ number helpers
@@ -399,8 +425,29 @@ def _stream_inf(
     )
 
 
-def _master(variants: list[tuple[int, str, str]]) -> str:
-    """variants: (declared bandwidth, EXT-X-STREAM-INF line, URI)."""
+SUBTITLES_GROUP = "subs"
+
+
+def _subtitles_media(languages: Sequence[str], uri_for: Callable[[str], str]) -> list[str]:
+    """One subtitles rendition per language (RFC 8216 §4.3.4.1): NAME and LANGUAGE the
+    tag, not the default, chosen by the player for a viewer of that language
+    (AUTOSELECT), not forced."""
+    return [
+        f'#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="{SUBTITLES_GROUP}",NAME="{lang}",'
+        f'LANGUAGE="{lang}",DEFAULT=NO,AUTOSELECT=YES,FORCED=NO,'
+        f'URI="{uri_for(subtitles_playlist_name(lang))}"'
+        for lang in languages
+    ]
+
+
+def scene_languages(clips: Sequence[Clip]) -> list[str]:
+    """Every language some clip has captions in, sorted."""
+    return sorted({lang for clip in clips for lang in clip.captions})
+
+
+def _master(variants: list[tuple[int, str, str]], subtitles: Sequence[str] = ()) -> str:
+    """variants: (declared bandwidth, EXT-X-STREAM-INF line, URI); subtitles: the
+    EXT-X-MEDIA lines, and then every variant names their group."""
     lines = [
         "#EXTM3U",
         # The version covers "its associated media" (RFC 8216 §4.3.1.2): the same
@@ -409,9 +456,11 @@ def _master(variants: list[tuple[int, str, str]]) -> str:
         # RFC 8216 §4.3.5.1: in a master it applies to every media playlist.
         "#EXT-X-INDEPENDENT-SEGMENTS",
     ]
+    lines.extend(subtitles)
+    group = f',SUBTITLES="{SUBTITLES_GROUP}"' if subtitles else ""
     # Variants by bandwidth ascending; sorted() is stable, so ties keep input order.
     for _, inf, uri in sorted(variants, key=lambda v: v[0]):
-        lines.append(inf)
+        lines.append(inf + group)
         lines.append(uri)
     return "\n".join(lines) + "\n"
 
@@ -446,10 +495,14 @@ def clip_media_playlist(
 
 
 def clip_master_playlist(
-    renditions: Sequence[Rendition], *, uri_for: Callable[[str], str] = str
+    renditions: Sequence[Rendition],
+    *,
+    uri_for: Callable[[str], str] = str,
+    languages: Sequence[str] = (),
 ) -> str:
     """A clip's own master playlist (``master.m3u8``): one variant per rendition, URI
-    ``uri_for("{profile}.m3u8")``, from the rendition's measured bandwidths."""
+    ``uri_for("{profile}.m3u8")``, from the rendition's measured bandwidths; one
+    subtitles rendition per language of ``languages`` (``subs_{lang}.m3u8``)."""
     if not renditions:
         raise ValueError("a master playlist needs at least one rendition")
     variants = []
@@ -465,7 +518,7 @@ def clip_master_playlist(
         variants.append(
             (max(r.bandwidth_peak, r.bandwidth_average), inf, uri_for(f"{r.profile}.m3u8"))
         )
-    return _master(variants)
+    return _master(variants, _subtitles_media(languages, uri_for))
 
 
 # ------------------------------------------------------------ stitched playlists
@@ -557,7 +610,9 @@ def stitched_master(
 ) -> str:
     """The scene master playlist: one variant per profile of ``profiles`` that some
     clip has, URI ``uri_for("{profile}.m3u8")``, ordered by bandwidth ascending; a clip
-    without a profile plays its ``variant_rendition`` in that variant.
+    without a profile plays its ``variant_rendition`` in that variant. One subtitles
+    rendition per language some clip has captions in (``subs_{lang}.m3u8``,
+    ``stitched_subtitles``), named by every variant.
 
     BANDWIDTH is measured on the stitched variant itself (``peak_bandwidth`` over
     all its segments in order, with the scene target duration): RFC 8216 §4.1 defines
@@ -589,7 +644,7 @@ def stitched_master(
             frame_rate=max(r.frame_rate for r in rends),
         )
         variants.append((max(peak, average), inf, uri_for(f"{profile}.m3u8")))
-    return _master(variants)
+    return _master(variants, _subtitles_media(scene_languages(clips), uri_for))
 
 
 def stitched_media(
@@ -633,6 +688,59 @@ def stitched_media(
             append(uri_for(f"{stem}{n:04d}.ts"))
     append("#EXT-X-ENDLIST")  # RFC 8216 §4.3.3.4; Apple 8.7 (VOD)
     return "\n".join(lines) + "\n"
+
+
+def _clip_extinfs(clip: Clip) -> tuple[float, ...]:
+    """The clip's EXTINF list (the same in every rendition by design)."""
+    return next(iter(clip.renditions.values())).durations
+
+
+def _subtitles_segments(
+    lines: list[str], clip: Clip, language: str, prefix: str, uri_for: Callable[[str], str]
+) -> None:
+    revision = clip.subtitles_revision(language)
+    for n, d in enumerate(_clip_extinfs(clip), 1):
+        name = subtitles_segment_name(SubtitlesSegment(language, clip.generation, revision, n))
+        lines.append(f"#EXTINF:{_fmt3(d)},")
+        lines.append(uri_for(prefix + name))
+
+
+def stitched_subtitles(
+    clips: Sequence[Clip], language: str, *, target: int, uri_for: Callable[[str], str]
+) -> str:
+    """The scene's subtitles playlist in ``language``: for every clip one WebVTT
+    segment per media segment, with its EXTINF, and ``#EXT-X-DISCONTINUITY`` at every
+    clip boundary, so boundaries, durations and discontinuities are the video
+    variants' (Apple 6.x; RFC 8216 §6.2.4). URIs ``uri_for("{segment_id}/subs_{lang}_g
+    {generation}_r{revision}_{NNNN}.vtt")``; revision 0 (an empty segment) for a clip
+    without captions in that language. ``target``: ``scene_target_duration(clips)``."""
+    _require_clips(clips)
+    lines = _media_header(target)
+    for i, clip in enumerate(clips):
+        if i:
+            lines.append("#EXT-X-DISCONTINUITY")
+        _subtitles_segments(lines, clip, language, f"{clip.segment_id}/", uri_for)
+    lines.append("#EXT-X-ENDLIST")
+    return "\n".join(lines) + "\n"
+
+
+def clip_subtitles(clip: Clip, language: str, *, uri_for: Callable[[str], str] = str) -> str:
+    """A clip's own subtitles playlist in ``language`` (``subs_{lang}.m3u8`` beside its
+    media playlists): its WebVTT segments, one per media segment."""
+    target = target_duration(r.durations for r in clip.renditions.values())
+    lines = _media_header(target)
+    _subtitles_segments(lines, clip, language, "", uri_for)
+    lines.append("#EXT-X-ENDLIST")
+    return "\n".join(lines) + "\n"
+
+
+def subtitles_bounds_ms(clip: Clip) -> list[int]:
+    """Where the clip's WebVTT segments start and end on its own timeline, in ms:
+    ``[0, end of segment 1, ..., end]`` (printed EXTINFs, as a player places them)."""
+    bounds = [0]
+    for ms in next(iter(clip.renditions.values())).durations_ms:
+        bounds.append(bounds[-1] + ms)
+    return bounds
 
 
 def _clip_timeline_ms(clip: Clip) -> int:

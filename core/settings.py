@@ -169,6 +169,9 @@ class Settings:
     asset_max_bytes: int = 32 * 1024**2
     asset_max_pixels: int = 50_000_000
     voice_max_seconds: float = 60.0
+    # Captions (issue 27, core/captions.py): one clip's file in one language.
+    captions_max_bytes: int = 512 * 1024
+    captions_max_cues: int = 5000
     # Resumable uploads and webhooks (issue 18; README "Uploads and webhooks").
     upload_expiry_seconds: int = 86400
     upload_lock_seconds: float = 60.0
@@ -344,6 +347,10 @@ class Settings:
                 e, "ASSET_MAX_PIXELS", d.asset_max_pixels, 1_000_000, 500_000_000
             ),
             "voice_max_seconds": _float(e, "VOICE_MAX_SECONDS", d.voice_max_seconds, 1.0),
+            "captions_max_bytes": _int(
+                e, "CAPTIONS_MAX_BYTES", d.captions_max_bytes, 1024, 16 * 1024**2
+            ),
+            "captions_max_cues": _int(e, "CAPTIONS_MAX_CUES", d.captions_max_cues, 1, 100_000),
             "upload_expiry_seconds": _int(
                 e, "UPLOAD_EXPIRY_SECONDS", d.upload_expiry_seconds, 60, 30 * 86400
             ),

@@ -17,7 +17,7 @@ from aiohttp.typedefs import Middleware
 from core import cdn, db, listen
 from core.settings import Settings
 from core.storage import Storage, open_configured_storage
-from origin import assets, exports, health, ingest, keys, lifecycle, playback
+from origin import assets, captions, exports, health, ingest, keys, lifecycle, playback
 from origin.assets.rules import AssetLimits
 from origin.assets.service import Processor
 from origin.http import auth, body, drain, fields, middleware
@@ -123,6 +123,6 @@ def create_app(
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_scene_changes_ctx)
     app.cleanup_ctx.append(_stills_ctx)
-    for domain in (health, playback, ingest, exports, assets, lifecycle):
+    for domain in (health, playback, ingest, exports, assets, lifecycle, captions):
         domain.add_routes(app)
     return app

@@ -57,8 +57,8 @@ RETURNING scene_id, sequence, contributor_id;
 
 -- name: insert_rendition
 INSERT INTO renditions (segment_id, profile, width, height, frame_rate, codecs,
-                        bandwidth_peak, bandwidth_average, durations, sizes)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
+                        bandwidth_peak, bandwidth_average, durations, sizes, first_pts)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11);
 
 -- name: bump_scene_version
 UPDATE scenes SET version = version + 1, updated_at = now() WHERE id = $1
@@ -70,12 +70,15 @@ ORDER BY sequence LIMIT 1;
 
 -- name: scene_clips
 -- Everything the stitcher needs, in one round trip: ready clips in sequence order
--- with their renditions and contributors ($2: include the storyboard cues).
+-- with their renditions, contributors and captions ("language/revision"; $2: include
+-- the storyboard cues).
 SELECT s.id, s.sequence, s.duration, s.generation,
        CASE WHEN $2 THEN s.metadata -> 'storyboard' END AS storyboard,
        u.id AS contributor_id, u.username,
        r.profile, r.width, r.height, r.frame_rate, r.codecs, r.bandwidth_peak,
-       r.bandwidth_average, r.durations, r.sizes
+       r.bandwidth_average, r.durations, r.sizes, r.first_pts,
+       ARRAY(SELECT c.language || '/' || c.revision FROM captions c
+             WHERE c.segment_id = s.id ORDER BY c.language) AS captions
 FROM segments s
 JOIN users u ON u.id = s.contributor_id
 JOIN renditions r ON r.segment_id = s.id
@@ -100,7 +103,9 @@ SELECT version FROM scenes WHERE id = $1 AND deleted_at IS NULL;
 SELECT s.id, s.sequence, s.duration, s.generation, s.metadata -> 'storyboard' AS storyboard,
        u.id AS contributor_id, u.username,
        r.profile, r.width, r.height, r.frame_rate, r.codecs, r.bandwidth_peak,
-       r.bandwidth_average, r.durations, r.sizes
+       r.bandwidth_average, r.durations, r.sizes, r.first_pts,
+       ARRAY(SELECT c.language || '/' || c.revision FROM captions c
+             WHERE c.segment_id = s.id ORDER BY c.language) AS captions
 FROM segments s
 JOIN scenes sc ON sc.id = s.scene_id AND sc.deleted_at IS NULL
 JOIN users u ON u.id = s.contributor_id

@@ -148,6 +148,22 @@ async def chunks(request: web.Request, size: int, idle: float) -> AsyncIterator[
         yield chunk
 
 
+async def read_all(request: web.Request, limit: int, idle: float) -> bytes:
+    """A small body whole (`chunks`' bounds), 413 as soon as it passes `limit` bytes
+    (or its Content-Length says it will), 400 when it is empty."""
+    too_large = ApiError(413, "too_large", f"the body is larger than {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    data = bytearray()
+    async for chunk in chunks(request, 64 * 1024, idle):
+        data += chunk
+        if len(data) > limit:
+            raise too_large
+    if not data:
+        raise bad_request("the body is empty", "empty_upload")
+    return bytes(data)
+
+
 async def json_body(request: web.Request) -> dict[str, Any]:
     """A JSON API request's body: one JSON object (415 for another type, 400 when it
     is not JSON or not an object)."""

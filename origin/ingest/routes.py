@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from core import catalog, layout, queue, uploads
+from core import captions, catalog, layout, queue, uploads
 from origin import keys
 from origin.http.auth import require_token
 from origin.http.body import BodyTimeout, ClientClosed, chunks, defer_continue, json_body
@@ -260,7 +260,9 @@ async def create(request: web.Request) -> web.Response:
     app = request.app
     try:
         tus.check_version(request.headers.get("Tus-Resumable"))
-        new = tus_service.new_upload(request.headers, app[keys.SETTINGS].max_upload_bytes)
+        settings = app[keys.SETTINGS]
+        limits = captions.Limits(settings.captions_max_bytes, settings.captions_max_cues)
+        new = tus_service.new_upload(request.headers, settings.max_upload_bytes, limits)
         with_body = _has_body(request)
         if with_body and request.content_type != tus.OFFSET_TYPE:
             raise TusError(415, "unsupported_media_type", f"a body must be {tus.OFFSET_TYPE}")

@@ -32,7 +32,7 @@ from dataclasses import replace
 
 import asyncpg
 
-from core import catalog, layout, uploads
+from core import captions, catalog, layout, subtitles, uploads
 from core.settings import Settings
 from core.storage import NoSuchUpload, ObjectNotFound, Storage, StorageError
 from core.uploads import Lease, NewUpload, Pending, Upload, UploadLeaseLost
@@ -42,10 +42,40 @@ from origin.ingest.tus import TusError
 log = logging.getLogger("storyforge.uploads")
 
 
-def new_upload(headers: Mapping[str, str], max_upload_bytes: int) -> NewUpload:
+CAPTIONS_KEY = "captions."  # Upload-Metadata `captions.{lang}`: the clip's captions
+
+
+def metadata_captions(
+    meta: Mapping[str, str], limits: captions.Limits
+) -> dict[str, list[captions.Cue]]:
+    """The captions an upload's metadata carries (`captions.en`, `captions.pt-BR`: a
+    WebVTT or SRT file, told apart by WebVTT's signature), parsed and checked as the
+    captions API does (core/captions.py); TusError with its status and line
+    otherwise, 400 for a key that names no BCP 47 tag."""
+    found: dict[str, list[captions.Cue]] = {}
+    for key, text in meta.items():
+        if not key.startswith(CAPTIONS_KEY):
+            continue
+        language = captions.language_tag(key.removeprefix(CAPTIONS_KEY))
+        if language is None:
+            raise TusError(400, "bad_language", f"Upload-Metadata {key!r}: not a BCP 47 tag")
+        body = text.encode()
+        vtt = text.lstrip("\ufeff").startswith("WEBVTT")
+        kind = captions.VTT_TYPES[0] if vtt else captions.SRT_TYPES[0]
+        try:
+            found[language] = captions.parse(body, kind, limits)
+        except captions.CaptionError as exc:
+            raise TusError(exc.status, "bad_captions", f"Upload-Metadata {key!r}: {exc}") from None
+    return found
+
+
+def new_upload(
+    headers: Mapping[str, str], max_upload_bytes: int, limits: captions.Limits
+) -> NewUpload:
     """Creation §POST: Upload-Length (Upload-Defer-Length is not offered), and
     Upload-Metadata carrying sceneId, contributor, optional sequence, filename and
-    filetype, checked as the raw POST checks its query; TusError otherwise."""
+    filetype, checked as the raw POST checks its query, and optional captions
+    (`metadata_captions`); TusError otherwise."""
     if "Upload-Defer-Length" in headers:
         raise TusError(
             400, "bad_request", "Upload-Defer-Length is not supported: send Upload-Length"
@@ -77,6 +107,7 @@ def new_upload(headers: Mapping[str, str], max_upload_bytes: int) -> NewUpload:
             415, "unsupported_media_type", f"uploads must be a video, not {content_type!r}"
         )
     filename = (meta.get("filename") or "")[:255] or None
+    metadata_captions(meta, limits)  # refused now, not once the bytes are in
     return NewUpload(
         scene_id, contributor, sequence, filename, content_type, raw_metadata.strip(), length
     )
@@ -343,6 +374,12 @@ async def finish(
                     contributor=upload.contributor_id,
                     max_attempts=settings.job_max_attempts,
                 )
+                limits = captions.Limits(settings.captions_max_bytes, settings.captions_max_cues)
+                carried = metadata_captions(tus.parse_metadata(upload.metadata), limits)
+                for language, cues in carried.items():  # the clip and its captions at once
+                    await subtitles.put(
+                        conn, upload.segment_id, language, cues, webhooks=settings.webhook_urls
+                    )
                 done = await lease.end(conn, "completed")
         except catalog.Conflict as exc:
             refused = TusError(409, "conflict", f"{exc}: the upload cannot become a clip")

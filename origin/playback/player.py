@@ -19,6 +19,7 @@ from origin.http.errors import ApiError, not_found
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _STATIC = {
     "player.js": (STATIC_DIR / "player.js", "text/javascript; charset=utf-8"),
+    "hls-vtt-fix.js": (STATIC_DIR / "hls-vtt-fix.js", "text/javascript; charset=utf-8"),
     "hls.min.js": (
         STATIC_DIR / "vendor" / "hls.js" / "hls.min.js",
         "text/javascript; charset=utf-8",

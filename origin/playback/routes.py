@@ -75,7 +75,9 @@ async def _segment_file(
     meta = layout.file_meta(name)
     if scenes.is_segment_document(name):
         built = await scenes.segment_document(request, scene_id, segment_id, name, generation)
-        return document_response(request, built, meta.content_type, meta.cache_control)
+        # what lists the clip's captions changes with them: cached like a scene document
+        cache = layout.SCENE_PLAYLIST_CACHE if scenes.follows_captions(name) else meta.cache_control
+        return document_response(request, built, meta.content_type, cache)
     return await serve_object(
         request,
         request.app[keys.SETTINGS].videos_bucket,

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from core import catalog, layout, playlists, signing
+from core import captions, catalog, layout, playlists, signing, subtitles
 from core.playlists import Clip
 from origin import keys
 from origin.http.errors import not_found
@@ -26,8 +26,10 @@ from origin.playback.documents import revalidated
 
 # besides the stitched variants, `{profile}.m3u8`
 SCENE_DOCUMENTS = ("master.m3u8", "storyboard.vtt", "chapters.vtt")
-# besides the clip's variants, `{profile}.m3u8`
+# besides the clip's variants, `{profile}.m3u8`, and its subtitles
 SEGMENT_DOCUMENTS = ("master.m3u8", "storyboard.vtt")
+# captions as stored were checked on the way in (core/captions.py): no caps to apply
+STORED_LIMITS = captions.Limits(max_bytes=1 << 40, max_cues=1 << 40)
 
 
 async def scene_version(request: web.Request, scene_id: str) -> int:
@@ -82,17 +84,26 @@ def _scene_document_text(view: catalog.SceneView, name: str, uri_for: Callable[[
     if name == "chapters.vtt":
         titles = [chapter_title(c.sequence, c.contributor.username) for c in view.clips]
         return chapters_vtt(clips, titles)
+    target = playlists.scene_target_duration(clips)
+    language = layout.subtitles_playlist_language(name)
+    if language is not None:
+        if language not in playlists.scene_languages(clips):
+            raise not_found(f"scene {view.scene.id} has no {language} subtitles")
+        return playlists.stitched_subtitles(clips, language, target=target, uri_for=uri_for)
     profile = name.removesuffix(".m3u8")
     if profile not in profiles:
         raise not_found(f"scene {view.scene.id} has no variant {profile}")
-    target = playlists.scene_target_duration(clips)
     return playlists.stitched_media(clips, profile, target=target, uri_for=uri_for)
 
 
 def is_scene_file(name: str) -> bool:
     """`name` is one of a scene's stitched documents."""
     return name in SCENE_DOCUMENTS or (
-        name.endswith(".m3u8") and layout.is_profile(name.removesuffix(".m3u8"))
+        name.endswith(".m3u8")
+        and (
+            layout.is_profile(name.removesuffix(".m3u8"))
+            or layout.subtitles_playlist_language(name) is not None
+        )
     )
 
 
@@ -123,7 +134,17 @@ async def scene_document(request: web.Request, scene_id: str, name: str) -> Buil
 
 def is_segment_document(name: str) -> bool:
     """`name` is one of a segment's documents built from its rows, not a stored file."""
-    return name in SEGMENT_DOCUMENTS or name.endswith(".m3u8")
+    return (
+        name in SEGMENT_DOCUMENTS
+        or name.endswith(".m3u8")
+        or layout.subtitles_segment(name) is not None
+    )
+
+
+def follows_captions(name: str) -> bool:
+    """A segment document that lists its captions (its master, its subtitles
+    playlists): it changes with them, not only with its generation."""
+    return name == "master.m3u8" or layout.subtitles_playlist_language(name) is not None
 
 
 async def segment_ready(request: web.Request, scene_id: str, segment_id: str) -> int:
@@ -147,8 +168,14 @@ def segment_document_text(clip: playlists.Clip, name: str, uri_for: Callable[[st
     (URIs relative to the segment's directory, passed through `uri_for`). Raises
     ApiError 404 for a profile the segment does not have."""
     renditions = sorted(clip.renditions.values(), key=lambda r: r.height)
+    languages = [lang for lang in clip.captions if clip.subtitles_revision(lang)]
     if name == "master.m3u8":
-        return playlists.clip_master_playlist(renditions, uri_for=uri_for)
+        return playlists.clip_master_playlist(renditions, uri_for=uri_for, languages=languages)
+    language = layout.subtitles_playlist_language(name)
+    if language is not None:
+        if language not in languages:
+            raise not_found("no such file")
+        return playlists.clip_subtitles(clip, language, uri_for=uri_for)
     if name == "storyboard.vtt":
         return playlists.clip_storyboard_vtt(clip, uri_for=uri_for)
     rendition = clip.renditions.get(name.removesuffix(".m3u8"))
@@ -159,6 +186,30 @@ def segment_document_text(clip: playlists.Clip, name: str, uri_for: Callable[[st
     return playlists.clip_media_playlist(rendition, target=target, uri_for=uri_for)
 
 
+def subtitles_segment_text(
+    clip: playlists.Clip, wanted: layout.SubtitlesSegment, stored: tuple[str, int] | None
+) -> str:
+    """One WebVTT segment of the clip's subtitles (`wanted`, named in a playlist), from
+    its stored captions (`stored`: WebVTT and revision): the cues shown during that
+    media segment, clamped to the clip's length on the timeline. Revision 0 is always
+    an empty segment. 404 for a generation or revision that is not the current one
+    (unless this process still holds it: one name is one content), or a segment the
+    clip does not have."""
+    bounds = playlists.subtitles_bounds_ms(clip)
+    first_pts = clip.first_pts
+    if (
+        wanted.generation != clip.generation
+        or not 1 <= wanted.index < len(bounds)
+        or (wanted.revision and (stored is None or stored[1] != wanted.revision))
+    ):
+        raise not_found("no such file")
+    if stored is None or first_pts is None:
+        return captions.EMPTY_VTT
+    cues = captions.clamp(captions.parse_vtt(stored[0].encode(), STORED_LIMITS), bounds[-1])
+    start, end = bounds[wanted.index - 1], bounds[wanted.index]
+    return captions.segment_vtt(cues, start, end, first_pts)
+
+
 async def segment_document(
     request: web.Request, scene_id: str, segment_id: str, name: str, generation: int
 ) -> Built:
@@ -166,18 +217,27 @@ async def segment_document(
     generation (a ready segment's rows change only when a refinement publishes the next
     one) and kept; a template when signing is on."""
     caches = request.app[keys.READ_CACHES]
-    cache_key = (segment_id, generation, name)
+    cache_key: tuple[object, ...] = (segment_id, generation, name)
+    if follows_captions(name):  # a caption change is a new scene version
+        cache_key += (await scene_version(request, scene_id),)
     built = caches.segment_docs.get(cache_key)
     if built is None:
         async with request.app[keys.POOL].acquire() as conn:
             clip = await catalog.segment_clip(conn, scene_id, segment_id)
+            wanted = layout.subtitles_segment(name)
+            stored = None
+            if clip is not None and wanted is not None and wanted.revision:
+                stored = await subtitles.text(conn, segment_id, wanted.language)
         if clip is None:
             caches.ready.discard((scene_id, segment_id))
             raise not_found("no such file: the segment is not published")
         uri_for: Callable[[str], str] = str
         if request.app[keys.SETTINGS].signing != "none":
             uri_for = signing.marking(uri_for)  # a template: filled in per request
-        body = segment_document_text(clip, name, uri_for).encode()
+        if wanted is not None:
+            body = subtitles_segment_text(clip, wanted, stored).encode()
+        else:
+            body = segment_document_text(clip, name, uri_for).encode()
         built = Built(body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
         caches.segment_docs.put(cache_key, built)
     return built
@@ -254,6 +314,7 @@ def scene_playlist_json(
                 "hlsUrl": url(seg_id, "master.m3u8"),
                 "thumbnailUrl": url(seg_id, "thumbnail.jpg"),
                 "contributor": {"id": sc.contributor.id, "username": sc.contributor.username},
+                "captions": sorted(sc.clip.captions),
             }
         )
         start += duration
@@ -267,6 +328,10 @@ def scene_playlist_json(
         "hlsUrl": url(None, "master.m3u8"),
         "storyboardUrl": url(None, "storyboard.vtt"),
         "chaptersUrl": url(None, "chapters.vtt"),
+        "subtitles": [
+            {"language": lang, "url": url(None, layout.subtitles_playlist_name(lang))}
+            for lang in playlists.scene_languages([c.clip for c in view.clips])
+        ],
     }
     if grant.expires is not None:
         body["expiresAt"] = iso_time(grant.expires)

@@ -19,8 +19,11 @@ AUTH = f"Bearer {API_TOKEN}"
 TS_BYTES = bytes(range(256)) * 40  # 10,240 bytes
 
 
-async def publish(settings, scene_id: str, user_id: str, sequence: int, durations, *, ready=True):
-    """Insert a segment with renditions and store its files, as the transcoder would."""
+async def publish(
+    settings, scene_id: str, user_id: str, sequence: int, durations, *, ready=True, first_pts=None
+):
+    """Insert a segment with renditions and store its files, as the transcoder would
+    (`first_pts`: where its media starts on the 90 kHz clock, None: not recorded)."""
     seg = layout.new_id("seg")
     pool = await db.connect_pool(settings.database_url, size=2)
     storage = await open_configured_storage(settings)
@@ -68,6 +71,7 @@ async def publish(settings, scene_id: str, user_id: str, sequence: int, duration
                     bw * 3 // 4,
                     list(durations),
                     [len(TS_BYTES)] * len(durations),
+                    first_pts,
                 )
             await conn.execute(
                 "UPDATE scenes SET version = version + 1, updated_at = now() WHERE id = $1",

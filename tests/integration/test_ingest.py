@@ -17,6 +17,7 @@ import m3u8
 import pytest
 from aiohttp.test_utils import TestClient
 
+from core import db, layout
 from core.settings import LadderRung
 from origin.app import create_app
 from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, SMALL_PAIR
@@ -176,6 +177,30 @@ async def test_clip_becomes_a_published_segment(origin_client, settings, run_wor
     # the stitched scene now plays
     r = await client.get(f"/v/{scene}/master.m3u8")
     assert r.status == 200
+    # where each rendition's first frame is presented on the MPEG-TS clock is recorded
+    # (issue 27: the subtitles' X-TIMESTAMP-MAP), as ffprobe reads it
+    pool = await db.connect_pool(settings.database_url, size=1)
+    try:
+        rows = await pool.fetch(
+            "SELECT r.profile, r.first_pts, s.generation FROM renditions r "
+            "JOIN segments s ON s.id = r.segment_id WHERE s.id = $1",
+            seg,
+        )
+    finally:
+        await pool.close()
+    assert rows
+    for row in rows:
+        first = stored(settings, scene, seg)[
+            layout.media_segment_name(row["profile"], 1, row["generation"])
+        ]
+        probe = subprocess.run(
+            ["ffprobe", "-v", "error", "-of", "json", "-show_streams", str(first)],
+            capture_output=True,
+            check=True,
+        )
+        streams = json.loads(probe.stdout)["streams"]
+        video = next(st for st in streams if st["codec_type"] == "video")
+        assert row["first_pts"] == video["start_pts"] > 0, (row, streams)
 
 
 BAD_INPUTS = ["truncated", "text", "png", "hls", "ffconcat", "zeros"]

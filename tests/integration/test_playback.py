@@ -256,7 +256,9 @@ async def test_scene_playlist_json_matches_seed_5_1(client, backend_settings):
         "hlsUrl",
         "storyboardUrl",
         "chaptersUrl",
+        "subtitles",
     }
+    assert body["subtitles"] == []  # no clip has captions
     assert body["sceneId"] == scene and body["title"] == "Chapter One"
     assert body["segmentCount"] == 2 and body["totalDuration"] == 8.0
     assert [s["id"] for s in body["segments"]] == [a, b]
@@ -269,7 +271,9 @@ async def test_scene_playlist_json_matches_seed_5_1(client, backend_settings):
         "hlsUrl",
         "thumbnailUrl",
         "contributor",
+        "captions",
     }
+    assert first["captions"] == []
     assert second["startTime"] == 5.0 and second["sequence"] == 2
     assert first["hlsUrl"] == f"/v/{scene}/{a}/master.m3u8"
     assert first["thumbnailUrl"] == f"/v/{scene}/{a}/thumbnail.jpg"

@@ -17,7 +17,7 @@ PACKAGES = ("core", "origin", "workers", "storyforge", "migrations")
 # Lowest first: (module prefix, rank); the longest matching prefix gives the rank.
 # core: pure rules (no I/O) under everything else of core.
 CORE_PURE = (
-    "backoff cachetags conditional exportplan ffargs framerate invalidation layout orphans playlists "
+    "backoff cachetags captions conditional exportplan ffargs framerate invalidation layout orphans playlists "
     "settings signing webhooks"
 ).split()
 RANKS: list[tuple[str, float]] = [
@@ -35,6 +35,7 @@ RANKS: list[tuple[str, float]] = [
     ("origin.keys", 2.0),
     ("origin.http", 2.5),
     ("origin.assets", 3.0),
+    ("origin.captions", 3.0),
     ("origin.exports", 3.0),
     ("origin.ingest", 3.0),
     ("origin.lifecycle", 3.0),
@@ -45,7 +46,7 @@ RANKS: list[tuple[str, float]] = [
     ("origin", 4.5),
     ("storyforge", 5.0),
 ]
-DOMAINS = ("assets", "exports", "ingest", "lifecycle", "playback")
+DOMAINS = ("assets", "captions", "exports", "ingest", "lifecycle", "playback")
 
 
 def rank(module: str) -> float | None:

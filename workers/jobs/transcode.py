@@ -72,6 +72,7 @@ def clip_renditions(
                 bandwidth_peak=playlists.peak_bandwidth(r.durations, r.sizes, target),
                 bandwidth_average=playlists.average_bandwidth(r.durations, r.sizes),
                 generation=generation,
+                first_pts=r.first_pts,
             )
         )
     return result, target

@@ -114,6 +114,7 @@ class RenditionOutput:
     sizes: tuple[int, ...]
     playlist: Path
     segments: tuple[Path, ...]
+    first_pts: int  # 90 kHz: its first video frame's presentation time
 
     @property
     def duration(self) -> float:
@@ -531,6 +532,11 @@ async def _read_rendition(
             f"{rung.name}: wrote {width}x{height}, expected {rung.width}x{rung.height}"
         )
     fps = parse_rate(video.get("r_frame_rate")) or parse_rate(video.get("avg_frame_rate"))
+    # the source's time 0: the first frame (the audio starts earlier by the AAC
+    # encoder's priming, the first DTS by the B-frame delay)
+    first_pts = video.get("start_pts")
+    if not isinstance(first_pts, int) or first_pts < 0:
+        raise TranscodeFailed(f"{segments[0].name}: no start time on its video")
     return RenditionOutput(
         name=rung.name,
         width=width,
@@ -547,6 +553,7 @@ async def _read_rendition(
         sizes=sizes,
         playlist=playlist,
         segments=segments,
+        first_pts=first_pts,
     )
 
 

@@ -1,7 +1,9 @@
 // StoryForge scene player: plays the stitched scene with hls.js, names the
 // contributor of the clip on screen, offers a quality selector and storyboard
-// previews while scrubbing, and loads the scene's chapters (one per clip) as a
-// <track kind="chapters">, marking each clip's start and name on the timeline.
+// previews while scrubbing, loads the scene's chapters (one per clip) as a
+// <track kind="chapters">, marking each clip's start and name on the timeline, and
+// offers the scene's subtitles behind a captions button (off by default; the choice
+// is kept in localStorage for the next page).
 // State is exposed on window.sf for tests.
 "use strict";
 (function () {
@@ -108,7 +110,8 @@
     errorBox.textContent = "This browser cannot play HLS through Media Source Extensions.";
     return;
   }
-  const hls = new Hls({ enableWorker: true });
+  // hls-vtt-fix.js: no captions lost at discontinuities (hls.js 1.7.4)
+  const hls = new Hls(Object.assign({ enableWorker: true }, window.StoryForgeHlsFix || {}));
   sf.hls = hls;
   hls.on(Hls.Events.MANIFEST_PARSED, (_e, data) => {
     data.levels.forEach((lvl, i) => {
@@ -131,6 +134,39 @@
     if (data.fatal) { sf.fatal = data.details; errorBox.textContent = "Playback error: " + data.details; }
   });
   quality.addEventListener("change", () => { hls.currentLevel = parseInt(quality.value, 10); });
+
+  // Captions: off unless the viewer turned them on (here or on an earlier page).
+  const captions = document.getElementById("captions");
+  const CAPTIONS_KEY = "storyforge.captions";
+  function storedLanguage() {
+    try { return localStorage.getItem(CAPTIONS_KEY) || ""; } catch (_e) { return ""; }
+  }
+  function storeLanguage(lang) {
+    try {
+      if (lang) localStorage.setItem(CAPTIONS_KEY, lang); else localStorage.removeItem(CAPTIONS_KEY);
+    } catch (_e) { /* storage refused: the choice lasts for this page */ }
+  }
+  function showCaptions(lang) {
+    const index = lang ? hls.subtitleTracks.findIndex((t) => t.lang === lang) : -1;
+    hls.subtitleDisplay = index >= 0;
+    hls.subtitleTrack = index;
+    sf.captions = index >= 0 ? lang : "";
+    captions.setAttribute("aria-pressed", String(index >= 0));
+    captions.textContent = index >= 0 ? "CC: " + lang : "CC: off";
+  }
+  hls.on(Hls.Events.SUBTITLE_TRACKS_UPDATED, (_e, data) => {
+    captions.hidden = !data.subtitleTracks.length;
+    const wanted = storedLanguage();
+    // once hls.js has made its own choice for the new tracks (none: DEFAULT=NO)
+    if (wanted) setTimeout(() => showCaptions(wanted), 0);
+  });
+  // each press: the next language, then off
+  captions.addEventListener("click", () => {
+    const langs = hls.subtitleTracks.map((t) => t.lang);
+    const next = sf.captions ? langs[langs.indexOf(sf.captions) + 1] || "" : langs[0] || "";
+    storeLanguage(next);
+    showCaptions(next);
+  });
   hls.loadSource(cfg.masterUrl);
   hls.attachMedia(video);
 })();
