@@ -392,15 +392,17 @@ def _tail(clip: SourceClip, last: int) -> Tail | None:
 # -------------------------------------------------------------------- captions
 
 
-def sidecars(
-    plan: Plan, cues: Mapping[str, Mapping[str, Sequence[captions.Cue]]]
-) -> dict[str, str]:
-    """One WebVTT file per language on the export's timeline (language -> text):
-    `cues` are each clip's (segment id -> language -> cues, times from the clip's
-    first frame); each clip's part placed where the export shows it (a moment's
+def sidecars(plan: Plan, stored: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """One WebVTT file per language on the export's timeline (language -> text), from
+    each clip's captions as stored (segment id -> language -> WebVTT, times from the
+    clip's first frame): each clip's part placed where the export shows it (a moment's
     edges cut: a cue partly inside clamped, one outside dropped). The languages are
     those of any clip the export shows; a clip without one adds nothing to it."""
-    shown = [(span, cues.get(span.segment_id, {})) for span in plan.spans]
+    shown = [
+        (span, {lang: captions.stored_cues(vtt) for lang, vtt in found.items()})
+        for span in plan.spans
+        for found in (stored.get(span.segment_id, {}),)
+    ]
     languages = sorted({lang for _, found in shown for lang in found})
     out = {}
     for lang in languages:

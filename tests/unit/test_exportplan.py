@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from core import captions, exportplan
+from core import exportplan
 from core.catalog import Scene, SceneClip, SceneView, User
 from core.exportplan import (
     BadRequest,
@@ -398,8 +398,8 @@ EN_1 = "WEBVTT\n\n1\n00:00.500 --> 00:01.500\none\n\n2\n00:04.000 --> 00:05.000\
 EN_3 = "WEBVTT\n\n1\n00:00.000 --> 00:01.000 align:start\nthree\n\n00:03.500 --> 00:04.500\nfour\n"
 FR_3 = "WEBVTT\n\n00:02.000 --> 00:03.000\nquatre\n"
 CAPTIONED = {
-    SCENE[0].segment_id: {"en": captions.stored_cues(EN_1)},
-    SCENE[2].segment_id: {"en": captions.stored_cues(EN_3), "fr": captions.stored_cues(FR_3)},
+    SCENE[0].segment_id: {"en": EN_1},
+    SCENE[2].segment_id: {"en": EN_3, "fr": FR_3},
 }
 
 
