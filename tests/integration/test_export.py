@@ -610,7 +610,7 @@ async def test_export_on_s3_and_signed_urls(settings, run_workers, base, moto_en
         signing="hmac",
         hmac_keys=parse_hmac_keys("k1:" + "s" * 32),
     )
-    scene, _ = await scene_of_copies(
+    scene, segs = await scene_of_copies(
         s3,
         base["scene"],
         base["segments"][:2],
@@ -620,6 +620,7 @@ async def test_export_on_s3_and_signed_urls(settings, run_workers, base, moto_en
     )
     async with TestClient(OriginTestServer(create_app(s3))) as client:
         client.headers_auth = {"Authorization": f"Bearer {API_TOKEN}"}
+        await put_captions(client, segs[1], "en", SIDE_EN_3)
         status, started = await post_export(client, scene, quality="720p")
         assert status == 202
         async with running_workers(s3, lease_seconds=30):
@@ -647,6 +648,13 @@ async def test_export_on_s3_and_signed_urls(settings, run_workers, base, moto_en
         mp4.write_bytes(await r.read())
         assert decode_errors(mp4) == ""
         assert abs(float(ffprobe_json("-show_format", mp4)["format"]["duration"]) - 9.0) < 0.1
+        # its captions sidecar: signed like the MP4, served from S3 as WebVTT
+        (sidecar,) = done["captions"]
+        assert sidecar["lang"] == "en" and "sig=" in sidecar["url"]
+        assert (await client.get(sidecar["url"].split("?", 1)[0])).status == 403
+        r = await client.get(sidecar["url"])
+        assert r.status == 200 and r.headers["Content-Type"] == "text/vtt; charset=utf-8"
+        assert "00:00:06.000 --> 00:00:07.000\nthree" in await r.text()  # clip 2 starts at 5 s
 
 
 async def test_cloudfront_mode_mints_a_canned_url_for_the_one_file(settings, run_workers, base):
