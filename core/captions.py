@@ -1,6 +1,7 @@
 """Captions (issue 27): WebVTT and SRT parsed, checked and normalised to WebVTT, the
-BCP 47 language tags they are stored under, and a clip's cues cut into the WebVTT
-segments of a subtitles rendition. Pure: bytes and numbers in, text out.
+BCP 47 language tags they are stored under, a clip's cues cut into the WebVTT
+segments of a subtitles rendition or placed on another timeline (an export's
+sidecar: `place`, `joined`). Pure: bytes and numbers in, text out.
 
 Times are integer milliseconds. A cue must end after it starts and start no earlier
 than the cue before it (422 with the line number otherwise); a cue that runs past the
@@ -14,6 +15,7 @@ the line it is on, so nothing a browser would render as HTML is ever stored.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 #: accepted Content-Types (parameters such as charset stripped)
@@ -339,16 +341,53 @@ def parse(data: bytes, content_type: str, limits: Limits) -> list[Cue]:
     raise CaptionError(415, "captions are text/vtt or application/x-subrip")
 
 
+#: captions as stored were checked on the way in: no caps to apply when reading them
+STORED_LIMITS = Limits(max_bytes=1 << 40, max_cues=1 << 40)
+
+
+def stored_cues(vtt: str) -> list[Cue]:
+    """The cues of captions as stored (normalised WebVTT, core/subtitles.py)."""
+    return parse_vtt(vtt.encode(), STORED_LIMITS)
+
+
 def clamp(cues: list[Cue], duration_ms: int) -> list[Cue]:
     """The cues inside a clip of `duration_ms`: ends past it clamped, cues starting
     at or after it dropped."""
+    return place(cues, 0, duration_ms, 0)
+
+
+def place(cues: Sequence[Cue], start_ms: int, end_ms: int, at_ms: int) -> list[Cue]:
+    """The cues shown during [start_ms, end_ms) of their clip's time, cut to it (a cue
+    partly inside clamped, one outside dropped) and moved so that `start_ms` is at
+    `at_ms`: a clip's part on another timeline (an export's, core/exportplan.py)."""
+    shift = at_ms - start_ms
     return [
         cue
-        if cue.end_ms <= duration_ms
-        else Cue(cue.start_ms, duration_ms, cue.text, cue.identifier, cue.settings)
+        if shift == 0 and start_ms <= cue.start_ms and cue.end_ms <= end_ms
+        else Cue(
+            max(cue.start_ms, start_ms) + shift,
+            min(cue.end_ms, end_ms) + shift,
+            cue.text,
+            cue.identifier,
+            cue.settings,
+        )
         for cue in cues
-        if cue.start_ms < duration_ms
+        if cue.start_ms < end_ms and cue.end_ms > start_ms
     ]
+
+
+def joined(parts: Sequence[Sequence[Cue]]) -> str:
+    """One WebVTT file of the cues of several clips, already placed in order on one
+    timeline: a cue identifier that an earlier cue has is dropped (identifiers are
+    unique in a file, W3C WebVTT 4.1; each clip numbers its own)."""
+    seen: set[str] = set()
+    out = []
+    for cue in (cue for part in parts for cue in part):
+        if cue.identifier in seen:
+            cue = Cue(cue.start_ms, cue.end_ms, cue.text, "", cue.settings)
+        seen.add(cue.identifier)
+        out.append(cue)
+    return to_vtt(out)
 
 
 def to_vtt(cues: list[Cue], header: str = "") -> str:

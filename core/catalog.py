@@ -10,7 +10,7 @@ import gc
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -97,6 +97,8 @@ class SceneClip:
 class SceneView:
     scene: Scene
     clips: tuple[SceneClip, ...]
+    # the clips' captions as stored, when asked for: segment id -> language -> WebVTT
+    captions: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 async def create_user(conn: asyncpg.Connection, username: str) -> User:
@@ -328,16 +330,21 @@ async def first_ready_segment(conn: asyncpg.Connection, scene_id: str) -> str | 
 
 
 async def scene_view(
-    conn: asyncpg.Connection, scene_id: str, *, storyboard: bool = False
+    conn: asyncpg.Connection, scene_id: str, *, storyboard: bool = False, captions: bool = False
 ) -> SceneView | None:
     """The live scene and its ready clips in sequence order, or None if no live scene.
-    Storyboard cues are read only when asked for (only the storyboard VTT needs them)."""
+    Storyboard cues are read only when asked for (only the storyboard VTT needs them),
+    and so are the captions' text (an export's sidecars), in the same snapshot."""
+    texts: dict[str, dict[str, str]] = {}
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         scene_row = await conn.fetchrow(db.q("get_live_scene"), scene_id)
         if scene_row is None:
             return None
         rows = await conn.fetch(db.q("scene_clips"), scene_id, storyboard)
-    return SceneView(_scene(scene_row), tuple(_clips(rows)))
+        if captions:
+            for row in await conn.fetch(db.q("scene_captions_text"), scene_id):
+                texts.setdefault(row["segment_id"], {})[row["language"]] = row["vtt"]
+    return SceneView(_scene(scene_row), tuple(_clips(rows)), texts)
 
 
 @contextmanager

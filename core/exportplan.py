@@ -3,7 +3,8 @@ and its moment rounded to frames, the dedupe key, the plan (which media segments
 the scene's published renditions are stream-copied, which edge GOPs are re-encoded,
 which segments of a clip without a rendition of the export's frame are re-encoded
 into it, and which next segment a part ending inside its clip reads for its audio),
-the time estimate, the manifest and the download's file name. Pure.
+the time estimate, the manifest, the captions sidecars (each clip's cues placed on the
+export's timeline) and the download's file name. Pure.
 
 Times are on the scene timeline the stitched playlists show: clip after clip, each as
 long as the sum of its EXTINF values. Inside a clip, frame *i* is at *i / fps* (the
@@ -24,7 +25,7 @@ from fractions import Fraction
 from typing import Any, Literal
 from urllib.parse import quote
 
-from core import layout
+from core import captions, layout
 from core.framerate import exact_rate
 from core.playlists import Rendition
 
@@ -251,10 +252,22 @@ class Part:
 
 
 @dataclass(frozen=True)
+class Span:
+    """Where a clip's part lies in an export: its time `start` (seconds from the
+    clip's first frame) is at `at` on the export's timeline, for `duration` seconds."""
+
+    segment_id: str
+    start: float
+    duration: float
+    at: float
+
+
+@dataclass(frozen=True)
 class Plan:
     quality: str
     parts: tuple[Part, ...]
     clips: tuple[SourceClip, ...]  # the clips the export shows, in order
+    spans: tuple[Span, ...]  # one per clip, in order
     level: int  # highest H.264 level_idc among the renditions of its frame (0: none)
     max_fps: Fraction
     moment: ExportRange | None
@@ -292,6 +305,7 @@ def plan_export(
         last_k, last_i, _ = _locate(clips, moment.end, end=True)
     parts: list[Part] = []
     used: list[SourceClip] = []
+    spans: list[Span] = []
     for k in range(first_k, last_k + 1):
         clip = clips[k]
         frames = clip.segment_frames()
@@ -300,6 +314,7 @@ def plan_export(
         if hi <= lo:
             continue
         used.append(clip)
+        first_part = len(parts)
         r = clip.rendition
         fit = Fit(r.width, r.height, max(frames)) if clip.fit else None
         run: list[int] = []  # segment indexes (0-based) copied whole
@@ -334,12 +349,16 @@ def plan_export(
             )
         if run:
             parts.append(_copy(clip, run))
+        begins = spans[-1].at + spans[-1].duration if spans else 0.0
+        shown = sum(p.duration for p in parts[first_part:])
+        spans.append(Span(clip.segment_id, float(lo / clip.fps), shown, begins))
     if not parts:
         raise BadRequest("the moment is empty once rounded to frames")
     plan = Plan(
         quality=quality,
         parts=tuple(parts),
         clips=tuple(used),
+        spans=tuple(spans),
         level=max((h264_level(c.rendition.codecs) for c in used if not c.fit), default=0),
         max_fps=max(c.fps for c in used),
         moment=moment,
@@ -370,6 +389,34 @@ def _tail(clip: SourceClip, last: int) -> Tail | None:
     return Tail(layout.media_segment_name(r.profile, last + 2, r.generation), r.sizes[last + 1])
 
 
+# -------------------------------------------------------------------- captions
+
+
+def sidecars(plan: Plan, stored: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """One WebVTT file per language on the export's timeline (language -> text), from
+    each clip's captions as stored (segment id -> language -> WebVTT, times from the
+    clip's first frame): each clip's part placed where the export shows it (a moment's
+    edges cut: a cue partly inside clamped, one outside dropped). The languages are
+    those of any clip the export shows; a clip without one adds nothing to it."""
+    shown = [
+        (span, {lang: captions.stored_cues(vtt) for lang, vtt in found.items()})
+        for span in plan.spans
+        for found in (stored.get(span.segment_id, {}),)
+    ]
+    languages = sorted({lang for _, found in shown for lang in found})
+    out = {}
+    for lang in languages:
+        parts = []
+        for span, found in shown:
+            if lang not in found:
+                continue
+            at, until = round(span.at * 1000), round((span.at + span.duration) * 1000)
+            start = round(span.start * 1000)
+            parts.append(captions.place(found[lang], start, start + until - at, at))
+        out[lang] = captions.joined(parts)
+    return out
+
+
 # ------------------------------------------------------------------- estimates
 
 
@@ -391,25 +438,23 @@ def manifest(
     created_at: datetime,
     duration: float,
     size: int,
+    languages: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """`export_manifest.json`: what the MP4 holds, clip by clip, and how each part was
+    """`export_manifest.json`: what the MP4 holds, clip by clip, how each part was
     made (`copy`, or `reencode` with its frame range when it is a cut and the size of
-    the rendition it was scaled from when that is not the export's frame)."""
-    clips: list[dict[str, Any]] = []
-    t = 0.0
-    for clip in plan.clips:
-        shown = sum(p.duration for p in plan.parts if p.segment_id == clip.segment_id)
-        clips.append(
-            {
-                "id": clip.segment_id,
-                "sequence": clip.sequence,
-                "contributorId": clip.contributor_id,
-                "duration": round(clip.duration, 3),
-                "startTime": round(t, 3),
-                "exportedDuration": round(shown, 3),
-            }
-        )
-        t += shown
+    the rendition it was scaled from when that is not the export's frame), and its
+    captions sidecars (`languages`)."""
+    clips = [
+        {
+            "id": clip.segment_id,
+            "sequence": clip.sequence,
+            "contributorId": clip.contributor_id,
+            "duration": round(clip.duration, 3),
+            "startTime": round(span.at, 3),
+            "exportedDuration": round(span.duration, 3),
+        }
+        for clip, span in zip(plan.clips, plan.spans, strict=True)
+    ]
     return {
         "exportId": export_id,
         "sceneId": scene_id,
@@ -422,6 +467,10 @@ def manifest(
         "size": size,
         "createdAt": created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         "segments": clips,
+        "captions": [
+            {"language": lang, "file": layout.export_captions_name(plan.file_name, lang)}
+            for lang in languages
+        ],
         "parts": [
             {
                 "segmentId": p.segment_id,

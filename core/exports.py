@@ -35,10 +35,15 @@ class Export:
     created_at: datetime
     ready_at: datetime | None
     moment: ExportRange | None
+    captions: tuple[str, ...] = ()  # languages of its WebVTT sidecars, once ready
 
     @property
     def file_name(self) -> str:
         return layout.export_file_name(self.quality, moment=self.moment is not None)
+
+    def captions_files(self) -> list[tuple[str, str]]:
+        """(language, file name) of each captions sidecar."""
+        return [(lang, layout.export_captions_name(self.file_name, lang)) for lang in self.captions]
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Export:
@@ -56,6 +61,7 @@ class Export:
             created_at=row["created_at"],
             ready_at=row["ready_at"],
             moment=ExportRange(start, end) if start is not None else None,
+            captions=tuple(row["captions"]),
         )
 
 
@@ -98,6 +104,7 @@ class Served:
     quality: str
     title: str
     moment: ExportRange | None
+    captions: tuple[str, ...]
 
 
 def source_clips(view: SceneView, quality: str, ladder: Sequence[LadderRung]) -> list[SourceClip]:
@@ -238,6 +245,7 @@ async def served(conn: asyncpg.Connection, scene_id: str, export_id: str) -> Ser
         row["quality"],
         row["title"],
         ExportRange(start, end) if start is not None else None,
+        tuple(row["captions"]),
     )
 
 
@@ -255,15 +263,18 @@ async def publish(
     duration: float,
     kind: Kind,
     speed: float,
+    captions: Sequence[str] = (),
     webhooks: Sequence[str],
 ) -> bool:
-    """Mark a processing export ready, fold its job's speed into the running figure
-    and write its `export.ready` event (to `webhooks`). Runs in the transaction holding
-    the job's lease fence. False (nothing written) when the export is no longer
-    processing."""
+    """Mark a processing export ready with the languages of its captions sidecars,
+    fold its job's speed into the running figure and write its `export.ready` event
+    (to `webhooks`). Runs in the transaction holding the job's lease fence. False
+    (nothing written) when the export is no longer processing."""
     if not conn.is_in_transaction():
         raise RuntimeError("publish must run inside the transaction holding the fence")
-    row = await conn.fetchrow(db.q("export_mark_ready"), export_id, size, round(duration, 3))
+    row = await conn.fetchrow(
+        db.q("export_mark_ready"), export_id, size, round(duration, 3), list(captions)
+    )
     if row is None:
         return False
     await conn.fetchval(db.q("export_record_speed"), kind, float(speed), SPEED_WEIGHT)

@@ -21,6 +21,7 @@ ID_PREFIXES: tuple[str, ...] = ("usr", "scn", "seg", "job", "exp", "top", "ent",
 _ID_RE = re.compile(r"^(" + "|".join(ID_PREFIXES) + r")_[0-9a-z]{12,32}$")
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lowercase
 PROFILE_RE = re.compile(r"^[0-9]{3,4}p$")
+_LANGUAGE = r"[A-Za-z0-9-]{2,35}"  # a language tag in a file name (core/captions.py checks it)
 
 # The files a ready segment may have in the videos bucket; media segments of a
 # refined generation carry it (`media_segment_name`).
@@ -92,6 +93,7 @@ SEGMENT_PLAYLIST_CACHE = "public, max-age=31536000, immutable"
 # caches may keep it (docs/NOTES.md, "Export URLs"); the bucket expires it.
 EXPORT_META = FileMeta("video/mp4", "public, max-age=86400, immutable", "export")
 EXPORT_MANIFEST_META = FileMeta("application/json", EXPORT_META.cache_control, "export")
+EXPORT_CAPTIONS_META = FileMeta("text/vtt; charset=utf-8", EXPORT_META.cache_control, "export")
 INTERNAL_TAG = "internal"
 
 
@@ -210,11 +212,16 @@ def job_export_log_key(job_id: str) -> str:
     return f"jobs/{job_id}/export_log.txt"
 
 
-# --- exports: {sceneId}/{exportId}/full_{quality}.mp4 | moment_{quality}.mp4
-#     and {sceneId}/{exportId}/export_manifest.json, served under /e/ -------------
+# --- exports: {sceneId}/{exportId}/full_{quality}.mp4 | moment_{quality}.mp4, its
+#     captions {stem}.{lang}.vtt and {sceneId}/{exportId}/export_manifest.json,
+#     served under /e/ ---------------------------------------------------------------
 
 EXPORT_MANIFEST = "export_manifest.json"
-_EXPORT_FILE_RE = re.compile(r"^(?:(?:full|moment)_[0-9]{3,4}p\.mp4|export_manifest\.json)$")
+_EXPORT_STEM = r"(?:full|moment)_[0-9]{3,4}p"
+_EXPORT_FILE_RE = re.compile(
+    rf"^(?:{_EXPORT_STEM}\.mp4|{_EXPORT_STEM}\.{_LANGUAGE}\.vtt|export_manifest\.json)$"
+)
+_EXPORT_CAPTIONS_RE = re.compile(rf"^{_EXPORT_STEM}\.({_LANGUAGE})\.vtt$")
 
 
 def export_file_name(quality: str, *, moment: bool) -> str:
@@ -226,6 +233,21 @@ def export_file_name(quality: str, *, moment: bool) -> str:
 
 def is_export_file(name: str) -> bool:
     return bool(_EXPORT_FILE_RE.fullmatch(name))
+
+
+def export_captions_name(file_name: str, language: str) -> str:
+    """The WebVTT sidecar of an export's MP4 in one language, named as players look
+    for one beside a video: `full_720p.mp4` -> `full_720p.pt-BR.vtt`."""
+    name = f"{file_name.removesuffix('.mp4')}.{language}.vtt"
+    if not _EXPORT_CAPTIONS_RE.fullmatch(name):
+        raise ValueError(f"not an export's captions: {file_name!r}, {language!r}")
+    return name
+
+
+def export_captions_language(name: str) -> str | None:
+    """The language of an export's captions sidecar name, or None if it is not one."""
+    found = _EXPORT_CAPTIONS_RE.fullmatch(name)
+    return found.group(1) if found else None
 
 
 def export_prefix(scene_id: str, export_id: str) -> str:

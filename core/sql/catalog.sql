@@ -85,6 +85,14 @@ JOIN renditions r ON r.segment_id = s.id
 WHERE s.scene_id = $1 AND s.status = 'ready'
 ORDER BY s.sequence, r.profile;
 
+-- name: scene_captions_text
+-- The captions of a scene's ready clips, as stored (an export's sidecars are made of
+-- them: read in the transaction that reads the clips, core/catalog.py `scene_view`).
+SELECT c.segment_id, c.language, c.vtt
+FROM captions c JOIN segments s ON s.id = c.segment_id
+WHERE s.scene_id = $1 AND s.status = 'ready'
+ORDER BY s.sequence, c.language;
+
 -- name: ready_segment_generation
 -- A clip removed from its scene ('removed') keeps serving its own files until its
 -- grace period ends, for players holding the previous stitched playlist. Its current

@@ -46,7 +46,7 @@ SELECT e.*, s.title, s.version AS scene_current_version, (s.deleted_at IS NULL) 
 
 -- name: export_served
 -- What /e/{sceneId}/{exportId}/{file} needs: a ready export of a live scene.
-SELECT e.id, e.quality, e.start_s, e.end_s, s.title
+SELECT e.id, e.quality, e.start_s, e.end_s, e.captions, s.title
   FROM exports e
   JOIN scenes s ON s.id = e.scene_id AND s.deleted_at IS NULL
  WHERE e.id = $1
@@ -54,9 +54,11 @@ SELECT e.id, e.quality, e.start_s, e.end_s, s.title
    AND e.status = 'ready';
 
 -- name: export_mark_ready
--- In the transaction holding the export job's lease fence.
+-- In the transaction holding the export job's lease fence. $4: the languages of its
+-- captions sidecars.
 UPDATE exports
-   SET status = 'ready', size = $2, duration = $3, ready_at = now(), error = NULL
+   SET status = 'ready', size = $2, duration = $3, ready_at = now(), error = NULL,
+       captions = $4
  WHERE id = $1
    AND status = 'processing'
 RETURNING *;

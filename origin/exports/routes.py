@@ -4,7 +4,8 @@ failed for good for it, the one in flight, or a new `export` job), `GET
 /api/v1/exports/{exportId}` (its status), `POST /api/v1/exports/{exportId}/retry` (a
 failed export's job queued again: core/lifecycle.py's retry, as `storyforge jobs
 retry`), and the files under `/e/{sceneId}/{exportId}/` (the MP4, with ranges,
-conditional GET and Content-Disposition, and its manifest). `progress` is the job's
+conditional GET and Content-Disposition, its WebVTT captions sidecars and its
+manifest). `progress` is the job's
 fraction done, in [0, 1] (`core.queue.progress_shown`). URLs are signed like the
 scene's media when signing is on; the signing guard checks every `/e/` request."""
 
@@ -32,21 +33,32 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _export_url(request: web.Request, export: exports.Export) -> dict[str, Any]:
-    """`url` of a ready export (signed when signing is on, with `expiresAt`)."""
+    """`url` of a ready export and of each of its captions sidecars (`captions`:
+    `[{"lang", "url"}]`), signed when signing is on, with `expiresAt`."""
     settings = request.app[keys.SETTINGS]
-    path = layout.export_path(export.scene_id, export.id, export.file_name)
-    url = layout.cdn_url(settings.cdn_base_url, path)
-    if settings.signing == "none":
-        return {"url": url}
-    state = request.app[keys.SIGNING]
-    now = state.clock()
-    try:
-        signed = signing.mint_export(
-            state.config, export.scene_id, url, now=now, client_ip=viewer_ip(request)
-        )
-    except ValueError as exc:  # binding on, but the address is unknown
-        raise ApiError(400, "bad_request", f"cannot sign for this client: {exc}") from None
-    return {"url": signed, "expiresAt": iso_time(int(now) + state.config.ttl)}
+    files = [("", export.file_name), *export.captions_files()]
+    urls = [
+        layout.cdn_url(settings.cdn_base_url, layout.export_path(export.scene_id, export.id, name))
+        for _, name in files
+    ]
+    expires: dict[str, str] = {}
+    if settings.signing != "none":
+        state = request.app[keys.SIGNING]
+        now = state.clock()
+        try:
+            urls = [
+                signing.mint_export(
+                    state.config, export.scene_id, url, now=now, client_ip=viewer_ip(request)
+                )
+                for url in urls
+            ]
+        except ValueError as exc:  # binding on, but the address is unknown
+            raise ApiError(400, "bad_request", f"cannot sign for this client: {exc}") from None
+        expires["expiresAt"] = iso_time(int(now) + state.config.ttl)
+    captions = [
+        {"lang": lang, "url": url} for (lang, _), url in zip(files[1:], urls[1:], strict=True)
+    ]
+    return {"url": urls[0], **expires, "captions": captions}
 
 
 def _status_url(export_id: str) -> str:
@@ -229,7 +241,8 @@ async def export_status(request: web.Request) -> web.Response:
 
 async def export_file(request: web.Request) -> web.StreamResponse:
     """GET/HEAD `/e/{sceneId}/{exportId}/{file}`: a ready export's MP4 (as a download
-    named after the scene) or its manifest, from the exports bucket."""
+    named after the scene), its captions sidecars or its manifest, from the exports
+    bucket."""
     scene_id = request.match_info["scene_id"]
     export_id = request.match_info["export_id"]
     name = request.match_info["file"]
@@ -241,13 +254,16 @@ async def export_file(request: web.Request) -> web.StreamResponse:
         raise not_found("no such file")
     async with request.app[keys.POOL].acquire() as conn:
         found = await exports.served(conn, scene_id, export_id)
-    mp4 = layout.export_file_name(found.quality, moment=found.moment is not None) if found else None
-    if found is None or name not in (mp4, layout.EXPORT_MANIFEST):
+    if found is None:
+        raise not_found("no such file")
+    mp4 = layout.export_file_name(found.quality, moment=found.moment is not None)
+    sidecars = {layout.export_captions_name(mp4, lang) for lang in found.captions}
+    if name not in (mp4, layout.EXPORT_MANIFEST) and name not in sidecars:
         raise not_found("no such file")
     bucket = request.app[keys.SETTINGS].exports_bucket
     key = layout.export_key(scene_id, export_id, name)
-    if name == layout.EXPORT_MANIFEST:
-        meta = layout.EXPORT_MANIFEST_META
+    if name != mp4:
+        meta = layout.EXPORT_CAPTIONS_META if name in sidecars else layout.EXPORT_MANIFEST_META
         return await serve_object(request, bucket, key, meta.content_type, meta.cache_control)
     filename = exportplan.download_name(found.title, found.moment)
     return await serve_object(

@@ -28,8 +28,6 @@ from origin.playback.documents import revalidated
 SCENE_DOCUMENTS = ("master.m3u8", "storyboard.vtt", "chapters.vtt")
 # besides the clip's variants, `{profile}.m3u8`, and its subtitles
 SEGMENT_DOCUMENTS = ("master.m3u8", "storyboard.vtt")
-# captions as stored were checked on the way in (core/captions.py): no caps to apply
-STORED_LIMITS = captions.Limits(max_bytes=1 << 40, max_cues=1 << 40)
 
 
 async def scene_version(request: web.Request, scene_id: str) -> int:
@@ -205,7 +203,7 @@ def subtitles_segment_text(
         raise not_found("no such file")
     if stored is None or first_pts is None:
         return captions.EMPTY_VTT
-    cues = captions.clamp(captions.parse_vtt(stored[0].encode(), STORED_LIMITS), bounds[-1])
+    cues = captions.clamp(captions.stored_cues(stored[0]), bounds[-1])
     start, end = bounds[wanted.index - 1], bounds[wanted.index]
     return captions.segment_vtt(cues, start, end, first_pts)
 

@@ -95,6 +95,17 @@ async def publish(
     return seg
 
 
+async def put_captions(client, segment: str, lang: str, body: bytes, ctype="text/vtt") -> int:
+    """PUT a clip's captions in `lang` through the API; their revision."""
+    r = await client.put(
+        f"/api/v1/segments/{segment}/captions/{lang}",
+        data=body,
+        headers={**client.headers_auth, "Content-Type": ctype},
+    )
+    assert r.status in (200, 201), await r.text()
+    return (await r.json())["revision"]
+
+
 async def scene_with_users(client, n_users=1, title="The Signal"):
     h = client.headers_auth
     users = []

@@ -24,7 +24,7 @@ from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from core import layout
+from core import captions, layout
 from core.settings import Settings
 from core.signing import parse_hmac_keys
 from origin import keys
@@ -46,7 +46,8 @@ from tests.helpers.exports import (
     transcoded_scene,
     wait_export,
 )
-from tests.helpers.scenes import API_TOKEN
+from tests.helpers.jobs import keys_under, wait_job
+from tests.helpers.scenes import API_TOKEN, put_captions
 from tests.helpers.servers import OriginTestServer
 from tests.helpers.services import processes_mentioning, stop_mid_job, worker_process
 from tests.helpers.workers import running_workers
@@ -609,7 +610,7 @@ async def test_export_on_s3_and_signed_urls(settings, run_workers, base, moto_en
         signing="hmac",
         hmac_keys=parse_hmac_keys("k1:" + "s" * 32),
     )
-    scene, _ = await scene_of_copies(
+    scene, segs = await scene_of_copies(
         s3,
         base["scene"],
         base["segments"][:2],
@@ -619,6 +620,7 @@ async def test_export_on_s3_and_signed_urls(settings, run_workers, base, moto_en
     )
     async with TestClient(OriginTestServer(create_app(s3))) as client:
         client.headers_auth = {"Authorization": f"Bearer {API_TOKEN}"}
+        await put_captions(client, segs[1], "en", SIDE_EN_3)
         status, started = await post_export(client, scene, quality="720p")
         assert status == 202
         async with running_workers(s3, lease_seconds=30):
@@ -646,6 +648,13 @@ async def test_export_on_s3_and_signed_urls(settings, run_workers, base, moto_en
         mp4.write_bytes(await r.read())
         assert decode_errors(mp4) == ""
         assert abs(float(ffprobe_json("-show_format", mp4)["format"]["duration"]) - 9.0) < 0.1
+        # its captions sidecar: signed like the MP4, served from S3 as WebVTT
+        (sidecar,) = done["captions"]
+        assert sidecar["lang"] == "en" and "sig=" in sidecar["url"]
+        assert (await client.get(sidecar["url"].split("?", 1)[0])).status == 403
+        r = await client.get(sidecar["url"])
+        assert r.status == 200 and r.headers["Content-Type"] == "text/vtt; charset=utf-8"
+        assert "00:00:06.000 --> 00:00:07.000\nthree" in await r.text()  # clip 2 starts at 5 s
 
 
 async def test_cloudfront_mode_mints_a_canned_url_for_the_one_file(settings, run_workers, base):
@@ -684,3 +693,94 @@ async def test_cloudfront_mode_mints_a_canned_url_for_the_one_file(settings, run
         fields["Signature"].replace("-", "+").replace("_", "=").replace("~", "/")
     )
     key.public_key().verify(signature, statement.encode(), padding.PKCS1v15(), hashes.SHA1())
+
+
+SIDE_EN_1 = b"WEBVTT\n\n1\n00:00.500 --> 00:01.500\none\n\n2\n00:02.500 --> 00:04.000\ntwo\n"
+SIDE_EN_3 = b"WEBVTT\n\n1\n00:01.000 --> 00:02.000\nthree\n\n00:02.500 --> 00:03.500\nfour\n"
+SIDE_FR_3 = b"1\n00:00:00,500 --> 00:00:02,500\nquatre\n"
+
+
+def cue_times(vtt: str) -> list[tuple[int, int, str]]:
+    """(start ms, end ms, text) of every cue of a WebVTT file as served."""
+    cues = captions.parse_vtt(vtt.encode(), captions.Limits(1 << 20, 1000))
+    return [(c.start_ms, c.end_ms, c.text) for c in cues]
+
+
+async def test_captions_sidecars_on_the_exports_timeline(
+    origin_client, settings, run_workers, base
+):
+    """Issue 27: an export carries a WebVTT file per language of its clips, each clip's
+    cues at its place on the export's timeline (a moment's shifted and trimmed), listed
+    in its JSON, served under /e/; deleting the scene deletes them."""
+    client = origin_client
+    scene, segs = await copies(settings, base)
+    await put_captions(client, segs[0], "en", SIDE_EN_1)
+    await put_captions(client, segs[2], "en", SIDE_EN_3)
+    await put_captions(client, segs[2], "fr", SIDE_FR_3, "application/x-subrip")
+    # where each clip starts on the scene's timeline: the sum of the earlier EXTINFs
+    lengths = [sum(rendition_durations(settings, scene, s, "720p")) for s in segs]
+    starts = [sum(lengths[:k]) for k in range(len(segs))]
+    run_workers(concurrency=2)
+    storage = client.server.app[keys.STORAGE]
+
+    async def sidecars(**body) -> tuple[dict, dict[str, list[tuple[int, int, str]]]]:
+        status, started = await post_export(client, scene, quality="720p", **body)
+        assert status == 202, started
+        done = await wait_export(client, started["exportId"])
+        assert done["status"] == "ready", done
+        assert [c["lang"] for c in done["captions"]] == ["en", "fr"]
+        found = {}
+        for c in done["captions"]:
+            name = done["url"].rsplit("/", 1)[1].removesuffix(".mp4") + f".{c['lang']}.vtt"
+            assert c["url"] == done["url"].rsplit("/", 1)[0] + "/" + name
+            r = await client.get(c["url"])
+            assert r.status == 200 and r.headers["Content-Type"] == "text/vtt; charset=utf-8"
+            assert r.headers["Cache-Control"] == layout.EXPORT_META.cache_control
+            found[c["lang"]] = cue_times(await r.text())
+            key = layout.export_key(scene, done["exportId"], name)
+            assert await storage.tags(settings.exports_bucket, key) == {"type": "export"}
+        # a language the export has no sidecar for is not served
+        missing = done["url"].removesuffix(".mp4") + ".de.vtt"
+        assert (await client.get(missing)).status == 404
+        return done, found
+
+    def at(clip: int, local: float, moment_start: float = 0.0) -> int:
+        return round((starts[clip] - moment_start + local) * 1000)
+
+    # the whole scene: every clip's cues shifted by the clip's start
+    whole, found = await sidecars()
+    assert found == {
+        "en": [
+            (500, 1500, "one"),
+            (2500, 4000, "two"),
+            (at(2, 1.0), at(2, 2.0), "three"),
+            (at(2, 2.5), at(2, 3.5), "four"),
+        ],
+        "fr": [(at(2, 0.5), at(2, 2.5), "quatre")],
+    }
+    manifest = await (
+        await client.get(whole["url"].rsplit("/", 1)[0] + "/export_manifest.json")
+    ).json()
+    assert manifest["captions"] == [
+        {"language": "en", "file": "full_720p.en.vtt"},
+        {"language": "fr", "file": "full_720p.fr.vtt"},
+    ]
+    assert [s["startTime"] for s in manifest["segments"]] == [round(t, 3) for t in starts]
+
+    # a moment from 3 s (inside clip 1) to 2 s into clip 3: shifted and trimmed
+    start, end = 3.0, starts[2] + 2.0
+    moment, found = await sidecars(start=start, end=end)
+    assert moment["start"] == start and moment["end"] == pytest.approx(end, abs=0.001)
+    assert found == {
+        # "one" is before the moment, "two" cut at its start, "four" after its end
+        "en": [(0, 1000, "two"), (at(2, 1.0, start), at(2, 2.0, start), "three")],
+        "fr": [(at(2, 0.5, start), at(2, 2.0, start), "quatre")],  # cut at its end
+    }
+
+    # the scene deleted: its exports' sidecars go with it
+    pool = client.server.app[keys.POOL]
+    r = await client.delete(f"/api/v1/scenes/{scene}", headers=client.headers_auth)
+    assert r.status == 202, await r.text()
+    assert (await client.get(moment["captions"][0]["url"])).status == 404
+    await wait_job(pool, (await r.json())["jobId"])
+    assert await keys_under(storage, settings.exports_bucket, f"{scene}/") == []

@@ -19,23 +19,13 @@ from aiohttp.test_utils import TestClient
 from core import db, signing
 from origin.app import create_app
 from tests.helpers.metrics import requests, scrape
-from tests.helpers.scenes import API_TOKEN, publish, scene_with_users
+from tests.helpers.scenes import API_TOKEN, publish, put_captions, scene_with_users
 from tests.helpers.servers import OriginTestServer
 
 ROUTE = "/v/{scene_id}/{name}"
 EN_1 = b"WEBVTT\n\n00:00.500 --> 00:01.500\none\n\n00:03.500 --> 00:04.500\ntwo\n"
 EN_3 = b"WEBVTT\n\n00:01.000 --> 00:05.000\nthree\n\n00:09.000 --> 00:12.000\nfour\n"
 FR_3 = b"1\n00:00:02,000 --> 00:00:03,000\nquatre\n"
-
-
-async def put_captions(client, segment: str, lang: str, body: bytes, ctype="text/vtt") -> int:
-    r = await client.put(
-        f"/api/v1/segments/{segment}/captions/{lang}",
-        data=body,
-        headers={**client.headers_auth, "Content-Type": ctype},
-    )
-    assert r.status in (200, 201), await r.text()
-    return (await r.json())["revision"]
 
 
 async def three_clips(client, settings) -> tuple[str, list[str], dict[str, int]]:

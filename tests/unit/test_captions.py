@@ -11,10 +11,12 @@ from core.captions import (
     Cue,
     Limits,
     clamp,
+    joined,
     language_tag,
     parse,
     parse_srt,
     parse_vtt,
+    place,
     to_vtt,
 )
 
@@ -195,6 +197,33 @@ def test_clamp_to_the_clip() -> None:
     cues = [Cue(0, 1000, "a"), Cue(1500, 3000, "b"), Cue(2500, 2600, "c"), Cue(2600, 4000, "d")]
     assert clamp(cues, 2500) == [Cue(0, 1000, "a"), Cue(1500, 2500, "b")]
     assert clamp(cues, 10_000) == cues
+
+
+def test_place_cuts_and_moves_a_clips_cues() -> None:
+    cues = [
+        Cue(0, 1000, "a", "1"),
+        Cue(1500, 3000, "b"),
+        Cue(2500, 2600, "c"),
+        Cue(2600, 4000, "d"),
+    ]
+    # the clip's [1000, 2600) shown from 10 s: "a" ends where it starts (dropped),
+    # "b" cut and moved, "c" moved whole, "d" starts at the end (dropped)
+    assert place(cues, 1000, 2600, 10_000) == [Cue(10_500, 11_600, "b"), Cue(11_500, 11_600, "c")]
+    assert place(cues, 2000, 3500, 0) == [
+        Cue(0, 1000, "b"),
+        Cue(500, 600, "c"),
+        Cue(600, 1500, "d"),
+    ]
+    assert place(cues, 0, 10_000, 0) == cues
+
+
+def test_joined_keeps_identifiers_unique() -> None:
+    first, second = [Cue(0, 1000, "a", "1")], [Cue(2000, 3000, "b", "1"), Cue(3000, 4000, "c", "x")]
+    assert joined([first, second]) == (
+        "WEBVTT\n\n1\n00:00:00.000 --> 00:00:01.000\na\n\n"
+        "00:00:02.000 --> 00:00:03.000\nb\n\nx\n00:00:03.000 --> 00:00:04.000\nc\n\n"
+    )
+    assert joined([]) == "WEBVTT\n\n"
 
 
 def test_timestamp_map_header() -> None:

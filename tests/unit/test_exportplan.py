@@ -1,6 +1,6 @@
 """What an export is, without I/O: requests checked, moments rounded to frames, the plan
 of copied segments and re-encoded cuts, dedupe keys, estimates, the manifest and the
-download's name."""
+download's name, the captions sidecars."""
 
 from __future__ import annotations
 
@@ -391,3 +391,65 @@ def test_a_moment_cutting_into_a_fit_clip_fits_its_cuts():
         (2, ("720p_0003.ts",), (0, 15), SMALL),
     ]
     assert plan.duration == pytest.approx(41 / 24 + 1.0 + 8.0 + 0.5)
+
+
+# captions sidecars (issue 27): stored captions, times from each clip's first frame
+EN_1 = "WEBVTT\n\n1\n00:00.500 --> 00:01.500\none\n\n2\n00:04.000 --> 00:05.000\ntwo\n"
+EN_3 = "WEBVTT\n\n1\n00:00.000 --> 00:01.000 align:start\nthree\n\n00:03.500 --> 00:04.500\nfour\n"
+FR_3 = "WEBVTT\n\n00:02.000 --> 00:03.000\nquatre\n"
+CAPTIONED = {
+    SCENE[0].segment_id: {"en": EN_1},
+    SCENE[2].segment_id: {"en": EN_3, "fr": FR_3},
+}
+
+
+@pytest.mark.parametrize(
+    "moment,spans,expected",
+    [
+        (  # a whole export: each clip's cues shifted by its start on the export
+            None,
+            [(0.0, 5.0, 0.0), (0.0, 10.0, 5.0), (0.0, 4.0, 15.0)],
+            {
+                "en": "WEBVTT\n\n"
+                "1\n00:00:00.500 --> 00:00:01.500\none\n\n"
+                "2\n00:00:04.000 --> 00:00:05.000\ntwo\n\n"
+                # clip 3 starts at 15 s; its "1" is clip 1's identifier already: dropped
+                "00:00:15.000 --> 00:00:16.000 align:start\nthree\n\n"
+                "00:00:18.500 --> 00:00:19.000\nfour\n\n",  # clamped to the clip's end
+                "fr": "WEBVTT\n\n00:00:17.000 --> 00:00:18.000\nquatre\n\n",
+            },
+        ),
+        (  # a moment: shifted and trimmed
+            (4.5, 16.0),
+            [(4.5, 0.5, 0.0), (0.0, 10.0, 0.5), (0.0, 1.0, 10.5)],
+            {
+                # "one" is before the moment; "two" starts before it: clamped to its start
+                "en": "WEBVTT\n\n"
+                "2\n00:00:00.000 --> 00:00:00.500\ntwo\n\n"
+                "1\n00:00:10.500 --> 00:00:11.500 align:start\nthree\n\n",  # "1" unique here
+                # clip 3 is in the moment, its French cue is not: an empty file
+                "fr": "WEBVTT\n\n",
+            },
+        ),
+    ],
+)
+def test_sidecars_place_each_clips_cues_on_the_exports_timeline(moment, spans, expected):
+    plan = plan_export(SCENE, "720p", moment and round_moment(SCENE, *moment))
+    assert [(s.start, s.duration, s.at) for s in plan.spans] == spans
+    assert exportplan.sidecars(plan, CAPTIONED) == expected
+
+
+def test_sidecars_of_a_moment_start_on_a_frame():
+    # a moment of 24 fps frames: its start is a frame's time, to the millisecond
+    plan = plan_export(SCENE, "720p", round_moment(SCENE, 4.03, 5.0))
+    assert plan.spans[0].start == pytest.approx(97 / 24)
+    assert exportplan.sidecars(plan, CAPTIONED)["en"] == (
+        "WEBVTT\n\n2\n00:00:00.000 --> 00:00:00.958\ntwo\n\n"  # 5 s - 97/24 s
+    )
+
+
+def test_sidecars_only_for_languages_of_the_clips_shown():
+    assert (
+        exportplan.sidecars(plan_export(SCENE, "720p", round_moment(SCENE, 6, 9)), CAPTIONED) == {}
+    )
+    assert exportplan.sidecars(plan_export(SCENE, "720p"), {}) == {}

@@ -174,3 +174,20 @@ def test_asset_key_builders_and_meta():
             "public, max-age=300",
             "thumbnail",
         )
+
+
+def test_export_captions_names():
+    assert layout.export_captions_name("full_720p.mp4", "pt-BR") == "full_720p.pt-BR.vtt"
+    assert layout.export_captions_name("moment_1080p.mp4", "en") == "moment_1080p.en.vtt"
+    assert layout.export_key(SCN, EXP, "full_720p.en.vtt") == f"{SCN}/{EXP}/full_720p.en.vtt"
+    assert layout.export_captions_language("moment_720p.zh-Hant.vtt") == "zh-Hant"
+    for bad in ("full_720p.vtt", "full_720p.e.vtt", "full_720p.en/x.vtt", "x.en.vtt"):
+        assert layout.export_captions_language(bad) is None
+        assert not layout.is_export_file(bad)
+    with pytest.raises(ValueError):
+        layout.export_captions_name("full_720p.mp4", "../x")
+    meta = layout.EXPORT_CAPTIONS_META
+    assert (meta.content_type, meta.cache_control) == (
+        "text/vtt; charset=utf-8",
+        layout.EXPORT_META.cache_control,
+    )

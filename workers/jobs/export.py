@@ -15,8 +15,10 @@ re-encoded into that frame, segment by segment, its sound copied, so every frame
 the MP4 is the rung's. A part that ends before its clip does also reads the clip's
 next segment for the audio of its last moments, which the transcoder's muxer wrote
 there (a re-encode takes it with its frames; the joiner takes it for copies).
-Progress goes to the job's heartbeat. The MP4 and `export_manifest.json` go to the
-exports bucket under the export's own prefix, then one transaction fenced by the
+Progress goes to the job's heartbeat. The MP4, one WebVTT sidecar per language of
+the clips it shows (their captions, read with the clips, placed on the export's
+timeline: `exportplan.sidecars`) and `export_manifest.json` go to the exports bucket
+under the export's own prefix, then one transaction fenced by the
 job's lease marks the export ready and completes the job. Temporary files go with the
 job's directory, on success and on failure; a failed export leaves nothing in the
 exports bucket.
@@ -211,7 +213,7 @@ async def _export(
     started = time.monotonic()
     job = ctx.job
     async with ctx.pool.acquire() as conn:
-        view = await catalog.scene_view(conn, scene_id)
+        view = await catalog.scene_view(conn, scene_id, captions=True)
     if view is None:
         raise PermanentError("the scene no longer exists")
     if view.scene.version != version:
@@ -221,6 +223,7 @@ async def _export(
         )
     clips = exports.source_clips(view, quality, settings.ladder)
     plan = exportplan.plan_export(clips, quality, moment)
+    sidecars = exportplan.sidecars(plan, view.captions)
     journal = [
         f"export {export_id}: scene {scene_id} v{version}, {quality}, attempt {job.attempts}"
     ]
@@ -252,8 +255,20 @@ async def _export(
             created_at=datetime.now(UTC),
             duration=duration,
             size=size,
+            languages=list(sidecars),
         )
         meta, manifest_meta = layout.EXPORT_META, layout.EXPORT_MANIFEST_META
+        vtt_meta = layout.EXPORT_CAPTIONS_META
+        for lang, text in sidecars.items():
+            name = layout.export_captions_name(plan.file_name, lang)
+            await storage.put(
+                settings.exports_bucket,
+                layout.export_key(scene_id, export_id, name),
+                text.encode(),
+                content_type=vtt_meta.content_type,
+                cache_control=vtt_meta.cache_control,
+                tags={"type": vtt_meta.tag},
+            )
         await storage.put(
             settings.exports_bucket,
             layout.export_key(scene_id, export_id, plan.file_name),
@@ -283,6 +298,7 @@ async def _export(
                 duration=duration,
                 kind=plan.kind,
                 speed=speed,
+                captions=list(sidecars),
                 webhooks=settings.webhook_urls,
             )
             if published:
