@@ -258,12 +258,11 @@ async def transcode_job(
     except PermanentError as exc:
         await _fail_segment(ctx, settings, storage, seg, str(exc))
         raise
-    except queue.LeaseLost:
-        raise
-    except asyncio.CancelledError:
+    except (queue.LeaseLost, asyncio.CancelledError):
         # cancelled for good (`storyforge jobs cancel`: no attempt follows, a cancelled
-        # clip is uploaded again as a new one) rather than stopped or taken over: the
-        # segments stored as ffmpeg finished them go (the handler's last seconds)
+        # clip is uploaded again as a new one; the worker learns it from a fenced write
+        # or by being cancelled) rather than stopped or taken over: the segments stored
+        # as ffmpeg finished them go (the handler's last seconds)
         if await asyncio.shield(_cancelled_for_good(ctx)):
             await asyncio.shield(_forget_stored(settings, storage, seg))
         raise
@@ -282,12 +281,16 @@ async def transcode_job(
 class Uploads:
     """Objects stored in the background while the job goes on (at most
     UPLOAD_CONCURRENCY at a time): the upload's copy beside the probe and the encode,
-    media segments as ffmpeg finishes them. `wait` raises the first failure."""
+    media segments as ffmpeg finishes them. `wait` raises the first failure; `aclose`
+    drops what has not started and lets what is being written finish (a local write
+    runs in a thread that a cancel would not stop), so nothing lands after it."""
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self.sem = asyncio.Semaphore(UPLOAD_CONCURRENCY)
         self.tasks: list[asyncio.Task[None]] = []
+        self.writing: set[asyncio.Future[None]] = set()
+        self.closed = False
         self.sizes: dict[str, int] = {}  # key -> the file's size when it was stored
 
     def start(self, upload: Upload) -> None:
@@ -297,7 +300,12 @@ class Uploads:
 
     async def _put(self, upload: Upload) -> None:
         async with self.sem:
-            await put_one(self.storage, upload)
+            if self.closed:
+                return
+            write = asyncio.ensure_future(put_one(self.storage, upload))
+            self.writing.add(write)
+            write.add_done_callback(self.writing.discard)
+            await asyncio.shield(write)
 
     def stored(self, upload: Upload) -> bool:
         """`upload` was started with the same bytes (a file: of the same size; ffmpeg
@@ -310,9 +318,10 @@ class Uploads:
         await asyncio.gather(*self.tasks)
 
     async def aclose(self) -> None:
+        self.closed = True
         for task in self.tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*self.tasks, *self.writing, return_exceptions=True)
 
 
 def stage_ladder(settings: Settings, info: MediaInfo) -> tuple[Rung, ...]:
