@@ -179,6 +179,11 @@ class Settings:
     webhook_retry_seconds: float = 86400.0
     webhook_backoff_base: float = 5.0
     export_max_age: float = 86400.0
+    # How long history is kept (issue 29, core/retention.py; seconds): finished jobs,
+    # webhook events whose deliveries ended, tus uploads that ended (past their expiry).
+    job_retention: float = 7 * 86400.0
+    outbox_retention: float = 7 * 86400.0
+    upload_retention: float = 86400.0
     export_fetch_concurrency: int = 4
     # Loudness matching (workers/media/loudness.py): None turns it off.
     loudness_target: float | None = -16.0
@@ -355,6 +360,9 @@ class Settings:
             "webhook_retry_seconds": _float(
                 e, "WEBHOOK_RETRY_SECONDS", d.webhook_retry_seconds, 0.0
             ),
+            "job_retention": _float(e, "JOB_RETENTION", d.job_retention, 60.0),
+            "outbox_retention": _float(e, "OUTBOX_RETENTION", d.outbox_retention, 60.0),
+            "upload_retention": _float(e, "UPLOAD_RETENTION", d.upload_retention, 60.0),
             "webhook_backoff_base": _float(e, "WEBHOOK_BACKOFF_BASE", d.webhook_backoff_base, 0.0),
             "export_max_age": _float(e, "EXPORT_MAX_AGE", d.export_max_age, 0.0),
             "export_fetch_concurrency": _int(

@@ -11,6 +11,7 @@ import socket
 
 from core import db
 from core.cdn import Invalidations, NoInvalidator, open_invalidations
+from core.retention import Retention
 from core.settings import Settings
 from core.storage import open_configured_storage
 from workers.jobs import expire, export, lifecycle, refine, transcode, webhook
@@ -60,6 +61,7 @@ async def run(settings: Settings, *, concurrency: int, grace: float) -> None:
                 stop=stop,
                 name=f"{socket.gethostname()}:{os.getpid()}",
                 stats=stats,
+                retention=Retention.of(settings),
             )
     finally:
         await invalidations.aclose()
