@@ -133,6 +133,7 @@ class Settings:
     worker_metrics_port: int = 9101
     db_pool_size: int = 10
     playlist_cache_entries: int = 4096
+    read_cache_mb: int = 128  # origin/playback/caches.py `Budgets`
     # how long the read path keeps answering from what it last read from Postgres
     # while Postgres is unreachable (seconds; 0: never)
     stale_if_db_down: float = 600.0
@@ -312,6 +313,7 @@ class Settings:
             "playlist_cache_entries": _int(
                 e, "PLAYLIST_CACHE_ENTRIES", d.playlist_cache_entries, 1
             ),
+            "read_cache_mb": _int(e, "READ_CACHE_MB", d.read_cache_mb, 1, 65536),
             "stale_if_db_down": _float(e, "STALE_IF_DB_DOWN", d.stale_if_db_down, 0.0),
             "job_lease_seconds": _float(e, "JOB_LEASE_SECONDS", d.job_lease_seconds, 1.0),
             "job_max_attempts": _int(e, "JOB_MAX_ATTEMPTS", d.job_max_attempts, 1, 100),
