@@ -23,13 +23,14 @@ run; the refinement's own memory is bench/leaks.py's).
 
 Reported per process (origin, worker): RSS and open files at the start (before any
 request), after warm-up (origin: after 10% of the requests; worker: once 10% of its
-transcodes and exports are done) and at the end; growth after warm-up (targets:
+transcodes and exports are done) and at the end (the origin also at the end of the
+load, its clients' connections still open as after warm-up); growth after warm-up (targets:
 worker <= 20 MB, origin <= 30 MB; open files flat). Reads: p99 over the first 10% and
 the last 10% of the requests (target: last <= 1.2x first); errors.
 
 Usage: ``.venv/bin/python bench/soak.py [--requests N] [--scenes N] [--transcodes N]
 [--exports N] [--deletions N] [--connections N] [--max-minutes M] [--quick]
-[--no-wait]``. ``--quick``: 40,000 requests, 1,000 scenes, 20 transcodes, 10 exports,
+[--no-wait] [--out NAME]``. ``--quick``: 40,000 requests, 1,000 scenes, 20 transcodes, 10 exports,
 20 deletions. Writes ``bench/results/soak.json`` (``soak-quick.json`` with ``--quick``).
 """
 
@@ -166,10 +167,12 @@ class Load:
                 self.error(f"read {r.status}")
             return
         self.latency[i] = float("nan")
-        status = await self.write(s, base, write)
-        self.writes[f"{write} {status}"] = self.writes.get(f"{write} {status}", 0) + 1
+        kind, status = await self.write(s, base, write)
+        self.writes[f"{kind} {status}"] = self.writes.get(f"{kind} {status}", 0) + 1
 
-    async def write(self, s: aiohttp.ClientSession, base: str, kind: str) -> int:
+    async def write(self, s: aiohttp.ClientSession, base: str, kind: str) -> tuple[str, int]:
+        """The write done (an export slot before any clip is ready creates a scene
+        and the export waits for a later slot) and its status."""
         a, made = self.a, self.made
         if kind == "export" and not self.ready_scenes:
             self.deferred_exports += 1  # no clip to export yet: a later write slot
@@ -183,7 +186,7 @@ class Load:
             headers = {**AUTH, "Content-Type": "video/mp4"}
             async with s.post(url, data=self.source, headers=headers) as r:
                 await r.read()
-                return r.status
+                return kind, r.status
         if kind == "export":
             scene = self.ready_scenes[self.moment % len(self.ready_scenes)]
             self.moment += 1
@@ -192,16 +195,16 @@ class Load:
             url = f"{base}/api/v1/scenes/{scene}/export"
             async with s.post(url, json=ask, headers=AUTH) as r:
                 await r.read()
-                return r.status
+                return kind, r.status
         if kind == "delete":
             clip = self.clips.pop()
             async with s.delete(f"{base}/api/v1/segments/{clip}", headers=AUTH) as r:
                 await r.read()
-                return r.status
+                return kind, r.status
         title = {"title": f"soak {a.requests}"}
         async with s.post(f"{base}/api/v1/scenes", json=title, headers=AUTH) as r:
             await r.read()
-            return r.status
+            return kind, r.status
 
     async def refresh(self, dsn: str) -> None:
         """The uploaded clips that are ready now: their scenes (exports) and first
@@ -222,7 +225,9 @@ class Load:
         return sum(n for k, n in self.writes.items() if k.startswith(kind + " "))
 
 
-async def run_load(load: Load, base: str, connections: int, deadline: float, on_tenth) -> None:
+async def run_load(
+    load: Load, base: str, connections: int, deadline: float, on_tenth, on_last
+) -> None:
     async def conn_loop(s: aiohttp.ClientSession) -> None:
         while load.next < load.a.requests and time.monotonic() < deadline:
             i = load.next
@@ -234,6 +239,8 @@ async def run_load(load: Load, base: str, connections: int, deadline: float, on_
             load.done += 1
             if load.done == load.a.requests // 10:
                 on_tenth()
+            if load.done == load.a.requests - connections:  # all connections still open
+                on_last()
 
     connector = aiohttp.TCPConnector(limit=connections)
     timeout = aiohttp.ClientTimeout(total=60)
@@ -271,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-minutes", type=float, default=120.0, help="time bound")
     parser.add_argument("--quick", action="store_true", help="a reduced run (see above)")
     parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
+    parser.add_argument("--out", help="result name (default: soak, soak-quick with --quick)")
     a = parser.parse_args(argv)
     if a.quick:
         a.requests, a.scenes, a.transcodes, a.exports, a.deletions = 40_000, 1_000, 20, 10, 20
@@ -304,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
             def tenth() -> None:
                 points["origin"]["after_warmup"] = snapshot(origin.pid)
 
+            def last() -> None:  # comparable with after_warmup: the clients still connected
+                points["origin"]["end_of_load"] = snapshot(origin.pid)
+
             async def watch_worker() -> None:
                 while True:
                     await load.refresh(cluster.dsn)
@@ -316,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
 
             watcher = asyncio.create_task(watch_worker())
             started = time.monotonic()
-            await run_load(load, base, a.connections, deadline, tenth)
+            await run_load(load, base, a.connections, deadline, tenth, last)
             points["load_seconds"] = {"s": round(time.monotonic() - started, 1)}
             while time.monotonic() < deadline:  # the jobs still due
                 done = await jobs_done(cluster.dsn)
@@ -375,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "log_tails": logs if load.errors else {},
     }
-    path = benchutil.write_result("soak-quick" if a.quick else "soak", data)
+    path = benchutil.write_result(a.out or ("soak-quick" if a.quick else "soak"), data)
     rows = [
         [name, p["start"]["rss_mb"], p.get("after_warmup", {}).get("rss_mb"), p["end"]["rss_mb"],
          f"{p['start']['open_files']} / {p['end']['open_files']}"]
