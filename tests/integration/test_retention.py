@@ -219,3 +219,33 @@ async def test_metrics_counts_read_a_bounded_table(fresh_pool):
 
     assert rows_read(plan) <= 10
     assert (await _counted(pool))[0] == {("webhook", "succeeded"): 20000}
+
+
+async def test_a_clip_whose_jobs_were_pruned_still_answers(settings):
+    """After JOB_RETENTION a clip may have no job row left: its status answers from
+    the segment alone (no job id, no attempts), never a 500."""
+    from aiohttp.test_utils import TestClient
+
+    from origin.app import create_app
+    from tests.helpers.scenes import published_scene
+    from tests.helpers.servers import OriginTestServer
+
+    async with TestClient(OriginTestServer(create_app(settings))) as client:
+        _scene, (segment, *_) = await published_scene(client, settings)
+        pool = await db.connect_pool(settings.database_url, size=1)
+        try:
+            job = await queue.enqueue(pool, "transcode", {}, segment_id=segment)
+            await pool.execute(
+                "UPDATE jobs SET status = 'succeeded', finished_at = now() - interval '8 days' "
+                "WHERE id = $1",
+                job.id,
+            )
+            before = await client.get(f"/api/v1/segments/{segment}")
+            assert (await before.json())["jobId"] == job.id
+            await retention.prune(pool, WEEK)
+        finally:
+            await pool.close()
+        after = await client.get(f"/api/v1/segments/{segment}")
+        assert after.status == 200
+        body = await after.json()
+        assert (body["status"], body["jobId"], body["attempts"]) == ("ready", None, None)
