@@ -13,7 +13,9 @@ run; the refinement's own memory is bench/leaks.py's).
 - **Requests.** ``--requests`` (2,000,000) requests over ``--connections`` (32)
   keep-alive connections. 95% reads: a scene's ``master.m3u8`` or ``720p.m3u8``
   (scenes picked uniformly: more scenes than PLAYLIST_CACHE_ENTRIES, so the caches
-  evict all along), 2% of the reads a media segment of an uploaded clip. 5% writes,
+  evict all along), 2% of the reads a media segment of an uploaded clip, 0.5% a
+  thumbnail at a moment of an upload scene (the origin's ffmpeg frame grabs; out of
+  the p99, counted by status). 5% writes,
   spread evenly: ``--transcodes`` (300) clip uploads (a 4 s 320x240 clip: a
   `transcode` job each), ``--exports`` (200) moment exports of the upload scenes
   (a new range each: an `export` job each), ``--deletions`` (300) clips removed from
@@ -68,6 +70,7 @@ ENV = {
 }
 WRITE_SHARE = 0.05
 SEGMENT_SHARE = 0.02  # of the reads
+THUMBNAIL_SHARE = 0.005  # of the reads: a frame at a moment (the origin's ffmpeg grabs)
 
 
 async def make_scenes(dsn: str, scenes: int, upload_scenes: int) -> dict[str, Any]:
@@ -144,6 +147,7 @@ class Load:
         self.ready_ts: list[str] = []  # media segment paths of uploaded clips
         self.ready_scenes: list[str] = []  # upload scenes with a ready clip
         self.deferred_exports = 0
+        self.thumbnails: dict[int, int] = {}  # status -> answers
         self.moment = 0
         self.done = 0
 
@@ -154,7 +158,11 @@ class Load:
         write = self.write_at.get(i)
         started = time.perf_counter()
         if write is None:
-            if self.ready_ts and self.rng.random() < SEGMENT_SHARE:
+            draw = self.rng.random()
+            if self.ready_scenes and draw < THUMBNAIL_SHARE:
+                await self.thumbnail(s, base, i)
+                return
+            if self.ready_ts and draw < THUMBNAIL_SHARE + SEGMENT_SHARE:
                 path = self.rng.choice(self.ready_ts)
             else:
                 scene = self.rng.choice(self.made["scenes"])
@@ -169,6 +177,18 @@ class Load:
         self.latency[i] = float("nan")
         kind, status = await self.write(s, base, write)
         self.writes[f"{kind} {status}"] = self.writes.get(f"{kind} {status}", 0) + 1
+
+    async def thumbnail(self, s: aiohttp.ClientSession, base: str, i: int) -> None:
+        """A thumbnail at a moment of an uploaded scene (kept out of the reads' p99: a
+        grab runs ffmpeg; 503 + Retry-After while every grab slot is taken)."""
+        scene = self.rng.choice(self.ready_scenes)
+        self.latency[i] = float("nan")
+        path = f"/v/{scene}/thumbnail.jpg?time={self.rng.randrange(0, 40) / 10}"
+        async with s.get(base + path) as r:
+            await r.read()
+            self.thumbnails[r.status] = self.thumbnails.get(r.status, 0) + 1
+            if r.status not in (200, 503):
+                self.error(f"thumbnail {r.status}")
 
     async def write(self, s: aiohttp.ClientSession, base: str, kind: str) -> tuple[str, int]:
         """The write done (an export slot before any clip is ready creates a scene
@@ -367,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_seconds": points["load_seconds"]["s"],
         "errors": load.errors,
         "writes": load.writes,
+        "thumbnails": load.thumbnails,
         "jobs": jobs,
         "p99_first_tenth_ms": first,
         "p99_last_tenth_ms": last,
@@ -399,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"requests {n:,} in {summary['load_seconds']} s; errors {load.errors}")
     print(f"reads p99: first 10% {first} ms, last 10% {last} ms")
-    print(f"writes: {load.writes}")
+    print(f"writes: {load.writes}; thumbnails by status: {load.thumbnails}")
     print(f"jobs: {jobs}")
     print(f"wrote {path.relative_to(benchutil.ROOT)}")
     return 0
