@@ -192,6 +192,28 @@ class Clip:
         return self.captions.get(language, 0) if self.first_pts is not None else 0
 
 
+# ------------------------------------------------------------------ memory
+
+#: what a clip's rows cost in memory, estimated (bytes; measured with a deep
+#: sys.getsizeof over clips of 1-15 segments and 0-60 storyboard cues, rounded up):
+#: for the byte bounds of the origin's caches (core/lru.py)
+CLIP_BYTES = 600
+RENDITION_BYTES = 700
+SEGMENT_BYTES = 110  # a duration, a size and its milliseconds
+CUE_BYTES = 250
+
+
+def clip_bytes(clip: Clip) -> int:
+    """The memory a clip's rows hold, estimated from its shape."""
+    segments = sum(len(r.durations) for r in clip.renditions.values())
+    return (
+        CLIP_BYTES
+        + RENDITION_BYTES * len(clip.renditions)
+        + SEGMENT_BYTES * segments
+        + CUE_BYTES * len(clip.storyboard)
+    )
+
+
 # ------------------------------------------------------------------ number helpers
 
 

@@ -133,6 +133,7 @@ class Settings:
     worker_metrics_port: int = 9101
     db_pool_size: int = 10
     playlist_cache_entries: int = 4096
+    read_cache_mb: int = 128  # origin/playback/caches.py `Budgets`
     # how long the read path keeps answering from what it last read from Postgres
     # while Postgres is unreachable (seconds; 0: never)
     stale_if_db_down: float = 600.0
@@ -182,6 +183,11 @@ class Settings:
     webhook_retry_seconds: float = 86400.0
     webhook_backoff_base: float = 5.0
     export_max_age: float = 86400.0
+    # How long history is kept (issue 29, core/retention.py; seconds): finished jobs,
+    # webhook events whose deliveries ended, tus uploads that ended (past their expiry).
+    job_retention: float = 7 * 86400.0
+    outbox_retention: float = 7 * 86400.0
+    upload_retention: float = 86400.0
     export_fetch_concurrency: int = 4
     # Loudness matching (workers/media/loudness.py): None turns it off.
     loudness_target: float | None = -16.0
@@ -310,6 +316,7 @@ class Settings:
             "playlist_cache_entries": _int(
                 e, "PLAYLIST_CACHE_ENTRIES", d.playlist_cache_entries, 1
             ),
+            "read_cache_mb": _int(e, "READ_CACHE_MB", d.read_cache_mb, 1, 65536),
             "stale_if_db_down": _float(e, "STALE_IF_DB_DOWN", d.stale_if_db_down, 0.0),
             "job_lease_seconds": _float(e, "JOB_LEASE_SECONDS", d.job_lease_seconds, 1.0),
             "job_max_attempts": _int(e, "JOB_MAX_ATTEMPTS", d.job_max_attempts, 1, 100),
@@ -362,6 +369,9 @@ class Settings:
             "webhook_retry_seconds": _float(
                 e, "WEBHOOK_RETRY_SECONDS", d.webhook_retry_seconds, 0.0
             ),
+            "job_retention": _float(e, "JOB_RETENTION", d.job_retention, 60.0),
+            "outbox_retention": _float(e, "OUTBOX_RETENTION", d.outbox_retention, 60.0),
+            "upload_retention": _float(e, "UPLOAD_RETENTION", d.upload_retention, 60.0),
             "webhook_backoff_base": _float(e, "WEBHOOK_BACKOFF_BASE", d.webhook_backoff_base, 0.0),
             "export_max_age": _float(e, "EXPORT_MAX_AGE", d.export_max_age, 0.0),
             "export_fetch_concurrency": _int(

@@ -109,7 +109,10 @@ def create_app(
     app[keys.SIGNING] = signing_state
     app[keys.DB_REACHABILITY] = db.Reachability()
     app[keys.READ_CACHES] = new_read_caches(
-        settings.playlist_cache_entries, clock=clock, stale_seconds=settings.stale_if_db_down
+        settings.playlist_cache_entries,
+        clock=clock,
+        stale_seconds=settings.stale_if_db_down,
+        max_bytes=settings.read_cache_mb * 1024 * 1024,
     )
     app[keys.HTTP_STATS] = HttpStats()
     app[keys.FAST_PATH_ANSWERS] = FastPathAnswers(playback.routes.SCENE_DOCUMENT_ROUTE)

@@ -77,7 +77,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
             *metrics.job_families(counts, ages, queue.JOB_KINDS, queue.STATUSES),
             *metrics.invalidation_families(invalidations),
             *metrics.delivery_families(deliveries, pending),
-            *thumbnails.stats.families(thumbnails.cache.size),
+            *thumbnails.stats.families(thumbnails.cache.bytes),
         ]
     )
     return web.Response(

@@ -13,6 +13,7 @@ from typing import Any
 import uvloop
 from aiohttp import web
 
+from core import memory
 from origin import keys
 from origin.http.access import access_log_class
 from origin.http.connection import KEEPALIVE_SECONDS, Runner
@@ -93,5 +94,6 @@ def run(
     are C, which is most of what a warm playlist costs beyond its bytes
     (bench/serve.py). LocalStorage files still go out with sendfile(2)
     (origin/http/objects.py; uvloop has no `loop.sendfile`)."""
+    memory.fix_mmap_threshold()  # large buffers go back to the system (core/memory.py)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(serve(app, host, port, grace=grace, reuse_port=reuse_port))

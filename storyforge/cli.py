@@ -112,12 +112,16 @@ def _parser() -> argparse.ArgumentParser:
 
     gc = sub.add_parser(
         "gc",
-        help="list (--dry-run) or remove (--apply) stored objects that no row points to",
+        help="list (--dry-run) or remove (--apply) stored objects that no row points to; "
+        "--apply also prunes history past its retention",
         description="Find objects in the four buckets whose row is gone (a clip's folder "
         "without its segment, a scene's objects without its scene, a job's internal objects "
         "without its job, an avatar without its user) and whose newest object is older than "
         "--min-age; print them, and with --apply delete them. Deleting scenes and clips "
-        "removes their objects on its own: this is for orphans left by a crash.",
+        "removes their objects on its own: this is for orphans left by a crash. With "
+        "--apply, first delete the history older than its retention (JOB_RETENTION, "
+        "OUTBOX_RETENTION, UPLOAD_RETENTION), in batches of 1000 rows; the workers do the "
+        "same a few batches at a time.",
     )
     mode = gc.add_mutually_exclusive_group(required=True)
     mode.add_argument("--dry-run", action="store_true", help="only list what would be removed")
@@ -281,16 +285,20 @@ def _jobs(settings, args: argparse.Namespace) -> int:
 def _gc(settings, *, apply: bool, min_age_hours: float) -> int:
     from datetime import timedelta
 
-    from core import db, gc
+    from core import db, gc, retention
     from core.storage import open_configured_storage
 
     if not min_age_hours >= 0:
         raise StartupError(f"--min-age must be >= 0 hours, not {min_age_hours}")
 
+    pruned: dict[str, int] = {}
+
     async def run() -> list[gc.Found]:
         pool = await db.connect_pool(settings.database_url, size=2)
         storage = await open_configured_storage(settings)
         try:
+            if apply:
+                pruned.update(await retention.prune(pool, retention.Retention.of(settings)))
             found = await gc.find_orphans(
                 pool, storage, settings, min_age=timedelta(hours=min_age_hours)
             )
@@ -304,6 +312,8 @@ def _gc(settings, *, apply: bool, min_age_hours: float) -> int:
             found = runner.run(run())
     except _startup_errors() as exc:
         raise StartupError(str(exc)) from exc
+    if apply:
+        print("pruned\t" + "\t".join(f"{n} {what}" for what, n in pruned.items()))
     verb = "removed" if apply else "orphan"
     for entry in found:
         count = entry.deleted if apply else entry.objects

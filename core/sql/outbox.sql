@@ -49,8 +49,12 @@ UPDATE webhook_deliveries SET status = 'queued', job_id = $3
 WHERE event_id = $1 AND endpoint = $2 AND status = 'waiting';
 
 -- name: outbox_delivery_counts
--- For /metrics: deliveries by status.
-SELECT status, count(*)::int AS n FROM webhook_deliveries GROUP BY status;
+-- For /metrics: deliveries by status, from the deltas of migration 0009 (like
+-- `job_counts`).
+SELECT status, sum(n)::bigint AS n
+  FROM status_counts
+ WHERE tbl = 'webhook_deliveries'
+ GROUP BY status;
 
 -- name: outbox_oldest_pending
 -- For /metrics: seconds since the event of the oldest delivery not yet delivered or

@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from core.invalidation import ORIGIN_RECHECK_SECONDS
-from core.lru import LRU, V
+from core.lru import ENTRY_OVERHEAD, LRU, V, weigh_bytes
 from core.metrics import family
+from core.playlists import clip_bytes
 
 if TYPE_CHECKING:
     from core.catalog import SceneView
@@ -73,19 +74,62 @@ class ReadCaches:
         return value
 
 
+#: READ_CACHE_MB's default: what the caches holding documents and clip rows may hold
+#: together, in bytes
+READ_CACHE_BYTES = 128 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """READ_CACHE_MB shared out (bytes): half for built stitched documents (a
+    10,000-clip scene's playlist is ~1 MB), a quarter for the scene rows kept for
+    outages, an eighth for per-clip documents, an eighth for the clips thumbnails are
+    placed on (origin/playback/stills.py: half per scene, half per clip)."""
+
+    playlists: int
+    views: int
+    segment_docs: int
+    stills_clips: int
+
+    @classmethod
+    def of(cls, total: int) -> Budgets:
+        return cls(total // 2, total // 4, total // 8, total // 8)
+
+
+def _doc_bytes(built: Built) -> int:
+    return weigh_bytes(built.body) + len(built.etag)
+
+
+def _view_bytes(view: SceneView | None) -> int:
+    if view is None:
+        return ENTRY_OVERHEAD
+    return ENTRY_OVERHEAD + sum(clip_bytes(c.clip) + ENTRY_OVERHEAD for c in view.clips)
+
+
 def new_read_caches(
     entries: int,
     version_ttl: float = ORIGIN_RECHECK_SECONDS,
     clock: Callable[[], float] = time.monotonic,
     stale_seconds: float = 0.0,
+    max_bytes: int = READ_CACHE_BYTES,
 ) -> ReadCaches:
+    """The read caches: `entries` documents at most (PLAYLIST_CACHE_ENTRIES), and
+    `max_bytes` (READ_CACHE_MB) of documents and rows at most, shared by `Budgets`."""
     keep = max(0.0, stale_seconds - version_ttl)
+    budgets = Budgets.of(max_bytes)
     return ReadCaches(
-        playlists=LRU(entries),
+        playlists=LRU(entries, max_bytes=budgets.playlists, weigh=_doc_bytes),
         versions=LRU(max(1024, entries), ttl=version_ttl, clock=clock, keep=keep),
         ready=LRU(max(4096, entries * 4), ttl=version_ttl, clock=clock, keep=keep),
-        segment_docs=LRU(entries),
-        views=LRU(min(entries, 256), ttl=0.0, clock=clock, keep=stale_seconds),
+        segment_docs=LRU(entries, max_bytes=budgets.segment_docs, weigh=_doc_bytes),
+        views=LRU(
+            min(entries, 256),
+            ttl=0.0,
+            clock=clock,
+            keep=stale_seconds,
+            max_bytes=budgets.views,
+            weigh=_view_bytes,
+        ),
         stale_seconds=stale_seconds,
     )
 
@@ -105,12 +149,16 @@ def forget_scene(caches: ReadCaches, scene_id: str | None) -> None:
     caches.playlists.discard_where(lambda key: isinstance(key, tuple) and key[0] == scene_id)
 
 
+_WEIGHED = ("playlists", "segment_docs", "views")
+
+
 def cache_families(caches: ReadCaches) -> list[Metric]:
     named: dict[str, LRU[Any]] = {
         "playlists": caches.playlists,
         "versions": caches.versions,
         "ready": caches.ready,
         "segment_docs": caches.segment_docs,
+        "views": caches.views,
     }
     return [
         family(
@@ -119,6 +167,14 @@ def cache_families(caches: ReadCaches) -> list[Metric]:
             "Entries in the read-path caches",
             ["cache"],
             (((name,), len(lru)) for name, lru in named.items()),
+        ),
+        family(
+            GaugeMetricFamily,
+            "storyforge_read_cache_bytes",
+            "What the read-path caches of documents and rows hold, estimated (bytes; "
+            "READ_CACHE_MB bounds them)",
+            ["cache"],
+            (((name,), lru.bytes) for name, lru in named.items() if name in _WEIGHED),
         ),
         family(
             CounterMetricFamily,

@@ -17,9 +17,10 @@ import contextlib
 import logging
 import math
 import os
+import sys
 import tempfile
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +28,13 @@ from pathlib import Path
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from core import layout
-from core.lru import LRU
+from core.lru import LRU, weigh_bytes
 from core.metrics import family
-from core.playlists import Clip
+from core.playlists import Clip, clip_bytes
 from core.procs import run_capture
 from core.settings import Settings
 from core.storage import ObjectNotFound, Storage
+from origin.playback.caches import Budgets
 from origin.playback.moments import Still, grab_command
 
 log = logging.getLogger("storyforge.stills")
@@ -103,33 +105,6 @@ class GrabFailed(Exception):
     """ffmpeg produced no frame (a server-side fault: our own media)."""
 
 
-class _ByteLRU:
-    """JPEGs by key, the least recently used dropped beyond `capacity` bytes."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.size = 0
-        self._data: OrderedDict[Hashable, bytes] = OrderedDict()
-
-    def get(self, key: Hashable) -> bytes | None:
-        body = self._data.get(key)
-        if body is not None:
-            self._data.move_to_end(key)
-        return body
-
-    def put(self, key: Hashable, body: bytes) -> None:
-        if len(body) > self.capacity:
-            return
-        old = self._data.pop(key, None)
-        if old is not None:
-            self.size -= len(old)
-        self._data[key] = body
-        self.size += len(body)
-        while self.size > self.capacity:
-            _, dropped = self._data.popitem(last=False)
-            self.size -= len(dropped)
-
-
 class Stills:
     """The thumbnails of one origin process."""
 
@@ -151,7 +126,7 @@ class Stills:
         self.wait_limit = wait_limit
         self.grab_timeout = grab_timeout
         self.stats = ThumbnailStats()
-        self.cache = _ByteLRU(cache_bytes)
+        self.cache: LRU[bytes] = LRU(sys.maxsize, max_bytes=cache_bytes, weigh=weigh_bytes)
         self._slots = asyncio.Semaphore(concurrency)
         self._waiting = 0
         self._run_seconds: float | None = None  # moving average of one grab
@@ -306,6 +281,10 @@ class StillsState:
     segments: LRU[Clip]  # (scene id, segment id, generation) -> a ready clip
 
 
+def _clips_bytes(clips: tuple[Clip, ...]) -> int:
+    return sum(clip_bytes(c) for c in clips)
+
+
 @contextlib.asynccontextmanager
 async def stills_state(settings: Settings, storage: Storage) -> AsyncIterator[StillsState]:
     """The process's thumbnail grabber and its caches, closed on exit."""
@@ -316,6 +295,11 @@ async def stills_state(settings: Settings, storage: Storage) -> AsyncIterator[St
         cache_bytes=settings.thumbnail_cache_mb * 1024 * 1024,
     )
     try:
-        yield StillsState(stills, LRU(256), LRU(4096))
+        share = Budgets.of(settings.read_cache_mb * 1024 * 1024).stills_clips // 2
+        yield StillsState(
+            stills,
+            LRU(256, max_bytes=share, weigh=_clips_bytes),
+            LRU(4096, max_bytes=share, weigh=clip_bytes),
+        )
     finally:
         await stills.close()

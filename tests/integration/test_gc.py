@@ -117,3 +117,33 @@ async def test_gc_lists_then_removes_only_old_objects_without_rows(settings, poo
 
     refused = gc(settings)
     assert refused.returncode == 2 and "one of the arguments --dry-run --apply" in refused.stderr
+
+
+async def test_gc_apply_prunes_history_then_its_objects(settings, pool):
+    """A job finished longer ago than JOB_RETENTION goes, and its internal objects
+    with it (orphans once the row is gone); a recent one and its objects stay."""
+    storage = await open_configured_storage(settings)
+    await storage.ensure_buckets(settings.buckets)
+    internal = settings.internal_bucket
+    jobs = [await queue.enqueue(pool, "export", {}) for _ in range(2)]
+    for job, age in zip(jobs, (8 * DAY, DAY), strict=True):
+        await pool.execute(
+            "UPDATE jobs SET status = 'succeeded', "
+            "finished_at = now() - make_interval(secs => $2) WHERE id = $1",
+            job.id,
+            age,
+        )
+        key = layout.job_export_log_key(job.id)
+        await storage.put(internal, key, b"log", content_type="text/plain")
+        old = time.time() - 2 * DAY
+        os.utime(settings.storage_root / internal / key, (old, old))
+
+    applied = gc(settings, "--apply")
+    assert applied.returncode == 0, applied.stderr
+    pruned = applied.stdout.splitlines()[0].split("\t")
+    assert pruned[0] == "pruned" and int(pruned[1].split()[0]) >= 1, applied.stdout
+    assert await queue.get_job(pool, jobs[0].id) is None
+    assert await queue.get_job(pool, jobs[1].id) is not None
+    assert await keys_under(storage, internal, layout.job_prefix(jobs[0].id)) == []
+    assert await keys_under(storage, internal, layout.job_prefix(jobs[1].id)) != []
+    await storage.aclose()

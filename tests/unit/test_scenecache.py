@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from origin.playback.caches import Built, forget_scene, new_read_caches
+from datetime import UTC, datetime
+
+from core import layout
+from core.catalog import Scene, SceneClip, SceneView, User
+from core.playlists import Clip, Rendition
+from origin.playback.caches import Budgets, Built, forget_scene, new_read_caches
 
 
 def db_down() -> bool:
@@ -84,3 +89,35 @@ def test_without_staleness_expired_entries_are_dropped():
     assert caches.versions.get("scn_a") is None
     assert len(caches.versions) == 0
     assert caches.known(caches.versions, "scn_a", db_down) is None
+
+
+def _view(scene_id: str, clips: int) -> SceneView:
+    rendition = Rendition("720p", 1280, 720, 30.0, "avc1.64001f", (4.0,) * 4, (500_000,) * 4, 1, 1)
+    user = User(layout.new_id("usr"), "u")
+    return SceneView(
+        Scene(scene_id, "t", 1, datetime.now(UTC)),
+        tuple(
+            SceneClip(Clip(layout.new_id("seg"), 16.0, {"720p": rendition}), i + 1, user)
+            for i in range(clips)
+        ),
+    )
+
+
+def test_documents_and_rows_are_bounded_by_bytes():
+    """READ_CACHE_MB: megabyte playlists (a 10,000-clip scene's) fill the playlists'
+    half of the budget and no more, and the scene rows kept for outages their quarter,
+    however many entries PLAYLIST_CACHE_ENTRIES allows."""
+    budget = 8 * 1024 * 1024
+    caches = new_read_caches(4096, max_bytes=budget, stale_seconds=600.0)
+    big = b"#EXTINF:4.000,\n" * 70_000  # ~1 MB
+    for scene in range(20):
+        caches.playlists.put((f"scn_{scene}", 1, "720p.m3u8"), Built(big, '"e"'))
+    assert caches.playlists.bytes <= Budgets.of(budget).playlists
+    assert len(caches.playlists) == 3  # 4 MiB of ~1 MB documents
+    assert caches.playlists.get(("scn_19", 1, "720p.m3u8")) is not None  # the newest stay
+    views = [_view(f"scn_{i}", 500) for i in range(20)]
+    for v in views:
+        caches.views.put(v.scene.id, v)
+    assert 0 < caches.views.bytes <= Budgets.of(budget).views
+    assert 1 <= len(caches.views) < 20
+    assert caches.views.stale(views[-1].scene.id, 600.0) is views[-1]

@@ -22,7 +22,8 @@
 - A job cancelled while it runs (its scene deleted, its clip removed) loses its
   lease like any other: once its handler has stopped, the worker `let_go`es of it,
   which tells the deleting job that nothing writes under the scene any more.
-- Expired leases (of workers that died) are re-queued by every worker, periodically.
+- Expired leases (of workers that died) are re-queued by every worker, periodically;
+  the same pass prunes history past its retention (core/retention.py).
 - An idle worker waits for new work: it claims as soon as a job of its kinds is
   queued (`workers.runtime.wakeup`: LISTEN/NOTIFY) and still polls every `poll_interval`
   (jobs whose retry backoff ends; while the listening connection is lost).
@@ -49,8 +50,10 @@ import asyncpg
 
 from core import queue
 from core.backoff import backoff_seconds
+from core.db import DatabaseError
 from core.listen import wait_any
 from core.queue import Conn, Job, LeaseLost, QueueError
+from core.retention import Retention, maintain
 from workers.runtime.metrics import JobStats, running_job
 from workers.runtime.wakeup import listen_for_jobs
 
@@ -321,6 +324,7 @@ async def run_worker(
     backoff_cap: float = 300.0,
     listen: bool = True,
     stats: JobStats | None = None,
+    retention: Retention | None = None,
 ) -> None:
     """Claim and run jobs of the kinds in `handlers` until `stop` is set.
 
@@ -329,7 +333,8 @@ async def run_worker(
     back at once (no grace). With `listen`, one connection of `pool` is held to
     LISTEN for new jobs, so an idle worker claims them at once instead of at its
     next poll; without, it only polls. `stats` collects the figures of the worker's
-    /metrics (workers/runtime/metrics.py).
+    /metrics (workers/runtime/metrics.py). With `retention`, the reaper also prunes
+    history past it and folds the status counts (core/retention.py) on each pass.
     """
     if not handlers:
         log.warning("worker %s has no handlers: it will only re-queue expired leases", name)
@@ -369,7 +374,9 @@ async def run_worker(
         await sweep_workdirs(pool, name)
     except QueueError as exc:
         log.warning("worker %s: temporary directories not swept: %s", name, exc)
-    reaper = asyncio.create_task(_reaper(pool, name, reap_interval, stop), name=f"reaper {name}")
+    reaper = asyncio.create_task(
+        _reaper(pool, name, reap_interval, stop, retention), name=f"reaper {name}"
+    )
     due = asyncio.Event()  # set when a job of our kinds may have become due
     listener = (
         asyncio.create_task(
@@ -448,16 +455,40 @@ async def _acquire_or_stop(slots: asyncio.Semaphore, stop: asyncio.Event) -> boo
     return got
 
 
-async def _reaper(pool: asyncpg.Pool, name: str, interval: float, stop: asyncio.Event) -> None:
+async def _reaper(
+    pool: asyncpg.Pool,
+    name: str,
+    interval: float,
+    stop: asyncio.Event,
+    retention: Retention | None = None,
+) -> None:
     """Re-queue jobs whose lease expired (their worker died) and remove temporary
-    directories no worker holds (a dead worker's on this machine), every `interval`."""
+    directories no worker holds (a dead worker's on this machine), every `interval`;
+    with `retention`, prune history and fold the status counts too."""
     while not stop.is_set():
         try:
             await _reap(pool, name)
             await sweep_workdirs(pool, name)
         except QueueError as exc:
             log.warning("worker %s: re-queueing expired leases failed: %s", name, exc)
+        if retention is not None:
+            await _maintain(pool, name, retention)
         await wait_any(interval, stop)
+
+
+async def _maintain(pool: asyncpg.Pool, name: str, retention: Retention) -> None:
+    try:
+        pruned = await maintain(pool, retention)
+    except (asyncpg.PostgresError, DatabaseError, OSError) as exc:
+        log.warning("worker %s: pruning history failed: %s", name, exc)
+        return
+    if any(pruned.values()):
+        log.info(
+            "worker %s: pruned %s",
+            name,
+            ", ".join(f"{n} {what}" for what, n in pruned.items()),
+            extra={"worker": name, **{f"pruned_{k}": v for k, v in pruned.items()}},
+        )
 
 
 async def _reap(pool: asyncpg.Pool, name: str) -> None:

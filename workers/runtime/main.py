@@ -9,8 +9,9 @@ import os
 import signal
 import socket
 
-from core import db
+from core import db, memory
 from core.cdn import Invalidations, NoInvalidator, open_invalidations
+from core.retention import Retention
 from core.settings import Settings
 from core.storage import open_configured_storage
 from workers.jobs import expire, export, lifecycle, refine, transcode, webhook
@@ -37,6 +38,7 @@ def handlers(
 
 
 async def run(settings: Settings, *, concurrency: int, grace: float) -> None:
+    memory.fix_mmap_threshold()  # or the RSS creeps with every export (core/memory.py)
     # jobs, claims and the reaper share the pool; one more connection LISTENs for jobs
     pool = await db.connect_pool(settings.database_url, size=concurrency + 3)
     storage = await open_configured_storage(settings)
@@ -60,6 +62,7 @@ async def run(settings: Settings, *, concurrency: int, grace: float) -> None:
                 stop=stop,
                 name=f"{socket.gethostname()}:{os.getpid()}",
                 stats=stats,
+                retention=Retention.of(settings),
             )
     finally:
         await invalidations.aclose()
