@@ -4,15 +4,18 @@ the player page's hls.js (the lock's, with the page's hls-vtt-fix.js) in headles
 Chromium with the English subtitles track on. Every cue must land within 50 ms of
 where its clip's time lies on the player's timeline (hls.js maps each discontinuity's
 MPEG-TS clock by the initial PTS it takes for it; the clip's first frame's PTS is read
-with ffprobe), inside its clip, and none may be lost: 20 page loads from the start
-and 20 after a seek into the third clip, with FAST_PATH on, off, and with signing on
+with ffprobe), inside its clip, and none may be lost: RUNS page loads from the start
+and RUNS after a seek into the third clip, with FAST_PATH on, off, and with signing on
 (the race of hls.js 1.7.4 described in the issue is timing-dependent: one green run
-proves nothing). The same runs with stock hls.js (the page's fix switched off) are
-measured and printed, not asserted: they lose the cues of a later clip now and then."""
+proves nothing, so the issue's 20 + 20 are run on request). With
+STORYFORGE_CAPTION_STOCK=1 the same runs with stock hls.js (the page's fix switched
+off) are measured and printed, not asserted: they lose the cues of a later clip now
+and then."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 from dataclasses import dataclass
 
@@ -33,7 +36,11 @@ pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM_REASON),
 ]
 
-RUNS = 20
+# page loads per setup, from the start and after a seek: a few in the suite, the issue's
+# 20 on request (STORYFORGE_CAPTION_RUNS=20; STORYFORGE_CAPTION_STOCK=1 also measures
+# hls.js without the page's fix, for the record)
+RUNS = int(os.environ.get("STORYFORGE_CAPTION_RUNS", "3"))
+MEASURE_STOCK = os.environ.get("STORYFORGE_CAPTION_STOCK") == "1"
 TOLERANCE = 0.05  # seconds
 FRAME_RATES = (30, 25, 24, 50)
 CAPTIONED = (0, 2, 3)  # the second clip has none
@@ -287,7 +294,7 @@ async def test_every_cue_in_place_over_many_runs(settings, captioned_scene):
             url = str(client.make_url(f"/player/{scene.scene_id}"))
             from_start, after_seek = await measure(url, scene, seek_to)
             report.append((name, from_start, after_seek))
-            if name == "fast path":  # the same runs with stock hls.js, for the record
+            if name == "fast path" and MEASURE_STOCK:  # stock hls.js, for the record
                 stock_start, stock_seek = await measure(url, scene, seek_to, stock=True)
                 report.append(("stock hls.js, fast path", stock_start, stock_seek))
     print()
