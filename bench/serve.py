@@ -121,6 +121,7 @@ def _rendition_row(segment_id: str, profile: str, rng: random.Random) -> tuple[A
         playlists.average_bandwidth(DURATIONS, sizes),
         list(DURATIONS),
         sizes,
+        None,  # first_pts: only subtitles read it, and these scenes have no captions
     )
 
 
