@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import shutil
@@ -281,6 +282,20 @@ async def jobs_done(dsn: str) -> dict[str, int]:
     return {f"{r['kind']} {r['status']}": r["n"] for r in rows}
 
 
+async def job_failures(dsn: str) -> list[dict[str, Any]]:
+    """Every job that failed, died or retried: its kind, status and each attempt's
+    error (kept in the result, so a failure in a long run can be read afterwards)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT id, kind, status, attempts, last_error, errors::text AS errors FROM jobs "
+            "WHERE status IN ('failed', 'dead') OR errors <> '[]'::jsonb ORDER BY created_at"
+        )
+    finally:
+        await conn.close()
+    return [{**dict(r), "errors": json.loads(r["errors"])} for r in rows]
+
+
 def p99(xs: list[float]) -> float | None:
     xs = sorted(x for x in xs if x == x)
     return round(xs[int(len(xs) * 0.99)] * 1000, 2) if xs else None
@@ -363,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         points["origin"]["end"] = snapshot(origin.pid)
         points["worker"]["end"] = snapshot(worker.pid)
         jobs = asyncio.run(jobs_done(cluster.dsn))
+        failures = asyncio.run(job_failures(cluster.dsn))
     finally:
         stop(worker)
         stop(origin)
@@ -389,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         "writes": load.writes,
         "thumbnails": load.thumbnails,
         "jobs": jobs,
+        "job_failures": failures,
         "p99_first_tenth_ms": first,
         "p99_last_tenth_ms": last,
         "p99_ratio_last_over_first": round(last / first, 2) if first and last else None,
@@ -422,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"reads p99: first 10% {first} ms, last 10% {last} ms")
     print(f"writes: {load.writes}; thumbnails by status: {load.thumbnails}")
     print(f"jobs: {jobs}")
+    for failure in failures:
+        print(f"job {failure['id']} {failure['kind']} {failure['status']}: {failure['errors']}")
     print(f"wrote {path.relative_to(benchutil.ROOT)}")
     return 0
 

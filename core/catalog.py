@@ -12,6 +12,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 import asyncpg
@@ -370,50 +372,50 @@ def _clips(rows: list[asyncpg.Record]) -> list[SceneClip]:
 
 
 def _clips_of(rows: list[asyncpg.Record]) -> list[SceneClip]:
+    """Rows of `scene_clips` / `segment_clip` (one per rendition, in clip order) ->
+    clips. A cold build of a 1,000-clip scene makes 2,000 renditions here: each
+    contributor's `User` is made once."""
     out: list[SceneClip] = []
-    current: str | None = None
-    renditions: dict[str, Rendition] = {}
-    first: asyncpg.Record | None = None
-
-    def flush() -> None:
-        if first is None:
-            return
-        cues = tuple(
-            StoryboardCue(c["start"], c["end"], c["x"], c["y"], c["w"], c["h"], c["sheet"])
-            for c in (json.loads(first["storyboard"]) if first["storyboard"] else [])
-        )
-        out.append(
-            SceneClip(
-                Clip(
-                    first["id"],
-                    float(first["duration"]),
-                    dict(renditions),
-                    cues,
-                    dict(_language_revision(c) for c in first["captions"]),
-                ),
-                first["sequence"],
-                User(first["contributor_id"], first["username"]),
+    users: dict[str, User] = {}
+    for _, group in groupby(rows, key=itemgetter("id")):
+        renditions: dict[str, Rendition] = {}
+        for row in group:
+            renditions[row["profile"]] = Rendition(
+                row["profile"],
+                row["width"],
+                row["height"],
+                row["frame_rate"],
+                row["codecs"],
+                row["durations"],
+                row["sizes"],
+                row["bandwidth_peak"],
+                row["bandwidth_average"],
+                row["generation"],
+                row["first_pts"],
             )
+        first = row  # every row of a clip carries its clip's columns
+        storyboard = first["storyboard"]
+        cues = (
+            tuple(
+                StoryboardCue(c["start"], c["end"], c["x"], c["y"], c["w"], c["h"], c["sheet"])
+                for c in json.loads(storyboard)
+            )
+            if storyboard
+            else ()
         )
-
-    for row in rows:
-        if row["id"] != current:
-            flush()
-            current, first, renditions = row["id"], row, {}
-        renditions[row["profile"]] = Rendition(
-            profile=row["profile"],
-            width=row["width"],
-            height=row["height"],
-            frame_rate=row["frame_rate"],
-            codecs=row["codecs"],
-            durations=tuple(row["durations"]),
-            sizes=tuple(row["sizes"]),
-            bandwidth_peak=row["bandwidth_peak"],
-            bandwidth_average=row["bandwidth_average"],
-            generation=row["generation"],
-            first_pts=row["first_pts"],
+        captions = first["captions"]
+        contributor = users.get(first["contributor_id"])
+        if contributor is None:
+            contributor = User(first["contributor_id"], first["username"])
+            users[contributor.id] = contributor
+        clip = Clip(
+            first["id"],
+            float(first["duration"]),
+            renditions,
+            cues,
+            dict(map(_language_revision, captions)) if captions else None,
         )
-    flush()
+        out.append(SceneClip(clip, first["sequence"], contributor))
     return out
 
 

@@ -72,7 +72,7 @@ _SHEET_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 # --------------------------------------------------------------------------- data
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Rendition:
     """One HLS rendition of one clip (e.g. its 720p media playlist and .ts files).
 
@@ -80,6 +80,12 @@ class Rendition:
     byte sizes, in playlist order; ``bandwidth_peak`` / ``bandwidth_average`` are the
     figures measured by the transcoder (``peak_bandwidth`` / ``average_bandwidth``)
     and are what the clip's own master declares.
+
+    Built for every rendition row of a scene on each cold playlist build (2,000 for a
+    1,000-clip scene), so ``__init__`` is written out: it validates, then sets every
+    field in one step (a frozen dataclass's generated ``__init__`` sets them one
+    ``object.__setattr__`` at a time, half the cost of a row; bench/README "Cold
+    build").
     """
 
     profile: str
@@ -100,26 +106,51 @@ class Rendition:
     # Derived: ``durations`` in whole milliseconds as printed in EXTINF.
     durations_ms: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        if not _NAME_RE.fullmatch(self.profile):
-            raise ValueError(f"rendition profile {self.profile!r} is not a plain name")
-        if self.width <= 0 or self.height <= 0:
-            raise ValueError(f"rendition {self.profile}: resolution must be positive")
-        if not (math.isfinite(self.frame_rate) and self.frame_rate > 0):
-            raise ValueError(f"rendition {self.profile}: frame rate must be positive")
+    def __init__(
+        self,
+        profile: str,
+        width: int,
+        height: int,
+        frame_rate: float,
+        codecs: str,
+        durations: Iterable[float],
+        sizes: Iterable[int],
+        bandwidth_peak: int,
+        bandwidth_average: int,
+        generation: int = 1,
+        first_pts: int | None = None,
+    ) -> None:
+        if not _NAME_RE.fullmatch(profile):
+            raise ValueError(f"rendition profile {profile!r} is not a plain name")
+        if width <= 0 or height <= 0:
+            raise ValueError(f"rendition {profile}: resolution must be positive")
+        if not (math.isfinite(frame_rate) and frame_rate > 0):
+            raise ValueError(f"rendition {profile}: frame rate must be positive")
         # RFC 8216 §4.3.4.2: CODECS is a quoted-string, so no '"' and no line breaks.
-        codecs = self.codecs
         if not codecs or '"' in codecs or "\r" in codecs or "\n" in codecs:
-            raise ValueError(f"rendition {self.profile}: invalid CODECS {self.codecs!r}")
-        if self.bandwidth_peak < 0 or self.bandwidth_average < 0:
-            raise ValueError(f"rendition {self.profile}: bandwidth must not be negative")
-        if self.generation < 1:
-            raise ValueError(f"rendition {self.profile}: generation must be >= 1")
+            raise ValueError(f"rendition {profile}: invalid CODECS {codecs!r}")
+        if bandwidth_peak < 0 or bandwidth_average < 0:
+            raise ValueError(f"rendition {profile}: bandwidth must not be negative")
+        if generation < 1:
+            raise ValueError(f"rendition {profile}: generation must be >= 1")
         # Rows may hand over lists (asyncpg arrays) or Decimals: store plain tuples.
-        object.__setattr__(self, "durations", tuple(map(float, self.durations)))
-        object.__setattr__(self, "sizes", tuple(map(int, self.sizes)))
-        ms = _segments_ms(self.durations, self.sizes, what=f"rendition {self.profile}")
-        object.__setattr__(self, "durations_ms", tuple(ms))
+        seconds = tuple(map(float, durations))
+        bytes_ = tuple(map(int, sizes))
+        ms = _segments_ms(seconds, bytes_, what=f"rendition {profile}")
+        self.__dict__.update(
+            profile=profile,
+            width=width,
+            height=height,
+            frame_rate=frame_rate,
+            codecs=codecs,
+            durations=seconds,
+            sizes=bytes_,
+            bandwidth_peak=bandwidth_peak,
+            bandwidth_average=bandwidth_average,
+            generation=generation,
+            first_pts=first_pts,
+            durations_ms=ms,
+        )
 
 
 @dataclass(frozen=True)
@@ -146,33 +177,45 @@ class StoryboardCue:
             raise ValueError(f"storyboard sheet {self.sheet!r} is not a plain file name")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Clip:
     """A ready segment of a scene (a "clip"): its renditions by profile and its
-    storyboard cues. ``duration`` is the clip's probed duration in seconds."""
+    storyboard cues. ``duration`` is the clip's probed duration in seconds. (Its
+    ``__init__`` is written out, as `Rendition`'s is.)"""
 
     segment_id: str
     duration: float
     renditions: Mapping[str, Rendition]
-    storyboard: tuple[StoryboardCue, ...] = field(default=())
+    storyboard: tuple[StoryboardCue, ...] = ()
     # its captions: language -> revision (core/subtitles.py)
     captions: Mapping[str, int] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        if not _NAME_RE.fullmatch(self.segment_id):
-            raise ValueError(f"segment id {self.segment_id!r} is not a plain name")
-        if not (math.isfinite(self.duration) and self.duration > 0):
-            raise ValueError(f"clip {self.segment_id}: duration must be positive")
-        for profile, rendition in self.renditions.items():
+    def __init__(
+        self,
+        segment_id: str,
+        duration: float,
+        renditions: Mapping[str, Rendition],
+        storyboard: Iterable[StoryboardCue] = (),
+        captions: Mapping[str, int] | None = None,
+    ) -> None:
+        if not _NAME_RE.fullmatch(segment_id):
+            raise ValueError(f"segment id {segment_id!r} is not a plain name")
+        if not (math.isfinite(duration) and duration > 0):
+            raise ValueError(f"clip {segment_id}: duration must be positive")
+        for profile, rendition in renditions.items():
             if rendition.profile != profile:
                 raise ValueError(
-                    f"clip {self.segment_id}: rendition {rendition.profile!r} "
+                    f"clip {segment_id}: rendition {rendition.profile!r} "
                     f"filed under profile {profile!r}"
                 )
-        # Frozen means frozen: keep a private read-only copy of the mapping.
-        object.__setattr__(self, "renditions", MappingProxyType(dict(self.renditions)))
-        object.__setattr__(self, "storyboard", tuple(self.storyboard))
-        object.__setattr__(self, "captions", MappingProxyType(dict(self.captions)))
+        # Frozen means frozen: keep private read-only copies of the mappings.
+        self.__dict__.update(
+            segment_id=segment_id,
+            duration=duration,
+            renditions=MappingProxyType(dict(renditions)),
+            storyboard=tuple(storyboard),
+            captions=MappingProxyType(dict(captions or ())),
+        )
 
     @property
     def generation(self) -> int:
@@ -238,20 +281,21 @@ def _ceil_div(num: int, den: int) -> int:
     return -(-num // den)
 
 
-def _segments_ms(durations: Sequence[float], sizes: Sequence[int], *, what: str) -> list[int]:
+def _segments_ms(durations: Sequence[float], sizes: Sequence[int], *, what: str) -> tuple[int, ...]:
     """Validate a segment list; return its durations in printed milliseconds."""
     if len(durations) == 0:
         raise ValueError(f"{what}: no media segments")
     if len(durations) != len(sizes):
         raise ValueError(f"{what}: {len(durations)} durations but {len(sizes)} sizes")
-    ms = []
-    for d in durations:
-        # A segment must print as a positive EXTINF ("0.000" would be a zero-length
-        # segment that no player can place on the timeline).
-        m = _ms(d) if math.isfinite(d) else 0
-        if m <= 0:
-            raise ValueError(f"{what}: segment duration {d!r} must be >= 0.0005 s")
-        ms.append(m)
+    try:
+        ms = tuple(map(_ms, durations))
+    except ValueError:  # "nan" / "inf" printed: not a number of milliseconds
+        ms = (0,)
+    # A segment must print as a positive EXTINF ("0.000" would be a zero-length
+    # segment that no player can place on the timeline).
+    if min(ms) <= 0:
+        bad = next(d for d in durations if not (math.isfinite(d) and _ms(d) > 0))
+        raise ValueError(f"{what}: segment duration {bad!r} must be >= 0.0005 s")
     if min(sizes) < 0:
         raise ValueError(f"{what}: segment size {min(sizes)} must not be negative")
     return ms
@@ -684,16 +728,24 @@ def stitched_media(
     rendition of a clip has the same EXTINF list, so the variants' lists agree too.
     """
     _require_clips(clips)
-    order = scene_profiles(clips)
-    if profile not in order:
-        raise ValueError(f"no clip has a {profile} rendition")
+    if target < 1:
+        raise ValueError(f"target duration {target} must be >= 1")
+    longest_ms = target * 1000 + 500  # Apple 7.7 (`_check_target`), checked inline
+    order: list[str] | None = None  # scene_profiles, made once a clip lacks `profile`
+    own = False
     lines = _media_header(target)
     append = lines.append
     extinf: dict[float, str] = {}  # EXTINF lines formatted once per distinct value
     first = True
     for clip in clips:
-        rendition = variant_rendition(clip, profile, order)
-        _check_target(target, rendition.durations_ms, f"clip {clip.segment_id} {profile}")
+        rendition = clip.renditions.get(profile)
+        if rendition is None:
+            order = order or scene_profiles(clips)
+            rendition = variant_rendition(clip, profile, order)
+        else:
+            own = True
+        if max(rendition.durations_ms) >= longest_ms:
+            _check_target(target, rendition.durations_ms, f"clip {clip.segment_id} {profile}")
         if first:
             first = False
         else:
@@ -708,6 +760,8 @@ def stitched_media(
                 line = extinf[d] = f"#EXTINF:{d:.3f},"  # RFC 8216 §4.3.2.1
             append(line)
             append(uri_for(f"{stem}{n:04d}.ts"))
+    if not own:
+        raise ValueError(f"no clip has a {profile} rendition")
     append("#EXT-X-ENDLIST")  # RFC 8216 §4.3.3.4; Apple 8.7 (VOD)
     return "\n".join(lines) + "\n"
 

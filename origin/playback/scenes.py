@@ -74,8 +74,8 @@ def _scene_document_text(view: catalog.SceneView, name: str, uri_for: Callable[[
     clips = [c.clip for c in view.clips]
     if not clips:
         raise not_found(f"scene {view.scene.id} has no ready clip yet")
-    profiles = playlists.scene_profiles(clips)
     if name == "master.m3u8":
+        profiles = playlists.scene_profiles(clips)
         return playlists.stitched_master(clips, profiles, uri_for=uri_for)
     if name == "storyboard.vtt":
         return playlists.stitched_storyboard_vtt(clips, uri_for=uri_for)
@@ -89,7 +89,7 @@ def _scene_document_text(view: catalog.SceneView, name: str, uri_for: Callable[[
             raise not_found(f"scene {view.scene.id} has no {language} subtitles")
         return playlists.stitched_subtitles(clips, language, target=target, uri_for=uri_for)
     profile = name.removesuffix(".m3u8")
-    if profile not in profiles:
+    if not any(profile in c.renditions for c in clips):  # the profiles some clip has
         raise not_found(f"scene {view.scene.id} has no variant {profile}")
     return playlists.stitched_media(clips, profile, target=target, uri_for=uri_for)
 
