@@ -26,9 +26,11 @@ run; the refinement's own memory is bench/leaks.py's).
 Reported per process (origin, worker): RSS and open files at the start (before any
 request), after warm-up (origin: after 10% of the requests; worker: once 10% of its
 transcodes and exports are done) and at the end (the origin also at the end of the
-load, its clients' connections still open as after warm-up); growth after warm-up (targets:
-worker <= 20 MB, origin <= 30 MB; open files flat). Reads: p99 over the first 10% and
-the last 10% of the requests (target: last <= 1.2x first); errors.
+load, its clients' connections still open as after warm-up; and what its byte-bounded
+caches hold, read from its /metrics: the read caches and the thumbnails at a moment);
+growth after warm-up (targets: worker <= 20 MB, origin <= 30 MB; open files flat).
+Reads: p99 over the first 10% and the last 10% of the requests (target: last <= 1.2x
+first); errors; every job that failed or retried, with its errors.
 
 Usage: ``.venv/bin/python bench/soak.py [--requests N] [--scenes N] [--transcodes N]
 [--exports N] [--deletions N] [--connections N] [--max-minutes M] [--quick]
@@ -48,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from array import array
 from pathlib import Path
 from typing import Any
@@ -269,8 +272,28 @@ async def run_load(
         await asyncio.gather(*(conn_loop(s) for _ in range(connections)))
 
 
-def snapshot(pid: int) -> dict[str, float]:
-    return {"rss_mb": rss_mb(pid), "open_files": open_files(pid)}
+def snapshot(pid: int, base: str | None = None) -> dict[str, float]:
+    """RSS and open files of a process; for the origin (`base`), also what its
+    byte-bounded caches hold (MB, from its /metrics): the read caches (READ_CACHE_MB)
+    and the thumbnails at a moment (THUMBNAIL_CACHE_MB), so RSS growth can be told
+    from caches filling up to their bounds."""
+    point = {"rss_mb": rss_mb(pid), "open_files": open_files(pid)}
+    if base is not None:
+        point.update(cache_megabytes(base))
+    return point
+
+
+def cache_megabytes(base: str) -> dict[str, float]:
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    held = {"read_cache_mb": 0.0, "thumbnail_cache_mb": 0.0}
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name == "storyforge_read_cache_bytes":
+            held["read_cache_mb"] += float(line.rsplit(" ", 1)[1]) / 1e6
+        elif name == "storyforge_thumbnail_cache_bytes":
+            held["thumbnail_cache_mb"] += float(line.rsplit(" ", 1)[1]) / 1e6
+    return {k: round(v, 2) for k, v in held.items()}
 
 
 async def jobs_done(dsn: str) -> dict[str, int]:
@@ -337,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         time.sleep(3)
         points: dict[str, dict[str, Any]] = {
-            "origin": {"start": snapshot(origin.pid)},
+            "origin": {"start": snapshot(origin.pid, base)},
             "worker": {"start": snapshot(worker.pid)},
         }
         load = Load(a, made, source)
@@ -345,10 +368,10 @@ def main(argv: list[str] | None = None) -> int:
 
         async def drive() -> None:
             def tenth() -> None:
-                points["origin"]["after_warmup"] = snapshot(origin.pid)
+                points["origin"]["after_warmup"] = snapshot(origin.pid, base)
 
             def last() -> None:  # comparable with after_warmup: the clients still connected
-                points["origin"]["end_of_load"] = snapshot(origin.pid)
+                points["origin"]["end_of_load"] = snapshot(origin.pid, base)
 
             async def watch_worker() -> None:
                 while True:
@@ -375,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             watcher.cancel()
 
         asyncio.run(drive())
-        points["origin"]["end"] = snapshot(origin.pid)
+        points["origin"]["end"] = snapshot(origin.pid, base)
         points["worker"]["end"] = snapshot(worker.pid)
         jobs = asyncio.run(jobs_done(cluster.dsn))
         failures = asyncio.run(job_failures(cluster.dsn))
@@ -394,6 +417,11 @@ def main(argv: list[str] | None = None) -> int:
         name: {
             "rss_mb": round(p["end"]["rss_mb"] - p.get("after_warmup", p["start"])["rss_mb"], 2),
             "open_files": p["end"]["open_files"] - p.get("after_warmup", p["start"])["open_files"],
+            **{
+                key: round(p["end"][key] - p.get("after_warmup", p["start"])[key], 2)
+                for key in ("read_cache_mb", "thumbnail_cache_mb")
+                if key in p["end"]
+            },
         }
         for name, p in points.items()
         if name in ("origin", "worker")
@@ -433,6 +461,15 @@ def main(argv: list[str] | None = None) -> int:
     print(
         benchutil.table(
             ["process", "RSS start MB", "after warm-up", "end", "open files start / end"], rows
+        )
+    )
+    caches = data["points"]["origin"]
+    print(
+        "origin caches MB (read / thumbnails): "
+        + ", ".join(
+            f"{point} {caches[point]['read_cache_mb']} / {caches[point]['thumbnail_cache_mb']}"
+            for point in ("start", "after_warmup", "end")
+            if point in caches
         )
     )
     print(f"requests {n:,} in {summary['load_seconds']} s; errors {load.errors}")
