@@ -1,6 +1,8 @@
 """How every ffprobe/ffmpeg of ours opens its input, shared by the workers (uploads,
 their own segments read back) and the origin (a scene's voice anchor,
-origin/assets/voice.py; frame grabs from stored segments). Pure.
+origin/assets/voice.py; frame grabs from stored segments), and how every still of ours
+is written as a JPEG (`JPEG_SCALE`: the worker's thumbnails and storyboards, the
+origin's thumbnails at a moment). Pure.
 
 Security model: an input is named as ``file:<absolute path>`` (no protocol prefix or
 leading ``-`` in a file name is interpreted), ``-protocol_whitelist file`` keeps the
@@ -13,6 +15,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+
+#: The scale options that turn a picture of ours (every rendition is BT.709 limited
+#: range, workers/media/colour.py) into what a JPEG is read as (JFIF 1.02: BT.601
+#: matrix, full range), and the pixel format that goes with it. Left to ffmpeg, the
+#: mjpeg encoder's automatic conversion changes the range only, and every viewer then
+#: shows the BT.709 picture through BT.601's matrix: a hue shift.
+JPEG_SCALE = "in_color_matrix=bt709:out_color_matrix=bt601:in_range=tv:out_range=pc"
+JPEG_PIX_FMT = "yuvj420p"
 
 #: Only local files, whatever a demuxer would like to open.
 PROTOCOL_WHITELIST: tuple[str, ...] = ("-protocol_whitelist", "file")

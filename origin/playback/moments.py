@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from core import layout
-from core.ffargs import mpegts_input
+from core.ffargs import JPEG_PIX_FMT, JPEG_SCALE, mpegts_input
 from core.framerate import exact_rate
 from core.playlists import Clip, Rendition, timeline_ms
 
@@ -149,10 +149,14 @@ def locate_in_clip(clip: Clip, micros: int, width: int) -> Still:
 def grab_command(segment: str | os.PathLike[str], still: Still) -> list[str]:
     """ffmpeg: one JPEG on stdout, the still's frame of the local `.ts` `segment`
     (opened like every input of ours, core/ffargs.py: local file, mpegts only),
-    scaled to the asked width (height to match, even)."""
-    filters = [f"select='eq(n,{still.frame_in_segment})'"]
-    if still.width != still.source_width:
-        filters.append(f"scale={still.width}:-2:flags=bicubic")
+    scaled to the asked width (height to match, even) and converted to JPEG's colours
+    (`ffargs.JPEG_SCALE`), as the worker's thumbnails are."""
+    size = f"{still.width}:-2:flags=bicubic:" if still.width != still.source_width else ""
+    filters = [
+        f"select='eq(n,{still.frame_in_segment})'",
+        f"scale={size}{JPEG_SCALE}",
+        f"format={JPEG_PIX_FMT}",
+    ]
     return [
         "ffmpeg",
         "-nostdin",

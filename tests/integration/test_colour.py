@@ -18,6 +18,7 @@ per module; every transcode runs a one-rung ladder once.
 from __future__ import annotations
 
 import asyncio
+import io
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -26,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageStat
 
 from core.settings import LadderRung, Settings
+from origin.playback.moments import Still, grab_command
 from tests.helpers.clips import FFMPEG, HAVE_FFMPEG, NO_FFMPEG_REASON
 from tests.helpers.colour import (
     MATRICES,
@@ -291,6 +293,32 @@ def test_the_stills_have_the_renditions_colours(sources: Sources) -> None:
     frame = video_frame(out.renditions[0].segments[0], 30)  # the thumbnail's, at 1 s
     thumb = Image.open(out.thumbnail).convert("RGB").resize(frame.size, Image.BILINEAR)
     assert mean_difference(thumb, frame) < 4
+
+
+def test_the_origins_stills_at_a_moment_have_the_renditions_colours(sources: Sources) -> None:
+    # the origin's frame grab (a thumbnail at any moment) from the same rendition: JPEG's
+    # colours, as the worker's thumbnails; before, the mjpeg encoder's own conversion
+    # changed the range only, and viewers read BT.709 through BT.601's matrix
+    _, out = sources.transcoded("sdr")
+    segment = out.renditions[0].segments[0]
+    frame = video_frame(segment, 30)
+    width = frame.size[0]
+
+    def grab(asked: int, *, as_before: bool = False) -> Image.Image:
+        cmd = grab_command(segment, Still("r", out.renditions[0].profile, 1, 30, 30, asked, width))
+        if as_before:
+            size = f",scale={asked}:-2:flags=bicubic" if asked != width else ""
+            cmd[cmd.index("-vf") + 1] = f"select='eq(n,30)'{size}"
+        jpeg = subprocess.run(cmd, capture_output=True, check=True, timeout=60).stdout
+        return Image.open(io.BytesIO(jpeg)).convert("RGB")
+
+    same, before = grab(width), grab(width, as_before=True)
+    assert mean_difference(same, frame) < 4
+    assert mean_difference(before, frame) > mean_difference(same, frame) + 1
+    # resized: the same colours on average, channel by channel
+    half = ImageStat.Stat(grab(width // 2)).mean
+    for got, want in zip(half, ImageStat.Stat(frame).mean, strict=True):
+        assert abs(got - want) < 2, (half, ImageStat.Stat(frame).mean)
 
 
 # ------------------------------------------------------------- orientation

@@ -163,7 +163,8 @@ def test_moment_names_and_grab_command() -> None:
         "-sn",
         "-dn",
         "-vf",
-        "select='eq(n,10)',scale=320:-2:flags=bicubic",
+        "select='eq(n,10)',scale=320:-2:flags=bicubic:in_color_matrix=bt709"
+        ":out_color_matrix=bt601:in_range=tv:out_range=pc,format=yuvj420p",
         "-frames:v",
         "1",
         "-c:v",
@@ -175,4 +176,5 @@ def test_moment_names_and_grab_command() -> None:
         "pipe:1",
     ]
     full = Still("seg_a", "720p", 1, 0, 0, 1280, 1280)
-    assert "select='eq(n,0)'" in grab_command("/s.ts", full)  # no scaling at its own width
+    # at its own width: no resize, the JPEG's colours all the same
+    assert "select='eq(n,0)',scale=in_color_matrix=bt709:" in ",".join(grab_command("/s.ts", full))

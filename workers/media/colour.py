@@ -4,7 +4,8 @@ matrix, range, bit depth, the mastering display's peak, content light level, the
 Vision configuration record), the refusal of what cannot be shown right, the ffmpeg
 filters of the one chain that the renditions of both stages, the thumbnails, the
 storyboard frames and the export's re-encoded cuts all go through (`chain`), the VUI the
-encoder writes (`ENCODER_TAGS`) and the stills' JPEG conversion (`JPEG_SCALE`). Pure.
+encoder writes (`ENCODER_TAGS`; the stills' JPEG conversion is `core.ffargs.JPEG_SCALE`).
+Pure.
 
 HDR (PQ, SMPTE ST 2084; HLG, ARIB STD-B67; both ITU-R BT.2100) becomes SDR in two
 filters. First the tone curve: ITU-R BT.2390-10 §5.4's EETF, a Hermite knee in the PQ
@@ -76,10 +77,6 @@ ENCODER_TAGS: tuple[str, ...] = (
     "-color_range",
     "tv",
 )
-#: The scale options that turn an output picture (BT.709 limited range) into what a
-#: JPEG is read as (JFIF 1.02: BT.601 matrix, full range), for the stills.
-JPEG_SCALE = "in_color_matrix=bt709:out_color_matrix=bt601:in_range=tv:out_range=pc"
-JPEG_PIX_FMT = "yuvj420p"
 
 _UNKNOWN = frozenset({"", "unknown", "unspecified", "reserved", "reserved0"})
 #: ffprobe's names -> zscale's, for what zimg converts from.

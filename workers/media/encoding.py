@@ -18,7 +18,7 @@ from pathlib import Path
 
 import m3u8
 
-from core.ffargs import PROTOCOL_WHITELIST, input_url, mpegts_input
+from core.ffargs import JPEG_PIX_FMT, JPEG_SCALE, PROTOCOL_WHITELIST, input_url, mpegts_input
 from core.framerate import STANDARD_RATES
 from core.settings import DEFAULT_LADDER, LadderRung, StagePresets
 from workers.media import colour
@@ -249,11 +249,11 @@ def fit_filter(width: int, height: int, scaler: str = "bicubic", *, jpeg: bool =
     Both sides are even; the fitted side equals the box exactly. `scaler`: libswscale's
     algorithm (bicubic, the scale filter's default, is not spelled out). With `jpeg`,
     the same scale also converts the picture to what a JPEG is read as (JFIF: BT.601,
-    full range; `workers.media.colour.JPEG_SCALE`), so a still shows the colours of the
+    full range; `core.ffargs.JPEG_SCALE`), so a still shows the colours of the
     renditions it stands for.
     """
     w, h = width, height
-    convert = f":{colour.JPEG_SCALE},format={colour.JPEG_PIX_FMT}" if jpeg else ""
+    convert = f":{JPEG_SCALE},format={JPEG_PIX_FMT}" if jpeg else ""
     return (
         f"{fit_scale_filter(w, h, scaler)}{convert}"
         f",pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1"
