@@ -122,7 +122,7 @@ def segment_key(scene_id: str, segment_id: str, name: str) -> str:
     return f"{scene_id}/{segment_id}/{name}"
 
 
-_STILL_NAME_RE = re.compile(r"^[0-9]{3,4}p(?:_g[0-9]{1,4})?_f[0-9]{6,9}_w[0-9]{2,4}\.jpg$")
+_STILL_NAME_RE = re.compile(r"^[0-9]{3,4}p(?:_g[0-9]{1,4})?_f[0-9]{6,9}_w[0-9]{2,4}_j\.jpg$")
 
 
 def still_key(scene_id: str, segment_id: str, name: str) -> str:

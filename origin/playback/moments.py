@@ -86,16 +86,17 @@ class Still:
     @property
     def still_name(self) -> str:
         """The answer's file name in the segment's `stills/` folder (its generation's:
-        a refined rendition shows the frame better)."""
+        a refined rendition shows the frame better). `_j`: written in JPEG's colours
+        (`grab_command`); a still stored before that (no `_j`) is never served again."""
         stem = layout.generation_stem(self.profile, self.generation)
-        return f"{stem}f{self.frame:06d}_w{self.width}.jpg"
+        return f"{stem}f{self.frame:06d}_w{self.width}_j.jpg"
 
     @property
     def etag(self) -> str:
         """Strong validator: the same (segment, rendition and its generation, frame,
-        width) is the same JPEG."""
+        width, JPEG's colours) is the same JPEG."""
         gen = f"g{self.generation}-" if self.generation > 1 else ""
-        return f'"{self.segment_id}-{self.profile}-{gen}{self.frame}-{self.width}"'
+        return f'"{self.segment_id}-{self.profile}-{gen}{self.frame}-{self.width}-j"'
 
 
 def pick_rendition(clip: Clip, width: int) -> Rendition:

@@ -9,6 +9,7 @@ import re
 import subprocess
 from pathlib import Path
 
+from core.ffargs import JPEG_PIX_FMT, JPEG_SCALE
 from tests.helpers.clips import FFMPEG
 
 _I = re.compile(r"Integrated loudness:\s*I:\s*(-?[\d.]+|-inf) LUFS")
@@ -47,15 +48,17 @@ def concat_segments(paths: list[Path], dest: Path) -> Path:
 
 def frame_at(playlist: str | os.PathLike[str], seconds: float, width: int, dest: Path) -> Path:
     """The frame a player shows `seconds` after the start of a clip's own media playlist
-    (the last one starting at or before it), scaled to `width`, as a JPEG: every frame is
-    decoded from the start and the last one selected is kept."""
+    (the last one starting at or before it), scaled to `width`, as a JPEG in JPEG's
+    colours (`core.ffargs.JPEG_SCALE`, as every still of ours): every frame is decoded
+    from the start and the last one selected is kept."""
     _ffmpeg(
         "-i",
         str(playlist),
         "-map",
         "0:v:0",
         "-vf",
-        f"setpts=PTS-STARTPTS,select='lte(t,{seconds:.6f})',scale={width}:-2:flags=bicubic",
+        f"setpts=PTS-STARTPTS,select='lte(t,{seconds:.6f})',"
+        f"scale={width}:-2:flags=bicubic:{JPEG_SCALE},format={JPEG_PIX_FMT}",
         "-fps_mode",
         "passthrough",
         "-q:v",

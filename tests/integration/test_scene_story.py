@@ -360,7 +360,7 @@ async def test_thumbnails_on_s3(story: Story, moto_endpoint: str) -> None:
                 assert r.status == 200 and await r.read() == local
                 samples = await scrape(client)
                 assert samples.get(("storyforge_thumbnail_ffmpeg_runs_total", ()), 0) == grabs
-        key = layout.still_key(scene, seg, f"{PROFILE}_f000045_w640.jpg")
+        key = layout.still_key(scene, seg, f"{PROFILE}_f000045_w640_j.jpg")
         assert await storage.tags(s3.videos_bucket, key) == {"type": "thumbnail"}
     finally:
         await storage.aclose()

@@ -134,13 +134,19 @@ def test_pick_rendition() -> None:
 def test_moment_names_and_grab_command() -> None:
     m = Still("seg_a", "720p", 2, 130, 10, 320, 1280)
     assert m.media_name == "720p_0002.ts"
-    assert m.still_name == "720p_f000130_w320.jpg"
-    assert m.etag == '"seg_a-720p-130-320"'
+    assert m.still_name == "720p_f000130_w320_j.jpg"
+    assert m.etag == '"seg_a-720p-130-320-j"'
     assert (
         layout.still_key("scn_x", "seg_a", m.still_name)
-        == "scn_x/seg_a/stills/720p_f000130_w320.jpg"
+        == "scn_x/seg_a/stills/720p_f000130_w320_j.jpg"
     )
-    for bad in ("../720p.jpg", "720p_f1_w320.jpg", "x/720p_f000001_w320.jpg"):
+    # (a still stored before JPEG's colours, without `_j`, is not one of ours any more)
+    for bad in (
+        "../720p.jpg",
+        "720p_f1_w320_j.jpg",
+        "x/720p_f000001_w320_j.jpg",
+        "720p_f000130_w320.jpg",
+    ):
         with pytest.raises(ValueError):
             layout.still_key("scn_x", "seg_a", bad)
     assert grab_command("/store/v/scn_x/seg_a/720p_0002.ts", m) == [
