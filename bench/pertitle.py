@@ -328,6 +328,7 @@ def timing(lengths: list[int], rounds: int, wait: bool) -> dict[str, Any]:
                     run = asyncio.run(_one_upload(base, cluster.dsn, clip, procs[1].pid))
                 run["quiet_before"] = quiet["quiet"]
                 run["disturbed"] = mon.disturbed
+                run["monitor"] = mon.summary()  # what else ran, when it was disturbed
                 runs.append(run)
                 print(
                     f"{seconds} s clip, round {n + 1}: playable {run['playable']:.1f} s "
