@@ -35,6 +35,13 @@ Kind = Literal["full", "moment"]
 #: its own (README "Exports"); a moment re-encodes up to two GOPs, so it is slower.
 DEFAULT_SPEED: Mapping[Kind, float] = {"full": 30.0, "moment": 3.0}
 SPEED_WEIGHT = 0.3  # weight of the newest job in the running throughput (sql/exports.sql)
+#: Seconds of picture re-encoded into a 1280x720 export frame per second of work, for
+#: a clip without a rendition of that frame (`Fit`); the cost grows with the frame's
+#: pixels. Measured once when it was built (issue 26, docs/NOTES.md): 1.6 CPU-s per 4 s
+#: segment into 720p, 3.7 into 1080p. Not measured per installation: an export with
+#: such parts does not update the running throughput (`core.exports.publish`).
+FIT_SPEED = 2.5
+_FIT_FRAME = 1280 * 720
 MIN_MOMENT_SECONDS = 1.0
 MAX_EXPORT_SECONDS = 24 * 3600.0  # MPEG-TS clocks wrap after 26.5 h (2^33 / 90 kHz)
 
@@ -277,6 +284,11 @@ class Plan:
         return sum(p.duration for p in self.parts)
 
     @property
+    def refit_duration(self) -> float:
+        """Seconds of it whose picture is re-encoded into the export's frame (`Fit`)."""
+        return sum(p.duration for p in self.parts if p.fit is not None)
+
+    @property
     def size(self) -> int:
         """Bytes of media segments read (copied or cut)."""
         return sum(p.size for p in self.parts)
@@ -420,10 +432,16 @@ def sidecars(plan: Plan, stored: Mapping[str, Mapping[str, str]]) -> dict[str, s
 # ------------------------------------------------------------------- estimates
 
 
-def estimate_seconds(duration: float, speed: float) -> int:
-    """Seconds an export of `duration` seconds of scene should take at `speed`
-    (seconds of scene per second of work), at least 1."""
-    return max(1, math.ceil(duration / max(speed, 1e-3)))
+def estimate_seconds(
+    duration: float, speed: float, *, refit: float = 0.0, frame: tuple[int, int] = (1280, 720)
+) -> int:
+    """Seconds an export of `duration` seconds of scene should take, at least 1: what
+    is copied (or cut) at `speed` (seconds of scene per second of work, measured per
+    kind), and the `refit` seconds of it whose picture is re-encoded into the export's
+    `frame` at `FIT_SPEED` (scaled by the frame's pixels)."""
+    copied = max(duration - refit, 0.0)
+    fit_speed = FIT_SPEED * _FIT_FRAME / max(frame[0] * frame[1], 1)
+    return max(1, math.ceil(copied / max(speed, 1e-3) + refit / fit_speed))
 
 
 # ---------------------------------------------------------- manifest, file name

@@ -262,12 +262,13 @@ async def publish(
     size: int,
     duration: float,
     kind: Kind,
-    speed: float,
+    speed: float | None,
     captions: Sequence[str] = (),
     webhooks: Sequence[str],
 ) -> bool:
     """Mark a processing export ready with the languages of its captions sidecars,
-    fold its job's speed into the running figure and write its `export.ready` event
+    fold its job's speed into the running figure (None: not a figure of its kind, an
+    export that re-encoded clips into its frame) and write its `export.ready` event
     (to `webhooks`). Runs in the transaction holding the job's lease fence. False
     (nothing written) when the export is no longer processing."""
     if not conn.is_in_transaction():
@@ -277,7 +278,8 @@ async def publish(
     )
     if row is None:
         return False
-    await conn.fetchval(db.q("export_record_speed"), kind, float(speed), SPEED_WEIGHT)
+    if speed is not None:
+        await conn.fetchval(db.q("export_record_speed"), kind, float(speed), SPEED_WEIGHT)
     data = {"exportId": export_id, "sceneId": row["scene_id"], "quality": row["quality"]}
     data |= {"size": size, "duration": round(duration, 3)}
     await outbox.emit(conn, webhooks, "export.ready", scene_id=row["scene_id"], data=data)

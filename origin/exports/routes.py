@@ -160,7 +160,13 @@ async def request_export(request: web.Request) -> web.Response:
         )
         speed = (await exports.speeds(conn))[plan.kind]
     left = 1 - queue.progress_fraction(job.progress)
-    estimate = exportplan.estimate_seconds(plan.duration * left, speed)
+    rung = next((r for r in settings.ladder if r.name == plan.quality), None)
+    estimate = exportplan.estimate_seconds(
+        plan.duration * left,
+        speed,
+        refit=plan.refit_duration * left,
+        frame=(rung.width, rung.height) if rung else (1280, 720),
+    )
     return _processing(export, job, estimate=estimate)
 
 

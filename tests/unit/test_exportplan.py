@@ -4,6 +4,7 @@ download's name, the captions sidecars."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 import pytest
@@ -202,6 +203,17 @@ def test_estimate_seconds(duration, speed, seconds):
     assert exportplan.estimate_seconds(duration, speed) == seconds
 
 
+def test_estimate_seconds_counts_the_re_encoded_seconds_at_their_own_speed():
+    fit = exportplan.FIT_SPEED
+    # 60 s copied at 30 s/s, 20 s re-encoded into the export's frame
+    assert exportplan.estimate_seconds(80, 30, refit=20) == math.ceil(60 / 30 + 20 / fit)
+    assert exportplan.estimate_seconds(20, 30, refit=20) == math.ceil(20 / fit)
+    assert exportplan.estimate_seconds(80, 30, refit=20) > exportplan.estimate_seconds(80, 30)
+    # into 1080p: 2.25x the pixels of 720p, 2.25x the time
+    at_1080 = exportplan.estimate_seconds(20, 30, refit=20, frame=(1920, 1080))
+    assert at_1080 == math.ceil(20 / (fit / 2.25))
+
+
 def test_manifest():
     plan = plan_export(SCENE, "720p", round_moment(SCENE, 2.3, 6.7))
     doc = exportplan.manifest(
@@ -361,6 +373,7 @@ def test_every_segment_of_a_fit_clip_is_reencoded_on_its_own():
     ]
     assert plan.duration == 15.0 and plan.size == 3000 + (1000 + 2000) + (2000 + 3000) + 3000
     assert [p.copied for p in plan.parts] == [True, False, False, False]
+    assert plan.refit_duration == 10.0 and plan_export(SCENE, "720p").refit_duration == 0
     assert tails(plan) == [(1, None), (2, "720p_0002.ts"), (2, "720p_0003.ts"), (2, None)]
     assert plan.level == 31  # the copied renditions' (a fit clip's comes from the re-encode)
     assert plan_export(FIT_SCENE[1:], "720p").level == 0
@@ -391,6 +404,7 @@ def test_a_moment_cutting_into_a_fit_clip_fits_its_cuts():
         (2, ("720p_0003.ts",), (0, 15), SMALL),
     ]
     assert plan.duration == pytest.approx(41 / 24 + 1.0 + 8.0 + 0.5)
+    assert plan.refit_duration == pytest.approx(8.5)
 
 
 # captions sidecars (issue 27): stored captions, times from each clip's first frame

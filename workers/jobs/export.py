@@ -286,7 +286,9 @@ async def _export(
             tags={"type": manifest_meta.tag},
         )
     await ctx.progress(0.99)
-    speed = plan.duration / max(time.monotonic() - started, 1e-3)
+    # the running throughput of its kind is of exports that copy and cut; one that
+    # re-encoded clips into its frame would lower it for every export after
+    speed = None if plan.refit_duration else plan.duration / max(time.monotonic() - started, 1e-3)
 
     async def publish() -> bool:
         async with ctx.pool.acquire() as conn, conn.transaction():
