@@ -44,8 +44,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_FFMPEG, reason=NO_FF
 ROOT = Path(__file__).resolve().parents[2]
 # Two small rungs for the cases about the source (orientation, rate, audio, container):
 # the same filters and muxers at a fraction of the cost. The 1080p30 and 720p60 cases
-# encode the full ladder: its frames, profiles and levels are checked there.
+# encode the full ladder: its frames, profiles and levels are checked there, on a clip
+# of FULL_LADDER_SECONDS.
 SMALL = ladder_of(SMALL_PAIR)
+# Two segments, a whole 4 s one and a 0.5 s tail: every check of the segmenting still
+# has a boundary to look at (same durations and an IDR at the same time in both rungs,
+# the 4 s target), at a fraction of the cost of encoding 720p and 1080p (at 60 fps).
+FULL_LADDER_SECONDS = 4.5
 
 
 @dataclass(frozen=True)
@@ -61,10 +66,10 @@ class Case:
 CASES = [
     Case(
         "1080p30_stereo",
-        dict(width=1920, height=1080, fps=30, duration=7, audio="stereo48"),
+        dict(width=1920, height=1080, fps=30, duration=FULL_LADDER_SECONDS, audio="stereo48"),
         (1920, 1080),
         30,
-        7,
+        FULL_LADDER_SECONDS,
         DEFAULT_RUNGS,
     ),
     Case("portrait_720x1280", dict(width=720, height=1280, fps=30, duration=6), (720, 1280), 30, 6),
@@ -77,10 +82,10 @@ CASES = [
     ),
     Case(
         "720p60",
-        dict(width=1280, height=720, fps=60, duration=6),
+        dict(width=1280, height=720, fps=60, duration=FULL_LADDER_SECONDS),
         (1280, 720),
         60,
-        6,
+        FULL_LADDER_SECONDS,
         DEFAULT_RUNGS,
     ),
     Case(
@@ -569,7 +574,8 @@ def test_truncated_faststart_upload_is_bad_input(tmp_path: Path) -> None:
     async def run() -> None:
         info = await ffmpeg.probe(cut)  # the index is intact, so probing passes
         assert info.duration == pytest.approx(8.0, abs=0.1)
-        await ffmpeg.transcode(cut, tmp_path / "out", info, timeout=120)
+        # the small rungs: what is checked is the decoded length, not the ladder
+        await ffmpeg.transcode(cut, tmp_path / "out", info, SMALL, timeout=120)
 
     with pytest.raises(BadInput, match=r"ends early \(truncated or damaged upload\)"):
         asyncio.run(run())
@@ -603,8 +609,11 @@ def _wait_gone(marker: str, timeout: float = 5.0) -> None:
 
 @pytest.fixture(scope="module")
 def slow_clip(clips: Path) -> Path:
+    """A clip whose transcode to the default ladder (720p and 1080p, 40 s) runs for far
+    longer than the tests below wait: the ladder's encodes make it slow, not the
+    source's picture, which is small so that the clip itself is quick to make."""
     return make_clip(
-        clips / "slow.mp4", width=1280, height=720, fps=30, duration=40, audio="stereo48"
+        clips / "slow.mp4", width=320, height=180, fps=30, duration=40, audio="stereo48"
     )
 
 
