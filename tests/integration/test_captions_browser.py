@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 
 import m3u8
@@ -42,6 +43,8 @@ pytestmark = [
 RUNS = int(os.environ.get("STORYFORGE_CAPTION_RUNS", "3"))
 MEASURE_STOCK = os.environ.get("STORYFORGE_CAPTION_STOCK") == "1"
 TOLERANCE = 0.05  # seconds
+SETTLE = 0.3  # seconds of unchanged cues once every WebVTT segment is processed
+GIVE_UP = 2.5  # seconds of unchanged cues and segments still missing: cues lost
 FRAME_RATES = (30, 25, 24, 50)
 CAPTIONED = (0, 2, 3)  # the second clip has none
 SEEK_INTO = 2  # the seek runs start one second into this clip
@@ -157,6 +160,9 @@ COLLECT = """(() => {
     clocks: sf.hls.streamController.initPTS
       .map((v, cc) => v ? [cc, v.baseTime / v.timescale] : null).filter(Boolean),
     failed: sf.subs.filter(s => !s.ok).map(s => s.cc + ':' + s.err),
+    processedSn: sf.subs.map(s => s.sn),
+    subFrags: ((sf.hls.subtitleTracks[sf.hls.subtitleTrack] || {}).details || {fragments: []})
+      .fragments.map(f => [f.sn, f.start + f.duration]),
   };
 })()"""
 
@@ -215,18 +221,27 @@ async def one_run(
     expected = scene.expected
     wanted = [e for e in expected if scene.bounds[e.clip] + e.end > seek]
     # every WebVTT segment from the playhead on is processed (well or not), and the
-    # cues stop changing
-    last, stable = None, 0
-    for _ in range(150):
+    # cues stop changing: hls.js adds a segment's cues before it reports the segment
+    # processed (SUBTITLE_FRAG_PROCESSED; a segment it defers is reported once
+    # parsed) and removes subtitle cues only when it flushes the back buffer, which a
+    # page that does not play never does; so once every segment is in, SETTLE of
+    # unchanged cues is a margin, not a guess at when loading ends. Without every
+    # segment in, the run ends after GIVE_UP unchanged (cues lost: counted below).
+    last, since = None, time.monotonic()
+    deadline = since + 15
+    while time.monotonic() < deadline:
         got = await b.eval(COLLECT)
+        now = time.monotonic()
         key = (len(got["cues"]), got["processed"])
-        stable = stable + 1 if key == last else 0
-        last = key
-        if stable >= 8 and len(got["cues"]) >= len(wanted):
+        if key != last:
+            last, since = key, now
+        segments = {int(sn) for sn, end in got["subFrags"] if end > seek}
+        all_in = bool(segments) and segments <= {int(sn) for sn in got["processedSn"]}
+        if all_in and now - since >= SETTLE:
             break
-        if stable >= 25:
+        if now - since >= GIVE_UP:
             break
-        await b.eval("new Promise(r => setTimeout(() => r(true), 100))")
+        await b.eval("new Promise(r => setTimeout(() => r(true), 50))")
     assert await b.eval("sf.fatal") is None
     found = {text: (start, end) for start, end, text in got["cues"]}
     starts = clip_starts(scene, got["frags"])
