@@ -105,7 +105,9 @@ async def transcoded_pool(
 ) -> AsyncIterator[dict[str, Any]]:
     """The origin (a client), two in-process workers and clips (`distinct_clip`
     arguments, made in `work`) transcoded through the upload API into one scene:
-    {"client", "scene", "user", "segments"}."""
+    {"client", "scene", "user", "segments"}. A module's pool: the rendition frames
+    extracted for the modules before it (`_FRAMES`) are let go."""
+    _FRAMES.clear()
     async with TestClient(OriginTestServer(create_app(env))) as client:
         client.headers_auth = {"Authorization": AUTH}
         async with running_workers(env, concurrency=2, lease_seconds=30):
