@@ -2,13 +2,20 @@
 is a different picture (so a frame one off is caught), the scene's frame grid as its
 renditions say (the oracle of which frames a moment's ends fall on), a rendition's
 frame and an exported MP4's frame as images, SSIM between them, and an MP4 played to
-its end in Chromium."""
+its end in Chromium.
+
+`check_moment` runs its ffmpeg and ffprobe processes in threads (the event loop also
+runs the in-process workers making the next exports), a few at a time, and extracts a
+rendition's frame once (`rendition_frames`: moments share frames)."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import re
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,7 +31,7 @@ from core.settings import Settings
 from origin.app import create_app
 from tests.helpers.browser import Browser
 from tests.helpers.clips import FFMPEG, make_clip
-from tests.helpers.exports import ffprobe_json, packets, wait_export
+from tests.helpers.exports import ffprobe_json, wait_export
 from tests.helpers.scenes import API_TOKEN, AUTH, new_scene, upload, wait_done
 from tests.helpers.servers import OriginTestServer
 from tests.helpers.workers import running_workers
@@ -98,7 +105,9 @@ async def transcoded_pool(
 ) -> AsyncIterator[dict[str, Any]]:
     """The origin (a client), two in-process workers and clips (`distinct_clip`
     arguments, made in `work`) transcoded through the upload API into one scene:
-    {"client", "scene", "user", "segments"}."""
+    {"client", "scene", "user", "segments"}. A module's pool: the rendition frames
+    extracted for the modules before it (`_FRAMES`) are let go."""
+    _FRAMES.clear()
     async with TestClient(OriginTestServer(create_app(env))) as client:
         client.headers_auth = {"Authorization": AUTH}
         async with running_workers(env, concurrency=2, lease_seconds=30):
@@ -169,23 +178,27 @@ def neighbours(grid: list[GridClip], k: int, i: int) -> list[tuple[int, int]]:
     return out
 
 
-def extract_frame(
-    source: Path, index: int, out: Path, *, fmt: str | None = None, box: Box | None = None
-) -> Path:
-    """Frame `index` (presentation order, from 0) of `source` as a PNG; with `box`,
+def extract_frames(
+    source: Path, indexes: list[int], out: Path, *, fmt: str | None = None, box: Box | None = None
+) -> list[Path]:
+    """Frames `indexes` (presentation order, from 0; ascending, distinct) of `source` as
+    PNGs `out`_1.png, `out`_2.png, ... in that order, one decode; with `box`, each
     scaled to fit it and padded as the transcoder does (`encoding.fit_filter`)."""
+    assert indexes == sorted(set(indexes)), indexes
     fit = f",{fit_filter(*box)}" if box else ""
+    select = "+".join(f"eq(n\\,{i})" for i in indexes)
     subprocess.run(
         [FFMPEG or "ffmpeg", "-nostdin", "-v", "error", "-y"]
         + (["-f", fmt] if fmt else [])
-        + ["-i", str(source), "-map", "0:v:0", "-vf", f"select=eq(n\\,{index}){fit}"]
-        + ["-frames:v", "1", "-update", "1", str(out)],
+        + ["-i", str(source), "-map", "0:v:0", "-vf", f"select={select}{fit}"]
+        + ["-fps_mode", "passthrough", "-frames:v", str(len(indexes)), f"{out}_%d.png"],
         check=True,
         capture_output=True,
         timeout=120,
     )
-    assert out.is_file() and out.stat().st_size, (source, index)
-    return out
+    paths = [out.with_name(f"{out.name}_{n}.png") for n in range(1, len(indexes) + 1)]
+    assert all(p.is_file() and p.stat().st_size for p in paths), (source, indexes)
+    return paths
 
 
 def decode_errors(path: Path) -> str:
@@ -206,25 +219,59 @@ def decode_errors(path: Path) -> str:
     return done.stderr
 
 
-def ssim(a: Path, b: Path) -> float:
-    """ffmpeg's SSIM (All) of two images of one size."""
+def ssims(mp4: Path, mp4_frame: int, refs: list[Path]) -> list[float]:
+    """ffmpeg's SSIM (All) of frame `mp4_frame` of `mp4` (presentation order, from 0,
+    as RGB: the picture its PNG holds) with each image of `refs` (PNGs of its size),
+    one filter graph: an ssim instance per image, named after it (the frame passes
+    through each unchanged)."""
+    graph = [f"[0:v:0]select=eq(n\\,{mp4_frame}),format=rgb24[c0]"]
+    for n in range(len(refs)):
+        graph.append(f"[c{n}][{n + 1}:v]ssim@ref{n}[c{n + 1}]")
     done = subprocess.run(
-        [FFMPEG or "ffmpeg", "-nostdin", "-v", "info", "-i", str(a), "-i", str(b)]
-        + ["-lavfi", "ssim", "-f", "null", "-"],
+        [FFMPEG or "ffmpeg", "-nostdin", "-v", "info", "-i", str(mp4)]
+        + [arg for ref in refs for arg in ("-i", str(ref))]
+        + ["-filter_complex", ";".join(graph), "-map", f"[c{len(refs)}]", "-f", "null", "-"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
     )
-    found = re.findall(r"SSIM .*All:([0-9.]+)", done.stderr)
-    assert found, done.stderr[-2000:]
-    return float(found[-1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = dict(re.findall(r"\[ssim@ref(\d+) @ [^]]*\] SSIM .*All:([0-9.]+)", done.stderr))
+    assert len(found) == len(refs), done.stderr[-2000:]
+    return [float(found[str(n)]) for n in range(len(refs))]
 
 
-def rendition_frame(
-    grid: list[GridClip], k: int, i: int, out: Path, box: Box | None = None
-) -> Path:
-    path, index = grid[k].file_of(i)
-    return extract_frame(path, index, out, fmt="mpegts", box=box)
+#: PNGs of rendition frames already extracted, by the SHA-256 of their file's bytes,
+#: their index there and the box they were fitted into: copies of a clip in other
+#: scenes have the same files, and moments share frames.
+_FRAMES: dict[tuple[str, int, Box | None], bytes] = {}
+
+
+def rendition_frames(
+    grid: list[GridClip], wanted: list[tuple[int, int]], work: Path, box: Box | None = None
+) -> dict[tuple[int, int], Path]:
+    """Frames `wanted` ((clip, frame) of `grid`) of the stitched renditions as PNGs in
+    the directory `work`, each fitted into `box` when given: the frames `_FRAMES` does
+    not hold yet extracted in one decode per media segment (`extract_frames`)."""
+    digests: dict[Path, str] = {}
+    keys, todo = {}, {}
+    for k, i in wanted:
+        path, index = grid[k].file_of(i)
+        if path not in digests:
+            digests[path] = hashlib.sha256(path.read_bytes()).hexdigest()
+        keys[(k, i)] = key = (digests[path], index, box)
+        if key not in _FRAMES:
+            todo.setdefault(path, set()).add(index)
+    for n, (path, indexes) in enumerate(todo.items()):
+        order = sorted(indexes)
+        pngs = extract_frames(path, order, work / f"segment{n}", fmt="mpegts", box=box)
+        for index, png in zip(order, pngs, strict=True):
+            _FRAMES[(digests[path], index, box)] = png.read_bytes()
+    refs = {}
+    for (k, i), key in keys.items():
+        refs[(k, i)] = work / f"ref_{k}_{i}.png"
+        refs[(k, i)].write_bytes(_FRAMES[key])
+    return refs
 
 
 def matches(
@@ -239,12 +286,41 @@ def matches(
     """SSIM of the MP4's frame `mp4_frame` with frame `i` of clip `k` of the stitched
     renditions and with the frames shown next to it (each fitted into `box` first, when
     given: renditions of other frames than the export's)."""
-    got = extract_frame(mp4, mp4_frame, work / f"mp4_{mp4_frame}.png")
-    scores = {}
-    for kk, ii in [(k, i), *neighbours(grid, k, i)]:
-        ref = rendition_frame(grid, kk, ii, work / f"ref_{kk}_{ii}.png", box)
-        scores[(kk, ii)] = ssim(got, ref)
-    return scores
+    wanted = [(k, i), *neighbours(grid, k, i)]
+    refs = rendition_frames(grid, wanted, Path(tempfile.mkdtemp(dir=work, prefix="refs")), box)
+    scores = ssims(mp4, mp4_frame, [refs[key] for key in wanted])
+    return dict(zip(wanted, scores, strict=True))
+
+
+def probe(path: Path, *, frames: bool = False) -> dict[str, Any]:
+    """What one ffprobe of `path` says: "streams" (every entry), "format" (its
+    duration), "video" and "audio" (pts, dts and duration, seconds, of every packet of
+    its first video and first audio stream, none without one) and, with `frames`,
+    "frames": the size, SAR and pixel format of every frame of its video streams."""
+    entries = "stream:format=duration:packet=stream_index,pts_time,dts_time,duration_time"
+    if frames:
+        entries += ":frame=stream_index,width,height,sample_aspect_ratio,pix_fmt"
+    data = ffprobe_json("-show_entries", entries, path)
+    items = data.get("packets_and_frames" if frames else "packets", [])
+    if not frames:
+        items = [{"type": "packet", **p} for p in items]
+    videos = [s["index"] for s in data["streams"] if s["codec_type"] == "video"]
+    audios = [s["index"] for s in data["streams"] if s["codec_type"] == "audio"]
+
+    def packets_of(indexes: list[int]) -> list[dict[str, float]]:
+        return [
+            {k: float(p[k]) for k in ("pts_time", "dts_time", "duration_time") if k in p}
+            for p in items
+            if p["type"] == "packet" and indexes[:1] == [p["stream_index"]]
+        ]
+
+    return {
+        "streams": data["streams"],
+        "format": data["format"],
+        "video": packets_of(videos),
+        "audio": packets_of(audios),
+        "frames": [f for f in items if f["type"] == "frame" and f["stream_index"] in videos],
+    }
 
 
 async def check_moment(
@@ -271,33 +347,49 @@ async def check_moment(
     mp4 = work / "moment.mp4"
     mp4.write_bytes(await (await client.get(done["url"])).read())
 
-    video = packets(mp4, "v")
+    # every process at once, in threads; their results checked in this order
+    ends = ((0, (k0, i0)), (wanted - 1, (k1, i1 - 1)))
+    probed, errors, *scored = await asyncio.gather(
+        asyncio.to_thread(probe, mp4, frames=box is not None),
+        asyncio.to_thread(decode_errors, mp4),
+        *(asyncio.to_thread(matches, grid, mp4, n, k, i, work, box) for n, (k, i) in ends),
+        return_exceptions=True,
+    )
+    for result in (probed, errors, *scored):
+        if isinstance(result, BaseException) and not isinstance(result, Exception):
+            raise result  # a cancellation: no result to check
+    if isinstance(probed, Exception):
+        raise probed
+
+    video = probed["video"]
     assert len(video) == wanted, (len(video), wanted, start, end)
     dts = [p["dts_time"] for p in video]
     assert all(b > a for a, b in zip(dts, dts[1:], strict=False)), "DTS do not increase"
     pts = sorted(p["pts_time"] for p in video)
     shown = pts[-1] - pts[0] + float(1 / grid[k1].fps)  # the last frame lasts its clip's period
     assert abs(shown - (end - start)) <= float(1 / slowest) + 1e-3, (shown, end - start)
-    duration = float(ffprobe_json("-show_format", mp4)["format"]["duration"])
+    duration = float(probed["format"]["duration"])
     assert abs(duration - (end - start)) <= float(1 / slowest) + 1e-3, (duration, end - start)
-    audio = packets(mp4, "a")
+    audio = probed["audio"]
     audio_end = audio[-1]["pts_time"] + audio[-1]["duration_time"]
     assert abs(audio_end - (pts[-1] + float(1 / grid[k1].fps))) < 1 / 40, audio_end
-    assert decode_errors(mp4) == ""
+    if isinstance(errors, Exception):
+        raise errors
+    assert errors == ""
     if box is not None:
-        (stream,) = ffprobe_json("-select_streams", "v", "-show_streams", mp4)["streams"]
+        (stream,) = [s for s in probed["streams"] if s["codec_type"] == "video"]
         assert (stream["width"], stream["height"]) == box, stream
         assert stream.get("sample_aspect_ratio", "1:1") == "1:1", stream
-        entries = "frame=width,height,sample_aspect_ratio,pix_fmt"
-        frames = ffprobe_json("-select_streams", "v", "-show_entries", entries, mp4)["frames"]
+        frames = probed["frames"]
         assert len(frames) == wanted
         shapes = {
             (f["width"], f["height"], f.get("sample_aspect_ratio"), f["pix_fmt"]) for f in frames
         }
         assert shapes == {(*box, "1:1", "yuv420p")}, shapes
 
-    for mp4_frame, (k, i) in ((0, (k0, i0)), (wanted - 1, (k1, i1 - 1))):
-        scores = matches(grid, mp4, mp4_frame, k, i, work, box)
+    for (mp4_frame, (k, i)), scores in zip(ends, scored, strict=True):
+        if isinstance(scores, Exception):
+            raise scores
         best = max(scores, key=lambda key: scores[key])
         assert best == (k, i) and scores[(k, i)] > SSIM_FLOOR, (mp4_frame, (k, i), scores)
     return {"done": done, "duration": duration, "frames": wanted, "mp4": mp4}
