@@ -43,6 +43,9 @@ SPEED_WEIGHT = 0.3  # weight of the newest job in the running throughput (sql/ex
 FIT_SPEED = 2.5
 _FIT_FRAME = 1280 * 720
 MIN_MOMENT_SECONDS = 1.0
+#: Below any timestamp a moment is cut at (90 kHz: 11 us): a client's `start + 1` whose
+#: float difference comes back as 0.9999999999999998 s asks for one second.
+_SECONDS_SLACK = 1e-6
 MAX_EXPORT_SECONDS = 24 * 3600.0  # MPEG-TS clocks wrap after 26.5 h (2^33 / 90 kHz)
 
 
@@ -81,7 +84,7 @@ def parse_request(body: Mapping[str, Any]) -> Request:
         raise BadRequest("'start' must be >= 0")
     if end <= start:
         raise BadRequest("'end' must be after 'start'")
-    if end - start < MIN_MOMENT_SECONDS:
+    if end - start < MIN_MOMENT_SECONDS - _SECONDS_SLACK:
         raise BadRequest(f"a moment must last at least {MIN_MOMENT_SECONDS:g} s")
     return Request(quality, start, end)
 

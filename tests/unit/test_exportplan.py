@@ -97,6 +97,14 @@ def test_parse_request_refuses(body, reason):
         parse_request(body)
 
 
+def test_a_moment_of_start_plus_one_second_is_one_second():
+    # (1.304618710695823 + 1.0) - 1.304618710695823 == 0.9999999999999998 in floats
+    start = 1.304618710695823
+    assert parse_request({"quality": "720p", "start": start, "end": start + 1.0}) == Request(
+        "720p", start, start + 1.0
+    )
+
+
 def test_h264_level():
     assert h264_level("avc1.4d401f,mp4a.40.2") == 31
     assert h264_level("avc1.64002a") == 42
