@@ -36,6 +36,7 @@ from core.storage import (
     open_storage,
 )
 from core.storage.base import _delete_with_retries
+from tests.helpers.objects import put_many
 from tests.helpers.s3calls import s3_calls
 
 MiB = 1024 * 1024
@@ -103,18 +104,6 @@ async def collect(items: AsyncIterator[ObjectInfo]) -> list[ObjectInfo]:
 
 def quoted_md5(data: bytes) -> str:
     return f'"{hashlib.md5(data).hexdigest()}"'
-
-
-async def put_many(
-    storage: Storage, bucket: str, keys: Iterable[str], concurrency: int = 32
-) -> None:
-    semaphore = asyncio.Semaphore(concurrency)
-
-    async def one(key: str) -> None:
-        async with semaphore:
-            await storage.put(bucket, key, key.encode(), content_type="text/plain")
-
-    await asyncio.gather(*(one(key) for key in keys))
 
 
 # --------------------------------------------------------------------------- contract
@@ -353,7 +342,7 @@ async def test_list_paginates_and_delete_prefix_batches(backend: Backend) -> Non
     s, b = backend.storage, backend.bucket
     doomed = [f"scene-x/{i % 10}/seg_{i:05d}.ts" for i in range(2_050)]
     kept = ["scene-x2/keep.ts", "scene-x.ts", "scene-/keep.ts", "other/scene-x/keep.ts"]
-    await put_many(s, b, [*doomed, *kept])
+    await put_many(s, [(b, key) for key in (*doomed, *kept)])
 
     listed = await collect(s.list(b, "scene-x/"))
     assert [i.key for i in listed] == sorted(doomed)
