@@ -36,13 +36,20 @@ async def keys_under(storage: Storage, bucket: str, prefix: str = "") -> list[st
 async def scene_objects(storage: Storage, settings, scene_id: str, job_ids=()) -> list[str]:
     """`bucket/key` of every object under a scene's prefixes (videos and exports
     `{sceneId}/`, assets `scenes/{sceneId}/`) and its jobs' internal ones, sorted. A
-    `{sceneId}/{segmentId}` as `scene_id` lists one clip's objects."""
+    `{sceneId}/{segmentId}` as `scene_id` lists one clip's objects. The jobs' objects
+    come from one listing of `jobs/`, not one per job (hundreds of calls on moto)."""
     found = []
     for bucket, prefix in [
         (settings.videos_bucket, f"{scene_id}/"),
         (settings.exports_bucket, f"{scene_id}/"),
         (settings.assets_bucket, f"scenes/{scene_id}/"),
-        *((settings.internal_bucket, f"jobs/{j}/") for j in job_ids),
     ]:
         found += [f"{bucket}/{k}" for k in await keys_under(storage, bucket, prefix)]
+    job_prefixes = tuple(f"jobs/{j}/" for j in job_ids)
+    if job_prefixes:
+        found += [
+            f"{settings.internal_bucket}/{k}"
+            for k in await keys_under(storage, settings.internal_bucket, "jobs/")
+            if k.startswith(job_prefixes)
+        ]
     return sorted(found)

@@ -23,13 +23,12 @@ from core.storage import open_configured_storage
 from origin.app import create_app
 from tests.helpers.cdn import create_distribution, invalidated_paths, throttled
 from tests.helpers.jobs import scene_objects, wait_job
+from tests.helpers.objects import put_many
 from tests.helpers.s3calls import delete_errors
 from tests.helpers.scenes import AUTH
 from tests.helpers.servers import OriginTestServer
 from tests.helpers.workers import running_workers
 from workers.jobs.lifecycle import make_delete_scene
-
-PUT_CONCURRENCY = 48
 
 
 @pytest.fixture
@@ -104,16 +103,16 @@ async def populate(
         for j in job_ids
         for i in range(per_job)
     ]
-    sem = asyncio.Semaphore(PUT_CONCURRENCY)
 
-    async def put(bucket, key):
-        async with sem:
-            meta = layout.file_meta(key.rsplit("/", 1)[-1])
-            await storage.put(
-                bucket, key, key.encode(), content_type=meta.content_type, tags={"type": meta.tag}
-            )
+    def meta(key):
+        return layout.file_meta(key.rsplit("/", 1)[-1])
 
-    await asyncio.gather(*(put(b, k) for b, k in keys))
+    await put_many(
+        storage,
+        keys,
+        content_type=lambda key: meta(key).content_type,
+        tags=lambda key: {"type": meta(key).tag},
+    )
     return scene, job_ids, sorted(f"{b}/{k}" for b, k in keys)
 
 

@@ -9,8 +9,10 @@ import hashlib
 import os
 import random
 import resource
+import shutil
+import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -36,6 +38,7 @@ from core.storage import (
     open_storage,
 )
 from core.storage.base import _delete_with_retries
+from tests.helpers.objects import put_many
 from tests.helpers.s3calls import s3_calls
 
 MiB = 1024 * 1024
@@ -55,7 +58,30 @@ class Backend:
 def backend_config(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, object]:
     if request.param == "s3":
         return {"kind": "s3", "endpoint_url": request.getfixturevalue("moto_endpoint")}
+    if request.param == "local-in-memory":
+        return {"kind": "local", "root": request.getfixturevalue("memory_dir") / "store"}
     return {"kind": "local", "root": tmp_path / "store"}
+
+
+# LocalStorage fsyncs every object, its sidecar and both directories: for tests of
+# thousands of objects that check listing and deleting, not durability, a directory
+# in memory (tmpfs, where fsync waits on no disk) when the machine has one
+MANY_OBJECTS_BACKENDS = pytest.mark.parametrize(
+    "backend_config", ["local-in-memory", "s3"], ids=["local", "s3"], indirect=True
+)
+
+
+@pytest.fixture
+def memory_dir(tmp_path: Path) -> Iterator[Path]:
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        yield tmp_path
+        return
+    path = Path(tempfile.mkdtemp(prefix="storyforge-storage-", dir=shm))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 async def _open(config: dict[str, object]) -> Storage:
@@ -103,18 +129,6 @@ async def collect(items: AsyncIterator[ObjectInfo]) -> list[ObjectInfo]:
 
 def quoted_md5(data: bytes) -> str:
     return f'"{hashlib.md5(data).hexdigest()}"'
-
-
-async def put_many(
-    storage: Storage, bucket: str, keys: Iterable[str], concurrency: int = 32
-) -> None:
-    semaphore = asyncio.Semaphore(concurrency)
-
-    async def one(key: str) -> None:
-        async with semaphore:
-            await storage.put(bucket, key, key.encode(), content_type="text/plain")
-
-    await asyncio.gather(*(one(key) for key in keys))
 
 
 # --------------------------------------------------------------------------- contract
@@ -347,13 +361,14 @@ async def test_stream_closes_early_and_reads_once(backend: Backend) -> None:
 
 
 @pytest.mark.slow
+@MANY_OBJECTS_BACKENDS
 async def test_list_paginates_and_delete_prefix_batches(backend: Backend) -> None:
     """One population of >2,000 keys serves both: listing must page past 1,000 keys
     (twice) and delete_prefix must batch DeleteObjects (<= 1,000 keys each)."""
     s, b = backend.storage, backend.bucket
     doomed = [f"scene-x/{i % 10}/seg_{i:05d}.ts" for i in range(2_050)]
     kept = ["scene-x2/keep.ts", "scene-x.ts", "scene-/keep.ts", "other/scene-x/keep.ts"]
-    await put_many(s, b, [*doomed, *kept])
+    await put_many(s, [(b, key) for key in (*doomed, *kept)])
 
     listed = await collect(s.list(b, "scene-x/"))
     assert [i.key for i in listed] == sorted(doomed)
