@@ -269,6 +269,26 @@ async def test_bad_inputs_fail_readably_and_publish_nothing(
 ONE_360P_RUNG = (LadderRung("360p", 640, 360, 800_000),)
 
 
+async def lease_lapsed(settings, job_id: str, timeout: float = 30.0) -> None:
+    """Wait until the running job's lease has expired (its worker is gone and renews
+    it no more): the next reaper pass of any worker queues it again."""
+    pool = await db.connect_pool(settings.database_url, size=1)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            row = await pool.fetchrow(
+                "SELECT status, lease_expires_at < now() AS lapsed FROM jobs WHERE id = $1",
+                job_id,
+            )
+            assert row is not None and row["status"] == "running", row
+            if row["lapsed"]:
+                return
+            assert time.monotonic() < deadline, f"job {job_id}'s lease never lapsed"
+            await asyncio.sleep(0.1)
+    finally:
+        await pool.close()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("ladder", [ONE_360P_RUNG], ids=["360p"])
 async def test_worker_killed_mid_transcode_is_finished_by_another(origin_client, settings, clips):
@@ -285,6 +305,9 @@ async def test_worker_killed_mid_transcode_is_finished_by_another(origin_client,
             if body["progress"] >= 0.2:
                 break
             await asyncio.sleep(0.2)
+        # stopped, it can publish nothing more: what the status says now is mid-way
+        first.send_signal(signal.SIGSTOP)
+        body = await (await client.get(f"/api/v1/segments/{seg}")).json()
         assert body["status"] == "processing" and body["progress"] >= 0.2, body
         first.send_signal(signal.SIGKILL)
         first.wait(10)
@@ -294,9 +317,12 @@ async def test_worker_killed_mid_transcode_is_finished_by_another(origin_client,
     finally:
         if first.poll() is None:
             first.kill()
-    # the killed worker's 3 s lease lets this one take the job over quickly; its own
-    # lease is longer, so a loaded machine's late renewal cannot hand the job to its
-    # second slot midway (a CI run saw "lease_lost" and a third attempt)
+    # the killed worker's 3 s lease lets this one take the job over quickly: started
+    # once that lease has lapsed, its reaper's first pass (at its start) queues the job
+    # again, not one half its own lease later. Its own lease is longer, so a loaded
+    # machine's late renewal cannot hand the job to its second slot midway (a CI run
+    # saw "lease_lost" and a third attempt)
+    await lease_lapsed(settings, body["jobId"])
     second = worker_process(
         settings,
         TIMELINE_INTERVAL="2",

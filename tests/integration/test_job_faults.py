@@ -30,7 +30,7 @@ from core import db, layout, queue
 from core.settings import DEFAULT_LADDER
 from origin import keys
 from origin.app import create_app
-from tests.helpers.clips import FFMPEG, HAVE_FFMPEG, NO_FFMPEG_REASON, make_clip
+from tests.helpers.clips import FFMPEG, HAVE_FFMPEG, NO_FFMPEG_REASON, SMALL_PAIR, make_clip
 from tests.helpers.exports import scene_of_copies, wait_export
 from tests.helpers.polling import until
 from tests.helpers.scenes import API_TOKEN, new_scene, tus_create, upload, wait_done
@@ -82,6 +82,31 @@ def worker(settings, *args: str, **env: str) -> Iterator[subprocess.Popen[bytes]
             kill(proc)
 
 
+async def hold_encoder(pool: asyncpg.Pool, job_id: str, progress: float, timeout=90.0) -> int:
+    """Run job `job_id`'s encoding ffmpeg (the one running libx264) 10 ms in every
+    100 ms (SIGCONT, then SIGSTOP) until the job's recorded progress reaches
+    `progress`, and leave it stopped there: the transcode held mid-way however fast
+    this machine encodes, while its worker runs on (its other jobs, its heartbeats).
+    Returns the ffmpeg's pid; SIGKILL its worker soon (the ffmpeg dies with it)."""
+    deadline = time.monotonic() + timeout
+    pid = None
+    while pid is None:
+        found = processes_mentioning(f"storyforge-{job_id}", "libx264")
+        if found:
+            (pid,) = found
+            os.kill(pid, signal.SIGSTOP)
+        else:
+            assert time.monotonic() < deadline, f"job {job_id} never ran its encoder"
+            await asyncio.sleep(0.01)
+    while (await pool.fetchval("SELECT progress FROM jobs WHERE id=$1", job_id)) < progress:
+        assert time.monotonic() < deadline, f"job {job_id} never reached {progress}"
+        os.kill(pid, signal.SIGCONT)
+        await asyncio.sleep(0.01)
+        os.kill(pid, signal.SIGSTOP)
+        await asyncio.sleep(0.09)
+    return pid
+
+
 async def kill_mid_job(proc: subprocess.Popen[bytes], job_id: str) -> None:
     """SIGKILL the worker running `job_id`: no cleanup code of its runs; its ffmpeg
     children (named after the job's working directory) die with it."""
@@ -129,8 +154,15 @@ async def test_a_worker_killed_in_each_job_kind_is_finished_once_by_another(
     settings, tmp_path
 ) -> None:
     async with stalling_receiver() as (url, receiver, cut, release):
+        # two small rungs: a publish of several renditions (once), at a fraction of the
+        # full ladder's cost; the transcode is held mid-way (`hold_encoder`), however
+        # fast it would run
         s = dataclasses.replace(
-            settings, webhook_urls=(url,), webhook_secret=SECRET, webhook_allow_private=True
+            settings,
+            ladder=SMALL_PAIR,
+            webhook_urls=(url,),
+            webhook_secret=SECRET,
+            webhook_allow_private=True,
         )
         env = {
             "WEBHOOK_URLS": url,
@@ -142,9 +174,9 @@ async def test_a_worker_killed_in_each_job_kind_is_finished_once_by_another(
         }
         async with origin(s) as client:
             pool = client.server.app[keys.POOL]
-            # 1080p: a source smaller than a rung gets no rendition of it (issue 26), and
-            # the export below is of the 1080p rung
-            clip = make_clip(tmp_path / "a.mp4", width=1920, height=1080, fps=30, duration=8)
+            # 360p: a source smaller than a rung gets no rendition of it (issue 26), and
+            # the export below is of the 360p rung
+            clip = make_clip(tmp_path / "a.mp4", width=640, height=360, fps=30, duration=8)
             # Two clips whose transcode jobs the test claims itself and holds, as a worker
             # still writing would: deleting their scene / removing one of them then
             # leaves delete_scene and remove_segment waiting for the holders (running).
@@ -173,6 +205,8 @@ async def test_a_worker_killed_in_each_job_kind_is_finished_once_by_another(
             locker_pid = locker.get_server_pid()
 
             with worker(s, "--concurrency", "6", **env) as first:
+                # the transcode held at a tenth while the other jobs get in flight
+                encoder = await hold_encoder(pool, transcode_job, 0.1)
 
                 async def all_in_flight() -> bool:
                     rows = await pool.fetch(
@@ -197,6 +231,7 @@ async def test_a_worker_killed_in_each_job_kind_is_finished_once_by_another(
                     )
 
                 await until(all_in_flight, 90, "every job in flight")
+                assert encoder in child_pids(first.pid), "the transcode's ffmpeg runs"
                 assert any("ffmpeg" in cmd for cmd in child_pids(first.pid).values())
                 assert workdirs(transcode_job), "the transcode has a working directory"
                 await kill_mid_job(first, transcode_job)
@@ -248,10 +283,10 @@ async def test_a_worker_killed_in_each_job_kind_is_finished_once_by_another(
                         if o.key.endswith(".ts")
                     ]
                 )
-                r = await client.get(f"/v/{scene}/{seg}/720p.m3u8")
+                r = await client.get(f"/v/{scene}/{seg}/360p.m3u8")
                 segments = (await r.text()).count("#EXTINF")
                 assert names == sorted(
-                    f"{p}_{i:04d}.ts" for p in ("720p", "1080p") for i in range(1, segments + 1)
+                    f"{p}_{i:04d}.ts" for p in ("180p", "360p") for i in range(1, segments + 1)
                 )
                 ready = await pool.fetchval(
                     "SELECT count(*) FROM webhook_events WHERE type = 'segment.ready' "
@@ -274,11 +309,12 @@ async def test_a_worker_killed_in_each_job_kind_is_finished_once_by_another(
                     == "expired"
                 )
 
-                # export: the second worker is killed while it joins a long scene
-                long_scene, _ = await scene_of_copies(s, scene, [seg] * 24, user)
+                # export: the second worker is killed while it joins a scene of
+                # eight copies of the clip
+                long_scene, _ = await scene_of_copies(s, scene, [seg] * 8, user)
                 r = await client.post(
                     f"/api/v1/scenes/{long_scene}/export",
-                    json={"quality": "1080p"},
+                    json={"quality": "360p"},
                     headers=client.headers_auth,
                 )
                 assert r.status == 202
@@ -288,7 +324,7 @@ async def test_a_worker_killed_in_each_job_kind_is_finished_once_by_another(
                 fed = (
                     sum(
                         p.stat().st_size
-                        for p in (s.storage_root / s.videos_bucket / long_scene).rglob("1080p_*.ts")
+                        for p in (s.storage_root / s.videos_bucket / long_scene).rglob("360p_*.ts")
                     )
                     // 10
                 )  # a tenth of the scene: mid-export, however fast this machine is
@@ -304,7 +340,7 @@ async def test_a_worker_killed_in_each_job_kind_is_finished_once_by_another(
             assert (row["status"], row["attempts"]) == ("succeeded", 2)
             prefix = layout.export_prefix(long_scene, started["exportId"])
             stored = sorted([o.key async for o in storage.list(s.exports_bucket, long_scene + "/")])
-            assert stored == [prefix + "export_manifest.json", prefix + "full_1080p.mp4"]
+            assert stored == [prefix + "export_manifest.json", prefix + "full_360p.mp4"]
             assert not workdirs(export_job)
 
 

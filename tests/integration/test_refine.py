@@ -252,7 +252,7 @@ async def test_a_worker_killed_mid_refinement_is_finished_once_by_another(
 ):
     """SIGKILLed while its ffmpeg encodes: nothing is published, the lease runs out, a
     second worker refines the clip again and publishes generation 2 once."""
-    grace = 2.0
+    grace = 1.0
     quick = dataclasses.replace(refining, segment_removal_grace=grace)
     env = {
         "REFINE": "on",
@@ -261,7 +261,8 @@ async def test_a_worker_killed_mid_refinement_is_finished_once_by_another(
         "REFINE_PRESET": "medium",
         "SEGMENT_REMOVAL_GRACE": str(grace),
     }
-    longer = make_clip(tmp_path / "longer.mp4", width=1280, height=720, duration=8)
+    # the ladder's top rung (a smaller source gets no rendition of it, issue 26)
+    longer = make_clip(tmp_path / "longer.mp4", width=640, height=360, duration=8)
     async with TestClient(OriginTestServer(create_app(quick))) as client:
         scene, seg, job = await fast_clip(client, pool, kinds, longer)
         first = worker_process(quick, **env)
