@@ -271,6 +271,20 @@ async def _requeue(
     return requeued
 
 
+async def lost_for_good(
+    conn: asyncpg.Connection, job: queue.Job, *, webhooks: Sequence[str]
+) -> None:
+    """A job its lease's expiry made dead (its worker was lost on its last attempt), in
+    the reaper's transaction (`queue.requeue_expired`): a transcode's clip fails, with
+    its `segment.failed` event to `webhooks`, as its handler fails it after a last
+    attempt that raised; otherwise the clip would say `processing` for good. What the
+    lost attempt stored under the clip's folder stays until the scene goes, or an
+    operator's retry (`storyforge jobs retry`: processing again) writes it anew."""
+    if job.kind == "transcode" and job.segment_id:
+        reason = f"transcoding failed after {job.attempts} attempts: {job.last_error}"
+        await catalog.fail_segment(conn, job.segment_id, reason, webhooks=webhooks)
+
+
 async def cancel_job(
     conn: asyncpg.Connection, job_id: str, *, reason: str, webhooks: Sequence[str]
 ) -> queue.Job | None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -406,11 +406,25 @@ async def release(conn: Conn, job_id: str, lease_token: str) -> Job:
     )
 
 
-async def requeue_expired(conn: Conn) -> list[Job]:
-    """Re-queue (or kill, when out of attempts) running jobs whose lease expired."""
+#: What happens beside a job that its lease's expiry made dead, in the same
+#: transaction (`requeue_expired`).
+OnDead: TypeAlias = Callable[[asyncpg.Connection, "Job"], Awaitable[None]]
+
+
+async def requeue_expired(pool: asyncpg.Pool, on_dead: OnDead | None = None) -> list[Job]:
+    """Re-queue (or kill, when out of attempts) running jobs whose lease expired. With
+    `on_dead`, it runs for each job made dead, in the transaction that makes it so:
+    what such a job was for ends with it, or neither happens."""
     with _converted("requeue expired"):
-        rows = await conn.fetch(q("job_requeue_expired"), NOTIFY_CHANNEL)
-    return [Job.from_row(r) for r in rows]
+        async with pool.acquire() as conn, conn.transaction():
+            jobs = [
+                Job.from_row(r) for r in await conn.fetch(q("job_requeue_expired"), NOTIFY_CHANNEL)
+            ]
+            if on_dead is not None:
+                for job in jobs:
+                    if job.status == "dead":
+                        await on_dead(conn, job)
+    return jobs
 
 
 async def counts(conn: Conn) -> dict[tuple[str, str], int]:

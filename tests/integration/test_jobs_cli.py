@@ -197,6 +197,40 @@ async def test_list_show_and_refusals(fresh_db, pool, tmp_path):
     assert (await catalog.segment_status(pool, segment) or {})["status"] == "processing"
 
 
+async def test_a_clip_whose_worker_is_lost_on_its_last_attempt_fails(fresh_db, pool, tmp_path):
+    """A transcode whose worker is lost on each of its attempts: the last lease's expiry
+    makes the job dead and, in the reaper's transaction, fails its clip with a reason
+    and a segment.failed event (it said `processing` for good); an operator's retry
+    makes it processing again."""
+    _scene, segment, job_id = await clip_job(pool)  # 3 attempts
+    hooks = ("http://127.0.0.1:9/hook",)
+
+    def on_dead(conn: asyncpg.Connection, job: queue.Job):
+        return lifecycle.lost_for_good(conn, job, webhooks=hooks)
+
+    for attempt in (1, 2, 3):
+        claimed = await queue.claim(pool, ["transcode"], worker="lost", lease_seconds=0.05)
+        assert claimed is not None and (claimed.id, claimed.attempts) == (job_id, attempt)
+        await asyncio.sleep(0.1)  # the worker is gone: nobody renews the lease
+        (reaped,) = await queue.requeue_expired(pool, on_dead)
+        clip = await catalog.segment_status(pool, segment) or {}
+        if attempt < 3:
+            assert (reaped.status, clip["status"]) == ("queued", "processing")
+    assert (reaped.status, reaped.last_error) == ("dead", "lease expired (worker lost)")
+    reason = "transcoding failed after 3 attempts: lease expired (worker lost)"
+    assert (clip["status"], clip["error"]) == ("failed", reason)
+    (event,) = await pool.fetch("SELECT payload FROM webhook_events WHERE type = 'segment.failed'")
+    assert json.loads(event["payload"])["data"]["error"] == reason
+    assert await queue.requeue_expired(pool, on_dead) == []  # once
+
+    root = tmp_path / "storage"
+    await keep_upload(
+        Settings.from_env({}, database_url=fresh_db, storage_root=root), job_id, b"clip"
+    )
+    assert (await jobs(fresh_db, "retry", job_id, storage=root)).returncode == 0
+    assert (await catalog.segment_status(pool, segment) or {})["status"] == "processing"
+
+
 async def test_cancel_running_job_fences_its_worker_out(fresh_db, pool):
     _scene, segment, job_id = await clip_job(pool)
     claimed = await queue.claim(pool, ["transcode"], worker="op-test", lease_seconds=30)

@@ -325,6 +325,7 @@ async def run_worker(
     listen: bool = True,
     stats: JobStats | None = None,
     retention: Retention | None = None,
+    on_dead: queue.OnDead | None = None,
 ) -> None:
     """Claim and run jobs of the kinds in `handlers` until `stop` is set.
 
@@ -335,6 +336,8 @@ async def run_worker(
     next poll; without, it only polls. `stats` collects the figures of the worker's
     /metrics (workers/runtime/metrics.py). With `retention`, the reaper also prunes
     history past it and folds the status counts (core/retention.py) on each pass.
+    `on_dead` runs for each job whose lost lease made it dead, in the reaper's
+    transaction (`queue.requeue_expired`).
     """
     if not handlers:
         log.warning("worker %s has no handlers: it will only re-queue expired leases", name)
@@ -375,7 +378,7 @@ async def run_worker(
     except QueueError as exc:
         log.warning("worker %s: temporary directories not swept: %s", name, exc)
     reaper = asyncio.create_task(
-        _reaper(pool, name, reap_interval, stop, retention), name=f"reaper {name}"
+        _reaper(pool, name, reap_interval, stop, retention, on_dead), name=f"reaper {name}"
     )
     due = asyncio.Event()  # set when a job of our kinds may have become due
     listener = (
@@ -461,13 +464,14 @@ async def _reaper(
     interval: float,
     stop: asyncio.Event,
     retention: Retention | None = None,
+    on_dead: queue.OnDead | None = None,
 ) -> None:
     """Re-queue jobs whose lease expired (their worker died) and remove temporary
     directories no worker holds (a dead worker's on this machine), every `interval`;
     with `retention`, prune history and fold the status counts too."""
     while not stop.is_set():
         try:
-            await _reap(pool, name)
+            await _reap(pool, name, on_dead)
             await sweep_workdirs(pool, name)
         except QueueError as exc:
             log.warning("worker %s: re-queueing expired leases failed: %s", name, exc)
@@ -491,8 +495,8 @@ async def _maintain(pool: asyncpg.Pool, name: str, retention: Retention) -> None
         )
 
 
-async def _reap(pool: asyncpg.Pool, name: str) -> None:
-    for job in await queue.requeue_expired(pool):
+async def _reap(pool: asyncpg.Pool, name: str, on_dead: queue.OnDead | None = None) -> None:
+    for job in await queue.requeue_expired(pool, on_dead):
         log.warning(
             "job %s (%s): lease expired (worker %s lost), now %s",
             job.id,

@@ -11,6 +11,7 @@ import socket
 
 from core import db, memory
 from core.cdn import Invalidations, NoInvalidator, open_invalidations
+from core.lifecycle import lost_for_good
 from core.retention import Retention
 from core.settings import Settings
 from core.storage import open_configured_storage
@@ -63,6 +64,7 @@ async def run(settings: Settings, *, concurrency: int, grace: float) -> None:
                 name=f"{socket.gethostname()}:{os.getpid()}",
                 stats=stats,
                 retention=Retention.of(settings),
+                on_dead=lambda conn, job: lost_for_good(conn, job, webhooks=settings.webhook_urls),
             )
     finally:
         await invalidations.aclose()
