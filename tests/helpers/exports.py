@@ -180,10 +180,12 @@ def packets(path: Path, stream: str) -> list[dict[str, float]]:
         "packet=pts_time,dts_time,duration_time",
         path,
     )
-    return [
-        {k: float(p[k]) for k in ("pts_time", "dts_time", "duration_time") if k in p}
-        for p in data["packets"]
-    ]
+    return [packet_times(p) for p in data["packets"]]
+
+
+def packet_times(packet: dict[str, Any]) -> dict[str, float]:
+    """An ffprobe packet's pts, dts and duration, seconds (those it has)."""
+    return {k: float(packet[k]) for k in ("pts_time", "dts_time", "duration_time") if k in packet}
 
 
 def top_level_boxes(path: Path) -> list[str]:

@@ -5,7 +5,7 @@ frame and an exported MP4's frame as images, SSIM between them, and an MP4 playe
 its end in Chromium.
 
 `check_moment` runs its ffmpeg and ffprobe processes in threads (the event loop also
-runs the in-process workers making the next exports), a few at a time, and extracts a
+runs the in-process workers making the next exports), all at once, and extracts a
 rendition's frame once (`rendition_frames`: moments share frames)."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from core.settings import Settings
 from origin.app import create_app
 from tests.helpers.browser import Browser
 from tests.helpers.clips import FFMPEG, make_clip
-from tests.helpers.exports import ffprobe_json, wait_export
+from tests.helpers.exports import ffprobe_json, packet_times, wait_export
 from tests.helpers.scenes import API_TOKEN, AUTH, new_scene, upload, wait_done
 from tests.helpers.servers import OriginTestServer
 from tests.helpers.workers import running_workers
@@ -309,7 +309,7 @@ def probe(path: Path, *, frames: bool = False) -> dict[str, Any]:
 
     def packets_of(indexes: list[int]) -> list[dict[str, float]]:
         return [
-            {k: float(p[k]) for k in ("pts_time", "dts_time", "duration_time") if k in p}
+            packet_times(p)
             for p in items
             if p["type"] == "packet" and indexes[:1] == [p["stream_index"]]
         ]

@@ -21,6 +21,7 @@ from core import db, layout
 from core.settings import LadderRung
 from origin.app import create_app
 from tests.helpers.clips import HAVE_FFMPEG, NO_FFMPEG_REASON, SMALL_PAIR
+from tests.helpers.polling import until
 from tests.helpers.scenes import new_scene, upload, wait_done
 from tests.helpers.servers import OriginTestServer
 from tests.helpers.services import free_port, processes_mentioning, worker_process
@@ -273,18 +274,16 @@ async def lease_lapsed(settings, job_id: str, timeout: float = 30.0) -> None:
     """Wait until the running job's lease has expired (its worker is gone and renews
     it no more): the next reaper pass of any worker queues it again."""
     pool = await db.connect_pool(settings.database_url, size=1)
+
+    async def lapsed() -> bool:
+        row = await pool.fetchrow(
+            "SELECT status, lease_expires_at < now() AS lapsed FROM jobs WHERE id = $1", job_id
+        )
+        assert row is not None and row["status"] == "running", row
+        return bool(row["lapsed"])
+
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            row = await pool.fetchrow(
-                "SELECT status, lease_expires_at < now() AS lapsed FROM jobs WHERE id = $1",
-                job_id,
-            )
-            assert row is not None and row["status"] == "running", row
-            if row["lapsed"]:
-                return
-            assert time.monotonic() < deadline, f"job {job_id}'s lease never lapsed"
-            await asyncio.sleep(0.1)
+        await until(lapsed, timeout, f"job {job_id}'s lease lapsed", step=0.1)
     finally:
         await pool.close()
 
