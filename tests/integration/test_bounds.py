@@ -423,7 +423,9 @@ async def test_sigterm_answers_what_is_in_flight(settings, client, tmp_path):
             await Conn.open(port)
         rc = await asyncio.to_thread(proc.wait, 10)
         assert rc == 0
-        assert time.monotonic() - signalled < grace + CUT_SECONDS + 1
+        # its exit (closing the pool, the interpreter's teardown; the whole stop took 8.4 s
+        # once in a full suite on 2 cores) did not wait for the stalled upload's 30 s
+        assert time.monotonic() - signalled < 30
         upload.close()
         stalled.close()
     finally:
